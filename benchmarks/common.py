@@ -1,0 +1,151 @@
+"""Shared pieces of the benchmark scripts: the card's name, versions, ceilings, timing, result files."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import re
+import statistics
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def card_name() -> str:
+    if not torch.cuda.is_available():
+        return "cpu"
+    return torch.cuda.get_device_name()
+
+
+def card_slug() -> str:
+    return re.sub(r"[^a-z0-9]+", "-", card_name().lower()).strip("-")
+
+
+def environment() -> dict:
+    info = {"card": card_name(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "python": platform.python_version(), "torch": torch.__version__, "host": platform.node()}
+    try:
+        import triton
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    if torch.cuda.is_available():
+        info["cuda"] = torch.version.cuda
+        info["driver"] = _driver_version()
+        props = torch.cuda.get_device_properties(0)
+        info["sm_count"] = props.multi_processor_count
+        info["memory_gib"] = round(props.total_memory / 2**30, 1)
+    return info
+
+
+def _driver_version() -> str | None:
+    try:
+        import subprocess
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return None
+
+
+def cuda_time_ms(fn, warmup: int = 10, repeats: int = 20, inner: int = 10) -> dict:
+    """Median and spread of ``repeats`` windows of ``inner`` calls each, timed with CUDA events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    windows = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(inner):
+            fn()
+        end.record()
+        end.synchronize()
+        windows.append(start.elapsed_time(end) / inner)
+    windows.sort()
+    return {"median_ms": statistics.median(windows), "min_ms": windows[0], "max_ms": windows[-1],
+            "p20_ms": windows[len(windows) // 5], "p80_ms": windows[(4 * len(windows)) // 5]}
+
+
+def measure_ceilings() -> dict:
+    """The card's ceilings measured now: device-to-device copy bandwidth and large-matmul throughput."""
+    n = 1 << 28  # 1 GiB of fp32
+    src = torch.empty(n, device="cuda")
+    dst = torch.empty_like(src)
+    copy = cuda_time_ms(lambda: dst.copy_(src), warmup=3, repeats=10, inner=3)
+    ceilings = {"copy_GBps": 2 * src.numel() * 4 / copy["median_ms"] / 1e6}
+    del src, dst
+    size = 8192
+    for name, dtype, tf32 in (("bf16_matmul_TFLOPs", torch.bfloat16, False),
+                              ("tf32_matmul_TFLOPs", torch.float32, True),
+                              ("fp32_matmul_TFLOPs", torch.float32, False)):
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        a = torch.randn(size, size, device="cuda", dtype=dtype)
+        b = torch.randn(size, size, device="cuda", dtype=dtype)
+        t = cuda_time_ms(lambda: a @ b, warmup=3, repeats=5, inner=3)
+        torch.backends.cuda.matmul.allow_tf32 = previous
+        ceilings[name] = 2 * size**3 / t["median_ms"] / 1e9
+        del a, b
+    torch.cuda.empty_cache()
+    return ceilings
+
+
+def write_results(name: str, payload: dict, table: str, out_dir: Path | None = None) -> tuple[Path, Path]:
+    """``results/<card>/<date>-<name>.json`` and ``.md``; returns both paths."""
+    folder = (out_dir or RESULTS) / card_slug()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{_dt.date.today().isoformat()}-{name}"
+    json_path, md_path = folder / f"{stem}.json", folder / f"{stem}.md"
+    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    md_path.write_text(table + "\n")
+    return json_path, md_path
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def interleaved_ms(contenders: dict, warmup: int = 10, repeats: int = 15, inner: int = 20) -> dict:
+    """Time each contender in turn, window after window, so drift (clocks, heat) hits them alike.
+
+    Returns ``{name: {"median_ms", "min_ms", "max_ms", "p20_ms", "p80_ms"}}`` per call, from CUDA events.
+    A contender that raises is reported as ``{"error": "..."}`` and left out of later windows.
+    """
+    windows: dict[str, list[float]] = {name: [] for name in contenders}
+    errors: dict[str, str] = {}
+    for name, fn in contenders.items():
+        try:
+            for _ in range(warmup):
+                fn()
+        except Exception as e:  # noqa: BLE001 - a failing contender is a result, not a crash
+            errors[name] = f"{type(e).__name__}: {e}"[:300]
+    torch.cuda.synchronize()
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            if name in errors:
+                continue
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(inner):
+                fn()
+            end.record()
+            end.synchronize()
+            windows[name].append(start.elapsed_time(end) / inner)
+    result = {}
+    for name, w in windows.items():
+        if name in errors:
+            result[name] = {"error": errors[name]}
+            continue
+        w.sort()
+        result[name] = {"median_ms": statistics.median(w), "min_ms": w[0], "max_ms": w[-1],
+                        "p20_ms": w[len(w) // 5], "p80_ms": w[(4 * len(w)) // 5]}
+    return result

@@ -1,0 +1,172 @@
+"""Micro-benchmarks of fastgan's fused ops against PyTorch, on a CUDA device.
+
+fused_linear forward and forward+backward vs ``F.linear`` + activation (eager) and ``torch.compile`` of
+the same, at the MLP GAN's shapes and at large ones; the fused loss vs
+``F.binary_cross_entropy_with_logits``. All contenders of one row are timed interleaved (CUDA events,
+warm-up, median of windows). Achieved TFLOP/s and GB/s are reported against the card's ceilings,
+measured in the same run. Writes ``results/<card>/<date>-kernels.{json,md}``.
+
+    python benchmarks/kernels.py            # the full grid
+    python benchmarks/kernels.py --quick    # the GAN's shapes at batch 128 and 4096, plus one large
+On a machine without CUDA it says so and exits 0: there is nothing honest to time.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import environment, interleaved_ms, markdown_table, measure_ceilings, write_results  # noqa: E402
+
+# (in_features, out_features, activation) of the classic MLP GAN's layers, and wide ones.
+GAN_LAYERS = [(100, 128, "leaky_relu"), (128, 128, "leaky_relu"), (128, 784, "sigmoid"),
+              (784, 128, "leaky_relu"), (128, 1, "none")]
+WIDE_LAYERS = [(1024, 1024, "leaky_relu"), (4096, 4096, "leaky_relu")]
+BATCHES = [64, 128, 256, 1024, 4096, 16384, 65536]
+QUICK_BATCHES = [128, 4096]
+
+
+def _set_recompile_limit(n: int) -> None:
+    import torch._dynamo.config as dynamo_config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, n)
+
+
+def linear_rows(batches, layers, dtype, precision):
+    from fastgan import ops
+    compiled = torch.compile(ops.fused_linear_reference, dynamic=False)
+    rows = []
+    for m in batches:
+        for k, n, activation in layers:
+            if m * max(k, n) > (1 << 28):  # keep single tensors under 1 GiB
+                continue
+            x = torch.randn(m, k, device="cuda", dtype=dtype)
+            w = (torch.randn(n, k, device="cuda", dtype=dtype) / k ** 0.5)
+            b = torch.randn(n, device="cuda", dtype=dtype)
+            dy = torch.randn(m, n, device="cuda", dtype=dtype)
+            xg, wg, bg = (t.clone().requires_grad_() for t in (x, w, b))
+
+            def forward(fn):
+                return lambda: fn(x, w, b, activation, 0.2)
+
+            def forward_backward(fn):
+                def run():
+                    xg.grad = wg.grad = bg.grad = None
+                    fn(xg, wg, bg, activation, 0.2).backward(dy)
+                return run
+
+            fns = {"torch": ops.fused_linear_reference, "compile": compiled, "fastgan": ops.fused_linear}
+            element = x.element_size()
+            for mode, wrap, flops, bytes_moved in (
+                    ("fwd", forward, 2 * m * n * k, (m * k + n * k + n + m * n) * element),
+                    ("fwd+bwd", forward_backward, 6 * m * n * k,
+                     (m * k + n * k + n + m * n + 2 * m * n + n * k + m * k + m * k + n * k + n) * element)):
+                timings = interleaved_ms({name: wrap(fn) for name, fn in fns.items()})
+                row = {"op": "fused_linear", "mode": mode, "batch": m, "in": k, "out": n, "activation": activation,
+                       "dtype": str(dtype).removeprefix("torch."), "precision": precision,
+                       "flops": flops, "bytes": bytes_moved, "timings": timings}
+                rows.append(row)
+                _print_row(row)
+    return rows
+
+
+def loss_rows(batches):
+    from fastgan import ops
+    rows = []
+    for m in batches:
+        logits = torch.randn(m, 1, device="cuda", requires_grad=True)
+        target = torch.full((m, 1), 0.9, device="cuda")
+
+        def fused():
+            logits.grad = None
+            ops.sigmoid_bce_with_logits(logits, 0.9).backward()
+
+        def eager():
+            logits.grad = None
+            F.binary_cross_entropy_with_logits(logits, target).backward()
+
+        timings = interleaved_ms({"torch": eager, "fastgan": fused})
+        row = {"op": "sigmoid_bce", "mode": "fwd+bwd", "batch": m, "in": 1, "out": 1, "activation": "-",
+               "dtype": "float32", "precision": "-", "flops": 10 * m, "bytes": 8 * m, "timings": timings}
+        rows.append(row)
+        _print_row(row)
+    return rows
+
+
+def _print_row(row):
+    t = row["timings"]
+    parts = [f"{name} {v['median_ms'] * 1e3:8.1f} us" if "median_ms" in v else f"{name} ERROR"
+             for name, v in t.items()]
+    print(f"{row['op']:12s} {row['mode']:7s} {row['dtype']:8s} M={row['batch']:<6d} {row['in']:>4d}->{row['out']:<4d} "
+          f"{row['activation']:10s} " + " | ".join(parts), flush=True)
+
+
+def table(rows, ceilings):
+    header = ["op", "mode", "dtype", "batch", "in→out", "act", "torch µs", "compile µs", "fastgan µs",
+              "vs torch", "vs compile", "fastgan TFLOP/s", "% matmul ceiling", "fastgan GB/s"]
+    body = []
+    for r in rows:
+        t = r["timings"]
+        ms = {k: v.get("median_ms") for k, v in t.items()}
+        ours = ms.get("fastgan")
+        ceiling_key = "bf16_matmul_TFLOPs" if r["dtype"] == "bfloat16" else (
+            "fp32_matmul_TFLOPs" if r["precision"] == "ieee" else "tf32_matmul_TFLOPs")
+        tflops = r["flops"] / ours / 1e9 if ours else None
+        body.append([
+            r["op"], r["mode"], r["dtype"], r["batch"], f"{r['in']}→{r['out']}", r["activation"],
+            *(f"{ms[k] * 1e3:.1f}" if ms.get(k) else "-" for k in ("torch", "compile", "fastgan")),
+            *(f"{ms[k] / ours:.2f}×" if ms.get(k) and ours else "-" for k in ("torch", "compile")),
+            f"{tflops:.2f}" if tflops else "-",
+            f"{100 * tflops / ceilings[ceiling_key]:.0f}%" if tflops and r["op"] == "fused_linear" else "-",
+            f"{r['bytes'] / ours / 1e6:.0f}" if ours else "-",
+        ])
+    return markdown_table(header, body)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few key shapes only")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "both"], default="both")
+    parser.add_argument("--precision", choices=["tf32", "ieee"], default="tf32",
+                        help="fp32 matmuls: tf32 tensor cores (default, for torch and fastgan alike) or exact")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results)")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("benchmarks/kernels.py: skipped: no CUDA device on this machine; these benchmarks time GPU kernels "
+              "and nothing is faked on a CPU. Run it (or benchmarks/device_check.sh) on a GPU machine.")
+        return 0
+    from fastgan import ops
+    _set_recompile_limit(512)
+    ops.set_matmul_precision(args.precision)
+    torch.backends.cuda.matmul.allow_tf32 = args.precision == "tf32"
+    env = environment()
+    print(f"card: {env['card']} | torch {env['torch']} | triton {env['triton']} | driver {env.get('driver')}")
+    ceilings = measure_ceilings()
+    print("ceilings (measured now):", {k: round(v, 1) for k, v in ceilings.items()}, flush=True)
+    batches = QUICK_BATCHES if args.quick else BATCHES
+    layers = GAN_LAYERS + (WIDE_LAYERS[:1] if args.quick else WIDE_LAYERS)
+    dtypes = {"float32": [torch.float32], "bfloat16": [torch.bfloat16],
+              "both": [torch.float32, torch.bfloat16]}[args.dtype]
+    rows = []
+    for dtype in dtypes:
+        rows += linear_rows(batches, layers, dtype, args.precision if dtype == torch.float32 else "-")
+    if args.quick:
+        rows += linear_rows([16384], [(1024, 1024, "leaky_relu")], torch.bfloat16, "-")
+    rows += loss_rows(batches)
+    text = (f"# fused op micro-benchmarks — {env['card']}, {env['date']}\n\n"
+            f"torch {env['torch']}, triton {env['triton']}, driver {env.get('driver')}. Ceilings measured in this run: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in ceilings.items())
+            + ". Times are medians of interleaved CUDA-event windows after warm-up.\n\n" + table(rows, ceilings))
+    json_path, md_path = write_results("kernels", {"environment": env, "ceilings": ceilings, "rows": rows}, text,
+                                       args.out)
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Fused Triton ops, each with a PyTorch reference path and an autograd contract.
+
+- ``fused_linear(x, weight, bias=None, activation="none", negative_slope=0.01)``: ``act(x @ W.T + b)``.
+- ``sigmoid_bce_with_logits(logits, target, reduction="mean")``: the stable sigmoid cross-entropy.
+
+Where they run: CUDA tensors run the Triton kernels; CPU tensors run them through Triton's interpreter
+when ``TRITON_INTERPRET=1`` is set before import (how CI tests them), and otherwise take the PyTorch
+reference path, which has the same semantics.
+
+Precision: fp32 matmuls use tf32 tensor cores by default; ``set_matmul_precision("ieee")`` (or the
+``matmul_precision("ieee")`` context manager) makes them exact fp32.
+"""
+from ._runtime import (HAS_TRITON, INTERPRET, get_matmul_precision, kernel_launches, matmul_precision,
+                       set_matmul_precision, use_triton)
+from .activations import ACTIVATIONS, activation_from_name
+from .bce import sigmoid_bce_with_logits
+from .linear import fused_linear, fused_linear_reference
+
+__all__ = ["fused_linear", "fused_linear_reference", "sigmoid_bce_with_logits", "ACTIVATIONS",
+           "activation_from_name", "set_matmul_precision", "get_matmul_precision", "matmul_precision",
+           "kernel_launches", "use_triton", "HAS_TRITON", "INTERPRET"]

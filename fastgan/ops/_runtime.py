@@ -1,0 +1,90 @@
+"""Where a call runs (Triton or the PyTorch reference), matmul precision, autotune configs, launch counts."""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import Counter
+
+import torch
+
+try:  # triton is a Linux-only dependency; elsewhere every op takes its reference path
+    import triton
+    import triton.language as tl
+    HAS_TRITON = True
+except ImportError:  # pragma: no cover - depends on the platform
+    triton = None
+    tl = None
+    HAS_TRITON = False
+
+# Triton reads TRITON_INTERPRET when it is imported; so do we.
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# FASTGAN_AUTOTUNE=0 pins every kernel to its first config (the interpreter always does).
+AUTOTUNE = os.environ.get("FASTGAN_AUTOTUNE", "1") != "0" and not INTERPRET
+
+# Launch counts per kernel name, so tests can prove the Triton path really ran.
+kernel_launches: Counter[str] = Counter()
+
+_PRECISIONS = ("tf32", "ieee")
+_matmul_precision = "tf32"
+
+
+def set_matmul_precision(precision: str) -> None:
+    """How fp32 matmuls use the tensor cores: ``"tf32"`` (default, as Triton does) or ``"ieee"`` (exact fp32).
+
+    Applies to fp32 inputs of every fastgan op; 16-bit inputs always use their own tensor-core path.
+    """
+    global _matmul_precision
+    if precision not in _PRECISIONS:
+        raise ValueError(f"matmul precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
+    _matmul_precision = precision
+
+
+def get_matmul_precision() -> str:
+    return _matmul_precision
+
+
+@contextlib.contextmanager
+def matmul_precision(precision: str):
+    """Context manager form of ``set_matmul_precision``: ``with fastgan.ops.matmul_precision("ieee"): ...``."""
+    previous = _matmul_precision
+    set_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        set_matmul_precision(previous)
+
+
+def use_triton(tensor: torch.Tensor) -> bool:
+    """CUDA tensors run Triton; CPU tensors run it under TRITON_INTERPRET=1, else the reference path."""
+    if not HAS_TRITON:
+        return False
+    return tensor.is_cuda or (INTERPRET and tensor.device.type == "cpu")
+
+
+def matmul_configs(gpu: list[dict], interpreter: dict) -> list:
+    """Autotune configs: the explicit GPU list, or one pinned config (interpreter / FASTGAN_AUTOTUNE=0).
+
+    Each dict holds the block sizes plus ``num_warps``/``num_stages``. Every BLOCK_K is >= 16: the NVIDIA
+    compiler needs K >= 16 for ``tl.dot`` (triton 3.6), though the interpreter accepts less.
+    """
+    chosen = gpu if AUTOTUNE else ([interpreter] if INTERPRET else gpu[:1])
+    configs = []
+    for c in chosen:
+        c = dict(c)
+        warps, stages = c.pop("num_warps", 4), c.pop("num_stages", 2)
+        configs.append(triton.Config(c, num_warps=warps, num_stages=stages))
+    return configs
+
+
+def check_float_tensor(name: str, t: torch.Tensor) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        raise TypeError(f"{name} must be float32, float16, bfloat16 or float64, got {t.dtype}")
+
+
+def check_same(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    if t.device != ref.device:
+        raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}")
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}")

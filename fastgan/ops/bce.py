@@ -1,0 +1,133 @@
+"""sigmoid_bce_with_logits: ``F.binary_cross_entropy_with_logits`` in one Triton kernel.
+
+One pass over the logits writes the loss (per element, or reduced) *and* the gradient
+``(sigmoid(x) - t) * scale`` (scale = 1/n for ``mean``); backward only multiplies by the incoming
+gradient. The loss uses the softplus form ``max(x, 0) - x t + log1p(exp(-|x|))``, exact for logits of
++-100 and beyond.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._runtime import HAS_TRITON, check_float_tensor, kernel_launches, triton, tl, use_triton
+
+__all__ = ["sigmoid_bce_with_logits"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+# Up to this many elements one program reduces everything (deterministic, no zero-fill launch);
+# beyond it, programs add partial sums atomically.
+_SINGLE_PROGRAM_LIMIT = 1 << 16
+_BLOCK = 1024
+
+if HAS_TRITON:
+    @triton.jit
+    def _sigmoid_bce_fwd_kernel(x_ptr, t_ptr, loss_ptr, grad_ptr, n, target_value, scale,
+                                HAS_TARGET: tl.constexpr, REDUCE: tl.constexpr, ATOMIC: tl.constexpr,
+                                BLOCK: tl.constexpr):
+        pid = tl.program_id(0)
+        programs = tl.num_programs(0)
+        total = tl.zeros((BLOCK,), dtype=tl.float32)
+        for start in range(pid * BLOCK, n, programs * BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            mask = offs < n
+            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            if HAS_TARGET:
+                t = tl.load(t_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            else:
+                t = tl.zeros((BLOCK,), dtype=tl.float32) + target_value
+            e = tl.exp(-tl.abs(x))  # in (0, 1]: never overflows
+            # log1p(e) without a libdevice call: log(u) * e / (u - 1) is exact to rounding (Kahan's trick).
+            u = 1.0 + e
+            log1p_e = tl.where(u == 1.0, e, tl.log(u) * e / tl.where(u == 1.0, 1.0, u - 1.0))
+            loss = tl.maximum(x, 0.0) - x * t + log1p_e
+            sigmoid = tl.where(x >= 0, 1.0 / u, e / u)
+            tl.store(grad_ptr + offs, ((sigmoid - t) * scale).to(grad_ptr.dtype.element_ty), mask=mask)
+            if REDUCE:
+                total += tl.where(mask, loss, 0.0)
+            else:
+                tl.store(loss_ptr + offs, loss.to(loss_ptr.dtype.element_ty), mask=mask)
+        if REDUCE:
+            s = tl.sum(total, axis=0) * scale
+            if ATOMIC:
+                tl.atomic_add(loss_ptr, s)
+            else:
+                tl.store(loss_ptr, s)
+
+
+def _launch(logits, target, target_value, reduction):
+    x = logits.contiguous().view(-1)  # logits are (N, 1)-sized: a copy of a strided one costs nothing
+    t = target.contiguous().view(-1) if target is not None else x
+    n = x.numel()
+    reduce = reduction != "none"
+    scale = 1.0 / n if reduction == "mean" and n > 0 else 1.0
+    grad = torch.empty_like(x)
+    programs = 1 if n <= _SINGLE_PROGRAM_LIMIT else min(triton.cdiv(n, _BLOCK), 1024)
+    atomic = reduce and programs > 1
+    if reduce:
+        loss = (torch.zeros if atomic else torch.empty)((), device=x.device, dtype=torch.float32)
+    else:
+        loss = torch.empty_like(x)
+    if n == 0:
+        if reduce:
+            loss.fill_(float("nan") if reduction == "mean" else 0.0)  # as PyTorch: mean of nothing is NaN
+        return loss, grad
+    _sigmoid_bce_fwd_kernel[(programs,)](x, t, loss, grad, n, float(target_value), scale,
+                                         HAS_TARGET=target is not None, REDUCE=reduce, ATOMIC=atomic,
+                                         BLOCK=_BLOCK)
+    kernel_launches["_sigmoid_bce_fwd_kernel"] += 1
+    return loss, grad
+
+
+class _SigmoidBCEFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, target, target_value: float, reduction: str):
+        loss, grad = _launch(logits, target, target_value, reduction)
+        ctx.save_for_backward(grad, logits if target is not None else None)
+        ctx.shape = logits.shape
+        ctx.reduction = reduction
+        loss = loss.to(logits.dtype)
+        return loss.view(logits.shape) if reduction == "none" else loss
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad, logits = ctx.saved_tensors
+        upstream = grad_out if ctx.reduction != "none" else grad_out.reshape(-1)
+        grad_logits = (grad * upstream).view(ctx.shape) if ctx.needs_input_grad[0] else None
+        grad_target = None
+        if ctx.needs_input_grad[1]:  # d loss / d t = -x * scale
+            scale = 1.0 / logits.numel() if ctx.reduction == "mean" else 1.0
+            grad_target = -logits * scale * (grad_out if ctx.reduction != "none" else grad_out.view(ctx.shape))
+        return grad_logits, grad_target, None, None
+
+
+def sigmoid_bce_with_logits(logits: torch.Tensor, target: torch.Tensor | float,
+                            reduction: str = "mean") -> torch.Tensor:
+    """Same value and gradient as ``F.binary_cross_entropy_with_logits(logits, target, reduction=...)``.
+
+    ``target`` is a tensor of ``logits``' shape with values in [0, 1], or a Python float broadcast to every
+    element (0.9 for one-sided label smoothing). ``reduction`` is ``mean``, ``sum`` or ``none``.
+    CUDA tensors (and CPU tensors under ``TRITON_INTERPRET=1``) run one Triton kernel; other CPU tensors
+    and float64 take the PyTorch path.
+    """
+    check_float_tensor("logits", logits)
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
+    target_value = 0.0
+    if isinstance(target, torch.Tensor):
+        check_float_tensor("target", target)
+        if target.shape != logits.shape:
+            raise ValueError(f"target has shape {tuple(target.shape)} but logits have {tuple(logits.shape)}")
+        if target.device != logits.device:
+            raise ValueError(f"target is on {target.device} but logits are on {logits.device}")
+    elif isinstance(target, (int, float)) and not isinstance(target, bool):
+        target_value = float(target)
+        if not 0.0 <= target_value <= 1.0:
+            raise ValueError(f"target must be in [0, 1], got {target_value}")
+        target = None
+    else:
+        raise TypeError(f"target must be a tensor or a float in [0, 1], got {type(target).__name__}")
+    if logits.dtype == torch.float64 or not use_triton(logits):
+        t = target if target is not None else torch.full_like(logits, target_value)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, t.to(logits.dtype),
+                                                                    reduction=reduction)
+    return _SigmoidBCEFunction.apply(logits, target, target_value, reduction)

@@ -1,0 +1,276 @@
+"""GANTrainer: validates the set-up, owns models/optimizers/RNG, runs steps, logs, checkpoints.
+
+Orchestration only: the step itself is built in ``fastgan.step``.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import data as _data
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .losses import bce_with_logits, check_real_label
+from .models import first_linear, last_linear
+from .step import StepParts, make_eager_step
+
+__all__ = ["GANTrainer", "NonFiniteLossError"]
+
+KERNELS = ("torch", "triton", "auto")
+CHECKPOINT_FORMAT = "fastgan.GANTrainer"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or inf during ``fit``; the last good checkpoint (if any) was kept."""
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _in_features(module: nn.Module, attribute: str) -> int | None:
+    value = getattr(module, attribute, None)
+    if isinstance(value, int):
+        return value
+    linear = first_linear(module)
+    if linear is None or isinstance(linear, nn.modules.lazy.LazyModuleMixin):
+        return None  # unknown until the first forward
+    return linear.in_features
+
+
+class GANTrainer:
+    """Trains a generator and a discriminator (D returns logits) with Adam and BCE losses.
+
+    Args:
+        generator: maps ``(N, latent_dim)`` noise to ``(N, features)`` samples.
+        discriminator: maps ``(N, features)`` to ``(N, 1)`` logits.
+        data: ``(N, features...)`` real samples (tensor or array); kept on ``device``, sampled by index.
+        batch_size: samples per step, ``1 <= batch_size <= N``.
+        lr, betas: Adam settings for both models (DCGAN's defaults).
+        seed: seeds the trainer's RNG, which draws every batch and every noise vector.
+        device: defaults to the data's device if it is a tensor on CUDA, else CUDA when present, else CPU.
+        kernels: ``"torch"`` (PyTorch ops), ``"triton"`` (fused Triton layers and loss, via ``fastgan.fuse``)
+            or ``"auto"`` (triton on CUDA, torch on CPU).
+        compile, cuda_graph: the fast-step axes (not available yet: ``NotImplementedError``).
+        latent_dim: checked against the generator's input size when given.
+        real_label: target for real samples in D's loss; < 1 is one-sided label smoothing.
+
+    Raises ``ValueError`` for inconsistent shapes, bad sizes, unknown ``kernels`` and non-finite data.
+    """
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, data, *, batch_size: int = 128,
+                 lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999), seed: int = 0, device=None,
+                 kernels: str = "torch", compile: bool = False, cuda_graph: bool = False,
+                 latent_dim: int | None = None, real_label: float = 1.0):
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, got {kernels!r}")
+        if compile:
+            raise NotImplementedError("compile=True is not available yet (fast-step issue); use compile=False")
+        if cuda_graph:
+            raise NotImplementedError("cuda_graph=True is not available yet (fast-step issue); "
+                                      "use cuda_graph=False")
+        if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
+            raise TypeError("generator and discriminator must be torch.nn.Module instances")
+        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        real_label = check_real_label(real_label)
+        if not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        if device is None:
+            if isinstance(data, torch.Tensor) and data.is_cuda:
+                device = data.device
+            else:
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+
+        self.data = _data.from_tensor(data, device=self.device)
+        n, features = self.data.shape
+        self.batch_size = _positive_int("batch_size", batch_size)
+        if batch_size > n:
+            raise ValueError(f"batch_size {batch_size} is larger than the data set ({n} samples)")
+
+        g_in = _in_features(generator, "latent_dim")
+        if g_in is None:
+            raise ValueError("cannot infer the generator's latent size: give it a `latent_dim` attribute "
+                             "or an nn.Linear first layer")
+        if latent_dim is not None and latent_dim != g_in:
+            raise ValueError(f"latent_dim={latent_dim} does not match the generator, which takes {g_in} inputs")
+        self.latent_dim = g_in
+        d_in = _in_features(discriminator, "in_dim")
+        if d_in is not None and d_in != features:
+            raise ValueError(f"data has {features} features per sample but the discriminator takes {d_in}")
+        g_out = getattr(generator, "out_dim", None)
+        if not isinstance(g_out, int):
+            g_out = last_linear(generator).out_features if last_linear(generator) is not None else None
+        if g_out is not None and g_out != features:
+            raise ValueError(f"the generator makes {g_out} features per sample but the data has {features}")
+
+        self.kernels = ("triton" if self.device.type == "cuda" else "torch") if kernels == "auto" else kernels
+        self.generator = generator.to(self.device)
+        self.discriminator = discriminator.to(self.device)
+        bce = bce_with_logits
+        if self.kernels == "triton":
+            from . import ops
+            from .nn import fuse
+            fuse(self.generator)
+            fuse(self.discriminator)
+            bce = ops.sigmoid_bce_with_logits
+
+        self.seed = seed
+        self.lr, self.betas = float(lr), (float(betas[0]), float(betas[1]))
+        self.rng = torch.Generator(device=self.device).manual_seed(seed)
+        self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=self.betas)
+        self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=self.betas)
+        self.real_label = real_label
+        parts = StepParts(self.generator, self.discriminator, self.optimizer_g, self.optimizer_d, self.data,
+                          self.batch_size, self.latent_dim, self.rng, bce, self.real_label)
+        self._step = make_eager_step(parts)
+        self.step_count = 0
+        self.history: dict[str, list] = {"step": [], "loss_d": [], "loss_g": []}
+        self._pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+
+    # -- training -------------------------------------------------------------------------------------
+    def step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One D update then one G update. Returns ``(loss_d, loss_g)`` as device tensors (no host sync)."""
+        loss_d, loss_g = self._step()
+        self.step_count += 1
+        self._pending.append((self.step_count, loss_d, loss_g))
+        if len(self._pending) >= 10_000:  # bound the memory of an un-logged run: one sync per 10k steps
+            self.flush_losses()
+        return loss_d, loss_g
+
+    def flush_losses(self) -> list[tuple[int, float, float]]:
+        """Read the losses of the steps since the last flush (one host sync) into ``history``."""
+        if not self._pending:
+            return []
+        steps = [s for s, _, _ in self._pending]
+        values = torch.stack([torch.stack([d, g]) for _, d, g in self._pending]).float().cpu().tolist()
+        self._pending.clear()
+        rows = [(s, d, g) for s, (d, g) in zip(steps, values)]
+        for s, d, g in rows:
+            self.history["step"].append(s)
+            self.history["loss_d"].append(d)
+            self.history["loss_g"].append(g)
+        return rows
+
+    def fit(self, steps: int, *, log_every: int = 100, progress: bool = True,
+            checkpoint: str | os.PathLike | None = None, checkpoint_every: int | None = None,
+            checkpoint_extra: dict | None = None) -> dict:
+        """Run ``steps`` more steps with a progress bar; losses are read every ``log_every`` steps.
+
+        With ``checkpoint``, a checkpoint is written atomically every ``checkpoint_every`` steps (default:
+        at every log point) and at the end, and only after the losses since the last one were checked
+        finite. A NaN/inf loss raises ``NonFiniteLossError`` at the next log point; the checkpoint file
+        then still holds the last good state. ``checkpoint_extra`` is stored in each checkpoint under
+        ``"extra"`` (the CLI keeps its model configuration there). Returns ``history``.
+        """
+        steps = _positive_int("steps", steps)
+        log_every = _positive_int("log_every", log_every)
+        checkpoint_every = _positive_int("checkpoint_every", checkpoint_every or log_every)
+        end = self.step_count + steps
+        with tqdm(total=steps, disable=not progress, unit="step", desc="fastgan", dynamic_ncols=True) as bar:
+            while self.step_count < end:
+                self.step()
+                bar.update(1)
+                at_end = self.step_count == end
+                if self.step_count % log_every and not at_end:
+                    continue
+                rows = self.flush_losses()
+                bad = next((r for r in rows if not (math.isfinite(r[1]) and math.isfinite(r[2]))), None)
+                if bad is not None:
+                    kept = f"; the last good checkpoint is {checkpoint}" if checkpoint and Path(checkpoint).exists() \
+                        else ""
+                    raise NonFiniteLossError(f"loss became non-finite at step {bad[0]} "
+                                             f"(loss_d={bad[1]}, loss_g={bad[2]}){kept}")
+                if rows:
+                    bar.set_postfix(loss_d=f"{rows[-1][1]:.4f}", loss_g=f"{rows[-1][2]:.4f}", refresh=False)
+                if checkpoint is not None and (self.step_count % checkpoint_every == 0 or at_end):
+                    self.save(checkpoint, extra=checkpoint_extra)
+        return self.history
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``n`` generator samples from noise drawn with its own ``seed`` (training RNG untouched)."""
+        n = _positive_int("n", n)
+        rng = torch.Generator(device=self.device).manual_seed(seed)
+        z = torch.randn(n, self.latent_dim, device=self.device, generator=rng)
+        return self.generator(z)
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        self.flush_losses()
+        return {
+            "format": CHECKPOINT_FORMAT, "version": 1, "step": self.step_count,
+            "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
+            "optimizer_g": self.optimizer_g.state_dict(), "optimizer_d": self.optimizer_d.state_dict(),
+            "rng": self.rng.get_state(), "history": self.history,
+            "config": {"batch_size": self.batch_size, "lr": self.lr, "betas": list(self.betas),
+                       "seed": self.seed, "latent_dim": self.latent_dim, "kernels": self.kernels,
+                       "real_label": self.real_label},
+        }
+
+    def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Write everything needed to resume exactly (models, both Adam states, RNG, step, history)."""
+        state = self.state_dict()
+        if extra is not None:
+            state["extra"] = extra
+        return save_checkpoint(state, path)
+
+    def load(self, path: str | os.PathLike) -> dict:
+        """Resume from ``path``: everything is validated before anything is changed. Returns the state."""
+        state = load_checkpoint(path, map_location=self.device)
+        try:
+            self._check_state(state)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{path} does not fit this trainer: {e}") from e
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.optimizer_g.load_state_dict(state["optimizer_g"])
+        self.optimizer_d.load_state_dict(state["optimizer_d"])
+        self.rng.set_state(state["rng"].cpu())
+        self.step_count = int(state["step"])
+        self._pending.clear()
+        self.history = {k: list(state["history"][k]) for k in ("step", "loss_d", "loss_g")}
+        return state
+
+    def _check_state(self, state: dict) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"format is {state.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+        for name, module in (("generator", self.generator), ("discriminator", self.discriminator)):
+            ours, theirs = module.state_dict(), state[name]
+            if set(ours) != set(theirs):
+                raise ValueError(f"{name} parameters differ: missing {sorted(set(ours) - set(theirs))}, "
+                                 f"unexpected {sorted(set(theirs) - set(ours))}")
+            for key, value in ours.items():
+                if not isinstance(theirs[key], torch.Tensor) or theirs[key].shape != value.shape:
+                    raise ValueError(f"{name}.{key} has shape {getattr(theirs[key], 'shape', None)}, "
+                                     f"expected {tuple(value.shape)}")
+        for name, opt in (("optimizer_g", self.optimizer_g), ("optimizer_d", self.optimizer_d)):
+            groups = state[name]["param_groups"]
+            if [len(g["params"]) for g in groups] != [len(g["params"]) for g in opt.param_groups]:
+                raise ValueError(f"{name} has a different number of parameters")
+            params = [p for g in opt.param_groups for p in g["params"]]
+            ids = [i for g in groups for i in g["params"]]
+            for index, p in zip(ids, params):
+                for key, value in state[name]["state"].get(index, {}).items():
+                    if key in ("exp_avg", "exp_avg_sq") and value.shape != p.shape:
+                        raise ValueError(f"{name} state {key} has shape {tuple(value.shape)}, "
+                                         f"expected {tuple(p.shape)}")
+        rng = state["rng"]
+        if not isinstance(rng, torch.Tensor) or rng.shape != self.rng.get_state().shape:
+            raise ValueError("the RNG state has the wrong size")
+        if not isinstance(state["step"], int) or state["step"] < 0:
+            raise ValueError(f"step must be a non-negative integer, got {state['step']!r}")
+        for k in ("step", "loss_d", "loss_g"):
+            if not isinstance(state["history"][k], list):
+                raise ValueError(f"history[{k!r}] must be a list")

@@ -1,0 +1,70 @@
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from fastgan.checkpoint import load_checkpoint
+from fastgan.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_digits_end_to_end_then_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--steps", "30", "--log-every", "10", "--batch-size", "32", "--out", str(out),
+                 "--no-progress"]) == 0
+    for name in ("samples.png", "losses.png"):
+        assert (out / name).read_bytes().startswith(PNG), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["steps"] == 30 and metrics["data"] == "digits"
+    assert metrics["final_loss_d"] > 0 and metrics["final_loss_g"] > 0
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["step"] == 30 and state["extra"]["model"]["latent_dim"] == 100
+
+    assert main(["train", "--steps", "50", "--log-every", "10", "--batch-size", "32", "--out", str(out),
+                 "--resume", "--no-progress"]) == 0
+    assert "resumed" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 50
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 50
+    assert len(load_checkpoint(out / "checkpoint.pt")["history"]["step"]) == 50
+
+    assert main(["train", "--data", "ring", "--steps", "5", "--out", str(out), "--resume", "--no-progress"]) == 2
+    assert "was trained on --data digits" in capsys.readouterr().err
+
+
+def test_train_ring_draws_a_scatter(tmp_path):
+    out = tmp_path / "ring"
+    assert main(["train", "--data", "ring", "--steps", "20", "--log-every", "10", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert (out / "samples.png").read_bytes().startswith(PNG)
+
+
+def test_clear_errors(tmp_path, capsys):
+    assert main(["train", "--data", "mnist", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "not found under" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "checkpoint.pt").write_bytes(b"garbage")
+    assert main(["train", "--out", str(tmp_path / "bad"), "--resume"]) == 2
+    assert "not a fastgan checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--steps", "0"])
+
+
+def test_help_reads_well(capsys):
+    assert main([]) == 0
+    text = capsys.readouterr().out
+    assert "fastgan train --out runs/digits" in text and "train" in text
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--data", "--steps", "--out", "--resume", "--kernels", "examples:"):
+        assert option in text
+
+
+@pytest.mark.skipif(shutil.which("fastgan") is None, reason="the console script is not installed")
+def test_console_script():
+    result = subprocess.run(["fastgan", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "usage: fastgan" in result.stdout

@@ -1,0 +1,209 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastgan import CheckpointError, GANTrainer, MLPDiscriminator, MLPGenerator, NonFiniteLossError, data
+from fastgan.checkpoint import MAGIC
+
+
+def ring_trainer(seed=0, batch_size=64, lr=1e-3, **kwargs):
+    torch.manual_seed(seed)
+    g = MLPGenerator(latent_dim=8, hidden=(64, 64), out_dim=2, output_activation=None)
+    d = MLPDiscriminator(in_dim=2, hidden=(64, 64))
+    return GANTrainer(g, d, data.gaussian_ring(4096), batch_size=batch_size, lr=lr, seed=seed, device="cpu",
+                      **kwargs)
+
+
+def mean_distance_to_ring(trainer):
+    samples = trainer.sample(1000)
+    return torch.cdist(samples, data.ring_centers()).min(dim=1).values.mean().item()
+
+
+@pytest.mark.slow
+def test_short_ring_training_moves_samples_toward_the_modes():
+    trainer = ring_trainer()
+    before = mean_distance_to_ring(trainer)
+    history = trainer.fit(600, log_every=100, progress=False)
+    after = mean_distance_to_ring(trainer)
+    assert len(history["step"]) == 600 and history["step"][-1] == 600
+    assert all(map(torch.isfinite, torch.tensor(history["loss_d"] + history["loss_g"])))
+    assert after < 0.5 * before, f"mean distance to the nearest mode went {before:.3f} -> {after:.3f}"
+
+
+def test_step_never_reads_a_tensor_on_the_host(monkeypatch):
+    # fastgan's own step code must not read tensor values (a device sync on CUDA). torch.optim.Adam
+    # reads its step counter, but that lives on the CPU by design, so only calls made from fastgan count.
+    trainer = ring_trainer()
+    package = str(Path(__import__("fastgan").__file__).parent)
+
+    def guard(name, original):
+        def checked(*args, **kwargs):
+            if sys._getframe(1).f_code.co_filename.startswith(package):
+                raise AssertionError(f"Tensor.{name} called inside fastgan's step(): a host sync")
+            return original(*args, **kwargs)
+        return checked
+
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, guard(name, getattr(torch.Tensor, name)))
+    loss_d, loss_g = trainer.step()
+    trainer.step()
+    monkeypatch.undo()
+    assert loss_d.dim() == 0 and not loss_d.requires_grad
+    assert trainer.history["step"] == [] and len(trainer._pending) == 2
+    assert [row[0] for row in trainer.flush_losses()] == [1, 2]
+
+
+def assert_same_state(a: GANTrainer, b: GANTrainer):
+    for module_a, module_b in ((a.generator, b.generator), (a.discriminator, b.discriminator)):
+        for (name, pa), (_, pb) in zip(module_a.state_dict().items(), module_b.state_dict().items()):
+            assert torch.equal(pa, pb), f"{name} differs"
+    assert a.step_count == b.step_count
+    assert torch.equal(a.rng.get_state(), b.rng.get_state())
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    straight = ring_trainer(seed=3)
+    straight.fit(12, log_every=5, progress=False)
+
+    first = ring_trainer(seed=3)
+    first.fit(6, log_every=5, progress=False, checkpoint=tmp_path / "ckpt.pt")
+    resumed = ring_trainer(seed=99)  # other init and RNG: everything must come from the checkpoint
+    resumed.load(tmp_path / "ckpt.pt")
+    assert resumed.step_count == 6
+    resumed.fit(6, log_every=5, progress=False)
+
+    assert_same_state(straight, resumed)
+    assert straight.history == resumed.history
+    for opt_a, opt_b in ((straight.optimizer_g, resumed.optimizer_g), (straight.optimizer_d, resumed.optimizer_d)):
+        for sa, sb in zip(opt_a.state.values(), opt_b.state.values()):
+            assert all(torch.equal(sa[k], sb[k]) for k in ("exp_avg", "exp_avg_sq", "step"))
+
+
+def test_sample_leaves_training_rng_alone():
+    trainer = ring_trainer()
+    state = trainer.rng.get_state()
+    a, b = trainer.sample(16, seed=1), trainer.sample(16, seed=1)
+    assert a.shape == (16, 2) and torch.equal(a, b)
+    assert torch.equal(state, trainer.rng.get_state())
+
+
+def test_nan_loss_stops_fit_and_keeps_last_good_checkpoint(tmp_path):
+    trainer = ring_trainer()
+    ckpt = tmp_path / "ckpt.pt"
+    trainer.fit(10, log_every=5, progress=False, checkpoint=ckpt)
+    good = ckpt.read_bytes()
+    with torch.no_grad():
+        trainer.generator.net[0].weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"non-finite at step 11.*last good checkpoint"):
+        trainer.fit(10, log_every=5, progress=False, checkpoint=ckpt)
+    assert ckpt.read_bytes() == good
+    restored = ring_trainer()
+    restored.load(ckpt)
+    assert restored.step_count == 10
+
+
+def test_checkpoint_is_written_atomically(tmp_path, monkeypatch):
+    trainer = ring_trainer()
+    ckpt = tmp_path / "ckpt.pt"
+    trainer.save(ckpt)
+    good = ckpt.read_bytes()
+    trainer.step()
+
+    def crash(*args, **kwargs):
+        raise OSError("simulated crash before the rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        trainer.save(ckpt)
+    assert ckpt.read_bytes() == good
+    assert list(tmp_path.iterdir()) == [ckpt], "no temporary file may be left behind"
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_truncated_tampered_or_foreign_checkpoints_are_rejected_cleanly(tmp_path):
+    trainer = ring_trainer()
+    trainer.fit(3, progress=False)
+    ckpt = tmp_path / "ckpt.pt"
+    trainer.save(ckpt)
+    raw = ckpt.read_bytes()
+    victim = ring_trainer(seed=5)
+    before = {k: v.clone() for k, v in victim.generator.state_dict().items()}
+
+    cases = {
+        "truncated.pt": raw[: len(raw) // 2],
+        "tampered.pt": raw[:-50] + bytes([raw[-50] ^ 0xFF]) + raw[-49:],
+        "empty.pt": b"",
+        "plain_torch.pt": raw[len(MAGIC) + 32:],
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError):
+            victim.load(tmp_path / name)
+
+    # A file whose digest is right but whose pickle would run code: refused by weights_only loading.
+    import hashlib
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    payload = pickle.dumps({"x": Evil()})
+    (tmp_path / "evil.pt").write_bytes(MAGIC + hashlib.sha256(payload).digest() + payload)
+    with pytest.raises(CheckpointError, match="cannot be loaded safely"):
+        victim.load(tmp_path / "evil.pt")
+
+    # A valid checkpoint of another architecture: rejected before anything is changed.
+    torch.manual_seed(0)
+    other = GANTrainer(MLPGenerator(latent_dim=8, hidden=(32,), out_dim=2, output_activation=None),
+                       MLPDiscriminator(in_dim=2, hidden=(32,)), data.gaussian_ring(256), batch_size=8)
+    other.save(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="does not fit"):
+        victim.load(tmp_path / "other.pt")
+    assert all(torch.equal(before[k], v) for k, v in victim.generator.state_dict().items())
+    assert victim.step_count == 0
+    with pytest.raises(FileNotFoundError):
+        victim.load(tmp_path / "missing.pt")
+
+
+def _models():
+    return MLPGenerator(latent_dim=8, hidden=(16,), out_dim=2, output_activation=None), \
+        MLPDiscriminator(in_dim=2, hidden=(16,))
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"data": torch.zeros(100, 3)}, ValueError, "3 features per sample but the discriminator takes 2"),
+    ({"latent_dim": 100}, ValueError, "latent_dim=100 does not match the generator, which takes 8"),
+    ({"data": torch.tensor([[0.0, 1.0], [float("nan"), 0.0]])}, ValueError, "NaN or inf"),
+    ({"batch_size": 1000}, ValueError, "larger than the data set"),
+    ({"batch_size": 0}, ValueError, "batch_size must be a positive integer"),
+    ({"kernels": "cuda"}, ValueError, "kernels must be one of"),
+    ({"lr": -1.0}, ValueError, "lr must be"),
+    ({"betas": (0.5, 1.5)}, ValueError, "betas"),
+    ({"real_label": 0.0}, ValueError, "real_label"),
+    ({"compile": True}, NotImplementedError, "compile=True"),
+    ({"cuda_graph": True}, NotImplementedError, "cuda_graph=True"),
+])
+def test_bad_set_up_is_rejected_before_training(kwargs, error, message):
+    g, d = _models()
+    args = {"data": data.gaussian_ring(100), "batch_size": 16, **kwargs}
+    with pytest.raises(error, match=message):
+        GANTrainer(g, d, args.pop("data"), **args)
+
+
+def test_generator_output_must_match_data():
+    g = MLPGenerator(latent_dim=8, hidden=(16,), out_dim=3)
+    with pytest.raises(ValueError, match="generator makes 3 features"):
+        GANTrainer(g, torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(1)), data.gaussian_ring(100),
+                    batch_size=8)
+
+
+def test_fit_arguments():
+    trainer = ring_trainer()
+    with pytest.raises(ValueError, match="steps"):
+        trainer.fit(0)
+    with pytest.raises(ValueError, match="log_every"):
+        trainer.fit(3, log_every=0)

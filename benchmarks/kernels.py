@@ -76,6 +76,7 @@ def linear_rows(batches, layers, dtype, precision):
 
 
 def loss_rows(batches):
+    """The fused loss vs PyTorch's; and D's fused head (last Linear(128, 1) + loss) vs the two unfused."""
     from fastgan import ops
     rows = []
     for m in batches:
@@ -95,6 +96,28 @@ def loss_rows(batches):
                "dtype": "float32", "precision": "-", "flops": 10 * m, "bytes": 8 * m, "timings": timings}
         rows.append(row)
         _print_row(row)
+
+        width = 128
+        h = torch.randn(m, width, device="cuda", requires_grad=True)
+        w = (torch.randn(1, width, device="cuda") / width ** 0.5).requires_grad_()
+        b = torch.zeros(1, device="cuda", requires_grad=True)
+
+        def head(loss_of):
+            def run():
+                h.grad = w.grad = b.grad = None
+                loss_of().backward()
+            return run
+
+        timings = interleaved_ms({
+            "torch": head(lambda: F.binary_cross_entropy_with_logits(F.linear(h, w, b), target)),
+            "fastgan-unfused": head(lambda: ops.sigmoid_bce_with_logits(ops.fused_linear(h, w, b), 0.9)),
+            "fastgan": head(lambda: ops.linear_bce_head(h, w, b, 0.9)),
+        })
+        row = {"op": "linear_bce_head", "mode": "fwd+bwd", "batch": m, "in": width, "out": 1, "activation": "-",
+               "dtype": "float32", "precision": "-", "flops": 6 * m * width, "bytes": 8 * m * width,
+               "timings": timings}
+        rows.append(row)
+        _print_row(row)
     return rows
 
 
@@ -107,8 +130,8 @@ def _print_row(row):
 
 
 def table(rows, ceilings):
-    header = ["op", "mode", "dtype", "batch", "in→out", "act", "torch µs", "compile µs", "fastgan µs",
-              "vs torch", "vs compile", "fastgan TFLOP/s", "% matmul ceiling", "fastgan GB/s"]
+    header = ["op", "mode", "dtype", "batch", "in→out", "act", "torch µs", "compile µs", "fastgan-unfused µs",
+              "fastgan µs", "vs torch", "vs compile", "fastgan TFLOP/s", "% matmul ceiling", "fastgan GB/s"]
     body = []
     for r in rows:
         t = r["timings"]
@@ -119,7 +142,7 @@ def table(rows, ceilings):
         tflops = r["flops"] / ours / 1e9 if ours else None
         body.append([
             r["op"], r["mode"], r["dtype"], r["batch"], f"{r['in']}→{r['out']}", r["activation"],
-            *(f"{ms[k] * 1e3:.1f}" if ms.get(k) else "-" for k in ("torch", "compile", "fastgan")),
+            *(f"{ms[k] * 1e3:.1f}" if ms.get(k) else "-" for k in ("torch", "compile", "fastgan-unfused", "fastgan")),
             *(f"{ms[k] / ours:.2f}×" if ms.get(k) and ours else "-" for k in ("torch", "compile")),
             f"{tflops:.2f}" if tflops else "-",
             f"{100 * tflops / ceilings[ceiling_key]:.0f}%" if tflops and r["op"] == "fused_linear" else "-",

@@ -19,13 +19,15 @@ from .trainer import KERNELS, GANTrainer, NonFiniteLossError
 DESCRIPTION = """\
 fastgan: fast GAN training in PyTorch.
 
-Train the classic MLP GAN (G 100-128-128-784, D 784-128-128-1) on the bundled
-handwritten digits, with no download:
+Train an MLP GAN on the bundled handwritten digits, with no download:
 
   fastgan train --out runs/digits
 
 writes samples.png (a grid of generated digits), losses.png, checkpoint.pt and
-metrics.json into the output folder. Run `fastgan train --help` for the options."""
+metrics.json into the output folder. The defaults (G 100-256-256-784 and
+D 784-256-256-1 with leaky-ReLU, label smoothing 0.9, 20,000 steps) give
+recognisable digits in a few minutes on a laptop CPU; `--hidden 128 128
+--real-label 1.0` is the classic GAN. Run `fastgan train --help` for the options."""
 
 TRAIN_EPILOG = """\
 examples:
@@ -62,16 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", choices=datasets.DATASETS, default="digits",
                        help="training data (default: digits, bundled with scikit-learn)")
     train.add_argument("--data-root", help="folder holding MNIST's IDX files (for --data mnist)")
-    train.add_argument("--steps", type=_positive(int), default=6000,
-                       help="total training steps; a resumed run continues up to it (default: 6000)")
+    train.add_argument("--steps", type=_positive(int), default=20000,
+                       help="total training steps; a resumed run continues up to it (default: 20000)")
     train.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<data>)")
     train.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     train.add_argument("--batch-size", type=_positive(int), default=128, help="default: 128")
     train.add_argument("--lr", type=_positive(float), default=2e-4, help="Adam learning rate (default: 2e-4)")
-    train.add_argument("--hidden", type=_positive(int), nargs="+", default=[128, 128],
-                       help="hidden widths of G and D (default: 128 128)")
-    train.add_argument("--real-label", type=float, default=1.0,
-                       help="D's target for real data; 0.9 is one-sided label smoothing (default: 1.0)")
+    train.add_argument("--hidden", type=_positive(int), nargs="+", default=[256, 256],
+                       help="hidden widths of G and D (default: 256 256; the classic GAN is 128 128)")
+    train.add_argument("--real-label", type=float, default=0.9,
+                       help="D's target for real data: 0.9 (default) is one-sided label smoothing, "
+                            "1.0 the plain GAN loss")
     train.add_argument("--seed", type=int, default=0, help="seeds model init, batches and noise (default: 0)")
     train.add_argument("--kernels", choices=KERNELS, default="torch", help="default: torch")
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")

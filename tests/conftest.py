@@ -14,6 +14,9 @@ import torch  # noqa: E402
 from fastgan import ops  # noqa: E402
 
 ON_CUDA = torch.cuda.is_available()
+# Where kernel tests put their tensors: the GPU when there is one (benchmarks/device_check.sh runs them
+# compiled there), else the CPU under the interpreter.
+DEVICE = "cuda" if ON_CUDA else "cpu"
 # bf16 tl.dot is silently wrong in Triton's CPU interpreter (errors ~1e10 seen with triton 3.9): bf16
 # matmul tests run on a GPU only.
 BF16_DOT_OK = ON_CUDA and not ops.INTERPRET
@@ -59,6 +62,7 @@ def poison(monkeypatch):
     """Make every torch.empty/empty_like in fastgan.ops return NaN-filled memory, so an element a kernel
     forgets to write shows up as NaN instead of as a lucky zero."""
     import fastgan.ops.bce as bce_module
+    import fastgan.ops.head as head_module
     import fastgan.ops.linear as linear_module
 
     real_empty, real_empty_like = torch.empty, torch.empty_like
@@ -75,7 +79,7 @@ def poison(monkeypatch):
         def __getattr__(self, name):
             return {"empty": empty, "empty_like": empty_like}.get(name, getattr(torch, name))
 
-    for module in (linear_module, bce_module):
+    for module in (linear_module, bce_module, head_module):
         monkeypatch.setattr(module, "torch", PoisonedTorch())
     yield
 

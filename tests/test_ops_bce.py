@@ -3,23 +3,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TOLERANCE, assert_close
+from conftest import DEVICE, TOLERANCE, assert_close
 from fastgan import ops
 from fastgan.ops import sigmoid_bce_with_logits
 import fastgan.ops.bce as bce_module
 
 
 def _compare(logits64, target, reduction, dtype=torch.float32, tolerance=TOLERANCE["ieee"]):
-    x = logits64.to(dtype).requires_grad_()
+    x = logits64.to(device=DEVICE, dtype=dtype).requires_grad_()
     xr = logits64.clone().requires_grad_()
-    t = target.to(dtype) if isinstance(target, torch.Tensor) else target
+    t = target.to(device=DEVICE, dtype=dtype) if isinstance(target, torch.Tensor) else target
     tr = target if isinstance(target, torch.Tensor) else torch.full_like(logits64, target)
     before = ops.kernel_launches["_sigmoid_bce_fwd_kernel"]
     loss = sigmoid_bce_with_logits(x, t, reduction)
     assert ops.kernel_launches["_sigmoid_bce_fwd_kernel"] == before + 1, "the Triton kernel did not run"
     ref = F.binary_cross_entropy_with_logits(xr, tr.double(), reduction=reduction)
     upstream = torch.randn(ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    loss.backward(upstream.to(dtype))
+    loss.backward(upstream.to(device=DEVICE, dtype=dtype))
     ref.backward(upstream)
     assert loss.shape == ref.shape and loss.dtype == dtype
     assert_close(loss, ref, tolerance, "loss")

@@ -2,6 +2,7 @@
 
 - ``fused_linear(x, weight, bias=None, activation="none", negative_slope=0.01)``: ``act(x @ W.T + b)``.
 - ``sigmoid_bce_with_logits(logits, target, reduction="mean")``: the stable sigmoid cross-entropy.
+- ``linear_bce_head(h, weight, bias, target)``: D's last ``Linear(H, 1)`` and that loss in one kernel.
 
 Where they run: CUDA tensors run the Triton kernels; CPU tensors run them through Triton's interpreter
 when ``TRITON_INTERPRET=1`` is set before import (how CI tests them), and otherwise take the PyTorch
@@ -10,12 +11,14 @@ reference path, which has the same semantics.
 Precision: fp32 matmuls use tf32 tensor cores by default; ``set_matmul_precision("ieee")`` (or the
 ``matmul_precision("ieee")`` context manager) makes them exact fp32.
 """
-from ._runtime import (HAS_TRITON, INTERPRET, get_matmul_precision, kernel_launches, matmul_precision,
+from ._runtime import (AUTOTUNE, HAS_TRITON, INTERPRET, get_matmul_precision, kernel_launches, matmul_precision,
                        set_matmul_precision, use_triton)
 from .activations import ACTIVATIONS, activation_from_name
 from .bce import sigmoid_bce_with_logits
+from .head import linear_bce_head, linear_bce_head_reference
 from .linear import fused_linear, fused_linear_reference
 
-__all__ = ["fused_linear", "fused_linear_reference", "sigmoid_bce_with_logits", "ACTIVATIONS",
+__all__ = ["fused_linear", "fused_linear_reference", "sigmoid_bce_with_logits", "linear_bce_head",
+           "linear_bce_head_reference", "ACTIVATIONS",
            "activation_from_name", "set_matmul_precision", "get_matmul_precision", "matmul_precision",
-           "kernel_launches", "use_triton", "HAS_TRITON", "INTERPRET"]
+           "kernel_launches", "use_triton", "HAS_TRITON", "INTERPRET", "AUTOTUNE"]

@@ -76,6 +76,25 @@ def matmul_configs(gpu: list[dict], interpreter: dict) -> list:
     return configs
 
 
+# Autotune keys each kernel has already been tuned for (tuned = launched once outside a graph capture).
+_tuned: set[tuple] = set()
+
+
+def check_tuned_for_capture(kernel: str, key: tuple, tensor: torch.Tensor) -> None:
+    """Refuse to autotune inside a CUDA graph capture: tuning times many launches and syncs, which a
+    capture cannot hold. The first launch of each shape must happen before capture (warm-up)."""
+    if not tensor.is_cuda:
+        return
+    full_key = (kernel, *key, tensor.dtype)
+    if full_key in _tuned:
+        return
+    if AUTOTUNE and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(f"{kernel} would autotune for shape {key} ({tensor.dtype}) inside a CUDA graph "
+                           "capture; run the same step once before capturing (warm-up), or set "
+                           "FASTGAN_AUTOTUNE=0")
+    _tuned.add(full_key)
+
+
 def check_float_tensor(name: str, t: torch.Tensor) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")

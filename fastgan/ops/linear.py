@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from ._runtime import (HAS_TRITON, check_float_tensor, check_same, get_matmul_precision, kernel_launches,
-                       matmul_configs, triton, tl, use_triton)
+from ._runtime import (HAS_TRITON, check_float_tensor, check_same, check_tuned_for_capture, get_matmul_precision,
+                       kernel_launches, matmul_configs, triton, tl, use_triton)
 from .activations import activation_from_name
 
 __all__ = ["fused_linear", "fused_linear_reference"]
@@ -171,6 +171,7 @@ def _launch_forward(x, weight, bias, activation_id, negative_slope):
     y = torch.empty((M, N), device=x.device, dtype=x.dtype)
     if M == 0 or N == 0:
         return y
+    check_tuned_for_capture("_linear_act_fwd_kernel", (M, N, K), x)
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]))  # noqa: E731
     _linear_act_fwd_kernel[grid](
         x, weight, bias if bias is not None else x, y, M, N, K,
@@ -187,6 +188,7 @@ def _launch_backward_input(dy, y, weight, activation_id, negative_slope):
     dx = torch.empty((M, K), device=dy.device, dtype=weight.dtype)
     if M == 0 or K == 0:
         return dx
+    check_tuned_for_capture("_linear_act_bwd_input_kernel", (M, N, K), dy)
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(K, meta["BLOCK_K"]))  # noqa: E731
     _linear_act_bwd_input_kernel[grid](
         dy, y, weight, dx, M, N, K, dy.stride(0), dy.stride(1), y.stride(0), y.stride(1),
@@ -203,6 +205,7 @@ def _launch_backward_weight(dy, y, x, has_bias, activation_id, negative_slope):
     db = torch.empty((N,), device=x.device, dtype=x.dtype) if has_bias else None
     if N == 0 or K == 0:
         return dw, db
+    check_tuned_for_capture("_linear_act_bwd_weight_kernel", (M, N, K), x)
     grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), triton.cdiv(K, meta["BLOCK_K"]))  # noqa: E731
     _linear_act_bwd_weight_kernel[grid](
         dy, y, x, dw, db if has_bias else dw, M, N, K, dy.stride(0), dy.stride(1), y.stride(0), y.stride(1),

@@ -1,0 +1,266 @@
+"""The GAN training step, every backend against eager, side by side in one run.
+
+For each (model width, batch size) row, every backend trains the same models (same init, same seed)
+and is timed *interleaved*: window after window, backend after backend, so drift hits all alike.
+Reported per backend: ms/step and steps/s (median of windows, with the 20-80% spread), speedup vs
+eager in the same row, set-up time (first step: compile/capture/autotune) apart from steady state,
+kernel launches per step (torch.profiler on CUDA; Triton launches counted by fastgan on CPU), peak
+device memory, and achieved TFLOP/s from the FLOP count of the step (counted from the models' layers).
+A backend that is not available yet, or needs hardware this machine lacks, is a row marked skipped
+with the reason; nothing is faked.
+
+    python benchmarks/train_step.py --quick       # CPU or GPU: tiny sizes, a few windows (CI runs it)
+    python benchmarks/train_step.py               # GPU: widths 128/512/1024 x batch 64..16384
+Writes results/<card>/<date>-train_step.{json,md} and -train_step-{steps_per_s,speedup}.png.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import card_slug, environment, markdown_table, write_results  # noqa: E402
+
+import fastgan  # noqa: E402
+from fastgan import ops  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    options: dict            # GANTrainer keyword arguments
+    needs_cuda: bool = False
+
+
+BACKENDS = [
+    Backend("eager", {"kernels": "torch"}),
+    Backend("eager+graph", {"kernels": "torch", "cuda_graph": True}, needs_cuda=True),
+    Backend("compile", {"kernels": "torch", "compile": True}),
+    Backend("compile(reduce-overhead)", {"kernels": "torch", "compile": "reduce-overhead"}, needs_cuda=True),
+    Backend("triton", {"kernels": "triton"}),
+    Backend("triton+graph", {"kernels": "triton", "cuda_graph": True}, needs_cuda=True),
+]
+WIDTHS = [128, 512, 1024]
+BATCHES = [64, 128, 256, 1024, 4096, 16384]
+
+
+def step_flops(generator: torch.nn.Module, discriminator: torch.nn.Module, batch: int) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one step: D update on real + fake, then G update through D.
+
+    Per layer of B rows: forward, dX and dW each cost 2*B*in*out. D step: D forward on real and on
+    fake, backward of both without dX of the first layer (its inputs need no gradient). G step: G
+    forward (once, shared), D forward on fake again, D backward with dX only (D frozen), G backward
+    without dX of its first layer (the noise needs no gradient).
+    """
+    def macs(module):
+        return [m.in_features * m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    g, d = macs(generator), macs(discriminator)
+    d_forward, g_forward = sum(d), sum(g)
+    d_step = 2 * d_forward + 2 * (sum(d) + sum(d[1:]))
+    g_step = g_forward + d_forward + sum(d) + sum(g) + sum(g[1:])
+    return 2 * batch * (d_step + g_step)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_steps(trainer, steps: int) -> float:
+    """Seconds per step over ``steps`` steps: CUDA events on a GPU, the wall clock on a CPU."""
+    if trainer.device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(steps):
+            trainer.step()
+        end.record()
+        end.synchronize()
+        trainer.flush_losses()
+        return start.elapsed_time(end) / 1e3 / steps
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.step()
+    trainer.flush_losses()
+    return (time.perf_counter() - start) / steps
+
+
+def _launches_per_step(trainer, steps: int = 2) -> tuple[float | None, str]:
+    if trainer.device.type == "cuda":
+        from torch.profiler import ProfilerActivity, profile
+        _sync(trainer.device)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                trainer.step()
+            _sync(trainer.device)
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        return len(kernels) / steps, "CUDA kernels (profiler)"
+    if trainer.kernels == "triton" and ops.use_triton(trainer.data):
+        before = sum(ops.kernel_launches.values())
+        for _ in range(steps):
+            trainer.step()
+        return (sum(ops.kernel_launches.values()) - before) / steps, "Triton launches (interpreter)"
+    return None, "n/a on CPU"
+
+
+def run_row(width: int, batch: int, backends: list[Backend], device: torch.device, real: torch.Tensor,
+            windows: int, steps_per_window: int, warmup: int) -> dict:
+    trainers, results = {}, {}
+    for backend in backends:
+        if backend.needs_cuda and device.type != "cuda":
+            results[backend.name] = {"skipped": "needs a CUDA device"}
+            continue
+        torch.manual_seed(0)
+        generator = fastgan.MLPGenerator(hidden=(width, width), out_dim=real.shape[1])
+        discriminator = fastgan.MLPDiscriminator(in_dim=real.shape[1], hidden=(width, width))
+        try:
+            trainer = fastgan.GANTrainer(generator, discriminator, real, batch_size=batch, seed=0, device=device,
+                                         **backend.options)
+        except NotImplementedError as e:
+            results[backend.name] = {"skipped": f"not available yet: {e}"}
+            continue
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        _sync(device)
+        start = time.perf_counter()
+        trainer.step()  # the first step pays compile / capture / autotune
+        _sync(device)
+        setup_s = time.perf_counter() - start
+        for _ in range(warmup):
+            trainer.step()
+        trainer.flush_losses()
+        trainers[backend.name] = trainer
+        results[backend.name] = {"setup_s": setup_s, "windows_s_per_step": []}
+    for _ in range(windows):
+        for name, trainer in trainers.items():
+            results[name]["windows_s_per_step"].append(_time_steps(trainer, steps_per_window))
+    flops = step_flops(generator, discriminator, batch)
+    for name, trainer in trainers.items():
+        r = results[name]
+        w = sorted(r["windows_s_per_step"])
+        r["ms_per_step"] = statistics.median(w) * 1e3
+        r["ms_p20"], r["ms_p80"] = w[len(w) // 5] * 1e3, w[(4 * len(w)) // 5] * 1e3
+        r["steps_per_s"] = 1e3 / r["ms_per_step"]
+        r["tflops"] = flops / (r["ms_per_step"] / 1e3) / 1e12
+        r["launches_per_step"], r["launches_how"] = _launches_per_step(trainer)
+        r["peak_memory_mib"] = (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None
+        history = trainer.history
+        r["last_losses"] = [history["loss_d"][-1], history["loss_g"][-1]] if history["step"] else None
+    eager = results.get("eager", {}).get("ms_per_step")
+    for r in results.values():
+        if "ms_per_step" in r and eager:
+            r["speedup_vs_eager"] = eager / r["ms_per_step"]
+    return {"width": width, "batch": batch, "flops_per_step": flops, "backends": results}
+
+
+def table(rows: list[dict]) -> str:
+    header = ["width", "batch", "backend", "ms/step", "spread (p20–p80)", "steps/s", "× eager", "setup s",
+              "launches/step", "peak MiB", "TFLOP/s"]
+    body = []
+    for row in rows:
+        for name, r in row["backends"].items():
+            if "skipped" in r:
+                body.append([row["width"], row["batch"], name, "skipped: " + r["skipped"], "", "", "", "", "", "", ""])
+                continue
+            body.append([row["width"], row["batch"], name, f"{r['ms_per_step']:.3f}",
+                         f"{r['ms_p20']:.3f}–{r['ms_p80']:.3f}", f"{r['steps_per_s']:.1f}",
+                         f"{r.get('speedup_vs_eager', float('nan')):.2f}×", f"{r['setup_s']:.2f}",
+                         "-" if r["launches_per_step"] is None else f"{r['launches_per_step']:.0f}",
+                         "-" if r["peak_memory_mib"] is None else f"{r['peak_memory_mib']:.0f}",
+                         f"{r['tflops']:.3g}"])
+    return markdown_table(header, body)
+
+
+def plots(rows: list[dict], folder: Path, stem: str, title: str) -> list[Path]:
+    from fastgan.plots import _pyplot, _save
+    plt = _pyplot()
+    paths = []
+    widths = sorted({r["width"] for r in rows})
+    names = list(dict.fromkeys(n for r in rows for n, v in r["backends"].items() if "ms_per_step" in v))
+    fig, axes = plt.subplots(1, len(widths), figsize=(5.5 * len(widths), 4.2), squeeze=False)
+    for ax, width in zip(axes[0], widths):
+        for name in names:
+            points = [(r["batch"], r["backends"][name]["steps_per_s"]) for r in rows
+                      if r["width"] == width and "steps_per_s" in r["backends"].get(name, {})]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("steps / s")
+        ax.set_title(f"hidden width {width}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    paths.append(_save(fig, folder / f"{stem}-steps_per_s.png"))
+
+    labels = [f"w{r['width']}\nB{r['batch']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows) * max(1, len(names))), 4.2))
+    bar = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        values = [r["backends"].get(name, {}).get("speedup_vs_eager", 0.0) for r in rows]
+        ax.bar([j + i * bar for j in range(len(rows))], values, width=bar, label=name)
+    ax.axhline(1.0, color="k", linewidth=0.8)
+    ax.set_xticks([j + bar * (len(names) - 1) / 2 for j in range(len(rows))], labels, fontsize=8)
+    ax.set_ylabel("speedup vs eager (×)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(_save(fig, folder / f"{stem}-speedup.png"))
+    return paths
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few windows (what CI runs)")
+    parser.add_argument("--widths", type=int, nargs="+", default=None)
+    parser.add_argument("--batches", type=int, nargs="+", default=None)
+    parser.add_argument("--backends", nargs="+", default=None, choices=[b.name for b in BACKENDS])
+    parser.add_argument("--windows", type=int, default=None, help="timed windows per backend")
+    parser.add_argument("--steps-per-window", type=int, default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results)")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    quick = args.quick
+    widths = args.widths or ([32] if quick and device.type == "cpu" else [128] if quick else WIDTHS)
+    batches = args.batches or ([16] if quick and device.type == "cpu" else [128, 4096] if quick else BATCHES)
+    windows = args.windows or (3 if quick else 15)
+    steps_per_window = args.steps_per_window or (2 if quick and device.type == "cpu" else 20 if quick else 50)
+    backends = [b for b in BACKENDS if args.backends is None or b.name in args.backends]
+    env = environment()
+    print(f"card: {env['card']} | torch {env['torch']} | triton {env['triton']} | "
+          f"triton interpreter: {ops.INTERPRET}", flush=True)
+    real = fastgan.data.digits(device=device)
+    rows = []
+    for width in widths:
+        for batch in batches:
+            row = run_row(width, batch, backends, device, real, windows, steps_per_window, warmup=1 if quick else 5)
+            rows.append(row)
+            for name, r in row["backends"].items():
+                if "skipped" in r:
+                    print(f"  width {width:5d} batch {batch:6d} {name:26s} skipped: {r['skipped']}", flush=True)
+                else:
+                    print(f"  width {width:5d} batch {batch:6d} {name:26s} {r['ms_per_step']:9.3f} ms/step "
+                          f"{r.get('speedup_vs_eager', float('nan')):6.2f}x eager", flush=True)
+    title = f"GAN train step — {env['card']}, {env['date'][:10]}" + (" (Triton interpreted)" if ops.INTERPRET else "")
+    note = ("Triton kernels ran in Triton's CPU interpreter: their times measure the interpreter, not the "
+            "kernels.\n\n" if ops.INTERPRET else "")
+    text = (f"# {title}\n\ntorch {env['torch']}, triton {env['triton']}, driver {env.get('driver')}; "
+            f"{windows} interleaved windows of {steps_per_window} steps per backend, medians.\n\n{note}{table(rows)}")
+    payload = {"environment": env, "interpreter": ops.INTERPRET, "windows": windows,
+               "steps_per_window": steps_per_window, "rows": rows}
+    json_path, md_path = write_results("train_step", payload, text, args.out)
+    pictures = plots(rows, json_path.parent, json_path.stem, title)
+    print(f"wrote {json_path}, {md_path}, " + ", ".join(str(p) for p in pictures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

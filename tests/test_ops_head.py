@@ -1,0 +1,83 @@
+"""linear_bce_head (D's last Linear(H, 1) + sigmoid-BCE, fused) against float64 PyTorch."""
+import pytest
+import torch
+
+import fastgan.ops.head as head_module
+from conftest import DEVICE, TOLERANCE, assert_close
+from fastgan import ops
+from fastgan.ops import linear_bce_head
+
+
+def _compare(m, width, target, reduction="mean", bias=True, seed=0, scale=1.0, transpose=False):
+    g = torch.Generator().manual_seed(seed)
+    h64 = torch.randn(m, width, dtype=torch.float64, generator=g) * scale
+    w64 = torch.randn(1, width, dtype=torch.float64, generator=g) / width ** 0.5
+    b64 = torch.randn(1, dtype=torch.float64, generator=g) if bias else None
+
+    def leaves(dtype, device):
+        return [None if t is None else t.clone().to(device=device, dtype=dtype).requires_grad_()
+                for t in (h64, w64, b64)]
+
+    h, w, b = leaves(torch.float32, DEVICE)
+    hr, wr, br = leaves(torch.float64, "cpu")
+    h_in = h.t().contiguous().t() if transpose else h  # column-major h: strides (1, M)
+    before = dict(ops.kernel_launches)
+    loss = linear_bce_head(h_in, w, b, target, reduction)
+    loss.backward(torch.tensor(0.7, device=DEVICE))
+    assert ops.kernel_launches["_linear_bce_head_fwd_kernel"] == before.get("_linear_bce_head_fwd_kernel", 0) + 1
+    assert ops.kernel_launches["_linear_bce_head_bwd_kernel"] == before.get("_linear_bce_head_bwd_kernel", 0) + 1
+    ref = ops.linear_bce_head_reference(hr, wr, br, target, reduction)
+    ref.backward(torch.tensor(0.7, dtype=torch.float64))
+    tolerance = TOLERANCE["ieee"]
+    assert_close(loss, ref, tolerance, "loss")
+    assert_close(h.grad, hr.grad, tolerance, "dh")
+    assert_close(w.grad, wr.grad, tolerance, "dw")
+    if bias:
+        assert_close(b.grad, br.grad, tolerance, "db")
+
+
+@pytest.mark.parametrize("m", [1, 7, 129, 1000])
+@pytest.mark.parametrize("width", [1, 128, 300])
+@pytest.mark.parametrize("target", [1.0, 0.0, 0.9])
+def test_matches_reference(m, width, target, poison):
+    _compare(m, width, target, seed=m * width)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_reduction_bias_strides(reduction, bias, poison):
+    _compare(33, 128, 0.9, reduction=reduction, bias=bias, transpose=True, seed=5)
+
+
+def test_extreme_logits(poison):
+    _compare(16, 8, 1.0, scale=400.0, seed=9)
+    _compare(16, 8, 0.0, scale=400.0, seed=10)
+
+
+def test_many_programs_add_atomically(monkeypatch, poison):
+    monkeypatch.setattr(head_module, "_SINGLE_PROGRAM_LIMIT", 64)
+    _compare(500, 40, 0.9, seed=11)
+
+
+def test_only_needed_gradients():
+    h = torch.randn(9, 16, requires_grad=True)
+    w, b = torch.randn(1, 16), torch.randn(1)  # D frozen (the G step): only dh is wanted
+    linear_bce_head(h, w, b, 1.0).backward()
+    hr = h.detach().double().requires_grad_()
+    ops.linear_bce_head_reference(hr, w.double(), b.double(), 1.0).backward()
+    assert_close(h.grad, hr.grad, TOLERANCE["ieee"], "dh")
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: linear_bce_head(torch.randn(4, 8), torch.randn(2, 8), None, 1.0), ValueError, r"weight must have shape \(1, 8\)"),
+    (lambda: linear_bce_head(torch.randn(4), torch.randn(1, 4), None, 1.0), ValueError, "h must be 2-D"),
+    (lambda: linear_bce_head(torch.randn(4, 8), torch.randn(1, 8), torch.randn(2), 1.0), ValueError, "bias"),
+    (lambda: linear_bce_head(torch.randn(4, 8), torch.randn(1, 8), None, 2.0), ValueError, "target"),
+    (lambda: linear_bce_head(torch.randn(4, 8), torch.randn(1, 8), None, 1.0, "none"), ValueError, "reduction"),
+    (lambda: linear_bce_head(torch.randn(4, 8), torch.randn(1, 8).half(), None, 1.0), TypeError, "dtype"),
+])
+def test_bad_input(call, error, message):
+    before = sum(ops.kernel_launches.values())
+    with pytest.raises(error, match=message):
+        call()
+    assert sum(ops.kernel_launches.values()) == before

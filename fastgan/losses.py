@@ -14,7 +14,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bce_with_logits", "discriminator_loss", "generator_loss"]
+__all__ = ["bce_with_logits", "discriminator_loss", "generator_loss", "hinge_discriminator_loss",
+           "hinge_generator_loss", "check_real_label", "LOSSES"]
 
 Bce = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -39,3 +40,16 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, rea
 def generator_loss(fake_logits: torch.Tensor, bce: Bce = bce_with_logits) -> torch.Tensor:
     """Non-saturating generator loss ``BCE(D(G(z)), 1) = -mean(log sigmoid(D(G(z))))``."""
     return bce(fake_logits, 1.0)
+
+
+def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Hinge loss for D (Lim & Ye 2017; SAGAN): ``mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))``."""
+    return torch.relu(1.0 - real_logits).mean() + torch.relu(1.0 + fake_logits).mean()
+
+
+def hinge_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Hinge loss for G: ``-mean(D(G(z)))``."""
+    return -fake_logits.mean()
+
+
+LOSSES = ("non_saturating", "hinge")

@@ -1,8 +1,15 @@
-"""Building one GAN training step: one D update on real + fake, then one G update through D.
+"""Building one GAN training step: ``d_steps`` D updates on real + fake, then one G update through D.
 
 The step is a closure over the models, optimizers, device-resident data and the trainer's RNG. It never
 reads a tensor value on the host (no ``.item()``), so it queues work without syncing and a CUDA graph
-can later capture it whole.
+can later capture it whole. Options (all off by default, which gives the plain GAN step):
+  loss            "non_saturating" (BCE on logits) or "hinge"
+  d_steps         D updates per G update; the last one's fake batch is the one G is trained through
+  pack            PacGAN: D sees ``pack`` samples concatenated into one row (its input is pack x wider)
+  instance_noise  std of Gaussian noise added to everything D sees (real and fake)
+  r1_gamma        R1 penalty (gamma/2) E||grad_x D(x_real)||^2, every ``r1_every`` steps (scaled by it,
+                  "lazy" regularisation); a gradient of a gradient, so it runs through the reference path
+  ema             an ``EMA`` of G's weights, updated after each G step
 """
 from __future__ import annotations
 
@@ -12,7 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .losses import Bce, discriminator_loss, generator_loss
+from . import ops
+from .ema import EMA
+from .losses import (Bce, discriminator_loss, generator_loss, hinge_discriminator_loss,
+                     hinge_generator_loss)
 
 __all__ = ["StepParts", "make_eager_step"]
 
@@ -26,40 +36,79 @@ class StepParts:
     data: torch.Tensor            # (N, features), on the training device
     batch_size: int
     latent_dim: int
-    rng: torch.Generator          # draws batch indices and noise, on the training device
+    rng: torch.Generator          # draws batch indices, noise and instance noise, on the training device
     bce: Bce
     real_label: float = 1.0
+    loss: str = "non_saturating"
+    d_steps: int = 1
+    pack: int = 1
+    instance_noise: float = 0.0
+    r1_gamma: float = 0.0
+    r1_every: int = 16
+    ema: EMA | None = None
 
 
-def make_eager_step(p: StepParts) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
-    """A step function returning ``(loss_d, loss_g)`` as detached 0-d tensors on the device."""
+def make_eager_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+    """A step function ``step(index) -> (loss_d, loss_g)`` (detached 0-d device tensors).
+
+    ``index`` is the 0-based number of the step, which decides the R1 steps without reading the device.
+    """
     device = p.data.device
-    n = p.data.shape[0]
+    n, features = p.data.shape
     d_params = list(p.discriminator.parameters())
+    hinge = p.loss == "hinge"
 
-    def step() -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.randint(0, n, (p.batch_size,), device=device, generator=p.rng)
-        real = p.data.index_select(0, index)
-        z = torch.randn(p.batch_size, p.latent_dim, device=device, generator=p.rng)
-        fake = p.generator(z)
+    def d_input(x: torch.Tensor) -> torch.Tensor:
+        if p.instance_noise > 0:
+            x = x + p.instance_noise * torch.randn(x.shape, device=device, generator=p.rng)
+        return x.reshape(x.shape[0] // p.pack, p.pack * features) if p.pack > 1 else x
 
-        loss_d = discriminator_loss(p.discriminator(real), p.discriminator(fake.detach()), p.real_label, p.bce)
-        p.optimizer_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        p.optimizer_d.step()
+    def d_loss(real_logits, fake_logits):
+        if hinge:
+            return hinge_discriminator_loss(real_logits, fake_logits)
+        return discriminator_loss(real_logits, fake_logits, p.real_label, p.bce)
+
+    def step(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        for d_step in range(p.d_steps):
+            last = d_step == p.d_steps - 1
+            batch = torch.randint(0, n, (p.batch_size,), device=device, generator=p.rng)
+            real = d_input(p.data.index_select(0, batch))
+            z = torch.randn(p.batch_size, p.latent_dim, device=device, generator=p.rng)
+            if last:
+                fake = p.generator(z)  # kept with its graph: G trains through this batch next
+            else:
+                with torch.no_grad():
+                    fake = p.generator(z)
+            fake_for_d = d_input(fake.detach())
+            if p.r1_gamma > 0 and index % p.r1_every == 0:
+                real.requires_grad_(True)
+                with ops.reference_path():  # double backward: the fused kernels have none
+                    real_logits = p.discriminator(real)
+                    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+                penalty = (0.5 * p.r1_gamma * p.r1_every) * grad.square().sum(dim=1).mean()
+                loss_d = d_loss(real_logits, p.discriminator(fake_for_d))
+                total_d = loss_d + penalty
+            else:
+                loss_d = total_d = d_loss(p.discriminator(real), p.discriminator(fake_for_d))
+            p.optimizer_d.zero_grad(set_to_none=True)
+            total_d.backward()
+            p.optimizer_d.step()
 
         # G's update flows through D, but D's weights are not being trained here: freeze them so the
         # backward skips their weight gradients (same G gradient, less work).
         for q in d_params:
             q.requires_grad_(False)
         try:
-            loss_g = generator_loss(p.discriminator(fake), p.bce)
+            fake_logits = p.discriminator(d_input(fake))
+            loss_g = hinge_generator_loss(fake_logits) if hinge else generator_loss(fake_logits, p.bce)
             p.optimizer_g.zero_grad(set_to_none=True)
             loss_g.backward()
         finally:
             for q in d_params:
                 q.requires_grad_(True)
         p.optimizer_g.step()
+        if p.ema is not None:
+            p.ema.update(p.generator)
         return loss_d.detach(), loss_g.detach()
 
     return step

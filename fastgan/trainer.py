@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 
 from . import data as _data
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .losses import bce_with_logits, check_real_label
+from .ema import EMA
+from .losses import LOSSES, bce_with_logits, check_real_label
 from .models import first_linear, last_linear
 from .step import StepParts, make_eager_step
 
@@ -61,13 +62,25 @@ class GANTrainer:
         latent_dim: checked against the generator's input size when given.
         real_label: target for real samples in D's loss; < 1 is one-sided label smoothing.
 
+    Stabilisation options (see ``fastgan.step``; all off by default):
+        loss: ``"non_saturating"`` (default) or ``"hinge"``.
+        lr_g, lr_d: separate learning rates (TTUR); each defaults to ``lr``.
+        d_steps: D updates per G update.
+        ema: decay of an exponential moving average of G's weights (e.g. 0.999), used by ``sample``.
+        pack: PacGAN packing: D sees ``pack`` samples per row, so its input size is ``pack * features``
+            and ``batch_size`` must be a multiple of ``pack``.
+        instance_noise: std of Gaussian noise added to D's real and fake inputs.
+        r1_gamma, r1_every: R1 penalty weight on real data, applied every ``r1_every`` steps.
+
     Raises ``ValueError`` for inconsistent shapes, bad sizes, unknown ``kernels`` and non-finite data.
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, data, *, batch_size: int = 128,
                  lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999), seed: int = 0, device=None,
                  kernels: str = "torch", compile: bool = False, cuda_graph: bool = False,
-                 latent_dim: int | None = None, real_label: float = 1.0):
+                 latent_dim: int | None = None, real_label: float = 1.0, loss: str = "non_saturating",
+                 lr_g: float | None = None, lr_d: float | None = None, d_steps: int = 1, ema: float | None = None,
+                 pack: int = 1, instance_noise: float = 0.0, r1_gamma: float = 0.0, r1_every: int = 16):
         if kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, got {kernels!r}")
         if compile:
@@ -77,8 +90,19 @@ class GANTrainer:
                                       "use cuda_graph=False")
         if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
             raise TypeError("generator and discriminator must be torch.nn.Module instances")
-        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+        for name, value in (("lr", lr), ("lr_g", lr if lr_g is None else lr_g), ("lr_d", lr if lr_d is None else lr_d)):
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}, got {loss!r}")
+        if loss == "hinge" and real_label != 1.0:
+            raise ValueError("real_label (label smoothing) applies to the BCE loss, not to loss='hinge'")
+        d_steps = _positive_int("d_steps", d_steps)
+        pack = _positive_int("pack", pack)
+        r1_every = _positive_int("r1_every", r1_every)
+        for name, value in (("instance_noise", instance_noise), ("r1_gamma", r1_gamma)):
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
         real_label = check_real_label(real_label)
@@ -98,6 +122,8 @@ class GANTrainer:
         self.batch_size = _positive_int("batch_size", batch_size)
         if batch_size > n:
             raise ValueError(f"batch_size {batch_size} is larger than the data set ({n} samples)")
+        if batch_size % pack:
+            raise ValueError(f"batch_size {batch_size} must be a multiple of pack={pack}")
 
         g_in = _in_features(generator, "latent_dim")
         if g_in is None:
@@ -107,8 +133,9 @@ class GANTrainer:
             raise ValueError(f"latent_dim={latent_dim} does not match the generator, which takes {g_in} inputs")
         self.latent_dim = g_in
         d_in = _in_features(discriminator, "in_dim")
-        if d_in is not None and d_in != features:
-            raise ValueError(f"data has {features} features per sample but the discriminator takes {d_in}")
+        if d_in is not None and d_in != pack * features:
+            packed = f" x pack={pack} = {pack * features}" if pack > 1 else ""
+            raise ValueError(f"data has {features} features per sample{packed} but the discriminator takes {d_in}")
         g_out = getattr(generator, "out_dim", None)
         if not isinstance(g_out, int):
             g_out = last_linear(generator).out_features if last_linear(generator) is not None else None
@@ -128,12 +155,19 @@ class GANTrainer:
 
         self.seed = seed
         self.lr, self.betas = float(lr), (float(betas[0]), float(betas[1]))
+        self.lr_g = float(lr if lr_g is None else lr_g)
+        self.lr_d = float(lr if lr_d is None else lr_d)
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
-        self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=self.betas)
-        self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=self.betas)
+        self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=self.lr_g, betas=self.betas)
+        self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr_d, betas=self.betas)
         self.real_label = real_label
+        self.ema = EMA(self.generator, ema) if ema is not None else None
+        self.options = {"loss": loss, "d_steps": d_steps, "pack": pack, "instance_noise": float(instance_noise),
+                        "r1_gamma": float(r1_gamma), "r1_every": r1_every, "ema": ema}
         parts = StepParts(self.generator, self.discriminator, self.optimizer_g, self.optimizer_d, self.data,
-                          self.batch_size, self.latent_dim, self.rng, bce, self.real_label)
+                          self.batch_size, self.latent_dim, self.rng, bce, self.real_label, loss=loss,
+                          d_steps=d_steps, pack=pack, instance_noise=float(instance_noise),
+                          r1_gamma=float(r1_gamma), r1_every=r1_every, ema=self.ema)
         self._step = make_eager_step(parts)
         self.step_count = 0
         self.history: dict[str, list] = {"step": [], "loss_d": [], "loss_g": []}
@@ -142,7 +176,7 @@ class GANTrainer:
     # -- training -------------------------------------------------------------------------------------
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One D update then one G update. Returns ``(loss_d, loss_g)`` as device tensors (no host sync)."""
-        loss_d, loss_g = self._step()
+        loss_d, loss_g = self._step(self.step_count)
         self.step_count += 1
         self._pending.append((self.step_count, loss_d, loss_g))
         if len(self._pending) >= 10_000:  # bound the memory of an un-logged run: one sync per 10k steps
@@ -199,12 +233,18 @@ class GANTrainer:
         return self.history
 
     @torch.no_grad()
-    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
-        """``n`` generator samples from noise drawn with its own ``seed`` (training RNG untouched)."""
+    def sample(self, n: int, seed: int = 0, ema: bool | None = None) -> torch.Tensor:
+        """``n`` generator samples from noise drawn with its own ``seed`` (training RNG untouched).
+
+        Uses the EMA generator when one is kept (``ema=None`` or ``True``), the raw one with ``ema=False``.
+        """
         n = _positive_int("n", n)
+        if ema and self.ema is None:
+            raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
+        generator = self.ema.module if self.ema is not None and ema is not False else self.generator
         rng = torch.Generator(device=self.device).manual_seed(seed)
         z = torch.randn(n, self.latent_dim, device=self.device, generator=rng)
-        return self.generator(z)
+        return generator(z)
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -214,9 +254,10 @@ class GANTrainer:
             "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
             "optimizer_g": self.optimizer_g.state_dict(), "optimizer_d": self.optimizer_d.state_dict(),
             "rng": self.rng.get_state(), "history": self.history,
-            "config": {"batch_size": self.batch_size, "lr": self.lr, "betas": list(self.betas),
-                       "seed": self.seed, "latent_dim": self.latent_dim, "kernels": self.kernels,
-                       "real_label": self.real_label},
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "config": {"batch_size": self.batch_size, "lr": self.lr, "lr_g": self.lr_g, "lr_d": self.lr_d,
+                       "betas": list(self.betas), "seed": self.seed, "latent_dim": self.latent_dim,
+                       "kernels": self.kernels, "real_label": self.real_label, **self.options},
         }
 
     def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -237,6 +278,8 @@ class GANTrainer:
         self.discriminator.load_state_dict(state["discriminator"])
         self.optimizer_g.load_state_dict(state["optimizer_g"])
         self.optimizer_d.load_state_dict(state["optimizer_d"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["ema"])
         self.rng.set_state(state["rng"].cpu())
         self.step_count = int(state["step"])
         self._pending.clear()
@@ -246,7 +289,12 @@ class GANTrainer:
     def _check_state(self, state: dict) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"format is {state.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-        for name, module in (("generator", self.generator), ("discriminator", self.discriminator)):
+        modules = [("generator", self.generator), ("discriminator", self.discriminator)]
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise ValueError("this trainer keeps an EMA generator but the checkpoint has none")
+            modules.append(("ema", self.ema.module))
+        for name, module in modules:
             ours, theirs = module.state_dict(), state[name]
             if set(ours) != set(theirs):
                 raise ValueError(f"{name} parameters differ: missing {sorted(set(ours) - set(theirs))}, "

@@ -4,9 +4,12 @@ TRITON_INTERPRET must be set before triton is imported, so it is set here, at im
 conftest, before any test module imports fastgan. FASTGAN_AUTOTUNE=0 pins each kernel to one config.
 """
 import os
+import tempfile
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("FASTGAN_AUTOTUNE", "0")
+# The digits classifier is cached per test session, never in the user's own cache folder.
+os.environ.setdefault("FASTGAN_CACHE", tempfile.mkdtemp(prefix="fastgan-test-cache-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -68,3 +68,31 @@ def test_help_reads_well(capsys):
 def test_console_script():
     result = subprocess.run(["fastgan", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "usage: fastgan" in result.stdout
+
+
+def test_stabilisation_flags_and_evaluate(tmp_path, capsys):
+    out = tmp_path / "ring"
+    assert main(["train", "--data", "ring", "--steps", "20", "--log-every", "10", "--out", str(out), "--no-progress",
+                 "--pack", "2", "--ema", "0.99", "--loss", "hinge", "--real-label", "1.0", "--d-steps", "2",
+                 "--instance-noise", "0.01", "--r1-gamma", "0.1", "--r1-every", "4", "--lr-g", "1e-4",
+                 "--lr-d", "3e-4"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["pack"] == 2 and metrics["config"]["loss"] == "hinge"
+    assert set(metrics["quality"]) == {"modes", "high_quality", "kl"}
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "checkpoint.pt"), "--samples", "500", "--out", str(tmp_path / "e.json")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["weights"] == "ema" and report["samples"] == 500 and report["step"] == 20
+    assert json.loads((tmp_path / "e.json").read_text()) == report
+    # resume keeps the packed discriminator
+    assert main(["train", "--data", "ring", "--steps", "30", "--log-every", "10", "--out", str(out), "--resume",
+                 "--no-progress", "--pack", "2", "--ema", "0.99", "--loss", "hinge"]) == 0
+
+
+def test_bad_option_values_are_clear(tmp_path, capsys):
+    assert main(["train", "--data", "ring", "--steps", "5", "--out", str(tmp_path), "--ema", "2"]) == 2
+    assert "ema decay" in capsys.readouterr().err
+    assert main(["train", "--data", "ring", "--steps", "5", "--out", str(tmp_path), "--loss", "hinge",
+                 "--real-label", "0.9"]) == 2
+    assert "not to loss='hinge'" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "missing.pt")]) == 2

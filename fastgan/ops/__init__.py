@@ -12,7 +12,7 @@ Precision: fp32 matmuls use tf32 tensor cores by default; ``set_matmul_precision
 ``matmul_precision("ieee")`` context manager) makes them exact fp32.
 """
 from ._runtime import (AUTOTUNE, HAS_TRITON, INTERPRET, get_matmul_precision, kernel_launches, matmul_precision,
-                       set_matmul_precision, use_triton)
+                       reference_path, set_matmul_precision, use_triton)
 from .activations import ACTIVATIONS, activation_from_name
 from .bce import sigmoid_bce_with_logits
 from .head import linear_bce_head, linear_bce_head_reference
@@ -21,4 +21,4 @@ from .linear import fused_linear, fused_linear_reference
 __all__ = ["fused_linear", "fused_linear_reference", "sigmoid_bce_with_logits", "linear_bce_head",
            "linear_bce_head_reference", "ACTIVATIONS",
            "activation_from_name", "set_matmul_precision", "get_matmul_precision", "matmul_precision",
-           "kernel_launches", "use_triton", "HAS_TRITON", "INTERPRET", "AUTOTUNE"]
+           "kernel_launches", "use_triton", "reference_path", "HAS_TRITON", "INTERPRET", "AUTOTUNE"]

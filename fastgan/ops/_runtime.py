@@ -54,9 +54,25 @@ def matmul_precision(precision: str):
         set_matmul_precision(previous)
 
 
+_reference_only = False
+
+
+@contextlib.contextmanager
+def reference_path():
+    """Inside this block every fastgan op takes its PyTorch reference path (differentiable twice: the
+    trainer computes the R1 penalty, a gradient of a gradient, this way)."""
+    global _reference_only
+    previous = _reference_only
+    _reference_only = True
+    try:
+        yield
+    finally:
+        _reference_only = previous
+
+
 def use_triton(tensor: torch.Tensor) -> bool:
     """CUDA tensors run Triton; CPU tensors run it under TRITON_INTERPRET=1, else the reference path."""
-    if not HAS_TRITON:
+    if not HAS_TRITON or _reference_only:
         return False
     return tensor.is_cuda or (INTERPRET and tensor.device.type == "cpu")
 

@@ -1,0 +1,272 @@
+"""Generation quality: the PacGAN protocol on Gaussian mixtures, digits metrics, and quality per second.
+
+Mixtures (PacGAN Table 1 protocol): ring-8 (radius 1, std 0.01) and grid-25 (means {-4,-2,0,2,4}^2,
+std 0.05), 100k training points, 2,500 generated samples evaluated, several seeds, mean ± standard
+error of modes / high-quality share / KL, for the vanilla GAN and each stabilisation option.
+Digits: Fréchet distance, precision/recall/density/coverage and class coverage of the MLP GAN with
+and without options, beside the real-vs-real floor. Time to quality: wall-clock (evaluation excluded)
+until ring-8 shows 8/8 modes with >= 90% high-quality samples, per backend.
+
+    python benchmarks/quality.py --quick     # 2 seeds, short runs, a few variants (minutes on a CPU)
+    python benchmarks/quality.py             # 10 seeds, every variant (long on a CPU)
+Writes results/<card>/<date>-quality.{json,md} and -quality-{ring,grid,digits}.png.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import environment, markdown_table, write_results  # noqa: E402
+
+import fastgan  # noqa: E402
+from fastgan import data, metrics, ops  # noqa: E402
+
+# GANTrainer options of each variant (D's input widens with pack).
+VARIANTS = {
+    "vanilla": {},
+    "pack2": {"pack": 2},
+    "pack3": {"pack": 3},
+    "pack4": {"pack": 4},
+    "label_smoothing": {"real_label": 0.9},
+    "hinge": {"loss": "hinge"},
+    "ttur": {"lr_g": 1e-4, "lr_d": 4e-4},  # Heusel et al. 2017's two time-scales: D faster
+    "d_steps2": {"d_steps": 2},
+    "ema": {"ema": 0.999},
+    "instance_noise": {"instance_noise": 0.02},
+    "r1": {"r1_gamma": 0.1, "r1_every": 16},
+}
+QUICK_VARIANTS = ["vanilla", "pack2", "ema"]
+DIGITS_VARIANTS = ["vanilla", "label_smoothing", "ema", "hinge", "pack2"]
+QUICK_DIGITS_VARIANTS = ["vanilla", "label_smoothing"]
+
+PACGAN_TABLE1 = {  # published (Lin et al. 2018, Table 1): modes, high-quality %, KL
+    ("ring", "GAN"): (6.3, 98.2, 0.45), ("grid", "GAN"): (17.3, 94.8, 0.70),
+    ("ring", "PacGAN2"): (7.9, 95.6, 0.07), ("grid", "PacGAN4"): (24.8, 93.6, 0.04),
+}
+ARCHITECTURE = ("ours: G latent 2 -> 128 -> 128 -> 2 (leaky-ReLU 0.2, linear output), D (2*pack) -> 128 -> "
+                "128 -> 1 (leaky-ReLU 0.2), Adam 2e-4 (0.5, 0.999), batch 128 (a multiple of pack), "
+                "non-saturating loss unless stated. PacGAN used a 4x400 BN-ReLU G and a maxout D "
+                "(3x200, 5 pieces), so its figures are a reference point, not a like-for-like comparison.")
+
+
+def mixture_trainer(kind: str, variant: str, seed: int, device, kernels="torch"):
+    options = dict(VARIANTS[variant])
+    pack = options.get("pack", 1)
+    real = (data.gaussian_ring if kind == "ring" else data.gaussian_grid)(100_000, seed=seed, device=device)
+    torch.manual_seed(seed)
+    g = fastgan.MLPGenerator(latent_dim=2, hidden=(128, 128), out_dim=2, output_activation=None)
+    d = fastgan.MLPDiscriminator(in_dim=2 * pack, hidden=(128, 128))
+    batch = 128 if 128 % pack == 0 else 126  # a multiple of pack (pack 3: 126)
+    return fastgan.GANTrainer(g, d, real, batch_size=batch, lr=2e-4, seed=seed, device=device, kernels=kernels,
+                              **options)
+
+
+def _mean_se(values):
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return math.inf, 0.0
+    mean = statistics.fmean(finite)
+    se = statistics.stdev(finite) / math.sqrt(len(finite)) if len(finite) > 1 else 0.0
+    return mean, se
+
+
+def run_mixtures(kinds, variants, seeds, steps, device):
+    results, pictures = {}, {}
+    for kind in kinds:
+        for variant in variants:
+            runs = []
+            for seed in range(seeds):
+                trainer = mixture_trainer(kind, variant, seed, device)
+                start = time.perf_counter()
+                trainer.fit(steps, log_every=max(1, steps // 4), progress=False)
+                seconds = time.perf_counter() - start
+                samples = trainer.sample(2500, seed=10_000 + seed)
+                runs.append({**metrics.evaluate_mixture(samples, kind), "seconds": seconds})
+                if seed == 0:
+                    pictures[(kind, variant)] = samples.cpu()
+            summary = {key: _mean_se([r[key] for r in runs]) for key in ("modes", "high_quality", "kl")}
+            results[f"{kind}/{variant}"] = {"runs": runs, "summary": summary}
+            m, h, k = summary["modes"], summary["high_quality"], summary["kl"]
+            print(f"  {kind:4s} {variant:16s} modes {m[0]:5.2f}±{m[1]:.2f}  HQ {100 * h[0]:5.1f}±{100 * h[1]:.1f}%  "
+                  f"KL {k[0]:.3f}±{k[1]:.3f}  ({statistics.fmean(r['seconds'] for r in runs):.1f} s/run)", flush=True)
+    return results, pictures
+
+
+def time_to_quality(device, seeds, max_steps, check_every=250):
+    """Wall-clock seconds of training (evaluation excluded) until ring-8 has 8/8 modes and >= 90% HQ."""
+    rows = {}
+    backends = {"eager": "torch", "triton": "triton"}
+    for name, kernels in backends.items():
+        if kernels == "triton" and device.type != "cuda":
+            rows[name] = {"skipped": "Triton on a CPU runs in the interpreter (or the reference path): "
+                                     "its wall-clock is not a speed"}
+            continue
+        times = []
+        for seed in range(seeds):
+            trainer = mixture_trainer("ring", "vanilla", seed, device, kernels=kernels)
+            elapsed, reached = 0.0, None
+            while trainer.step_count < max_steps:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                trainer.fit(check_every, log_every=check_every, progress=False)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                elapsed += time.perf_counter() - start
+                result = metrics.evaluate_mixture(trainer.sample(2500, seed=77), "ring")
+                if result["modes"] == 8 and result["high_quality"] >= 0.9:
+                    reached = (trainer.step_count, elapsed)
+                    break
+            times.append(reached)
+        hit = [t for t in times if t is not None]
+        rows[name] = {"reached": f"{len(hit)}/{len(times)}",
+                      "median_seconds": statistics.median([t[1] for t in hit]) if hit else None,
+                      "median_steps": statistics.median([t[0] for t in hit]) if hit else None,
+                      "max_steps": max_steps}
+        print(f"  time to 8/8 modes & >=90% HQ, {name}: {rows[name]}", flush=True)
+    return rows
+
+
+def run_digits(variants, steps, device):
+    results, pictures = {}, {}
+    real = data.digits(device=device)
+    for variant in variants:
+        options = dict(VARIANTS[variant])
+        pack = options.get("pack", 1)
+        torch.manual_seed(0)
+        g, d = fastgan.MLPGenerator(), fastgan.MLPDiscriminator(in_dim=784 * pack)
+        trainer = fastgan.GANTrainer(g, d, real, batch_size=128, seed=0, device=device, **options)
+        start = time.perf_counter()
+        trainer.fit(steps, log_every=max(1, steps // 4), progress=False)
+        seconds = time.perf_counter() - start
+        samples = trainer.sample(899, seed=1)
+        result = metrics.evaluate_digits(samples)
+        results[variant] = {**result, "seconds": seconds, "steps": steps}
+        pictures[variant] = samples[:64].cpu()
+        gen, floor = result["generated"], result["real_floor"]
+        print(f"  digits {variant:16s} FD {gen['frechet_distance']:8.2f} (floor {floor['frechet_distance']:.2f})  "
+              f"P@5 {gen['precision@5']:.2f} R@5 {gen['recall@5']:.2f} D@5 {gen['density@5']:.2f} "
+              f"C@5 {gen['coverage@5']:.2f}  classes {gen['classes_seen']}/10 KL {gen['class_kl']:.3f}", flush=True)
+    return results, pictures
+
+
+def draw(pictures_mix, pictures_digits, folder, stem):
+    from fastgan.plots import _pyplot, _save
+    plt = _pyplot()
+    paths = []
+    for kind in ("ring", "grid"):
+        variants = [v for (k, v) in pictures_mix if k == kind]
+        if not variants:
+            continue
+        centers = data.ring_centers() if kind == "ring" else data.grid_centers()
+        columns = min(4, len(variants))
+        rows = math.ceil(len(variants) / columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.2 * rows), squeeze=False)
+        for ax in axes.flat:
+            ax.set_axis_off()
+        for ax, variant in zip(axes.flat, variants):
+            s = pictures_mix[(kind, variant)]
+            ax.set_axis_on()
+            ax.scatter(s[:, 0], s[:, 1], s=1.5, alpha=0.5)
+            ax.scatter(centers[:, 0], centers[:, 1], marker="x", c="tab:red", s=30)
+            ax.set_title(variant, fontsize=9)
+            ax.set_aspect("equal")
+            lim = 1.6 if kind == "ring" else 5.5
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+        fig.suptitle(f"{kind}: 2,500 samples (seed 0) over the mode centres", fontsize=10)
+        fig.tight_layout()
+        paths.append(_save(fig, folder / f"{stem}-{kind}.png"))
+    if pictures_digits:
+        columns = len(pictures_digits)
+        fig, axes = plt.subplots(1, columns, figsize=(3.2 * columns, 3.5), squeeze=False)
+        for ax, (variant, samples) in zip(axes[0], pictures_digits.items()):
+            grid = samples.clamp(0, 1).reshape(8, 8, 28, 28).permute(0, 2, 1, 3).reshape(8 * 28, 8 * 28)
+            ax.imshow(grid.numpy(), cmap="gray_r", vmin=0, vmax=1)
+            ax.set_title(variant, fontsize=9)
+            ax.set_axis_off()
+        fig.tight_layout()
+        paths.append(_save(fig, folder / f"{stem}-digits.png"))
+    return paths
+
+
+def tables(mixtures, digits, ttq):
+    lines = ["## Mixtures (mean ± standard error over seeds)", "", ARCHITECTURE, ""]
+    body = []
+    for key, r in mixtures.items():
+        kind, variant = key.split("/")
+        m, h, k = (r["summary"][x] for x in ("modes", "high_quality", "kl"))
+        body.append([kind, variant, len(r["runs"]), f"{m[0]:.2f} ± {m[1]:.2f}",
+                     f"{100 * h[0]:.1f} ± {100 * h[1]:.1f}", f"{k[0]:.3f} ± {k[1]:.3f}"])
+    for (kind, name), (m, h, k) in PACGAN_TABLE1.items():
+        body.append([kind, f"published {name} (PacGAN Table 1)", "-", f"{m}", f"{h}", f"{k}"])
+    lines.append(markdown_table(["data", "variant", "seeds", "modes", "high-quality %", "KL"], body))
+    if digits:
+        lines += ["", "## Digits (classic MLP GAN; floor = real vs real, same sample count)", ""]
+        body = []
+        floor = next(iter(digits.values()))["real_floor"]
+        body.append(["real vs real (floor)", "-", f"{floor['frechet_distance']:.2f}", f"{floor['precision@5']:.2f}",
+                     f"{floor['recall@5']:.2f}", f"{floor['density@5']:.2f}", f"{floor['coverage@5']:.2f}",
+                     f"{floor['classes_seen']}", f"{floor['class_kl']:.3f}"])
+        for variant, r in digits.items():
+            g = r["generated"]
+            body.append([variant, r["steps"], f"{g['frechet_distance']:.2f}", f"{g['precision@5']:.2f}",
+                         f"{g['recall@5']:.2f}", f"{g['density@5']:.2f}", f"{g['coverage@5']:.2f}",
+                         f"{g['classes_seen']}", f"{g['class_kl']:.3f}"])
+        lines.append(markdown_table(["variant", "steps", "FD", "precision@5", "recall@5", "density@5",
+                                     "coverage@5", "classes", "class KL"], body))
+        accuracy = next(iter(digits.values()))["classifier_held_out_accuracy"]
+        lines.append(f"\nFeature classifier held-out accuracy: {100 * accuracy:.1f}%.")
+    if ttq:
+        lines += ["", "## Time to quality: ring-8, 8/8 modes with >= 90% high-quality samples", ""]
+        body = [[name, r.get("skipped") or r["reached"], r.get("median_steps", "-"),
+                 "-" if r.get("median_seconds") is None else f"{r['median_seconds']:.1f}"] for name, r in ttq.items()]
+        lines.append(markdown_table(["backend", "runs that reached it", "median steps", "median seconds"], body))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 seeds, short runs, a few variants")
+    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="training steps per mixture run")
+    parser.add_argument("--digits-steps", type=int, default=None)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
+    parser.add_argument("--no-digits", action="store_true")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    seeds = args.seeds or (2 if args.quick else 10)
+    steps = args.steps or (1500 if args.quick else 10000)
+    digits_steps = args.digits_steps or (1000 if args.quick else 20000)
+    variants = args.variants or (QUICK_VARIANTS if args.quick else list(VARIANTS))
+    digits_variants = [] if args.no_digits else [v for v in (QUICK_DIGITS_VARIANTS if args.quick else DIGITS_VARIANTS)
+                                                 if args.variants is None or v in args.variants]
+    env = environment()
+    print(f"card: {env['card']} | seeds {seeds} | steps {steps} | variants {variants}", flush=True)
+    mixtures, mix_pictures = run_mixtures(["ring", "grid"], variants, seeds, steps, device)
+    digits_results, digit_pictures = run_digits(digits_variants, digits_steps, device) if digits_variants else ({}, {})
+    ttq = time_to_quality(device, seeds=min(seeds, 3), max_steps=steps)
+    text = (f"# Generation quality — {env['card']}, {env['date'][:10]}\n\n{seeds} seeds x {steps} steps per "
+            f"mixture run; digits {digits_steps} steps, 899 samples.\n\n" + tables(mixtures, digits_results, ttq))
+    payload = {"environment": env, "seeds": seeds, "steps": steps, "digits_steps": digits_steps,
+               "architecture": ARCHITECTURE, "variants": {v: VARIANTS[v] for v in variants},
+               "mixtures": mixtures, "digits": digits_results, "time_to_quality": ttq,
+               "published_pacgan_table1": {f"{k}/{n}": v for (k, n), v in PACGAN_TABLE1.items()},
+               "interpreter": ops.INTERPRET}
+    json_path, md_path = write_results("quality", payload, text, args.out)
+    pictures = draw(mix_pictures, digit_pictures, json_path.parent, json_path.stem)
+    print(f"wrote {json_path}, {md_path}, " + ", ".join(map(str, pictures)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -52,21 +52,10 @@ def _driver_version() -> str | None:
 
 def cuda_time_ms(fn, warmup: int = 10, repeats: int = 20, inner: int = 10) -> dict:
     """Median and spread of ``repeats`` windows of ``inner`` calls each, timed with CUDA events."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    windows = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(inner):
-            fn()
-        end.record()
-        end.synchronize()
-        windows.append(start.elapsed_time(end) / inner)
-    windows.sort()
-    return {"median_ms": statistics.median(windows), "min_ms": windows[0], "max_ms": windows[-1],
-            "p20_ms": windows[len(windows) // 5], "p80_ms": windows[(4 * len(windows)) // 5]}
+    result = interleaved_ms({"fn": fn}, warmup=warmup, repeats=repeats, inner=inner)["fn"]
+    if "error" in result:
+        raise RuntimeError(result["error"])
+    return result
 
 
 def measure_ceilings() -> dict:

@@ -144,6 +144,11 @@ def run_train(args: argparse.Namespace) -> int:
     if saved is not None:
         trainer.load(checkpoint)
         print(f"fastgan: resumed {checkpoint} at step {trainer.step_count}")
+        ours = trainer.state_dict()["config"]
+        changed = {k: (v, ours.get(k)) for k, v in saved.get("config", {}).items() if ours.get(k) != v}
+        if changed:  # a resumed run equals an uninterrupted one only with the same settings
+            print("fastgan: note: settings differ from the checkpoint's run: " +
+                  ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()))
 
     extra = {"model": model_config}
     remaining = args.steps - trainer.step_count
@@ -180,13 +185,13 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
     save_loss_curve(trainer.history, out / "losses.png", title=f"{args.data}: losses per step")
     history = trainer.history
     tail = max(1, min(len(history["step"]), args.log_every))
-    finite = [(d, g) for d, g in zip(history["loss_d"][-tail:], history["loss_g"][-tail:])]
+    window = list(zip(history["loss_d"][-tail:], history["loss_g"][-tail:]))
     metrics = {
         "status": status, "data": args.data, "steps": trainer.step_count, "steps_this_run": steps_run,
         "seconds_this_run": round(seconds, 3),
         "steps_per_second": round(steps_run / seconds, 2) if steps_run and seconds > 0 else None,
-        "final_loss_d": sum(d for d, _ in finite) / len(finite) if finite else None,
-        "final_loss_g": sum(g for _, g in finite) / len(finite) if finite else None,
+        "final_loss_d": sum(d for d, _ in window) / len(window) if window else None,
+        "final_loss_g": sum(g for _, g in window) / len(window) if window else None,
         "loss_window_steps": tail,
         "config": {**model_config, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                    "real_label": args.real_label, "kernels": trainer.kernels, **trainer.options,

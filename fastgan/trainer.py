@@ -45,6 +45,27 @@ def _in_features(module: nn.Module, attribute: str) -> int | None:
     return linear.in_features
 
 
+def _check_models(generator: nn.Module, discriminator: nn.Module, features: int, pack: int,
+                  latent_dim: int | None) -> int:
+    """Check G's output and D's input against the data; returns G's latent size."""
+    g_in = _in_features(generator, "latent_dim")
+    if g_in is None:
+        raise ValueError("cannot infer the generator's latent size: give it a `latent_dim` attribute "
+                         "or an nn.Linear first layer")
+    if latent_dim is not None and latent_dim != g_in:
+        raise ValueError(f"latent_dim={latent_dim} does not match the generator, which takes {g_in} inputs")
+    d_in = _in_features(discriminator, "in_dim")
+    if d_in is not None and d_in != pack * features:
+        packed = f" x pack={pack} = {pack * features}" if pack > 1 else ""
+        raise ValueError(f"data has {features} features per sample{packed} but the discriminator takes {d_in}")
+    g_out = getattr(generator, "out_dim", None)
+    if not isinstance(g_out, int):
+        g_out = last_linear(generator).out_features if last_linear(generator) is not None else None
+    if g_out is not None and g_out != features:
+        raise ValueError(f"the generator makes {g_out} features per sample but the data has {features}")
+    return g_in
+
+
 class GANTrainer:
     """Trains a generator and a discriminator (D returns logits) with Adam and BCE losses.
 
@@ -125,22 +146,7 @@ class GANTrainer:
         if batch_size % pack:
             raise ValueError(f"batch_size {batch_size} must be a multiple of pack={pack}")
 
-        g_in = _in_features(generator, "latent_dim")
-        if g_in is None:
-            raise ValueError("cannot infer the generator's latent size: give it a `latent_dim` attribute "
-                             "or an nn.Linear first layer")
-        if latent_dim is not None and latent_dim != g_in:
-            raise ValueError(f"latent_dim={latent_dim} does not match the generator, which takes {g_in} inputs")
-        self.latent_dim = g_in
-        d_in = _in_features(discriminator, "in_dim")
-        if d_in is not None and d_in != pack * features:
-            packed = f" x pack={pack} = {pack * features}" if pack > 1 else ""
-            raise ValueError(f"data has {features} features per sample{packed} but the discriminator takes {d_in}")
-        g_out = getattr(generator, "out_dim", None)
-        if not isinstance(g_out, int):
-            g_out = last_linear(generator).out_features if last_linear(generator) is not None else None
-        if g_out is not None and g_out != features:
-            raise ValueError(f"the generator makes {g_out} features per sample but the data has {features}")
+        self.latent_dim = _check_models(generator, discriminator, features, pack, latent_dim)
 
         self.kernels = ("triton" if self.device.type == "cuda" else "torch") if kernels == "auto" else kernels
         self.generator = generator.to(self.device)

@@ -24,7 +24,8 @@ def test_train_digits_end_to_end_then_resume(tmp_path, capsys):
 
     assert main(["train", "--steps", "50", "--log-every", "10", "--batch-size", "32", "--out", str(out),
                  "--resume", "--no-progress"]) == 0
-    assert "resumed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "resumed" in printed and "settings differ" not in printed
     assert json.loads((out / "metrics.json").read_text())["steps"] == 50
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 50
     assert len(load_checkpoint(out / "checkpoint.pt")["history"]["step"]) == 50
@@ -84,9 +85,11 @@ def test_stabilisation_flags_and_evaluate(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["weights"] == "ema" and report["samples"] == 500 and report["step"] == 20
     assert json.loads((tmp_path / "e.json").read_text()) == report
-    # resume keeps the packed discriminator
+    # resume keeps the packed discriminator, and says which settings changed
     assert main(["train", "--data", "ring", "--steps", "30", "--log-every", "10", "--out", str(out), "--resume",
                  "--no-progress", "--pack", "2", "--ema", "0.99", "--loss", "hinge"]) == 0
+    printed = capsys.readouterr().out
+    assert "settings differ from the checkpoint's run" in printed and "d_steps 2 -> 1" in printed
 
 
 def test_bad_option_values_are_clear(tmp_path, capsys):

@@ -7,7 +7,7 @@ warm-up, median of windows). Achieved TFLOP/s and GB/s are reported against the 
 measured in the same run. Writes ``results/<card>/<date>-kernels.{json,md}``.
 
     python benchmarks/kernels.py            # the full grid
-    python benchmarks/kernels.py --quick    # the GAN's shapes at batch 128 and 4096, plus one large
+    python benchmarks/kernels.py --quick    # the GAN's fp32 shapes at batch 128 and 4096, plus one large bf16
 On a machine without CUDA it says so and exits 0: there is nothing honest to time.
 """
 from __future__ import annotations
@@ -154,7 +154,8 @@ def table(rows, ceilings):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few key shapes only")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "both"], default="both")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "both"], default=None,
+                        help="default: both (--quick: float32, plus one large bf16 row)")
     parser.add_argument("--precision", choices=["tf32", "ieee"], default="tf32",
                         help="fp32 matmuls: tf32 tensor cores (default, for torch and fastgan alike) or exact")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results)")
@@ -173,8 +174,9 @@ def main(argv=None) -> int:
     print("ceilings (measured now):", {k: round(v, 1) for k, v in ceilings.items()}, flush=True)
     batches = QUICK_BATCHES if args.quick else BATCHES
     layers = GAN_LAYERS + (WIDE_LAYERS[:1] if args.quick else WIDE_LAYERS)
+    dtype_choice = args.dtype or ("float32" if args.quick else "both")
     dtypes = {"float32": [torch.float32], "bfloat16": [torch.bfloat16],
-              "both": [torch.float32, torch.bfloat16]}[args.dtype]
+              "both": [torch.float32, torch.bfloat16]}[dtype_choice]
     rows = []
     for dtype in dtypes:
         rows += linear_rows(batches, layers, dtype, args.precision if dtype == torch.float32 else "-")

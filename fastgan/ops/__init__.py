@@ -3,6 +3,8 @@
 - ``fused_linear(x, weight, bias=None, activation="none", negative_slope=0.01)``: ``act(x @ W.T + b)``.
 - ``sigmoid_bce_with_logits(logits, target, reduction="mean")``: the stable sigmoid cross-entropy.
 - ``linear_bce_head(h, weight, bias, target)``: D's last ``Linear(H, 1)`` and that loss in one kernel.
+- ``adam_step(param, grad, exp_avg, exp_avg_sq, counter, ...)``: Adam on a flat buffer, one kernel, with
+  a device-side step count (``fastgan.optim.FlatAdam`` builds on it).
 
 Where they run: CUDA tensors run the Triton kernels; CPU tensors run them through Triton's interpreter
 when ``TRITON_INTERPRET=1`` is set before import (how CI tests them), and otherwise take the PyTorch
@@ -14,11 +16,12 @@ Precision: fp32 matmuls use tf32 tensor cores by default; ``set_matmul_precision
 from ._runtime import (AUTOTUNE, HAS_TRITON, INTERPRET, get_matmul_precision, kernel_launches, matmul_precision,
                        reference_path, set_matmul_precision, use_triton)
 from .activations import ACTIVATIONS, activation_from_name
+from .adam import adam_step
 from .bce import sigmoid_bce_with_logits
 from .head import linear_bce_head, linear_bce_head_reference
 from .linear import fused_linear, fused_linear_reference
 
-__all__ = ["fused_linear", "fused_linear_reference", "sigmoid_bce_with_logits", "linear_bce_head",
+__all__ = ["adam_step", "fused_linear", "fused_linear_reference", "sigmoid_bce_with_logits", "linear_bce_head",
            "linear_bce_head_reference", "ACTIVATIONS",
            "activation_from_name", "set_matmul_precision", "get_matmul_precision", "matmul_precision",
            "kernel_launches", "use_triton", "reference_path", "HAS_TRITON", "INTERPRET", "AUTOTUNE"]

@@ -1,0 +1,92 @@
+"""adam_step: one Adam update of a flat parameter buffer in one Triton kernel, graph-capturable.
+
+The step count lives on the device, so a CUDA graph can replay the update with the right bias
+correction every time. A separate ``step += 1`` launch would cost a launch per update, and a kernel
+whose first program writes the new count would race with programs still reading it; instead every
+program adds 1 to an int64 counter atomically and reads the old value: during update t (1-based)
+each of the P programs sees an old value in [(t-1)P, tP), so ``old // P + 1 = t`` exactly, in one
+launch. The grid size P depends only on the buffer's length, so it is the same every update.
+
+Math as ``torch.optim.Adam`` (single-tensor path, L2 weight decay, no amsgrad):
+  g = grad + wd p;  m = lerp(m, g, 1 - b1);  v = b2 v + (1 - b2) g^2
+  p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._runtime import HAS_TRITON, kernel_launches, triton, tl, use_triton
+
+__all__ = ["adam_step", "adam_programs", "adam_step_reference"]
+
+_BLOCK = 1024
+_MAX_PROGRAMS = 1024
+
+if HAS_TRITON:
+    @triton.jit
+    def _adam_step_kernel(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, counter_ptr, n,
+                          lr, beta1, beta2, log_beta1, log_beta2, eps, weight_decay,
+                          BLOCK: tl.constexpr):
+        pid = tl.program_id(0)
+        programs = tl.num_programs(0)
+        old = tl.atomic_add(counter_ptr, 1)
+        step = (old // programs + 1).to(tl.float32)
+        bias_correction1 = 1.0 - tl.exp(step * log_beta1)
+        bias_correction2_sqrt = tl.sqrt(1.0 - tl.exp(step * log_beta2))
+        step_size = lr / bias_correction1
+        for start in range(pid * BLOCK, n, programs * BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            mask = offs < n
+            p = tl.load(param_ptr + offs, mask=mask, other=0.0)
+            g = tl.load(grad_ptr + offs, mask=mask, other=0.0) + weight_decay * p
+            m = tl.load(exp_avg_ptr + offs, mask=mask, other=0.0)
+            v = tl.load(exp_avg_sq_ptr + offs, mask=mask, other=0.0)
+            m = m + (1.0 - beta1) * (g - m)
+            v = v * beta2 + (1.0 - beta2) * g * g
+            p = p - step_size * m / (tl.sqrt(v) / bias_correction2_sqrt + eps)
+            tl.store(param_ptr + offs, p, mask=mask)
+            tl.store(exp_avg_ptr + offs, m, mask=mask)
+            tl.store(exp_avg_sq_ptr + offs, v, mask=mask)
+
+
+def adam_programs(n: int) -> int:
+    """The grid size used for a buffer of ``n`` elements (fixed per buffer: the counter relies on it)."""
+    return max(1, min(-(-n // _BLOCK), _MAX_PROGRAMS))
+
+
+def adam_step_reference(param, grad, exp_avg, exp_avg_sq, counter, lr, beta1, beta2, eps, weight_decay):
+    """The same update with PyTorch ops (the counter advances by the grid size, as the kernel's does)."""
+    programs = adam_programs(param.numel())
+    counter.add_(programs)
+    step = counter.div(programs, rounding_mode="floor").to(param.dtype)
+    g = grad.add(param, alpha=weight_decay) if weight_decay else grad
+    exp_avg.lerp_(g, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    step_size = lr / (1 - torch.pow(beta1, step))
+    bias_correction2_sqrt = (1 - torch.pow(beta2, step)).sqrt()
+    param.sub_(step_size * exp_avg / (exp_avg_sq.sqrt() / bias_correction2_sqrt + eps))
+
+def adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+              counter: torch.Tensor, lr: float, beta1: float, beta2: float, eps: float,
+              weight_decay: float = 0.0) -> None:
+    """Update ``param``, ``exp_avg``, ``exp_avg_sq`` (1-D fp32, same length) and ``counter`` in place."""
+    for name, t in (("param", param), ("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
+        if t.dtype != torch.float32 or t.dim() != 1 or not t.is_contiguous() or t.numel() != param.numel():
+            raise ValueError(f"{name} must be a contiguous 1-D float32 tensor of {param.numel()} elements")
+        if t.device != param.device:
+            raise ValueError(f"{name} is on {t.device} but param is on {param.device}")
+    if counter.dtype != torch.int64 or counter.numel() != 1 or counter.device != param.device:
+        raise ValueError("counter must be a one-element int64 tensor on param's device")
+    if not (lr > 0 and 0 <= beta1 < 1 and 0 <= beta2 < 1 and eps > 0 and weight_decay >= 0):
+        raise ValueError(f"bad Adam hyper-parameters: lr={lr}, betas=({beta1}, {beta2}), eps={eps}, "
+                         f"weight_decay={weight_decay}")
+    if not use_triton(param):
+        adam_step_reference(param, grad, exp_avg, exp_avg_sq, counter, lr, beta1, beta2, eps, weight_decay)
+        return
+    _adam_step_kernel[(adam_programs(param.numel()),)](
+        param, grad, exp_avg, exp_avg_sq, counter, param.numel(), float(lr), float(beta1), float(beta2),
+        math.log(beta1) if beta1 > 0 else -math.inf, math.log(beta2) if beta2 > 0 else -math.inf,
+        float(eps), float(weight_decay), BLOCK=_BLOCK)
+    kernel_launches["_adam_step_kernel"] += 1

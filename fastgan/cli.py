@@ -105,6 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default=None)
     evaluate.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     evaluate.set_defaults(run=run_evaluate)
+
+    prof = sub.add_parser("profile", help="profile training steps: trace, per-kernel table, Nsight commands",
+                          description="Warm up, then profile N training steps of the MLP GAN (classic 128-wide "
+                                      "by default) between cudaProfilerStart/Stop under torch.profiler: writes "
+                                      "trace.json (chrome://tracing, ui.perfetto.dev), kernels.md (launches and "
+                                      "time per kernel) and profile.json, and prints the nsys and ncu command "
+                                      "lines for the same run. Phases are NVTX ranges (D.forward.real, "
+                                      "D.backward, D.optim, ...).")
+    prof.add_argument("--data", choices=datasets.DATASETS, default="digits")
+    prof.add_argument("--data-root")
+    prof.add_argument("--steps", type=_positive(int), default=20, help="profiled steps (default: 20)")
+    prof.add_argument("--warmup", type=int, default=10, help="steps before profiling (default: 10)")
+    prof.add_argument("--batch-size", type=_positive(int), default=128)
+    prof.add_argument("--hidden", type=_positive(int), nargs="+", default=[128, 128])
+    prof.add_argument("--kernels", choices=KERNELS, default="torch")
+    prof.add_argument("--device", default=None)
+    prof.add_argument("--out", type=Path, default=Path("runs/profile"))
+    prof.add_argument("--no-trace", action="store_true",
+                      help="no torch.profiler (for runs under nsys/ncu): NVTX ranges and the capture range only")
+    prof.set_defaults(run=run_profile)
     return parser
 
 
@@ -247,6 +267,26 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
+    return 0
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from .profiling import format_table, print_commands, profile_trainer
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    real = datasets.load(args.data, root=args.data_root, device=device)
+    defaults = MODEL_DEFAULTS[args.data]
+    torch.manual_seed(0)
+    g, d = _models(real.shape[1], args.hidden, defaults["latent_dim"], defaults["output_activation"])
+    trainer = GANTrainer(g, d, real, batch_size=args.batch_size, device=device, kernels=args.kernels)
+    summary = profile_trainer(trainer, steps=args.steps, warmup=args.warmup, out=args.out, trace=not args.no_trace)
+    if "table" in summary:
+        print(format_table(summary, limit=25))
+        print(f"\nwrote {args.out / 'trace.json'}, {args.out / 'kernels.md'}, {args.out / 'profile.json'}")
+    if summary["triton_launches_per_step"]:
+        print("Triton launches per step:", summary["triton_launches_per_step"])
+    argv = [a for a in (sys.argv[1:] if sys.argv and sys.argv[0].endswith("fastgan") else ["profile"])
+            if a != "--no-trace"]
+    print_commands(argv)
     return 0
 
 

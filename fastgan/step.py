@@ -21,6 +21,7 @@ from torch import nn
 
 from . import ops
 from .ema import EMA
+from .profiling import phase
 from .losses import (Bce, discriminator_loss, generator_loss, hinge_discriminator_loss,
                      hinge_generator_loss)
 
@@ -71,44 +72,56 @@ def make_eager_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.T
     def step(index: int) -> tuple[torch.Tensor, torch.Tensor]:
         for d_step in range(p.d_steps):
             last = d_step == p.d_steps - 1
-            batch = torch.randint(0, n, (p.batch_size,), device=device, generator=p.rng)
-            real = d_input(p.data.index_select(0, batch))
-            z = torch.randn(p.batch_size, p.latent_dim, device=device, generator=p.rng)
-            if last:
-                fake = p.generator(z)  # kept with its graph: G trains through this batch next
-            else:
-                with torch.no_grad():
-                    fake = p.generator(z)
-            fake_for_d = d_input(fake.detach())
+            with phase("data"):
+                batch = torch.randint(0, n, (p.batch_size,), device=device, generator=p.rng)
+                real = d_input(p.data.index_select(0, batch))
+                z = torch.randn(p.batch_size, p.latent_dim, device=device, generator=p.rng)
+            with phase("G.forward"):
+                if last:
+                    fake = p.generator(z)  # kept with its graph: G trains through this batch next
+                else:
+                    with torch.no_grad():
+                        fake = p.generator(z)
+                fake_for_d = d_input(fake.detach())
             if p.r1_gamma > 0 and index % p.r1_every == 0:
-                real.requires_grad_(True)
-                with ops.reference_path():  # double backward: the fused kernels have none
-                    real_logits = p.discriminator(real)
-                    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-                penalty = (0.5 * p.r1_gamma * p.r1_every) * grad.square().sum(dim=1).mean()
-                loss_d = d_loss(real_logits, p.discriminator(fake_for_d))
+                with phase("D.forward.r1"):
+                    real.requires_grad_(True)
+                    with ops.reference_path():  # double backward: the fused kernels have none
+                        real_logits = p.discriminator(real)
+                        (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+                    penalty = (0.5 * p.r1_gamma * p.r1_every) * grad.square().sum(dim=1).mean()
+                with phase("D.forward.fake"):
+                    loss_d = d_loss(real_logits, p.discriminator(fake_for_d))
                 total_d = loss_d + penalty
             else:
-                loss_d = total_d = d_loss(p.discriminator(real), p.discriminator(fake_for_d))
-            p.optimizer_d.zero_grad(set_to_none=True)
-            total_d.backward()
-            p.optimizer_d.step()
+                with phase("D.forward.real"):
+                    real_logits = p.discriminator(real)
+                with phase("D.forward.fake"):
+                    loss_d = total_d = d_loss(real_logits, p.discriminator(fake_for_d))
+            with phase("D.backward"):
+                p.optimizer_d.zero_grad(set_to_none=True)
+                total_d.backward()
+            with phase("D.optim"):
+                p.optimizer_d.step()
 
         # G's update flows through D, but D's weights are not being trained here: freeze them so the
         # backward skips their weight gradients (same G gradient, less work).
         for q in d_params:
             q.requires_grad_(False)
         try:
-            fake_logits = p.discriminator(d_input(fake))
-            loss_g = hinge_generator_loss(fake_logits) if hinge else generator_loss(fake_logits, p.bce)
-            p.optimizer_g.zero_grad(set_to_none=True)
-            loss_g.backward()
+            with phase("G.loss"):
+                fake_logits = p.discriminator(d_input(fake))
+                loss_g = hinge_generator_loss(fake_logits) if hinge else generator_loss(fake_logits, p.bce)
+            with phase("G.backward"):
+                p.optimizer_g.zero_grad(set_to_none=True)
+                loss_g.backward()
         finally:
             for q in d_params:
                 q.requires_grad_(True)
-        p.optimizer_g.step()
-        if p.ema is not None:
-            p.ema.update(p.generator)
+        with phase("G.optim"):
+            p.optimizer_g.step()
+            if p.ema is not None:
+                p.ema.update(p.generator)
         return loss_d.detach(), loss_g.detach()
 
     return step

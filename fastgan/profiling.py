@@ -1,0 +1,149 @@
+"""Profiling that fits Nsight Systems / Nsight Compute and torch.profiler.
+
+``phase(name)`` marks a phase of the step (``data``, ``G.forward``, ``D.forward.real``, ``D.backward``,
+``D.optim``, ...): an NVTX range on CUDA builds (what ``nsys`` shows) and a ``record_function`` range
+(what torch.profiler's trace shows). Phases cost nothing unless enabled: ``profile_trainer`` and
+``FASTGAN_NVTX=1`` turn them on.
+
+``profile_trainer`` runs warm-up steps, then N steps between ``cudaProfilerStart``/``Stop`` (so
+``nsys --capture-range=cudaProfilerApi`` records exactly them) under torch.profiler, writes the trace
+(chrome/perfetto JSON) and a per-kernel table (launches, total and per-step time per kernel name).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+__all__ = ["phase", "enable_phases", "profile_trainer", "nsight_commands"]
+
+_enabled = os.environ.get("FASTGAN_NVTX", "0") == "1"
+
+
+def enable_phases(on: bool = True) -> None:
+    global _enabled
+    _enabled = on
+
+
+def _nvtx_available() -> bool:
+    return torch.cuda.is_available()
+
+
+@contextlib.contextmanager
+def _range(name: str):
+    nvtx = _nvtx_available()
+    if nvtx:
+        torch.cuda.nvtx.range_push(name)
+    try:
+        with torch.profiler.record_function(name):
+            yield
+    finally:
+        if nvtx:
+            torch.cuda.nvtx.range_pop()
+
+
+def phase(name: str):
+    """A named range around one phase of the step, or a no-op when phases are off."""
+    return _range(name) if _enabled else contextlib.nullcontext()
+
+
+def nsight_commands(argv: list[str], kernel_regex: str = "_linear_act|_sigmoid_bce|_linear_bce_head|_adam") -> dict:
+    """The nsys and ncu command lines that profile the same run (``argv``: the fastgan command's args)."""
+    rerun = shlex.join(["fastgan", *argv, "--no-trace"])
+    return {
+        "nsys": f"nsys profile --capture-range=cudaProfilerApi --capture-range-end=stop -t cuda,nvtx,osrt "
+                f"-o fastgan-profile {rerun}",
+        "ncu": f"ncu --clock-control none --profile-from-start off -k regex:'{kernel_regex}' "
+               f"--launch-count 50 -o fastgan-kernels {rerun}",
+    }
+
+
+def _kernel_table(prof, steps: int, on_cuda: bool) -> list[dict]:
+    """Per kernel name (CUDA) or per operator (CPU): count, total µs, launches per step."""
+    rows: dict[str, dict] = defaultdict(lambda: {"count": 0, "total_us": 0.0})
+    for event in prof.events():
+        if on_cuda and event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        if not on_cuda and (event.device_type != torch.autograd.DeviceType.CPU or not event.name.startswith("aten::")
+                            or (event.cpu_parent is not None and event.cpu_parent.name.startswith("aten::"))):
+            continue  # on a CPU: outermost aten operators, the closest thing to kernel launches
+        row = rows[event.name]
+        row["count"] += 1
+        row["total_us"] += (event.device_time if on_cuda else event.cpu_time_total)
+    table = [{"name": name, "count": r["count"], "per_step": r["count"] / steps, "total_us": r["total_us"],
+              "us_per_step": r["total_us"] / steps} for name, r in rows.items()]
+    return sorted(table, key=lambda r: -r["total_us"])
+
+
+def profile_trainer(trainer, steps: int = 20, warmup: int = 10, out: str | os.PathLike | None = None,
+                    trace: bool = True) -> dict:
+    """Warm up, then profile ``steps`` steps; returns (and writes under ``out``) the per-kernel summary."""
+    from .ops import kernel_launches
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps must be >= 1 and warmup >= 0, got {steps} and {warmup}")
+    on_cuda = trainer.device.type == "cuda"
+    for _ in range(warmup):
+        trainer.step()
+    trainer.flush_losses()
+    if on_cuda:
+        torch.cuda.synchronize(trainer.device)
+    enable_phases(True)
+    triton_before = dict(kernel_launches)
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if on_cuda else [])
+    profiler = torch.profiler.profile(activities=activities) if trace else contextlib.nullcontext()
+    try:
+        if on_cuda:
+            torch.cuda.profiler.start()
+        with profiler as prof:
+            for _ in range(steps):
+                with phase("step"):
+                    trainer.step()
+            if on_cuda:
+                torch.cuda.synchronize(trainer.device)
+        if on_cuda:
+            torch.cuda.profiler.stop()
+    finally:
+        enable_phases(os.environ.get("FASTGAN_NVTX", "0") == "1")
+    trainer.flush_losses()
+    triton = {k: (v - triton_before.get(k, 0)) / steps for k, v in kernel_launches.items()
+              if v - triton_before.get(k, 0)}
+    summary = {"steps": steps, "warmup": warmup, "device": str(trainer.device), "kernels": trainer.kernels,
+               "triton_launches_per_step": triton}
+    if trace:
+        table = _kernel_table(prof, steps, on_cuda)
+        summary["table"] = table
+        summary["launches_per_step"] = sum(r["per_step"] for r in table)
+        summary["what_is_counted"] = "CUDA kernels" if on_cuda else "top-level aten operators (CPU)"
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if trace:
+            prof.export_chrome_trace(str(out / "trace.json"))
+            summary["trace"] = str(out / "trace.json")
+            (out / "kernels.md").write_text(format_table(summary) + "\n")
+        (out / "profile.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def format_table(summary: dict, limit: int = 40) -> str:
+    lines = [f"{summary['what_is_counted']} over {summary['steps']} steps on {summary['device']} "
+             f"(kernels={summary['kernels']}): {summary['launches_per_step']:.1f} launches per step", "",
+             "| kernel | launches | per step | total µs | µs per step |", "|---|---|---|---|---|"]
+    for row in summary["table"][:limit]:
+        lines.append(f"| `{row['name'][:90]}` | {row['count']} | {row['per_step']:.1f} | {row['total_us']:.1f} | "
+                     f"{row['us_per_step']:.2f} |")
+    if len(summary["table"]) > limit:
+        lines.append(f"| ({len(summary['table']) - limit} more) | | | | |")
+    return "\n".join(lines)
+
+
+def print_commands(argv: list[str]) -> None:
+    commands = nsight_commands(argv)
+    print("Nsight Systems (records exactly the profiled steps):\n  " + commands["nsys"], file=sys.stdout)
+    print("Nsight Compute (per-kernel metrics, clocks left alone):\n  " + commands["ncu"], file=sys.stdout)

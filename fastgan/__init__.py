@@ -1,9 +1,10 @@
 """fastgan: the fastest honest way to train small GANs in PyTorch.
 
 Public API: ``MLPGenerator``, ``MLPDiscriminator``, ``GANTrainer``, ``FusedLinear``, ``fuse`` and the
-modules ``ops`` (fused Triton kernels with PyTorch reference paths), ``data`` and ``losses``.
+modules ``ops`` (fused Triton kernels with PyTorch reference paths), ``data``, ``losses``, ``metrics``
+(generation quality), ``optim`` (``FlatAdam``) and ``profiling``.
 """
-from . import data, losses, ops
+from . import data, losses, metrics, ops, optim, profiling
 from .checkpoint import CheckpointError
 from .models import MLPDiscriminator, MLPGenerator
 from .nn import FusedLinear, fuse
@@ -12,4 +13,5 @@ from .trainer import GANTrainer, NonFiniteLossError
 __version__ = "0.1.0"
 
 __all__ = ["MLPGenerator", "MLPDiscriminator", "GANTrainer", "FusedLinear", "fuse", "ops", "data", "losses",
+           "metrics", "optim", "profiling",
            "CheckpointError", "NonFiniteLossError", "__version__"]

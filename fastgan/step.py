@@ -10,6 +10,12 @@ can later capture it whole. Options (all off by default, which gives the plain G
   r1_gamma        R1 penalty (gamma/2) E||grad_x D(x_real)||^2, every ``r1_every`` steps (scaled by it,
                   "lazy" regularisation); a gradient of a gradient, so it runs through the reference path
   ema             an ``EMA`` of G's weights, updated after each G step
+
+With ``compile`` set, three regions run through ``torch.compile``: G's forward, D's loss on real and fake
+(its backward owns that forward), and G's loss through D (likewise). Compiling the whole step as one
+function fails ("Trying to backward through the graph a second time": D's and G's backward passes
+would share one compiled forward). Sampling, the optimisers, EMA and the R1 term stay eager; the Triton
+ops enter the graphs as opaque custom ops, so there are no graph breaks.
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ class StepParts:
     r1_gamma: float = 0.0
     r1_every: int = 16
     ema: EMA | None = None
+    compile: bool | str = False   # False, True (torch.compile's default mode) or a torch.compile mode name
 
 
 def make_eager_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
@@ -69,6 +76,20 @@ def make_eager_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.T
             return hinge_discriminator_loss(real_logits, fake_logits)
         return discriminator_loss(real_logits, fake_logits, p.real_label, p.bce)
 
+    def d_loss_of_inputs(real, fake):
+        return d_loss(p.discriminator(real), p.discriminator(fake))
+
+    def g_loss_of_input(fake_in):
+        fake_logits = p.discriminator(fake_in)
+        return hinge_generator_loss(fake_logits) if hinge else generator_loss(fake_logits, p.bce)
+
+    generate = p.generator
+    if p.compile:
+        options = {} if p.compile is True else {"mode": p.compile}
+        generate = torch.compile(p.generator, **options)
+        d_loss_of_inputs = torch.compile(d_loss_of_inputs, **options)
+        g_loss_of_input = torch.compile(g_loss_of_input, **options)
+
     def step(index: int) -> tuple[torch.Tensor, torch.Tensor]:
         for d_step in range(p.d_steps):
             last = d_step == p.d_steps - 1
@@ -78,10 +99,10 @@ def make_eager_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.T
                 z = torch.randn(p.batch_size, p.latent_dim, device=device, generator=p.rng)
             with phase("G.forward"):
                 if last:
-                    fake = p.generator(z)  # kept with its graph: G trains through this batch next
+                    fake = generate(z)  # kept with its graph: G trains through this batch next
                 else:
                     with torch.no_grad():
-                        fake = p.generator(z)
+                        fake = generate(z)
                 fake_for_d = d_input(fake.detach())
             if p.r1_gamma > 0 and index % p.r1_every == 0:
                 with phase("D.forward.r1"):
@@ -93,6 +114,9 @@ def make_eager_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.T
                 with phase("D.forward.fake"):
                     loss_d = d_loss(real_logits, p.discriminator(fake_for_d))
                 total_d = loss_d + penalty
+            elif p.compile:
+                with phase("D.forward"):
+                    loss_d = total_d = d_loss_of_inputs(real, fake_for_d)
             else:
                 with phase("D.forward.real"):
                     real_logits = p.discriminator(real)
@@ -110,8 +134,7 @@ def make_eager_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.T
             q.requires_grad_(False)
         try:
             with phase("G.loss"):
-                fake_logits = p.discriminator(d_input(fake))
-                loss_g = hinge_generator_loss(fake_logits) if hinge else generator_loss(fake_logits, p.bce)
+                loss_g = g_loss_of_input(d_input(fake))
             with phase("G.backward"):
                 p.optimizer_g.zero_grad(set_to_none=True)
                 loss_g.backward()

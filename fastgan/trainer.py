@@ -79,7 +79,9 @@ class GANTrainer:
         device: defaults to the data's device if it is a tensor on CUDA, else CUDA when present, else CPU.
         kernels: ``"torch"`` (PyTorch ops), ``"triton"`` (fused Triton layers and loss, via ``fastgan.fuse``)
             or ``"auto"`` (triton on CUDA, torch on CPU).
-        compile, cuda_graph: the fast-step axes (not available yet: ``NotImplementedError``).
+        compile: ``True`` (or a ``torch.compile`` mode such as ``"reduce-overhead"``) compiles the step's
+            regions (see ``fastgan.step``); the Triton ops enter as opaque custom ops (no graph breaks).
+        cuda_graph: whole-step CUDA graph capture (not available yet: ``NotImplementedError``).
         latent_dim: checked against the generator's input size when given.
         real_label: target for real samples in D's loss; < 1 is one-sided label smoothing.
 
@@ -104,8 +106,8 @@ class GANTrainer:
                  pack: int = 1, instance_noise: float = 0.0, r1_gamma: float = 0.0, r1_every: int = 16):
         if kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, got {kernels!r}")
-        if compile:
-            raise NotImplementedError("compile=True is not available yet (fast-step issue); use compile=False")
+        if compile not in (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+            raise ValueError(f"compile must be False, True or a torch.compile mode name, got {compile!r}")
         if cuda_graph:
             raise NotImplementedError("cuda_graph=True is not available yet (fast-step issue); "
                                       "use cuda_graph=False")
@@ -169,11 +171,11 @@ class GANTrainer:
         self.real_label = real_label
         self.ema = EMA(self.generator, ema) if ema is not None else None
         self.options = {"loss": loss, "d_steps": d_steps, "pack": pack, "instance_noise": float(instance_noise),
-                        "r1_gamma": float(r1_gamma), "r1_every": r1_every, "ema": ema}
+                        "r1_gamma": float(r1_gamma), "r1_every": r1_every, "ema": ema, "compile": compile}
         parts = StepParts(self.generator, self.discriminator, self.optimizer_g, self.optimizer_d, self.data,
                           self.batch_size, self.latent_dim, self.rng, bce, self.real_label, loss=loss,
                           d_steps=d_steps, pack=pack, instance_noise=float(instance_noise),
-                          r1_gamma=float(r1_gamma), r1_every=r1_every, ema=self.ema)
+                          r1_gamma=float(r1_gamma), r1_every=r1_every, ema=self.ema, compile=compile)
         self._step = make_eager_step(parts)
         self.step_count = 0
         self.history: dict[str, list] = {"step": [], "loss_d": [], "loss_g": []}

@@ -1,8 +1,9 @@
-"""The real GAN, eager PyTorch vs fused Triton kernels (interpreted), same seed: same losses, same weights.
+"""The real GAN, eager PyTorch vs fused Triton kernels (interpreted) and torch.compile, same seed: same
+losses, same weights.
 
 Both runs start from the same initial weights, draw the same batches and noise, and use exact fp32
 matmuls. The remaining difference is fp32 rounding order (the kernels sum in another order than
-PyTorch's CPU GEMM), ~1e-7 per op; Adam's normalised updates and the GAN's feedback can grow it over
+PyTorch's CPU GEMM; Inductor fuses and reorders too), ~1e-7 per op; Adam's normalised updates and the GAN's feedback can grow it over
 the steps, so per-step losses and final parameters are compared at a relative 1e-5 (measured after 20
 steps: losses ~7e-8, parameters <= 2.2e-7).
 """
@@ -17,9 +18,9 @@ from fastgan import GANTrainer, MLPDiscriminator, MLPGenerator, data, ops
 STEPS = 20
 
 
-def _run(kernels, generator, discriminator, real):
+def _run(kernels, generator, discriminator, real, compile=False):
     trainer = GANTrainer(copy.deepcopy(generator), copy.deepcopy(discriminator), real, batch_size=32, lr=1e-3,
-                         seed=7, device="cpu", kernels=kernels)
+                         seed=7, device="cpu", kernels=kernels, compile=compile)
     before = dict(ops.kernel_launches)
     with ops.matmul_precision("ieee"):
         trainer.fit(STEPS, log_every=5, progress=False)
@@ -50,3 +51,31 @@ def test_eager_and_triton_train_identically(output_activation):
     # and the weights really moved (the comparison is not between two untrained models)
     moved = (eager.generator.net[0].weight - generator.net[0].weight).norm() / generator.net[0].weight.norm()
     assert moved > 1e-2
+
+
+def _assert_same_training(a, b):
+    assert a.history["step"] == b.history["step"]
+    for key in ("loss_d", "loss_g"):
+        assert_close(torch.tensor(b.history[key]), torch.tensor(a.history[key]), 1e-5, key)
+    for module in ("generator", "discriminator"):
+        pairs = zip(getattr(a, module).state_dict().items(), getattr(b, module).state_dict().items())
+        for (name, x), (_, y) in pairs:
+            assert_close(y, x, 1e-5, f"{module}.{name}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+def test_compiled_step_has_no_graph_breaks_and_trains_identically(kernels):
+    from torch._dynamo.utils import counters
+    torch.manual_seed(0)
+    generator = MLPGenerator(latent_dim=16, hidden=(32, 32), out_dim=20)
+    discriminator = MLPDiscriminator(in_dim=20, hidden=(32, 32))
+    real = torch.rand(256, 20)
+    eager, _ = _run("torch", generator, discriminator, real)
+    counters.clear()
+    compiled, launches = _run(kernels, generator, discriminator, real, compile=True)
+    assert dict(counters["graph_break"]) == {}, f"graph breaks: {dict(counters['graph_break'])}"
+    assert counters["stats"]["unique_graphs"] == 3  # G forward, D's loss, G's loss through D
+    if kernels == "triton":  # the Triton kernels ran inside the compiled graphs
+        assert launches == STEPS * (3 + 9 + 3 + 10 + 3 + 5)
+    _assert_same_training(eager, compiled)

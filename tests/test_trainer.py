@@ -184,7 +184,7 @@ def _models():
     ({"lr": -1.0}, ValueError, "lr must be"),
     ({"betas": (0.5, 1.5)}, ValueError, "betas"),
     ({"real_label": 0.0}, ValueError, "real_label"),
-    ({"compile": True}, NotImplementedError, "compile=True"),
+    ({"compile": "fastest"}, ValueError, "compile must be"),
     ({"cuda_graph": True}, NotImplementedError, "cuda_graph=True"),
 ])
 def test_bad_set_up_is_rejected_before_training(kwargs, error, message):

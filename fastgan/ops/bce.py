@@ -130,4 +130,41 @@ def sigmoid_bce_with_logits(logits: torch.Tensor, target: torch.Tensor | float,
         t = target if target is not None else torch.full_like(logits, target_value)
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, t.to(logits.dtype),
                                                                     reduction=reduction)
+    if torch.compiler.is_compiling():
+        return torch.ops.fastgan.sigmoid_bce(logits, target, target_value, reduction)[0]
     return _SigmoidBCEFunction.apply(logits, target, target_value, reduction)
+
+
+# -- torch.compile: the same kernel as an opaque custom op (see ops/linear.py for why) ------------------
+
+@torch.library.custom_op("fastgan::sigmoid_bce", mutates_args=())
+def _sigmoid_bce_op(logits: torch.Tensor, target: torch.Tensor | None, target_value: float,
+                    reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    loss, grad = _launch(logits, target, target_value, reduction)
+    loss = loss.to(logits.dtype)
+    return (loss.view(logits.shape) if reduction == "none" else loss), grad.view(logits.shape)
+
+
+@_sigmoid_bce_op.register_fake
+def _(logits, target, target_value, reduction):
+    loss = logits.new_empty(logits.shape) if reduction == "none" else logits.new_empty(())
+    return loss, logits.new_empty(logits.shape)
+
+
+def _sigmoid_bce_setup_context(ctx, inputs, output):
+    logits, target, _, reduction = inputs
+    ctx.save_for_backward(output[1], logits if target is not None else None)
+    ctx.reduction = reduction
+
+
+def _sigmoid_bce_backward(ctx, grad_loss, _grad_of_grad):
+    grad, logits = ctx.saved_tensors
+    grad_logits = grad * grad_loss if ctx.needs_input_grad[0] else None
+    grad_target = None
+    if ctx.needs_input_grad[1]:
+        scale = 1.0 / logits.numel() if ctx.reduction == "mean" else 1.0
+        grad_target = -logits * scale * grad_loss
+    return grad_logits, grad_target, None, None
+
+
+_sigmoid_bce_op.register_autograd(_sigmoid_bce_backward, setup_context=_sigmoid_bce_setup_context)

@@ -287,5 +287,61 @@ def fused_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         return fused_linear_reference(x, weight, bias, activation, negative_slope)
     leading = x.shape[:-1]
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
-    y = _FusedLinearFunction.apply(x2, weight, bias, act.kernel_id, float(negative_slope))
+    if torch.compiler.is_compiling():
+        y = torch.ops.fastgan.linear_act(x2, weight, bias, act.kernel_id, float(negative_slope))
+    else:
+        y = _FusedLinearFunction.apply(x2, weight, bias, act.kernel_id, float(negative_slope))
     return y if x.dim() == 2 else y.reshape(*leading, weight.shape[0])
+
+
+# -- torch.compile: the same kernels as opaque custom ops ------------------------------------------------
+# Dynamo cannot trace into Triton kernels launched from an autograd.Function under the interpreter (fake
+# tensors reach it), but an opaque custom op with a fake (shape) implementation and a registered
+# backward compiles with no graph break and still runs the Triton kernels. Eager calls keep the
+# autograd.Function: a custom op adds dispatch overhead a launch-bound step would pay every call.
+
+@torch.library.custom_op("fastgan::linear_act", mutates_args=())
+def _linear_act_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation_id: int,
+                   negative_slope: float) -> torch.Tensor:
+    return _launch_forward(x, weight, bias, activation_id, negative_slope)
+
+
+@_linear_act_op.register_fake
+def _(x, weight, bias, activation_id, negative_slope):
+    return x.new_empty((x.shape[0], weight.shape[0]))
+
+
+@torch.library.custom_op("fastgan::linear_act_backward", mutates_args=())
+def _linear_act_backward_op(dy: torch.Tensor, y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                            has_bias: bool, activation_id: int, negative_slope: float,
+                            need_x: bool, need_weight: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dx = _launch_backward_input(dy, y, weight, activation_id, negative_slope) if need_x else x.new_empty(0)
+    dw, db = (_launch_backward_weight(dy, y, x, has_bias, activation_id, negative_slope) if need_weight
+              else (None, None))
+    return dx, (dw if dw is not None else weight.new_empty(0)), (db if db is not None else weight.new_empty(0))
+
+
+@_linear_act_backward_op.register_fake
+def _(dy, y, x, weight, has_bias, activation_id, negative_slope, need_x, need_weight):
+    dx = x.new_empty(x.shape) if need_x else x.new_empty(0)
+    dw = weight.new_empty(weight.shape) if need_weight else weight.new_empty(0)
+    db = weight.new_empty((weight.shape[0],)) if need_weight and has_bias else weight.new_empty(0)
+    return dx, dw, db
+
+
+def _linear_act_setup_context(ctx, inputs, output):
+    x, weight, bias, activation_id, negative_slope = inputs
+    ctx.save_for_backward(x, weight, output)
+    ctx.has_bias = bias is not None
+    ctx.activation_id, ctx.negative_slope = activation_id, negative_slope
+
+
+def _linear_act_backward(ctx, dy):
+    x, weight, y = ctx.saved_tensors
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    dx, dw, db = torch.ops.fastgan.linear_act_backward(dy, y, x, weight, ctx.has_bias, ctx.activation_id,
+                                                       ctx.negative_slope, need_x, need_w or need_b)
+    return (dx if need_x else None, dw if need_w else None, db if need_b and ctx.has_bias else None, None, None)
+
+
+_linear_act_op.register_autograd(_linear_act_backward, setup_context=_linear_act_setup_context)

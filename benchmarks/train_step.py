@@ -44,6 +44,7 @@ BACKENDS = [
     Backend("compile", {"kernels": "torch", "compile": True}),
     Backend("compile(reduce-overhead)", {"kernels": "torch", "compile": "reduce-overhead"}, needs_cuda=True),
     Backend("triton", {"kernels": "triton"}),
+    Backend("triton+flat_adam", {"kernels": "triton", "fused_optimizer": True}),
     Backend("triton+graph", {"kernels": "triton", "cuda_graph": True}, needs_cuda=True),
 ]
 WIDTHS = [128, 512, 1024]

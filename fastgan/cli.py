@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seeds model init, batches and noise (default: 0)")
     train.add_argument("--kernels", choices=KERNELS, default="torch", help="default: torch")
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    train.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                       help="torch.compile the step (optionally a mode: reduce-overhead, max-autotune)")
+    train.add_argument("--fused-optimizer", action="store_true",
+                       help="FlatAdam: flat parameter buffers, Adam in one Triton kernel per model")
     stabilise = train.add_argument_group("stabilisation options")
     stabilise.add_argument("--loss", choices=["non_saturating", "hinge"], default="non_saturating")
     stabilise.add_argument("--lr-g", type=_positive(float), default=None, help="G's learning rate (TTUR)")
@@ -120,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--batch-size", type=_positive(int), default=128)
     prof.add_argument("--hidden", type=_positive(int), nargs="+", default=[128, 128])
     prof.add_argument("--kernels", choices=KERNELS, default="torch")
+    prof.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE")
+    prof.add_argument("--fused-optimizer", action="store_true")
     prof.add_argument("--device", default=None)
     prof.add_argument("--out", type=Path, default=Path("runs/profile"))
     prof.add_argument("--no-trace", action="store_true",
@@ -160,7 +166,8 @@ def run_train(args: argparse.Namespace) -> int:
     trainer = GANTrainer(g, d, real, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
                          kernels=args.kernels, real_label=args.real_label, loss=args.loss, lr_g=args.lr_g,
                          lr_d=args.lr_d, d_steps=args.d_steps, ema=args.ema, pack=model_config.get("pack", 1),
-                         instance_noise=args.instance_noise, r1_gamma=args.r1_gamma, r1_every=args.r1_every)
+                         instance_noise=args.instance_noise, r1_gamma=args.r1_gamma, r1_every=args.r1_every,
+                         compile=args.compile, fused_optimizer=args.fused_optimizer)
     if saved is not None:
         trainer.load(checkpoint)
         print(f"fastgan: resumed {checkpoint} at step {trainer.step_count}")
@@ -277,7 +284,8 @@ def run_profile(args: argparse.Namespace) -> int:
     defaults = MODEL_DEFAULTS[args.data]
     torch.manual_seed(0)
     g, d = _models(real.shape[1], args.hidden, defaults["latent_dim"], defaults["output_activation"])
-    trainer = GANTrainer(g, d, real, batch_size=args.batch_size, device=device, kernels=args.kernels)
+    trainer = GANTrainer(g, d, real, batch_size=args.batch_size, device=device, kernels=args.kernels,
+                         compile=args.compile, fused_optimizer=args.fused_optimizer)
     summary = profile_trainer(trainer, steps=args.steps, warmup=args.warmup, out=args.out, trace=not args.no_trace)
     if "table" in summary:
         print(format_table(summary, limit=25))

@@ -59,11 +59,29 @@ class FlatAdam:
     def zero_grad(self, set_to_none: bool = False) -> None:
         """One fill of the flat gradient buffer (the views stay: ``set_to_none`` is ignored)."""
         self.grad.zero_()
+        self._reattach_gradients()
 
     @torch.no_grad()
     def step(self) -> None:
+        self._reattach_gradients()
         adam_step(self.data, self.grad, self.exp_avg, self.exp_avg_sq, self.counter, self.lr, *self.betas,
                   self.eps, self.weight_decay)
+
+    def _reattach_gradients(self) -> None:
+        """Autograd accumulates into the gradient views in place, except where it cannot (a backward with
+        ``create_graph=True``, or ``.grad`` set to None or replaced by the user): such gradients are copied
+        back into the flat buffer, so the update never reads a stale one. Host-side checks only."""
+        offset = 0
+        for p in self.params:
+            n = p.numel()
+            view = self.grad[offset:offset + n]
+            if p.grad is None:
+                view.zero_()
+                p.grad = view.view_as(p)
+            elif p.grad.data_ptr() != view.data_ptr():
+                view.copy_(p.grad.reshape(-1))
+                p.grad = view.view_as(p)
+            offset += n
 
     @property
     def steps_taken(self) -> int:

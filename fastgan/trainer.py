@@ -17,6 +17,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .ema import EMA
 from .losses import LOSSES, bce_with_logits, check_real_label
 from .models import first_linear, last_linear
+from .optim import FlatAdam
 from .step import StepParts, make_eager_step
 
 __all__ = ["GANTrainer", "NonFiniteLossError"]
@@ -82,6 +83,8 @@ class GANTrainer:
         compile: ``True`` (or a ``torch.compile`` mode such as ``"reduce-overhead"``) compiles the step's
             regions (see ``fastgan.step``); the Triton ops enter as opaque custom ops (no graph breaks).
         cuda_graph: whole-step CUDA graph capture (not available yet: ``NotImplementedError``).
+        fused_optimizer: ``FlatAdam`` for both models (parameters and gradients in one flat buffer each,
+            the update in one Triton kernel with a device-side step count) instead of ``torch.optim.Adam``.
         latent_dim: checked against the generator's input size when given.
         real_label: target for real samples in D's loss; < 1 is one-sided label smoothing.
 
@@ -103,7 +106,8 @@ class GANTrainer:
                  kernels: str = "torch", compile: bool = False, cuda_graph: bool = False,
                  latent_dim: int | None = None, real_label: float = 1.0, loss: str = "non_saturating",
                  lr_g: float | None = None, lr_d: float | None = None, d_steps: int = 1, ema: float | None = None,
-                 pack: int = 1, instance_noise: float = 0.0, r1_gamma: float = 0.0, r1_every: int = 16):
+                 pack: int = 1, instance_noise: float = 0.0, r1_gamma: float = 0.0, r1_every: int = 16,
+                 fused_optimizer: bool = False):
         if kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, got {kernels!r}")
         if compile not in (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
@@ -166,12 +170,17 @@ class GANTrainer:
         self.lr_g = float(lr if lr_g is None else lr_g)
         self.lr_d = float(lr if lr_d is None else lr_d)
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
-        self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=self.lr_g, betas=self.betas)
-        self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr_d, betas=self.betas)
+        if fused_optimizer:
+            self.optimizer_g = FlatAdam(self.generator, lr=self.lr_g, betas=self.betas)
+            self.optimizer_d = FlatAdam(self.discriminator, lr=self.lr_d, betas=self.betas)
+        else:
+            self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=self.lr_g, betas=self.betas)
+            self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr_d, betas=self.betas)
         self.real_label = real_label
         self.ema = EMA(self.generator, ema) if ema is not None else None
         self.options = {"loss": loss, "d_steps": d_steps, "pack": pack, "instance_noise": float(instance_noise),
-                        "r1_gamma": float(r1_gamma), "r1_every": r1_every, "ema": ema, "compile": compile}
+                        "r1_gamma": float(r1_gamma), "r1_every": r1_every, "ema": ema, "compile": compile,
+                        "fused_optimizer": bool(fused_optimizer)}
         parts = StepParts(self.generator, self.discriminator, self.optimizer_g, self.optimizer_d, self.data,
                           self.batch_size, self.latent_dim, self.rng, bce, self.real_label, loss=loss,
                           d_steps=d_steps, pack=pack, instance_noise=float(instance_noise),
@@ -312,6 +321,14 @@ class GANTrainer:
                     raise ValueError(f"{name}.{key} has shape {getattr(theirs[key], 'shape', None)}, "
                                      f"expected {tuple(value.shape)}")
         for name, opt in (("optimizer_g", self.optimizer_g), ("optimizer_d", self.optimizer_d)):
+            if isinstance(opt, FlatAdam):
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if not isinstance(state[name].get(key), torch.Tensor) or state[name][key].shape != opt.data.shape:
+                        raise ValueError(f"{name} is not a FlatAdam state of {opt.data.numel()} parameters "
+                                         "(was the checkpoint written with fused_optimizer=False?)")
+                continue
+            if "param_groups" not in state[name]:
+                raise ValueError(f"{name} is not a torch.optim.Adam state (written with fused_optimizer=True?)")
             groups = state[name]["param_groups"]
             if [len(g["params"]) for g in groups] != [len(g["params"]) for g in opt.param_groups]:
                 raise ValueError(f"{name} has a different number of parameters")

@@ -107,3 +107,20 @@ def test_bad_input():
         FlatAdam(nn.ReLU())
     with pytest.raises(ValueError, match="hyper-parameters"):
         FlatAdam(_model(), lr=-1.0).step()
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
+def test_gradients_replaced_outside_the_buffer_are_not_lost():
+    # create_graph=True makes autograd accumulate out of place: the update must still see that gradient.
+    ours, theirs = _model(4), _model(4)
+    flat = FlatAdam(ours, lr=1e-2)
+    reference = torch.optim.Adam(theirs.parameters(), lr=1e-2)
+    for model, opt in ((ours, flat), (theirs, reference)):
+        opt.zero_grad()
+        _loss(model, 0).backward(create_graph=True)
+        opt.step()
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert_close(a, b, 1e-5)
+    ours[0].weight.grad = None  # and a gradient set to None counts as zero, keeping the view
+    flat.step()
+    assert ours[0].weight.grad is not None and ours[0].weight.grad.data_ptr() == flat.grad.data_ptr()

@@ -207,3 +207,17 @@ def test_fit_arguments():
         trainer.fit(0)
     with pytest.raises(ValueError, match="log_every"):
         trainer.fit(3, log_every=0)
+
+
+def test_resume_with_the_fused_optimizer(tmp_path):
+    straight = ring_trainer(seed=4, fused_optimizer=True)
+    straight.fit(8, log_every=4, progress=False)
+    first = ring_trainer(seed=4, fused_optimizer=True)
+    first.fit(4, log_every=4, progress=False, checkpoint=tmp_path / "c.pt")
+    resumed = ring_trainer(seed=11, fused_optimizer=True)
+    resumed.load(tmp_path / "c.pt")
+    resumed.fit(4, log_every=4, progress=False)
+    assert_same_state(straight, resumed)
+    assert torch.equal(straight.optimizer_d.exp_avg_sq, resumed.optimizer_d.exp_avg_sq)
+    with pytest.raises(CheckpointError, match="fused_optimizer"):
+        ring_trainer().load(tmp_path / "c.pt")

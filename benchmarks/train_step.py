@@ -46,6 +46,9 @@ BACKENDS = [
     Backend("triton", {"kernels": "triton"}),
     Backend("triton+flat_adam", {"kernels": "triton", "fused_optimizer": True}),
     Backend("triton+graph", {"kernels": "triton", "cuda_graph": True}, needs_cuda=True),
+    Backend("triton+graph(k=8)", {"kernels": "triton", "cuda_graph": True, "steps_per_replay": 8}, needs_cuda=True),
+    Backend("triton+graph(k=8)+flat_adam", {"kernels": "triton", "cuda_graph": True, "steps_per_replay": 8,
+                                            "fused_optimizer": True}, needs_cuda=True),
 ]
 WIDTHS = [128, 512, 1024]
 BATCHES = [64, 128, 256, 1024, 4096, 16384]
@@ -73,22 +76,28 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+def _run_steps(trainer, steps: int) -> int:
+    """Call ``step()`` until at least ``steps`` training steps ran (a graph replay runs several); returns how many."""
+    start = trainer.step_count
+    while trainer.step_count - start < steps:
+        trainer.step()
+    return trainer.step_count - start
+
+
 def _time_steps(trainer, steps: int) -> float:
-    """Seconds per step over ``steps`` steps: CUDA events on a GPU, the wall clock on a CPU."""
+    """Seconds per training step over about ``steps`` steps: CUDA events on a GPU, the wall clock on a CPU."""
     if trainer.device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        for _ in range(steps):
-            trainer.step()
+        ran = _run_steps(trainer, steps)
         end.record()
         end.synchronize()
         trainer.flush_losses()
-        return start.elapsed_time(end) / 1e3 / steps
+        return start.elapsed_time(end) / 1e3 / ran
     start = time.perf_counter()
-    for _ in range(steps):
-        trainer.step()
+    ran = _run_steps(trainer, steps)
     trainer.flush_losses()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / ran
 
 
 def _launches_per_step(trainer, steps: int = 2) -> tuple[float | None, str]:
@@ -96,16 +105,14 @@ def _launches_per_step(trainer, steps: int = 2) -> tuple[float | None, str]:
         from torch.profiler import ProfilerActivity, profile
         _sync(trainer.device)
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(steps):
-                trainer.step()
+            ran = _run_steps(trainer, steps)
             _sync(trainer.device)
         kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-        return len(kernels) / steps, "CUDA kernels (profiler)"
+        return len(kernels) / ran, "CUDA kernels (profiler)"
     if trainer.kernels == "triton" and ops.use_triton(trainer.data):
         before = sum(ops.kernel_launches.values())
-        for _ in range(steps):
-            trainer.step()
-        return (sum(ops.kernel_launches.values()) - before) / steps, "Triton launches (interpreter)"
+        ran = _run_steps(trainer, steps)
+        return (sum(ops.kernel_launches.values()) - before) / ran, "Triton launches (interpreter)"
     return None, "n/a on CPU"
 
 
@@ -129,11 +136,10 @@ def run_row(width: int, batch: int, backends: list[Backend], device: torch.devic
             torch.cuda.reset_peak_memory_stats(device)
         _sync(device)
         start = time.perf_counter()
-        trainer.step()  # the first step pays compile / capture / autotune
+        trainer.step()  # the first call pays compile / warm-up + capture / autotune
         _sync(device)
         setup_s = time.perf_counter() - start
-        for _ in range(warmup):
-            trainer.step()
+        _run_steps(trainer, warmup)
         trainer.flush_losses()
         trainers[backend.name] = trainer
         results[backend.name] = {"setup_s": setup_s, "windows_s_per_step": []}

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch.compile the step (optionally a mode: reduce-overhead, max-autotune)")
     train.add_argument("--fused-optimizer", action="store_true",
                        help="FlatAdam: flat parameter buffers, Adam in one Triton kernel per model")
+    train.add_argument("--cuda-graph", action="store_true", help="capture whole steps in a CUDA graph (CUDA only)")
+    train.add_argument("--steps-per-replay", type=_positive(int), default=1,
+                       help="steps captured per graph replay (with --cuda-graph; default: 1)")
     stabilise = train.add_argument_group("stabilisation options")
     stabilise.add_argument("--loss", choices=["non_saturating", "hinge"], default="non_saturating")
     stabilise.add_argument("--lr-g", type=_positive(float), default=None, help="G's learning rate (TTUR)")
@@ -126,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--kernels", choices=KERNELS, default="torch")
     prof.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE")
     prof.add_argument("--fused-optimizer", action="store_true")
+    prof.add_argument("--cuda-graph", action="store_true")
+    prof.add_argument("--steps-per-replay", type=_positive(int), default=1)
     prof.add_argument("--device", default=None)
     prof.add_argument("--out", type=Path, default=Path("runs/profile"))
     prof.add_argument("--no-trace", action="store_true",
@@ -167,7 +172,8 @@ def run_train(args: argparse.Namespace) -> int:
                          kernels=args.kernels, real_label=args.real_label, loss=args.loss, lr_g=args.lr_g,
                          lr_d=args.lr_d, d_steps=args.d_steps, ema=args.ema, pack=model_config.get("pack", 1),
                          instance_noise=args.instance_noise, r1_gamma=args.r1_gamma, r1_every=args.r1_every,
-                         compile=args.compile, fused_optimizer=args.fused_optimizer)
+                         compile=args.compile, fused_optimizer=args.fused_optimizer, cuda_graph=args.cuda_graph,
+                         steps_per_replay=args.steps_per_replay)
     if saved is not None:
         trainer.load(checkpoint)
         print(f"fastgan: resumed {checkpoint} at step {trainer.step_count}")
@@ -285,7 +291,8 @@ def run_profile(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     g, d = _models(real.shape[1], args.hidden, defaults["latent_dim"], defaults["output_activation"])
     trainer = GANTrainer(g, d, real, batch_size=args.batch_size, device=device, kernels=args.kernels,
-                         compile=args.compile, fused_optimizer=args.fused_optimizer)
+                         compile=args.compile, fused_optimizer=args.fused_optimizer, cuda_graph=args.cuda_graph,
+                         steps_per_replay=args.steps_per_replay)
     summary = profile_trainer(trainer, steps=args.steps, warmup=args.warmup, out=args.out, trace=not args.no_trace)
     if "table" in summary:
         print(format_table(summary, limit=25))

@@ -83,12 +83,17 @@ def _kernel_table(prof, steps: int, on_cuda: bool) -> list[dict]:
 
 def profile_trainer(trainer, steps: int = 20, warmup: int = 10, out: str | os.PathLike | None = None,
                     trace: bool = True) -> dict:
-    """Warm up, then profile ``steps`` steps; returns (and writes under ``out``) the per-kernel summary."""
+    """Warm up, then profile ``steps`` steps; returns (and writes under ``out``) the per-kernel summary.
+
+    With a captured graph the counts are per training step (a replay of k steps counts k); Triton's own
+    launch counter sees only launches from Python, so under a graph it counts the capture, not replays.
+    """
     from .ops import kernel_launches
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps must be >= 1 and warmup >= 0, got {steps} and {warmup}")
     on_cuda = trainer.device.type == "cuda"
-    for _ in range(warmup):
+    start = trainer.step_count
+    while trainer.step_count - start < warmup:  # a graph replay runs several steps per call
         trainer.step()
     trainer.flush_losses()
     if on_cuda:
@@ -100,8 +105,9 @@ def profile_trainer(trainer, steps: int = 20, warmup: int = 10, out: str | os.Pa
     try:
         if on_cuda:
             torch.cuda.profiler.start()
+        start = trainer.step_count
         with profiler as prof:
-            for _ in range(steps):
+            while trainer.step_count - start < steps:
                 with phase("step"):
                     trainer.step()
             if on_cuda:
@@ -111,6 +117,7 @@ def profile_trainer(trainer, steps: int = 20, warmup: int = 10, out: str | os.Pa
     finally:
         enable_phases(os.environ.get("FASTGAN_NVTX", "0") == "1")
     trainer.flush_losses()
+    steps = trainer.step_count - start
     triton = {k: (v - triton_before.get(k, 0)) / steps for k, v in kernel_launches.items()
               if v - triton_before.get(k, 0)}
     summary = {"steps": steps, "warmup": warmup, "device": str(trainer.device), "kernels": trainer.kernels,

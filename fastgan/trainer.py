@@ -15,9 +15,11 @@ from tqdm.auto import tqdm
 from . import data as _data
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .ema import EMA
+from .graph import GraphedStep
 from .losses import LOSSES, bce_with_logits, check_real_label
 from .models import first_linear, last_linear
 from .optim import FlatAdam
+from .profiling import phase
 from .step import StepParts, make_eager_step
 
 __all__ = ["GANTrainer", "NonFiniteLossError"]
@@ -82,7 +84,8 @@ class GANTrainer:
             or ``"auto"`` (triton on CUDA, torch on CPU).
         compile: ``True`` (or a ``torch.compile`` mode such as ``"reduce-overhead"``) compiles the step's
             regions (see ``fastgan.step``); the Triton ops enter as opaque custom ops (no graph breaks).
-        cuda_graph: whole-step CUDA graph capture (not available yet: ``NotImplementedError``).
+        cuda_graph: capture whole steps in one CUDA graph (``fastgan.graph``): after ``graph_warmup`` eager
+            warm-up steps, each ``step()`` replays ``steps_per_replay`` steps with one launch. CUDA only.
         fused_optimizer: ``FlatAdam`` for both models (parameters and gradients in one flat buffer each,
             the update in one Triton kernel with a device-side step count) instead of ``torch.optim.Adam``.
         latent_dim: checked against the generator's input size when given.
@@ -107,14 +110,19 @@ class GANTrainer:
                  latent_dim: int | None = None, real_label: float = 1.0, loss: str = "non_saturating",
                  lr_g: float | None = None, lr_d: float | None = None, d_steps: int = 1, ema: float | None = None,
                  pack: int = 1, instance_noise: float = 0.0, r1_gamma: float = 0.0, r1_every: int = 16,
-                 fused_optimizer: bool = False):
+                 fused_optimizer: bool = False, steps_per_replay: int = 1, graph_warmup: int = 3):
         if kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, got {kernels!r}")
         if compile not in (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
             raise ValueError(f"compile must be False, True or a torch.compile mode name, got {compile!r}")
-        if cuda_graph:
-            raise NotImplementedError("cuda_graph=True is not available yet (fast-step issue); "
-                                      "use cuda_graph=False")
+        steps_per_replay = _positive_int("steps_per_replay", steps_per_replay)
+        graph_warmup = _positive_int("graph_warmup", graph_warmup)
+        if cuda_graph and compile == "reduce-overhead":
+            raise ValueError("compile='reduce-overhead' makes CUDA graphs of its own: use it with cuda_graph=False, "
+                             "or compile=True with cuda_graph=True")
+        if cuda_graph and r1_gamma:
+            raise ValueError("r1_gamma > 0 with cuda_graph=True is not supported: the R1 steps follow a host-side "
+                             "schedule that one captured graph cannot vary; use cuda_graph=False")
         if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
             raise TypeError("generator and discriminator must be torch.nn.Module instances")
         for name, value in (("lr", lr), ("lr_g", lr if lr_g is None else lr_g), ("lr_d", lr if lr_d is None else lr_d)):
@@ -141,12 +149,14 @@ class GANTrainer:
             else:
                 device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        if cuda_graph and self.device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs a CUDA device, but the trainer runs on {self.device}")
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
 
         self.data = _data.from_tensor(data, device=self.device)
         n, features = self.data.shape
-        self.batch_size = _positive_int("batch_size", batch_size)
+        self._batch_size = _positive_int("batch_size", batch_size)
         if batch_size > n:
             raise ValueError(f"batch_size {batch_size} is larger than the data set ({n} samples)")
         if batch_size % pack:
@@ -174,38 +184,98 @@ class GANTrainer:
             self.optimizer_g = FlatAdam(self.generator, lr=self.lr_g, betas=self.betas)
             self.optimizer_d = FlatAdam(self.discriminator, lr=self.lr_d, betas=self.betas)
         else:
-            self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=self.lr_g, betas=self.betas)
-            self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr_d, betas=self.betas)
+            # capturable: the step count and bias corrections live on the device, as a CUDA graph needs
+            self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=self.lr_g, betas=self.betas,
+                                                capturable=bool(cuda_graph))
+            self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr_d, betas=self.betas,
+                                                capturable=bool(cuda_graph))
         self.real_label = real_label
         self.ema = EMA(self.generator, ema) if ema is not None else None
         self.options = {"loss": loss, "d_steps": d_steps, "pack": pack, "instance_noise": float(instance_noise),
                         "r1_gamma": float(r1_gamma), "r1_every": r1_every, "ema": ema, "compile": compile,
-                        "fused_optimizer": bool(fused_optimizer)}
+                        "fused_optimizer": bool(fused_optimizer), "cuda_graph": bool(cuda_graph),
+                        "steps_per_replay": steps_per_replay}
         parts = StepParts(self.generator, self.discriminator, self.optimizer_g, self.optimizer_d, self.data,
                           self.batch_size, self.latent_dim, self.rng, bce, self.real_label, loss=loss,
                           d_steps=d_steps, pack=pack, instance_noise=float(instance_noise),
                           r1_gamma=float(r1_gamma), r1_every=r1_every, ema=self.ema, compile=compile)
+        self._parts = parts
         self._step = make_eager_step(parts)
+        self._graphed = GraphedStep(self._step, self.rng, self.device, steps_per_replay, graph_warmup) \
+            if cuda_graph else None
         self.step_count = 0
         self.history: dict[str, list] = {"step": [], "loss_d": [], "loss_g": []}
-        self._pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        # (step, loss_d, loss_g) per eager step, (first step, (k, 2) losses) per graph replay
+        self._pending: list[tuple] = []
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        """A new batch size takes effect at the next step; a captured graph is recorded anew for it."""
+        value = _positive_int("batch_size", value)
+        if value > self.data.shape[0]:
+            raise ValueError(f"batch_size {value} is larger than the data set ({self.data.shape[0]} samples)")
+        if value % self.options["pack"]:
+            raise ValueError(f"batch_size {value} must be a multiple of pack={self.options['pack']}")
+        self._batch_size = value
+        self._parts.batch_size = value
+        if self._graphed is not None:
+            self._graphed.reset()
 
     # -- training -------------------------------------------------------------------------------------
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One D update then one G update. Returns ``(loss_d, loss_g)`` as device tensors (no host sync)."""
+        """One D update then one G update. Returns ``(loss_d, loss_g)`` as device tensors (no host sync).
+
+        With ``cuda_graph=True`` one call replays ``steps_per_replay`` steps (the first call also runs the
+        warm-up steps and captures) and returns the last step's losses.
+        """
+        if self._graphed is None:
+            return self._eager_step()
+        if not self._graphed.captured:
+            for loss_d, loss_g in self._graphed.warm_up(self.step_count):
+                self.step_count += 1
+                self._pending.append((self.step_count, loss_d, loss_g))
+            self._graphed.capture(self.step_count)
+        with phase("graph.replay"):
+            losses = self._graphed.replay()
+        self._pending.append((self.step_count + 1, losses))
+        self.step_count += losses.shape[0]
+        self._bound_pending()
+        return losses[-1, 0], losses[-1, 1]
+
+    def _eager_step(self) -> tuple[torch.Tensor, torch.Tensor]:
         loss_d, loss_g = self._step(self.step_count)
         self.step_count += 1
         self._pending.append((self.step_count, loss_d, loss_g))
-        if len(self._pending) >= 10_000:  # bound the memory of an un-logged run: one sync per 10k steps
-            self.flush_losses()
+        self._bound_pending()
         return loss_d, loss_g
+
+    def _bound_pending(self) -> None:
+        if len(self._pending) >= 10_000:  # bound the memory of an un-logged run: one sync per 10k entries
+            self.flush_losses()
+
+    def _steps_in_next_call(self) -> int:
+        if self._graphed is None:
+            return 1
+        k = self._graphed.steps_per_replay
+        return k if self._graphed.captured else self._graphed.warmup + k
 
     def flush_losses(self) -> list[tuple[int, float, float]]:
         """Read the losses of the steps since the last flush (one host sync) into ``history``."""
         if not self._pending:
             return []
-        steps = [s for s, _, _ in self._pending]
-        values = torch.stack([torch.stack([d, g]) for _, d, g in self._pending]).float().cpu().tolist()
+        steps, blocks = [], []
+        for entry in self._pending:
+            if len(entry) == 3:  # an eager step
+                steps.append(entry[0])
+                blocks.append(torch.stack(entry[1:])[None])
+            else:  # a graph replay of several steps
+                steps.extend(range(entry[0], entry[0] + entry[1].shape[0]))
+                blocks.append(entry[1])
+        values = torch.cat(blocks).float().cpu().tolist()
         self._pending.clear()
         rows = [(s, d, g) for s, (d, g) in zip(steps, values)]
         for s, d, g in rows:
@@ -231,10 +301,16 @@ class GANTrainer:
         end = self.step_count + steps
         with tqdm(total=steps, disable=not progress, unit="step", desc="fastgan", dynamic_ncols=True) as bar:
             while self.step_count < end:
-                self.step()
-                bar.update(1)
+                before = self.step_count
+                # a graph replay runs several steps; what does not fit before `end` runs eagerly
+                if self._steps_in_next_call() <= end - before:
+                    self.step()
+                else:
+                    self._eager_step()
+                bar.update(self.step_count - before)
                 at_end = self.step_count == end
-                if self.step_count % log_every and not at_end:
+                crossed_log = self.step_count // log_every > before // log_every
+                if not crossed_log and not at_end:
                     continue
                 rows = self.flush_losses()
                 bad = next((r for r in rows if not (math.isfinite(r[1]) and math.isfinite(r[2]))), None)
@@ -245,7 +321,8 @@ class GANTrainer:
                                              f"(loss_d={bad[1]}, loss_g={bad[2]}){kept}")
                 if rows:
                     bar.set_postfix(loss_d=f"{rows[-1][1]:.4f}", loss_g=f"{rows[-1][2]:.4f}", refresh=False)
-                if checkpoint is not None and (self.step_count % checkpoint_every == 0 or at_end):
+                if checkpoint is not None and (self.step_count // checkpoint_every > before // checkpoint_every
+                                               or at_end):
                     self.save(checkpoint, extra=checkpoint_extra)
         return self.history
 
@@ -300,6 +377,8 @@ class GANTrainer:
         self.rng.set_state(state["rng"].cpu())
         self.step_count = int(state["step"])
         self._pending.clear()
+        if self._graphed is not None:  # optimizer state tensors were replaced: record the graph anew
+            self._graphed.reset()
         self.history = {k: list(state["history"][k]) for k in ("step", "loss_d", "loss_g")}
         return state
 

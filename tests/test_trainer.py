@@ -185,7 +185,10 @@ def _models():
     ({"betas": (0.5, 1.5)}, ValueError, "betas"),
     ({"real_label": 0.0}, ValueError, "real_label"),
     ({"compile": "fastest"}, ValueError, "compile must be"),
-    ({"cuda_graph": True}, NotImplementedError, "cuda_graph=True"),
+    ({"cuda_graph": True}, ValueError, "cuda_graph=True needs a CUDA device"),
+    ({"cuda_graph": True, "r1_gamma": 1.0}, ValueError, "r1_gamma > 0 with cuda_graph=True"),
+    ({"cuda_graph": True, "compile": "reduce-overhead"}, ValueError, "CUDA graphs of its own"),
+    ({"steps_per_replay": 0}, ValueError, "steps_per_replay"),
 ])
 def test_bad_set_up_is_rejected_before_training(kwargs, error, message):
     g, d = _models()
@@ -221,3 +224,14 @@ def test_resume_with_the_fused_optimizer(tmp_path):
     assert torch.equal(straight.optimizer_d.exp_avg_sq, resumed.optimizer_d.exp_avg_sq)
     with pytest.raises(CheckpointError, match="fused_optimizer"):
         ring_trainer().load(tmp_path / "c.pt")
+
+
+def test_batch_size_can_change_between_steps():
+    trainer = ring_trainer(batch_size=64, pack=1)
+    trainer.step()
+    trainer.batch_size = 32
+    assert trainer._parts.batch_size == 32
+    trainer.step()
+    with pytest.raises(ValueError, match="larger than the data set"):
+        trainer.batch_size = 10**6
+    assert trainer.batch_size == 32

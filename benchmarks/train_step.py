@@ -117,7 +117,7 @@ def _launches_per_step(trainer, steps: int = 2) -> tuple[float | None, str]:
 
 
 def run_row(width: int, batch: int, backends: list[Backend], device: torch.device, real: torch.Tensor,
-            windows: int, steps_per_window: int, warmup: int) -> dict:
+            windows: int, steps_per_window: int, warmup: int, precision: str = "tf32") -> dict:
     trainers, results = {}, {}
     for backend in backends:
         if backend.needs_cuda and device.type != "cuda":
@@ -128,7 +128,7 @@ def run_row(width: int, batch: int, backends: list[Backend], device: torch.devic
         discriminator = fastgan.MLPDiscriminator(in_dim=real.shape[1], hidden=(width, width))
         try:
             trainer = fastgan.GANTrainer(generator, discriminator, real, batch_size=batch, seed=0, device=device,
-                                         **backend.options)
+                                         precision=precision, **backend.options)
         except NotImplementedError as e:
             results[backend.name] = {"skipped": f"not available yet: {e}"}
             continue
@@ -232,6 +232,8 @@ def main(argv=None) -> int:
     parser.add_argument("--windows", type=int, default=None, help="timed windows per backend")
     parser.add_argument("--steps-per-window", type=int, default=None)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="tf32",
+                        help="applied alike to every backend (default: tf32)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results)")
     args = parser.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -248,7 +250,8 @@ def main(argv=None) -> int:
     rows = []
     for width in widths:
         for batch in batches:
-            row = run_row(width, batch, backends, device, real, windows, steps_per_window, warmup=1 if quick else 5)
+            row = run_row(width, batch, backends, device, real, windows, steps_per_window, warmup=1 if quick else 5,
+                          precision=args.precision)
             rows.append(row)
             for name, r in row["backends"].items():
                 if "skipped" in r:
@@ -260,8 +263,9 @@ def main(argv=None) -> int:
     note = ("Triton kernels ran in Triton's CPU interpreter: their times measure the interpreter, not the "
             "kernels.\n\n" if ops.INTERPRET else "")
     text = (f"# {title}\n\ntorch {env['torch']}, triton {env['triton']}, driver {env.get('driver')}; "
-            f"{windows} interleaved windows of {steps_per_window} steps per backend, medians.\n\n{note}{table(rows)}")
-    payload = {"environment": env, "interpreter": ops.INTERPRET, "windows": windows,
+            f"precision {args.precision} for every backend; {windows} interleaved windows of {steps_per_window} steps "
+            f"per backend, medians.\n\n{note}{table(rows)}")
+    payload = {"environment": env, "interpreter": ops.INTERPRET, "precision": args.precision, "windows": windows,
                "steps_per_window": steps_per_window, "rows": rows}
     json_path, md_path = write_results("train_step", payload, text, args.out)
     pictures = plots(rows, json_path.parent, json_path.stem, title)

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch.compile the step (optionally a mode: reduce-overhead, max-autotune)")
     train.add_argument("--fused-optimizer", action="store_true",
                        help="FlatAdam: flat parameter buffers, Adam in one Triton kernel per model")
+    train.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="tf32",
+                       help="matmul precision for every kernel: exact fp32, tf32 (default) or bf16 autocast")
     train.add_argument("--cuda-graph", action="store_true", help="capture whole steps in a CUDA graph (CUDA only)")
     train.add_argument("--steps-per-replay", type=_positive(int), default=1,
                        help="steps captured per graph replay (with --cuda-graph; default: 1)")
@@ -130,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE")
     prof.add_argument("--fused-optimizer", action="store_true")
     prof.add_argument("--cuda-graph", action="store_true")
+    prof.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="tf32")
     prof.add_argument("--steps-per-replay", type=_positive(int), default=1)
     prof.add_argument("--device", default=None)
     prof.add_argument("--out", type=Path, default=Path("runs/profile"))
@@ -173,7 +176,7 @@ def run_train(args: argparse.Namespace) -> int:
                          lr_d=args.lr_d, d_steps=args.d_steps, ema=args.ema, pack=model_config.get("pack", 1),
                          instance_noise=args.instance_noise, r1_gamma=args.r1_gamma, r1_every=args.r1_every,
                          compile=args.compile, fused_optimizer=args.fused_optimizer, cuda_graph=args.cuda_graph,
-                         steps_per_replay=args.steps_per_replay)
+                         steps_per_replay=args.steps_per_replay, precision=args.precision)
     if saved is not None:
         trainer.load(checkpoint)
         print(f"fastgan: resumed {checkpoint} at step {trainer.step_count}")
@@ -292,7 +295,7 @@ def run_profile(args: argparse.Namespace) -> int:
     g, d = _models(real.shape[1], args.hidden, defaults["latent_dim"], defaults["output_activation"])
     trainer = GANTrainer(g, d, real, batch_size=args.batch_size, device=device, kernels=args.kernels,
                          compile=args.compile, fused_optimizer=args.fused_optimizer, cuda_graph=args.cuda_graph,
-                         steps_per_replay=args.steps_per_replay)
+                         steps_per_replay=args.steps_per_replay, precision=args.precision)
     summary = profile_trainer(trainer, steps=args.steps, warmup=args.warmup, out=args.out, trace=not args.no_trace)
     if "table" in summary:
         print(format_table(summary, limit=25))

@@ -19,6 +19,7 @@ ops enter the graphs as opaque custom ops, so there are no graph breaks.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ from .profiling import phase
 from .losses import (Bce, discriminator_loss, generator_loss, hinge_discriminator_loss,
                      hinge_generator_loss)
 
-__all__ = ["StepParts", "make_eager_step"]
+__all__ = ["StepParts", "make_eager_step", "precision_scope", "PRECISIONS"]
 
 
 @dataclass
@@ -54,6 +55,27 @@ class StepParts:
     r1_every: int = 16
     ema: EMA | None = None
     compile: bool | str = False   # False, True (torch.compile's default mode) or a torch.compile mode name
+    precision: str = "tf32"       # "fp32" (exact), "tf32" (fp32 on tensor cores) or "bf16" (autocast)
+
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str):
+    """Matmul precision for PyTorch's and fastgan's kernels alike, for the duration of a step.
+
+    fp32: exact fp32 (``ieee``, no TF32 in cuBLAS); tf32: TF32 tensor cores in both; bf16: the same plus
+    autocast of the forward passes (see ``make_eager_step``).
+    """
+    tf32 = precision != "fp32"
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        with ops.matmul_precision("tf32" if tf32 else "ieee"):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 def make_eager_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
@@ -83,6 +105,12 @@ def make_eager_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.T
         fake_logits = p.discriminator(fake_in)
         return hinge_generator_loss(fake_logits) if hinge else generator_loss(fake_logits, p.bce)
 
+    if p.precision == "bf16":  # forward passes in bf16 (fp32 accumulation, fp32 master weights)
+        def autocast():
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+    else:
+        autocast = contextlib.nullcontext
+
     generate = p.generator
     if p.compile:
         options = {} if p.compile is True else {"mode": p.compile}
@@ -97,7 +125,7 @@ def make_eager_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.T
                 batch = torch.randint(0, n, (p.batch_size,), device=device, generator=p.rng)
                 real = d_input(p.data.index_select(0, batch))
                 z = torch.randn(p.batch_size, p.latent_dim, device=device, generator=p.rng)
-            with phase("G.forward"):
+            with phase("G.forward"), autocast():
                 if last:
                     fake = generate(z)  # kept with its graph: G trains through this batch next
                 else:
@@ -105,22 +133,22 @@ def make_eager_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.T
                         fake = generate(z)
                 fake_for_d = d_input(fake.detach())
             if p.r1_gamma > 0 and index % p.r1_every == 0:
-                with phase("D.forward.r1"):
+                with phase("D.forward.r1"), autocast():
                     real.requires_grad_(True)
                     with ops.reference_path():  # double backward: the fused kernels have none
                         real_logits = p.discriminator(real)
                         (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
                     penalty = (0.5 * p.r1_gamma * p.r1_every) * grad.square().sum(dim=1).mean()
-                with phase("D.forward.fake"):
+                with phase("D.forward.fake"), autocast():
                     loss_d = d_loss(real_logits, p.discriminator(fake_for_d))
                 total_d = loss_d + penalty
             elif p.compile:
-                with phase("D.forward"):
+                with phase("D.forward"), autocast():
                     loss_d = total_d = d_loss_of_inputs(real, fake_for_d)
             else:
-                with phase("D.forward.real"):
+                with phase("D.forward.real"), autocast():
                     real_logits = p.discriminator(real)
-                with phase("D.forward.fake"):
+                with phase("D.forward.fake"), autocast():
                     loss_d = total_d = d_loss(real_logits, p.discriminator(fake_for_d))
             with phase("D.backward"):
                 p.optimizer_d.zero_grad(set_to_none=True)
@@ -133,7 +161,7 @@ def make_eager_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.T
         for q in d_params:
             q.requires_grad_(False)
         try:
-            with phase("G.loss"):
+            with phase("G.loss"), autocast():
                 loss_g = g_loss_of_input(d_input(fake))
             with phase("G.backward"):
                 p.optimizer_g.zero_grad(set_to_none=True)
@@ -145,6 +173,10 @@ def make_eager_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.T
             p.optimizer_g.step()
             if p.ema is not None:
                 p.ema.update(p.generator)
-        return loss_d.detach(), loss_g.detach()
+        return loss_d.detach().float(), loss_g.detach().float()
 
-    return step
+    def step_with_precision(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        with precision_scope(p.precision):
+            return step(index)
+
+    return step_with_precision

@@ -20,7 +20,7 @@ from .losses import LOSSES, bce_with_logits, check_real_label
 from .models import first_linear, last_linear
 from .optim import FlatAdam
 from .profiling import phase
-from .step import StepParts, make_eager_step
+from .step import PRECISIONS, StepParts, make_eager_step
 
 __all__ = ["GANTrainer", "NonFiniteLossError"]
 
@@ -86,6 +86,9 @@ class GANTrainer:
             regions (see ``fastgan.step``); the Triton ops enter as opaque custom ops (no graph breaks).
         cuda_graph: capture whole steps in one CUDA graph (``fastgan.graph``): after ``graph_warmup`` eager
             warm-up steps, each ``step()`` replays ``steps_per_replay`` steps with one launch. CUDA only.
+        precision: applied alike to PyTorch's and fastgan's kernels, so comparisons are fair: ``"fp32"``
+            (exact fp32), ``"tf32"`` (default: fp32 matmuls on TF32 tensor cores) or ``"bf16"`` (forward
+            passes autocast to bf16: bf16 matmul operands, fp32 accumulation, fp32 weights and Adam state).
         fused_optimizer: ``FlatAdam`` for both models (parameters and gradients in one flat buffer each,
             the update in one Triton kernel with a device-side step count) instead of ``torch.optim.Adam``.
         latent_dim: checked against the generator's input size when given.
@@ -110,11 +113,14 @@ class GANTrainer:
                  latent_dim: int | None = None, real_label: float = 1.0, loss: str = "non_saturating",
                  lr_g: float | None = None, lr_d: float | None = None, d_steps: int = 1, ema: float | None = None,
                  pack: int = 1, instance_noise: float = 0.0, r1_gamma: float = 0.0, r1_every: int = 16,
-                 fused_optimizer: bool = False, steps_per_replay: int = 1, graph_warmup: int = 3):
+                 fused_optimizer: bool = False, steps_per_replay: int = 1, graph_warmup: int = 3,
+                 precision: str = "tf32"):
         if kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, got {kernels!r}")
         if compile not in (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
             raise ValueError(f"compile must be False, True or a torch.compile mode name, got {compile!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
         steps_per_replay = _positive_int("steps_per_replay", steps_per_replay)
         graph_warmup = _positive_int("graph_warmup", graph_warmup)
         if cuda_graph and compile == "reduce-overhead":
@@ -194,11 +200,12 @@ class GANTrainer:
         self.options = {"loss": loss, "d_steps": d_steps, "pack": pack, "instance_noise": float(instance_noise),
                         "r1_gamma": float(r1_gamma), "r1_every": r1_every, "ema": ema, "compile": compile,
                         "fused_optimizer": bool(fused_optimizer), "cuda_graph": bool(cuda_graph),
-                        "steps_per_replay": steps_per_replay}
+                        "steps_per_replay": steps_per_replay, "precision": precision}
         parts = StepParts(self.generator, self.discriminator, self.optimizer_g, self.optimizer_d, self.data,
                           self.batch_size, self.latent_dim, self.rng, bce, self.real_label, loss=loss,
                           d_steps=d_steps, pack=pack, instance_noise=float(instance_noise),
-                          r1_gamma=float(r1_gamma), r1_every=r1_every, ema=self.ema, compile=compile)
+                          r1_gamma=float(r1_gamma), r1_every=r1_every, ema=self.ema, compile=compile,
+                          precision=precision)
         self._parts = parts
         self._step = make_eager_step(parts)
         self._graphed = GraphedStep(self._step, self.rng, self.device, steps_per_replay, graph_warmup) \

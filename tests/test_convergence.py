@@ -20,10 +20,9 @@ STEPS = 20
 
 def _run(kernels, generator, discriminator, real, compile=False):
     trainer = GANTrainer(copy.deepcopy(generator), copy.deepcopy(discriminator), real, batch_size=32, lr=1e-3,
-                         seed=7, device="cpu", kernels=kernels, compile=compile)
+                         seed=7, device="cpu", kernels=kernels, compile=compile, precision="fp32")
     before = dict(ops.kernel_launches)
-    with ops.matmul_precision("ieee"):
-        trainer.fit(STEPS, log_every=5, progress=False)
+    trainer.fit(STEPS, log_every=5, progress=False)
     launched = sum(ops.kernel_launches.values()) - sum(before.values())
     return trainer, launched
 
@@ -91,9 +90,8 @@ def test_fused_optimizer_trains_identically(kernels):
     real = torch.rand(256, 20)
     eager, _ = _run("torch", generator, discriminator, real)
     fused = GANTrainer(copy.deepcopy(generator), copy.deepcopy(discriminator), real, batch_size=32, lr=1e-3,
-                       seed=7, device="cpu", kernels=kernels, fused_optimizer=True)
+                       seed=7, device="cpu", kernels=kernels, fused_optimizer=True, precision="fp32")
     before = ops.kernel_launches["_adam_step_kernel"]
-    with ops.matmul_precision("ieee"):
-        fused.fit(STEPS, log_every=5, progress=False)
+    fused.fit(STEPS, log_every=5, progress=False)
     assert ops.kernel_launches["_adam_step_kernel"] - before == 2 * STEPS  # one launch per model per step
     _assert_same_training(eager, fused)

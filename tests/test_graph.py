@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import ON_CUDA, assert_close
-from fastgan import GANTrainer, MLPDiscriminator, MLPGenerator, data, ops
+from fastgan import GANTrainer, MLPDiscriminator, MLPGenerator, data
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not ON_CUDA, reason="CUDA graphs need a CUDA device")]
 
@@ -17,16 +17,11 @@ def _models():
 
 
 def _train(kernels, steps, **options):
+    options.setdefault("precision", "fp32")  # exact fp32 in cuBLAS and in the Triton kernels alike
     g, d = _models()
     trainer = GANTrainer(copy.deepcopy(g), copy.deepcopy(d), data.gaussian_ring(4096, device="cuda"),
                          batch_size=64, lr=1e-3, seed=3, device="cuda", kernels=kernels, **options)
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        with ops.matmul_precision("ieee"):
-            trainer.fit(steps, log_every=steps, progress=False)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
+    trainer.fit(steps, log_every=steps, progress=False)
     return trainer
 
 
@@ -61,3 +56,10 @@ def test_new_batch_size_recaptures():
     trainer.fit(7, log_every=7, progress=False)
     assert trainer._graphed.captured and trainer.step_count == 14
     assert all(map(torch.isfinite, torch.tensor(trainer.history["loss_g"])))
+
+
+def test_bf16_precision_is_applied_alike():
+    torch_run = _train("torch", 6, precision="bf16")
+    triton_run = _train("triton", 6, precision="bf16")
+    for key in ("loss_d", "loss_g"):
+        assert_close(torch.tensor(triton_run.history[key]), torch.tensor(torch_run.history[key]), 2e-2, key)

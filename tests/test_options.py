@@ -102,3 +102,36 @@ def test_r1_penalty_runs_through_the_reference_path(kernels):
     assert penalised.history["loss_d"][0] == pytest.approx(plain.history["loss_d"][0], rel=1e-5)
     run(penalised, steps=2)
 
+
+
+def test_precision_bf16_autocasts_forward_passes_and_keeps_fp32_weights():
+    fp32 = run(make("torch", precision="fp32"), steps=3)
+    bf16 = run(make("torch", precision="bf16"), steps=3)
+    assert all(p.dtype == torch.float32 for p in bf16.generator.parameters())
+    assert bf16.history["loss_d"] != pytest.approx(fp32.history["loss_d"], rel=1e-6)  # bf16 rounding shows
+    assert bf16.history["loss_d"] == pytest.approx(fp32.history["loss_d"], rel=0.05)   # but it is the same GAN
+    with pytest.raises(ValueError, match="precision must be one of"):
+        make("torch", precision="fp16")
+
+
+def test_precision_scope_restores_global_flags():
+    from fastgan import ops
+    from fastgan.step import precision_scope
+    before = torch.backends.cuda.matmul.allow_tf32
+    with precision_scope("fp32"):
+        assert ops.get_matmul_precision() == "ieee" and torch.backends.cuda.matmul.allow_tf32 is False
+    assert torch.backends.cuda.matmul.allow_tf32 == before and ops.get_matmul_precision() == "tf32"
+
+
+def test_fused_linear_under_autocast(monkeypatch):
+    import fastgan.ops.linear as linear_module
+    from fastgan import ops
+    monkeypatch.setattr(linear_module, "use_triton", lambda t: False)  # bf16 tl.dot is wrong in the interpreter
+    x = torch.randn(5, 8)
+    w = torch.randn(3, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ops.fused_linear(x, w, None, "tanh")
+        loss = ops.sigmoid_bce_with_logits(y, 1.0)
+    assert y.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    loss.backward()
+    assert w.grad.dtype == torch.float32 and torch.isfinite(w.grad).all()

@@ -110,6 +110,8 @@ def sigmoid_bce_with_logits(logits: torch.Tensor, target: torch.Tensor | float,
     and float64 take the PyTorch path.
     """
     check_float_tensor("logits", logits)
+    if torch.is_autocast_enabled(logits.device.type) and logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # as autocast runs binary_cross_entropy_with_logits: in fp32
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
     target_value = 0.0

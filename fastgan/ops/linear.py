@@ -277,11 +277,18 @@ def fused_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         activation: ``none``, ``relu``, ``leaky_relu``, ``sigmoid`` or ``tanh``.
         negative_slope: leaky-ReLU slope, >= 0.
 
+    Under ``torch.autocast`` the operands are cast to the autocast dtype first (as ``F.linear`` does).
     CUDA tensors (and CPU tensors under ``TRITON_INTERPRET=1``) run the fused Triton kernels with fp32
     accumulation; fp32 inputs use tf32 tensor cores unless ``fastgan.ops.set_matmul_precision("ieee")``.
     Other CPU tensors, and float64, take the PyTorch reference path. Bad shapes, dtypes, devices or
     activation names raise ``ValueError``/``TypeError`` before any kernel runs.
     """
+    if torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64:
+        # Under autocast (precision="bf16"): 16-bit operands, fp32 accumulation, fp32 master weights; the
+        # casts are autograd ops, so the weight's gradient comes back in fp32.
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
     act = _validate(x, weight, bias, activation, negative_slope)
     if x.dtype == torch.float64 or not use_triton(x):
         return fused_linear_reference(x, weight, bias, activation, negative_slope)

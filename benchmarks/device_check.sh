@@ -33,7 +33,7 @@ cat "$OUT_DIR/environment.txt"
 # The tests compile one config per kernel variant (FASTGAN_AUTOTUNE=0): the test grid has many shapes
 # and autotuning each would spend the lease compiling. The benchmarks autotune.
 step gpu_tests 150 env FASTGAN_AUTOTUNE=0 python3 -m pytest -q -x -p no:cacheprovider \
-    tests/test_ops_linear.py tests/test_ops_bce.py tests/test_ops_head.py
+    tests/test_ops_linear.py tests/test_ops_bce.py tests/test_ops_head.py tests/test_graph.py
 step kernels 150 python3 benchmarks/kernels.py --quick --out "$OUT_DIR"
 step train_step 180 python3 benchmarks/train_step.py --quick --out "$OUT_DIR"
 echo "device_check: results under $OUT_DIR; exit $status"

@@ -235,3 +235,30 @@ def test_batch_size_can_change_between_steps():
     with pytest.raises(ValueError, match="larger than the data set"):
         trainer.batch_size = 10**6
     assert trainer.batch_size == 32
+
+
+class UserGenerator(torch.nn.Module):
+    """A user's model with modules fuse() does not know (LayerNorm, GELU, a residual)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.GELU(), torch.nn.LayerNorm(16))
+        self.block = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.LeakyReLU(0.2))
+        self.out = torch.nn.Linear(16, 2)
+
+    def forward(self, z):
+        h = self.inp(z)
+        return self.out(h + self.block(h))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("compile", [False, True])
+def test_users_models_train_with_fused_kernels_and_compile(compile):
+    torch.manual_seed(0)
+    d = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.SiLU(), torch.nn.Linear(16, 1))
+    trainer = GANTrainer(UserGenerator(), d, data.gaussian_ring(256), batch_size=32, device="cpu",
+                         kernels="triton", compile=compile, latent_dim=4)
+    assert isinstance(trainer.generator.block[0], __import__("fastgan").FusedLinear)
+    assert isinstance(trainer.generator.inp[2], torch.nn.LayerNorm)  # left as it is
+    trainer.fit(3, log_every=3, progress=False)
+    assert all(map(torch.isfinite, torch.tensor(trainer.history["loss_d"] + trainer.history["loss_g"])))

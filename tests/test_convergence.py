@@ -18,38 +18,23 @@ from fastgan import GANTrainer, MLPDiscriminator, MLPGenerator, data, ops
 STEPS = 20
 
 
-def _run(kernels, generator, discriminator, real, compile=False):
-    trainer = GANTrainer(copy.deepcopy(generator), copy.deepcopy(discriminator), real, batch_size=32, lr=1e-3,
-                         seed=7, device="cpu", kernels=kernels, compile=compile, precision="fp32")
-    before = dict(ops.kernel_launches)
-    trainer.fit(STEPS, log_every=5, progress=False)
-    launched = sum(ops.kernel_launches.values()) - sum(before.values())
-    return trainer, launched
-
-
-@pytest.mark.parametrize("output_activation", ["sigmoid", None])
-def test_eager_and_triton_train_identically(output_activation):
+def _setup(output_activation="sigmoid"):
     torch.manual_seed(0)
     generator = MLPGenerator(latent_dim=16, hidden=(32, 32), out_dim=20, output_activation=output_activation)
     discriminator = MLPDiscriminator(in_dim=20, hidden=(32, 32))
-    real = torch.rand(256, 20)
-    eager, eager_launches = _run("torch", generator, discriminator, real)
-    fused, fused_launches = _run("triton", generator, discriminator, real)
-    assert eager_launches == 0
-    # Per step, every layer ran in Triton: forward G 3 + D 3x3 (real, fake, fake for G) + 3 BCE;
-    # D's backward 2x(3 dW + 2 dX; its input needs no grad); G's step: D frozen, 3 dX, then G 3 dW + 2 dX.
-    assert fused_launches == STEPS * (3 + 9 + 3 + 10 + 3 + 5), fused_launches
-    assert eager.history["step"] == fused.history["step"] == list(range(1, STEPS + 1))
-    for key in ("loss_d", "loss_g"):
-        assert_close(torch.tensor(fused.history[key]), torch.tensor(eager.history[key]), 1e-5, key)
-    for (name, a), (_, b) in zip(eager.generator.state_dict().items(), fused.generator.state_dict().items()):
-        assert_close(b, a, 1e-5, f"generator.{name}")
-    for (name, a), (_, b) in zip(eager.discriminator.state_dict().items(),
-                                 fused.discriminator.state_dict().items()):
-        assert_close(b, a, 1e-5, f"discriminator.{name}")
-    # and the weights really moved (the comparison is not between two untrained models)
-    moved = (eager.generator.net[0].weight - generator.net[0].weight).norm() / generator.net[0].weight.norm()
-    assert moved > 1e-2
+    return generator, discriminator, torch.rand(256, 20)
+
+
+def _run(kernels, generator, discriminator, real, **options):
+    """STEPS steps from copies of the given models; returns the trainer and the Triton launches per kernel."""
+    trainer = GANTrainer(copy.deepcopy(generator), copy.deepcopy(discriminator), real, batch_size=32, lr=1e-3,
+                         seed=7, device="cpu", kernels=kernels, precision="fp32", **options)
+    before = dict(ops.kernel_launches)
+    trainer.fit(STEPS, log_every=5, progress=False)
+    return trainer, {k: v - before.get(k, 0) for k, v in ops.kernel_launches.items() if v != before.get(k, 0)}
+
+
+LAUNCHES_PER_STEP = 3 + 9 + 3 + 10 + 3 + 5  # see test_eager_and_triton_train_identically
 
 
 def _assert_same_training(a, b):
@@ -62,21 +47,34 @@ def _assert_same_training(a, b):
             assert_close(y, x, 1e-5, f"{module}.{name}")
 
 
+@pytest.mark.parametrize("output_activation", ["sigmoid", None])
+def test_eager_and_triton_train_identically(output_activation):
+    generator, discriminator, real = _setup(output_activation)
+    eager, eager_launches = _run("torch", generator, discriminator, real)
+    fused, fused_launches = _run("triton", generator, discriminator, real)
+    assert eager_launches == {}
+    # Per step, every layer ran in Triton: forward G 3 + D 3x3 (real, fake, fake for G) + 3 BCE;
+    # D's backward 2x(3 dW + 2 dX; its input needs no grad); G's step: D frozen, 3 dX, then G 3 dW + 2 dX.
+    assert sum(fused_launches.values()) == STEPS * LAUNCHES_PER_STEP, fused_launches
+    assert eager.history["step"] == list(range(1, STEPS + 1))
+    _assert_same_training(eager, fused)
+    # and the weights really moved (the comparison is not between two untrained models)
+    moved = (eager.generator.net[0].weight - generator.net[0].weight).norm() / generator.net[0].weight.norm()
+    assert moved > 1e-2
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kernels", ["torch", "triton"])
 def test_compiled_step_has_no_graph_breaks_and_trains_identically(kernels):
     from torch._dynamo.utils import counters
-    torch.manual_seed(0)
-    generator = MLPGenerator(latent_dim=16, hidden=(32, 32), out_dim=20)
-    discriminator = MLPDiscriminator(in_dim=20, hidden=(32, 32))
-    real = torch.rand(256, 20)
+    generator, discriminator, real = _setup()
     eager, _ = _run("torch", generator, discriminator, real)
     counters.clear()
     compiled, launches = _run(kernels, generator, discriminator, real, compile=True)
     assert dict(counters["graph_break"]) == {}, f"graph breaks: {dict(counters['graph_break'])}"
     assert counters["stats"]["unique_graphs"] == 3  # G forward, D's loss, G's loss through D
     if kernels == "triton":  # the Triton kernels ran inside the compiled graphs
-        assert launches == STEPS * (3 + 9 + 3 + 10 + 3 + 5)
+        assert sum(launches.values()) == STEPS * LAUNCHES_PER_STEP
     _assert_same_training(eager, compiled)
 
 
@@ -84,14 +82,8 @@ def test_compiled_step_has_no_graph_breaks_and_trains_identically(kernels):
 def test_fused_optimizer_trains_identically(kernels):
     # FlatAdam's bias corrections come from a device-side fp32 step count (torch's: host float64):
     # measured after 20 steps, parameters differ by ~4e-7 relative.
-    torch.manual_seed(0)
-    generator = MLPGenerator(latent_dim=16, hidden=(32, 32), out_dim=20)
-    discriminator = MLPDiscriminator(in_dim=20, hidden=(32, 32))
-    real = torch.rand(256, 20)
+    generator, discriminator, real = _setup()
     eager, _ = _run("torch", generator, discriminator, real)
-    fused = GANTrainer(copy.deepcopy(generator), copy.deepcopy(discriminator), real, batch_size=32, lr=1e-3,
-                       seed=7, device="cpu", kernels=kernels, fused_optimizer=True, precision="fp32")
-    before = ops.kernel_launches["_adam_step_kernel"]
-    fused.fit(STEPS, log_every=5, progress=False)
-    assert ops.kernel_launches["_adam_step_kernel"] - before == 2 * STEPS  # one launch per model per step
+    fused, launches = _run(kernels, generator, discriminator, real, fused_optimizer=True)
+    assert launches["_adam_step_kernel"] == 2 * STEPS  # one launch per model per step
     _assert_same_training(eager, fused)

@@ -47,20 +47,23 @@ def test_matches_torch_adam_step_by_step(weight_decay, betas):
     assert flat.steps_taken == 6
 
 
-def test_many_programs_count_steps_exactly(monkeypatch):
-    # Small blocks: the buffer spans several programs, each adding to the counter once per update.
-    monkeypatch.setattr(adam_module, "_BLOCK", 64)
-    ours, theirs = _model(1), _model(1)
-    flat = FlatAdam(ours, lr=1e-2)
-    assert adam_module.adam_programs(flat.data.numel()) > 1
-    reference = torch.optim.Adam(theirs.parameters(), lr=1e-2)
-    for step in range(4):
+def _train_both(ours, flat, theirs, reference, steps):
+    for step in range(steps):
         for model, opt in ((ours, flat), (theirs, reference)):
             opt.zero_grad()
             _loss(model, step).backward()
             opt.step()
     for a, b in zip(ours.parameters(), theirs.parameters()):
         assert_close(a, b, 1e-5)
+
+
+def test_many_programs_count_steps_exactly(monkeypatch):
+    # Small blocks: the buffer spans several programs, each adding to the counter once per update.
+    monkeypatch.setattr(adam_module, "_BLOCK", 64)
+    ours, theirs = _model(1), _model(1)
+    flat = FlatAdam(ours, lr=1e-2)
+    assert adam_module.adam_programs(flat.data.numel()) > 1
+    _train_both(ours, flat, theirs, torch.optim.Adam(theirs.parameters(), lr=1e-2), steps=4)
     assert flat.steps_taken == 4
 
 
@@ -87,14 +90,7 @@ def test_reference_path_and_state_round_trip(monkeypatch):
     ours, theirs = _model(3), _model(3)
     flat = FlatAdam(ours, lr=1e-2)
     monkeypatch.setattr(adam_module, "use_triton", lambda t: False)
-    reference = torch.optim.Adam(theirs.parameters(), lr=1e-2)
-    for step in range(3):
-        for model, opt in ((ours, flat), (theirs, reference)):
-            opt.zero_grad()
-            _loss(model, step).backward()
-            opt.step()
-    for a, b in zip(ours.parameters(), theirs.parameters()):
-        assert_close(a, b, 1e-5)
+    _train_both(ours, flat, theirs, torch.optim.Adam(theirs.parameters(), lr=1e-2), steps=3)
     other = FlatAdam(_model(3), lr=1e-2)
     other.load_state_dict(flat.state_dict())
     assert other.steps_taken == 3 and torch.equal(other.exp_avg, flat.exp_avg)

@@ -283,7 +283,8 @@ def fused_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     Other CPU tensors, and float64, take the PyTorch reference path. Bad shapes, dtypes, devices or
     activation names raise ``ValueError``/``TypeError`` before any kernel runs.
     """
-    if torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64:
+    check_float_tensor("x", x)
+    if torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64 and isinstance(weight, torch.Tensor):
         # Under autocast (precision="bf16"): 16-bit operands, fp32 accumulation, fp32 master weights; the
         # casts are autograd ops, so the weight's gradient comes back in fp32.
         dtype = torch.get_autocast_dtype(x.device.type)

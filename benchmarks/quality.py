@@ -14,6 +14,7 @@ Writes results/<card>/<date>-quality.{json,md} and -quality-{ring,grid,digits}.p
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -226,10 +227,16 @@ def tables(mixtures, digits, ttq):
         lines.append(f"\nFeature classifier held-out accuracy: {100 * accuracy:.1f}%.")
     if ttq:
         lines += ["", "## Time to quality: ring-8, 8/8 modes with >= 90% high-quality samples", ""]
-        body = [[name, r.get("skipped") or r["reached"], r.get("median_steps", "-"),
+        body = [[name, r.get("skipped") or f"{r['reached']} within {r['max_steps']} steps",
+                 "-" if r.get("median_steps") is None else r["median_steps"],
                  "-" if r.get("median_seconds") is None else f"{r['median_seconds']:.1f}"] for name, r in ttq.items()]
         lines.append(markdown_table(["backend", "runs that reached it", "median steps", "median seconds"], body))
     return "\n".join(lines)
+
+
+def _report(env, seeds, steps, digits_steps, mixtures, digits, ttq) -> str:
+    return (f"# Generation quality — {env['card']}, {env['date'][:10]}\n\n{seeds} seeds x {steps} steps per "
+            f"mixture run; digits {digits_steps} steps, 899 samples.\n\n" + tables(mixtures, digits, ttq))
 
 
 def main(argv=None) -> int:
@@ -242,7 +249,17 @@ def main(argv=None) -> int:
     parser.add_argument("--no-digits", action="store_true")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--render", type=Path, default=None, metavar="JSON",
+                        help="only rewrite the markdown table of an earlier run's JSON, next to it")
     args = parser.parse_args(argv)
+    if args.render is not None:
+        payload = json.loads(args.render.read_text())
+        env = payload["environment"]
+        args.render.with_suffix(".md").write_text(_report(env, payload["seeds"], payload["steps"],
+                                                          payload["digits_steps"], payload["mixtures"],
+                                                          payload["digits"], payload["time_to_quality"]) + "\n")
+        print(f"wrote {args.render.with_suffix('.md')}")
+        return 0
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     seeds = args.seeds or (2 if args.quick else 10)
     steps = args.steps or (1500 if args.quick else 10000)
@@ -255,8 +272,7 @@ def main(argv=None) -> int:
     mixtures, mix_pictures = run_mixtures(["ring", "grid"], variants, seeds, steps, device)
     digits_results, digit_pictures = run_digits(digits_variants, digits_steps, device) if digits_variants else ({}, {})
     ttq = time_to_quality(device, seeds=min(seeds, 3), max_steps=steps)
-    text = (f"# Generation quality — {env['card']}, {env['date'][:10]}\n\n{seeds} seeds x {steps} steps per "
-            f"mixture run; digits {digits_steps} steps, 899 samples.\n\n" + tables(mixtures, digits_results, ttq))
+    text = _report(env, seeds, steps, digits_steps, mixtures, digits_results, ttq)
     payload = {"environment": env, "seeds": seeds, "steps": steps, "digits_steps": digits_steps,
                "architecture": ARCHITECTURE, "variants": {v: VARIANTS[v] for v in variants},
                "mixtures": mixtures, "digits": digits_results, "time_to_quality": ttq,

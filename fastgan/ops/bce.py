@@ -78,6 +78,12 @@ def _launch(logits, target, target_value, reduction):
     return loss, grad
 
 
+def _grad_target(logits: torch.Tensor, reduction: str, grad_out: torch.Tensor) -> torch.Tensor:
+    """d loss / d target = -logits * scale (scale 1/n for ``mean``), times the incoming gradient."""
+    scale = 1.0 / logits.numel() if reduction == "mean" else 1.0
+    return -logits * scale * grad_out
+
+
 class _SigmoidBCEFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, target, target_value: float, reduction: str):
@@ -94,9 +100,9 @@ class _SigmoidBCEFunction(torch.autograd.Function):
         upstream = grad_out if ctx.reduction != "none" else grad_out.reshape(-1)
         grad_logits = (grad * upstream).view(ctx.shape) if ctx.needs_input_grad[0] else None
         grad_target = None
-        if ctx.needs_input_grad[1]:  # d loss / d t = -x * scale
-            scale = 1.0 / logits.numel() if ctx.reduction == "mean" else 1.0
-            grad_target = -logits * scale * (grad_out if ctx.reduction != "none" else grad_out.view(ctx.shape))
+        if ctx.needs_input_grad[1]:
+            grad_target = _grad_target(logits, ctx.reduction,
+                                       grad_out if ctx.reduction != "none" else grad_out.view(ctx.shape))
         return grad_logits, grad_target, None, None
 
 
@@ -162,10 +168,7 @@ def _sigmoid_bce_setup_context(ctx, inputs, output):
 def _sigmoid_bce_backward(ctx, grad_loss, _grad_of_grad):
     grad, logits = ctx.saved_tensors
     grad_logits = grad * grad_loss if ctx.needs_input_grad[0] else None
-    grad_target = None
-    if ctx.needs_input_grad[1]:
-        scale = 1.0 / logits.numel() if ctx.reduction == "mean" else 1.0
-        grad_target = -logits * scale * grad_loss
+    grad_target = _grad_target(logits, ctx.reduction, grad_loss) if ctx.needs_input_grad[1] else None
     return grad_logits, grad_target, None, None
 
 

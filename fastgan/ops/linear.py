@@ -215,6 +215,14 @@ def _launch_backward_weight(dy, y, x, has_bias, activation_id, negative_slope):
     return dw, db
 
 
+def _backward(dy, y, x, weight, has_bias, activation_id, negative_slope, need_x, need_weight):
+    """``(dX or None, dW or None, db or None)``: dX if ``need_x``; dW and db (one kernel) if ``need_weight``."""
+    dx = _launch_backward_input(dy, y, weight, activation_id, negative_slope) if need_x else None
+    dw, db = (_launch_backward_weight(dy, y, x, has_bias, activation_id, negative_slope) if need_weight
+              else (None, None))
+    return dx, dw, db
+
+
 class _FusedLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, activation_id: int, negative_slope: float):
@@ -229,11 +237,8 @@ class _FusedLinearFunction(torch.autograd.Function):
     def backward(ctx, dy):
         x, weight, y = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dx = dw = db = None
-        if need_x:
-            dx = _launch_backward_input(dy, y, weight, ctx.activation_id, ctx.negative_slope)
-        if need_w or (need_b and ctx.has_bias):
-            dw, db = _launch_backward_weight(dy, y, x, ctx.has_bias, ctx.activation_id, ctx.negative_slope)
+        dx, dw, db = _backward(dy, y, x, weight, ctx.has_bias, ctx.activation_id, ctx.negative_slope, need_x,
+                               need_w or (need_b and ctx.has_bias))
         return dx, (dw if need_w else None), (db if need_b else None), None, None
 
 
@@ -323,10 +328,9 @@ def _(x, weight, bias, activation_id, negative_slope):
 def _linear_act_backward_op(dy: torch.Tensor, y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                             has_bias: bool, activation_id: int, negative_slope: float,
                             need_x: bool, need_weight: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dx = _launch_backward_input(dy, y, weight, activation_id, negative_slope) if need_x else x.new_empty(0)
-    dw, db = (_launch_backward_weight(dy, y, x, has_bias, activation_id, negative_slope) if need_weight
-              else (None, None))
-    return dx, (dw if dw is not None else weight.new_empty(0)), (db if db is not None else weight.new_empty(0))
+    dx, dw, db = _backward(dy, y, x, weight, has_bias, activation_id, negative_slope, need_x, need_weight)
+    # A custom op cannot return None: empty tensors (distinct ones: outputs may not alias) mean "not computed".
+    return tuple(t if t is not None else weight.new_empty(0) for t in (dx, dw, db))
 
 
 @_linear_act_backward_op.register_fake

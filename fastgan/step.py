@@ -32,7 +32,7 @@ from .profiling import phase
 from .losses import (Bce, discriminator_loss, generator_loss, hinge_discriminator_loss,
                      hinge_generator_loss)
 
-__all__ = ["StepParts", "make_eager_step", "precision_scope", "PRECISIONS"]
+__all__ = ["StepParts", "make_step", "precision_scope", "PRECISIONS"]
 
 
 @dataclass
@@ -66,7 +66,7 @@ def precision_scope(precision: str):
     """Matmul precision for PyTorch's and fastgan's kernels alike, for the duration of a step.
 
     fp32: exact fp32 (``ieee``, no TF32 in cuBLAS); tf32: TF32 tensor cores in both; bf16: the same plus
-    autocast of the forward passes (see ``make_eager_step``).
+    autocast of the forward passes (see ``make_step``).
     """
     tf32 = precision != "fp32"
     previous = torch.backends.cuda.matmul.allow_tf32
@@ -78,8 +78,9 @@ def precision_scope(precision: str):
         torch.backends.cuda.matmul.allow_tf32 = previous
 
 
-def make_eager_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
-    """A step function ``step(index) -> (loss_d, loss_g)`` (detached 0-d device tensors).
+def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+    """A step function ``step(index) -> (loss_d, loss_g)`` (detached 0-d device tensors), eager or with
+    its regions compiled (``p.compile``); a ``GraphedStep`` can capture either.
 
     ``index`` is the 0-based number of the step, which decides the R1 steps without reading the device.
     """
@@ -145,7 +146,7 @@ def make_eager_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.T
             elif p.compile:
                 with phase("D.forward"), autocast():
                     loss_d = total_d = d_loss_of_inputs(real, fake_for_d)
-            else:
+            else:  # d_loss_of_inputs, in two phases so a profile tells the real and fake passes apart
                 with phase("D.forward.real"), autocast():
                     real_logits = p.discriminator(real)
                 with phase("D.forward.fake"), autocast():

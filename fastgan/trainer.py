@@ -20,7 +20,7 @@ from .losses import LOSSES, bce_with_logits, check_real_label
 from .models import first_linear, last_linear
 from .optim import FlatAdam
 from .profiling import phase
-from .step import PRECISIONS, StepParts, make_eager_step
+from .step import PRECISIONS, StepParts, make_step
 
 __all__ = ["GANTrainer", "NonFiniteLossError"]
 
@@ -207,7 +207,7 @@ class GANTrainer:
                           r1_gamma=float(r1_gamma), r1_every=r1_every, ema=self.ema, compile=compile,
                           precision=precision)
         self._parts = parts
-        self._step = make_eager_step(parts)
+        self._step = make_step(parts)
         self._graphed = GraphedStep(self._step, self.rng, self.device, steps_per_replay, graph_warmup) \
             if cuda_graph else None
         self.step_count = 0

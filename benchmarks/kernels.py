@@ -178,17 +178,21 @@ def main(argv=None) -> int:
     dtypes = {"float32": [torch.float32], "bfloat16": [torch.bfloat16],
               "both": [torch.float32, torch.bfloat16]}[dtype_choice]
     rows = []
+
+    def save():  # after every group, so a run cut short by a time limit still leaves what it measured
+        text = (f"# fused op micro-benchmarks — {env['card']}, {env['date']}\n\n"
+                f"torch {env['torch']}, triton {env['triton']}, driver {env.get('driver')}. Ceilings measured in this "
+                "run: " + ", ".join(f"{k} {v:.1f}" for k, v in ceilings.items())
+                + ". Times are medians of interleaved CUDA-event windows after warm-up.\n\n" + table(rows, ceilings))
+        return write_results("kernels", {"environment": env, "ceilings": ceilings, "rows": rows}, text, args.out)
+
     for dtype in dtypes:
         rows += linear_rows(batches, layers, dtype, args.precision if dtype == torch.float32 else "-")
+        save()
     if args.quick:
         rows += linear_rows([16384], [(1024, 1024, "leaky_relu")], torch.bfloat16, "-")
     rows += loss_rows(batches)
-    text = (f"# fused op micro-benchmarks — {env['card']}, {env['date']}\n\n"
-            f"torch {env['torch']}, triton {env['triton']}, driver {env.get('driver')}. Ceilings measured in this run: "
-            + ", ".join(f"{k} {v:.1f}" for k, v in ceilings.items())
-            + ". Times are medians of interleaved CUDA-event windows after warm-up.\n\n" + table(rows, ceilings))
-    json_path, md_path = write_results("kernels", {"environment": env, "ceilings": ceilings, "rows": rows}, text,
-                                       args.out)
+    json_path, md_path = save()
     print(f"wrote {json_path} and {md_path}")
     return 0
 

@@ -247,6 +247,9 @@ def main(argv=None) -> int:
     print(f"card: {env['card']} | torch {env['torch']} | triton {env['triton']} | "
           f"triton interpreter: {ops.INTERPRET}", flush=True)
     real = fastgan.data.digits(device=device)
+    title = f"GAN train step — {env['card']}, {env['date'][:10]}" + (" (Triton interpreted)" if ops.INTERPRET else "")
+    note = ("Triton kernels ran in Triton's CPU interpreter: their times measure the interpreter, not the "
+            "kernels.\n\n" if ops.INTERPRET else "")
     rows = []
     for width in widths:
         for batch in batches:
@@ -259,15 +262,13 @@ def main(argv=None) -> int:
                 else:
                     print(f"  width {width:5d} batch {batch:6d} {name:26s} {r['ms_per_step']:9.3f} ms/step "
                           f"{r.get('speedup_vs_eager', float('nan')):6.2f}x eager", flush=True)
-    title = f"GAN train step — {env['card']}, {env['date'][:10]}" + (" (Triton interpreted)" if ops.INTERPRET else "")
-    note = ("Triton kernels ran in Triton's CPU interpreter: their times measure the interpreter, not the "
-            "kernels.\n\n" if ops.INTERPRET else "")
-    text = (f"# {title}\n\ntorch {env['torch']}, triton {env['triton']}, driver {env.get('driver')}; "
-            f"precision {args.precision} for every backend; {windows} interleaved windows of {steps_per_window} steps "
-            f"per backend, medians.\n\n{note}{table(rows)}")
-    payload = {"environment": env, "interpreter": ops.INTERPRET, "precision": args.precision, "windows": windows,
-               "steps_per_window": steps_per_window, "rows": rows}
-    json_path, md_path = write_results("train_step", payload, text, args.out)
+            # written after every row, so a run cut short by a time limit still leaves what it measured
+            text = (f"# {title}\n\ntorch {env['torch']}, triton {env['triton']}, driver {env.get('driver')}; "
+                    f"precision {args.precision} for every backend; {windows} interleaved windows of "
+                    f"{steps_per_window} steps per backend, medians.\n\n{note}{table(rows)}")
+            payload = {"environment": env, "interpreter": ops.INTERPRET, "precision": args.precision,
+                       "windows": windows, "steps_per_window": steps_per_window, "rows": rows}
+            json_path, md_path = write_results("train_step", payload, text, args.out)
     pictures = plots(rows, json_path.parent, json_path.stem, title)
     print(f"wrote {json_path}, {md_path}, " + ", ".join(str(p) for p in pictures))
     return 0

@@ -14,6 +14,8 @@ from . import data as datasets
 from .checkpoint import CheckpointError, load_checkpoint
 from .models import MLPDiscriminator, MLPGenerator
 from .plots import save_image_grid, save_loss_curve, save_scatter
+from .losses import LOSSES
+from .step import PRECISIONS
 from .trainer import KERNELS, GANTrainer, NonFiniteLossError
 
 DESCRIPTION = """\
@@ -54,6 +56,29 @@ def _positive(kind):
     return parse
 
 
+def _add_fast_step_options(parser: argparse.ArgumentParser) -> None:
+    """Where and how the step runs: the same options for `train` and `profile`."""
+    group = parser.add_argument_group("fast step")
+    group.add_argument("--kernels", choices=KERNELS, default="torch", help="default: torch")
+    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    group.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                       help="torch.compile the step (optionally a mode: reduce-overhead, max-autotune)")
+    group.add_argument("--fused-optimizer", action="store_true",
+                       help="FlatAdam: flat parameter buffers, Adam in one Triton kernel per model")
+    group.add_argument("--precision", choices=PRECISIONS, default="tf32",
+                       help="matmul precision for every kernel: exact fp32, tf32 (default) or bf16 autocast")
+    group.add_argument("--cuda-graph", action="store_true", help="capture whole steps in a CUDA graph (CUDA only)")
+    group.add_argument("--steps-per-replay", type=_positive(int), default=1,
+                       help="steps captured per graph replay (with --cuda-graph; default: 1)")
+
+
+def _fast_step_options(args: argparse.Namespace) -> dict:
+    """GANTrainer keyword arguments from the options `_add_fast_step_options` declared."""
+    return {"device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"), "kernels": args.kernels,
+            "compile": args.compile, "fused_optimizer": args.fused_optimizer, "precision": args.precision,
+            "cuda_graph": args.cuda_graph, "steps_per_replay": args.steps_per_replay}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastgan", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,19 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="D's target for real data: 0.9 (the default with the BCE loss) is one-sided label "
                             "smoothing, 1.0 the plain GAN loss; not used by --loss hinge")
     train.add_argument("--seed", type=int, default=0, help="seeds model init, batches and noise (default: 0)")
-    train.add_argument("--kernels", choices=KERNELS, default="torch", help="default: torch")
-    train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    train.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
-                       help="torch.compile the step (optionally a mode: reduce-overhead, max-autotune)")
-    train.add_argument("--fused-optimizer", action="store_true",
-                       help="FlatAdam: flat parameter buffers, Adam in one Triton kernel per model")
-    train.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="tf32",
-                       help="matmul precision for every kernel: exact fp32, tf32 (default) or bf16 autocast")
-    train.add_argument("--cuda-graph", action="store_true", help="capture whole steps in a CUDA graph (CUDA only)")
-    train.add_argument("--steps-per-replay", type=_positive(int), default=1,
-                       help="steps captured per graph replay (with --cuda-graph; default: 1)")
+    _add_fast_step_options(train)
     stabilise = train.add_argument_group("stabilisation options")
-    stabilise.add_argument("--loss", choices=["non_saturating", "hinge"], default="non_saturating")
+    stabilise.add_argument("--loss", choices=LOSSES, default="non_saturating")
     stabilise.add_argument("--lr-g", type=_positive(float), default=None, help="G's learning rate (TTUR)")
     stabilise.add_argument("--lr-d", type=_positive(float), default=None, help="D's learning rate (TTUR)")
     stabilise.add_argument("--d-steps", type=_positive(int), default=1, help="D updates per G update")
@@ -128,13 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--warmup", type=int, default=10, help="steps before profiling (default: 10)")
     prof.add_argument("--batch-size", type=_positive(int), default=128)
     prof.add_argument("--hidden", type=_positive(int), nargs="+", default=[128, 128])
-    prof.add_argument("--kernels", choices=KERNELS, default="torch")
-    prof.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE")
-    prof.add_argument("--fused-optimizer", action="store_true")
-    prof.add_argument("--cuda-graph", action="store_true")
-    prof.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="tf32")
-    prof.add_argument("--steps-per-replay", type=_positive(int), default=1)
-    prof.add_argument("--device", default=None)
+    _add_fast_step_options(prof)
     prof.add_argument("--out", type=Path, default=Path("runs/profile"))
     prof.add_argument("--no-trace", action="store_true",
                       help="no torch.profiler (for runs under nsys/ncu): NVTX ranges and the capture range only")
@@ -166,21 +175,19 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.real_label is None:
         args.real_label = 1.0 if args.loss == "hinge" else 0.9
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    real = datasets.load(args.data, root=args.data_root, device=device)
+    fast = _fast_step_options(args)
+    real = datasets.load(args.data, root=args.data_root, device=fast["device"])
     torch.manual_seed(args.seed)
     g, d = _models(real.shape[1], model_config["hidden"], model_config["latent_dim"],
                    model_config["output_activation"], model_config.get("pack", 1))
-    trainer = GANTrainer(g, d, real, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
-                         kernels=args.kernels, real_label=args.real_label, loss=args.loss, lr_g=args.lr_g,
-                         lr_d=args.lr_d, d_steps=args.d_steps, ema=args.ema, pack=model_config.get("pack", 1),
-                         instance_noise=args.instance_noise, r1_gamma=args.r1_gamma, r1_every=args.r1_every,
-                         compile=args.compile, fused_optimizer=args.fused_optimizer, cuda_graph=args.cuda_graph,
-                         steps_per_replay=args.steps_per_replay, precision=args.precision)
+    trainer = GANTrainer(g, d, real, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         real_label=args.real_label, loss=args.loss, lr_g=args.lr_g, lr_d=args.lr_d,
+                         d_steps=args.d_steps, ema=args.ema, pack=model_config.get("pack", 1),
+                         instance_noise=args.instance_noise, r1_gamma=args.r1_gamma, r1_every=args.r1_every, **fast)
     if saved is not None:
         trainer.load(checkpoint)
         print(f"fastgan: resumed {checkpoint} at step {trainer.step_count}")
-        ours = trainer.state_dict()["config"]
+        ours = trainer.config
         changed = {k: (v, ours.get(k)) for k, v in saved.get("config", {}).items() if ours.get(k) != v}
         if changed:  # a resumed run equals an uninterrupted one only with the same settings
             print("fastgan: note: settings differ from the checkpoint's run: " +
@@ -229,9 +236,7 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
         "final_loss_d": sum(d for d, _ in window) / len(window) if window else None,
         "final_loss_g": sum(g for _, g in window) / len(window) if window else None,
         "loss_window_steps": tail,
-        "config": {**model_config, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                   "real_label": args.real_label, "kernels": trainer.kernels, **trainer.options,
-                   "lr_g": trainer.lr_g, "lr_d": trainer.lr_d},
+        "config": {**model_config, **trainer.config},
         "device": str(trainer.device),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
@@ -288,14 +293,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_profile(args: argparse.Namespace) -> int:
     from .profiling import format_table, print_commands, profile_trainer
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    real = datasets.load(args.data, root=args.data_root, device=device)
+    fast = _fast_step_options(args)
+    real = datasets.load(args.data, root=args.data_root, device=fast["device"])
     defaults = MODEL_DEFAULTS[args.data]
     torch.manual_seed(0)
     g, d = _models(real.shape[1], args.hidden, defaults["latent_dim"], defaults["output_activation"])
-    trainer = GANTrainer(g, d, real, batch_size=args.batch_size, device=device, kernels=args.kernels,
-                         compile=args.compile, fused_optimizer=args.fused_optimizer, cuda_graph=args.cuda_graph,
-                         steps_per_replay=args.steps_per_replay, precision=args.precision)
+    trainer = GANTrainer(g, d, real, batch_size=args.batch_size, **fast)
     summary = profile_trainer(trainer, steps=args.steps, warmup=args.warmup, out=args.out, trace=not args.no_trace)
     if "table" in summary:
         print(format_table(summary, limit=25))

@@ -356,10 +356,15 @@ class GANTrainer:
             "optimizer_g": self.optimizer_g.state_dict(), "optimizer_d": self.optimizer_d.state_dict(),
             "rng": self.rng.get_state(), "history": self.history,
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
-            "config": {"batch_size": self.batch_size, "lr": self.lr, "lr_g": self.lr_g, "lr_d": self.lr_d,
-                       "betas": list(self.betas), "seed": self.seed, "latent_dim": self.latent_dim,
-                       "kernels": self.kernels, "real_label": self.real_label, **self.options},
+            "config": self.config,
         }
+
+    @property
+    def config(self) -> dict:
+        """Every setting of this trainer, as plain values (stored in checkpoints and the CLI's metrics)."""
+        return {"batch_size": self.batch_size, "lr": self.lr, "lr_g": self.lr_g, "lr_d": self.lr_d,
+                "betas": list(self.betas), "seed": self.seed, "latent_dim": self.latent_dim,
+                "kernels": self.kernels, "real_label": self.real_label, **self.options}
 
     def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
         """Write everything needed to resume exactly (models, both Adam states, RNG, step, history)."""

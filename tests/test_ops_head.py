@@ -39,24 +39,24 @@ def _compare(m, width, target, reduction="mean", bias=True, seed=0, scale=1.0, t
 @pytest.mark.parametrize("m", [1, 7, 129, 1000])
 @pytest.mark.parametrize("width", [1, 128, 300])
 @pytest.mark.parametrize("target", [1.0, 0.0, 0.9])
-def test_matches_reference(m, width, target, poison):
-    _compare(m, width, target, seed=m * width)
+def test_matches_reference(m, width, target, poison, seed):
+    _compare(m, width, target, seed=seed)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
-def test_reduction_bias_strides(reduction, bias, poison):
-    _compare(33, 128, 0.9, reduction=reduction, bias=bias, transpose=True, seed=5)
+def test_reduction_bias_strides(reduction, bias, poison, seed):
+    _compare(33, 128, 0.9, reduction=reduction, bias=bias, transpose=True, seed=seed)
 
 
-def test_extreme_logits(poison):
-    _compare(16, 8, 1.0, scale=400.0, seed=9)
-    _compare(16, 8, 0.0, scale=400.0, seed=10)
+def test_extreme_logits(poison, seed):
+    _compare(16, 8, 1.0, scale=400.0, seed=seed)
+    _compare(16, 8, 0.0, scale=400.0, seed=seed + 1)
 
 
-def test_many_programs_add_atomically(monkeypatch, poison):
+def test_many_programs_add_atomically(monkeypatch, poison, seed):
     monkeypatch.setattr(head_module, "_SINGLE_PROGRAM_LIMIT", 64)
-    _compare(500, 40, 0.9, seed=11)
+    _compare(500, 40, 0.9, seed=seed)
 
 
 def test_only_needed_gradients():
@@ -81,3 +81,23 @@ def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
     assert sum(ops.kernel_launches.values()) == before
+
+
+def test_autocast_bf16_runs_the_layer_in_bf16_and_the_loss_in_fp32(seed):
+    """Under autocast (precision="bf16") the head casts like F.linear + BCE do: no dtype mismatch between
+    bf16 activations and fp32 master weights; an fp32 loss; fp32 gradients for the fp32 weights."""
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(37, 64, generator=g).to(DEVICE).requires_grad_()
+    w = (torch.randn(1, 64, generator=g) / 8).to(DEVICE).requires_grad_()
+    b = torch.randn(1, generator=g).to(DEVICE).requires_grad_()
+    with torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16):
+        loss = linear_bce_head(h.bfloat16(), w, b, 0.9)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert w.grad.dtype == torch.float32 and b.grad.dtype == torch.float32
+    h64, w64, b64 = (t.detach().bfloat16().double().requires_grad_() for t in (h, w, b))
+    reference = ops.linear_bce_head_reference(h64, w64, b64, 0.9)
+    reference.backward()
+    assert_close(loss, reference, TOLERANCE[torch.bfloat16], "loss")
+    assert_close(w.grad, w64.grad, TOLERANCE[torch.bfloat16], "dw")
+    assert_close(h.grad, h64.grad, TOLERANCE[torch.bfloat16], "dh")

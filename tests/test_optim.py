@@ -120,3 +120,24 @@ def test_gradients_replaced_outside_the_buffer_are_not_lost():
     ours[0].weight.grad = None  # and a gradient set to None counts as zero, keeping the view
     flat.step()
     assert ours[0].weight.grad is not None and ours[0].weight.grad.data_ptr() == flat.grad.data_ptr()
+
+
+@pytest.mark.parametrize("step", [1, 2, 10])
+def test_bias_correction_accurate_with_gpu_math(step, gpu_math, seed):
+    """At t = 1 and beta2 = 0.999, ``1 - exp(t log beta2)`` with a GPU's 2-ulp exp is off by ~1e-4 relative;
+    the kernel's ``-expm1(t log beta)`` is not. One update at step ``step``, against float64 Adam."""
+    g = torch.Generator().manual_seed(seed)
+    n = 3000
+    # param = 0 (and no weight decay): the new param is -update, with no rounding against a large param
+    param, grad = torch.zeros(n), torch.randn(n, generator=g)
+    exp_avg, exp_avg_sq = torch.randn(n, generator=g) * 0.1, torch.rand(n, generator=g) * 0.01
+    if step == 1:
+        exp_avg.zero_(), exp_avg_sq.zero_()
+    lr, beta1, beta2, eps = 2e-4, 0.5, 0.999, 1e-8
+    counter = torch.tensor((step - 1) * adam_module.adam_programs(n), dtype=torch.int64)
+    g64, m64, v64 = (t.double() for t in (grad, exp_avg, exp_avg_sq))
+    m64 = beta1 * m64 + (1 - beta1) * g64
+    v64 = beta2 * v64 + (1 - beta2) * g64 * g64
+    update64 = lr / (1 - beta1 ** step) * m64 / (v64.sqrt() / (1 - beta2 ** step) ** 0.5 + eps)
+    ops.adam_step(param, grad, exp_avg, exp_avg_sq, counter, lr, beta1, beta2, eps)
+    assert_close(-param, update64, 2e-6, "update")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _math
 from ._runtime import HAS_TRITON, check_float_tensor, kernel_launches, triton, tl, use_triton
 
 __all__ = ["sigmoid_bce_with_logits"]
@@ -28,14 +29,14 @@ if HAS_TRITON:
         programs = tl.num_programs(0)
         total = tl.zeros((BLOCK,), dtype=tl.float32)
         for start in range(pid * BLOCK, n, programs * BLOCK):
-            offs = start + tl.arange(0, BLOCK)
+            offs = start + tl.arange(0, BLOCK).to(tl.int64)  # numel can pass 2^31
             mask = offs < n
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
             if HAS_TARGET:
                 t = tl.load(t_ptr + offs, mask=mask, other=0.0).to(tl.float32)
             else:
                 t = tl.zeros((BLOCK,), dtype=tl.float32) + target_value
-            e = tl.exp(-tl.abs(x))  # in (0, 1]: never overflows
+            e = _math.exp_neg(tl.abs(x))  # in (0, 1]: never overflows
             # log1p(e) without a libdevice call: log(u) * e / (u - 1) is exact to rounding (Kahan's trick).
             u = 1.0 + e
             log1p_e = tl.where(u == 1.0, e, tl.log(u) * e / tl.where(u == 1.0, 1.0, u - 1.0))

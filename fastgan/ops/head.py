@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _math
 from ._runtime import HAS_TRITON, check_float_tensor, check_same, kernel_launches, triton, tl, use_triton
 
 __all__ = ["linear_bce_head", "linear_bce_head_reference"]
@@ -30,9 +31,9 @@ if HAS_TRITON:
         pid = tl.program_id(0)
         programs = tl.num_programs(0)
         total = tl.zeros((BLOCK_M,), dtype=tl.float32)
-        offs_h = tl.arange(0, BLOCK_H)
+        offs_h = tl.arange(0, BLOCK_H).to(tl.int64)  # int64 offsets: row * stride can pass 2^31
         for m0 in range(pid * BLOCK_M, M, programs * BLOCK_M):
-            m = m0 + tl.arange(0, BLOCK_M)
+            m = m0 + tl.arange(0, BLOCK_M).to(tl.int64)
             mask_m = m < M
             z = tl.zeros((BLOCK_M,), dtype=tl.float32)
             for h0 in range(0, H, BLOCK_H):
@@ -44,7 +45,7 @@ if HAS_TRITON:
                 z += tl.sum(h * w[None, :], axis=1)
             if HAS_BIAS:
                 z += tl.load(b_ptr).to(tl.float32)
-            e = tl.exp(-tl.abs(z))
+            e = _math.exp_neg(tl.abs(z))
             u = 1.0 + e
             log1p_e = tl.where(u == 1.0, e, tl.log(u) * e / tl.where(u == 1.0, 1.0, u - 1.0))
             total += tl.where(mask_m, tl.maximum(z, 0.0) - z * target + log1p_e, 0.0)
@@ -64,7 +65,7 @@ if HAS_TRITON:
         pid = tl.program_id(0)
         programs = tl.num_programs(0)
         go = tl.load(go_ptr).to(tl.float32)
-        offs_h = tl.arange(0, BLOCK_H)
+        offs_h = tl.arange(0, BLOCK_H).to(tl.int64)  # int64 offsets, as in the forward
         bias_acc = tl.zeros((BLOCK_M,), dtype=tl.float32)
         for h0 in range(0, H, BLOCK_H):
             hh = h0 + offs_h
@@ -72,7 +73,7 @@ if HAS_TRITON:
             w = tl.load(w_ptr + hh * stride_w, mask=mask_h, other=0.0).to(tl.float32)
             dw = tl.zeros((BLOCK_H,), dtype=tl.float32)
             for m0 in range(pid * BLOCK_M, M, programs * BLOCK_M):
-                m = m0 + tl.arange(0, BLOCK_M)
+                m = m0 + tl.arange(0, BLOCK_M).to(tl.int64)
                 mask_m = m < M
                 g = tl.load(g_ptr + m, mask=mask_m, other=0.0) * go
                 mask = mask_m[:, None] & mask_h[None, :]
@@ -168,11 +169,20 @@ def linear_bce_head(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         weight: ``(1, H)``; bias: ``(1,)`` or None; same dtype and device as ``h``.
         target: a float in [0, 1] (1 for real, 0 for fake, 0.9 for one-sided label smoothing).
         reduction: ``mean`` or ``sum``.
-    Same value and gradients (w.r.t. h, weight, bias) as the reference; one Triton kernel forward, one
-    backward.
+    Same value and gradients (w.r.t. h, weight, bias) as the reference. Up to 4,096 rows: one Triton
+    kernel forward and one backward. Beyond that, programs add partial sums atomically into zeroed
+    buffers: add a fill launch for the loss (forward) and one each for dw and db (backward). Under
+    ``torch.autocast`` the layer runs in the autocast dtype and the loss comes back in fp32.
     """
     check_float_tensor("h", h)
     check_float_tensor("weight", weight)
+    autocast = torch.is_autocast_enabled(h.device.type) and h.dtype != torch.float64
+    if autocast:
+        # As autocast runs F.linear then BCE: 16-bit operands for the layer, the loss in fp32 (and the casts
+        # are autograd ops, so fp32 master weights get fp32 gradients).
+        dtype = torch.get_autocast_dtype(h.device.type)
+        h, weight = h.to(dtype), weight.to(dtype)
+        bias = bias.to(dtype) if isinstance(bias, torch.Tensor) else bias
     if h.dim() != 2:
         raise ValueError(f"h must be 2-D (batch, features), got shape {tuple(h.shape)}")
     if weight.shape != (1, h.shape[1]):
@@ -189,5 +199,8 @@ def linear_bce_head(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     if h.dtype == torch.float64 or not use_triton(h) or h.shape[0] == 0:
-        return linear_bce_head_reference(h, weight, bias, target, reduction)
-    return _LinearBCEHeadFunction.apply(h, weight, bias, float(target), reduction)
+        with torch.autocast(h.device.type, enabled=False):
+            loss = linear_bce_head_reference(h, weight, bias, target, reduction)
+    else:
+        loss = _LinearBCEHeadFunction.apply(h, weight, bias, float(target), reduction)
+    return loss.float() if autocast else loss

@@ -14,6 +14,7 @@ import torch
 
 from ._runtime import (HAS_TRITON, check_float_tensor, check_same, check_tuned_for_capture, get_matmul_precision,
                        kernel_launches, matmul_configs, triton, tl, use_triton)
+from . import _math
 from .activations import activation_from_name
 
 __all__ = ["fused_linear", "fused_linear_reference"]
@@ -21,30 +22,27 @@ __all__ = ["fused_linear", "fused_linear_reference"]
 if HAS_TRITON:
     @triton.jit
     def _activate(z, ACTIVATION: tl.constexpr, negative_slope):
-        if ACTIVATION == 1:
+        if ACTIVATION == "relu":
             z = tl.maximum(z, 0.0)
-        elif ACTIVATION == 2:
+        elif ACTIVATION == "leaky_relu":
             z = tl.where(z > 0, z, z * negative_slope)
-        elif ACTIVATION == 3:
-            z = tl.sigmoid(z)
-        elif ACTIVATION == 4:
-            # tanh from exp(-2|z|): no overflow for large |z|, odd symmetry kept exactly.
-            e = tl.exp(-2.0 * tl.abs(z))
-            t = (1.0 - e) / (1.0 + e)
-            z = tl.where(z < 0, -t, t)
+        elif ACTIVATION == "sigmoid":
+            z = _math.sigmoid(z)
+        elif ACTIVATION == "tanh":
+            z = _math.tanh(z)
         return z
 
     @triton.jit
     def _activation_grad(dy, y, ACTIVATION: tl.constexpr, negative_slope):
         """dy * act'(x), with act'(x) recovered from y = act(x); both in fp32."""
-        if ACTIVATION == 1:
+        if ACTIVATION == "relu":
             dy = tl.where(y > 0, dy, 0.0)
-        elif ACTIVATION == 2:
+        elif ACTIVATION == "leaky_relu":
             dy = tl.where(y > 0, dy, dy * negative_slope)
-        elif ACTIVATION == 3:
-            dy = dy * y * (1.0 - y)
-        elif ACTIVATION == 4:
-            dy = dy * (1.0 - y * y)
+        elif ACTIVATION == "sigmoid":
+            dy = dy * _math.sigmoid_derivative_from_output(y)
+        elif ACTIVATION == "tanh":
+            dy = dy * _math.tanh_derivative_from_output(y)
         return dy
 
     _FWD_CONFIGS = matmul_configs(
@@ -63,11 +61,12 @@ if HAS_TRITON:
                                negative_slope,
                                HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, PRECISION: tl.constexpr,
                                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        pid_m = tl.program_id(0)
-        pid_n = tl.program_id(1)
+        # int64 offsets: row * stride passes 2^31 once M * max(K, N) does (e.g. sampling millions of images)
+        pid_m = tl.program_id(0).to(tl.int64)
+        pid_n = tl.program_id(1).to(tl.int64)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        offs_k = tl.arange(0, BLOCK_K)
+        offs_k = tl.arange(0, BLOCK_K).to(tl.int64)
         mask_m = offs_m < M
         mask_n = offs_n < N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -89,7 +88,9 @@ if HAS_TRITON:
         gpu=[dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
              dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, num_warps=2, num_stages=3),
              dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=64, num_warps=4, num_stages=3),
-             dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, num_warps=8, num_stages=3),
+             # 2 stages, not 3: with 3, the dW kernel's fp32 tiles need 233-262 KB of shared memory,
+             # over the H100's 227 KB per block (found by tools/compile_check.py)
+             dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, num_warps=8, num_stages=2),
              dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=128, num_warps=4, num_stages=3)],
         interpreter=dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32))
 
@@ -101,11 +102,11 @@ if HAS_TRITON:
                                      ACTIVATION: tl.constexpr, PRECISION: tl.constexpr,
                                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """dX[m, k] = sum_n g[m, n] W[n, k]; grid over (m, k) tiles, loop over n."""
-        pid_m = tl.program_id(0)
-        pid_k = tl.program_id(1)
+        pid_m = tl.program_id(0).to(tl.int64)  # int64 offsets, as in the forward
+        pid_k = tl.program_id(1).to(tl.int64)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-        offs_n = tl.arange(0, BLOCK_N)
+        offs_n = tl.arange(0, BLOCK_N).to(tl.int64)
         mask_m = offs_m < M
         mask_k = offs_k < K
         acc = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
@@ -133,11 +134,11 @@ if HAS_TRITON:
 
         BLOCK_N tiles the output features and BLOCK_M the reduction over the batch here.
         """
-        pid_n = tl.program_id(0)
-        pid_k = tl.program_id(1)
+        pid_n = tl.program_id(0).to(tl.int64)  # int64 offsets, as in the forward
+        pid_k = tl.program_id(1).to(tl.int64)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-        offs_m = tl.arange(0, BLOCK_M)
+        offs_m = tl.arange(0, BLOCK_M).to(tl.int64)
         mask_n = offs_n < N
         mask_k = offs_k < K
         acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
@@ -165,7 +166,7 @@ def _precision_for(dtype: torch.dtype) -> str:
     return get_matmul_precision() if dtype == torch.float32 else "tf32"
 
 
-def _launch_forward(x, weight, bias, activation_id, negative_slope):
+def _launch_forward(x, weight, bias, activation, negative_slope):
     M, K = x.shape
     N = weight.shape[0]
     y = torch.empty((M, N), device=x.device, dtype=x.dtype)
@@ -176,13 +177,13 @@ def _launch_forward(x, weight, bias, activation_id, negative_slope):
     _linear_act_fwd_kernel[grid](
         x, weight, bias if bias is not None else x, y, M, N, K,
         x.stride(0), x.stride(1), weight.stride(0), weight.stride(1), y.stride(0), y.stride(1),
-        float(negative_slope), HAS_BIAS=bias is not None, ACTIVATION=activation_id,
+        float(negative_slope), HAS_BIAS=bias is not None, ACTIVATION=activation,
         PRECISION=_precision_for(x.dtype))
     kernel_launches["_linear_act_fwd_kernel"] += 1
     return y
 
 
-def _launch_backward_input(dy, y, weight, activation_id, negative_slope):
+def _launch_backward_input(dy, y, weight, activation, negative_slope):
     M, N = dy.shape
     K = weight.shape[1]
     dx = torch.empty((M, K), device=dy.device, dtype=weight.dtype)
@@ -193,42 +194,43 @@ def _launch_backward_input(dy, y, weight, activation_id, negative_slope):
     _linear_act_bwd_input_kernel[grid](
         dy, y, weight, dx, M, N, K, dy.stride(0), dy.stride(1), y.stride(0), y.stride(1),
         weight.stride(0), weight.stride(1), dx.stride(0), dx.stride(1), float(negative_slope),
-        ACTIVATION=activation_id, PRECISION=_precision_for(weight.dtype))
+        ACTIVATION=activation, PRECISION=_precision_for(weight.dtype))
     kernel_launches["_linear_act_bwd_input_kernel"] += 1
     return dx
 
 
-def _launch_backward_weight(dy, y, x, has_bias, activation_id, negative_slope):
+def _launch_backward_weight(dy, y, x, has_bias, activation, negative_slope):
     M, N = dy.shape
     K = x.shape[1]
     dw = torch.empty((N, K), device=x.device, dtype=x.dtype)
     db = torch.empty((N,), device=x.device, dtype=x.dtype) if has_bias else None
-    if N == 0 or K == 0:
+    if N == 0 or (K == 0 and not has_bias):
         return dw, db
     check_tuned_for_capture("_linear_act_bwd_weight_kernel", (M, N, K), x)
-    grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), triton.cdiv(K, meta["BLOCK_K"]))  # noqa: E731
+    # at least one program along K: with K = 0 it still writes db (the sum of g over the batch)
+    grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), max(1, triton.cdiv(K, meta["BLOCK_K"])))  # noqa: E731
     _linear_act_bwd_weight_kernel[grid](
         dy, y, x, dw, db if has_bias else dw, M, N, K, dy.stride(0), dy.stride(1), y.stride(0), y.stride(1),
         x.stride(0), x.stride(1), dw.stride(0), dw.stride(1), float(negative_slope),
-        HAS_BIAS=has_bias, ACTIVATION=activation_id, PRECISION=_precision_for(x.dtype))
+        HAS_BIAS=has_bias, ACTIVATION=activation, PRECISION=_precision_for(x.dtype))
     kernel_launches["_linear_act_bwd_weight_kernel"] += 1
     return dw, db
 
 
-def _backward(dy, y, x, weight, has_bias, activation_id, negative_slope, need_x, need_weight):
+def _backward(dy, y, x, weight, has_bias, activation, negative_slope, need_x, need_weight):
     """``(dX or None, dW or None, db or None)``: dX if ``need_x``; dW and db (one kernel) if ``need_weight``."""
-    dx = _launch_backward_input(dy, y, weight, activation_id, negative_slope) if need_x else None
-    dw, db = (_launch_backward_weight(dy, y, x, has_bias, activation_id, negative_slope) if need_weight
+    dx = _launch_backward_input(dy, y, weight, activation, negative_slope) if need_x else None
+    dw, db = (_launch_backward_weight(dy, y, x, has_bias, activation, negative_slope) if need_weight
               else (None, None))
     return dx, dw, db
 
 
 class _FusedLinearFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, activation_id: int, negative_slope: float):
-        y = _launch_forward(x, weight, bias, activation_id, negative_slope)
+    def forward(ctx, x, weight, bias, activation: str, negative_slope: float):
+        y = _launch_forward(x, weight, bias, activation, negative_slope)
         ctx.save_for_backward(x, weight, y)
-        ctx.activation_id = activation_id
+        ctx.activation = activation
         ctx.negative_slope = negative_slope
         ctx.has_bias = bias is not None
         return y
@@ -237,7 +239,7 @@ class _FusedLinearFunction(torch.autograd.Function):
     def backward(ctx, dy):
         x, weight, y = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dx, dw, db = _backward(dy, y, x, weight, ctx.has_bias, ctx.activation_id, ctx.negative_slope, need_x,
+        dx, dw, db = _backward(dy, y, x, weight, ctx.has_bias, ctx.activation, ctx.negative_slope, need_x,
                                need_w or (need_b and ctx.has_bias))
         return dx, (dw if need_w else None), (db if need_b else None), None, None
 
@@ -301,9 +303,9 @@ def fused_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     leading = x.shape[:-1]
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     if torch.compiler.is_compiling():
-        y = torch.ops.fastgan.linear_act(x2, weight, bias, act.kernel_id, float(negative_slope))
+        y = torch.ops.fastgan.linear_act(x2, weight, bias, act.name, float(negative_slope))
     else:
-        y = _FusedLinearFunction.apply(x2, weight, bias, act.kernel_id, float(negative_slope))
+        y = _FusedLinearFunction.apply(x2, weight, bias, act.name, float(negative_slope))
     return y if x.dim() == 2 else y.reshape(*leading, weight.shape[0])
 
 
@@ -314,27 +316,27 @@ def fused_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 # autograd.Function: a custom op adds dispatch overhead a launch-bound step would pay every call.
 
 @torch.library.custom_op("fastgan::linear_act", mutates_args=())
-def _linear_act_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation_id: int,
+def _linear_act_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str,
                    negative_slope: float) -> torch.Tensor:
-    return _launch_forward(x, weight, bias, activation_id, negative_slope)
+    return _launch_forward(x, weight, bias, activation, negative_slope)
 
 
 @_linear_act_op.register_fake
-def _(x, weight, bias, activation_id, negative_slope):
+def _(x, weight, bias, activation, negative_slope):
     return x.new_empty((x.shape[0], weight.shape[0]))
 
 
 @torch.library.custom_op("fastgan::linear_act_backward", mutates_args=())
 def _linear_act_backward_op(dy: torch.Tensor, y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                            has_bias: bool, activation_id: int, negative_slope: float,
+                            has_bias: bool, activation: str, negative_slope: float,
                             need_x: bool, need_weight: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dx, dw, db = _backward(dy, y, x, weight, has_bias, activation_id, negative_slope, need_x, need_weight)
+    dx, dw, db = _backward(dy, y, x, weight, has_bias, activation, negative_slope, need_x, need_weight)
     # A custom op cannot return None: empty tensors (distinct ones: outputs may not alias) mean "not computed".
     return tuple(t if t is not None else weight.new_empty(0) for t in (dx, dw, db))
 
 
 @_linear_act_backward_op.register_fake
-def _(dy, y, x, weight, has_bias, activation_id, negative_slope, need_x, need_weight):
+def _(dy, y, x, weight, has_bias, activation, negative_slope, need_x, need_weight):
     dx = x.new_empty(x.shape) if need_x else x.new_empty(0)
     dw = weight.new_empty(weight.shape) if need_weight else weight.new_empty(0)
     db = weight.new_empty((weight.shape[0],)) if need_weight and has_bias else weight.new_empty(0)
@@ -342,16 +344,16 @@ def _(dy, y, x, weight, has_bias, activation_id, negative_slope, need_x, need_we
 
 
 def _linear_act_setup_context(ctx, inputs, output):
-    x, weight, bias, activation_id, negative_slope = inputs
+    x, weight, bias, activation, negative_slope = inputs
     ctx.save_for_backward(x, weight, output)
     ctx.has_bias = bias is not None
-    ctx.activation_id, ctx.negative_slope = activation_id, negative_slope
+    ctx.activation, ctx.negative_slope = activation, negative_slope
 
 
 def _linear_act_backward(ctx, dy):
     x, weight, y = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    dx, dw, db = torch.ops.fastgan.linear_act_backward(dy, y, x, weight, ctx.has_bias, ctx.activation_id,
+    dx, dw, db = torch.ops.fastgan.linear_act_backward(dy, y, x, weight, ctx.has_bias, ctx.activation,
                                                        ctx.negative_slope, need_x, need_w or need_b)
     return (dx if need_x else None, dw if need_w else None, db if need_b and ctx.has_bias else None, None, None)
 

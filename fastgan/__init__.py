@@ -8,10 +8,10 @@ from . import data, losses, metrics, ops, optim, profiling
 from .checkpoint import CheckpointError
 from .models import MLPDiscriminator, MLPGenerator
 from .nn import FusedLinear, fuse
-from .trainer import GANTrainer, NonFiniteLossError
+from .trainer import GANTrainer, NonFiniteLossError, TrainingInterrupted
 
 __version__ = "0.1.0"
 
 __all__ = ["MLPGenerator", "MLPDiscriminator", "GANTrainer", "FusedLinear", "fuse", "ops", "data", "losses",
            "metrics", "optim", "profiling",
-           "CheckpointError", "NonFiniteLossError", "__version__"]
+           "CheckpointError", "NonFiniteLossError", "TrainingInterrupted", "__version__"]

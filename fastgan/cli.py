@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -12,11 +13,11 @@ import torch
 
 from . import data as datasets
 from .checkpoint import CheckpointError, load_checkpoint
-from .models import MLPDiscriminator, MLPGenerator
+from .models import MLPDiscriminator, MLPGenerator, generate
 from .plots import save_image_grid, save_loss_curve, save_scatter
 from .losses import LOSSES
 from .step import PRECISIONS
-from .trainer import KERNELS, GANTrainer, NonFiniteLossError
+from .trainer import KERNELS, GANTrainer, NonFiniteLossError, TrainingInterrupted
 
 DESCRIPTION = """\
 fastgan: fast GAN training in PyTorch.
@@ -47,6 +48,30 @@ MODEL_DEFAULTS = {
 }
 
 
+# The noise seed of the samples the quality metrics are computed on: `fastgan train` (metrics.json) and
+# `fastgan evaluate` use the same one, so one checkpoint gives the same figures on the same device.
+QUALITY_SEED = 1
+
+
+def resolve_device(text: str | None) -> torch.device:
+    """``--device`` as a torch.device, or a one-line ValueError saying what is wrong (no traceback)."""
+    if text is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {text!r} is not a device: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {text}: this machine has no usable CUDA device (torch {torch.__version__}, "
+                             f"built with CUDA {torch.version.cuda or 'no'}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {text}: there are only {torch.cuda.device_count()} CUDA devices")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {text}: fastgan trains on cpu or cuda, not {device.type}")
+    return device
+
+
 def _positive(kind):
     def parse(text):
         value = kind(text)
@@ -63,8 +88,9 @@ def _add_fast_step_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     group.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
                        help="torch.compile the step (optionally a mode: reduce-overhead, max-autotune)")
-    group.add_argument("--fused-optimizer", action="store_true",
-                       help="FlatAdam: flat parameter buffers, Adam in one Triton kernel per model")
+    group.add_argument("--fused-optimizer", nargs="?", const="flat", default=False, choices=["flat", "torch"],
+                       help="flat (the default when given): FlatAdam, flat parameter buffers and Adam in one "
+                            "Triton kernel per model; torch: torch.optim.Adam(fused=True)")
     group.add_argument("--precision", choices=PRECISIONS, default="tf32",
                        help="matmul precision for every kernel: exact fp32, tf32 (default) or bf16 autocast")
     group.add_argument("--cuda-graph", action="store_true", help="capture whole steps in a CUDA graph (CUDA only)")
@@ -74,7 +100,7 @@ def _add_fast_step_options(parser: argparse.ArgumentParser) -> None:
 
 def _fast_step_options(args: argparse.Namespace) -> dict:
     """GANTrainer keyword arguments from the options `_add_fast_step_options` declared."""
-    return {"device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"), "kernels": args.kernels,
+    return {"device": resolve_device(args.device), "kernels": args.kernels,
             "compile": args.compile, "fused_optimizer": args.fused_optimizer, "precision": args.precision,
             "cuda_graph": args.cuda_graph, "steps_per_replay": args.steps_per_replay}
 
@@ -122,11 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
                                           "and print the quality metrics of its data set as JSON: mode coverage "
                                           "for ring/grid; Fréchet distance, precision/recall, density/coverage "
                                           "and class coverage for digits, each beside its real-vs-real floor.")
-    evaluate.add_argument("checkpoint", type=Path, help="a checkpoint.pt written by `fastgan train`")
+    evaluate.add_argument("checkpoint", type=Path,
+                          help="a checkpoint.pt written by `fastgan train`, or the run's folder holding one")
     evaluate.add_argument("--samples", type=_positive(int), default=None,
                           help="generated samples (default: 2500 for ring/grid, 899 for digits: the floor's size)")
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--device", default=None)
+    evaluate.add_argument("--seed", type=int, default=QUALITY_SEED,
+                          help=f"seed of the noise the samples are drawn from (default: {QUALITY_SEED}, the one "
+                               "fastgan train used for metrics.json: same checkpoint, seed and device give the "
+                               "same figures; CPU and CUDA draw different noise from one seed)")
+    evaluate.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     evaluate.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     evaluate.set_defaults(run=run_evaluate)
 
@@ -199,13 +229,19 @@ def run_train(args: argparse.Namespace) -> int:
     status = "completed"
     if remaining > 0:
         print(f"fastgan: training on {args.data} ({real.shape[0]} samples x {real.shape[1]} features), "
-              f"{remaining} steps at batch {args.batch_size} on {trainer.device}, kernels={trainer.kernels}")
+              f"{remaining} steps at batch {args.batch_size} on {trainer.device}, kernels={trainer.kernels}"
+              + ("" if trainer.kernels_run in ("torch", "triton") else f" (running: {trainer.kernels_run})"))
         try:
             trainer.fit(remaining, log_every=args.log_every, progress=not args.no_progress,
                         checkpoint=checkpoint, checkpoint_extra=extra)
         except NonFiniteLossError as e:
             print(f"fastgan: stopped: {e}", file=sys.stderr)
             status = "diverged"
+        except TrainingInterrupted as e:
+            again = args.argv + ([] if "--resume" in args.argv else ["--resume"])
+            print(f"fastgan: interrupted at step {e.step} of {args.steps}; the checkpoint is {checkpoint}. "
+                  f"Resume with: fastgan {shlex.join(again)}", file=sys.stderr)
+            return 130
     seconds = time.perf_counter() - start
     trainer.flush_losses()
     _write_outputs(trainer, out, args, model_config, status, seconds, max(remaining, 0))
@@ -241,7 +277,9 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
     if status == "completed":
-        metrics["quality"] = _quality(args.data, trainer.sample(_default_samples(args.data), seed=1))
+        metrics["quality"] = _quality(args.data, trainer.sample(_default_samples(args.data), seed=QUALITY_SEED))
+        metrics["quality_samples"] = {"seed": QUALITY_SEED, "device": str(trainer.device),
+                                      "weights": "ema" if trainer.ema is not None else "generator"}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
@@ -260,29 +298,33 @@ def _quality(data_name: str, samples: torch.Tensor) -> dict | None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    if args.checkpoint.is_dir():
+        inside = args.checkpoint / "checkpoint.pt"
+        if not inside.is_file():
+            raise ValueError(f"{args.checkpoint} is a folder with no checkpoint.pt in it: pass the checkpoint file")
+        args.checkpoint = inside
     state = load_checkpoint(args.checkpoint)
     model = state.get("extra", {}).get("model")
     if model is None:
         print(f"fastgan: {args.checkpoint} has no model description (was it written by `fastgan train`?)",
               file=sys.stderr)
         return 2
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     features = 784 if model["data"] in ("digits", "mnist") else 2
     generator, _ = _models(features, model["hidden"], model["latent_dim"], model["output_activation"])
     weights = state.get("ema") or state["generator"]
     generator.load_state_dict(weights)
     generator.to(device).eval()
     n = args.samples or _default_samples(model["data"])
-    rng = torch.Generator(device=device).manual_seed(args.seed)
-    with torch.no_grad():
-        samples = generator(torch.randn(n, model["latent_dim"], device=device, generator=rng))
+    samples = generate(generator, n, model["latent_dim"], args.seed, device)
     start = time.perf_counter()
     result = _quality(model["data"], samples)
     if result is None:
         print("fastgan: evaluate knows digits, ring and grid; MNIST needs its own classifier", file=sys.stderr)
         return 2
     report = {"checkpoint": str(args.checkpoint), "step": state["step"], "data": model["data"],
-              "weights": "ema" if state.get("ema") else "generator", "samples": n, "metrics": result,
+              "weights": "ema" if state.get("ema") else "generator", "samples": n, "seed": args.seed,
+              "device": str(device), "metrics": result,
               "seconds": round(time.perf_counter() - start, 2)}
     text = json.dumps(report, indent=2)
     print(text)
@@ -313,7 +355,9 @@ def run_profile(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if args.command is None:
         parser.print_help()
         return 0
@@ -322,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"fastgan: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside training (set-up, metrics): nothing to keep, no traceback
+        print("fastgan: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["MLPGenerator", "MLPDiscriminator", "first_linear", "last_linear"]
+__all__ = ["MLPGenerator", "MLPDiscriminator", "first_linear", "last_linear", "generate"]
 
 
 def _check_sizes(name: str, sizes: Sequence[int]) -> tuple[int, ...]:
@@ -92,3 +92,12 @@ def last_linear(module: nn.Module) -> nn.Linear | None:
         if isinstance(m, nn.Linear):
             found = m
     return found
+
+
+@torch.no_grad()
+def generate(generator: nn.Module, n: int, latent_dim: int, seed: int = 0, device="cpu") -> torch.Tensor:
+    """``n`` samples of ``generator`` from standard normal noise drawn by its own RNG seeded with ``seed``
+    on ``device``. ``GANTrainer.sample`` and ``fastgan evaluate`` both draw this way, so the same weights,
+    seed and device give the same samples (CPU and CUDA RNGs draw different noise from one seed)."""
+    rng = torch.Generator(device=device).manual_seed(seed)
+    return generator(torch.randn(n, latent_dim, device=device, generator=rng))

@@ -32,7 +32,12 @@ from .profiling import phase
 from .losses import (Bce, discriminator_loss, generator_loss, hinge_discriminator_loss,
                      hinge_generator_loss)
 
-__all__ = ["StepParts", "make_step", "precision_scope", "PRECISIONS"]
+__all__ = ["StepParts", "make_step", "precision_scope", "PRECISIONS", "COMPILE_MODES", "CUDAGRAPH_COMPILE_MODES"]
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# torch.compile modes that record CUDA graphs of their own (cudagraph trees): each call's outputs are
+# overwritten by the next call, so the step marks its boundaries and copies out what outlives it.
+CUDAGRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")
 
 
 @dataclass
@@ -119,7 +124,11 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
         d_loss_of_inputs = torch.compile(d_loss_of_inputs, **options)
         g_loss_of_input = torch.compile(g_loss_of_input, **options)
 
+    cudagraph_trees = p.compile in CUDAGRAPH_COMPILE_MODES  # (a no-op on a CPU)
+
     def step(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if cudagraph_trees:  # a new step: the last one's graph outputs may be overwritten now, not before
+            torch.compiler.cudagraph_mark_step_begin()
         for d_step in range(p.d_steps):
             last = d_step == p.d_steps - 1
             with phase("data"):
@@ -174,7 +183,10 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
             p.optimizer_g.step()
             if p.ema is not None:
                 p.ema.update(p.generator)
-        return loss_d.detach().float(), loss_g.detach().float()
+        loss_d, loss_g = loss_d.detach().float(), loss_g.detach().float()
+        if cudagraph_trees:  # graph-owned memory: the next step overwrites it, the trainer reads it later
+            loss_d, loss_g = loss_d.clone(), loss_g.clone()
+        return loss_d, loss_g
 
     def step_with_precision(index: int) -> tuple[torch.Tensor, torch.Tensor]:
         with precision_scope(p.precision):

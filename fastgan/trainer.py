@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 from pathlib import Path
 
 import torch
@@ -17,19 +19,34 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .ema import EMA
 from .graph import GraphedStep
 from .losses import LOSSES, bce_with_logits, check_real_label
-from .models import first_linear, last_linear
+from .models import first_linear, generate, last_linear
 from .optim import FlatAdam
 from .profiling import phase
-from .step import PRECISIONS, StepParts, make_step
+from .step import CUDAGRAPH_COMPILE_MODES, COMPILE_MODES, PRECISIONS, StepParts, make_step
 
-__all__ = ["GANTrainer", "NonFiniteLossError"]
+__all__ = ["GANTrainer", "NonFiniteLossError", "TrainingInterrupted"]
 
 KERNELS = ("torch", "triton", "auto")
+# fused_optimizer: False (torch.optim.Adam, for-each), "flat" (FlatAdam; True means the same) or "torch"
+# (torch.optim.Adam(fused=True): PyTorch's own one-kernel-per-dtype Adam, the baseline FlatAdam must beat)
+FUSED_OPTIMIZERS = (False, "flat", "torch")
 CHECKPOINT_FORMAT = "fastgan.GANTrainer"
 
 
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or inf during ``fit``; the last good checkpoint (if any) was kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during ``fit``: the step in flight finished, the checkpoint (if any) was written.
+
+    ``step`` is the trainer's step count; ``checkpoint`` the path written, or None.
+    """
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        self.step, self.checkpoint = step, checkpoint
+        where = f"; checkpoint written to {checkpoint}" if checkpoint else ""
+        super().__init__(f"interrupted at step {step}{where}")
 
 
 def _positive_int(name: str, value) -> int:
@@ -69,6 +86,32 @@ def _check_models(generator: nn.Module, discriminator: nn.Module, features: int,
     return g_in
 
 
+class _deferred_interrupt:
+    """Within the block, the first SIGINT only sets a flag (``bool(flag)`` is True afterwards) so the caller
+    can finish a step and save; a second SIGINT raises KeyboardInterrupt at once. Outside the main thread
+    (where signal handlers cannot be set) it does nothing."""
+
+    def __enter__(self):
+        self.count = 0
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.count += 1
+        if self.count > 1:
+            raise KeyboardInterrupt
+
+    def __bool__(self):
+        return self.count > 0
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
 class GANTrainer:
     """Trains a generator and a discriminator (D returns logits) with Adam and BCE losses.
 
@@ -76,7 +119,7 @@ class GANTrainer:
         generator: maps ``(N, latent_dim)`` noise to ``(N, features)`` samples.
         discriminator: maps ``(N, features)`` to ``(N, 1)`` logits.
         data: ``(N, features...)`` real samples (tensor or array); kept on ``device``, sampled by index.
-        batch_size: samples per step, ``1 <= batch_size <= N``.
+        batch_size: samples per step, drawn with replacement (so it may exceed N).
         lr, betas: Adam settings for both models (DCGAN's defaults).
         seed: seeds the trainer's RNG, which draws every batch and every noise vector.
         device: defaults to the data's device if it is a tensor on CUDA, else CUDA when present, else CPU.
@@ -89,8 +132,9 @@ class GANTrainer:
         precision: applied alike to PyTorch's and fastgan's kernels, so comparisons are fair: ``"fp32"``
             (exact fp32), ``"tf32"`` (default: fp32 matmuls on TF32 tensor cores) or ``"bf16"`` (forward
             passes autocast to bf16: bf16 matmul operands, fp32 accumulation, fp32 weights and Adam state).
-        fused_optimizer: ``FlatAdam`` for both models (parameters and gradients in one flat buffer each,
-            the update in one Triton kernel with a device-side step count) instead of ``torch.optim.Adam``.
+        fused_optimizer: ``True`` or ``"flat"``: ``FlatAdam`` for both models (parameters and gradients in one
+            flat buffer each, the update in one Triton kernel with a device-side step count); ``"torch"``:
+            ``torch.optim.Adam(fused=True)``; ``False`` (default): ``torch.optim.Adam``.
         latent_dim: checked against the generator's input size when given.
         real_label: target for real samples in D's loss; < 1 is one-sided label smoothing.
 
@@ -117,15 +161,22 @@ class GANTrainer:
                  precision: str = "tf32"):
         if kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, got {kernels!r}")
-        if compile not in (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
-            raise ValueError(f"compile must be False, True or a torch.compile mode name, got {compile!r}")
+        if compile not in (False, True, *COMPILE_MODES):
+            raise ValueError(f"compile must be False, True or a torch.compile mode name "
+                             f"({', '.join(COMPILE_MODES)}), got {compile!r}")
+        if fused_optimizer is True:
+            fused_optimizer = "flat"
+        if fused_optimizer not in FUSED_OPTIMIZERS:
+            raise ValueError(f"fused_optimizer must be False, True (= 'flat': FlatAdam) or 'torch' "
+                             f"(torch.optim.Adam(fused=True)), got {fused_optimizer!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
         steps_per_replay = _positive_int("steps_per_replay", steps_per_replay)
         graph_warmup = _positive_int("graph_warmup", graph_warmup)
-        if cuda_graph and compile == "reduce-overhead":
-            raise ValueError("compile='reduce-overhead' makes CUDA graphs of its own: use it with cuda_graph=False, "
-                             "or compile=True with cuda_graph=True")
+        if cuda_graph and compile in CUDAGRAPH_COMPILE_MODES:
+            raise ValueError(f"compile={compile!r} makes CUDA graphs of its own (cudagraph trees): use it with "
+                             "cuda_graph=False, or compile=True (or 'max-autotune-no-cudagraphs') with "
+                             "cuda_graph=True")
         if cuda_graph and r1_gamma:
             raise ValueError("r1_gamma > 0 with cuda_graph=True is not supported: the R1 steps follow a host-side "
                              "schedule that one captured graph cannot vary; use cuda_graph=False")
@@ -162,9 +213,8 @@ class GANTrainer:
 
         self.data = _data.from_tensor(data, device=self.device)
         n, features = self.data.shape
+        # batches are drawn with replacement, so any batch size works, even one larger than the data set
         self._batch_size = _positive_int("batch_size", batch_size)
-        if batch_size > n:
-            raise ValueError(f"batch_size {batch_size} is larger than the data set ({n} samples)")
         if batch_size % pack:
             raise ValueError(f"batch_size {batch_size} must be a multiple of pack={pack}")
 
@@ -186,20 +236,21 @@ class GANTrainer:
         self.lr_g = float(lr if lr_g is None else lr_g)
         self.lr_d = float(lr if lr_d is None else lr_d)
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
-        if fused_optimizer:
+        if fused_optimizer == "flat":
             self.optimizer_g = FlatAdam(self.generator, lr=self.lr_g, betas=self.betas)
             self.optimizer_d = FlatAdam(self.discriminator, lr=self.lr_d, betas=self.betas)
         else:
             # capturable: the step count and bias corrections live on the device, as a CUDA graph needs
+            fused = {"fused": True} if fused_optimizer == "torch" else {}
             self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=self.lr_g, betas=self.betas,
-                                                capturable=bool(cuda_graph))
+                                                capturable=bool(cuda_graph), **fused)
             self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr_d, betas=self.betas,
-                                                capturable=bool(cuda_graph))
+                                                capturable=bool(cuda_graph), **fused)
         self.real_label = real_label
         self.ema = EMA(self.generator, ema) if ema is not None else None
         self.options = {"loss": loss, "d_steps": d_steps, "pack": pack, "instance_noise": float(instance_noise),
                         "r1_gamma": float(r1_gamma), "r1_every": r1_every, "ema": ema, "compile": compile,
-                        "fused_optimizer": bool(fused_optimizer), "cuda_graph": bool(cuda_graph),
+                        "fused_optimizer": fused_optimizer, "cuda_graph": bool(cuda_graph),
                         "steps_per_replay": steps_per_replay, "precision": precision}
         parts = StepParts(self.generator, self.discriminator, self.optimizer_g, self.optimizer_d, self.data,
                           self.batch_size, self.latent_dim, self.rng, bce, self.real_label, loss=loss,
@@ -216,6 +267,19 @@ class GANTrainer:
         self._pending: list[tuple] = []
 
     @property
+    def kernels_run(self) -> str:
+        """What the step's layers and loss really run: ``"torch"`` (PyTorch ops), ``"triton"`` (compiled
+        Triton kernels, CUDA), ``"triton-interpreter"`` (Triton's CPU interpreter, TRITON_INTERPRET=1: slow,
+        for tests) or ``"reference"`` (kernels="triton" where Triton cannot run: the ops' PyTorch reference
+        path, the same math unfused)."""
+        if self.kernels != "triton":
+            return "torch"
+        from . import ops
+        if not ops.use_triton(self.data):
+            return "reference"
+        return "triton" if self.data.is_cuda else "triton-interpreter"
+
+    @property
     def batch_size(self) -> int:
         return self._batch_size
 
@@ -223,8 +287,6 @@ class GANTrainer:
     def batch_size(self, value: int) -> None:
         """A new batch size takes effect at the next step; a captured graph is recorded anew for it."""
         value = _positive_int("batch_size", value)
-        if value > self.data.shape[0]:
-            raise ValueError(f"batch_size {value} is larger than the data set ({self.data.shape[0]} samples)")
         if value % self.options["pack"]:
             raise ValueError(f"batch_size {value} must be a multiple of pack={self.options['pack']}")
         self._batch_size = value
@@ -301,12 +363,17 @@ class GANTrainer:
         finite. A NaN/inf loss raises ``NonFiniteLossError`` at the next log point; the checkpoint file
         then still holds the last good state. ``checkpoint_extra`` is stored in each checkpoint under
         ``"extra"`` (the CLI keeps its model configuration there). Returns ``history``.
+
+        Ctrl-C (SIGINT, in the main thread) lets the step in flight finish, checks the losses, writes the
+        checkpoint and raises ``TrainingInterrupted`` (a ``KeyboardInterrupt``); a second Ctrl-C stops at once.
         """
         steps = _positive_int("steps", steps)
         log_every = _positive_int("log_every", log_every)
         checkpoint_every = _positive_int("checkpoint_every", checkpoint_every or log_every)
         end = self.step_count + steps
-        with tqdm(total=steps, disable=not progress, unit="step", desc="fastgan", dynamic_ncols=True) as bar:
+        # The bar counts the trainer's steps: a resumed run shows 3600/100000, not 0/96400.
+        with tqdm(total=end, initial=self.step_count, disable=not progress, unit="step", desc="fastgan",
+                  dynamic_ncols=True) as bar, _deferred_interrupt() as interrupted:
             while self.step_count < end:
                 before = self.step_count
                 # a graph replay runs several steps; what does not fit before `end` runs eagerly
@@ -315,7 +382,7 @@ class GANTrainer:
                 else:
                     self._eager_step()
                 bar.update(self.step_count - before)
-                at_end = self.step_count == end
+                at_end = self.step_count == end or bool(interrupted)
                 crossed_log = self.step_count // log_every > before // log_every
                 if not crossed_log and not at_end:
                     continue
@@ -331,6 +398,8 @@ class GANTrainer:
                 if checkpoint is not None and (self.step_count // checkpoint_every > before // checkpoint_every
                                                or at_end):
                     self.save(checkpoint, extra=checkpoint_extra)
+                if interrupted:
+                    raise TrainingInterrupted(self.step_count, Path(checkpoint) if checkpoint is not None else None)
         return self.history
 
     @torch.no_grad()
@@ -343,9 +412,7 @@ class GANTrainer:
         if ema and self.ema is None:
             raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
         generator = self.ema.module if self.ema is not None and ema is not False else self.generator
-        rng = torch.Generator(device=self.device).manual_seed(seed)
-        z = torch.randn(n, self.latent_dim, device=self.device, generator=rng)
-        return generator(z)
+        return generate(generator, n, self.latent_dim, seed, self.device)
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:

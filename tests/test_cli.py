@@ -3,6 +3,7 @@ import shutil
 import subprocess
 
 import pytest
+import torch
 
 from fastgan.checkpoint import load_checkpoint
 from fastgan.cli import main
@@ -99,3 +100,50 @@ def test_bad_option_values_are_clear(tmp_path, capsys):
                  "--real-label", "0.9"]) == 2
     assert "not to loss='hinge'" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing.pt")]) == 2
+
+
+def test_device_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "--device", "gpu", "--steps", "2", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'gpu' is not a device" in err
+    if not torch.cuda.is_available():
+        assert main(["train", "--device", "cuda", "--steps", "2", "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no usable CUDA device" in err and "--device cpu" in err
+    assert main(["evaluate", str(tmp_path), "--device", "tpu"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_evaluate_reproduces_metrics_json_and_takes_the_run_folder(tmp_path, capsys):
+    out = tmp_path / "ring"
+    assert main(["train", "--data", "ring", "--steps", "10", "--log-every", "5", "--out", str(out),
+                 "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0  # the folder: its checkpoint.pt
+    report = json.loads(capsys.readouterr().out)
+    assert report["metrics"] == metrics["quality"] and report["seed"] == metrics["quality_samples"]["seed"]
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", str(tmp_path / "empty")]) == 2
+    assert "no checkpoint.pt" in capsys.readouterr().err
+
+
+def test_ctrl_c_keeps_the_work_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    import signal
+    from fastgan import trainer as trainer_module
+    real_step = trainer_module.GANTrainer._eager_step
+
+    def step_then_interrupt(self):
+        result = real_step(self)
+        if self.step_count == 7:
+            signal.raise_signal(signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(trainer_module.GANTrainer, "_eager_step", step_then_interrupt)
+    out = tmp_path / "run"
+    argv = ["train", "--data", "ring", "--steps", "50", "--log-every", "20", "--out", str(out), "--no-progress"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "interrupted at step 7 of 50" in err
+    assert f"Resume with: fastgan {' '.join(argv)} --resume" in err
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 7

@@ -178,7 +178,6 @@ def _models():
     ({"data": torch.zeros(100, 3)}, ValueError, "3 features per sample but the discriminator takes 2"),
     ({"latent_dim": 100}, ValueError, "latent_dim=100 does not match the generator, which takes 8"),
     ({"data": torch.tensor([[0.0, 1.0], [float("nan"), 0.0]])}, ValueError, "NaN or inf"),
-    ({"batch_size": 1000}, ValueError, "larger than the data set"),
     ({"batch_size": 0}, ValueError, "batch_size must be a positive integer"),
     ({"kernels": "cuda"}, ValueError, "kernels must be one of"),
     ({"lr": -1.0}, ValueError, "lr must be"),
@@ -188,6 +187,8 @@ def _models():
     ({"cuda_graph": True}, ValueError, "cuda_graph=True needs a CUDA device"),
     ({"cuda_graph": True, "r1_gamma": 1.0}, ValueError, "r1_gamma > 0 with cuda_graph=True"),
     ({"cuda_graph": True, "compile": "reduce-overhead"}, ValueError, "CUDA graphs of its own"),
+    ({"cuda_graph": True, "compile": "max-autotune"}, ValueError, "CUDA graphs of its own"),
+    ({"fused_optimizer": "apex"}, ValueError, "fused_optimizer must be"),
     ({"steps_per_replay": 0}, ValueError, "steps_per_replay"),
 ])
 def test_bad_set_up_is_rejected_before_training(kwargs, error, message):
@@ -232,9 +233,12 @@ def test_batch_size_can_change_between_steps():
     trainer.batch_size = 32
     assert trainer._parts.batch_size == 32
     trainer.step()
-    with pytest.raises(ValueError, match="larger than the data set"):
-        trainer.batch_size = 10**6
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        trainer.batch_size = 0
     assert trainer.batch_size == 32
+    trainer.batch_size = 5000  # larger than the 4,096 samples: batches are drawn with replacement
+    loss_d, loss_g = trainer.step()
+    assert torch.isfinite(loss_d) and torch.isfinite(loss_g)
 
 
 class UserGenerator(torch.nn.Module):
@@ -262,3 +266,63 @@ def test_users_models_train_with_fused_kernels_and_compile(compile):
     assert isinstance(trainer.generator.inp[2], torch.nn.LayerNorm)  # left as it is
     trainer.fit(3, log_every=3, progress=False)
     assert all(map(torch.isfinite, torch.tensor(trainer.history["loss_d"] + trainer.history["loss_g"])))
+
+
+def test_batch_larger_than_the_data_set_samples_with_replacement():
+    g, d = _models()
+    trainer = GANTrainer(g, d, data.gaussian_ring(100), batch_size=256, device="cpu")
+    trainer.fit(3, log_every=3, progress=False)
+    assert len(trainer.history["step"]) == 3
+
+
+def test_torch_fused_adam_trains_like_for_each_adam():
+    """fused_optimizer="torch": PyTorch's fused Adam, the baseline FlatAdam is measured against."""
+    plain, fused = ring_trainer(seed=2), ring_trainer(seed=2, fused_optimizer="torch")
+    assert fused.optimizer_d.defaults["fused"] and fused.config["fused_optimizer"] == "torch"
+    for t in (plain, fused):
+        t.fit(5, log_every=5, progress=False)
+    for a, b in zip(plain.generator.parameters(), fused.generator.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_cudagraph_compile_modes_mark_each_step(monkeypatch):
+    """compile="reduce-overhead" (cudagraph trees on a GPU): every step starts with
+    cudagraph_mark_step_begin, and the losses it returns are copies the next step cannot overwrite."""
+    marks = []
+    real_mark = torch.compiler.cudagraph_mark_step_begin
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: (marks.append(1), real_mark())[1])
+    trainer = ring_trainer(compile="reduce-overhead")
+    results = [trainer.step() for _ in range(3)]
+    assert len(marks) == 3
+    storages = {t.untyped_storage().data_ptr() for pair in results for t in pair}
+    assert len(storages) == 6, "losses of different steps share memory"
+    assert len(trainer.flush_losses()) == 3
+
+
+def test_ctrl_c_finishes_the_step_saves_and_says_where(tmp_path):
+    import signal
+    trainer = ring_trainer()
+    real_step = trainer._step
+
+    def step_then_interrupt(index):
+        result = real_step(index)
+        if index == 4:  # as if the user pressed Ctrl-C during step 5
+            signal.raise_signal(signal.SIGINT)
+        return result
+
+    trainer._step = step_then_interrupt
+    from fastgan import TrainingInterrupted
+    with pytest.raises(TrainingInterrupted) as caught:
+        trainer.fit(100, log_every=50, progress=False, checkpoint=tmp_path / "c.pt")
+    assert caught.value.step == 5 and caught.value.checkpoint == tmp_path / "c.pt"
+    resumed = ring_trainer()
+    resumed.load(tmp_path / "c.pt")
+    assert resumed.step_count == 5 and resumed.history["step"] == [1, 2, 3, 4, 5]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+
+
+def test_progress_bar_counts_the_trainers_steps(tmp_path, capsys):
+    trainer = ring_trainer()
+    trainer.fit(3, log_every=3, progress=False)
+    trainer.fit(2, log_every=2, progress=True)
+    assert "5/5" in capsys.readouterr().err

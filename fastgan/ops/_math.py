@@ -16,6 +16,7 @@ On a GPU ``tl.exp(x)`` compiles to ``ex2.approx.f32(x * log2(e))``: the hardware
 - ``sigmoid``: ``1 / (1 + e)`` or ``e / (1 + e)`` with ``e = exp_neg(|x|)``: never overflows, and the small
   tail (``x`` very negative) keeps its relative accuracy. Divisions are ``div_rn`` (correctly rounded;
   a plain ``/`` is ``div.full.f32``, 2 ulps): the epilogue's cost is nothing beside its matmul.
+- ``bce_with_logits``: the loss and its gradient, shared by ``ops/bce.py`` and ``ops/head.py``.
 - ``expm1``: Kahan's ``(u - 1) x / log(u)``; Adam's bias corrections ``1 - beta^t = -expm1(t log beta)``.
 - Derivatives from the output: ``sigmoid' = y (1 - y)`` (``1 - y`` is exact for ``y >= 1/2``) and
   ``tanh' = (1 - |y|)(1 + |y|)``, not ``1 - y^2``, which cancels where ``|y|`` is near 1.
@@ -93,3 +94,20 @@ if HAS_TRITON:
     def tanh_derivative_from_output(y):
         a = tl.abs(y)
         return (1.0 - a) * (1.0 + a)
+
+    @triton.jit
+    def bce_with_logits(x, t):
+        """``(loss, d loss / dx)`` of binary cross-entropy on logits ``x`` against targets ``t`` (fp32).
+
+        loss = max(x, 0) - x t + log1p(e), e = exp(-|x|) in (0, 1]: no overflow for any x; log1p by
+        Kahan's ``log(u) e / (u - 1)``, u = 1 + e, exact to rounding. The gradient sigmoid(x) - t is formed
+        as (1 - t) - sigmoid(-x) for x >= 0: with t = 1 and a confident D, ``1/u - 1`` would cancel to a
+        few correct digits (1e-4 relative at x = 8), ``-e/u`` keeps them all.
+        """
+        e = exp_neg(tl.abs(x))
+        u = 1.0 + e
+        log1p_e = tl.where(u == 1.0, e, tl.div_rn(tl.log(u) * e, tl.where(u == 1.0, 1.0, u - 1.0)))
+        loss = tl.maximum(x, 0.0) - x * t + log1p_e
+        sigmoid_of_minus_abs = tl.div_rn(e, u)
+        grad = tl.where(x >= 0, (1.0 - t) - sigmoid_of_minus_abs, sigmoid_of_minus_abs - t)
+        return loss, grad

@@ -36,13 +36,8 @@ if HAS_TRITON:
                 t = tl.load(t_ptr + offs, mask=mask, other=0.0).to(tl.float32)
             else:
                 t = tl.zeros((BLOCK,), dtype=tl.float32) + target_value
-            e = _math.exp_neg(tl.abs(x))  # in (0, 1]: never overflows
-            # log1p(e) without a libdevice call: log(u) * e / (u - 1) is exact to rounding (Kahan's trick).
-            u = 1.0 + e
-            log1p_e = tl.where(u == 1.0, e, tl.log(u) * e / tl.where(u == 1.0, 1.0, u - 1.0))
-            loss = tl.maximum(x, 0.0) - x * t + log1p_e
-            sigmoid = tl.where(x >= 0, 1.0 / u, e / u)
-            tl.store(grad_ptr + offs, ((sigmoid - t) * scale).to(grad_ptr.dtype.element_ty), mask=mask)
+            loss, grad = _math.bce_with_logits(x, t)
+            tl.store(grad_ptr + offs, (grad * scale).to(grad_ptr.dtype.element_ty), mask=mask)
             if REDUCE:
                 total += tl.where(mask, loss, 0.0)
             else:

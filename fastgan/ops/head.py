@@ -45,12 +45,9 @@ if HAS_TRITON:
                 z += tl.sum(h * w[None, :], axis=1)
             if HAS_BIAS:
                 z += tl.load(b_ptr).to(tl.float32)
-            e = _math.exp_neg(tl.abs(z))
-            u = 1.0 + e
-            log1p_e = tl.where(u == 1.0, e, tl.log(u) * e / tl.where(u == 1.0, 1.0, u - 1.0))
-            total += tl.where(mask_m, tl.maximum(z, 0.0) - z * target + log1p_e, 0.0)
-            sigmoid = tl.where(z >= 0, 1.0 / u, e / u)
-            tl.store(g_ptr + m, (sigmoid - target) * scale, mask=mask_m)
+            loss, grad = _math.bce_with_logits(z, target)
+            total += tl.where(mask_m, loss, 0.0)
+            tl.store(g_ptr + m, grad * scale, mask=mask_m)
         s = tl.sum(total, axis=0) * scale
         if ATOMIC:
             tl.atomic_add(loss_ptr, s)

@@ -6,6 +6,7 @@ import json
 import platform
 import re
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -82,15 +83,54 @@ def measure_ceilings() -> dict:
     return ceilings
 
 
-def write_results(name: str, payload: dict, table: str, out_dir: Path | None = None) -> tuple[Path, Path]:
-    """``results/<card>/<date>-<name>.json`` and ``.md``; returns both paths."""
+# (folder, name) -> stem this process writes to: a run rewrites its own files as it goes (after every
+# group of rows), never a file it did not write.
+_stems: dict[tuple[Path, str], str] = {}
+
+
+def write_results(name: str, payload: dict, table: str, out_dir: Path | None = None,
+                  quick: bool = False) -> tuple[Path, Path]:
+    """``results/<card>/<date>-<name>[-quick][-N].json`` and ``.md``; returns both paths.
+
+    Committed results are never overwritten: the first write of a run picks a stem whose files do not
+    exist yet (``-2``, ``-3``, ... after the date), and later writes of the same run reuse it. Quick runs
+    carry ``-quick`` in the name, so they never pass for a full run.
+    """
     folder = (out_dir or RESULTS) / card_slug()
     folder.mkdir(parents=True, exist_ok=True)
-    stem = f"{_dt.date.today().isoformat()}-{name}"
+    key = (folder.resolve(), name + ("-quick" if quick else ""))
+    if key not in _stems:
+        base = f"{_dt.date.today().isoformat()}-{key[1]}"
+        stem, n = base, 1
+        while any(folder.glob(f"{stem}.*")) or any(folder.glob(f"{stem}-*.png")):
+            n += 1
+            stem = f"{base}-{n}"
+        _stems[key] = stem
+    stem = _stems[key]
     json_path, md_path = folder / f"{stem}.json", folder / f"{stem}.md"
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
     md_path.write_text(table + "\n")
     return json_path, md_path
+
+
+class TimeBudget:
+    """Stops a benchmark from *starting* a row it cannot finish: a row starts only while the time used so
+    far plus the longest row yet fits in ``seconds`` (None: no limit). What was not run is listed."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds, self.start, self.longest = seconds, time.perf_counter(), 0.0
+        self.skipped: list[str] = []
+
+    def allows(self, what: str) -> bool:
+        used = time.perf_counter() - self.start
+        if self.seconds is not None and used + self.longest > self.seconds:
+            self.skipped.append(what)
+            return False
+        self._row_start = time.perf_counter()
+        return True
+
+    def done(self) -> None:
+        self.longest = max(self.longest, time.perf_counter() - self._row_start)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

@@ -7,7 +7,7 @@ warm-up, median of windows). Achieved TFLOP/s and GB/s are reported against the 
 measured in the same run. Writes ``results/<card>/<date>-kernels.{json,md}``.
 
     python benchmarks/kernels.py            # the full grid
-    python benchmarks/kernels.py --quick    # the GAN's fp32 shapes at batch 128 and 4096, plus one large bf16
+    python benchmarks/kernels.py --quick    # the GAN's layers at batch 128 and 4096, batch-16384 rows vs the ceilings
 On a machine without CUDA it says so and exits 0: there is nothing honest to time.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, interleaved_ms, markdown_table, measure_ceilings, write_results  # noqa: E402
+from common import TimeBudget, environment, interleaved_ms, markdown_table, measure_ceilings, write_results  # noqa: E402
 
 # (in_features, out_features, activation) of the classic MLP GAN's layers, and wide ones.
 GAN_LAYERS = [(100, 128, "leaky_relu"), (128, 128, "leaky_relu"), (128, 784, "sigmoid"),
@@ -37,10 +37,10 @@ def _set_recompile_limit(n: int) -> None:
             setattr(dynamo_config, name, n)
 
 
-def linear_rows(batches, layers, dtype, precision):
+def linear_rows(batches, layers, dtype, precision, with_compile=True):
+    """One row per (batch, layer, fwd | fwd+bwd), yielded as soon as it is measured."""
     from fastgan import ops
-    compiled = torch.compile(ops.fused_linear_reference, dynamic=False)
-    rows = []
+    compiled = torch.compile(ops.fused_linear_reference, dynamic=False) if with_compile else None
     for m in batches:
         for k, n, activation in layers:
             if m * max(k, n) > (1 << 28):  # keep single tensors under 1 GiB
@@ -60,7 +60,9 @@ def linear_rows(batches, layers, dtype, precision):
                     fn(xg, wg, bg, activation, 0.2).backward(dy)
                 return run
 
-            fns = {"torch": ops.fused_linear_reference, "compile": compiled, "fastgan": ops.fused_linear}
+            fns = {"torch": ops.fused_linear_reference, "fastgan": ops.fused_linear}
+            if compiled is not None:
+                fns["compile"] = compiled
             element = x.element_size()
             for mode, wrap, flops, bytes_moved in (
                     ("fwd", forward, 2 * m * n * k, (m * k + n * k + n + m * n) * element),
@@ -70,15 +72,13 @@ def linear_rows(batches, layers, dtype, precision):
                 row = {"op": "fused_linear", "mode": mode, "batch": m, "in": k, "out": n, "activation": activation,
                        "dtype": str(dtype).removeprefix("torch."), "precision": precision,
                        "flops": flops, "bytes": bytes_moved, "timings": timings}
-                rows.append(row)
                 _print_row(row)
-    return rows
+                yield row
 
 
 def loss_rows(batches):
     """The fused loss vs PyTorch's; and D's fused head (last Linear(128, 1) + loss) vs the two unfused."""
     from fastgan import ops
-    rows = []
     for m in batches:
         logits = torch.randn(m, 1, device="cuda", requires_grad=True)
         target = torch.full((m, 1), 0.9, device="cuda")
@@ -94,8 +94,8 @@ def loss_rows(batches):
         timings = interleaved_ms({"torch": eager, "fastgan": fused})
         row = {"op": "sigmoid_bce", "mode": "fwd+bwd", "batch": m, "in": 1, "out": 1, "activation": "-",
                "dtype": "float32", "precision": "-", "flops": 10 * m, "bytes": 8 * m, "timings": timings}
-        rows.append(row)
         _print_row(row)
+        yield row
 
         width = 128
         h = torch.randn(m, width, device="cuda", requires_grad=True)
@@ -116,9 +116,8 @@ def loss_rows(batches):
         row = {"op": "linear_bce_head", "mode": "fwd+bwd", "batch": m, "in": width, "out": 1, "activation": "-",
                "dtype": "float32", "precision": "-", "flops": 6 * m * width, "bytes": 8 * m * width,
                "timings": timings}
-        rows.append(row)
         _print_row(row)
-    return rows
+        yield row
 
 
 def _print_row(row):
@@ -159,6 +158,8 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", choices=["tf32", "ieee"], default="tf32",
                         help="fp32 matmuls: tf32 tensor cores (default, for torch and fastgan alike) or exact")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results)")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="S",
+                        help="start no row that would end past S seconds (the longest row so far as the guide)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("benchmarks/kernels.py: skipped: no CUDA device on this machine; these benchmarks time GPU kernels "
@@ -172,28 +173,52 @@ def main(argv=None) -> int:
     print(f"card: {env['card']} | torch {env['torch']} | triton {env['triton']} | driver {env.get('driver')}")
     ceilings = measure_ceilings()
     print("ceilings (measured now):", {k: round(v, 1) for k, v in ceilings.items()}, flush=True)
-    batches = QUICK_BATCHES if args.quick else BATCHES
-    layers = GAN_LAYERS + (WIDE_LAYERS[:1] if args.quick else WIDE_LAYERS)
-    dtype_choice = args.dtype or ("float32" if args.quick else "both")
-    dtypes = {"float32": [torch.float32], "bfloat16": [torch.bfloat16],
-              "both": [torch.float32, torch.bfloat16]}[dtype_choice]
+    fp32 = args.precision if args.precision else "tf32"
+    if args.quick:
+        # the GAN's layers at batch 128 and 4096 (fp32 on tf32 cores, as the trainer's default), then the
+        # large-batch rows that compare the fused linear with the card's matmul ceilings; no torch.compile
+        # contender (each shape is a compile: the full run has them)
+        groups = [lambda: linear_rows(QUICK_BATCHES, GAN_LAYERS, torch.float32, fp32, with_compile=False),
+                  lambda: linear_rows([16384], [(784, 128, "leaky_relu"), (1024, 1024, "leaky_relu")], torch.float32,
+                                      fp32, with_compile=False),
+                  lambda: linear_rows([16384], [(1024, 1024, "leaky_relu")], torch.bfloat16, "-", with_compile=False),
+                  lambda: loss_rows(QUICK_BATCHES)]
+    else:
+        dtype_choice = args.dtype or "both"
+        dtypes = {"float32": [torch.float32], "bfloat16": [torch.bfloat16],
+                  "both": [torch.float32, torch.bfloat16]}[dtype_choice]
+        groups = [lambda d=d: linear_rows(BATCHES, GAN_LAYERS + WIDE_LAYERS, d, fp32 if d == torch.float32 else "-")
+                  for d in dtypes] + [lambda: loss_rows(BATCHES)]
     rows = []
+    budget = TimeBudget(args.time_limit)
 
-    def save():  # after every group, so a run cut short by a time limit still leaves what it measured
+    def save():  # after every row, so a run cut short by a time limit still leaves what it measured
+        not_run = (f"\n\nStopped by --time-limit {args.time_limit:g} s before: {budget.skipped[0]} and what follows."
+                   if budget.skipped else "")
         text = (f"# fused op micro-benchmarks — {env['card']}, {env['date']}\n\n"
                 f"torch {env['torch']}, triton {env['triton']}, driver {env.get('driver')}. Ceilings measured in this "
                 "run: " + ", ".join(f"{k} {v:.1f}" for k, v in ceilings.items())
-                + ". Times are medians of interleaved CUDA-event windows after warm-up.\n\n" + table(rows, ceilings))
-        return write_results("kernels", {"environment": env, "ceilings": ceilings, "rows": rows}, text, args.out)
+                + ". Times are medians of interleaved CUDA-event windows after warm-up (autotuning included in "
+                "the warm-up).\n\n" + table(rows, ceilings) + not_run)
+        return write_results("kernels", {"environment": env, "ceilings": ceilings, "rows": rows,
+                                         "quick": args.quick, "not_run": budget.skipped}, text, args.out,
+                             quick=args.quick)
 
-    for dtype in dtypes:
-        rows += linear_rows(batches, layers, dtype, args.precision if dtype == torch.float32 else "-")
-        save()
-    if args.quick:
-        rows += linear_rows([16384], [(1024, 1024, "leaky_relu")], torch.bfloat16, "-")
-    rows += loss_rows(batches)
     json_path, md_path = save()
-    print(f"wrote {json_path} and {md_path}")
+    for group in groups:
+        rows_of_group = group()
+        while budget.allows("the next row"):
+            row = next(rows_of_group, None)
+            if row is None:
+                break
+            budget.done()
+            rows.append(row)
+            json_path, md_path = save()
+        if budget.skipped:
+            break
+    json_path, md_path = save()
+    print(f"wrote {json_path} and {md_path}" + (f"; stopped by --time-limit after {len(rows)} rows"
+                                                 if budget.skipped else ""))
     return 0
 
 

@@ -278,7 +278,7 @@ def main(argv=None) -> int:
                "mixtures": mixtures, "digits": digits_results, "time_to_quality": ttq,
                "published_pacgan_table1": {f"{k}/{n}": v for (k, n), v in PACGAN_TABLE1.items()},
                "interpreter": ops.INTERPRET}
-    json_path, md_path = write_results("quality", payload, text, args.out)
+    json_path, md_path = write_results("quality", payload, text, args.out, quick=args.quick)
     pictures = draw(mix_pictures, digit_pictures, json_path.parent, json_path.stem)
     print(f"wrote {json_path}, {md_path}, " + ", ".join(map(str, pictures)))
     return 0

@@ -16,6 +16,7 @@ Writes results/<card>/<date>-train_step.{json,md} and -train_step-{steps_per_s,s
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import card_slug, environment, markdown_table, write_results  # noqa: E402
+from common import TimeBudget, environment, markdown_table, write_results  # noqa: E402
 
 import fastgan  # noqa: E402
 from fastgan import ops  # noqa: E402
@@ -44,11 +45,16 @@ BACKENDS = [
     Backend("compile", {"kernels": "torch", "compile": True}),
     Backend("compile(reduce-overhead)", {"kernels": "torch", "compile": "reduce-overhead"}, needs_cuda=True),
     Backend("triton", {"kernels": "triton"}),
-    Backend("triton+flat_adam", {"kernels": "triton", "fused_optimizer": True}),
+    Backend("triton+flat_adam", {"kernels": "triton", "fused_optimizer": "flat"}),
+    Backend("triton+torch_fused_adam", {"kernels": "triton", "fused_optimizer": "torch"}),
     Backend("triton+graph", {"kernels": "triton", "cuda_graph": True}, needs_cuda=True),
+    Backend("triton+graph+flat_adam", {"kernels": "triton", "cuda_graph": True, "fused_optimizer": "flat"},
+            needs_cuda=True),
     Backend("triton+graph(k=8)", {"kernels": "triton", "cuda_graph": True, "steps_per_replay": 8}, needs_cuda=True),
     Backend("triton+graph(k=8)+flat_adam", {"kernels": "triton", "cuda_graph": True, "steps_per_replay": 8,
-                                            "fused_optimizer": True}, needs_cuda=True),
+                                            "fused_optimizer": "flat"}, needs_cuda=True),
+    Backend("triton+graph(k=8)+torch_fused_adam", {"kernels": "triton", "cuda_graph": True, "steps_per_replay": 8,
+                                                   "fused_optimizer": "torch"}, needs_cuda=True),
 ]
 WIDTHS = [128, 512, 1024]
 BATCHES = [64, 128, 256, 1024, 4096, 16384]
@@ -100,52 +106,102 @@ def _time_steps(trainer, steps: int) -> float:
     return (time.perf_counter() - start) / ran
 
 
-def _launches_per_step(trainer, steps: int = 2) -> tuple[float | None, str]:
+# Host-side calls that put work on the GPU: kernel launches (runtime and driver API; Triton uses the
+# driver's), graph launches, and the async memset/memcpy PyTorch issues for fills and copies.
+HOST_LAUNCH_CALLS = {"cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx",
+                     "cudaGraphLaunch", "cuGraphLaunch", "cudaMemsetAsync", "cudaMemcpyAsync"}
+
+
+def _launches_per_step(trainer, steps: int = 8) -> dict:
+    """Kernels executed on the device and host-side launch calls, per training step.
+
+    On CUDA both come from one torch.profiler run (CUDA activity for what executed, the CUDA runtime and
+    driver API calls for what the host launched): a graph replay executes many kernels from one launch.
+    On a CPU under Triton's interpreter the Triton kernels are counted; elsewhere nothing launches.
+    """
     if trainer.device.type == "cuda":
         from torch.profiler import ProfilerActivity, profile
         _sync(trainer.device)
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             ran = _run_steps(trainer, steps)
             _sync(trainer.device)
-        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-        return len(kernels) / ran, "CUDA kernels (profiler)"
-    if trainer.kernels == "triton" and ops.use_triton(trainer.data):
+        events = prof.events()
+        executed = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        launches = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU
+                    and e.name in HOST_LAUNCH_CALLS]
+        graph_launches = sum(e.name in ("cudaGraphLaunch", "cuGraphLaunch") for e in launches)
+        return {"kernels_per_step": len(executed) / ran, "host_launches_per_step": len(launches) / ran,
+                "graph_launches_per_step": graph_launches / ran, "launches_how": "torch.profiler (CUDA + CPU API)"}
+    if trainer.kernels_run == "triton-interpreter":
         before = sum(ops.kernel_launches.values())
         ran = _run_steps(trainer, steps)
-        return (sum(ops.kernel_launches.values()) - before) / ran, "Triton launches (interpreter)"
-    return None, "n/a on CPU"
+        return {"kernels_per_step": (sum(ops.kernel_launches.values()) - before) / ran,
+                "host_launches_per_step": None, "launches_how": "Triton kernels (interpreter)"}
+    return {"kernels_per_step": None, "host_launches_per_step": None, "launches_how": "n/a on CPU"}
+
+
+def _peak_step_memory_mib(trainer, steps: int) -> float | None:
+    """The peak of memory allocated during this backend's own steps, above what was allocated before
+    them (every backend's models, optimizer state and graphs): its steps' working memory, alone."""
+    if trainer.device.type != "cuda":
+        return None
+    _sync(trainer.device)
+    before = torch.cuda.memory_allocated(trainer.device)
+    torch.cuda.reset_peak_memory_stats(trainer.device)
+    _run_steps(trainer, steps)
+    _sync(trainer.device)
+    trainer.flush_losses()
+    return (torch.cuda.max_memory_allocated(trainer.device) - before) / 2**20
+
+
+def _error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}".replace("\n", " ")[:400]
+
+
+def _label(name: str, trainer) -> str:
+    """The backend's name, saying so where its fused ops do not run compiled Triton kernels."""
+    note = {"triton-interpreter": "Triton interpreter", "reference": "reference path: no Triton here"}
+    return f"{name} [{note[trainer.kernels_run]}]" if trainer.kernels_run in note else name
 
 
 def run_row(width: int, batch: int, backends: list[Backend], device: torch.device, real: torch.Tensor,
             windows: int, steps_per_window: int, warmup: int, precision: str = "tf32") -> dict:
+    """Every backend on one (width, batch): a backend that fails is a row marked failed, with its error."""
     trainers, results = {}, {}
+    torch.manual_seed(0)
+    generator = fastgan.MLPGenerator(hidden=(width, width), out_dim=real.shape[1])
+    discriminator = fastgan.MLPDiscriminator(in_dim=real.shape[1], hidden=(width, width))
     for backend in backends:
         if backend.needs_cuda and device.type != "cuda":
             results[backend.name] = {"skipped": "needs a CUDA device"}
             continue
-        torch.manual_seed(0)
-        generator = fastgan.MLPGenerator(hidden=(width, width), out_dim=real.shape[1])
-        discriminator = fastgan.MLPDiscriminator(in_dim=real.shape[1], hidden=(width, width))
         try:
-            trainer = fastgan.GANTrainer(generator, discriminator, real, batch_size=batch, seed=0, device=device,
-                                         precision=precision, **backend.options)
-        except NotImplementedError as e:
-            results[backend.name] = {"skipped": f"not available yet: {e}"}
+            before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+            trainer = fastgan.GANTrainer(copy.deepcopy(generator), copy.deepcopy(discriminator), real,
+                                         batch_size=batch, seed=0, device=device, precision=precision,
+                                         **backend.options)
+            _sync(device)
+            start = time.perf_counter()
+            trainer.step()  # the first call pays compile / warm-up + capture / autotune
+            _sync(device)
+            setup_s = time.perf_counter() - start
+            _run_steps(trainer, warmup)
+            trainer.flush_losses()
+            state = (torch.cuda.memory_allocated(device) - before) / 2**20 if device.type == "cuda" else None
+        except Exception as e:  # noqa: BLE001 - a failing backend is a result, not the end of the run
+            results[backend.name] = {"failed": _error(e)}
+            print(f"    {backend.name}: FAILED at set-up: {_error(e)}", flush=True)
             continue
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        _sync(device)
-        start = time.perf_counter()
-        trainer.step()  # the first call pays compile / warm-up + capture / autotune
-        _sync(device)
-        setup_s = time.perf_counter() - start
-        _run_steps(trainer, warmup)
-        trainer.flush_losses()
         trainers[backend.name] = trainer
-        results[backend.name] = {"setup_s": setup_s, "windows_s_per_step": []}
+        results[backend.name] = {"label": _label(backend.name, trainer), "kernels_run": trainer.kernels_run,
+                                 "setup_s": setup_s, "state_memory_mib": state, "windows_s_per_step": []}
     for _ in range(windows):
-        for name, trainer in trainers.items():
-            results[name]["windows_s_per_step"].append(_time_steps(trainer, steps_per_window))
+        for name, trainer in list(trainers.items()):
+            try:
+                results[name]["windows_s_per_step"].append(_time_steps(trainer, steps_per_window))
+            except Exception as e:  # noqa: BLE001
+                results[name] = {"failed": "while timing: " + _error(e)}
+                del trainers[name]
     flops = step_flops(generator, discriminator, batch)
     for name, trainer in trainers.items():
         r = results[name]
@@ -154,8 +210,11 @@ def run_row(width: int, batch: int, backends: list[Backend], device: torch.devic
         r["ms_p20"], r["ms_p80"] = w[len(w) // 5] * 1e3, w[(4 * len(w)) // 5] * 1e3
         r["steps_per_s"] = 1e3 / r["ms_per_step"]
         r["tflops"] = flops / (r["ms_per_step"] / 1e3) / 1e12
-        r["launches_per_step"], r["launches_how"] = _launches_per_step(trainer)
-        r["peak_memory_mib"] = (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None
+        try:
+            r.update(_launches_per_step(trainer))
+            r["step_peak_memory_mib"] = _peak_step_memory_mib(trainer, steps_per_window)
+        except Exception as e:  # noqa: BLE001
+            r["counting_failed"] = _error(e)
         history = trainer.history
         r["last_losses"] = [history["loss_d"][-1], history["loss_g"][-1]] if history["step"] else None
     eager = results.get("eager", {}).get("ms_per_step")
@@ -165,20 +224,25 @@ def run_row(width: int, batch: int, backends: list[Backend], device: torch.devic
     return {"width": width, "batch": batch, "flops_per_step": flops, "backends": results}
 
 
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def table(rows: list[dict]) -> str:
     header = ["width", "batch", "backend", "ms/step", "spread (p20–p80)", "steps/s", "× eager", "setup s",
-              "launches/step", "peak MiB", "TFLOP/s"]
+              "kernels/step", "host launches/step", "state MiB", "step peak MiB", "TFLOP/s"]
     body = []
     for row in rows:
         for name, r in row["backends"].items():
-            if "skipped" in r:
-                body.append([row["width"], row["batch"], name, "skipped: " + r["skipped"], "", "", "", "", "", "", ""])
+            if "skipped" in r or "failed" in r:
+                what = f"skipped: {r['skipped']}" if "skipped" in r else f"FAILED: {r['failed']}"
+                body.append([row["width"], row["batch"], name, what] + [""] * (len(header) - 4))
                 continue
-            body.append([row["width"], row["batch"], name, f"{r['ms_per_step']:.3f}",
+            body.append([row["width"], row["batch"], r["label"], f"{r['ms_per_step']:.3f}",
                          f"{r['ms_p20']:.3f}–{r['ms_p80']:.3f}", f"{r['steps_per_s']:.1f}",
                          f"{r.get('speedup_vs_eager', float('nan')):.2f}×", f"{r['setup_s']:.2f}",
-                         "-" if r["launches_per_step"] is None else f"{r['launches_per_step']:.0f}",
-                         "-" if r["peak_memory_mib"] is None else f"{r['peak_memory_mib']:.0f}",
+                         _fmt(r.get("kernels_per_step"), ".0f"), _fmt(r.get("host_launches_per_step"), ".0f"),
+                         _fmt(r.get("state_memory_mib"), ".0f"), _fmt(r.get("step_peak_memory_mib"), ".0f"),
                          f"{r['tflops']:.3g}"])
     return markdown_table(header, body)
 
@@ -235,12 +299,15 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="tf32",
                         help="applied alike to every backend (default: tf32)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results)")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="S",
+                        help="start no row that would end past S seconds (the longest row so far as the guide); "
+                             "rows not run are listed in the results")
     args = parser.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     quick = args.quick
     widths = args.widths or ([32] if quick and device.type == "cpu" else [128] if quick else WIDTHS)
     batches = args.batches or ([16] if quick and device.type == "cpu" else [128, 4096] if quick else BATCHES)
-    windows = args.windows or (3 if quick else 15)
+    windows = args.windows or (3 if quick and device.type == "cpu" else 10 if quick else 15)
     steps_per_window = args.steps_per_window or (2 if quick and device.type == "cpu" else 20 if quick else 50)
     backends = [b for b in BACKENDS if args.backends is None or b.name in args.backends]
     env = environment()
@@ -248,30 +315,50 @@ def main(argv=None) -> int:
           f"triton interpreter: {ops.INTERPRET}", flush=True)
     real = fastgan.data.digits(device=device)
     title = f"GAN train step — {env['card']}, {env['date'][:10]}" + (" (Triton interpreted)" if ops.INTERPRET else "")
-    note = ("Triton kernels ran in Triton's CPU interpreter: their times measure the interpreter, not the "
-            "kernels.\n\n" if ops.INTERPRET else "")
-    rows = []
+    if device.type == "cpu":
+        note = ("On this CPU the rows named triton ran " + ("Triton's interpreter: their times measure the "
+                "interpreter, not the kernels" if ops.INTERPRET else "the ops' PyTorch reference path (no "
+                "compiled Triton on a CPU): they measure no fused kernel") + "; each row says so.\n\n")
+    else:
+        note = ""
+    budget = TimeBudget(args.time_limit)
+    rows, json_path = [], None
     for width in widths:
         for batch in batches:
+            if not budget.allows(f"width {width} batch {batch}"):
+                print(f"  width {width:5d} batch {batch:6d} not run: --time-limit {args.time_limit:g}s", flush=True)
+                continue
             row = run_row(width, batch, backends, device, real, windows, steps_per_window, warmup=1 if quick else 5,
                           precision=args.precision)
+            budget.done()
             rows.append(row)
             for name, r in row["backends"].items():
-                if "skipped" in r:
-                    print(f"  width {width:5d} batch {batch:6d} {name:26s} skipped: {r['skipped']}", flush=True)
+                if "ms_per_step" not in r:
+                    what = f"skipped: {r['skipped']}" if "skipped" in r else f"FAILED: {r['failed']}"
+                    print(f"  width {width:5d} batch {batch:6d} {name:36s} {what}", flush=True)
                 else:
-                    print(f"  width {width:5d} batch {batch:6d} {name:26s} {r['ms_per_step']:9.3f} ms/step "
+                    print(f"  width {width:5d} batch {batch:6d} {r['label']:36s} {r['ms_per_step']:9.3f} ms/step "
                           f"{r.get('speedup_vs_eager', float('nan')):6.2f}x eager", flush=True)
-            # written after every row, so a run cut short by a time limit still leaves what it measured
-            text = (f"# {title}\n\ntorch {env['torch']}, triton {env['triton']}, driver {env.get('driver')}; "
-                    f"precision {args.precision} for every backend; {windows} interleaved windows of "
-                    f"{steps_per_window} steps per backend, medians.\n\n{note}{table(rows)}")
-            payload = {"environment": env, "interpreter": ops.INTERPRET, "precision": args.precision,
-                       "windows": windows, "steps_per_window": steps_per_window, "rows": rows}
-            json_path, md_path = write_results("train_step", payload, text, args.out)
-    pictures = plots(rows, json_path.parent, json_path.stem, title)
-    print(f"wrote {json_path}, {md_path}, " + ", ".join(str(p) for p in pictures))
+            json_path, md_path = _save(rows, budget, env, title, note, args, windows, steps_per_window)
+    if json_path is None:
+        json_path, md_path = _save(rows, budget, env, title, note, args, windows, steps_per_window)
+    pictures = plots(rows, json_path.parent, json_path.stem, title) if rows else []
+    print(f"wrote {json_path}, {md_path}" + "".join(f", {p}" for p in pictures))
     return 0
+
+
+def _save(rows, budget, env, title, note, args, windows, steps_per_window):
+    """Written after every row, so a run cut short by a time limit still leaves what it measured."""
+    not_run = f"\n\nNot run (time limit {args.time_limit:g} s): {', '.join(budget.skipped)}." if budget.skipped else ""
+    text = (f"# {title}\n\ntorch {env['torch']}, triton {env['triton']}, driver {env.get('driver')}; "
+            f"precision {args.precision} for every backend; {windows} interleaved windows of "
+            f"{steps_per_window} steps per backend, medians. kernels/step: kernels executed on the device; "
+            f"host launches/step: kernel and graph launches the host made (a graph replay runs many kernels "
+            f"from one). state MiB: models, optimizer state and graphs of the backend; step peak MiB: the "
+            f"working memory of its own steps.\n\n{note}{table(rows)}{not_run}")
+    payload = {"environment": env, "interpreter": ops.INTERPRET, "precision": args.precision, "quick": args.quick,
+               "windows": windows, "steps_per_window": steps_per_window, "rows": rows, "not_run": budget.skipped}
+    return write_results("train_step", payload, text, args.out, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import common  # noqa: E402,F401
 import kernels  # noqa: E402
 import train_step  # noqa: E402
 
@@ -27,20 +28,85 @@ def test_step_flop_count_matches_what_pytorch_executes():
 
 def test_train_step_quick_runs_on_cpu_and_writes_results(tmp_path):
     assert train_step.main(["--quick", "--windows", "2", "--steps-per-window", "1", "--out", str(tmp_path)]) == 0
-    (json_file,) = tmp_path.glob("cpu/*-train_step.json")
+    (json_file,) = tmp_path.glob("cpu/*-train_step-quick.json")
     payload = json.loads(json_file.read_text())
     backends = payload["rows"][0]["backends"]
     assert backends["eager"]["ms_per_step"] > 0 and backends["eager"]["speedup_vs_eager"] == 1.0
-    assert backends["triton"]["launches_per_step"] == 33  # every layer and loss ran in Triton
+    # every layer and loss ran in Triton (the interpreter, and the row says so)
+    assert backends["triton"]["kernels_per_step"] == 33 and backends["triton"]["kernels_run"] == "triton-interpreter"
+    assert backends["triton"]["label"] == "triton [Triton interpreter]"
+    assert backends["triton+torch_fused_adam"]["ms_per_step"] > 0
     assert "needs a CUDA device" in backends["triton+graph"]["skipped"]
     assert backends["compile"]["ms_per_step"] > 0 and backends["compile"]["setup_s"] > 0
-    assert "not available yet" in backends["eager+graph"]["skipped"] or "CUDA" in backends["eager+graph"]["skipped"]
+    assert "CUDA" in backends["eager+graph"]["skipped"]
     assert json_file.with_suffix(".md").read_text().count("|") > 20
     for picture in ("steps_per_s", "speedup"):
         assert (json_file.parent / f"{json_file.stem}-{picture}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_failing_backend_is_a_row_not_the_end(tmp_path, monkeypatch):
+    broken = train_step.Backend("broken", {"kernels": "torch", "lr": -1.0})
+    monkeypatch.setattr(train_step, "BACKENDS", [train_step.BACKENDS[0], broken])
+    assert train_step.main(["--quick", "--windows", "1", "--steps-per-window", "1", "--batches", "16", "4096",
+                            "--out", str(tmp_path)]) == 0
+    payload = json.loads(next(tmp_path.glob("cpu/*-train_step-quick.json")).read_text())
+    assert [r["batch"] for r in payload["rows"]] == [16, 4096]  # batch 4096 > the 1,797 digits: it ran
+    for row in payload["rows"]:
+        assert "lr must be" in row["backends"]["broken"]["failed"] and row["backends"]["eager"]["ms_per_step"] > 0
+
+
+def test_results_are_never_overwritten(tmp_path):
+    import common
+    first = common.write_results("thing", {"a": 1}, "first", tmp_path)
+    common._stems.clear()  # a later run of the same day
+    second = common.write_results("thing", {"a": 2}, "second", tmp_path)
+    again = common.write_results("thing", {"a": 3}, "second, updated", tmp_path)  # the same run rewrites its own
+    quick = common.write_results("thing", {"a": 4}, "quick", tmp_path, quick=True)
+    assert first[0] != second[0] == again[0] and json.loads(first[0].read_text()) == {"a": 1}
+    assert second[0].name.endswith("-thing-2.json") and json.loads(second[0].read_text()) == {"a": 3}
+    assert quick[0].name.endswith("-thing-quick.json")
+
+
+def test_time_limit_starts_no_row_it_cannot_finish(tmp_path):
+    assert train_step.main(["--quick", "--windows", "1", "--steps-per-window", "1", "--batches", "16", "32",
+                            "--backends", "eager", "--time-limit", "0", "--out", str(tmp_path)]) == 0
+    payload = json.loads(next(tmp_path.glob("cpu/*-train_step-quick.json")).read_text())
+    assert payload["rows"] == [] and payload["not_run"] == ["width 32 batch 16", "width 32 batch 32"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU behaviour: a clean skip")
 def test_kernel_benchmark_skips_cleanly_without_cuda(capsys):
     assert kernels.main(["--quick"]) == 0
     assert "skipped: no CUDA device" in capsys.readouterr().out
+
+
+def test_kernel_benchmark_saves_after_every_row_and_keeps_to_its_time_limit(tmp_path, monkeypatch):
+    """The GPU flow of kernels.py with the GPU parts stubbed: a result file exists after each row, and
+    --time-limit stops before a row that would not fit (rows are what a real run would measure)."""
+    saved_rows = []
+
+    def fake_rows(*args, **kwargs):
+        for i in range(3):
+            files = list(tmp_path.glob("*/*-kernels-quick.json"))
+            saved_rows.append(len(json.loads(files[0].read_text())["rows"]) if files else None)
+            yield {"op": "fused_linear", "mode": "fwd", "batch": 128, "in": 100, "out": 128,
+                   "activation": "leaky_relu", "dtype": "float32", "precision": "tf32", "flops": 2 * 128 * 100 * 128,
+                   "bytes": 1000, "timings": {"torch": {"median_ms": 0.02}, "fastgan": {"median_ms": 0.01}}}
+
+    monkeypatch.setattr(kernels.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(kernels, "measure_ceilings", lambda: {"copy_GBps": 3000.0, "bf16_matmul_TFLOPs": 700.0,
+                                                              "tf32_matmul_TFLOPs": 400.0, "fp32_matmul_TFLOPs": 50.0})
+    monkeypatch.setattr(kernels, "linear_rows", fake_rows)
+    monkeypatch.setattr(kernels, "loss_rows", fake_rows)
+    monkeypatch.setattr(kernels, "_set_recompile_limit", lambda n: None)
+    monkeypatch.setattr(kernels, "environment", lambda: {"card": "Test Card", "date": "2026-11-27T00:00:00",
+                                                         "torch": "x", "triton": "y"})
+    monkeypatch.setattr(common, "card_name", lambda: "Test Card")
+    assert kernels.main(["--quick", "--out", str(tmp_path)]) == 0
+    payload = json.loads(next(tmp_path.glob("*/*-kernels-quick.json")).read_text())
+    assert len(payload["rows"]) == 12 and saved_rows[:4] == [0, 1, 2, 3]
+    assert "% matmul ceiling" in next(tmp_path.glob("*/*-kernels-quick.md")).read_text()
+    common._stems.clear()
+    assert kernels.main(["--quick", "--time-limit", "0", "--out", str(tmp_path)]) == 0
+    stopped = json.loads(next(tmp_path.glob("*/*-kernels-quick-2.json")).read_text())
+    assert stopped["rows"] == [] and stopped["not_run"]

@@ -63,3 +63,14 @@ def test_bf16_precision_is_applied_alike():
     triton_run = _train("triton", 6, precision="bf16")
     for key in ("loss_d", "loss_g"):
         assert_close(torch.tensor(triton_run.history[key]), torch.tensor(torch_run.history[key]), 2e-2, key)
+
+
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
+def test_cudagraph_compile_modes_keep_every_steps_losses(mode):
+    """torch.compile's own CUDA graphs overwrite a call's outputs on the next call: the step marks its
+    boundaries and copies its losses out, so flush_losses reads every step's (no "overwritten" error)."""
+    eager = _train("torch", 8)
+    compiled = _train("torch", 8, compile=mode)
+    assert compiled.history["step"] == list(range(1, 9))
+    for key in ("loss_d", "loss_g"):
+        assert_close(torch.tensor(compiled.history[key]), torch.tensor(eager.history[key]), 1e-4, key)

@@ -67,8 +67,9 @@ def adam_step_reference(param, grad, exp_avg, exp_avg_sq, counter, lr, beta1, be
     g = grad.add(param, alpha=weight_decay) if weight_decay else grad
     exp_avg.lerp_(g, 1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-    step_size = lr / (1 - torch.pow(beta1, step))
-    bias_correction2_sqrt = (1 - torch.pow(beta2, step)).sqrt()
+    # 1 - beta^t as -expm1(t log beta), as the kernel does: 1 - pow(beta, t) in fp32 loses ~1e-4 at t = 1
+    step_size = lr / -torch.expm1(step * (math.log(beta1) if beta1 > 0 else -math.inf))
+    bias_correction2_sqrt = (-torch.expm1(step * (math.log(beta2) if beta2 > 0 else -math.inf))).sqrt()
     param.sub_(step_size * exp_avg / (exp_avg_sq.sqrt() / bias_correction2_sqrt + eps))
 
 def adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,

@@ -1,0 +1,136 @@
+"""The 30-second read of a device_check run: tests, headline steps/s and speedups, the fused linear
+against the card's matmul ceiling, and how long each step took against its limit.
+
+    python benchmarks/device_summary.py WORK_DIR      # what device_check.sh writes as summary.txt
+    python benchmarks/device_summary.py --environment # versions and card (device_check's first step)
+"""
+from __future__ import annotations
+
+import json
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+HEADLINE_BATCHES = (128, 4096)
+
+
+def environment() -> str:
+    import numpy
+    import torch
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    card = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
+    return (f"torch {torch.__version__} (CUDA {torch.version.cuda}) | triton {triton_version} | "
+            f"numpy {numpy.__version__} | {card}")
+
+
+def _latest(folder: Path, pattern: str) -> dict | None:
+    files = sorted(folder.glob(f"results/*/{pattern}"), key=lambda p: p.stat().st_mtime)
+    return json.loads(files[-1].read_text()) if files else None
+
+
+def tests(folder: Path) -> list[str]:
+    xml = folder / "gpu_tests.xml"
+    if not xml.exists():
+        return ["tests: no report (the step did not finish: see gpu_tests.log)"]
+    root = ElementTree.parse(xml).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root)
+    count = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
+    passed = count["tests"] - count["failures"] - count["errors"] - count["skipped"]
+    lines = [f"tests: {passed} passed, {count['failures']} failed, {count['errors']} errors, "
+             f"{count['skipped']} skipped"]
+    failed = []
+    for case in root.iter("testcase"):
+        problem = case.find("failure")
+        if problem is None:
+            problem = case.find("error")
+        if problem is not None:
+            message = (problem.get("message") or "").replace("\n", " ")[:160]
+            failed.append(f"  FAILED {case.get('classname')}::{case.get('name')}: {message}")
+    shown = 25
+    return lines + failed[:shown] + ([f"  ... and {len(failed) - shown} more (gpu_tests.log)"] if len(failed) > shown else [])
+
+
+def train_step(folder: Path) -> list[str]:
+    payload = _latest(folder, "*-train_step*.json")
+    if payload is None:
+        return ["train_step: no results"]
+    lines = [f"train_step ({payload['precision']}; steps/s, x eager, kernels and host launches per step):"]
+    for row in payload["rows"]:
+        if row["batch"] not in HEADLINE_BATCHES and len(payload["rows"]) > len(HEADLINE_BATCHES):
+            continue
+        lines.append(f"  width {row['width']} batch {row['batch']}:")
+        for name, r in row["backends"].items():
+            if "ms_per_step" not in r:
+                lines.append(f"    {name:44s} {'skipped: ' + r['skipped'] if 'skipped' in r else 'FAILED: ' + r['failed']}"[:200])
+                continue
+            launches = "" if r.get("kernels_per_step") is None else (
+                f"  {r['kernels_per_step']:.0f} kernels / {r.get('host_launches_per_step') or 0:.0f} launches")
+            lines.append(f"    {r['label']:44s} {r['steps_per_s']:9.0f} steps/s {r.get('speedup_vs_eager', 0):6.2f}x"
+                         + launches)
+        best = max(((r["steps_per_s"], n) for n, r in row["backends"].items() if "steps_per_s" in r), default=None)
+        if best:
+            lines.append(f"    best: {best[1]}")
+    if payload.get("not_run"):
+        lines.append(f"  not run (time limit): {', '.join(payload['not_run'])}")
+    return lines
+
+
+def kernels(folder: Path) -> list[str]:
+    payload = _latest(folder, "*-kernels*.json")
+    if payload is None:
+        return ["kernels: no results"]
+    ceilings = payload["ceilings"]
+    lines = ["kernels: ceilings measured now: " + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items())]
+    for r in payload["rows"]:
+        if r["op"] != "fused_linear" or r["batch"] < 16384:
+            continue
+        ours = r["timings"].get("fastgan", {}).get("median_ms")
+        torch_ms = r["timings"].get("torch", {}).get("median_ms")
+        if not ours:
+            lines.append(f"  {r['mode']} {r['dtype']} {r['in']}->{r['out']} batch {r['batch']}: fastgan failed")
+            continue
+        key = "bf16_matmul_TFLOPs" if r["dtype"] == "bfloat16" else (
+            "fp32_matmul_TFLOPs" if r["precision"] == "ieee" else "tf32_matmul_TFLOPs")
+        tflops = r["flops"] / ours / 1e9
+        lines.append(f"  fused_linear {r['mode']:7s} {r['dtype']:8s} {r['in']}->{r['out']} batch {r['batch']}: "
+                     f"{tflops:.1f} TFLOP/s = {100 * tflops / ceilings[key]:.0f}% of {key}"
+                     + (f", {torch_ms / ours:.2f}x torch" if torch_ms else ""))
+    if payload.get("not_run"):
+        lines.append("  stopped by its time limit")
+    return lines
+
+
+def steps(folder: Path) -> list[str]:
+    table = folder / "steps.tsv"
+    if not table.exists():
+        return []
+    lines = ["steps (exit, seconds / limit; exit 124 or 137 = killed at the limit):"]
+    for line in table.read_text().splitlines():
+        name, rc, seconds, limit = line.split("\t")
+        lines.append(f"  {name:12s} exit {rc:>3s}  {seconds:>4s} s / {limit} s")
+    return lines
+
+
+def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--environment"]:
+        print(environment())
+        return 0
+    if len(args) != 1:
+        print(__doc__)
+        return 2
+    folder = Path(args[0])
+    environment_file = folder / "environment.txt"
+    head = [line for line in environment_file.read_text().splitlines() if line.startswith("torch ")] \
+        if environment_file.exists() else []
+    print("\n".join(["device_check: " + (head[-1] if head else "environment unknown")]
+                    + tests(folder) + train_step(folder) + kernels(folder) + steps(folder)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,7 +2,9 @@
 
 Layout: ``MAGIC`` (16 bytes) + SHA-256 of the payload (32 bytes) + the payload, which is a
 ``torch.save`` of plain containers and tensors. Loading checks the digest first, then unpickles with
-``torch.load(weights_only=True)``, so a truncated or tampered file is a ``ValueError`` and never runs
+``torch.load(weights_only=True)``. The digest detects *corruption* (a truncated or damaged file is a
+``CheckpointError``), not tampering: whoever edits a file can recompute it. What protects a user from a
+malicious file is ``weights_only=True``: unpickling builds tensors and plain containers only, never runs
 code. Writing goes to a temporary file in the same folder, is fsync'ed, then renamed over the target:
 a crash mid-save leaves the previous checkpoint intact.
 """

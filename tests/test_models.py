@@ -11,7 +11,7 @@ def count(module):
 
 def test_classic_shapes_and_parameter_counts():
     g, d = MLPGenerator(), MLPDiscriminator()
-    # G: 100*128+128 + 128*128+128 + 128*784+784; D: 784*128+128 + 128*128+128 + 128+1 (PERF.md: 247,697)
+    # G: 100*128+128 + 128*128+128 + 128*784+784; D: 784*128+128 + 128*128+128 + 128+1 (= 247,697)
     assert count(g) == 130_576
     assert count(d) == 117_121
     assert count(g) + count(d) == 247_697

@@ -39,17 +39,29 @@ def expected(x64, w64, b64, dy64, activation, slope=SLOPE, y_at=None):
     return y, g @ w64, g.t() @ x64, (g.sum(0) if b64 is not None else None)
 
 
-def compare(ours, x64, w64, b64, dy64, activation, tolerance, what=""):
-    """``ours = (y, dx, dw, db)`` against float64: y exactly, the gradients at ``ours``' own y."""
+def dot_rounding(x64, w64, b64, activation):
+    """Per element of y, what fp32 summation itself may cost: |act'| sqrt(K) 2^-23 (|x| |w|^T + |b|), the
+    usual statistical bound of a K-term fp32 dot product. It matters only where the products are far
+    larger than their sum (inputs of several hundred cancelling to a pre-activation near 0)."""
+    act = ops.activation_from_name(activation)
+    magnitude = x64.abs() @ w64.abs().t() + (b64.abs() if b64 is not None else 0)
+    slope = act.derivative_from_output(expected(x64, w64, b64, torch.zeros(1), activation)[0], SLOPE).abs()
+    return slope * x64.shape[1] ** 0.5 * 2.0 ** -23 * magnitude
+
+
+def compare(ours, x64, w64, b64, dy64, activation, tolerance, what="", y_allowance=None):
+    """``ours = (y, dx, dw, db)`` against float64: y exactly (within ``y_allowance`` more, where given), the
+    gradients at ``ours``' own y."""
     y_exact = expected(x64, w64, b64, dy64, activation)[0]
     reference = expected(x64, w64, b64, dy64, activation, y_at=ours[0])
     for i, name in enumerate(("y", "dx", "dw", "db")):
         if reference[i] is None:
             continue
-        assert_close(ours[i], y_exact if i == 0 else reference[i], tolerance, what + name)
+        assert_close(ours[i], y_exact if i == 0 else reference[i], tolerance, what + name,
+                     allowance=y_allowance if i == 0 else None)
 
 
-def _check(x64, w64, b64, dy64, activation, dtype, tolerance, x_transform=None):
+def _check(x64, w64, b64, dy64, activation, dtype, tolerance, x_transform=None, conditioned=False):
     """Run the kernels on ``dtype`` copies (NaN-poisoned outputs: see the ``poison`` fixture); compare."""
     def leaf(t):
         return None if t is None else t.detach().to(device=DEVICE, dtype=dtype).clone().requires_grad_()
@@ -68,7 +80,8 @@ def _check(x64, w64, b64, dy64, activation, dtype, tolerance, x_transform=None):
     x64 = x_transform(x64) if x_transform else x64
     rounded = [None if t is None else t.to(dtype).double() for t in (x64, w64, b64, dy64)]
     grads = [x_in.grad] + [t.grad if t is not None else None for t in leaves[1:]]
-    compare([y] + grads, *rounded, activation, tolerance)
+    compare([y] + grads, *rounded, activation, tolerance,
+            y_allowance=dot_rounding(*rounded[:3], activation) if conditioned else None)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -171,8 +184,9 @@ def test_bf16_on_gpu(activation, seed):
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "leaky_relu", "relu"])
 def test_extreme_pre_activations_saturate_without_nan(activation, ieee, poison, seed):
     # Pre-activations of several hundred: sigmoid/tanh saturate, their derivative is exactly 0, no NaN/inf.
+    # The few that cancel to near 0 carry fp32 summation error of the large products: allowed for.
     x, w, b, dy = _inputs(9, 16, 17, seed=seed, scale=300.0)
-    _check(x, w, b, dy, activation, torch.float32, TOLERANCE["ieee"])
+    _check(x, w, b, dy, activation, torch.float32, TOLERANCE["ieee"], conditioned=True)
 
 
 def test_leading_dimensions_and_empty_batch(ieee):

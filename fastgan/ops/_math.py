@@ -61,7 +61,7 @@ if HAS_TRITON:
         rounding even where ``u`` itself is a few ulps off (the ratio varies slowly in ``u``)."""
         u = tl.exp(x)
         um1 = u - 1.0
-        ratio = um1 / tl.where(um1 == 0.0, 1.0, tl.log(u))
+        ratio = tl.div_rn(um1, tl.where(um1 == 0.0, 1.0, tl.log(u)))
         return tl.where(um1 == 0.0, x, tl.where(u == 0.0, -1.0, ratio * x))
 
     @triton.jit

@@ -28,6 +28,7 @@ from common import environment, markdown_table, write_results  # noqa: E402
 
 import fastgan  # noqa: E402
 from fastgan import data, metrics, ops  # noqa: E402
+from fastgan.models import PRESETS  # noqa: E402
 
 # GANTrainer options of each variant (D's input widens with pack).
 VARIANTS = {
@@ -62,8 +63,7 @@ def mixture_trainer(kind: str, variant: str, seed: int, device, kernels="torch")
     pack = options.get("pack", 1)
     real = (data.gaussian_ring if kind == "ring" else data.gaussian_grid)(100_000, seed=seed, device=device)
     torch.manual_seed(seed)
-    g = fastgan.MLPGenerator(latent_dim=2, hidden=(128, 128), out_dim=2, output_activation=None)
-    d = fastgan.MLPDiscriminator(in_dim=2 * pack, hidden=(128, 128))
+    g, d = PRESETS["mixture-benchmark"].build(2, pack=pack)
     batch = 128 if 128 % pack == 0 else 126  # a multiple of pack (pack 3: 126)
     return fastgan.GANTrainer(g, d, real, batch_size=batch, lr=2e-4, seed=seed, device=device, kernels=kernels,
                               **options)
@@ -142,7 +142,7 @@ def run_digits(variants, steps, device):
         options = dict(VARIANTS[variant])
         pack = options.get("pack", 1)
         torch.manual_seed(0)
-        g, d = fastgan.MLPGenerator(), fastgan.MLPDiscriminator(in_dim=784 * pack)
+        g, d = PRESETS["classic"].build(784, pack=pack)
         trainer = fastgan.GANTrainer(g, d, real, batch_size=128, seed=0, device=device, **options)
         start = time.perf_counter()
         trainer.fit(steps, log_every=max(1, steps // 4), progress=False)

@@ -30,6 +30,7 @@ from common import TimeBudget, environment, markdown_table, write_results  # noq
 
 import fastgan  # noqa: E402
 from fastgan import ops  # noqa: E402
+from fastgan.models import PRESETS  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,7 @@ def run_row(width: int, batch: int, backends: list[Backend], device: torch.devic
     """Every backend on one (width, batch): a backend that fails is a row marked failed, with its error."""
     trainers, results = {}, {}
     torch.manual_seed(0)
-    generator = fastgan.MLPGenerator(hidden=(width, width), out_dim=real.shape[1])
-    discriminator = fastgan.MLPDiscriminator(in_dim=real.shape[1], hidden=(width, width))
+    generator, discriminator = PRESETS["classic"].build(real.shape[1], hidden=(width, width))
     for backend in backends:
         if backend.needs_cuda and device.type != "cuda":
             results[backend.name] = {"skipped": "needs a CUDA device"}

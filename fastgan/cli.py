@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import shlex
@@ -13,11 +14,11 @@ import torch
 
 from . import data as datasets
 from .checkpoint import CheckpointError, load_checkpoint
-from .models import MLPDiscriminator, MLPGenerator, generate
+from .models import DATA_PRESETS, PRESETS, ModelPreset, generate
 from .plots import save_image_grid, save_loss_curve, save_scatter
 from .losses import LOSSES
-from .step import PRECISIONS
-from .trainer import KERNELS, GANTrainer, NonFiniteLossError, TrainingInterrupted
+from .config import KERNELS, PRECISIONS, TrainConfig
+from .trainer import GANTrainer, NonFiniteLossError, TrainingInterrupted
 
 DESCRIPTION = """\
 fastgan: fast GAN training in PyTorch.
@@ -38,15 +39,6 @@ examples:
   fastgan train --data ring --steps 3000        # the 8-Gaussian ring, 2-D scatter plot
   fastgan train --data mnist --data-root ~/mnist --steps 20000
   fastgan train --out runs/digits --steps 8000 --resume   # continue a run up to 8000 steps"""
-
-# Per data set: generator output head and latent size (mixtures use a small latent and a linear output).
-MODEL_DEFAULTS = {
-    "digits": {"latent_dim": 100, "output_activation": "sigmoid"},
-    "mnist": {"latent_dim": 100, "output_activation": "sigmoid"},
-    "ring": {"latent_dim": 16, "output_activation": None},
-    "grid": {"latent_dim": 16, "output_activation": None},
-}
-
 
 # The noise seed of the samples the quality metrics are computed on: `fastgan train` (metrics.json) and
 # `fastgan evaluate` use the same one, so one checkpoint gives the same figures on the same device.
@@ -98,11 +90,20 @@ def _add_fast_step_options(parser: argparse.ArgumentParser) -> None:
                        help="steps captured per graph replay (with --cuda-graph; default: 1)")
 
 
-def _fast_step_options(args: argparse.Namespace) -> dict:
-    """GANTrainer keyword arguments from the options `_add_fast_step_options` declared."""
-    return {"device": resolve_device(args.device), "kernels": args.kernels,
-            "compile": args.compile, "fused_optimizer": args.fused_optimizer, "precision": args.precision,
-            "cuda_graph": args.cuda_graph, "steps_per_replay": args.steps_per_replay}
+# TrainConfig's fields that `fastgan train` takes from elsewhere than a flag of the same name, and why.
+# Every other field is a flag (tests/test_cli.py checks): a new setting cannot be forgotten here.
+NOT_TRAIN_FLAGS = {
+    "betas": "DCGAN's (0.5, 0.999), as every run in the benchmarks",
+    "latent_dim": "the data set's model preset (fastgan.models.DATA_PRESETS)",
+    "graph_warmup": "3 eager steps before a CUDA-graph capture, enough to create and tune everything",
+}
+
+
+def config_from_args(args: argparse.Namespace, **fixed) -> TrainConfig:
+    """The TrainConfig of a command: every field whose flag the command has (same name), then ``fixed``."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    values.update(fixed, device=str(resolve_device(args.device)))
+    return TrainConfig(**values)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     train.add_argument("--batch-size", type=_positive(int), default=128, help="default: 128")
     train.add_argument("--lr", type=_positive(float), default=2e-4, help="Adam learning rate (default: 2e-4)")
-    train.add_argument("--hidden", type=_positive(int), nargs="+", default=[256, 256],
-                       help="hidden widths of G and D (default: 256 256; the classic GAN is 128 128)")
+    train.add_argument("--hidden", type=_positive(int), nargs="+", default=None,
+                       help="hidden widths of G and D (default: the data set's preset, 256 256; the classic GAN "
+                            "is 128 128)")
     train.add_argument("--real-label", type=float, default=None,
                        help="D's target for real data: 0.9 (the default with the BCE loss) is one-sided label "
                             "smoothing, 1.0 the plain GAN loss; not used by --loss hinge")
@@ -172,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--steps", type=_positive(int), default=20, help="profiled steps (default: 20)")
     prof.add_argument("--warmup", type=int, default=10, help="steps before profiling (default: 10)")
     prof.add_argument("--batch-size", type=_positive(int), default=128)
-    prof.add_argument("--hidden", type=_positive(int), nargs="+", default=[128, 128])
+    prof.add_argument("--hidden", type=_positive(int), nargs="+", default=list(PRESETS["classic"].hidden),
+                      help="hidden widths of G and D (default: the classic GAN's, 128 128)")
     _add_fast_step_options(prof)
     prof.add_argument("--out", type=Path, default=Path("runs/profile"))
     prof.add_argument("--no-trace", action="store_true",
@@ -181,16 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _models(features: int, hidden: list[int], latent_dim: int, output_activation, pack: int = 1):
-    g = MLPGenerator(latent_dim=latent_dim, hidden=hidden, out_dim=features, output_activation=output_activation)
-    d = MLPDiscriminator(in_dim=pack * features, hidden=hidden)
-    return g, d
+def _models(features: int, model: dict):
+    """G and D from a run's model description (what checkpoints keep under extra["model"])."""
+    preset = ModelPreset(model["latent_dim"], tuple(model["hidden"]), model["output_activation"])
+    return preset.build(features, pack=model.get("pack", 1))
 
 
 def run_train(args: argparse.Namespace) -> int:
     out: Path = args.out or Path("runs") / args.data
     checkpoint = out / "checkpoint.pt"
-    model_config = {"data": args.data, "hidden": list(args.hidden), "pack": args.pack, **MODEL_DEFAULTS[args.data]}
+    preset = PRESETS[DATA_PRESETS[args.data]]
+    model_config = {"data": args.data, "hidden": list(args.hidden or preset.hidden), "pack": args.pack,
+                    "latent_dim": preset.latent_dim, "output_activation": preset.output_activation}
     saved = None
     if args.resume:
         if not checkpoint.exists():
@@ -205,20 +210,16 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.real_label is None:
         args.real_label = 1.0 if args.loss == "hinge" else 0.9
-    fast = _fast_step_options(args)
-    real = datasets.load(args.data, root=args.data_root, device=fast["device"])
+    config = config_from_args(args, pack=model_config.get("pack", 1))
+    real = datasets.load(args.data, root=args.data_root, device=config.device)
     torch.manual_seed(args.seed)
-    g, d = _models(real.shape[1], model_config["hidden"], model_config["latent_dim"],
-                   model_config["output_activation"], model_config.get("pack", 1))
-    trainer = GANTrainer(g, d, real, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         real_label=args.real_label, loss=args.loss, lr_g=args.lr_g, lr_d=args.lr_d,
-                         d_steps=args.d_steps, ema=args.ema, pack=model_config.get("pack", 1),
-                         instance_noise=args.instance_noise, r1_gamma=args.r1_gamma, r1_every=args.r1_every, **fast)
+    g, d = _models(real.shape[1], {**model_config, "pack": config.pack})
+    trainer = GANTrainer(g, d, real, config)
     if saved is not None:
         trainer.load(checkpoint)
         print(f"fastgan: resumed {checkpoint} at step {trainer.step_count}")
-        ours = trainer.config
-        changed = {k: (v, ours.get(k)) for k, v in saved.get("config", {}).items() if ours.get(k) != v}
+        ours = trainer.config.to_dict()
+        changed = {k: (v, ours[k]) for k, v in saved.get("config", {}).items() if k in ours and ours[k] != v}
         if changed:  # a resumed run equals an uninterrupted one only with the same settings
             print("fastgan: note: settings differ from the checkpoint's run: " +
                   ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()))
@@ -272,7 +273,7 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
         "final_loss_d": sum(d for d, _ in window) / len(window) if window else None,
         "final_loss_g": sum(g for _, g in window) / len(window) if window else None,
         "loss_window_steps": tail,
-        "config": {**model_config, **trainer.config},
+        "config": {**model_config, **trainer.config.to_dict(), "kernels_run": trainer.kernels_run},
         "device": str(trainer.device),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
@@ -311,7 +312,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 2
     device = resolve_device(args.device)
     features = 784 if model["data"] in ("digits", "mnist") else 2
-    generator, _ = _models(features, model["hidden"], model["latent_dim"], model["output_activation"])
+    generator, _ = _models(features, model)
     weights = state.get("ema") or state["generator"]
     generator.load_state_dict(weights)
     generator.to(device).eval()
@@ -335,12 +336,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_profile(args: argparse.Namespace) -> int:
     from .profiling import format_table, print_commands, profile_trainer
-    fast = _fast_step_options(args)
-    real = datasets.load(args.data, root=args.data_root, device=fast["device"])
-    defaults = MODEL_DEFAULTS[args.data]
+    config = config_from_args(args)
+    real = datasets.load(args.data, root=args.data_root, device=config.device)
     torch.manual_seed(0)
-    g, d = _models(real.shape[1], args.hidden, defaults["latent_dim"], defaults["output_activation"])
-    trainer = GANTrainer(g, d, real, batch_size=args.batch_size, **fast)
+    g, d = PRESETS[DATA_PRESETS[args.data]].build(real.shape[1], hidden=args.hidden)
+    trainer = GANTrainer(g, d, real, config)
     summary = profile_trainer(trainer, steps=args.steps, warmup=args.warmup, out=args.out, trace=not args.no_trace)
     if "table" in summary:
         print(format_table(summary, limit=25))

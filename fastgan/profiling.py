@@ -1,9 +1,7 @@
-"""Profiling that fits Nsight Systems / Nsight Compute and torch.profiler.
+"""Profiling a trainer, fit for Nsight Systems / Nsight Compute and torch.profiler.
 
-``phase(name)`` marks a phase of the step (``data``, ``G.forward``, ``D.forward.real``, ``D.backward``,
-``D.optim``, ...): an NVTX range on CUDA builds (what ``nsys`` shows) and a ``record_function`` range
-(what torch.profiler's trace shows). Phases cost nothing unless enabled: ``profile_trainer`` and
-``FASTGAN_NVTX=1`` turn them on.
+This is the upper floor (it drives a GANTrainer); the ranges the step marks are the lower one,
+``fastgan.phases`` (re-exported here: ``phase``, ``enable_phases``).
 
 ``profile_trainer`` runs warm-up steps, then N steps between ``cudaProfilerStart``/``Stop`` (so
 ``nsys --capture-range=cudaProfilerApi`` records exactly them) under torch.profiler, writes the trace
@@ -21,37 +19,9 @@ from pathlib import Path
 
 import torch
 
+from .phases import enable_phases, phase
+
 __all__ = ["phase", "enable_phases", "profile_trainer", "nsight_commands"]
-
-_enabled = os.environ.get("FASTGAN_NVTX", "0") == "1"
-
-
-def enable_phases(on: bool = True) -> None:
-    global _enabled
-    _enabled = on
-
-
-def _nvtx_available() -> bool:
-    return torch.cuda.is_available()
-
-
-@contextlib.contextmanager
-def _range(name: str):
-    nvtx = _nvtx_available()
-    if nvtx:
-        torch.cuda.nvtx.range_push(name)
-    try:
-        with torch.profiler.record_function(name):
-            yield
-    finally:
-        if nvtx:
-            torch.cuda.nvtx.range_pop()
-
-
-def phase(name: str):
-    """A named range around one phase of the step, or a no-op when phases are off."""
-    return _range(name) if _enabled else contextlib.nullcontext()
-
 
 def nsight_commands(argv: list[str], kernel_regex: str = "_linear_act|_sigmoid_bce|_linear_bce_head|_adam") -> dict:
     """The nsys and ncu command lines that profile the same run (``argv``: the fastgan command's args)."""

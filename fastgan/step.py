@@ -28,16 +28,12 @@ from torch import nn
 
 from . import ops
 from .ema import EMA
-from .profiling import phase
+from .config import CUDAGRAPH_COMPILE_MODES, PRECISIONS
+from .phases import phase
 from .losses import (Bce, discriminator_loss, generator_loss, hinge_discriminator_loss,
                      hinge_generator_loss)
 
-__all__ = ["StepParts", "make_step", "precision_scope", "PRECISIONS", "COMPILE_MODES", "CUDAGRAPH_COMPILE_MODES"]
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-# torch.compile modes that record CUDA graphs of their own (cudagraph trees): each call's outputs are
-# overwritten by the next call, so the step marks its boundaries and copies out what outlives it.
-CUDAGRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")
+__all__ = ["StepParts", "make_step", "precision_scope", "PRECISIONS"]
 
 
 @dataclass
@@ -61,9 +57,6 @@ class StepParts:
     ema: EMA | None = None
     compile: bool | str = False   # False, True (torch.compile's default mode) or a torch.compile mode name
     precision: str = "tf32"       # "fp32" (exact), "tf32" (fp32 on tensor cores) or "bf16" (autocast)
-
-
-PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @contextlib.contextmanager

@@ -52,7 +52,7 @@ def test_step_never_reads_a_tensor_on_the_host(monkeypatch):
     trainer.step()
     monkeypatch.undo()
     assert loss_d.dim() == 0 and not loss_d.requires_grad
-    assert trainer.history["step"] == [] and len(trainer._pending) == 2
+    assert trainer.history["step"] == [] and len(trainer.losses.pending) == 2
     assert [row[0] for row in trainer.flush_losses()] == [1, 2]
 
 

@@ -1,0 +1,184 @@
+"""TrainConfig: every training setting of a GANTrainer, declared once, validated once, serialised once.
+
+``GANTrainer(G, D, data, config)`` takes one; ``GANTrainer(G, D, data, batch_size=64, ...)`` builds one
+from the keywords. It is stored in checkpoints and in the CLI's metrics.json (``to_dict``/``from_dict``),
+and the CLI's ``train`` flags are its fields (``tests/test_cli.py`` checks that none is forgotten).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .losses import LOSSES, check_real_label
+
+__all__ = ["TrainConfig", "KERNELS", "COMPILE_MODES", "CUDAGRAPH_COMPILE_MODES", "PRECISIONS", "FUSED_OPTIMIZERS"]
+
+KERNELS = ("torch", "triton", "auto")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# torch.compile modes that record CUDA graphs of their own (cudagraph trees): each call's outputs are
+# overwritten by the next call, so the step marks its boundaries and copies out what outlives it.
+CUDAGRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")
+PRECISIONS = ("fp32", "tf32", "bf16")
+# False: torch.optim.Adam (for-each); "flat": FlatAdam (True means the same); "torch":
+# torch.optim.Adam(fused=True), PyTorch's own fused Adam, the baseline FlatAdam must beat.
+FUSED_OPTIMIZERS = (False, "flat", "torch")
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _finite(name: str, value, minimum: float, strict: bool) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
+        value > minimum if strict else value >= minimum)
+    if not ok:
+        raise ValueError(f"{name} must be a {'positive' if strict and minimum == 0 else 'finite'} number"
+                         f"{'' if strict and minimum == 0 else f' >= {minimum}'}, got {value!r}")
+    return float(value)
+
+
+@dataclass
+class TrainConfig:
+    """The settings of one GAN training run; a bad value is a ``ValueError`` naming it, when the config is
+    made (or ``replace``d). ``GANTrainer`` reads:
+
+        batch_size: samples per step, drawn with replacement (so it may exceed N).
+        lr, betas: Adam settings for both models (DCGAN's defaults).
+        seed: seeds the trainer's RNG, which draws every batch and every noise vector.
+        device: defaults to the data's device if it is a tensor on CUDA, else CUDA when present, else CPU.
+        kernels: ``"torch"`` (PyTorch ops), ``"triton"`` (fused Triton layers and loss, via ``fastgan.fuse``)
+            or ``"auto"`` (triton on CUDA, torch on CPU).
+        compile: ``True`` (or a ``torch.compile`` mode such as ``"reduce-overhead"``) compiles the step's
+            regions (see ``fastgan.step``); the Triton ops enter as opaque custom ops (no graph breaks).
+        cuda_graph: capture whole steps in one CUDA graph (``fastgan.graph``): after ``graph_warmup`` eager
+            warm-up steps, each ``step()`` replays ``steps_per_replay`` steps with one launch. CUDA only.
+        precision: applied alike to PyTorch's and fastgan's kernels, so comparisons are fair: ``"fp32"``
+            (exact fp32), ``"tf32"`` (default: fp32 matmuls on TF32 tensor cores) or ``"bf16"`` (forward
+            passes autocast to bf16: bf16 matmul operands, fp32 accumulation, fp32 weights and Adam state).
+        fused_optimizer: ``True`` or ``"flat"``: ``FlatAdam`` for both models (parameters and gradients in one
+            flat buffer each, the update in one Triton kernel with a device-side step count); ``"torch"``:
+            ``torch.optim.Adam(fused=True)``; ``False`` (default): ``torch.optim.Adam``.
+        latent_dim: checked against the generator's input size when given.
+        real_label: target for real samples in D's loss; < 1 is one-sided label smoothing.
+
+    Stabilisation options (see ``fastgan.step``; all off by default):
+        loss: ``"non_saturating"`` (default) or ``"hinge"``.
+        lr_g, lr_d: separate learning rates (TTUR); each defaults to ``lr``.
+        d_steps: D updates per G update.
+        ema: decay of an exponential moving average of G's weights (e.g. 0.999), used by ``sample``.
+        pack: PacGAN packing: D sees ``pack`` samples per row, so its input size is ``pack * features``
+            and ``batch_size`` must be a multiple of ``pack``.
+        instance_noise: std of Gaussian noise added to D's real and fake inputs.
+        r1_gamma, r1_every: R1 penalty weight on real data, applied every ``r1_every`` steps.
+    """
+    batch_size: int = 128
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    seed: int = 0
+    lr_g: float | None = None
+    lr_d: float | None = None
+    device: str | None = None
+    kernels: str = "torch"
+    compile: bool | str = False
+    cuda_graph: bool = False
+    steps_per_replay: int = 1
+    graph_warmup: int = 3
+    precision: str = "tf32"
+    fused_optimizer: bool | str = False
+    latent_dim: int | None = None
+    loss: str = "non_saturating"
+    real_label: float = 1.0
+    d_steps: int = 1
+    ema: float | None = None
+    pack: int = 1
+    instance_noise: float = 0.0
+    r1_gamma: float = 0.0
+    r1_every: int = 16
+
+    def __post_init__(self):
+        if self.kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, got {self.kernels!r}")
+        if self.compile not in (False, True, *COMPILE_MODES):
+            raise ValueError(f"compile must be False, True or a torch.compile mode name "
+                             f"({', '.join(COMPILE_MODES)}), got {self.compile!r}")
+        if self.fused_optimizer is True:
+            self.fused_optimizer = "flat"
+        if self.fused_optimizer not in FUSED_OPTIMIZERS:
+            raise ValueError(f"fused_optimizer must be False, True (= 'flat': FlatAdam) or 'torch' "
+                             f"(torch.optim.Adam(fused=True)), got {self.fused_optimizer!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {self.precision!r}")
+        for name in ("batch_size", "steps_per_replay", "graph_warmup", "d_steps", "pack", "r1_every"):
+            _positive_int(name, getattr(self, name))
+        if self.cuda_graph and self.compile in CUDAGRAPH_COMPILE_MODES:
+            raise ValueError(f"compile={self.compile!r} makes CUDA graphs of its own (cudagraph trees): use it with "
+                             "cuda_graph=False, or compile=True (or 'max-autotune-no-cudagraphs') with "
+                             "cuda_graph=True")
+        if self.cuda_graph and self.r1_gamma:
+            raise ValueError("r1_gamma > 0 with cuda_graph=True is not supported: the R1 steps follow a host-side "
+                             "schedule that one captured graph cannot vary; use cuda_graph=False")
+        self.lr = _finite("lr", self.lr, 0.0, strict=True)
+        for name in ("lr_g", "lr_d"):
+            if getattr(self, name) is not None:
+                setattr(self, name, _finite(name, getattr(self, name), 0.0, strict=True))
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}, got {self.loss!r}")
+        if self.loss == "hinge" and self.real_label != 1.0:
+            raise ValueError("real_label (label smoothing) applies to the BCE loss, not to loss='hinge'")
+        self.instance_noise = _finite("instance_noise", self.instance_noise, 0.0, strict=False)
+        self.r1_gamma = _finite("r1_gamma", self.r1_gamma, 0.0, strict=False)
+        betas = tuple(self.betas) if isinstance(self.betas, (tuple, list)) else ()
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.real_label = check_real_label(self.real_label)
+        if self.ema is not None and not (isinstance(self.ema, (int, float)) and 0.0 < self.ema < 1.0):
+            raise ValueError(f"ema decay must be in (0, 1), e.g. 0.999, got {self.ema!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if self.latent_dim is not None:
+            _positive_int("latent_dim", self.latent_dim)
+        if self.batch_size % self.pack:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of pack={self.pack}")
+        if self.device is not None:
+            try:
+                self.device = str(torch.device(self.device))
+            except (RuntimeError, TypeError, ValueError):
+                raise ValueError(f"device {self.device!r} is not a device: use cpu, cuda or cuda:N") from None
+
+    @property
+    def generator_lr(self) -> float:
+        return self.lr if self.lr_g is None else self.lr_g
+
+    @property
+    def discriminator_lr(self) -> float:
+        return self.lr if self.lr_d is None else self.lr_d
+
+    def replace(self, **changes) -> TrainConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Plain values (lists for tuples): what checkpoints and metrics.json store."""
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """The inverse of ``to_dict``; an unknown key is a ``ValueError`` naming it (missing keys: defaults)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig settings: {', '.join(unknown)}")
+        return cls(**values)
+
+    def __getitem__(self, name: str):
+        """``config["pack"]``: dict-style reads, as code written against the earlier settings dict does."""
+        if name not in {f.name for f in dataclasses.fields(self)}:
+            raise KeyError(name)
+        return getattr(self, name)

@@ -1,0 +1,81 @@
+"""TrainConfig: one declaration of the settings, validated once, serialised, and the CLI's flags."""
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from fastgan import GANTrainer, MLPDiscriminator, MLPGenerator, TrainConfig, data
+from fastgan.cli import NOT_TRAIN_FLAGS, build_parser
+
+
+def _models():
+    torch.manual_seed(0)
+    return (MLPGenerator(latent_dim=8, hidden=(16,), out_dim=2, output_activation=None),
+            MLPDiscriminator(in_dim=2, hidden=(16,)))
+
+
+def test_round_trip_through_plain_values():
+    config = TrainConfig(batch_size=64, lr=1e-3, betas=(0.9, 0.99), lr_g=5e-4, pack=2, ema=0.99, compile=True,
+                         fused_optimizer=True, precision="fp32", device="cpu")
+    values = config.to_dict()
+    assert json.loads(json.dumps(values)) == values  # plain JSON values
+    assert values["fused_optimizer"] == "flat" and values["betas"] == [0.9, 0.99]
+    assert TrainConfig.from_dict(values) == config
+    assert config.generator_lr == 5e-4 and config.discriminator_lr == 1e-3
+    assert config["pack"] == 2  # dict-style reads keep working
+    with pytest.raises(ValueError, match="unknown TrainConfig settings: colour"):
+        TrainConfig.from_dict({**values, "colour": "red"})
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ({"lr": float("nan")}, "lr must be"),
+    ({"kernels": "cuda"}, "kernels must be one of"),
+    ({"betas": (0.5,)}, "betas"),
+    ({"pack": 3}, "must be a multiple of pack=3"),
+    ({"ema": 1.5}, "ema decay"),
+    ({"device": "gpu"}, "'gpu' is not a device"),
+    ({"cuda_graph": True, "compile": "max-autotune"}, "CUDA graphs of its own"),
+])
+def test_bad_settings_are_refused_when_made_and_when_replaced(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**changes)
+    with pytest.raises(ValueError, match=message):
+        TrainConfig().replace(**changes)
+
+
+def test_trainer_takes_a_config_or_keywords_alike(tmp_path):
+    config = TrainConfig(batch_size=32, lr=1e-3, seed=5, device="cpu")
+    by_config = GANTrainer(*_models(), data.gaussian_ring(512), config)
+    by_keywords = GANTrainer(*_models(), data.gaussian_ring(512), batch_size=32, lr=1e-3, seed=5, device="cpu")
+    overridden = GANTrainer(*_models(), data.gaussian_ring(512), config.replace(seed=0), seed=5)
+    for trainer in (by_config, by_keywords, overridden):
+        trainer.fit(4, log_every=4, progress=False)
+    assert by_config.config == by_keywords.config == overridden.config
+    assert by_config.history == by_keywords.history == overridden.history
+    by_config.save(tmp_path / "c.pt")
+    from fastgan.checkpoint import load_checkpoint
+    assert TrainConfig.from_dict(load_checkpoint(tmp_path / "c.pt")["config"]) == config
+    with pytest.raises(TypeError, match="config must be a fastgan.TrainConfig"):
+        GANTrainer(*_models(), data.gaussian_ring(512), {"batch_size": 32})
+
+
+def test_batch_size_changes_go_through_the_config():
+    g, _ = _models()
+    trainer = GANTrainer(g, MLPDiscriminator(in_dim=4, hidden=(16,)), data.gaussian_ring(512), batch_size=32, pack=2,
+                         device="cpu")
+    trainer.batch_size = 64
+    assert trainer.config.batch_size == 64 and trainer._parts.batch_size == 64
+    with pytest.raises(ValueError, match="multiple of pack=2"):
+        trainer.batch_size = 33
+    assert trainer.batch_size == 64
+
+
+def test_every_setting_is_a_train_flag_or_says_why_not():
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    flags = {action.dest for action in train._actions}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    missing = fields - flags - set(NOT_TRAIN_FLAGS)
+    assert not missing, f"TrainConfig settings with no `fastgan train` flag and no reason: {sorted(missing)}"
+    assert set(NOT_TRAIN_FLAGS) <= fields, "NOT_TRAIN_FLAGS names settings TrainConfig does not have"

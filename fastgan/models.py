@@ -147,7 +147,7 @@ def _in_features(module: nn.Module, attribute: str) -> int | None:
 
 
 def check_gan_models(generator: nn.Module, discriminator: nn.Module, features: int, pack: int,
-                  latent_dim: int | None) -> int:
+                     latent_dim: int | None) -> int:
     """Check G's output and D's input against the data (``features`` per sample, D sees ``pack`` of them per
     row) and ``latent_dim`` (if given) against G's input; returns G's latent size. ``ValueError`` if not."""
     g_in = _in_features(generator, "latent_dim")

@@ -17,41 +17,12 @@ import math
 
 import torch
 
-from . import _math
-from ._runtime import HAS_TRITON, kernel_launches, triton, tl, use_triton
-
+from . import adam_kernels as kernels
+from ._runtime import kernel_launches, use_triton
 __all__ = ["adam_step", "adam_programs", "adam_step_reference"]
 
 _BLOCK = 1024
 _MAX_PROGRAMS = 1024
-
-if HAS_TRITON:
-    @triton.jit
-    def _adam_step_kernel(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, counter_ptr, n,
-                          lr, beta1, beta2, log_beta1, log_beta2, eps, weight_decay,
-                          BLOCK: tl.constexpr):
-        pid = tl.program_id(0)
-        programs = tl.num_programs(0)
-        old = tl.atomic_add(counter_ptr, 1)
-        step = (old // programs + 1).to(tl.float32)
-        # 1 - beta^t as -expm1(t log beta): 1 - exp(t log beta) loses ~1e-4 relative at t = 1, beta2 = 0.999
-        # on a GPU, whose exp is approximate; sqrt_rn and div_rn round as torch.optim.Adam's CUDA math does.
-        bias_correction1 = -_math.expm1(step * log_beta1)
-        bias_correction2_sqrt = tl.sqrt_rn(-_math.expm1(step * log_beta2))
-        step_size = tl.div_rn(lr, bias_correction1)
-        for start in range(pid * BLOCK, n, programs * BLOCK):
-            offs = start + tl.arange(0, BLOCK).to(tl.int64)
-            mask = offs < n
-            p = tl.load(param_ptr + offs, mask=mask, other=0.0)
-            g = tl.load(grad_ptr + offs, mask=mask, other=0.0) + weight_decay * p
-            m = tl.load(exp_avg_ptr + offs, mask=mask, other=0.0)
-            v = tl.load(exp_avg_sq_ptr + offs, mask=mask, other=0.0)
-            m = m + (1.0 - beta1) * (g - m)
-            v = v * beta2 + (1.0 - beta2) * g * g
-            p = p - step_size * tl.div_rn(m, tl.div_rn(tl.sqrt_rn(v), bias_correction2_sqrt) + eps)
-            tl.store(param_ptr + offs, p, mask=mask)
-            tl.store(exp_avg_ptr + offs, m, mask=mask)
-            tl.store(exp_avg_sq_ptr + offs, v, mask=mask)
 
 
 def adam_programs(n: int) -> int:
@@ -72,6 +43,7 @@ def adam_step_reference(param, grad, exp_avg, exp_avg_sq, counter, lr, beta1, be
     bias_correction2_sqrt = (-torch.expm1(step * (math.log(beta2) if beta2 > 0 else -math.inf))).sqrt()
     param.sub_(step_size * exp_avg / (exp_avg_sq.sqrt() / bias_correction2_sqrt + eps))
 
+
 def adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
               counter: torch.Tensor, lr: float, beta1: float, beta2: float, eps: float,
               weight_decay: float = 0.0) -> None:
@@ -89,7 +61,7 @@ def adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, ex
     if not use_triton(param):
         adam_step_reference(param, grad, exp_avg, exp_avg_sq, counter, lr, beta1, beta2, eps, weight_decay)
         return
-    _adam_step_kernel[(adam_programs(param.numel()),)](
+    kernels._adam_step_kernel[(adam_programs(param.numel()),)](
         param, grad, exp_avg, exp_avg_sq, counter, param.numel(), float(lr), float(beta1), float(beta2),
         math.log(beta1) if beta1 > 0 else -math.inf, math.log(beta2) if beta2 > 0 else -math.inf,
         float(eps), float(weight_decay), BLOCK=_BLOCK)

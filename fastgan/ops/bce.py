@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from . import _math
-from ._runtime import HAS_TRITON, check_float_tensor, kernel_launches, triton, tl, use_triton
-
+from . import bce_kernels as kernels
+from ._runtime import check_float_tensor, kernel_launches, triton, use_triton
 __all__ = ["sigmoid_bce_with_logits"]
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -19,35 +18,6 @@ _REDUCTIONS = ("mean", "sum", "none")
 # beyond it, programs add partial sums atomically.
 _SINGLE_PROGRAM_LIMIT = 1 << 16
 _BLOCK = 1024
-
-if HAS_TRITON:
-    @triton.jit
-    def _sigmoid_bce_fwd_kernel(x_ptr, t_ptr, loss_ptr, grad_ptr, n, target_value, scale,
-                                HAS_TARGET: tl.constexpr, REDUCE: tl.constexpr, ATOMIC: tl.constexpr,
-                                BLOCK: tl.constexpr):
-        pid = tl.program_id(0)
-        programs = tl.num_programs(0)
-        total = tl.zeros((BLOCK,), dtype=tl.float32)
-        for start in range(pid * BLOCK, n, programs * BLOCK):
-            offs = start + tl.arange(0, BLOCK).to(tl.int64)  # numel can pass 2^31
-            mask = offs < n
-            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            if HAS_TARGET:
-                t = tl.load(t_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            else:
-                t = tl.zeros((BLOCK,), dtype=tl.float32) + target_value
-            loss, grad = _math.bce_with_logits(x, t)
-            tl.store(grad_ptr + offs, (grad * scale).to(grad_ptr.dtype.element_ty), mask=mask)
-            if REDUCE:
-                total += tl.where(mask, loss, 0.0)
-            else:
-                tl.store(loss_ptr + offs, loss.to(loss_ptr.dtype.element_ty), mask=mask)
-        if REDUCE:
-            s = tl.sum(total, axis=0) * scale
-            if ATOMIC:
-                tl.atomic_add(loss_ptr, s)
-            else:
-                tl.store(loss_ptr, s)
 
 
 def _launch(logits, target, target_value, reduction):
@@ -67,9 +37,9 @@ def _launch(logits, target, target_value, reduction):
         if reduce:
             loss.fill_(float("nan") if reduction == "mean" else 0.0)  # as PyTorch: mean of nothing is NaN
         return loss, grad
-    _sigmoid_bce_fwd_kernel[(programs,)](x, t, loss, grad, n, float(target_value), scale,
-                                         HAS_TARGET=target is not None, REDUCE=reduce, ATOMIC=atomic,
-                                         BLOCK=_BLOCK)
+    kernels._sigmoid_bce_fwd_kernel[(programs,)](x, t, loss, grad, n, float(target_value), scale,
+                                                 HAS_TARGET=target is not None, REDUCE=reduce, ATOMIC=atomic,
+                                                 BLOCK=_BLOCK)
     kernel_launches["_sigmoid_bce_fwd_kernel"] += 1
     return loss, grad
 
@@ -140,6 +110,7 @@ def sigmoid_bce_with_logits(logits: torch.Tensor, target: torch.Tensor | float,
 
 
 # -- torch.compile: the same kernel as an opaque custom op (see ops/linear.py for why) ------------------
+
 
 @torch.library.custom_op("fastgan::sigmoid_bce", mutates_args=())
 def _sigmoid_bce_op(logits: torch.Tensor, target: torch.Tensor | None, target_value: float,

@@ -12,8 +12,8 @@
 #
 # BUDGET (default run; by construction each step is killed at its limit, and the benchmarks start no row
 # that would end past theirs, writing their JSON after every row):
-#   environment 20 s + gpu_tests 100 s + train_step 150 s (rows stop at 125 s) + kernels 70 s (rows stop
-#   at 55 s) + summary 10 s = 350 s, under 6 minutes, so one fix and a rerun fit a 15-minute lease.
+#   environment 20 s + gpu_tests 95 s + train_step 140 s (rows stop at 115 s) + kernels 60 s (rows stop
+#   at 45 s) + micro-benchmarks 40 s = 355 s, under 6 minutes, so one fix and a rerun fit a 15-minute lease.
 #
 # Needs python3 with torch, triton, numpy, pytest, scikit-learn, matplotlib and tqdm (the project's dev
 # extras; pytest-xdist is used when present); runs from the repository root without installing (PYTHONPATH).
@@ -41,9 +41,9 @@ step() {  # step NAME LIMIT_S COMMAND...: run under a hard limit, log to $WORK/N
 }
 
 if [ "$FULL" = 1 ]; then
-    T_TESTS=900; T_TRAIN=3600; L_TRAIN=3500; T_KERNELS=1800; L_KERNELS=1700; QUICK=""
+    T_TESTS=900; T_TRAIN=3600; L_TRAIN=3500; T_KERNELS=1800; L_KERNELS=1700; T_MICRO=900; QUICK=""
 else
-    T_TESTS=100; T_TRAIN=150; L_TRAIN=125; T_KERNELS=70; L_KERNELS=55; QUICK="--quick"
+    T_TESTS=95; T_TRAIN=140; L_TRAIN=115; T_KERNELS=60; L_KERNELS=45; T_MICRO=40; QUICK="--quick"
 fi
 
 step environment 20 bash -c "nvidia-smi; python3 benchmarks/device_summary.py --environment"
@@ -59,6 +59,11 @@ step gpu_tests "$T_TESTS" env FASTGAN_AUTOTUNE=0 python3 -m pytest -q -rfE $para
     tests/test_ops_head.py tests/test_optim.py tests/test_graph.py
 step train_step "$T_TRAIN" python3 benchmarks/train_step.py $QUICK --time-limit "$L_TRAIN" --out "$WORK/results"
 step kernels "$T_KERNELS" python3 benchmarks/kernels.py $QUICK --time-limit "$L_KERNELS" --out "$WORK/results"
+# the pytest-benchmark set, saved as JSON a later run compares with (--benchmark-compare)
+# (torch.compile backends only in --full: a compile each would not fit the default budget)
+MICRO_FILTER="not compile"; [ "$FULL" = 1 ] && MICRO_FILTER=""
+step micro "$T_MICRO" python3 -m pytest benchmarks/micro --benchmark-only -q -p no:cacheprovider \
+    -k "$MICRO_FILTER" --benchmark-json="$WORK/results/micro.json"
 
 python3 benchmarks/device_summary.py "$WORK" > "$WORK/summary.txt" 2>&1 || echo "(summary failed)" >> "$WORK/summary.txt"
 cp "$WORK/summary.txt" "$OUT_DIR/summary.txt"

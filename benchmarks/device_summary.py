@@ -104,6 +104,19 @@ def kernels(folder: Path) -> list[str]:
     return lines
 
 
+def micro(folder: Path) -> list[str]:
+    path = folder / "results" / "micro.json"
+    if not path.exists():
+        return ["micro: no results (pytest-benchmark writes its JSON only when the run ends)"]
+    benchmarks = json.loads(path.read_text())["benchmarks"]
+    lines = [f"micro: {len(benchmarks)} benchmarks in results/micro.json (median per round of "
+             f"{benchmarks[0]['extra_info'].get('inner_calls', 1) if benchmarks else '?'} calls)"]
+    for b in benchmarks:
+        if b["group"].startswith("train step"):
+            lines.append(f"  {b['name']:56s} {b['stats']['median'] * 1e6:10.1f} us")
+    return lines
+
+
 def steps(folder: Path) -> list[str]:
     table = folder / "steps.tsv"
     if not table.exists():
@@ -128,7 +141,7 @@ def main(argv=None) -> int:
     head = [line for line in environment_file.read_text().splitlines() if line.startswith("torch ")] \
         if environment_file.exists() else []
     print("\n".join(["device_check: " + (head[-1] if head else "environment unknown")]
-                    + tests(folder) + train_step(folder) + kernels(folder) + steps(folder)))
+                    + tests(folder) + train_step(folder) + kernels(folder) + micro(folder) + steps(folder)))
     return 0
 
 

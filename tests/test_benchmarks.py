@@ -110,3 +110,15 @@ def test_kernel_benchmark_saves_after_every_row_and_keeps_to_its_time_limit(tmp_
     assert kernels.main(["--quick", "--time-limit", "0", "--out", str(tmp_path)]) == 0
     stopped = json.loads(next(tmp_path.glob("*/*-kernels-quick-2.json")).read_text())
     assert stopped["rows"] == [] and stopped["not_run"]
+
+
+def test_micro_benchmarks_run(tmp_path):
+    """The pytest-benchmark suite (outside the default run) still runs: each benchmark once, untimed."""
+    import os
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/micro", "-q", "-p", "no:cacheprovider",
+                             "--benchmark-disable"], cwd=root, capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, TRITON_INTERPRET="1"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout.splitlines()[-1]

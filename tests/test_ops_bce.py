@@ -11,9 +11,11 @@ import fastgan.ops.bce as bce_module
 
 def _compare(logits64, target, reduction, dtype=torch.float32, tolerance=TOLERANCE["ieee"], seed=1):
     x = logits64.to(device=DEVICE, dtype=dtype).requires_grad_()
-    xr = logits64.clone().requires_grad_()
+    xr = logits64.to(dtype).double().requires_grad_()  # the logits the kernel sees
     t = target.to(device=DEVICE, dtype=dtype) if isinstance(target, torch.Tensor) else target
-    tr = target if isinstance(target, torch.Tensor) else torch.full_like(logits64, target)
+    # the reference's target is the one the kernel sees (rounded to the logits' dtype, or to fp32)
+    tr = target.to(dtype).double() if isinstance(target, torch.Tensor) else \
+        torch.full_like(logits64, float(torch.tensor(target, dtype=torch.float32)))
     before = ops.kernel_launches["_sigmoid_bce_fwd_kernel"]
     loss = sigmoid_bce_with_logits(x, t, reduction)
     assert ops.kernel_launches["_sigmoid_bce_fwd_kernel"] == before + 1, "the Triton kernel did not run"

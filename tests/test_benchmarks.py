@@ -122,3 +122,27 @@ def test_micro_benchmarks_run(tmp_path):
                             env=dict(os.environ, TRITON_INTERPRET="1"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout.splitlines()[-1]
+
+
+def test_each_backends_memory_is_measured_alone(monkeypatch):
+    """Peak memory is read around the backend's own steps, above what was allocated before them, so each
+    backend reports its own working memory, not the run's global peak."""
+    allocated = {"now": 500 * 2**20, "peak": 9000 * 2**20}  # 9000 MiB: an earlier backend's peak
+
+    class FakeTrainer:
+        device = torch.device("cuda")
+        step_count = 0
+
+        def step(self):
+            self.step_count += 1
+            allocated["peak"] = max(allocated["peak"], allocated["now"] + 3 * 2**20)  # 3 MiB per step
+
+        def flush_losses(self):
+            return []
+
+    monkeypatch.setattr(train_step, "_sync", lambda device: None)
+    monkeypatch.setattr(train_step.torch.cuda, "memory_allocated", lambda device=None: allocated["now"])
+    monkeypatch.setattr(train_step.torch.cuda, "max_memory_allocated", lambda device=None: allocated["peak"])
+    monkeypatch.setattr(train_step.torch.cuda, "reset_peak_memory_stats",
+                        lambda device=None: allocated.update(peak=allocated["now"]))
+    assert train_step._peak_step_memory_mib(FakeTrainer(), 4) == 3.0

@@ -326,3 +326,11 @@ def test_progress_bar_counts_the_trainers_steps(tmp_path, capsys):
     trainer.fit(3, log_every=3, progress=False)
     trainer.fit(2, log_every=2, progress=True)
     assert "5/5" in capsys.readouterr().err
+
+
+def test_kernels_run_says_what_really_runs(monkeypatch):
+    assert ring_trainer().kernels_run == "torch"
+    assert ring_trainer(kernels="triton").kernels_run == "triton-interpreter"  # CI: TRITON_INTERPRET=1
+    from fastgan import ops
+    monkeypatch.setattr(ops, "use_triton", lambda tensor: False)  # a CPU without the interpreter
+    assert ring_trainer(kernels="triton").kernels_run == "reference"

@@ -22,27 +22,22 @@ def _layer(k, n):
     return x, w, b, torch.randn(BATCH, n, generator=g).to(DEVICE)
 
 
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda l: f"{l[0]}x{l[1]}-{l[2]}")
-def test_fused_linear_forward(timed, layer, implementation):
-    k, n, activation = layer
-    x, w, b, _ = _layer(k, n)
-    fn = IMPLEMENTATIONS[implementation]
-    with torch.no_grad():
-        timed(f"fused_linear fwd {k}->{n} {activation}", lambda: fn(x, w, b, activation, 0.2))
-
-
-@pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
-@pytest.mark.parametrize("layer", LAYERS, ids=lambda l: f"{l[0]}x{l[1]}-{l[2]}")
-def test_fused_linear_forward_backward(timed, layer, implementation):
+def test_fused_linear(timed, layer, implementation, mode):
     k, n, activation = layer
     x, w, b, dy = _layer(k, n)
     fn = IMPLEMENTATIONS[implementation]
 
-    def step():
+    def forward():
+        with torch.no_grad():
+            fn(x, w, b, activation, 0.2)
+
+    def forward_backward():
         x.grad = w.grad = b.grad = None
         fn(x, w, b, activation, 0.2).backward(dy)
-    timed(f"fused_linear fwd+bwd {k}->{n} {activation}", step)
+    timed(f"fused_linear {mode} {k}->{n} {activation}", forward if mode == "fwd" else forward_backward)
 
 
 @pytest.mark.parametrize("implementation", ["fastgan", "torch"])

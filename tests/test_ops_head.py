@@ -119,3 +119,22 @@ def test_autocast_bf16_runs_the_layer_in_bf16_and_the_loss_in_fp32(seed):
     assert_close(loss, reference, TOLERANCE[torch.bfloat16], "loss")
     assert_close(w.grad, w64.grad, TOLERANCE[torch.bfloat16], "dw")
     assert_close(h.grad, h64.grad, TOLERANCE[torch.bfloat16], "dh")
+
+
+def test_compiles_with_no_graph_break_and_matches_eager(seed):
+    """The head is registered like every op (ops/_register.py): under torch.compile it is an opaque op with
+    its backward an opaque op too, zero graph breaks, the same loss and gradients as the eager call."""
+    g = torch.Generator().manual_seed(seed)
+    h0, w0, b0 = torch.randn(37, 64, generator=g), torch.randn(1, 64, generator=g) / 8, torch.randn(1, generator=g)
+
+    def loss_of(h, w, b):
+        return linear_bce_head(h, w, b, 0.9)
+
+    results = []
+    for fn in (loss_of, torch.compile(loss_of, fullgraph=True)):  # fullgraph: a graph break is an error
+        h, w, b = (t.clone().to(DEVICE).requires_grad_() for t in (h0, w0, b0))
+        loss = fn(h, w, b)
+        loss.backward()
+        results.append((loss, h.grad, w.grad, b.grad))
+    for name, eager, compiled in zip(("loss", "dh", "dw", "db"), *results):
+        assert_close(compiled, eager, TOLERANCE["ieee"], name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from . import bce_kernels as kernels
+from ._register import register
 from ._runtime import check_float_tensor, kernel_launches, triton, use_triton
 __all__ = ["sigmoid_bce_with_logits"]
 
@@ -50,28 +51,6 @@ def _grad_target(logits: torch.Tensor, reduction: str, grad_out: torch.Tensor) -
     return -logits * scale * grad_out
 
 
-class _SigmoidBCEFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits, target, target_value: float, reduction: str):
-        loss, grad = _launch(logits, target, target_value, reduction)
-        ctx.save_for_backward(grad, logits if target is not None else None)
-        ctx.shape = logits.shape
-        ctx.reduction = reduction
-        loss = loss.to(logits.dtype)
-        return loss.view(logits.shape) if reduction == "none" else loss
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        grad, logits = ctx.saved_tensors
-        upstream = grad_out if ctx.reduction != "none" else grad_out.reshape(-1)
-        grad_logits = (grad * upstream).view(ctx.shape) if ctx.needs_input_grad[0] else None
-        grad_target = None
-        if ctx.needs_input_grad[1]:
-            grad_target = _grad_target(logits, ctx.reduction,
-                                       grad_out if ctx.reduction != "none" else grad_out.view(ctx.shape))
-        return grad_logits, grad_target, None, None
-
-
 def sigmoid_bce_with_logits(logits: torch.Tensor, target: torch.Tensor | float,
                             reduction: str = "mean") -> torch.Tensor:
     """Same value and gradient as ``F.binary_cross_entropy_with_logits(logits, target, reduction=...)``.
@@ -104,39 +83,36 @@ def sigmoid_bce_with_logits(logits: torch.Tensor, target: torch.Tensor | float,
         t = target if target is not None else torch.full_like(logits, target_value)
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, t.to(logits.dtype),
                                                                     reduction=reduction)
-    if torch.compiler.is_compiling():
-        return torch.ops.fastgan.sigmoid_bce(logits, target, target_value, reduction)[0]
-    return _SigmoidBCEFunction.apply(logits, target, target_value, reduction)
+    return _sigmoid_bce(logits, target, target_value, reduction)[0]
 
 
-# -- torch.compile: the same kernel as an opaque custom op (see ops/linear.py for why) ------------------
+# -- the op, registered once for eager calls and torch.compile (see ops/_register.py) ----------------------
 
-
-@torch.library.custom_op("fastgan::sigmoid_bce", mutates_args=())
-def _sigmoid_bce_op(logits: torch.Tensor, target: torch.Tensor | None, target_value: float,
-                    reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward(logits: torch.Tensor, target: torch.Tensor | None, target_value: float,
+             reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, d loss / d logits)``: the kernel writes both in one pass; backward only scales the second."""
     loss, grad = _launch(logits, target, target_value, reduction)
     loss = loss.to(logits.dtype)
     return (loss.view(logits.shape) if reduction == "none" else loss), grad.view(logits.shape)
 
 
-@_sigmoid_bce_op.register_fake
-def _(logits, target, target_value, reduction):
+def _fake(logits, target, target_value, reduction):
     loss = logits.new_empty(logits.shape) if reduction == "none" else logits.new_empty(())
     return loss, logits.new_empty(logits.shape)
 
 
-def _sigmoid_bce_setup_context(ctx, inputs, output):
+def _setup_context(ctx, inputs, output):
     logits, target, _, reduction = inputs
     ctx.save_for_backward(output[1], logits if target is not None else None)
     ctx.reduction = reduction
 
 
-def _sigmoid_bce_backward(ctx, grad_loss, _grad_of_grad):
+def _backward(ctx, grad_loss, _grad_of_grad):
     grad, logits = ctx.saved_tensors
     grad_logits = grad * grad_loss if ctx.needs_input_grad[0] else None
     grad_target = _grad_target(logits, ctx.reduction, grad_loss) if ctx.needs_input_grad[1] else None
     return grad_logits, grad_target, None, None
 
 
-_sigmoid_bce_op.register_autograd(_sigmoid_bce_backward, setup_context=_sigmoid_bce_setup_context)
+_sigmoid_bce = register("fastgan::sigmoid_bce", _forward, fake=_fake, setup_context=_setup_context,
+                        backward=_backward)

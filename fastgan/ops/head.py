@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from . import head_kernels as kernels
+from ._register import compiling, register
 from ._runtime import check_float_tensor, check_same, kernel_launches, triton, use_triton
 __all__ = ["linear_bce_head", "linear_bce_head_reference"]
 
@@ -31,48 +32,44 @@ def _block_h(h: int) -> int:
     return min(max(triton.next_power_of_2(h), 16), 256)
 
 
-class _LinearBCEHeadFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, h, weight, bias, target: float, reduction: str):
-        m, width = h.shape
-        scale = 1.0 / m if reduction == "mean" else 1.0
-        programs = _programs(m)
-        atomic = programs > 1
-        loss = (torch.zeros if atomic else torch.empty)((), device=h.device, dtype=torch.float32)
-        g = torch.empty(m, device=h.device, dtype=torch.float32)
-        kernels._linear_bce_head_fwd_kernel[(programs,)](
-            h, weight, bias if bias is not None else weight, loss, g, m, width, h.stride(0), h.stride(1),
-            weight.stride(1), float(target), scale, HAS_BIAS=bias is not None, ATOMIC=atomic,
-            BLOCK_M=_BLOCK_M, BLOCK_H=_block_h(width))
-        kernel_launches["_linear_bce_head_fwd_kernel"] += 1
-        ctx.save_for_backward(h, weight, g)
-        ctx.has_bias = bias is not None
-        return loss.to(h.dtype)
+def _launch_forward(h, weight, bias, target, reduction):
+    """``(loss, g)``: the loss and the per-row coefficient g = (sigmoid(z) - t) * scale the backward uses."""
+    m, width = h.shape
+    scale = 1.0 / m if reduction == "mean" else 1.0
+    programs = _programs(m)
+    atomic = programs > 1
+    loss = (torch.zeros if atomic else torch.empty)((), device=h.device, dtype=torch.float32)
+    g = torch.empty(m, device=h.device, dtype=torch.float32)
+    kernels._linear_bce_head_fwd_kernel[(programs,)](
+        h, weight, bias if bias is not None else weight, loss, g, m, width, h.stride(0), h.stride(1),
+        weight.stride(1), float(target), scale, HAS_BIAS=bias is not None, ATOMIC=atomic,
+        BLOCK_M=_BLOCK_M, BLOCK_H=_block_h(width))
+    kernel_launches["_linear_bce_head_fwd_kernel"] += 1
+    return loss.to(h.dtype), g
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        h, weight, g = ctx.saved_tensors
-        need_dh, need_dw, need_db = ctx.needs_input_grad[:3]
-        need_db = need_db and ctx.has_bias
-        m, width = h.shape
-        programs = _programs(m)
-        atomic = programs > 1
-        dh = torch.empty_like(h) if need_dh else None
-        # dw/db accumulate in fp32 (zeroed when programs add atomically), then take the weight's dtype.
-        make = torch.zeros if atomic else torch.empty
-        dw = make(width, device=h.device, dtype=torch.float32) if need_dw else None
-        db = make((), device=h.device, dtype=torch.float32) if need_db else None
-        if need_dh or need_dw or need_db:
-            kernels._linear_bce_head_bwd_kernel[(programs,)](
-                g, grad_out.float().reshape(()), h, weight, dh if need_dh else g, dw if need_dw else g,
-                db if need_db else g, m, width, h.stride(0), h.stride(1), weight.stride(1),
-                dh.stride(0) if need_dh else 0, dh.stride(1) if need_dh else 0,
-                NEED_DH=need_dh, NEED_DW=need_dw, NEED_DB=need_db, ATOMIC=atomic,
-                BLOCK_M=_BLOCK_M, BLOCK_H=_block_h(width))
-            kernel_launches["_linear_bce_head_bwd_kernel"] += 1
-        dw = dw.to(weight.dtype).view(1, width) if need_dw else None
-        db = db.to(weight.dtype).view(1) if need_db else None
-        return dh, dw, db, None, None
+
+def _launch_backward(g: torch.Tensor, grad_out: torch.Tensor, h: torch.Tensor, weight: torch.Tensor,
+                     need_dh: bool, need_dw: bool, need_db: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dh, dw, db)``, each an empty tensor where not needed (an op cannot return None)."""
+    m, width = h.shape
+    programs = _programs(m)
+    atomic = programs > 1
+    dh = torch.empty_like(h) if need_dh else None
+    # dw/db accumulate in fp32 (zeroed when programs add atomically), then take the weight's dtype.
+    make = torch.zeros if atomic else torch.empty
+    dw = make(width, device=h.device, dtype=torch.float32) if need_dw else None
+    db = make((), device=h.device, dtype=torch.float32) if need_db else None
+    if need_dh or need_dw or need_db:
+        kernels._linear_bce_head_bwd_kernel[(programs,)](
+            g, grad_out.float().reshape(()), h, weight, dh if need_dh else g, dw if need_dw else g,
+            db if need_db else g, m, width, h.stride(0), h.stride(1), weight.stride(1),
+            dh.stride(0) if need_dh else 0, dh.stride(1) if need_dh else 0,
+            NEED_DH=need_dh, NEED_DW=need_dw, NEED_DB=need_db, ATOMIC=atomic,
+            BLOCK_M=_BLOCK_M, BLOCK_H=_block_h(width))
+        kernel_launches["_linear_bce_head_bwd_kernel"] += 1
+    dw = dw.to(weight.dtype).view(1, width) if need_dw else weight.new_empty(0)
+    db = db.to(weight.dtype).view(1) if need_db else weight.new_empty(0)
+    return (dh if need_dh else h.new_empty(0)), dw, db
 
 
 def linear_bce_head_reference(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: float,
@@ -125,5 +122,46 @@ def linear_bce_head(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         with torch.autocast(h.device.type, enabled=False):
             loss = linear_bce_head_reference(h, weight, bias, target, reduction)
     else:
-        loss = _LinearBCEHeadFunction.apply(h, weight, bias, float(target), reduction)
+        loss = _linear_bce_head(h, weight, bias, float(target), reduction)[0]
     return loss.float() if autocast else loss
+
+
+# -- the op, registered once for eager calls and torch.compile (see ops/_register.py) ----------------------
+
+def _forward(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: float,
+             reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _launch_forward(h, weight, bias, target, reduction)
+
+
+def _fake(h, weight, bias, target, reduction):
+    return h.new_empty(()), h.new_empty((h.shape[0],), dtype=torch.float32)
+
+
+def _setup_context(ctx, inputs, output):
+    h, weight, bias = inputs[:3]
+    ctx.save_for_backward(h, weight, output[1])
+    ctx.has_bias = bias is not None
+
+
+def _backward_fake(g, grad_out, h, weight, need_dh, need_dw, need_db):
+    return (h.new_empty(h.shape) if need_dh else h.new_empty(0),
+            weight.new_empty(weight.shape) if need_dw else weight.new_empty(0),
+            weight.new_empty((1,)) if need_db else weight.new_empty(0))
+
+
+# the backward's kernel as an opaque op of its own, for when torch.compile traces the backward
+_backward_op = torch.library.custom_op("fastgan::linear_bce_head_backward", _launch_backward, mutates_args=())
+_backward_op.register_fake(_backward_fake)
+
+
+def _autograd_backward(ctx, grad_out, _grad_g):
+    h, weight, g = ctx.saved_tensors
+    need_dh, need_dw, need_db = ctx.needs_input_grad[:3]
+    need_db = need_db and ctx.has_bias
+    run = _backward_op if compiling() else _launch_backward
+    dh, dw, db = run(g, grad_out, h, weight, need_dh, need_dw, need_db)
+    return (dh if need_dh else None), (dw if need_dw else None), (db if need_db else None), None, None
+
+
+_linear_bce_head = register("fastgan::linear_bce_head", _forward, fake=_fake, setup_context=_setup_context,
+                            backward=_autograd_backward)

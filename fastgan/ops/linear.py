@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from . import linear_kernels as kernels
+from ._register import compiling, register
 from ._runtime import (check_float_tensor, check_same, check_tuned_for_capture, get_matmul_precision,
                        kernel_launches, triton, use_triton)
 from .activations import activation_from_name
@@ -83,25 +84,6 @@ def _backward(dy, y, x, weight, has_bias, activation, negative_slope, need_x, ne
     return dx, dw, db
 
 
-class _FusedLinearFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, activation: str, negative_slope: float):
-        y = _launch_forward(x, weight, bias, activation, negative_slope)
-        ctx.save_for_backward(x, weight, y)
-        ctx.activation = activation
-        ctx.negative_slope = negative_slope
-        ctx.has_bias = bias is not None
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, weight, y = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dx, dw, db = _backward(dy, y, x, weight, ctx.has_bias, ctx.activation, ctx.negative_slope, need_x,
-                               need_w or (need_b and ctx.has_bias))
-        return dx, (dw if need_w else None), (db if need_b else None), None, None
-
-
 def fused_linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                            activation: str = "none", negative_slope: float = 0.01) -> torch.Tensor:
     """The PyTorch path with the same semantics: ``act(F.linear(x, weight, bias))``."""
@@ -160,64 +142,56 @@ def fused_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         return fused_linear_reference(x, weight, bias, activation, negative_slope)
     leading = x.shape[:-1]
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
-    if torch.compiler.is_compiling():
-        y = torch.ops.fastgan.linear_act(x2, weight, bias, act.name, float(negative_slope))
-    else:
-        y = _FusedLinearFunction.apply(x2, weight, bias, act.name, float(negative_slope))
+    y = _linear_act(x2, weight, bias, act.name, float(negative_slope))
     return y if x.dim() == 2 else y.reshape(*leading, weight.shape[0])
 
 
-# -- torch.compile: the same kernels as opaque custom ops ------------------------------------------------
-# Dynamo cannot trace into Triton kernels launched from an autograd.Function under the interpreter (fake
-# tensors reach it), but an opaque custom op with a fake (shape) implementation and a registered
-# backward compiles with no graph break and still runs the Triton kernels (torch.library.triton_op would
-# let Inductor see the kernel, but Dynamo cannot trace it under the interpreter, where CI runs). Eager calls
-# keep the autograd.Function: the custom op's dispatch costs more on every call, measured on the 2-core CI
-# CPU with the launches stubbed out: forward 19 us vs 6 us, forward + backward 62 us vs 30 us. Both
-# entries share the launchers (_launch_forward, _backward), so the math lives once.
+# -- the op, registered once for eager calls and torch.compile (see ops/_register.py) ----------------------
 
-
-@torch.library.custom_op("fastgan::linear_act", mutates_args=())
-def _linear_act_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str,
-                   negative_slope: float) -> torch.Tensor:
+def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str,
+             negative_slope: float) -> torch.Tensor:
     return _launch_forward(x, weight, bias, activation, negative_slope)
 
 
-@_linear_act_op.register_fake
-def _(x, weight, bias, activation, negative_slope):
+def _fake(x, weight, bias, activation, negative_slope):
     return x.new_empty((x.shape[0], weight.shape[0]))
 
 
-@torch.library.custom_op("fastgan::linear_act_backward", mutates_args=())
-def _linear_act_backward_op(dy: torch.Tensor, y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                            has_bias: bool, activation: str, negative_slope: float,
-                            need_x: bool, need_weight: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dx, dw, db = _backward(dy, y, x, weight, has_bias, activation, negative_slope, need_x, need_weight)
-    # A custom op cannot return None: empty tensors (distinct ones: outputs may not alias) mean "not computed".
-    return tuple(t if t is not None else weight.new_empty(0) for t in (dx, dw, db))
-
-
-@_linear_act_backward_op.register_fake
-def _(dy, y, x, weight, has_bias, activation, negative_slope, need_x, need_weight):
-    dx = x.new_empty(x.shape) if need_x else x.new_empty(0)
-    dw = weight.new_empty(weight.shape) if need_weight else weight.new_empty(0)
-    db = weight.new_empty((weight.shape[0],)) if need_weight and has_bias else weight.new_empty(0)
-    return dx, dw, db
-
-
-def _linear_act_setup_context(ctx, inputs, output):
+def _setup_context(ctx, inputs, output):
     x, weight, bias, activation, negative_slope = inputs
     ctx.save_for_backward(x, weight, output)
     ctx.has_bias = bias is not None
     ctx.activation, ctx.negative_slope = activation, negative_slope
 
 
-def _linear_act_backward(ctx, dy):
+def _backward_tensors(dy: torch.Tensor, y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, has_bias: bool,
+                      activation: str, negative_slope: float, need_x: bool,
+                      need_weight: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dx, dw, db = _backward(dy, y, x, weight, has_bias, activation, negative_slope, need_x, need_weight)
+    # An op cannot return None: empty tensors (distinct ones: outputs may not alias) mean "not computed".
+    return tuple(t if t is not None else weight.new_empty(0) for t in (dx, dw, db))
+
+
+def _backward_fake(dy, y, x, weight, has_bias, activation, negative_slope, need_x, need_weight):
+    dx = x.new_empty(x.shape) if need_x else x.new_empty(0)
+    dw = weight.new_empty(weight.shape) if need_weight else weight.new_empty(0)
+    db = weight.new_empty((weight.shape[0],)) if need_weight and has_bias else weight.new_empty(0)
+    return dx, dw, db
+
+
+# the backward's kernels as an opaque op of their own, for when torch.compile traces the backward
+_backward_op = torch.library.custom_op("fastgan::linear_act_backward", _backward_tensors, mutates_args=())
+_backward_op.register_fake(_backward_fake)
+
+
+def _autograd_backward(ctx, dy):
     x, weight, y = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    dx, dw, db = torch.ops.fastgan.linear_act_backward(dy, y, x, weight, ctx.has_bias, ctx.activation,
-                                                       ctx.negative_slope, need_x, need_w or need_b)
+    run = _backward_op if compiling() else _backward_tensors
+    dx, dw, db = run(dy, y, x, weight, ctx.has_bias, ctx.activation, ctx.negative_slope, need_x,
+                     need_w or (need_b and ctx.has_bias))
     return (dx if need_x else None, dw if need_w else None, db if need_b and ctx.has_bias else None, None, None)
 
 
-_linear_act_op.register_autograd(_linear_act_backward, setup_context=_linear_act_setup_context)
+_linear_act = register("fastgan::linear_act", _forward, fake=_fake, setup_context=_setup_context,
+                       backward=_autograd_backward)

@@ -67,8 +67,9 @@ def train_step(folder: Path) -> list[str]:
             if "ms_per_step" not in r:
                 lines.append(f"    {name:44s} {'skipped: ' + r['skipped'] if 'skipped' in r else 'FAILED: ' + r['failed']}"[:200])
                 continue
+            host = r.get("host_launches_per_step")
             launches = "" if r.get("kernels_per_step") is None else (
-                f"  {r['kernels_per_step']:.0f} kernels / {r.get('host_launches_per_step') or 0:.0f} launches")
+                f"  {r['kernels_per_step']:.0f} kernels / {'-' if host is None else format(host, '.0f')} launches")
             lines.append(f"    {r['label']:44s} {r['steps_per_s']:9.0f} steps/s {r.get('speedup_vs_eager', 0):6.2f}x"
                          + launches)
         best = max(((r["steps_per_s"], n) for n, r in row["backends"].items() if "steps_per_s" in r), default=None)

@@ -146,3 +146,37 @@ def test_each_backends_memory_is_measured_alone(monkeypatch):
     monkeypatch.setattr(train_step.torch.cuda, "reset_peak_memory_stats",
                         lambda device=None: allocated.update(peak=allocated["now"]))
     assert train_step._peak_step_memory_mib(FakeTrainer(), 4) == 3.0
+
+
+def test_device_check_script_parses_and_its_summary_reads_every_part(tmp_path, capsys):
+    """device_check.sh only runs on a leased GPU: here its shell syntax is checked, and its summary is
+    made from a folder laid out as the script leaves it (a real CPU train_step run, stand-ins elsewhere)."""
+    import subprocess
+    import device_summary
+    root = Path(__file__).resolve().parents[1]
+    assert subprocess.run(["bash", "-n", str(root / "benchmarks" / "device_check.sh")]).returncode == 0
+    (tmp_path / "environment.txt").write_text("nvidia-smi output\ntorch 2.11.0 (CUDA 13.0) | triton 3.6.0 | H100\n")
+    (tmp_path / "gpu_tests.xml").write_text(
+        '<testsuites><testsuite tests="3" failures="1" errors="0" skipped="0">'
+        '<testcase classname="tests.test_graph" name="test_a"/><testcase classname="tests.test_graph" name="test_b">'
+        '<failure message="boom">trace</failure></testcase><testcase classname="t" name="c"/></testsuite></testsuites>')
+    assert train_step.main(["--quick", "--windows", "1", "--steps-per-window", "1", "--backends", "eager", "triton",
+                            "--out", str(tmp_path / "results")]) == 0
+    card = next((tmp_path / "results").iterdir())
+    (card / "2026-11-27-kernels-quick.json").write_text(json.dumps({
+        "ceilings": {"tf32_matmul_TFLOPs": 400.0, "bf16_matmul_TFLOPs": 700.0, "fp32_matmul_TFLOPs": 50.0},
+        "rows": [{"op": "fused_linear", "mode": "fwd+bwd", "dtype": "float32", "precision": "tf32", "batch": 16384,
+                  "in": 784, "out": 128, "flops": 6 * 16384 * 784 * 128,
+                  "timings": {"fastgan": {"median_ms": 0.05}, "torch": {"median_ms": 0.1}}}], "not_run": []}))
+    (tmp_path / "results" / "micro.json").write_text(json.dumps({"benchmarks": [
+        {"name": "test_train_step[eager]", "group": "train step batch 128", "extra_info": {"inner_calls": 20},
+         "stats": {"median": 0.02}}]}))
+    (tmp_path / "steps.tsv").write_text("gpu_tests\t1\t80\t95\ntrain_step\t0\t100\t140\n")
+    assert device_summary.main([str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    for expected in ("torch 2.11.0 (CUDA 13.0)", "tests: 2 passed, 1 failed", "FAILED tests.test_graph::test_b: boom",
+                     "width 32 batch 16", "eager", "triton [Triton interpreter]",
+                     "784->128 batch 16384: 197.3 TFLOP/s = 49% of tf32_matmul_TFLOPs, 2.00x torch",
+                     "33 kernels / - launches",
+                     "test_train_step[eager]", "gpu_tests    exit   1"):
+        assert expected in text, f"{expected!r} missing from:\n{text}"

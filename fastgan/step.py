@@ -28,7 +28,7 @@ from torch import nn
 
 from . import ops
 from .ema import EMA
-from .config import CUDAGRAPH_COMPILE_MODES, PRECISIONS
+from .config import CUDAGRAPH_COMPILE_MODES, PRECISIONS, TrainConfig
 from .phases import phase
 from .losses import (Bce, discriminator_loss, generator_loss, hinge_discriminator_loss,
                      hinge_generator_loss)
@@ -38,25 +38,18 @@ __all__ = ["StepParts", "make_step", "precision_scope", "PRECISIONS"]
 
 @dataclass
 class StepParts:
+    """What one step works on; its settings are the run's ``TrainConfig`` (read at each step, so a new
+    ``batch_size`` takes effect at the next one)."""
     generator: nn.Module
     discriminator: nn.Module
     optimizer_g: torch.optim.Optimizer
     optimizer_d: torch.optim.Optimizer
     data: torch.Tensor            # (N, features), on the training device
-    batch_size: int
     latent_dim: int
     rng: torch.Generator          # draws batch indices, noise and instance noise, on the training device
     bce: Bce
-    real_label: float = 1.0
-    loss: str = "non_saturating"
-    d_steps: int = 1
-    pack: int = 1
-    instance_noise: float = 0.0
-    r1_gamma: float = 0.0
-    r1_every: int = 16
+    config: TrainConfig
     ema: EMA | None = None
-    compile: bool | str = False   # False, True (torch.compile's default mode) or a torch.compile mode name
-    precision: str = "tf32"       # "fp32" (exact), "tf32" (fp32 on tensor cores) or "bf16" (autocast)
 
 
 @contextlib.contextmanager
@@ -78,24 +71,24 @@ def precision_scope(precision: str):
 
 def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
     """A step function ``step(index) -> (loss_d, loss_g)`` (detached 0-d device tensors), eager or with
-    its regions compiled (``p.compile``); a ``GraphedStep`` can capture either.
+    its regions compiled (``p.config.compile``); a ``GraphedStep`` can capture either.
 
     ``index`` is the 0-based number of the step, which decides the R1 steps without reading the device.
     """
     device = p.data.device
     n, features = p.data.shape
     d_params = list(p.discriminator.parameters())
-    hinge = p.loss == "hinge"
+    hinge = p.config.loss == "hinge"
 
     def d_input(x: torch.Tensor) -> torch.Tensor:
-        if p.instance_noise > 0:
-            x = x + p.instance_noise * torch.randn(x.shape, device=device, generator=p.rng)
-        return x.reshape(x.shape[0] // p.pack, p.pack * features) if p.pack > 1 else x
+        if p.config.instance_noise > 0:
+            x = x + p.config.instance_noise * torch.randn(x.shape, device=device, generator=p.rng)
+        return x.reshape(x.shape[0] // p.config.pack, p.config.pack * features) if p.config.pack > 1 else x
 
     def d_loss(real_logits, fake_logits):
         if hinge:
             return hinge_discriminator_loss(real_logits, fake_logits)
-        return discriminator_loss(real_logits, fake_logits, p.real_label, p.bce)
+        return discriminator_loss(real_logits, fake_logits, p.config.real_label, p.bce)
 
     def d_loss_of_inputs(real, fake):
         return d_loss(p.discriminator(real), p.discriminator(fake))
@@ -104,30 +97,30 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
         fake_logits = p.discriminator(fake_in)
         return hinge_generator_loss(fake_logits) if hinge else generator_loss(fake_logits, p.bce)
 
-    if p.precision == "bf16":  # forward passes in bf16 (fp32 accumulation, fp32 master weights)
+    if p.config.precision == "bf16":  # forward passes in bf16 (fp32 accumulation, fp32 master weights)
         def autocast():
             return torch.autocast(device.type, dtype=torch.bfloat16)
     else:
         autocast = contextlib.nullcontext
 
     generate = p.generator
-    if p.compile:
-        options = {} if p.compile is True else {"mode": p.compile}
+    if p.config.compile:
+        options = {} if p.config.compile is True else {"mode": p.config.compile}
         generate = torch.compile(p.generator, **options)
         d_loss_of_inputs = torch.compile(d_loss_of_inputs, **options)
         g_loss_of_input = torch.compile(g_loss_of_input, **options)
 
-    cudagraph_trees = p.compile in CUDAGRAPH_COMPILE_MODES  # (a no-op on a CPU)
+    cudagraph_trees = p.config.compile in CUDAGRAPH_COMPILE_MODES  # (a no-op on a CPU)
 
     def step(index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if cudagraph_trees:  # a new step: the last one's graph outputs may be overwritten now, not before
             torch.compiler.cudagraph_mark_step_begin()
-        for d_step in range(p.d_steps):
-            last = d_step == p.d_steps - 1
+        for d_step in range(p.config.d_steps):
+            last = d_step == p.config.d_steps - 1
             with phase("data"):
-                batch = torch.randint(0, n, (p.batch_size,), device=device, generator=p.rng)
+                batch = torch.randint(0, n, (p.config.batch_size,), device=device, generator=p.rng)
                 real = d_input(p.data.index_select(0, batch))
-                z = torch.randn(p.batch_size, p.latent_dim, device=device, generator=p.rng)
+                z = torch.randn(p.config.batch_size, p.latent_dim, device=device, generator=p.rng)
             with phase("G.forward"), autocast():
                 if last:
                     fake = generate(z)  # kept with its graph: G trains through this batch next
@@ -135,17 +128,17 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
                     with torch.no_grad():
                         fake = generate(z)
                 fake_for_d = d_input(fake.detach())
-            if p.r1_gamma > 0 and index % p.r1_every == 0:
+            if p.config.r1_gamma > 0 and index % p.config.r1_every == 0:
                 with phase("D.forward.r1"), autocast():
                     real.requires_grad_(True)
                     with ops.reference_path():  # double backward: the fused kernels have none
                         real_logits = p.discriminator(real)
                         (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-                    penalty = (0.5 * p.r1_gamma * p.r1_every) * grad.square().sum(dim=1).mean()
+                    penalty = (0.5 * p.config.r1_gamma * p.config.r1_every) * grad.square().sum(dim=1).mean()
                 with phase("D.forward.fake"), autocast():
                     loss_d = d_loss(real_logits, p.discriminator(fake_for_d))
                 total_d = loss_d + penalty
-            elif p.compile:
+            elif p.config.compile:
                 with phase("D.forward"), autocast():
                     loss_d = total_d = d_loss_of_inputs(real, fake_for_d)
             else:  # d_loss_of_inputs, in two phases so a profile tells the real and fake passes apart
@@ -182,7 +175,7 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
         return loss_d, loss_g
 
     def step_with_precision(index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        with precision_scope(p.precision):
+        with precision_scope(p.config.precision):
             return step(index)
 
     return step_with_precision

@@ -124,11 +124,7 @@ class GANTrainer:
         self.optimizer_d = self._optimizer(self.discriminator, self.lr_d)
         self.ema = EMA(self.generator, config.ema) if config.ema is not None else None
         self._parts = StepParts(self.generator, self.discriminator, self.optimizer_g, self.optimizer_d, self.data,
-                                config.batch_size, self.latent_dim, self.rng, bce, config.real_label,
-                                loss=config.loss, d_steps=config.d_steps, pack=config.pack,
-                                instance_noise=config.instance_noise, r1_gamma=config.r1_gamma,
-                                r1_every=config.r1_every, ema=self.ema, compile=config.compile,
-                                precision=config.precision)
+                                self.latent_dim, self.rng, bce, config, self.ema)
         self._step = make_step(self._parts)
         self._graphed = GraphedStep(self._step, self.rng, self.device, config.steps_per_replay,
                                     config.graph_warmup) if config.cuda_graph else None
@@ -173,8 +169,7 @@ class GANTrainer:
     @batch_size.setter
     def batch_size(self, value: int) -> None:
         """A new batch size takes effect at the next step; a captured graph is recorded anew for it."""
-        self.config = self.config.replace(batch_size=value)  # validated there
-        self._parts.batch_size = value
+        self.config = self._parts.config = self.config.replace(batch_size=value)  # validated there
         if self._graphed is not None:
             self._graphed.reset()
 

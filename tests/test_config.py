@@ -66,7 +66,7 @@ def test_batch_size_changes_go_through_the_config():
     trainer = GANTrainer(g, MLPDiscriminator(in_dim=4, hidden=(16,)), data.gaussian_ring(512), batch_size=32, pack=2,
                          device="cpu")
     trainer.batch_size = 64
-    assert trainer.config.batch_size == 64 and trainer._parts.batch_size == 64
+    assert trainer.config.batch_size == 64 and trainer._parts.config.batch_size == 64
     with pytest.raises(ValueError, match="multiple of pack=2"):
         trainer.batch_size = 33
     assert trainer.batch_size == 64

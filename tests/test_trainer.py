@@ -231,7 +231,7 @@ def test_batch_size_can_change_between_steps():
     trainer = ring_trainer(batch_size=64, pack=1)
     trainer.step()
     trainer.batch_size = 32
-    assert trainer._parts.batch_size == 32
+    assert trainer._parts.config.batch_size == 32
     trainer.step()
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         trainer.batch_size = 0

@@ -52,12 +52,13 @@ cp "$WORK/environment.log" "$WORK/environment.txt"
 # Every GPU test, not stopping at the first failure (-x would hide test_graph.py behind an ops failure).
 # The tests pin one config per kernel (FASTGAN_AUTOTUNE=0): autotuning every test shape would spend the
 # lease compiling. Compilation is CPU-bound: with pytest-xdist, 8 workers compile side by side.
-# (the GPU image has pytest-xdist and pytest-timeout; a test that hangs fails after 60 s, the rest still run)
+# The GPU image has pytest-xdist and pytest-timeout: a test that hangs fails after 45 s, and the session
+# starts no test after T_TESTS - 45 s, so it ends by itself with its report written before the hard limit.
 parallel=""
 python3 -c "import xdist" 2>/dev/null && parallel="-n 8"
-python3 -c "import pytest_timeout" 2>/dev/null && parallel="$parallel --timeout 60"
+python3 -c "import pytest_timeout" 2>/dev/null && parallel="$parallel --timeout 45 --session-timeout $((T_TESTS - 45))"
 step gpu_tests "$T_TESTS" env FASTGAN_AUTOTUNE=0 python3 -m pytest -q -rfE $parallel -p no:cacheprovider \
-    --junitxml="$WORK/gpu_tests.xml" tests/test_ops_linear.py tests/test_activations.py tests/test_ops_bce.py \
+    --durations=10 --junitxml="$WORK/gpu_tests.xml" tests/test_ops_linear.py tests/test_activations.py tests/test_ops_bce.py \
     tests/test_ops_head.py tests/test_optim.py tests/test_graph.py
 step train_step "$T_TRAIN" python3 benchmarks/train_step.py $QUICK --time-limit "$L_TRAIN" --out "$WORK/results"
 step kernels "$T_KERNELS" python3 benchmarks/kernels.py $QUICK --time-limit "$L_KERNELS" --out "$WORK/results"

@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     stabilise.add_argument("--instance-noise", type=float, default=0.0, help="std of noise on D's inputs")
     stabilise.add_argument("--r1-gamma", type=float, default=0.0, help="R1 penalty weight on real data")
     stabilise.add_argument("--r1-every", type=_positive(int), default=16, help="R1 every N steps")
+    for net, name in (("g", "G"), ("d", "D")):
+        stabilise.add_argument(f"--weight-decay-{net}", type=float, default=0.0,
+                               help=f"decoupled weight decay of {name} (AdamW's), e.g. 0.01")
+        stabilise.add_argument(f"--l1-{net}", type=float, default=0.0, help=f"L1 penalty weight on {name}'s weights")
     train.add_argument("--log-every", type=_positive(int), default=200,
                        help="read losses and checkpoint every N steps (default: 200)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -75,6 +75,11 @@ class TrainConfig:
             and ``batch_size`` must be a multiple of ``pack``.
         instance_noise: std of Gaussian noise added to D's real and fake inputs.
         r1_gamma, r1_every: R1 penalty weight on real data, applied every ``r1_every`` steps.
+
+    Weight regularisation, per network (off by default):
+        weight_decay_g, weight_decay_d: decoupled weight decay (AdamW's: each step shrinks the weights by
+            ``lr * weight_decay``), in torch.optim's path and in FlatAdam alike.
+        l1_g, l1_d: an L1 penalty ``l1 * sum |w|``: its (sub)gradient ``l1 * sign(w)`` joins the gradient.
     """
     batch_size: int = 128
     lr: float = 2e-4
@@ -99,6 +104,10 @@ class TrainConfig:
     instance_noise: float = 0.0
     r1_gamma: float = 0.0
     r1_every: int = 16
+    weight_decay_g: float = 0.0
+    weight_decay_d: float = 0.0
+    l1_g: float = 0.0
+    l1_d: float = 0.0
 
     def __post_init__(self):
         if self.kernels not in KERNELS:
@@ -132,6 +141,8 @@ class TrainConfig:
             raise ValueError("real_label (label smoothing) applies to the BCE loss, not to loss='hinge'")
         self.instance_noise = _finite("instance_noise", self.instance_noise, 0.0, strict=False)
         self.r1_gamma = _finite("r1_gamma", self.r1_gamma, 0.0, strict=False)
+        for name in ("weight_decay_g", "weight_decay_d", "l1_g", "l1_d"):
+            setattr(self, name, _finite(name, getattr(self, name), 0.0, strict=False))
         betas = tuple(self.betas) if isinstance(self.betas, (tuple, list)) else ()
         if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")

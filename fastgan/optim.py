@@ -44,14 +44,18 @@ def flatten_parameters(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class FlatAdam:
-    """Adam over one flat buffer per model (``torch.optim.Adam`` semantics: L2 ``weight_decay``)."""
+    """Adam over one flat buffer per model: ``torch.optim.Adam`` semantics, with ``weight_decay`` (L2 in the
+    gradient, as Adam's), ``decoupled_weight_decay`` (as ``torch.optim.AdamW``'s) and ``l1`` (``l1 sign(p)``
+    added to the gradient)."""
 
     def __init__(self, module: nn.Module, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0):
+                 eps: float = 1e-8, weight_decay: float = 0.0, decoupled_weight_decay: float = 0.0,
+                 l1: float = 0.0):
         self.params = list(module.parameters())
         self.data, self.grad = flatten_parameters(module)
         self.lr, self.betas, self.eps, self.weight_decay = float(lr), (float(betas[0]), float(betas[1])), \
             float(eps), float(weight_decay)
+        self.decoupled_weight_decay, self.l1 = float(decoupled_weight_decay), float(l1)
         self.exp_avg = torch.zeros_like(self.data)
         self.exp_avg_sq = torch.zeros_like(self.data)
         self.counter = torch.zeros((), dtype=torch.int64, device=self.data.device)
@@ -65,7 +69,7 @@ class FlatAdam:
     def step(self) -> None:
         self._reattach_gradients()
         adam_step(self.data, self.grad, self.exp_avg, self.exp_avg_sq, self.counter, self.lr, *self.betas,
-                  self.eps, self.weight_decay)
+                  self.eps, self.weight_decay, self.decoupled_weight_decay, self.l1)
 
     def _reattach_gradients(self) -> None:
         """Autograd accumulates into the gradient views in place, except where it cannot (a backward with
@@ -91,7 +95,8 @@ class FlatAdam:
     def state_dict(self) -> dict:
         return {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone(),
                 "counter": self.counter.clone(), "lr": self.lr, "betas": list(self.betas), "eps": self.eps,
-                "weight_decay": self.weight_decay}
+                "weight_decay": self.weight_decay, "decoupled_weight_decay": self.decoupled_weight_decay,
+                "l1": self.l1}
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("exp_avg", "exp_avg_sq"):
@@ -102,3 +107,6 @@ class FlatAdam:
         self.counter.copy_(state["counter"])
         self.lr, self.betas = float(state["lr"]), tuple(state["betas"])
         self.eps, self.weight_decay = float(state["eps"]), float(state["weight_decay"])
+        # (checkpoints written before these existed had neither)
+        self.decoupled_weight_decay = float(state.get("decoupled_weight_decay", 0.0))
+        self.l1 = float(state.get("l1", 0.0))

@@ -73,6 +73,16 @@ class _deferred_interrupt:
         return False
 
 
+def _l1_subgradient(l1: float):
+    """An optimizer pre-step hook adding ``l1 * sign(w)`` to every gradient: two foreach launches,
+    capturable, no host sync (FlatAdam does the same inside its kernel)."""
+    def hook(optimizer, args, kwargs):
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if params:
+            torch._foreach_add_([p.grad for p in params], torch._foreach_sign(params), alpha=l1)
+    return hook
+
+
 class GANTrainer:
     """Trains a generator and a discriminator (D returns logits) with Adam and BCE losses.
 
@@ -120,8 +130,8 @@ class GANTrainer:
             fuse(self.discriminator)
             bce = ops.sigmoid_bce_with_logits
         self.rng = torch.Generator(device=self.device).manual_seed(config.seed)
-        self.optimizer_g = self._optimizer(self.generator, self.lr_g)
-        self.optimizer_d = self._optimizer(self.discriminator, self.lr_d)
+        self.optimizer_g = self._optimizer(self.generator, self.lr_g, config.weight_decay_g, config.l1_g)
+        self.optimizer_d = self._optimizer(self.discriminator, self.lr_d, config.weight_decay_d, config.l1_d)
         self.ema = EMA(self.generator, config.ema) if config.ema is not None else None
         self._parts = StepParts(self.generator, self.discriminator, self.optimizer_g, self.optimizer_d, self.data,
                                 self.latent_dim, self.rng, bce, config, self.ema)
@@ -131,14 +141,18 @@ class GANTrainer:
         self.step_count = 0
         self.losses = LossLog()
 
-    def _optimizer(self, module: nn.Module, lr: float):
+    def _optimizer(self, module: nn.Module, lr: float, weight_decay: float, l1: float):
         config = self.config
-        if config.fused_optimizer == "flat":
-            return FlatAdam(module, lr=lr, betas=config.betas)
+        if config.fused_optimizer == "flat":  # the regularisers inside its one kernel
+            return FlatAdam(module, lr=lr, betas=config.betas, decoupled_weight_decay=weight_decay, l1=l1)
         # capturable: the step count and bias corrections live on the device, as a CUDA graph needs
         fused = {"fused": True} if config.fused_optimizer == "torch" else {}
-        return torch.optim.Adam(module.parameters(), lr=lr, betas=config.betas, capturable=config.cuda_graph,
-                                **fused)
+        kind, decay = (torch.optim.AdamW, {"weight_decay": weight_decay}) if weight_decay else (torch.optim.Adam, {})
+        optimizer = kind(module.parameters(), lr=lr, betas=config.betas, capturable=config.cuda_graph,
+                         **decay, **fused)
+        if l1:
+            optimizer.register_step_pre_hook(_l1_subgradient(l1))
+        return optimizer
 
     # the settings, as attributes (read-only views of ``config``)
     seed = property(lambda self: self.config.seed)

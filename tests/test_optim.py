@@ -155,3 +155,29 @@ def test_reference_bias_correction_is_accurate_too(monkeypatch):
     ops.adam_step(param, grad, exp_avg, exp_avg_sq, counter, 1e-3, 0.9, 0.999, 1e-8)
     # step 1 of Adam on a constant gradient moves every parameter by lr * 1 / (1 + eps / |g|) exactly
     assert_close(-param, torch.full((5,), 1e-3 / (1 + 1e-8), dtype=torch.float64), 1e-6, "update")
+
+
+@pytest.mark.parametrize("path", ["triton", "reference"])
+def test_decoupled_weight_decay_matches_adamw_and_l1_matches_its_subgradient(path, monkeypatch):
+    """FlatAdam's regularisers, kernel and reference path: decoupled_weight_decay is torch.optim.AdamW's;
+    l1 adds l1 * sign(w) to the gradient (checked against Adam on gradients given that term by hand)."""
+    if path == "reference":
+        monkeypatch.setattr(adam_module, "use_triton", lambda t: False)
+    ours, decoupled = _model(5), _model(5)
+    flat = FlatAdam(ours, lr=1e-2, betas=(0.5, 0.999), decoupled_weight_decay=0.1)
+    _train_both(ours, flat, decoupled, torch.optim.AdamW(decoupled.parameters(), lr=1e-2, betas=(0.5, 0.999),
+                                                         weight_decay=0.1), steps=4)
+    ours, by_hand = _model(6), _model(6)
+    flat = FlatAdam(ours, lr=1e-2, l1=0.05)
+    reference = torch.optim.Adam(by_hand.parameters(), lr=1e-2)
+    for step in range(4):
+        for model, opt in ((ours, flat), (by_hand, reference)):
+            opt.zero_grad()
+            _loss(model, step).backward()
+            if opt is reference:
+                for p in model.parameters():
+                    p.grad.add_(p.detach().sign(), alpha=0.05)
+            opt.step()
+    for a, b in zip(ours.parameters(), by_hand.parameters()):
+        assert_close(a, b, 1e-5)
+    assert flat.state_dict()["l1"] == 0.05

@@ -135,3 +135,20 @@ def test_fused_linear_under_autocast(monkeypatch):
     assert y.dtype == torch.bfloat16 and loss.dtype == torch.float32
     loss.backward()
     assert w.grad.dtype == torch.float32 and torch.isfinite(w.grad).all()
+
+
+def test_weight_regularisers_alike_on_both_optimizer_paths_and_they_shrink_weights():
+    """weight_decay_* (AdamW's decoupled decay) and l1_* per network: torch.optim (AdamW + an L1 pre-step
+    hook) and FlatAdam (inside its kernel) train the same, fp32; and they do shrink the weights."""
+    options = dict(weight_decay_d=0.5, l1_g=0.01, precision="fp32")
+    torch_path = run(make("triton", **options), steps=6)
+    flat_path = run(make("triton", fused_optimizer="flat", **options), steps=6)
+    assert isinstance(torch_path.optimizer_d, torch.optim.AdamW)
+    for module in ("generator", "discriminator"):
+        torch.testing.assert_close(weights(getattr(flat_path, module)), weights(getattr(torch_path, module)),
+                                   rtol=1e-5, atol=1e-6)
+    plain = run(make("triton", precision="fp32"), steps=6)
+    assert weights(torch_path.discriminator).norm() < weights(plain.discriminator).norm()
+    assert weights(torch_path.generator).abs().sum() < weights(plain.generator).abs().sum()
+    with pytest.raises(ValueError, match="l1_d must be"):
+        make("torch", l1_d=-1.0)

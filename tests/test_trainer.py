@@ -64,13 +64,14 @@ def assert_same_state(a: GANTrainer, b: GANTrainer):
     assert torch.equal(a.rng.get_state(), b.rng.get_state())
 
 
-def test_resume_equals_an_uninterrupted_run(tmp_path):
-    straight = ring_trainer(seed=3)
+@pytest.mark.parametrize("regularisers", [{}, {"weight_decay_d": 0.1, "l1_g": 0.01}], ids=["plain", "regularised"])
+def test_resume_equals_an_uninterrupted_run(tmp_path, regularisers):
+    straight = ring_trainer(seed=3, **regularisers)
     straight.fit(12, log_every=5, progress=False)
 
-    first = ring_trainer(seed=3)
+    first = ring_trainer(seed=3, **regularisers)
     first.fit(6, log_every=5, progress=False, checkpoint=tmp_path / "ckpt.pt")
-    resumed = ring_trainer(seed=99)  # other init and RNG: everything must come from the checkpoint
+    resumed = ring_trainer(seed=99, **regularisers)  # other init and RNG: everything must come from the checkpoint
     resumed.load(tmp_path / "ckpt.pt")
     assert resumed.step_count == 6
     resumed.fit(6, log_every=5, progress=False)
@@ -213,12 +214,13 @@ def test_fit_arguments():
         trainer.fit(3, log_every=0)
 
 
-def test_resume_with_the_fused_optimizer(tmp_path):
-    straight = ring_trainer(seed=4, fused_optimizer=True)
+@pytest.mark.parametrize("regularisers", [{}, {"weight_decay_d": 0.1, "l1_g": 0.01}], ids=["plain", "regularised"])
+def test_resume_with_the_fused_optimizer(tmp_path, regularisers):
+    straight = ring_trainer(seed=4, fused_optimizer=True, **regularisers)
     straight.fit(8, log_every=4, progress=False)
-    first = ring_trainer(seed=4, fused_optimizer=True)
+    first = ring_trainer(seed=4, fused_optimizer=True, **regularisers)
     first.fit(4, log_every=4, progress=False, checkpoint=tmp_path / "c.pt")
-    resumed = ring_trainer(seed=11, fused_optimizer=True)
+    resumed = ring_trainer(seed=11, fused_optimizer=True, **regularisers)
     resumed.load(tmp_path / "c.pt")
     resumed.fit(4, log_every=4, progress=False)
     assert_same_state(straight, resumed)

@@ -7,8 +7,9 @@ from ._runtime import HAS_TRITON, triton, tl
 if HAS_TRITON:
     @triton.jit
     def _adam_step_kernel(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, counter_ptr, n,
-                          lr, beta1, beta2, log_beta1, log_beta2, eps, weight_decay,
+                          lr, beta1, beta2, log_beta1, log_beta2, eps, weight_decay, shrink, l1,
                           BLOCK: tl.constexpr):
+        """``shrink`` = 1 - lr * decoupled weight decay (AdamW), ``l1``: l1 sign(p) joins the gradient."""
         pid = tl.program_id(0)
         programs = tl.num_programs(0)
         old = tl.atomic_add(counter_ptr, 1)
@@ -23,6 +24,8 @@ if HAS_TRITON:
             mask = offs < n
             p = tl.load(param_ptr + offs, mask=mask, other=0.0)
             g = tl.load(grad_ptr + offs, mask=mask, other=0.0) + weight_decay * p
+            g += l1 * tl.where(p > 0, 1.0, tl.where(p < 0, -1.0, 0.0))
+            p = p * shrink
             m = tl.load(exp_avg_ptr + offs, mask=mask, other=0.0)
             v = tl.load(exp_avg_sq_ptr + offs, mask=mask, other=0.0)
             m = m + (1.0 - beta1) * (g - m)

@@ -43,9 +43,13 @@ VARIANTS = {
     "ema": {"ema": 0.999},
     "instance_noise": {"instance_noise": 0.02},
     "r1": {"r1_gamma": 0.1, "r1_every": 16},
+    # images only (the digits): differentiable augmentation, fixed (DiffAugment's) and adaptive (ADA's)
+    "diffaugment": {"augment": "translation,cutout"},
+    "ada": {"augment": "translation,cutout,brightness,contrast", "augment_p": 0.0, "augment_target": 0.6},
 }
+IMAGE_ONLY = {"diffaugment", "ada"}
 QUICK_VARIANTS = ["vanilla", "pack2", "ema"]
-DIGITS_VARIANTS = ["vanilla", "label_smoothing", "ema", "hinge", "pack2"]
+DIGITS_VARIANTS = ["vanilla", "label_smoothing", "ema", "hinge", "pack2", "diffaugment", "ada"]
 QUICK_DIGITS_VARIANTS = ["vanilla", "label_smoothing"]
 
 PACGAN_TABLE1 = {  # published (Lin et al. 2018, Table 1): modes, high-quality %, KL
@@ -199,16 +203,18 @@ def draw(pictures_mix, pictures_digits, folder, stem):
 
 
 def tables(mixtures, digits, ttq):
-    lines = ["## Mixtures (mean ± standard error over seeds)", "", ARCHITECTURE, ""]
-    body = []
-    for key, r in mixtures.items():
-        kind, variant = key.split("/")
-        m, h, k = (r["summary"][x] for x in ("modes", "high_quality", "kl"))
-        body.append([kind, variant, len(r["runs"]), f"{m[0]:.2f} ± {m[1]:.2f}",
-                     f"{100 * h[0]:.1f} ± {100 * h[1]:.1f}", f"{k[0]:.3f} ± {k[1]:.3f}"])
-    for (kind, name), (m, h, k) in PACGAN_TABLE1.items():
-        body.append([kind, f"published {name} (PacGAN Table 1)", "-", f"{m}", f"{h}", f"{k}"])
-    lines.append(markdown_table(["data", "variant", "seeds", "modes", "high-quality %", "KL"], body))
+    lines = []
+    if mixtures:
+        lines += ["## Mixtures (mean ± standard error over seeds)", "", ARCHITECTURE, ""]
+        body = []
+        for key, r in mixtures.items():
+            kind, variant = key.split("/")
+            m, h, k = (r["summary"][x] for x in ("modes", "high_quality", "kl"))
+            body.append([kind, variant, len(r["runs"]), f"{m[0]:.2f} ± {m[1]:.2f}",
+                         f"{100 * h[0]:.1f} ± {100 * h[1]:.1f}", f"{k[0]:.3f} ± {k[1]:.3f}"])
+        for (kind, name), (m, h, k) in PACGAN_TABLE1.items():
+            body.append([kind, f"published {name} (PacGAN Table 1)", "-", f"{m}", f"{h}", f"{k}"])
+        lines.append(markdown_table(["data", "variant", "seeds", "modes", "high-quality %", "KL"], body))
     if digits:
         lines += ["", "## Digits (classic MLP GAN; floor = real vs real, same sample count)", ""]
         body = []
@@ -235,8 +241,10 @@ def tables(mixtures, digits, ttq):
 
 
 def _report(env, seeds, steps, digits_steps, mixtures, digits, ttq) -> str:
-    return (f"# Generation quality — {env['card']}, {env['date'][:10]}\n\n{seeds} seeds x {steps} steps per "
-            f"mixture run; digits {digits_steps} steps, 899 samples.\n\n" + tables(mixtures, digits, ttq))
+    runs = [f"{seeds} seeds x {steps} steps per mixture run" if mixtures else "",
+            f"digits {digits_steps} steps, 899 samples, one seed" if digits else ""]
+    return (f"# Generation quality — {env['card']}, {env['date'][:10]}\n\n" + "; ".join(r for r in runs if r)
+            + ".\n\n" + tables(mixtures, digits, ttq))
 
 
 def main(argv=None) -> int:
@@ -247,6 +255,7 @@ def main(argv=None) -> int:
     parser.add_argument("--digits-steps", type=int, default=None)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
     parser.add_argument("--no-digits", action="store_true")
+    parser.add_argument("--no-mixtures", action="store_true", help="only the digits runs")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--render", type=Path, default=None, metavar="JSON",
@@ -264,14 +273,16 @@ def main(argv=None) -> int:
     seeds = args.seeds or (2 if args.quick else 10)
     steps = args.steps or (1500 if args.quick else 10000)
     digits_steps = args.digits_steps or (1000 if args.quick else 20000)
-    variants = args.variants or (QUICK_VARIANTS if args.quick else list(VARIANTS))
+    variants = args.variants or (QUICK_VARIANTS if args.quick else [v for v in VARIANTS if v not in IMAGE_ONLY])
+    mixture_variants = [] if args.no_mixtures else [v for v in variants if v not in IMAGE_ONLY]
     digits_variants = [] if args.no_digits else [v for v in (QUICK_DIGITS_VARIANTS if args.quick else DIGITS_VARIANTS)
                                                  if args.variants is None or v in args.variants]
     env = environment()
     print(f"card: {env['card']} | seeds {seeds} | steps {steps} | variants {variants}", flush=True)
-    mixtures, mix_pictures = run_mixtures(["ring", "grid"], variants, seeds, steps, device)
+    mixtures, mix_pictures = run_mixtures(["ring", "grid"], mixture_variants, seeds, steps, device) \
+        if mixture_variants else ({}, {})
     digits_results, digit_pictures = run_digits(digits_variants, digits_steps, device) if digits_variants else ({}, {})
-    ttq = time_to_quality(device, seeds=min(seeds, 3), max_steps=steps)
+    ttq = time_to_quality(device, seeds=min(seeds, 3), max_steps=steps) if mixture_variants else {}
     text = _report(env, seeds, steps, digits_steps, mixtures, digits_results, ttq)
     payload = {"environment": env, "seeds": seeds, "steps": steps, "digits_steps": digits_steps,
                "architecture": ARCHITECTURE, "variants": {v: VARIANTS[v] for v in variants},

@@ -144,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
         stabilise.add_argument(f"--weight-decay-{net}", type=float, default=0.0,
                                help=f"decoupled weight decay of {name} (AdamW's), e.g. 0.01")
         stabilise.add_argument(f"--l1-{net}", type=float, default=0.0, help=f"L1 penalty weight on {name}'s weights")
+    stabilise.add_argument("--augment", default="", metavar="T1,T2",
+                           help="differentiable augmentation of D's inputs (images): translation, cutout, "
+                                "brightness, contrast, flip; e.g. translation,cutout")
+    stabilise.add_argument("--augment-p", type=float, default=1.0,
+                           help="probability each augmentation is applied (default 1; the start when adaptive)")
+    stabilise.add_argument("--augment-target", type=float, default=None,
+                           help="adapt the probability (ADA) so E[sign(D(real))] approaches this, e.g. 0.6")
     train.add_argument("--log-every", type=_positive(int), default=200,
                        help="read losses and checkpoint every N steps (default: 200)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")

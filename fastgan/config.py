@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .augment import parse_transforms
 from .losses import LOSSES, check_real_label
 
 __all__ = ["TrainConfig", "KERNELS", "COMPILE_MODES", "CUDAGRAPH_COMPILE_MODES", "PRECISIONS", "FUSED_OPTIMIZERS"]
@@ -80,6 +81,12 @@ class TrainConfig:
         weight_decay_g, weight_decay_d: decoupled weight decay (AdamW's: each step shrinks the weights by
             ``lr * weight_decay``), in torch.optim's path and in FlatAdam alike.
         l1_g, l1_d: an L1 penalty ``l1 * sum |w|``: its (sub)gradient ``l1 * sign(w)`` joins the gradient.
+
+    Differentiable augmentation of what D sees (``fastgan.augment``; off by default):
+        augment: transforms, comma-separated: translation, cutout, brightness, contrast, flip.
+        augment_p: the probability each is applied to a sample (default 1: always, as DiffAugment), or
+            the starting probability when adaptive.
+        augment_target: adapt p (ADA) so that E[sign(D(real))] approaches this target, e.g. 0.6.
     """
     batch_size: int = 128
     lr: float = 2e-4
@@ -108,6 +115,9 @@ class TrainConfig:
     weight_decay_d: float = 0.0
     l1_g: float = 0.0
     l1_d: float = 0.0
+    augment: str = ""
+    augment_p: float = 1.0
+    augment_target: float | None = None
 
     def __post_init__(self):
         if self.kernels not in KERNELS:
@@ -143,6 +153,18 @@ class TrainConfig:
         self.r1_gamma = _finite("r1_gamma", self.r1_gamma, 0.0, strict=False)
         for name in ("weight_decay_g", "weight_decay_d", "l1_g", "l1_d"):
             setattr(self, name, _finite(name, getattr(self, name), 0.0, strict=False))
+        parse_transforms(self.augment)
+        self.augment_p = _finite("augment_p", self.augment_p, 0.0, strict=False)
+        if self.augment_p > 1.0:
+            raise ValueError(f"augment_p is a probability in [0, 1], got {self.augment_p}")
+        if self.augment_target is not None:
+            if not self.augment:
+                raise ValueError("augment_target adapts the augmentation's p: name the augmentations too "
+                                 "(augment='translation,cutout')")
+            ok = isinstance(self.augment_target, (int, float)) and -1.0 < self.augment_target < 1.0
+            if not ok:
+                raise ValueError(f"augment_target is a target for E[sign(D(real))], in (-1, 1) (ADA uses 0.6), "
+                                 f"got {self.augment_target!r}")
         betas = tuple(self.betas) if isinstance(self.betas, (tuple, list)) else ()
         if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")

@@ -28,6 +28,7 @@ from torch import nn
 
 from . import ops
 from .ema import EMA
+from .augment import Augment
 from .config import CUDAGRAPH_COMPILE_MODES, PRECISIONS, TrainConfig
 from .phases import phase
 from .losses import (Bce, discriminator_loss, generator_loss, hinge_discriminator_loss,
@@ -50,6 +51,7 @@ class StepParts:
     bce: Bce
     config: TrainConfig
     ema: EMA | None = None
+    augment: Augment | None = None
 
 
 @contextlib.contextmanager
@@ -81,6 +83,8 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
     hinge = p.config.loss == "hinge"
 
     def d_input(x: torch.Tensor) -> torch.Tensor:
+        if p.augment is not None:  # the same random transforms for real and fake, in D's and G's updates
+            x = p.augment(x)
         if p.config.instance_noise > 0:
             x = x + p.config.instance_noise * torch.randn(x.shape, device=device, generator=p.rng)
         return x.reshape(x.shape[0] // p.config.pack, p.config.pack * features) if p.config.pack > 1 else x
@@ -91,7 +95,8 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
         return discriminator_loss(real_logits, fake_logits, p.config.real_label, p.bce)
 
     def d_loss_of_inputs(real, fake):
-        return d_loss(p.discriminator(real), p.discriminator(fake))
+        real_logits = p.discriminator(real)
+        return d_loss(real_logits, p.discriminator(fake)), real_logits.detach()
 
     def g_loss_of_input(fake_in):
         fake_logits = p.discriminator(fake_in)
@@ -140,7 +145,8 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
                 total_d = loss_d + penalty
             elif p.config.compile:
                 with phase("D.forward"), autocast():
-                    loss_d = total_d = d_loss_of_inputs(real, fake_for_d)
+                    loss_d, real_logits = d_loss_of_inputs(real, fake_for_d)
+                    total_d = loss_d
             else:  # d_loss_of_inputs, in two phases so a profile tells the real and fake passes apart
                 with phase("D.forward.real"), autocast():
                     real_logits = p.discriminator(real)
@@ -151,6 +157,8 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
                 total_d.backward()
             with phase("D.optim"):
                 p.optimizer_d.step()
+                if p.augment is not None:  # ADA: D's confidence on real data steers p (device ops)
+                    p.augment.observe(real_logits)
 
         # G's update flows through D, but D's weights are not being trained here: freeze them so the
         # backward skips their weight gradients (same G gradient, less work).

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from . import data as _data
 from .checkpoint import TRAINER_FORMAT, CheckpointError, check_trainer_state, load_checkpoint, save_checkpoint
+from .augment import Augment, parse_transforms
 from .config import KERNELS, TrainConfig, _positive_int
 from .ema import EMA
 from .graph import GraphedStep
@@ -133,8 +134,10 @@ class GANTrainer:
         self.optimizer_g = self._optimizer(self.generator, self.lr_g, config.weight_decay_g, config.l1_g)
         self.optimizer_d = self._optimizer(self.discriminator, self.lr_d, config.weight_decay_d, config.l1_d)
         self.ema = EMA(self.generator, config.ema) if config.ema is not None else None
+        self.augment = Augment(parse_transforms(config.augment), self.data.shape[1], config.augment_p,
+                               config.augment_target, self.rng, self.device) if config.augment else None
         self._parts = StepParts(self.generator, self.discriminator, self.optimizer_g, self.optimizer_d, self.data,
-                                self.latent_dim, self.rng, bce, config, self.ema)
+                                self.latent_dim, self.rng, bce, config, self.ema, self.augment)
         self._step = make_step(self._parts)
         self._graphed = GraphedStep(self._step, self.rng, self.device, config.steps_per_replay,
                                     config.graph_warmup) if config.cuda_graph else None
@@ -294,6 +297,7 @@ class GANTrainer:
             "optimizer_g": self.optimizer_g.state_dict(), "optimizer_d": self.optimizer_d.state_dict(),
             "rng": self.rng.get_state(), "history": self.history,
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "augment": self.augment.state_dict() if self.augment is not None else None,
             "config": self.config.to_dict(),
         }
 
@@ -313,12 +317,16 @@ class GANTrainer:
         try:
             check_trainer_state(state, modules, {"optimizer_g": self.optimizer_g, "optimizer_d": self.optimizer_d},
                                 self.rng.get_state())
+            if self.augment is not None and not isinstance(state.get("augment"), dict):
+                raise ValueError("this trainer augments D's inputs but the checkpoint has no augmentation state")
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{path} does not fit this trainer: {e}") from e
         for name, module in modules.items():
             module.load_state_dict(state[name])
         self.optimizer_g.load_state_dict(state["optimizer_g"])
         self.optimizer_d.load_state_dict(state["optimizer_d"])
+        if self.augment is not None:
+            self.augment.load_state_dict(state["augment"])
         self.rng.set_state(state["rng"].cpu())
         self.step_count = int(state["step"])
         self.losses.reset(state["history"])

@@ -110,11 +110,11 @@ def micro(folder: Path) -> list[str]:
     if not path.exists():
         return ["micro: no results (pytest-benchmark writes its JSON only when the run ends)"]
     benchmarks = json.loads(path.read_text())["benchmarks"]
-    lines = [f"micro: {len(benchmarks)} benchmarks in results/micro.json (median per round of "
-             f"{benchmarks[0]['extra_info'].get('inner_calls', 1) if benchmarks else '?'} calls)"]
+    lines = [f"micro: {len(benchmarks)} benchmarks in results/micro.json; the train steps:"]
     for b in benchmarks:
         if b["group"].startswith("train step"):
-            lines.append(f"  {b['name']:56s} {b['stats']['median'] * 1e6:10.1f} us")
+            steps = b["extra_info"].get("inner_calls", 1) * b["extra_info"].get("steps_per_call", 1)
+            lines.append(f"  {b['name']:56s} {b['stats']['median'] * 1e6 / steps:10.1f} us per training step")
     return lines
 
 

@@ -178,5 +178,6 @@ def test_device_check_script_parses_and_its_summary_reads_every_part(tmp_path, c
                      "width 32 batch 16", "eager", "triton [Triton interpreter]",
                      "784->128 batch 16384: 197.3 TFLOP/s = 49% of tf32_matmul_TFLOPs, 2.00x torch",
                      "33 kernels / - launches",
-                     "test_train_step[eager]", "gpu_tests    exit   1"):
+                     "test_train_step[eager]                                       1000.0 us per training step",
+                     "gpu_tests    exit   1"):
         assert expected in text, f"{expected!r} missing from:\n{text}"

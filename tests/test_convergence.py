@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import assert_close
-from fastgan import GANTrainer, MLPDiscriminator, MLPGenerator, data, ops
+from fastgan import GANTrainer, MLPDiscriminator, MLPGenerator, ops
 
 STEPS = 20
 

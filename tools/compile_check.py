@@ -198,7 +198,7 @@ def _resource_usage(cubin: bytes) -> dict:
 
 def _worker(arch: int, quick: bool, share: int, shares: int) -> dict:
     """Record every case's launches, compile this worker's share of (launch, config) units."""
-    import torch  # noqa: F401  (imported before triton, as fastgan does)
+    import torch  # noqa: F401 - imported before triton, as fastgan does
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.runtime.autotuner import Autotuner

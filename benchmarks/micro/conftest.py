@@ -35,10 +35,11 @@ def pytest_report_header(config):
 
 @pytest.fixture
 def timed(benchmark):
-    """``timed(group, fn)``: benchmark ``fn`` (``INNER`` calls + a device sync per round) in ``group``."""
-    def run(group: str, fn, rounds: int | None = None):
+    """``timed(group, fn, rounds=None, **extra_info)``: benchmark ``fn`` (``INNER`` calls + a device sync per
+    round) in ``group``, with ``extra_info`` saved beside the timings."""
+    def run(group: str, fn, rounds: int | None = None, **extra_info):
         benchmark.group = f"{group} [fastgan's ops: {PATH}]"
-        benchmark.extra_info.update(path=PATH, device=DEVICE, inner_calls=INNER,
+        benchmark.extra_info.update(extra_info, path=PATH, device=DEVICE, inner_calls=INNER,
                                     card=torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu")
 
         def many():

@@ -97,6 +97,8 @@ NOT_TRAIN_FLAGS = {
     "latent_dim": "the data set's model preset (fastgan.models.DATA_PRESETS)",
     "graph_warmup": "3 eager steps before a CUDA-graph capture, enough to create and tune everything",
 }
+# Flags whose default is not TrainConfig's, and why (the others share it: tests/test_config.py checks).
+CLI_DEFAULTS = {"real_label": "0.9 (one-sided label smoothing) with the BCE loss, 1.0 with hinge"}
 
 
 def config_from_args(args: argparse.Namespace, **fixed) -> TrainConfig:

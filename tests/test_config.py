@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fastgan import GANTrainer, MLPDiscriminator, MLPGenerator, TrainConfig, data
-from fastgan.cli import NOT_TRAIN_FLAGS, build_parser
+from fastgan.cli import CLI_DEFAULTS, NOT_TRAIN_FLAGS, build_parser
 
 
 def _models():
@@ -79,3 +79,10 @@ def test_every_setting_is_a_train_flag_or_says_why_not():
     missing = fields - flags - set(NOT_TRAIN_FLAGS)
     assert not missing, f"TrainConfig settings with no `fastgan train` flag and no reason: {sorted(missing)}"
     assert set(NOT_TRAIN_FLAGS) <= fields, "NOT_TRAIN_FLAGS names settings TrainConfig does not have"
+    # and a flag's default is the setting's default, but where the CLI says why not
+    defaults = TrainConfig()
+    for action in train._actions:
+        if action.dest in fields and action.dest not in CLI_DEFAULTS:
+            assert action.default == getattr(defaults, action.dest), \
+                f"--{action.dest.replace('_', '-')} defaults to {action.default!r}, TrainConfig to " \
+                f"{getattr(defaults, action.dest)!r}"

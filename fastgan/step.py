@@ -10,12 +10,15 @@ can later capture it whole. Options (all off by default, which gives the plain G
   r1_gamma        R1 penalty (gamma/2) E||grad_x D(x_real)||^2, every ``r1_every`` steps (scaled by it,
                   "lazy" regularisation); a gradient of a gradient, so it runs through the reference path
   ema             an ``EMA`` of G's weights, updated after each G step
+  augment         ``fastgan.augment.Augment``: random differentiable transforms of everything D sees,
+                  real and fake, in D's and G's updates; its adaptive p follows D's real logits
+  (weight decay and L1 live in the optimizers: ``GANTrainer``)
 
 With ``compile`` set, three regions run through ``torch.compile``: G's forward, D's loss on real and fake
 (its backward owns that forward), and G's loss through D (likewise). Compiling the whole step as one
 function fails ("Trying to backward through the graph a second time": D's and G's backward passes
 would share one compiled forward). Sampling, the optimisers, EMA and the R1 term stay eager; the Triton
-ops enter the graphs as opaque custom ops, so there are no graph breaks.
+ops enter the graphs as opaque custom ops, so there are no graph breaks. The augmentation stays eager.
 """
 from __future__ import annotations
 

@@ -149,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     stabilise.add_argument("--augment", default="", metavar="T1,T2",
                            help="differentiable augmentation of D's inputs (images): translation, cutout, "
                                 "brightness, contrast, flip; e.g. translation,cutout")
-    stabilise.add_argument("--augment-p", type=float, default=1.0,
-                           help="probability each augmentation is applied (default 1; the start when adaptive)")
+    stabilise.add_argument("--augment-p", type=float, default=None,
+                           help="probability each augmentation is applied (default 1; with --augment-target, "
+                                "the starting one, default 0)")
     stabilise.add_argument("--augment-target", type=float, default=None,
                            help="adapt the probability (ADA) so E[sign(D(real))] approaches this, e.g. 0.6")
     train.add_argument("--log-every", type=_positive(int), default=200,

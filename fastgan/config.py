@@ -84,8 +84,8 @@ class TrainConfig:
 
     Differentiable augmentation of what D sees (``fastgan.augment``; off by default):
         augment: transforms, comma-separated: translation, cutout, brightness, contrast, flip.
-        augment_p: the probability each is applied to a sample (default 1: always, as DiffAugment), or
-            the starting probability when adaptive.
+        augment_p: the probability each is applied to a sample; default 1 (always, as DiffAugment), or 0
+            when adaptive (ADA starts there), where it is the starting probability.
         augment_target: adapt p (ADA) so that E[sign(D(real))] approaches this target, e.g. 0.6.
     """
     batch_size: int = 128
@@ -116,7 +116,7 @@ class TrainConfig:
     l1_g: float = 0.0
     l1_d: float = 0.0
     augment: str = ""
-    augment_p: float = 1.0
+    augment_p: float | None = None
     augment_target: float | None = None
 
     def __post_init__(self):
@@ -154,9 +154,10 @@ class TrainConfig:
         for name in ("weight_decay_g", "weight_decay_d", "l1_g", "l1_d"):
             setattr(self, name, _finite(name, getattr(self, name), 0.0, strict=False))
         parse_transforms(self.augment)
-        self.augment_p = _finite("augment_p", self.augment_p, 0.0, strict=False)
-        if self.augment_p > 1.0:
-            raise ValueError(f"augment_p is a probability in [0, 1], got {self.augment_p}")
+        if self.augment_p is not None:
+            self.augment_p = _finite("augment_p", self.augment_p, 0.0, strict=False)
+            if self.augment_p > 1.0:
+                raise ValueError(f"augment_p is a probability in [0, 1], got {self.augment_p}")
         if self.augment_target is not None:
             if not self.augment:
                 raise ValueError("augment_target adapts the augmentation's p: name the augmentations too "
@@ -183,6 +184,13 @@ class TrainConfig:
                 self.device = str(torch.device(self.device))
             except (RuntimeError, TypeError, ValueError):
                 raise ValueError(f"device {self.device!r} is not a device: use cpu, cuda or cuda:N") from None
+
+    @property
+    def augment_start_p(self) -> float:
+        """``augment_p``, or its default: 1 for a fixed augmentation, 0 for an adaptive one."""
+        if self.augment_p is not None:
+            return self.augment_p
+        return 0.0 if self.augment_target is not None else 1.0
 
     @property
     def generator_lr(self) -> float:

@@ -134,7 +134,7 @@ class GANTrainer:
         self.optimizer_g = self._optimizer(self.generator, self.lr_g, config.weight_decay_g, config.l1_g)
         self.optimizer_d = self._optimizer(self.discriminator, self.lr_d, config.weight_decay_d, config.l1_d)
         self.ema = EMA(self.generator, config.ema) if config.ema is not None else None
-        self.augment = Augment(parse_transforms(config.augment), self.data.shape[1], config.augment_p,
+        self.augment = Augment(parse_transforms(config.augment), self.data.shape[1], config.augment_start_p,
                                config.augment_target, self.rng, self.device) if config.augment else None
         self._parts = StepParts(self.generator, self.discriminator, self.optimizer_g, self.optimizer_d, self.data,
                                 self.latent_dim, self.rng, bce, config, self.ema, self.augment)

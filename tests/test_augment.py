@@ -118,3 +118,10 @@ def test_mixtures_take_no_augmentation():
     g = MLPGenerator(latent_dim=4, hidden=(16,), out_dim=2, output_activation=None)
     with pytest.raises(ValueError, match="not a square one-channel image"):
         GANTrainer(g, MLPDiscriminator(in_dim=2, hidden=(16,)), data.gaussian_ring(64), batch_size=8, augment="cutout")
+
+
+def test_adaptive_augmentation_starts_at_zero_unless_told():
+    assert TrainConfig(augment="cutout").augment_start_p == 1.0
+    assert TrainConfig(augment="cutout", augment_target=0.6).augment_start_p == 0.0
+    assert TrainConfig(augment="cutout", augment_target=0.6, augment_p=0.3).augment_start_p == 0.3
+    assert _trainer(augment="cutout", augment_target=0.6).augment.p.item() == 0.0

@@ -103,6 +103,15 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, tolerance: float,
             f"relative-norm error {relative_error(a, e):.3e}")
 
 
+def fp32_sum_rounding(a: torch.Tensor, b: torch.Tensor, total: torch.Tensor | None = None) -> torch.Tensor:
+    """For each element of ``a @ b`` (float64 operands): 2^-22 (sqrt(K) ||a_i * b_j||_2 + |total_ij|), the
+    statistical size of the K roundings of its partial sums in fp32 and of the result's own (``total``
+    defaults to ``a @ b``). It matters where the terms are far larger than their sum, which then cancels;
+    kernel tests add it to their tolerance element by element."""
+    total = a @ b if total is None else total
+    return 2.0 ** -22 * (a.shape[1] ** 0.5 * (a.square() @ b.square()).sqrt() + total.abs())
+
+
 @pytest.fixture
 def gpu_math(monkeypatch):
     """The interpreter's fp32 exp, sqrt and division made as inexact as a GPU's, so accuracy tests see

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import fastgan.ops.head as head_module
-from conftest import DEVICE, TOLERANCE, assert_close
+from conftest import DEVICE, TOLERANCE, assert_close, fp32_sum_rounding
 from fastgan import ops
 from fastgan.ops import linear_bce_head
 
@@ -42,16 +42,13 @@ def _fp32_rounding(h, w, b, target, scale):
     """What fp32 arithmetic itself may cost dw and db, which are sums over the batch that can cancel:
     2^-22 (sqrt(M) ||terms||_2 + |sum|) for the sum's roundings, plus the logits' own rounding (a dot over
     H, then the bias) carried through sigmoid' into every term."""
-    u = 2.0 ** -22
     z = h @ w.t() + (b if b is not None else 0)
-    z_error = u * (h.shape[1] ** 0.5 * (h.square() @ w.square().t()).sqrt() + (b.abs() if b is not None else 0)
-                   + z.abs())
+    z_error = fp32_sum_rounding(h, w.t(), total=z) + 2.0 ** -22 * (b.abs() if b is not None else 0)
     g = (torch.sigmoid(z) - target) * scale
-    g_error = torch.sigmoid(z) * (1 - torch.sigmoid(z)) * z_error * scale + u * g.abs()  # (M, 1)
-
-    def sum_rounding(terms, errors):
-        return u * (terms.shape[0] ** 0.5 * terms.square().sum(0).sqrt() + terms.sum(0).abs()) + errors.sum(0)
-    return (sum_rounding(g * h, g_error * h.abs())[None, :], sum_rounding(g, g_error))
+    g_error = torch.sigmoid(z) * (1 - torch.sigmoid(z)) * z_error * scale + 2.0 ** -22 * g.abs()  # (M, 1)
+    ones = torch.ones_like(g)
+    return (fp32_sum_rounding(g.t(), h) + g_error.t() @ h.abs(),
+            (fp32_sum_rounding(g.t(), ones) + g_error.t() @ ones).reshape(1))
 
 
 @pytest.mark.parametrize("m", [1, 7, 129, 1000])

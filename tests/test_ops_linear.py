@@ -11,7 +11,7 @@ proves those bounds against a float64 model of the GPU's operand rounding.
 import pytest
 import torch
 
-from conftest import BF16_DOT_OK, DEVICE, ON_CUDA, TOLERANCE, assert_close, relative_error
+from conftest import BF16_DOT_OK, DEVICE, ON_CUDA, TOLERANCE, assert_close, fp32_sum_rounding, relative_error
 from fastgan import ops
 from fastgan.ops import fused_linear
 
@@ -39,13 +39,6 @@ def expected(x64, w64, b64, dy64, activation, slope=SLOPE, y_at=None):
     return y, g @ w64, g.t() @ x64, (g.sum(0) if b64 is not None else None)
 
 
-def _sum_rounding(a, b):
-    """For each element of ``a @ b``: 2^-22 (sqrt(K) ||a_i * b_j||_2 + |(a @ b)_ij|), the statistical size of
-    the K roundings of its partial sums in fp32 (and of the result's own). It matters where the terms are
-    far larger than their sum, which then cancels."""
-    return 2.0 ** -22 * (a.shape[1] ** 0.5 * (a.square() @ b.square()).sqrt() + (a @ b).abs())
-
-
 def fp32_rounding(x64, w64, b64, dy64, activation, y):
     """Per element of ``(y, dx, dw, db)``, what fp32 arithmetic itself may cost: the dot of the forward
     (and the bias add) carried through |act'|, and the sums of dX (over N), dW and db (over the batch) at
@@ -56,11 +49,11 @@ def fp32_rounding(x64, w64, b64, dy64, activation, y):
     z = torch.nn.functional.linear(x64, w64, b64)
     bias = b64.abs() if b64 is not None else 0
     y_allowance = act.derivative_from_output(act.forward(z, SLOPE), SLOPE).abs() * (
-        _sum_rounding(x64, w64.t()) + 2.0 ** -22 * bias)
+        fp32_sum_rounding(x64, w64.t()) + 2.0 ** -22 * bias)
     g = dy64 * act.derivative_from_output(y.detach().double().cpu(), SLOPE)
     ones = torch.ones(g.shape[0], 1, dtype=g.dtype)
-    return (y_allowance, _sum_rounding(g, w64), _sum_rounding(g.t(), x64),
-            _sum_rounding(g.t(), ones)[:, 0] if b64 is not None else None)
+    return (y_allowance, fp32_sum_rounding(g, w64), fp32_sum_rounding(g.t(), x64),
+            fp32_sum_rounding(g.t(), ones)[:, 0] if b64 is not None else None)
 
 
 def compare(ours, x64, w64, b64, dy64, activation, tolerance, what="", fp32_allowance=False):

@@ -15,9 +15,10 @@ import torch
 from .augment import parse_transforms
 from .losses import LOSSES, check_real_label
 
-__all__ = ["TrainConfig", "KERNELS", "COMPILE_MODES", "CUDAGRAPH_COMPILE_MODES", "PRECISIONS", "FUSED_OPTIMIZERS"]
+__all__ = ["TrainConfig", "KERNELS", "COMPILE_MODES", "CUDAGRAPH_COMPILE_MODES", "PRECISIONS", "FUSED_OPTIMIZERS", "SAMPLERS"]
 
-KERNELS = ("torch", "triton", "auto")
+KERNELS = ("torch", "triton", "triton-mlp", "auto")
+SAMPLERS = ("auto", "torch", "philox")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # torch.compile modes that record CUDA graphs of their own (cudagraph trees): each call's outputs are
 # overwritten by the next call, so the step marks its boundaries and copies out what outlives it.
@@ -52,8 +53,14 @@ class TrainConfig:
         lr, betas: Adam settings for both models (DCGAN's defaults).
         seed: seeds the trainer's RNG, which draws every batch and every noise vector.
         device: defaults to the data's device if it is a tensor on CUDA, else CUDA when present, else CPU.
-        kernels: ``"torch"`` (PyTorch ops), ``"triton"`` (fused Triton layers and loss, via ``fastgan.fuse``)
-            or ``"auto"`` (triton on CUDA, torch on CPU).
+        kernels: ``"torch"`` (PyTorch ops), ``"triton"`` (fused Triton layers and loss, via ``fastgan.fuse``),
+            ``"triton-mlp"`` (G and D each one whole-MLP kernel per pass, via ``fuse(whole=True)``, and where
+            the settings allow, the fused 9-launch step of ``fastgan.mlp_step``; Adam is ``FlatAdam`` unless
+            ``fused_optimizer="torch"``) or ``"auto"`` (triton on CUDA, torch on CPU).
+        sampler: how batches and noise are drawn: ``"torch"`` (``torch.randint``/``index_select``/``randn``
+            with the trainer's generator), ``"philox"`` (one Triton kernel, counter-based RNG whose counter
+            lives on the device; triton-mlp's fused step only) or ``"auto"`` (philox where the fused step
+            runs, else torch).
         compile: ``True`` (or a ``torch.compile`` mode such as ``"reduce-overhead"``) compiles the step's
             regions (see ``fastgan.step``); the Triton ops enter as opaque custom ops (no graph breaks).
         cuda_graph: capture whole steps in one CUDA graph (``fastgan.graph``): after ``graph_warmup`` eager
@@ -96,6 +103,7 @@ class TrainConfig:
     lr_d: float | None = None
     device: str | None = None
     kernels: str = "torch"
+    sampler: str = "auto"
     compile: bool | str = False
     cuda_graph: bool = False
     steps_per_replay: int = 1
@@ -122,6 +130,11 @@ class TrainConfig:
     def __post_init__(self):
         if self.kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, got {self.kernels!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(map(repr, SAMPLERS))}, got {self.sampler!r}")
+        if self.sampler == "philox" and self.kernels != "triton-mlp":
+            raise ValueError("sampler='philox' draws batches in triton-mlp's fused step: use kernels='triton-mlp' "
+                             "(or sampler='torch')")
         if self.compile not in (False, True, *COMPILE_MODES):
             raise ValueError(f"compile must be False, True or a torch.compile mode name "
                              f"({', '.join(COMPILE_MODES)}), got {self.compile!r}")

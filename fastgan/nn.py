@@ -1,12 +1,16 @@
-"""FusedLinear and fuse(): drop-in modules over ``fastgan.ops``."""
+"""FusedLinear, FusedMLP and fuse(): drop-in modules over ``fastgan.ops``."""
 from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
 
 import torch
 from torch import nn
 
 from .ops import activation_from_name, fused_linear
+from .ops.mlp import MLPSpec, fused_mlp
 
-__all__ = ["FusedLinear", "fuse"]
+__all__ = ["FusedLinear", "FusedMLP", "fuse", "whole_mlp_spec"]
 
 
 class FusedLinear(nn.Linear):
@@ -61,7 +65,116 @@ def _is_plain_linear(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) and not isinstance(module, FusedLinear)
 
 
-def fuse(module: nn.Module) -> nn.Module:
+def whole_mlp_spec(seq: nn.Module) -> tuple[MLPSpec | None, str]:
+    """``(spec, "")`` if ``seq`` is an ``nn.Sequential`` that ``FusedMLP`` can run whole, else ``(None, why)``.
+
+    Whole means: ``Linear`` layers (all with bias, or all without) whose widths chain, each hidden one
+    followed by the same activation (ReLU, LeakyReLU with slope >= 0, Sigmoid, Tanh; or none for all),
+    the last one optionally followed by one; ``nn.Identity`` anywhere; fp32 parameters on one device.
+    """
+    if not isinstance(seq, nn.Sequential):
+        return None, f"{type(seq).__name__} is not an nn.Sequential"
+    layers: list[list] = []   # [linear, activation or None]
+    for name, child in seq.named_children():
+        if type(child) is nn.Identity:
+            continue
+        if isinstance(child, nn.Linear) and not isinstance(child, FusedLinear):
+            layers.append([child, None])
+            continue
+        act = _activation_of(child)
+        if act is None or not layers or layers[-1][1] is not None:
+            return None, f"its child {name!r} ({type(child).__name__}) is neither a Linear nor one activation after one"
+        layers[-1][1] = act
+    if not layers:
+        return None, "it has no Linear layer"
+    linears = [lin for lin, _ in layers]
+    if len({lin.bias is not None for lin in linears}) > 1:
+        return None, "some of its Linear layers have a bias and some do not"
+    for a, b in zip(linears[:-1], linears[1:]):
+        if a.out_features != b.in_features:
+            return None, f"widths do not chain ({a.out_features} -> {b.in_features})"
+    hidden = {act for _, act in layers[:-1]}
+    if len(hidden) > 1:
+        return None, f"its hidden layers use different activations {sorted(map(str, hidden))}"
+    params = [p for lin in linears for p in lin.parameters()]
+    if any(p.dtype != torch.float32 for p in params) or len({p.device for p in params}) > 1:
+        return None, "its parameters are not all float32 on one device"
+    hidden_act = next(iter(hidden)) if hidden else None
+    out_act = layers[-1][1]
+    slopes = {a[1] for a in (hidden_act, out_act) if a is not None and a[0] == "leaky_relu"}
+    if len(slopes) > 1:
+        return None, "its leaky-ReLU slopes differ"
+    spec = MLPSpec((linears[0].in_features, *(lin.out_features for lin in linears)), linears[0].bias is not None,
+                   hidden_act[0] if hidden_act else "none", out_act[0] if out_act else "none",
+                   next(iter(slopes)) if slopes else 0.01)
+    return spec, ""
+
+
+class FusedMLP(nn.Sequential):
+    """An ``nn.Sequential`` MLP computed whole by ``fastgan.ops.fused_mlp``: one kernel forward, two backward.
+
+    It keeps the original children (the same ``Linear`` and activation modules, so the same parameter
+    names, ``state_dict`` keys and repr) and moves their parameters into one flat buffer, the layout the
+    kernels read (moving the module to another device flattens them again there). Build it with
+    ``FusedMLP(sequential)`` or ``fastgan.fuse(model, whole=True)``.
+    """
+
+    def __init__(self, sequential: nn.Sequential):
+        spec, why = whole_mlp_spec(sequential)
+        if spec is None:
+            raise ValueError(f"this nn.Sequential cannot be fused whole: {why} (fastgan.fuse(model) fuses it "
+                             "per layer)")
+        super().__init__(OrderedDict(sequential.named_children()))  # the same children under the same names
+        self.spec = spec
+        self._flatten()
+
+    def _flatten(self) -> None:
+        params = list(self.parameters())
+        with torch.no_grad():
+            flat = torch.cat([p.detach().reshape(-1) for p in params])
+            offset = 0
+            for p in params:
+                p.data = flat[offset:offset + p.numel()].view_as(p)
+                offset += p.numel()
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        params = list(self.parameters())
+        if params and all(p.dtype == torch.float32 for p in params):
+            self._flatten()
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        params = list(self.parameters())
+        if x.dim() == 2:
+            return fused_mlp(x, params, self.spec)
+        if x.dim() < 1:
+            raise ValueError(f"FusedMLP needs an input of shape (..., {self.spec.dims[0]}), got a 0-d tensor")
+        leading = x.shape[:-1]
+        return fused_mlp(x.reshape(-1, x.shape[-1]), params, self.spec).reshape(*leading, self.spec.dims[-1])
+
+    def extra_repr(self) -> str:
+        return f"whole: dims={self.spec.dims}"
+
+
+def _fuse_whole(module: nn.Module, name: str) -> nn.Module:
+    if isinstance(module, (FusedMLP, FusedLinear)):
+        return module
+    if isinstance(module, nn.Sequential):
+        spec, why = whole_mlp_spec(module)
+        if spec is not None:
+            return FusedMLP(module)
+        warnings.warn(f"fastgan.fuse(whole=True): {name} cannot be fused whole ({why}); fusing it per layer",
+                      stacklevel=3)
+        return fuse(module)
+    if _is_plain_linear(module):
+        return FusedLinear.from_linear(module)
+    for child_name, child in list(module.named_children()):
+        setattr(module, child_name, _fuse_whole(child, f"{name}.{child_name}"))
+    return module
+
+
+def fuse(module: nn.Module, whole: bool = False) -> nn.Module:
     """Replace, in place, every ``nn.Linear`` (and the activation module right after it in an
     ``nn.Sequential``: ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``) by one ``FusedLinear``.
 
@@ -69,7 +182,14 @@ def fuse(module: nn.Module) -> nn.Module:
     keys, do not change; parameters are shared, not copied. Nested children are fused too; anything
     not recognised is left as it is and still trains. Returns ``module`` (or a ``FusedLinear`` if
     ``module`` itself is a plain ``nn.Linear``).
+
+    ``whole=True``: every ``nn.Sequential`` MLP (see ``whole_mlp_spec``) becomes one ``FusedMLP`` (one
+    kernel per pass instead of one per layer), ``state_dict``-compatible with the original; one that cannot
+    be fused whole is fused per layer, with a warning saying why. Returns the module to use (a new
+    ``FusedMLP`` if ``module`` itself is such a Sequential; otherwise ``module``, changed in place).
     """
+    if whole:
+        return _fuse_whole(module, type(module).__name__)
     if _is_plain_linear(module):
         return FusedLinear.from_linear(module)
     children = list(module.named_children())

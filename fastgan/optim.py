@@ -71,6 +71,13 @@ class FlatAdam:
         adam_step(self.data, self.grad, self.exp_avg, self.exp_avg_sq, self.counter, self.lr, *self.betas,
                   self.eps, self.weight_decay, self.decoupled_weight_decay, self.l1)
 
+    @torch.no_grad()
+    def step_with(self, grad: torch.Tensor, partials: int = 1) -> None:
+        """The update from ``grad`` instead of ``self.grad``: ``partials`` partial sums back to back
+        (``partials * n`` elements, added in the kernel), as a split gradient reduction writes them."""
+        adam_step(self.data, grad, self.exp_avg, self.exp_avg_sq, self.counter, self.lr, *self.betas, self.eps,
+                  self.weight_decay, self.decoupled_weight_decay, self.l1, partials=partials)
+
     def _reattach_gradients(self) -> None:
         """Autograd accumulates into the gradient views in place, except where it cannot (a backward with
         ``create_graph=True``, or ``.grad`` set to None or replaced by the user): such gradients are copied

@@ -124,11 +124,12 @@ class GANTrainer:
         self.generator = generator.to(self.device)
         self.discriminator = discriminator.to(self.device)
         bce = bce_with_logits
-        if self.kernels == "triton":
+        if self.kernels in ("triton", "triton-mlp"):
             from . import ops
             from .nn import fuse
-            fuse(self.generator)
-            fuse(self.discriminator)
+            whole = self.kernels == "triton-mlp"
+            self.generator = fuse(self.generator, whole=whole)
+            self.discriminator = fuse(self.discriminator, whole=whole)
             bce = ops.sigmoid_bce_with_logits
         self.rng = torch.Generator(device=self.device).manual_seed(config.seed)
         self.optimizer_g = self._optimizer(self.generator, self.lr_g, config.weight_decay_g, config.l1_g)
@@ -138,7 +139,24 @@ class GANTrainer:
                                config.augment_target, self.rng, self.device) if config.augment else None
         self._parts = StepParts(self.generator, self.discriminator, self.optimizer_g, self.optimizer_d, self.data,
                                 self.latent_dim, self.rng, bce, config, self.ema, self.augment)
-        self._step = make_step(self._parts)
+        self.sampler = None
+        self.step_path = "generic"
+        if self.kernels == "triton-mlp":
+            from . import ops
+            from .mlp_step import DeviceSampler, fused_step_blocker, make_fused_step
+            blocker = fused_step_blocker(config, self.generator, self.discriminator, self.optimizer_g,
+                                         self.optimizer_d, ops.use_triton(self.data))
+            if blocker is None:
+                self.sampler = DeviceSampler(config.seed, self.device) if config.sampler != "torch" else None
+                self._step = make_fused_step(self._parts, self.sampler)
+                self.step_path = "fused"
+            elif config.sampler == "philox":
+                raise ValueError(f"sampler='philox' needs triton-mlp's fused step, which this run cannot use: "
+                                 f"{blocker}")
+            else:
+                self.step_path = f"generic ({blocker})"
+        if self.step_path != "fused":
+            self._step = make_step(self._parts)
         self._graphed = GraphedStep(self._step, self.rng, self.device, config.steps_per_replay,
                                     config.graph_warmup) if config.cuda_graph else None
         self.step_count = 0
@@ -146,7 +164,8 @@ class GANTrainer:
 
     def _optimizer(self, module: nn.Module, lr: float, weight_decay: float, l1: float):
         config = self.config
-        if config.fused_optimizer == "flat":  # the regularisers inside its one kernel
+        if config.fused_optimizer == "flat" or (self.kernels == "triton-mlp" and not config.fused_optimizer):
+            # the regularisers inside its one kernel (triton-mlp's fused step updates through it)
             return FlatAdam(module, lr=lr, betas=config.betas, decoupled_weight_decay=weight_decay, l1=l1)
         # capturable: the step count and bias corrections live on the device, as a CUDA graph needs
         fused = {"fused": True} if config.fused_optimizer == "torch" else {}
@@ -169,10 +188,10 @@ class GANTrainer:
     @property
     def kernels_run(self) -> str:
         """What the step's layers and loss really run: ``"torch"`` (PyTorch ops), ``"triton"`` (compiled
-        Triton kernels, CUDA), ``"triton-interpreter"`` (Triton's CPU interpreter, TRITON_INTERPRET=1: slow,
+        Triton kernels, CUDA; per layer or whole MLPs as ``kernels`` says, see also ``step_path``), ``"triton-interpreter"`` (Triton's CPU interpreter, TRITON_INTERPRET=1: slow,
         for tests) or ``"reference"`` (kernels="triton" where Triton cannot run: the ops' PyTorch reference
         path, the same math unfused)."""
-        if self.kernels != "triton":
+        if self.kernels not in ("triton", "triton-mlp"):
             return "torch"
         from . import ops
         if not ops.use_triton(self.data):
@@ -298,6 +317,7 @@ class GANTrainer:
             "rng": self.rng.get_state(), "history": self.history,
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "augment": self.augment.state_dict() if self.augment is not None else None,
+            "sampler": self.sampler.state_dict() if self.sampler is not None else None,
             "config": self.config.to_dict(),
         }
 
@@ -319,6 +339,9 @@ class GANTrainer:
                                 self.rng.get_state())
             if self.augment is not None and not isinstance(state.get("augment"), dict):
                 raise ValueError("this trainer augments D's inputs but the checkpoint has no augmentation state")
+            if self.sampler is not None and not isinstance(state.get("sampler"), dict):
+                raise ValueError("this trainer draws batches with the Philox sampler but the checkpoint has no "
+                                 "sampler state (it was written by another sampler: pass sampler='torch')")
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{path} does not fit this trainer: {e}") from e
         for name, module in modules.items():
@@ -327,6 +350,8 @@ class GANTrainer:
         self.optimizer_d.load_state_dict(state["optimizer_d"])
         if self.augment is not None:
             self.augment.load_state_dict(state["augment"])
+        if self.sampler is not None:
+            self.sampler.load_state_dict(state["sampler"])
         self.rng.set_state(state["rng"].cpu())
         self.step_count = int(state["step"])
         self.losses.reset(state["history"])

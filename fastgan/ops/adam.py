@@ -54,14 +54,21 @@ def adam_step_reference(param, grad, exp_avg, exp_avg_sq, counter, lr, beta1, be
 
 def adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
               counter: torch.Tensor, lr: float, beta1: float, beta2: float, eps: float,
-              weight_decay: float = 0.0, decoupled_weight_decay: float = 0.0, l1: float = 0.0) -> None:
+              weight_decay: float = 0.0, decoupled_weight_decay: float = 0.0, l1: float = 0.0,
+              partials: int = 1) -> None:
     """Update ``param``, ``exp_avg``, ``exp_avg_sq`` (1-D fp32, same length) and ``counter`` in place.
 
     ``weight_decay``: L2 in the gradient (``torch.optim.Adam``'s); ``decoupled_weight_decay``: AdamW's;
-    ``l1``: ``l1 * sign(p)`` added to the gradient."""
-    for name, t in (("param", param), ("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
-        if t.dtype != torch.float32 or t.dim() != 1 or not t.is_contiguous() or t.numel() != param.numel():
-            raise ValueError(f"{name} must be a contiguous 1-D float32 tensor of {param.numel()} elements")
+    ``l1``: ``l1 * sign(p)`` added to the gradient. ``partials``: ``grad`` holds that many partial sums
+    of the gradient back to back (``partials * n`` elements), added in order inside the kernel."""
+    if isinstance(partials, bool) or not isinstance(partials, int) or partials < 1:
+        raise ValueError(f"partials must be a positive int, got {partials!r}")
+    n = param.numel()
+    for name, t, size in (("param", param, n), ("grad", grad, partials * n), ("exp_avg", exp_avg, n),
+                          ("exp_avg_sq", exp_avg_sq, n)):
+        if t.dtype != torch.float32 or t.dim() != 1 or not t.is_contiguous() or t.numel() != size:
+            raise ValueError(f"{name} must be a contiguous 1-D float32 tensor of {size} elements"
+                             + (f" ({partials} partial sums of {n})" if name == "grad" and partials > 1 else ""))
         if t.device != param.device:
             raise ValueError(f"{name} is on {t.device} but param is on {param.device}")
     if counter.dtype != torch.int64 or counter.numel() != 1 or counter.device != param.device:
@@ -71,11 +78,14 @@ def adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, ex
         raise ValueError(f"bad Adam hyper-parameters: lr={lr}, betas=({beta1}, {beta2}), eps={eps}, "
                          f"weight_decay={weight_decay}, decoupled_weight_decay={decoupled_weight_decay}, l1={l1}")
     if not use_triton(param):
+        if partials > 1:
+            grad = grad.view(partials, n).sum(0)
         adam_step_reference(param, grad, exp_avg, exp_avg_sq, counter, lr, beta1, beta2, eps, weight_decay,
                             decoupled_weight_decay, l1)
         return
     kernels._adam_step_kernel[(adam_programs(param.numel()),)](
         param, grad, exp_avg, exp_avg_sq, counter, param.numel(), float(lr), float(beta1), float(beta2),
         math.log(beta1) if beta1 > 0 else -math.inf, math.log(beta2) if beta2 > 0 else -math.inf,
-        float(eps), float(weight_decay), 1.0 - float(lr) * float(decoupled_weight_decay), float(l1), BLOCK=_BLOCK)
+        float(eps), float(weight_decay), 1.0 - float(lr) * float(decoupled_weight_decay), float(l1), BLOCK=_BLOCK,
+        PARTIALS=partials)
     kernel_launches["_adam_step_kernel"] += 1

@@ -8,8 +8,11 @@ if HAS_TRITON:
     @triton.jit
     def _adam_step_kernel(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, counter_ptr, n,
                           lr, beta1, beta2, log_beta1, log_beta2, eps, weight_decay, shrink, l1,
-                          BLOCK: tl.constexpr):
-        """``shrink`` = 1 - lr * decoupled weight decay (AdamW), ``l1``: l1 sign(p) joins the gradient."""
+                          BLOCK: tl.constexpr, PARTIALS: tl.constexpr = 1):
+        """``shrink`` = 1 - lr * decoupled weight decay (AdamW), ``l1``: l1 sign(p) joins the gradient.
+
+        With PARTIALS > 1 the gradient is the sum of PARTIALS copies ``n`` apart (a split reduction's
+        partial sums, added here in a fixed order: deterministic, and no separate reduction launch)."""
         pid = tl.program_id(0)
         programs = tl.num_programs(0)
         old = tl.atomic_add(counter_ptr, 1)
@@ -23,7 +26,10 @@ if HAS_TRITON:
             offs = start + tl.arange(0, BLOCK).to(tl.int64)
             mask = offs < n
             p = tl.load(param_ptr + offs, mask=mask, other=0.0)
-            g = tl.load(grad_ptr + offs, mask=mask, other=0.0) + weight_decay * p
+            g = tl.load(grad_ptr + offs, mask=mask, other=0.0)
+            for s in tl.static_range(1, PARTIALS):
+                g += tl.load(grad_ptr + s * n + offs, mask=mask, other=0.0)
+            g += weight_decay * p
             g += l1 * tl.where(p > 0, 1.0, tl.where(p < 0, -1.0, 0.0))
             p = p * shrink
             m = tl.load(exp_avg_ptr + offs, mask=mask, other=0.0)

@@ -1,0 +1,375 @@
+"""fused_mlp: a whole MLP (Linear + bias + activation, layer after layer) in one kernel, its backward in two.
+
+Forward: ``_mlp_rows_kernel`` runs a block of rows through every layer and saves each hidden layer's output
+(as the per-layer op saves its output). Backward: the same kernel runs the gradient chain down the layers
+per row block (and to dX), then ``_mlp_weight_grad_kernel`` reduces dW and db of every layer over the batch
+in one launch. So one MLP costs 1 launch forward and 2 backward, whatever its depth; the per-layer ops cost
+L and 2L.
+
+The layers' parameters are read from one flat fp32 buffer, in ``module.parameters()`` order (W_0, b_0,
+W_1, ...), which is the layout ``fastgan.optim.flatten_parameters`` (and so ``FlatAdam``) gives them; when
+they are not laid out like that, the op copies them into one (correct, slower: ``FusedMLP`` keeps them
+flat). ``MLPSpec`` names the shape. The trainer's fused step (``fastgan.mlp_step``) calls the launchers
+below directly with its own buffers; everyone else calls ``fused_mlp``.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import torch
+
+from . import mlp_kernels as kernels
+from ._register import compiling
+from ._runtime import (check_float_tensor, check_tuned_for_capture, get_matmul_precision, kernel_launches, triton,
+                       use_triton)
+from .activations import activation_from_name
+
+__all__ = ["MLPSpec", "fused_mlp", "fused_mlp_reference", "mlp_forward", "mlp_backward", "mlp_weight_grad",
+           "sample_batch", "weight_grad_splits", "flat_parameters"]
+
+_SPLIT_ROWS = 2048   # rows per batch split of the weight-gradient reduction
+_MAX_SPLITS = 16
+_SAMPLE_BLOCK_M, _SAMPLE_BLOCK_F = 16, 64
+
+
+@dataclass(frozen=True)
+class MLPSpec:
+    """An MLP's shape: widths ``dims`` = (in, hidden..., out), bias or not (all layers alike), the hidden
+    layers' activation and the output layer's, and the leaky-ReLU slope (>= 0)."""
+    dims: tuple[int, ...]
+    has_bias: bool = True
+    hidden_activation: str = "leaky_relu"
+    output_activation: str = "none"
+    negative_slope: float = 0.01
+
+    def __post_init__(self):
+        dims = tuple(self.dims)
+        if len(dims) < 2 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+            raise ValueError(f"dims must be two or more positive integers (in, hidden..., out), got {self.dims!r}")
+        object.__setattr__(self, "dims", dims)
+        activation_from_name(self.hidden_activation)
+        activation_from_name(self.output_activation)
+        slope = self.negative_slope
+        if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not 0.0 <= slope < float("inf"):
+            raise ValueError(f"negative_slope must be a finite number >= 0, got {slope!r}")
+        object.__setattr__(self, "negative_slope", float(slope))
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.dims) - 1
+
+    def parameter_shapes(self) -> list[tuple[int, ...]]:
+        shapes = []
+        for d_in, d_out in zip(self.dims[:-1], self.dims[1:]):
+            shapes.append((d_out, d_in))
+            if self.has_bias:
+                shapes.append((d_out,))
+        return shapes
+
+    @property
+    def numel(self) -> int:
+        return sum(torch.Size(s).numel() for s in self.parameter_shapes())
+
+    @property
+    def hidden_columns(self) -> int:
+        """Width of the saved hidden outputs (every layer's output but the last)."""
+        return sum(self.dims[1:-1])
+
+    @property
+    def gradient_columns(self) -> int:
+        """Width of the per-layer pre-activation gradients (every layer's output)."""
+        return sum(self.dims[1:])
+
+    def table(self) -> list[tuple[int, int, int, int]]:
+        """``(d_in, d_out, w_offset, column)`` per layer, as the kernels read it."""
+        rows, offset, column = [], 0, 0
+        for d_in, d_out in zip(self.dims[:-1], self.dims[1:]):
+            rows.append((d_in, d_out, offset, column))
+            offset += d_in * d_out + (d_out if self.has_bias else 0)
+            column += d_out
+        return rows
+
+    @property
+    def shape_key(self) -> int:
+        return zlib.crc32(repr(self.dims).encode()) & 0x7FFFFFFF
+
+    def activation(self, layer: int) -> str:
+        return self.output_activation if layer == self.num_layers - 1 else self.hidden_activation
+
+
+_tables: dict[tuple, torch.Tensor] = {}
+
+
+def _table(spec: MLPSpec, device: torch.device) -> torch.Tensor:
+    """The spec's int64 table on ``device`` (made once per spec and device; a graph replays the same one)."""
+    key = (spec.dims, spec.has_bias, str(device))
+    if key not in _tables:
+        _tables[key] = torch.tensor(spec.table(), dtype=torch.int64, device=device).reshape(-1)
+    return _tables[key]
+
+
+def _precision(bf16: bool) -> str:
+    return "tf32" if bf16 else get_matmul_precision()
+
+
+def weight_grad_splits(rows: int) -> int:
+    """How many batch splits the weight-gradient reduction uses for ``rows`` rows (1 up to 4096)."""
+    return 1 if rows <= 2 * _SPLIT_ROWS else min(_MAX_SPLITS, triton.cdiv(rows, _SPLIT_ROWS))
+
+
+def _loss_args(loss):
+    if loss is None:
+        return 0, 0.0, 0.0, 0.0, 0.0
+    split_row, target_a, target_b, weight_a, weight_b = loss
+    return int(split_row), float(target_a), float(target_b), float(weight_a), float(weight_b)
+
+
+def _launch_rows(x, flat, spec, *, acts, y, g, dy=None, dx=None, loss=None, loss_partials=None, forward=True,
+                 backward=False, bf16=False):
+    M = x.shape[0]
+    if M == 0:
+        return
+    key = zlib.crc32(repr((spec.dims, forward, loss is not None, backward, dx is not None)).encode()) & 0x7FFFFFFF
+    check_tuned_for_capture("_mlp_rows_kernel", (M, key), x)
+    dummy = y
+    dy_t = dy if dy is not None else dummy
+    dx_t = dx if dx is not None else dummy
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]),)  # noqa: E731
+    kernels._mlp_rows_kernel[grid](
+        x, x.stride(0), x.stride(1), flat, _table(spec, x.device),
+        acts if acts.numel() else dummy, acts.stride(0) if acts.numel() else 0, y, y.stride(0),
+        g if g is not None else dummy, g.stride(0) if g is not None else 0,
+        dy_t, dy_t.stride(0), dy_t.stride(1), dx_t, dx_t.stride(0), dx_t.stride(1),
+        loss_partials if loss_partials is not None else dummy,
+        M, key, *_loss_args(loss), spec.negative_slope,
+        NUM_LAYERS=spec.num_layers, HAS_BIAS=spec.has_bias, ACT_HIDDEN=spec.hidden_activation,
+        ACT_OUT=spec.output_activation, FORWARD=forward, LOSS=loss is not None, BACKWARD=backward,
+        NEED_DX=dx is not None, PRECISION=_precision(bf16), BF16=bf16)
+    kernel_launches["_mlp_rows_kernel"] += 1
+
+
+def loss_buffer_size(rows: int) -> int:
+    """Length of the loss buffer of a pass over ``rows`` rows: the count of programs, then one sum each
+    (sized for the smallest BLOCK_M of any config)."""
+    return 1 + triton.cdiv(rows, 16)
+
+
+def mlp_forward(x, flat, spec, *, acts, y, bf16=False):
+    """Forward only: ``y`` (rows, out) and the hidden outputs ``acts`` (rows, spec.hidden_columns)."""
+    _launch_rows(x, flat, spec, acts=acts, y=y, g=None, bf16=bf16)
+
+
+def mlp_backward(x, flat, spec, *, acts, y, g, dy=None, dx=None, loss=None, loss_partials=None, forward=False,
+                 bf16=False):
+    """The gradient chain per row block into ``g`` (rows, spec.gradient_columns), from ``dy`` or from the
+    loss (``loss = (split_row, target_a, target_b, weight_a, weight_b)``: the last layer must be
+    Linear(h, 1) without activation; each program's weighted loss sum goes to ``loss_partials``), and dX
+    into ``dx`` if given. ``forward=True`` runs the forward first in the same launch (writing acts, y)."""
+    _launch_rows(x, flat, spec, acts=acts, y=y, g=g, dy=dy, dx=dx, loss=loss, loss_partials=loss_partials,
+                 forward=forward, backward=True, bf16=bf16)
+
+
+def mlp_weight_grad(x, spec, *, acts, g, grad, loss_partials=None, loss_out=None, bf16=False):
+    """dW, db of every layer into ``grad`` ((splits, spec.numel), splits = ``weight_grad_splits(rows)``):
+    each split's sum over its rows; with ``loss_out``, also the sum of ``loss_partials`` into it."""
+    M = x.shape[0]
+    splits = grad.shape[0]
+    rows_per_split = max(1, triton.cdiv(M, splits))
+    check_tuned_for_capture("_mlp_weight_grad_kernel", (M, spec.shape_key, rows_per_split), x)
+
+    def grid(meta):
+        tiles = max(triton.cdiv(d_out, meta["BLOCK_N"]) * triton.cdiv(d_in, meta["BLOCK_K"])
+                    for d_in, d_out in zip(spec.dims[:-1], spec.dims[1:]))
+        return tiles, spec.num_layers, splits
+
+    has_loss = loss_out is not None
+    kernels._mlp_weight_grad_kernel[grid](
+        x, x.stride(0), x.stride(1), acts if acts.numel() else g, acts.stride(0) if acts.numel() else 0, g,
+        g.stride(0), _table(spec, x.device), grad, grad.stride(0), M, spec.shape_key, rows_per_split,
+        loss_partials if has_loss else g, loss_out if has_loss else g,
+        HAS_BIAS=spec.has_bias, HAS_LOSS=has_loss, PRECISION=_precision(bf16), BF16=bf16)
+    kernel_launches["_mlp_weight_grad_kernel"] += 1
+
+
+def sample_batch(data: torch.Tensor, x: torch.Tensor, z: torch.Tensor, seed: torch.Tensor,
+                 counter: torch.Tensor) -> None:
+    """One launch: ``x[r] = data[i_r]`` with ``i_r`` uniform over data's rows, and ``z`` standard normal.
+
+    ``seed`` and ``counter`` are one-element int64 device tensors; the counter advances by the grid size on
+    every call (a call reads its number from it), so repeated calls and graph replays draw afresh."""
+    batch = x.shape[0]
+    if z.shape[0] != batch or data.shape[1] != x.shape[1] or x.stride(1) != 1 or z.stride(1) != 1:
+        raise ValueError(f"sample_batch: x {tuple(x.shape)} and z {tuple(z.shape)} must have the same rows, "
+                         f"x data's {data.shape[1]} features, both unit column stride")
+    if data.shape[0] >= 2 ** 32:
+        raise ValueError("sample_batch draws 32-bit indices: at most 2^32 - 1 data rows")
+    programs = triton.cdiv(batch, _SAMPLE_BLOCK_M)
+    kernels._sample_kernel[(programs,)](
+        data, data.stride(0), data.stride(1), data.shape[0], data.shape[1], x, x.stride(0), z, z.stride(0),
+        z.shape[1], batch, seed, counter, BLOCK_M=_SAMPLE_BLOCK_M, BLOCK_F=_SAMPLE_BLOCK_F)
+    kernel_launches["_sample_kernel"] += 1
+
+
+def sample_programs(batch: int) -> int:
+    """How much ``sample_batch``'s counter advances per call for ``batch`` rows."""
+    return triton.cdiv(batch, _SAMPLE_BLOCK_M)
+
+
+# -- the op on tensors, with autograd ---------------------------------------------------------------------
+
+def flat_parameters(params: list[torch.Tensor]) -> torch.Tensor:
+    """The parameters as one flat fp32 tensor: a view when they already sit back to back in one buffer
+    (``flatten_parameters``' layout), else a copy."""
+    first = params[0]
+    offset, chained = 0, True
+    for p in params:
+        if not p.is_contiguous() or p.data_ptr() != first.data_ptr() + 4 * offset \
+                or p.untyped_storage().data_ptr() != first.untyped_storage().data_ptr():
+            chained = False
+            break
+        offset += p.numel()
+    if chained and first.untyped_storage().nbytes() >= 4 * (first.storage_offset() + offset):
+        return first.as_strided((offset,), (1,), first.storage_offset())
+    return torch.cat([p.detach().reshape(-1) for p in params])
+
+
+def fused_mlp_reference(x: torch.Tensor, params: list[torch.Tensor], spec: MLPSpec) -> torch.Tensor:
+    """The same MLP with PyTorch ops (``F.linear`` and the activation table), differentiable twice."""
+    it = iter(params)
+    for layer in range(spec.num_layers):
+        weight = next(it)
+        bias = next(it) if spec.has_bias else None
+        x = activation_from_name(spec.activation(layer)).forward(torch.nn.functional.linear(x, weight, bias),
+                                                                 spec.negative_slope)
+    return x
+
+
+def _validate(x, params, spec):
+    if not isinstance(spec, MLPSpec):
+        raise TypeError(f"spec must be a fastgan.ops.MLPSpec, got {type(spec).__name__}")
+    check_float_tensor("x", x)
+    if x.dim() != 2 or x.shape[1] != spec.dims[0]:
+        raise ValueError(f"x must be 2-D (rows, {spec.dims[0]}) for this MLP, got shape {tuple(x.shape)}")
+    shapes = spec.parameter_shapes()
+    if len(params) != len(shapes):
+        raise ValueError(f"this MLP has {len(shapes)} parameter tensors (dims {spec.dims}, "
+                         f"bias={spec.has_bias}), got {len(params)}")
+    for i, (p, shape) in enumerate(zip(params, shapes)):
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"params[{i}] must be a torch.Tensor, got {type(p).__name__}")
+        if tuple(p.shape) != shape:
+            raise ValueError(f"params[{i}] has shape {tuple(p.shape)}, expected {shape}")
+        if p.device != x.device:
+            raise ValueError(f"params[{i}] is on {p.device} but x is on {x.device}")
+        if p.dtype != torch.float32 and x.dtype != torch.float64:
+            raise TypeError(f"params[{i}] must be float32 (master weights), got {p.dtype}")
+
+
+def _forward_tensors(x: torch.Tensor, params: list[torch.Tensor], dims: list[int], has_bias: bool, act_hidden: str,
+                     act_out: str, negative_slope: float, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    spec = MLPSpec(tuple(dims), has_bias, act_hidden, act_out, negative_slope)
+    M = x.shape[0]
+    acts = torch.empty((M, spec.hidden_columns), device=x.device, dtype=torch.float32)
+    y = torch.empty((M, spec.dims[-1]), device=x.device, dtype=torch.float32)
+    mlp_forward(x, flat_parameters(params), spec, acts=acts, y=y, bf16=bf16)
+    return y, acts
+
+
+def _forward_fake(x, params, dims, has_bias, act_hidden, act_out, negative_slope, bf16):
+    return (x.new_empty((x.shape[0], dims[-1]), dtype=torch.float32),
+            x.new_empty((x.shape[0], sum(dims[1:-1])), dtype=torch.float32))
+
+
+def _backward_tensors(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor, acts: torch.Tensor,
+                      params: list[torch.Tensor], dims: list[int], has_bias: bool, act_hidden: str, act_out: str,
+                      negative_slope: float, bf16: bool, need_dx: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    spec = MLPSpec(tuple(dims), has_bias, act_hidden, act_out, negative_slope)
+    M = x.shape[0]
+    g = torch.empty((M, spec.gradient_columns), device=x.device, dtype=torch.float32)
+    dx = torch.empty(x.shape, device=x.device, dtype=x.dtype) if need_dx else None
+    splits = weight_grad_splits(M)
+    grad = torch.empty((splits, spec.numel), device=x.device, dtype=torch.float32)
+    if M == 0:
+        grad.zero_()
+    else:
+        mlp_backward(x, flat_parameters(params), spec, acts=acts, y=y, g=g, dy=dy, dx=dx, bf16=bf16)
+        mlp_weight_grad(x, spec, acts=acts, g=g, grad=grad, bf16=bf16)
+    return (dx if need_dx else x.new_empty(0)), (grad[0] if splits == 1 else grad.sum(0))
+
+
+def _backward_fake(dy, x, y, acts, params, dims, has_bias, act_hidden, act_out, negative_slope, bf16, need_dx):
+    spec = MLPSpec(tuple(dims), has_bias, act_hidden, act_out, negative_slope)
+    return (x.new_empty(x.shape) if need_dx else x.new_empty(0)), x.new_empty((spec.numel,), dtype=torch.float32)
+
+
+_forward_op = torch.library.custom_op("fastgan::mlp", _forward_tensors, mutates_args=())
+_forward_op.register_fake(_forward_fake)
+_backward_op = torch.library.custom_op("fastgan::mlp_backward", _backward_tensors, mutates_args=())
+_backward_op.register_fake(_backward_fake)
+
+
+def _split_gradient(grad, params):
+    out, offset = [], 0
+    for p in params:
+        out.append(grad[offset:offset + p.numel()].view(p.shape))
+        offset += p.numel()
+    return out
+
+
+def _op_setup_context(ctx, inputs, output):
+    x, params, *config = inputs
+    y, acts = output
+    ctx.save_for_backward(x, y, acts, *params)
+    ctx.config = config
+    ctx.mark_non_differentiable(acts)
+
+
+def _op_backward(ctx, dy, _dacts):
+    x, y, acts, *params = ctx.saved_tensors
+    need_dx = ctx.needs_input_grad[0]
+    dx, grad = _backward_op(dy, x, y, acts, params, *ctx.config, need_dx)
+    return (dx if need_dx else None), _split_gradient(grad, params), None, None, None, None, None, None
+
+
+_forward_op.register_autograd(_op_backward, setup_context=_op_setup_context)
+
+
+class _MLPFunction(torch.autograd.Function):
+    """The eager twin of the custom op (cheaper dispatch; see ops/_register.py); params as varargs so
+    autograd sees each one."""
+
+    @staticmethod
+    def forward(ctx, x, config, *params):
+        y, acts = _forward_tensors(x, list(params), *config)
+        ctx.save_for_backward(x, y, *params)
+        ctx.acts, ctx.config = acts, config
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, y, *params = ctx.saved_tensors
+        need_dx = ctx.needs_input_grad[0]
+        dx, grad = _backward_tensors(dy.contiguous(), x, y, ctx.acts, params, *ctx.config, need_dx)
+        return (dx if need_dx else None), None, *_split_gradient(grad, params)
+
+
+def fused_mlp(x: torch.Tensor, params: list[torch.Tensor], spec: MLPSpec) -> torch.Tensor:
+    """The whole MLP ``spec`` on ``x`` (rows, in): one kernel forward, two backward; autograd-aware.
+
+    ``params``: W_0, b_0, W_1, b_1, ... (no b with ``has_bias=False``), fp32, in ``nn.Linear``'s shapes.
+    Under ``torch.autocast`` the matmul operands are rounded to bf16 (fp32 accumulation, fp32 output);
+    otherwise fp32 uses tf32 unless ``set_matmul_precision("ieee")``. CUDA tensors (and CPU tensors under
+    TRITON_INTERPRET=1) run the kernels; other CPU tensors and float64 take the reference path. Bad
+    shapes, dtypes or devices raise ``ValueError``/``TypeError`` before any kernel runs.
+    """
+    params = list(params)
+    _validate(x, params, spec)
+    if x.dtype == torch.float64 or not use_triton(x):
+        return fused_mlp_reference(x, params, spec)
+    bf16 = torch.is_autocast_enabled(x.device.type)
+    config = (list(spec.dims), spec.has_bias, spec.hidden_activation, spec.output_activation, spec.negative_slope,
+              bf16)
+    if compiling():
+        return _forward_op(x, params, *config)[0]
+    return _MLPFunction.apply(x, tuple(config), *params)

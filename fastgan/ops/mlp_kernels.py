@@ -1,0 +1,279 @@
+"""Triton kernels of the whole-MLP op (``ops/mlp.py`` holds the launchers, checks and autograd glue).
+
+An MLP of L layers ``y_l = act_l(y_{l-1} W_l^T + b_l)`` is described to the kernels by its parameters in
+one flat fp32 buffer (layer l: W_l row-major (d_out, d_in), then b_l) and an int64 table ``meta`` of L
+rows ``(d_in, d_out, w_offset, column)``: ``column`` is where layer l's outputs sit in the (rows, S)
+buffers of saved outputs ``acts`` (hidden layers) and pre-activation gradients ``g`` (every layer).
+
+``_mlp_rows_kernel``: one program owns ``BLOCK_M`` rows and runs them through every layer — forward
+(each layer's output saved, as the per-layer op saves its output), then optionally the sigmoid-BCE loss of
+a width-1 last layer (per-row targets and weights; the loss's partial sum per program, its gradient as the
+last layer's g) and the backward chain g_{l-1} = (g_l W_l) * act'(y_{l-1}), down to dX if asked. Rows never
+meet rows, so no program waits for another; a layer's outputs are written by some warps and read by others
+of the same program, hence ``tl.debug_barrier()`` (``__syncthreads``) between layers. The tiles of the
+running layer stay in registers; what crosses layers goes through the program's own rows of ``acts``/``g``,
+which stay in L1/L2 at GAN sizes.
+
+``_mlp_weight_grad_kernel``: dW_l = g_l^T Y_{l-1} and db_l = sum g_l for every layer in one launch (grid:
+tile x layer x batch split). Written, never accumulated: split s writes its own copy of the gradient
+(``split_stride`` apart) and the reader (``adam_step(..., partials=S)`` or a sum) adds the copies in a fixed
+order, so the result is deterministic. It also sums the rows kernel's per-program losses into the loss.
+
+``_sample_kernel``: draws a batch on the device — row indices, the gathered data rows and the noise — from
+Philox keyed by (seed, call number, element); the call number comes from an int64 counter every program
+increments atomically (as ``adam_step``'s step count), so a CUDA graph replays fresh draws.
+"""
+from __future__ import annotations
+
+from . import _math
+from ._runtime import HAS_TRITON, matmul_configs, triton, tl
+
+if HAS_TRITON:
+    from .linear_kernels import _activate, _activation_grad
+
+    @triton.jit
+    def _dot(a, b, acc, PRECISION: tl.constexpr, BF16: tl.constexpr):
+        """acc + a @ b with fp32 operands: tf32/ieee per PRECISION, or rounded to bf16 first (BF16)."""
+        if BF16:
+            return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
+        else:
+            return tl.dot(a, b, acc, input_precision=PRECISION)
+
+    @triton.jit
+    def _layer_forward(in_ptr, stride_im, stride_ik, w_ptr, out_ptr, stride_om, rows, mask_m, d_in, d_out,
+                       negative_slope, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
+                       PRECISION: tl.constexpr, BF16: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """out[rows, :] = act(in[rows, :] W^T + b); W at w_ptr (d_out, d_in) row-major, b right after it."""
+        offs_n = tl.arange(0, BLOCK_N).to(tl.int64)
+        offs_k = tl.arange(0, BLOCK_K).to(tl.int64)
+        for n0 in range(0, d_out, BLOCK_N):
+            n = n0 + offs_n
+            mask_n = n < d_out
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for k0 in range(0, d_in, BLOCK_K):
+                k = k0 + offs_k
+                mask_k = k < d_in
+                a = tl.load(in_ptr + rows[:, None] * stride_im + k[None, :] * stride_ik,
+                            mask=mask_m[:, None] & mask_k[None, :], other=0.0).to(tl.float32)
+                w = tl.load(w_ptr + n[None, :] * d_in + k[:, None], mask=mask_k[:, None] & mask_n[None, :],
+                            other=0.0)
+                acc = _dot(a, w, acc, PRECISION, BF16)
+            if HAS_BIAS:
+                acc += tl.load(w_ptr + d_out * d_in + n, mask=mask_n, other=0.0)[None, :]
+            acc = _activate(acc, ACTIVATION, negative_slope)
+            tl.store(out_ptr + rows[:, None] * stride_om + n[None, :], acc,
+                     mask=mask_m[:, None] & mask_n[None, :])
+
+    @triton.jit
+    def _layer_backward(g_ptr, stride_gm, w_ptr, y_ptr, stride_ym, out_ptr, stride_om, stride_ok, rows, mask_m,
+                        d_in, d_out, negative_slope, ACTIVATION: tl.constexpr, PRECISION: tl.constexpr,
+                        BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """out[rows, :] = (g[rows, :] W) * act'(y[rows, :]): the gradient one layer down (ACTIVATION of
+        that layer, recovered from its saved output y; "none" gives dX)."""
+        offs_c = tl.arange(0, BLOCK_N).to(tl.int64)
+        offs_r = tl.arange(0, BLOCK_K).to(tl.int64)
+        for c0 in range(0, d_in, BLOCK_N):        # output columns: the layer's inputs
+            c = c0 + offs_c
+            mask_c = c < d_in
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for r0 in range(0, d_out, BLOCK_K):   # reduction over the layer's outputs
+                r = r0 + offs_r
+                mask_r = r < d_out
+                g = tl.load(g_ptr + rows[:, None] * stride_gm + r[None, :], mask=mask_m[:, None] & mask_r[None, :],
+                            other=0.0)
+                w = tl.load(w_ptr + r[:, None] * d_in + c[None, :], mask=mask_r[:, None] & mask_c[None, :],
+                            other=0.0)
+                acc = _dot(g, w, acc, PRECISION, BF16)
+            mask = mask_m[:, None] & mask_c[None, :]
+            if ACTIVATION != "none":
+                y = tl.load(y_ptr + rows[:, None] * stride_ym + c[None, :], mask=mask, other=0.0)
+                acc = _activation_grad(acc, y, ACTIVATION, negative_slope)
+            tl.store(out_ptr + rows[:, None] * stride_om + c[None, :] * stride_ok,
+                     acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+    _ROWS_CONFIGS = matmul_configs(
+        gpu=[dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=2),
+             dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=2),
+             dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=2),
+             dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=32, num_warps=8, num_stages=2),
+             dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, num_warps=8, num_stages=2)],
+        interpreter=dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32))
+
+    @triton.autotune(configs=_ROWS_CONFIGS, key=["M", "shape_key"])
+    @triton.jit
+    def _mlp_rows_kernel(x_ptr, stride_xm, stride_xk, p_ptr, meta_ptr, acts_ptr, stride_am, y_ptr, stride_ym,
+                         g_ptr, stride_gm, dy_ptr, stride_dym, stride_dyn, dx_ptr, stride_dxm, stride_dxk, loss_ptr,
+                         M, shape_key, split_row, target_a, target_b, weight_a, weight_b, negative_slope,
+                         NUM_LAYERS: tl.constexpr, HAS_BIAS: tl.constexpr, ACT_HIDDEN: tl.constexpr,
+                         ACT_OUT: tl.constexpr, FORWARD: tl.constexpr, LOSS: tl.constexpr,
+                         BACKWARD: tl.constexpr, NEED_DX: tl.constexpr, PRECISION: tl.constexpr,
+                         BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """Rows [pid * BLOCK_M, ...) through the MLP: FORWARD, then LOSS (targets/weights: a below
+        ``split_row``, b from it), then BACKWARD (from the loss, or from dy), to dX if NEED_DX.
+
+        ``shape_key`` only keys the autotuning (the MLP's widths and the pass's flags, hashed on the host).
+        ``loss_ptr`` receives [number of programs, each program's loss sum...]."""
+        pid = tl.program_id(0).to(tl.int64)  # int64 offsets: rows * stride passes 2^31 for large M
+        rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+        mask_m = rows < M
+        last_out = tl.load(meta_ptr + 4 * (NUM_LAYERS - 1) + 1)
+        last_col = tl.load(meta_ptr + 4 * (NUM_LAYERS - 1) + 3)
+        if FORWARD:
+            for l in tl.static_range(NUM_LAYERS):
+                d_in = tl.load(meta_ptr + 4 * l)
+                d_out = tl.load(meta_ptr + 4 * l + 1)
+                w_ptr = p_ptr + tl.load(meta_ptr + 4 * l + 2)
+                col = tl.load(meta_ptr + 4 * l + 3)
+                if l == 0:
+                    in_ptr, stride_im, stride_ik = x_ptr, stride_xm, stride_xk
+                else:
+                    in_ptr = acts_ptr + tl.load(meta_ptr + 4 * (l - 1) + 3)
+                    stride_im, stride_ik = stride_am, 1
+                if l == NUM_LAYERS - 1:
+                    _layer_forward(in_ptr, stride_im, stride_ik, w_ptr, y_ptr, stride_ym, rows, mask_m, d_in,
+                                   d_out, negative_slope, HAS_BIAS, ACT_OUT, PRECISION, BF16,
+                                   BLOCK_M, BLOCK_N, BLOCK_K)
+                else:
+                    _layer_forward(in_ptr, stride_im, stride_ik, w_ptr, acts_ptr + col, stride_am, rows, mask_m,
+                                   d_in, d_out, negative_slope, HAS_BIAS, ACT_HIDDEN, PRECISION, BF16,
+                                   BLOCK_M, BLOCK_N, BLOCK_K)
+                tl.debug_barrier()
+        if LOSS:  # the last layer is Linear(h, 1) with no activation: y holds the logits
+            z = tl.load(y_ptr + rows * stride_ym, mask=mask_m, other=0.0)
+            first = rows < split_row
+            t = tl.where(first, target_a, target_b)
+            scale = tl.where(mask_m, tl.where(first, weight_a, weight_b), 0.0)
+            loss, grad = _math.bce_with_logits(z, t)
+            # loss buffer: [number of programs, their sums...]; the weight-gradient kernel adds them up
+            tl.store(loss_ptr + 1 + pid, tl.sum(loss * scale, axis=0))
+            if pid == 0:
+                tl.store(loss_ptr, tl.num_programs(0).to(tl.float32))
+            tl.store(g_ptr + rows * stride_gm + last_col, grad * scale, mask=mask_m)
+        if BACKWARD:
+            if not LOSS:  # g of the last layer from the incoming gradient
+                offs_n = tl.arange(0, BLOCK_N).to(tl.int64)
+                for n0 in range(0, last_out, BLOCK_N):
+                    n = n0 + offs_n
+                    mask = mask_m[:, None] & (n < last_out)[None, :]
+                    dy = tl.load(dy_ptr + rows[:, None] * stride_dym + n[None, :] * stride_dyn, mask=mask,
+                                 other=0.0).to(tl.float32)
+                    y = tl.load(y_ptr + rows[:, None] * stride_ym + n[None, :], mask=mask, other=0.0)
+                    tl.store(g_ptr + rows[:, None] * stride_gm + last_col + n[None, :],
+                             _activation_grad(dy, y, ACT_OUT, negative_slope), mask=mask)
+            tl.debug_barrier()
+            for i in tl.static_range(NUM_LAYERS):
+                l: tl.constexpr = NUM_LAYERS - 1 - i
+                d_in = tl.load(meta_ptr + 4 * l)
+                d_out = tl.load(meta_ptr + 4 * l + 1)
+                w_ptr = p_ptr + tl.load(meta_ptr + 4 * l + 2)
+                g_l = g_ptr + tl.load(meta_ptr + 4 * l + 3)
+                if l > 0:
+                    below = tl.load(meta_ptr + 4 * (l - 1) + 3)
+                    _layer_backward(g_l, stride_gm, w_ptr, acts_ptr + below, stride_am, g_ptr + below, stride_gm, 1,
+                                    rows, mask_m, d_in, d_out, negative_slope, ACT_HIDDEN, PRECISION, BF16,
+                                    BLOCK_M, BLOCK_N, BLOCK_K)
+                    tl.debug_barrier()
+                elif NEED_DX:
+                    _layer_backward(g_l, stride_gm, w_ptr, acts_ptr, stride_am, dx_ptr, stride_dxm, stride_dxk,
+                                    rows, mask_m, d_in, d_out, negative_slope, "none", PRECISION, BF16,
+                                    BLOCK_M, BLOCK_N, BLOCK_K)
+
+    _WEIGHT_CONFIGS = matmul_configs(
+        gpu=[dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
+             dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, num_warps=2, num_stages=3),
+             dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=64, num_warps=4, num_stages=3),
+             dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, num_warps=8, num_stages=2)],
+        interpreter=dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32))
+
+    @triton.autotune(configs=_WEIGHT_CONFIGS, key=["M", "shape_key", "rows_per_split"])
+    @triton.jit
+    def _mlp_weight_grad_kernel(x_ptr, stride_xm, stride_xk, acts_ptr, stride_am, g_ptr, stride_gm, meta_ptr,
+                                grad_ptr, split_stride, M, shape_key, rows_per_split, loss_ptr, loss_out_ptr,
+                                HAS_BIAS: tl.constexpr, HAS_LOSS: tl.constexpr, PRECISION: tl.constexpr,
+                                BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                                BLOCK_K: tl.constexpr):
+        """grad[split, layer's W tile] = sum over the split's rows of g^T Y_in; db from the k-tile-0 programs.
+
+        Grid: (max tiles over layers, layers, splits); programs past their layer's tile count return."""
+        tile = tl.program_id(0)
+        layer = tl.program_id(1)
+        split = tl.program_id(2).to(tl.int64)
+        if HAS_LOSS:  # the loss of the pass, from the rows kernel's per-program sums (fixed order)
+            if tile == 0 and layer == 0 and split == 0:
+                n_loss = tl.load(loss_ptr).to(tl.int32)
+                offs = tl.arange(0, 128)
+                total = tl.zeros((128,), dtype=tl.float32)
+                for i0 in range(0, n_loss, 128):
+                    total += tl.load(loss_ptr + 1 + i0 + offs, mask=i0 + offs < n_loss, other=0.0)
+                tl.store(loss_out_ptr, tl.sum(total, axis=0))
+        d_in = tl.load(meta_ptr + 4 * layer)
+        d_out = tl.load(meta_ptr + 4 * layer + 1)
+        w_off = tl.load(meta_ptr + 4 * layer + 2)
+        col = tl.load(meta_ptr + 4 * layer + 3)
+        below = tl.load(meta_ptr + 4 * tl.maximum(layer - 1, 0) + 3)
+        tiles_k = tl.cdiv(d_in, BLOCK_K)
+        if tile < tl.cdiv(d_out, BLOCK_N) * tiles_k:
+            pid_n = tile // tiles_k
+            pid_k = tile % tiles_k
+            offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
+            offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K).to(tl.int64)
+            mask_n = offs_n < d_out
+            mask_k = offs_k < d_in
+            start = split * rows_per_split
+            end = tl.minimum(start + rows_per_split, M)
+            end_x = tl.where(layer == 0, end, start)      # rows read from x: all or none
+            end_acts = tl.where(layer == 0, start, end)
+            acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+            bias_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+            offs_m = tl.arange(0, BLOCK_M).to(tl.int64)
+            for m0 in range(start, end, BLOCK_M):
+                m = m0 + offs_m
+                mask_mm = m < end
+                g_t = tl.load(g_ptr + m[None, :] * stride_gm + col + offs_n[:, None],
+                              mask=mask_n[:, None] & mask_mm[None, :], other=0.0)       # (N, M)
+                if HAS_BIAS:
+                    bias_acc += tl.sum(g_t, axis=1)
+                # the layer's input: x for layer 0, else the layer below's saved output (both loads are
+                # issued, one of them fully masked off: no memory traffic, no branch on pointers)
+                a = tl.load(x_ptr + m[:, None] * stride_xm + offs_k[None, :] * stride_xk,
+                            mask=(m < end_x)[:, None] & mask_k[None, :], other=0.0).to(tl.float32)
+                a += tl.load(acts_ptr + m[:, None] * stride_am + below + offs_k[None, :],
+                             mask=(m < end_acts)[:, None] & mask_k[None, :], other=0.0)
+                acc = _dot(g_t, a, acc, PRECISION, BF16)
+            out = grad_ptr + split * split_stride + w_off
+            tl.store(out + offs_n[:, None] * d_in + offs_k[None, :], acc, mask=mask_n[:, None] & mask_k[None, :])
+            if HAS_BIAS:
+                if pid_k == 0:
+                    tl.store(out + d_out * d_in + offs_n, bias_acc, mask=mask_n)
+
+    @triton.jit
+    def _sample_kernel(data_ptr, stride_dm, stride_df, n_data, features, x_ptr, stride_xm, z_ptr, stride_zm, latent,
+                       batch, seed_ptr, counter_ptr, BLOCK_M: tl.constexpr, BLOCK_F: tl.constexpr):
+        """x[r] = data[idx_r], z[r] ~ N(0, 1)^latent for rows r of this program; idx_r uniform in [0, n_data).
+
+        Philox counters: (element, call number, stream, 0), stream 0 for indices and 1 for noise; the key is
+        the seed. idx = (u32 * n_data) >> 32 (Lemire): bias below n_data / 2^32."""
+        pid = tl.program_id(0)
+        old = tl.atomic_add(counter_ptr, 1)
+        call = (old // tl.num_programs(0)).to(tl.uint32)
+        seed = tl.load(seed_ptr)
+        rows = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+        mask_m = rows < batch
+        zero = tl.zeros((BLOCK_M,), dtype=tl.uint32)
+        r, _, _, _ = tl.philox(seed, rows.to(tl.uint32), zero + call, zero, zero)
+        idx = tl.umulhi(r, n_data.to(tl.uint32)).to(tl.int64)
+        offs_f = tl.arange(0, BLOCK_F).to(tl.int64)
+        for f0 in range(0, features, BLOCK_F):
+            f = f0 + offs_f
+            mask = mask_m[:, None] & (f < features)[None, :]
+            v = tl.load(data_ptr + idx[:, None] * stride_dm + f[None, :] * stride_df, mask=mask, other=0.0)
+            tl.store(x_ptr + rows[:, None] * stride_xm + f[None, :], v, mask=mask)
+        zero2 = tl.zeros((BLOCK_M, BLOCK_F), dtype=tl.uint32)
+        for j0 in range(0, latent, BLOCK_F):
+            j = j0 + offs_f
+            mask = mask_m[:, None] & (j < latent)[None, :]
+            element = (rows[:, None] * latent + j[None, :]).to(tl.uint32)
+            r0, r1, _, _ = tl.philox(seed, element, zero2 + call, zero2 + 1, zero2)
+            n0, _ = tl.pair_uniform_to_normal(tl.uint_to_uniform_float(r0), tl.uint_to_uniform_float(r1))
+            tl.store(z_ptr + rows[:, None] * stride_zm + j[None, :], n0, mask=mask)

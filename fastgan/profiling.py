@@ -21,7 +21,68 @@ import torch
 
 from .phases import enable_phases, phase
 
-__all__ = ["phase", "enable_phases", "profile_trainer", "nsight_commands"]
+__all__ = ["phase", "enable_phases", "profile_trainer", "nsight_commands", "count_launches", "LaunchCount"]
+
+# aten ops that launch no kernel on a GPU: views, metadata, allocation
+_NO_KERNEL = frozenset({
+    "view", "_unsafe_view", "as_strided", "slice", "select", "t", "transpose", "permute", "expand", "squeeze",
+    "unsqueeze", "alias", "detach", "_reshape_alias", "unbind", "split", "split_with_sizes", "chunk",
+    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "lift_fresh", "is_same_size",
+    "set_", "resize_", "_has_compatible_shallow_copy_type", "view_as", "expand_as", "reshape", "flatten",
+    "unflatten", "narrow", "diagonal", "real", "conj", "_conj", "_neg_view", "record_stream",
+    "_record_function_enter_new", "_record_function_exit",   # profiler ranges (fastgan.phases)
+})
+
+
+def _inside_triton_interpreter() -> bool:
+    """Whether the current PyTorch op is Triton's interpreter handling a launch's arguments (on a GPU the
+    launch is one kernel, which ``kernel_launches`` counts)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if "triton" in frame.f_code.co_filename and "interpreter" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class LaunchCount:
+    """Kernels one call would launch on a GPU, counted on any device: Triton launches (``kernel_launches``)
+    plus every PyTorch operator that launches a kernel (views, metadata and allocation excluded)."""
+
+    def __init__(self, triton: dict, torch_ops: dict):
+        self.triton, self.torch_ops = triton, torch_ops
+
+    @property
+    def total(self) -> int:
+        return sum(self.triton.values()) + sum(self.torch_ops.values())
+
+    def __repr__(self) -> str:
+        return f"LaunchCount(total={self.total}, triton={dict(self.triton)}, torch={dict(self.torch_ops)})"
+
+
+def count_launches(fn, *args, **kwargs) -> tuple[object, LaunchCount]:
+    """``(fn(*args, **kwargs), LaunchCount)``. PyTorch operators are seen at the dispatcher (a
+    ``TorchDispatchMode``), where a CUDA run would launch their kernels; Triton's come from its launch counter."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from .ops import kernel_launches
+
+    class Counter(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops: dict[str, int] = defaultdict(int)
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name not in _NO_KERNEL and not _inside_triton_interpreter():
+                self.ops[name] += 1
+            return func(*args, **(kwargs or {}))
+
+    before = dict(kernel_launches)
+    with Counter() as counter:
+        out = fn(*args, **kwargs)
+    triton_launches = {k: v - before.get(k, 0) for k, v in kernel_launches.items() if v != before.get(k, 0)}
+    return out, LaunchCount(triton_launches, dict(counter.ops))
 
 def nsight_commands(argv: list[str], kernel_regex: str = "_linear_act|_sigmoid_bce|_linear_bce_head|_adam") -> dict:
     """The nsys and ncu command lines that profile the same run (``argv``: the fastgan command's args)."""

@@ -17,7 +17,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .models import DATA_PRESETS, PRESETS, ModelPreset, generate
 from .plots import save_image_grid, save_loss_curve, save_scatter
 from .losses import LOSSES
-from .config import KERNELS, PRECISIONS, TrainConfig
+from .config import KERNELS, PRECISIONS, SAMPLERS, TrainConfig
 from .trainer import GANTrainer, NonFiniteLossError, TrainingInterrupted
 
 DESCRIPTION = """\
@@ -76,7 +76,12 @@ def _positive(kind):
 def _add_fast_step_options(parser: argparse.ArgumentParser) -> None:
     """Where and how the step runs: the same options for `train` and `profile`."""
     group = parser.add_argument_group("fast step")
-    group.add_argument("--kernels", choices=KERNELS, default="torch", help="default: torch")
+    group.add_argument("--kernels", choices=KERNELS, default="torch",
+                       help="torch (default), triton (fused per layer), triton-mlp (each network one fused "
+                            "kernel per pass: the fastest step) or auto (triton on CUDA)")
+    group.add_argument("--sampler", choices=SAMPLERS, default="auto",
+                       help="batch and noise draws: torch (PyTorch's generator), philox (one Triton kernel; "
+                            "triton-mlp) or auto (default: philox where triton-mlp's fused step runs)")
     group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     group.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
                        help="torch.compile the step (optionally a mode: reduce-overhead, max-autotune)")
@@ -245,7 +250,8 @@ def run_train(args: argparse.Namespace) -> int:
     if remaining > 0:
         print(f"fastgan: training on {args.data} ({real.shape[0]} samples x {real.shape[1]} features), "
               f"{remaining} steps at batch {args.batch_size} on {trainer.device}, kernels={trainer.kernels}"
-              + ("" if trainer.kernels_run in ("torch", "triton") else f" (running: {trainer.kernels_run})"))
+              + ("" if trainer.kernels_run in ("torch", "triton") else f" (running: {trainer.kernels_run})")
+              + (f", step: {trainer.step_path}" if trainer.kernels == "triton-mlp" else ""))
         try:
             trainer.fit(remaining, log_every=args.log_every, progress=not args.no_progress,
                         checkpoint=checkpoint, checkpoint_extra=extra)
@@ -287,7 +293,8 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
         "final_loss_d": sum(d for d, _ in window) / len(window) if window else None,
         "final_loss_g": sum(g for _, g in window) / len(window) if window else None,
         "loss_window_steps": tail,
-        "config": {**model_config, **trainer.config.to_dict(), "kernels_run": trainer.kernels_run},
+        "config": {**model_config, **trainer.config.to_dict(), "kernels_run": trainer.kernels_run,
+                   "step_path": trainer.step_path},
         "device": str(trainer.device),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }

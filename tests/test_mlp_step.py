@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import assert_close
-from fastgan import CheckpointError, GANTrainer, MLPDiscriminator, MLPGenerator, data, fuse, ops
+from fastgan import CheckpointError, GANTrainer, MLPDiscriminator, MLPGenerator, fuse, ops
 from fastgan.nn import FusedMLP
 from fastgan.profiling import count_launches
 

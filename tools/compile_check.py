@@ -98,17 +98,20 @@ def _cases(quick: bool):
     import fastgan
     from fastgan import ops
 
-    def trainer_step(precision, fused_optimizer):
+    def trainer_step(precision, fused_optimizer, kernels="triton", batch_size=128):
         def run():
             torch.manual_seed(0)
             trainer = fastgan.GANTrainer(fastgan.MLPGenerator(), fastgan.MLPDiscriminator(), torch.rand(256, 784),
-                                         batch_size=128, device="cpu", kernels="triton", precision=precision,
+                                         batch_size=batch_size, device="cpu", kernels=kernels, precision=precision,
                                          fused_optimizer=fused_optimizer)
             trainer.step()
         return run
 
     cases = [(f"trainer {precision} optimizer={optimizer or 'adam'}", trainer_step(precision, optimizer))
              for precision in ("fp32", "tf32", "bf16") for optimizer in (False, "flat")]
+    # triton-mlp's fused step; at batch 16,384 its weight gradients are split and Adam adds the partials
+    cases += [(f"trainer triton-mlp {precision} batch={batch}", trainer_step(precision, False, "triton-mlp", batch))
+              for precision in ("fp32", "tf32", "bf16") for batch in (128, 16_384)]
     if quick:
         return cases
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -163,6 +166,31 @@ def _cases(quick: bool):
                         cases.append((f"linear_bce_head {name} {m}x{width} bias={bias} frozen={frozen}",
                                       head(m, width, dtype, bias, frozen)))
 
+    def mlp(dims, bias, hidden, out, precision, rows=37, bf16=False):
+        def run():
+            spec = ops.MLPSpec(dims, bias, hidden, out, 0.2)
+            x = torch.randn(rows, dims[0], requires_grad=True)
+            params = [torch.randn(s, requires_grad=True) for s in spec.parameter_shapes()]
+            with ops.matmul_precision(precision), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                y = ops.fused_mlp(x, params, spec)
+            y.backward(torch.ones_like(y))
+        return run
+
+    for hidden in ops.ACTIVATIONS:   # the tests' shapes: 1-4 layers, odd widths, 784 in and out
+        for dims, bias, out in [((1, 1), True, "none"), ((7, 129), False, "sigmoid"), ((13, 33, 1), True, "none"),
+                                ((5, 17, 9, 3), False, "tanh"), ((3, 40, 7, 33, 2), True, "relu"),
+                                ((784, 16, 1), True, "none"), ((9, 16, 784), True, "sigmoid")]:
+            for precision in ("tf32", "ieee"):
+                cases.append((f"fused_mlp {dims} bias={bias} {hidden}/{out} {precision}",
+                              mlp(dims, bias, hidden, out, precision)))
+            cases.append((f"fused_mlp {dims} bias={bias} {hidden}/{out} bf16", mlp(dims, bias, hidden, out, "tf32",
+                                                                                    bf16=True)))
+    cases.append(("fused_mlp 1024-wide hidden, 10,000 rows (split reduction)",
+                  mlp((784, 1024, 1024, 784), True, "leaky_relu", "tanh", "tf32", rows=10_000)))
+    cases.append(("sample_batch", lambda: ops.mlp.sample_batch(torch.rand(100, 784), torch.empty(128, 784),
+                                                               torch.empty(128, 100), torch.tensor([1]),
+                                                               torch.zeros(1, dtype=torch.int64))))
+
     def adam(n):
         def run():
             p, g, m, v = torch.randn(n), torch.randn(n), torch.zeros(n), torch.zeros(n)
@@ -170,6 +198,9 @@ def _cases(quick: bool):
         return run
 
     cases += [(f"adam_step n={n}", adam(n)) for n in (64, 1000, 247_697)]
+    cases.append(("adam_step from 4 partial sums", lambda: ops.adam_step(
+        torch.randn(1000), torch.randn(4000), torch.zeros(1000), torch.zeros(1000), torch.zeros((), dtype=torch.int64),
+        1e-3, 0.5, 0.999, 1e-8, partials=4)))
     return cases
 
 

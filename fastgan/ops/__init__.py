@@ -3,6 +3,8 @@
 - ``fused_linear(x, weight, bias=None, activation="none", negative_slope=0.01)``: ``act(x @ W.T + b)``.
 - ``sigmoid_bce_with_logits(logits, target, reduction="mean")``: the stable sigmoid cross-entropy.
 - ``linear_bce_head(h, weight, bias, target)``: D's last ``Linear(H, 1)`` and that loss in one kernel.
+- ``fused_mlp(x, params, spec)``: a whole MLP (``MLPSpec``: widths, bias, activations) in one kernel forward
+  and two backward; ``ops.mlp`` also has the launchers the fused training step calls.
 - ``adam_step(param, grad, exp_avg, exp_avg_sq, counter, ...)``: Adam on a flat buffer, one kernel, with
   a device-side step count (``fastgan.optim.FlatAdam`` builds on it).
 
@@ -20,8 +22,10 @@ from .adam import adam_step
 from .bce import sigmoid_bce_with_logits
 from .head import linear_bce_head, linear_bce_head_reference
 from .linear import fused_linear, fused_linear_reference
+from . import mlp
+from .mlp import MLPSpec, fused_mlp, fused_mlp_reference
 
-__all__ = ["adam_step", "fused_linear", "fused_linear_reference", "sigmoid_bce_with_logits", "linear_bce_head",
+__all__ = ["adam_step", "fused_linear", "fused_linear_reference", "fused_mlp", "fused_mlp_reference", "MLPSpec", "sigmoid_bce_with_logits", "linear_bce_head",
            "linear_bce_head_reference", "ACTIVATIONS",
            "activation_from_name", "set_matmul_precision", "get_matmul_precision", "matmul_precision",
            "kernel_launches", "use_triton", "reference_path", "HAS_TRITON", "INTERPRET", "AUTOTUNE"]

@@ -59,7 +59,7 @@ python3 -c "import xdist" 2>/dev/null && parallel="-n 8"
 python3 -c "import pytest_timeout" 2>/dev/null && parallel="$parallel --timeout 45 --session-timeout $((T_TESTS - 45))"
 step gpu_tests "$T_TESTS" env FASTGAN_AUTOTUNE=0 python3 -m pytest -q -rfE $parallel -p no:cacheprovider \
     --durations=10 --junitxml="$WORK/gpu_tests.xml" tests/test_ops_linear.py tests/test_activations.py tests/test_ops_bce.py \
-    tests/test_ops_head.py tests/test_optim.py tests/test_graph.py
+    tests/test_ops_head.py tests/test_ops_mlp.py tests/test_optim.py tests/test_graph.py
 step train_step "$T_TRAIN" python3 benchmarks/train_step.py $QUICK --time-limit "$L_TRAIN" --out "$WORK/results"
 step kernels "$T_KERNELS" python3 benchmarks/kernels.py $QUICK --time-limit "$L_KERNELS" --out "$WORK/results"
 # the pytest-benchmark set, saved as JSON a later run compares with (--benchmark-compare)

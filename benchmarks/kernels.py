@@ -1,7 +1,8 @@
 """Micro-benchmarks of fastgan's fused ops against PyTorch, on a CUDA device.
 
 fused_linear forward and forward+backward vs ``F.linear`` + activation (eager) and ``torch.compile`` of
-the same, at the MLP GAN's shapes and at large ones; the fused loss vs
+the same, at the MLP GAN's shapes and at large ones; one whole G or D pass (``fused_mlp``) vs the
+per-layer fused ops and PyTorch; the fused loss vs
 ``F.binary_cross_entropy_with_logits``. All contenders of one row are timed interleaved (CUDA events,
 warm-up, median of windows). Achieved TFLOP/s and GB/s are reported against the card's ceilings,
 measured in the same run. Writes ``results/<card>/<date>-kernels.{json,md}``.
@@ -76,6 +77,56 @@ def linear_rows(batches, layers, dtype, precision, with_compile=True):
                 yield row
 
 
+# The classic GAN's two networks, (widths, hidden activation, output activation)
+GAN_MLPS = {"G": ((100, 128, 128, 784), "leaky_relu", "sigmoid"), "D": ((784, 128, 128, 1), "leaky_relu", "none")}
+
+
+def mlp_rows(batches):
+    """One whole network pass: ``fused_mlp`` (1 kernel forward, 2 backward) vs the per-layer fused ops
+    (one kernel per layer forward, two backward) vs PyTorch (``F.linear`` + activation per layer)."""
+    from fastgan import ops
+    for m in batches:
+        for net, (dims, hidden, out) in GAN_MLPS.items():
+            spec = ops.MLPSpec(dims, True, hidden, out, 0.2)
+            params = []
+            for shape in spec.parameter_shapes():
+                scale = shape[1] ** -0.5 if len(shape) == 2 else 0.1
+                params.append((torch.randn(shape, device="cuda") * scale))
+            flat = torch.cat([p.reshape(-1) for p in params])
+            views, offset = [], 0
+            for p in params:   # the whole-MLP op reads the parameters in place when they sit back to back
+                views.append(flat[offset:offset + p.numel()].view(p.shape).requires_grad_())
+                offset += p.numel()
+            x = torch.randn(m, dims[0], device="cuda")
+            dy = torch.randn(m, dims[-1], device="cuda")
+
+            def per_layer(x, params, spec):
+                for layer in range(spec.num_layers):
+                    x = ops.fused_linear(x, params[2 * layer], params[2 * layer + 1], spec.activation(layer), 0.2)
+                return x
+
+            contenders = {"torch": ops.fused_mlp_reference, "fastgan-unfused": per_layer, "fastgan": ops.fused_mlp}
+            macs = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+            for mode in ("fwd", "fwd+bwd"):
+                def make(fn, mode=mode):
+                    def run():
+                        y = fn(x, views, spec)
+                        if mode == "fwd+bwd":
+                            for v in views:
+                                v.grad = None
+                            y.backward(dy)
+                    return run
+                timings = interleaved_ms({name: make(fn) for name, fn in contenders.items()})
+                # the backward: dW of every layer and dX of every layer but the first (x needs no gradient)
+                flops = 2 * m * macs if mode == "fwd" else 2 * m * (3 * macs - dims[0] * dims[1])
+                moved = 4 * (m * (dims[0] + dims[-1]) + flat.numel()) * (1 if mode == "fwd" else 3)
+                row = {"op": f"mlp {net}", "mode": mode, "batch": m, "in": dims[0], "out": dims[-1],
+                       "activation": f"{hidden}/{out}", "dtype": "float32", "precision": ops.get_matmul_precision(),
+                       "flops": flops, "bytes": moved, "timings": timings}
+                _print_row(row)
+                yield row
+
+
 def loss_rows(batches):
     """The fused loss vs PyTorch's; and D's fused head (last Linear(128, 1) + loss) vs the two unfused."""
     from fastgan import ops
@@ -129,7 +180,7 @@ def _print_row(row):
 
 
 def table(rows, ceilings):
-    header = ["op", "mode", "dtype", "batch", "in→out", "act", "torch µs", "compile µs", "fastgan-unfused µs",
+    header = ["op", "mode", "dtype", "batch", "in→out", "act", "torch µs", "compile µs", "fastgan-unfused µs (per layer)",
               "fastgan µs", "vs torch", "vs compile", "fastgan TFLOP/s", "% matmul ceiling", "fastgan GB/s"]
     body = []
     for r in rows:
@@ -182,13 +233,14 @@ def main(argv=None) -> int:
                   lambda: linear_rows([16384], [(784, 128, "leaky_relu"), (1024, 1024, "leaky_relu")], torch.float32,
                                       fp32, with_compile=False),
                   lambda: linear_rows([16384], [(1024, 1024, "leaky_relu")], torch.bfloat16, "-", with_compile=False),
+                  lambda: mlp_rows([128, 4096, 16384]),
                   lambda: loss_rows(QUICK_BATCHES)]
     else:
         dtype_choice = args.dtype or "both"
         dtypes = {"float32": [torch.float32], "bfloat16": [torch.bfloat16],
                   "both": [torch.float32, torch.bfloat16]}[dtype_choice]
         groups = [lambda d=d: linear_rows(BATCHES, GAN_LAYERS + WIDE_LAYERS, d, fp32 if d == torch.float32 else "-")
-                  for d in dtypes] + [lambda: loss_rows(BATCHES)]
+                  for d in dtypes] + [lambda: mlp_rows([128, 1024, 4096, 16384, 65536]), lambda: loss_rows(BATCHES)]
     rows = []
     budget = TimeBudget(args.time_limit)
 

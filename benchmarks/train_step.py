@@ -54,6 +54,10 @@ BACKENDS = [
     Backend("triton+graph(k=8)", {"kernels": "triton", "cuda_graph": True, "steps_per_replay": 8}, needs_cuda=True),
     Backend("triton+graph(k=8)+flat_adam", {"kernels": "triton", "cuda_graph": True, "steps_per_replay": 8,
                                             "fused_optimizer": "flat"}, needs_cuda=True),
+    Backend("triton-mlp", {"kernels": "triton-mlp"}),
+    Backend("triton-mlp+graph", {"kernels": "triton-mlp", "cuda_graph": True}, needs_cuda=True),
+    Backend("triton-mlp+graph(k=8)", {"kernels": "triton-mlp", "cuda_graph": True, "steps_per_replay": 8},
+            needs_cuda=True),
     Backend("triton+graph(k=8)+torch_fused_adam", {"kernels": "triton", "cuda_graph": True, "steps_per_replay": 8,
                                                    "fused_optimizer": "torch"}, needs_cuda=True),
 ]

@@ -164,10 +164,10 @@ def test_op_autograd_matches_reference_and_compiles_without_graph_breaks(seed, i
         x = x.clone().requires_grad_(True)
         params = [t.clone().requires_grad_(True) for t in params]
         y = fn(x, params)
-        return (y, *torch.autograd.grad(y, [x, *params], dy64.to(y.dtype)))
+        return (y, *torch.autograd.grad(y, [x, *params], dy64.to(y.dtype).to(y.device)))
 
     expect = run(lambda x, p: fused_mlp_reference(x, p, spec), x64, p64)
-    x, params = x64.float(), [t.float() for t in p64]
+    x, params = x64.float().to(DEVICE), [t.float().to(DEVICE) for t in p64]
     before = ops.kernel_launches["_mlp_rows_kernel"]
     eager = run(lambda x, p: fused_mlp(x, p, spec), x, params)
     assert ops.kernel_launches["_mlp_rows_kernel"] == before + 2    # forward, then the backward chain
@@ -242,16 +242,16 @@ def test_sampler_draws_data_rows_and_normal_noise_afresh_each_call_and_reproduci
 def test_adam_adds_partial_gradients_in_the_kernel():
     n, parts = 1000, 3
     g = torch.Generator().manual_seed(3)
-    param = torch.randn(n, generator=g)
-    partials = torch.randn(parts * n, generator=g)
+    param = torch.randn(n, generator=g).to(DEVICE)
+    partials = torch.randn(parts * n, generator=g).to(DEVICE)
     results = []
     for grad, k in ((partials, parts), (partials.view(parts, n).sum(0), 1)):
-        p, m, v = param.clone(), torch.zeros(n), torch.zeros(n)
-        counter = torch.zeros((), dtype=torch.int64)
+        p, m, v = param.clone(), torch.zeros(n, device=DEVICE), torch.zeros(n, device=DEVICE)
+        counter = torch.zeros((), dtype=torch.int64, device=DEVICE)
         ops.adam_step(p, grad, m, v, counter, 1e-2, 0.9, 0.999, 1e-8, partials=k)
         results.append((p, m, v))
     for a, b in zip(*results):
         assert_close(a, b, 1e-6, "Adam from partials vs from their sum")
     with pytest.raises(ValueError, match="partial sums"):
-        ops.adam_step(param.clone(), partials[:-1], torch.zeros(n), torch.zeros(n),
-                      torch.zeros((), dtype=torch.int64), 1e-2, 0.9, 0.999, 1e-8, partials=parts)
+        ops.adam_step(param.clone(), partials[:-1], torch.zeros_like(param), torch.zeros_like(param),
+                      torch.zeros((), dtype=torch.int64, device=DEVICE), 1e-2, 0.9, 0.999, 1e-8, partials=parts)

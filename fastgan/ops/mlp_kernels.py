@@ -162,14 +162,13 @@ if HAS_TRITON:
                     tl.store(g_ptr + rows[:, None] * stride_gm + last_col + n[None, :],
                              _activation_grad(dy, y, ACT_OUT, negative_slope), mask=mask)
             tl.debug_barrier()
-            for i in tl.static_range(NUM_LAYERS):
-                l: tl.constexpr = NUM_LAYERS - 1 - i
-                d_in = tl.load(meta_ptr + 4 * l)
-                d_out = tl.load(meta_ptr + 4 * l + 1)
-                w_ptr = p_ptr + tl.load(meta_ptr + 4 * l + 2)
-                g_l = g_ptr + tl.load(meta_ptr + 4 * l + 3)
-                if l > 0:
-                    below = tl.load(meta_ptr + 4 * (l - 1) + 3)
+            for lb in tl.static_range(NUM_LAYERS - 1, -1, -1):   # down the layers
+                d_in = tl.load(meta_ptr + 4 * lb)
+                d_out = tl.load(meta_ptr + 4 * lb + 1)
+                w_ptr = p_ptr + tl.load(meta_ptr + 4 * lb + 2)
+                g_l = g_ptr + tl.load(meta_ptr + 4 * lb + 3)
+                if lb > 0:
+                    below = tl.load(meta_ptr + 4 * (lb - 1) + 3)
                     _layer_backward(g_l, stride_gm, w_ptr, acts_ptr + below, stride_am, g_ptr + below, stride_gm, 1,
                                     rows, mask_m, d_in, d_out, negative_slope, ACT_HIDDEN, PRECISION, BF16,
                                     BLOCK_M, BLOCK_N, BLOCK_K)
@@ -261,7 +260,7 @@ if HAS_TRITON:
         rows = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
         mask_m = rows < batch
         zero = tl.zeros((BLOCK_M,), dtype=tl.uint32)
-        r, _, _, _ = tl.philox(seed, rows.to(tl.uint32), zero + call, zero, zero)
+        r, _r1, _r2, _r3 = tl.philox(seed, rows.to(tl.uint32), zero + call, zero, zero)
         idx = tl.umulhi(r, n_data.to(tl.uint32)).to(tl.int64)
         offs_f = tl.arange(0, BLOCK_F).to(tl.int64)
         for f0 in range(0, features, BLOCK_F):
@@ -274,6 +273,6 @@ if HAS_TRITON:
             j = j0 + offs_f
             mask = mask_m[:, None] & (j < latent)[None, :]
             element = (rows[:, None] * latent + j[None, :]).to(tl.uint32)
-            r0, r1, _, _ = tl.philox(seed, element, zero2 + call, zero2 + 1, zero2)
-            n0, _ = tl.pair_uniform_to_normal(tl.uint_to_uniform_float(r0), tl.uint_to_uniform_float(r1))
-            tl.store(z_ptr + rows[:, None] * stride_zm + j[None, :], n0, mask=mask)
+            u0, u1, _u2, _u3 = tl.philox(seed, element, zero2 + call, zero2 + 1, zero2)
+            normal, _other = tl.pair_uniform_to_normal(tl.uint_to_uniform_float(u0), tl.uint_to_uniform_float(u1))
+            tl.store(z_ptr + rows[:, None] * stride_zm + j[None, :], normal, mask=mask)

@@ -98,13 +98,14 @@ def test_kernel_benchmark_saves_after_every_row_and_keeps_to_its_time_limit(tmp_
                                                               "tf32_matmul_TFLOPs": 400.0, "fp32_matmul_TFLOPs": 50.0})
     monkeypatch.setattr(kernels, "linear_rows", fake_rows)
     monkeypatch.setattr(kernels, "loss_rows", fake_rows)
+    monkeypatch.setattr(kernels, "mlp_rows", fake_rows)
     monkeypatch.setattr(kernels, "_set_recompile_limit", lambda n: None)
     monkeypatch.setattr(kernels, "environment", lambda: {"card": "Test Card", "date": "2026-11-27T00:00:00",
                                                          "torch": "x", "triton": "y"})
     monkeypatch.setattr(common, "card_name", lambda: "Test Card")
     assert kernels.main(["--quick", "--out", str(tmp_path)]) == 0
     payload = json.loads(next(tmp_path.glob("*/*-kernels-quick.json")).read_text())
-    assert len(payload["rows"]) == 12 and saved_rows[:4] == [0, 1, 2, 3]
+    assert len(payload["rows"]) == 15 and saved_rows[:4] == [0, 1, 2, 3]   # 5 groups of 3 rows
     assert "% matmul ceiling" in next(tmp_path.glob("*/*-kernels-quick.md")).read_text()
     common._stems.clear()
     assert kernels.main(["--quick", "--time-limit", "0", "--out", str(tmp_path)]) == 0

@@ -25,7 +25,7 @@ def _train(kernels, steps, **options):
     return trainer
 
 
-@pytest.mark.parametrize("kernels", ["torch", "triton"])
+@pytest.mark.parametrize("kernels", ["torch", "triton", "triton-mlp"])
 @pytest.mark.parametrize("steps_per_replay", [1, 4])
 def test_graph_trains_like_eager(kernels, steps_per_replay):
     steps = 3 + 4 * 5  # 3 warm-up steps, then 20 captured steps
@@ -58,11 +58,22 @@ def test_new_batch_size_recaptures():
     assert all(map(torch.isfinite, torch.tensor(trainer.history["loss_g"])))
 
 
-def test_bf16_precision_is_applied_alike():
+@pytest.mark.parametrize("kernels", ["triton", "triton-mlp"])
+def test_bf16_precision_is_applied_alike(kernels):
     torch_run = _train("torch", 6, precision="bf16")
-    triton_run = _train("triton", 6, precision="bf16")
+    options = {"sampler": "torch"} if kernels == "triton-mlp" else {}   # the same batches as torch's
+    triton_run = _train(kernels, 6, precision="bf16", **options)
     for key in ("loss_d", "loss_g"):
         assert_close(torch.tensor(triton_run.history[key]), torch.tensor(torch_run.history[key]), 2e-2, key)
+
+
+def test_triton_mlp_fused_step_in_a_graph_matches_torch():
+    """The fused step (sampler="torch": PyTorch's draws, registered with the graph) against eager PyTorch."""
+    eager = _train("torch", 11, fused_optimizer=True)
+    graphed = _train("triton-mlp", 11, cuda_graph=True, steps_per_replay=4, sampler="torch")
+    assert graphed.step_path == "fused" and graphed._graphed.captured
+    for key in ("loss_d", "loss_g"):
+        assert_close(torch.tensor(graphed.history[key]), torch.tensor(eager.history[key]), 1e-5, key)
 
 
 @pytest.mark.parametrize("mode", ["reduce-overhead"])  # max-autotune takes the same path (and minutes to tune)

@@ -1,6 +1,7 @@
 """fastgan: the fastest honest way to train small GANs in PyTorch.
 
-Public API: ``MLPGenerator``, ``MLPDiscriminator``, ``GANTrainer`` (its settings: ``TrainConfig``), ``FusedLinear``, ``FusedMLP``, ``fuse`` and the
+Public API: ``MLPGenerator``, ``MLPDiscriminator``, ``GANTrainer`` (its settings: ``TrainConfig``),
+``FusedLinear``, ``FusedMLP``, ``fuse`` and the
 modules ``ops`` (fused Triton kernels with PyTorch reference paths), ``data``, ``losses``, ``metrics``
 (generation quality), ``optim`` (``FlatAdam``) and ``profiling``.
 """
@@ -13,6 +14,7 @@ from .trainer import GANTrainer, NonFiniteLossError, TrainingInterrupted
 
 __version__ = "0.1.0"
 
-__all__ = ["MLPGenerator", "MLPDiscriminator", "GANTrainer", "TrainConfig", "FusedLinear", "FusedMLP", "fuse", "ops", "data", "losses",
+__all__ = ["MLPGenerator", "MLPDiscriminator", "GANTrainer", "TrainConfig", "FusedLinear", "FusedMLP", "fuse", "ops",
+           "data", "losses",
            "metrics", "optim", "profiling",
            "CheckpointError", "NonFiniteLossError", "TrainingInterrupted", "__version__"]

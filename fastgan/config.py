@@ -15,7 +15,8 @@ import torch
 from .augment import parse_transforms
 from .losses import LOSSES, check_real_label
 
-__all__ = ["TrainConfig", "KERNELS", "COMPILE_MODES", "CUDAGRAPH_COMPILE_MODES", "PRECISIONS", "FUSED_OPTIMIZERS", "SAMPLERS"]
+__all__ = ["TrainConfig", "KERNELS", "COMPILE_MODES", "CUDAGRAPH_COMPILE_MODES", "PRECISIONS", "FUSED_OPTIMIZERS",
+           "SAMPLERS"]
 
 KERNELS = ("torch", "triton", "triton-mlp", "auto")
 SAMPLERS = ("auto", "torch", "philox")

@@ -84,7 +84,9 @@ def count_launches(fn, *args, **kwargs) -> tuple[object, LaunchCount]:
     triton_launches = {k: v - before.get(k, 0) for k, v in kernel_launches.items() if v != before.get(k, 0)}
     return out, LaunchCount(triton_launches, dict(counter.ops))
 
-def nsight_commands(argv: list[str], kernel_regex: str = "_linear_act|_sigmoid_bce|_linear_bce_head|_adam") -> dict:
+
+def nsight_commands(argv: list[str],
+                    kernel_regex: str = "_linear_act|_sigmoid_bce|_linear_bce_head|_adam|_mlp|_sample") -> dict:
     """The nsys and ncu command lines that profile the same run (``argv``: the fastgan command's args)."""
     rerun = shlex.join(["fastgan", *argv, "--no-trace"])
     return {

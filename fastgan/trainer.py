@@ -188,7 +188,8 @@ class GANTrainer:
     @property
     def kernels_run(self) -> str:
         """What the step's layers and loss really run: ``"torch"`` (PyTorch ops), ``"triton"`` (compiled
-        Triton kernels, CUDA; per layer or whole MLPs as ``kernels`` says, see also ``step_path``), ``"triton-interpreter"`` (Triton's CPU interpreter, TRITON_INTERPRET=1: slow,
+        Triton kernels, CUDA; per layer or whole MLPs as ``kernels`` says, see also ``step_path``),
+        ``"triton-interpreter"`` (Triton's CPU interpreter, TRITON_INTERPRET=1: slow,
         for tests) or ``"reference"`` (kernels="triton" where Triton cannot run: the ops' PyTorch reference
         path, the same math unfused)."""
         if self.kernels not in ("triton", "triton-mlp"):

@@ -25,7 +25,8 @@ from .linear import fused_linear, fused_linear_reference
 from . import mlp  # noqa: F401 - ops.mlp: the launchers the fused step uses
 from .mlp import MLPSpec, fused_mlp, fused_mlp_reference
 
-__all__ = ["adam_step", "fused_linear", "fused_linear_reference", "fused_mlp", "fused_mlp_reference", "MLPSpec", "sigmoid_bce_with_logits", "linear_bce_head",
+__all__ = ["adam_step", "fused_linear", "fused_linear_reference", "fused_mlp", "fused_mlp_reference", "MLPSpec",
+           "sigmoid_bce_with_logits", "linear_bce_head",
            "linear_bce_head_reference", "ACTIVATIONS",
            "activation_from_name", "set_matmul_precision", "get_matmul_precision", "matmul_precision",
            "kernel_launches", "use_triton", "reference_path", "HAS_TRITON", "INTERPRET", "AUTOTUNE"]

@@ -120,17 +120,17 @@ if HAS_TRITON:
         last_out = tl.load(meta_ptr + 4 * (NUM_LAYERS - 1) + 1)
         last_col = tl.load(meta_ptr + 4 * (NUM_LAYERS - 1) + 3)
         if FORWARD:
-            for l in tl.static_range(NUM_LAYERS):
-                d_in = tl.load(meta_ptr + 4 * l)
-                d_out = tl.load(meta_ptr + 4 * l + 1)
-                w_ptr = p_ptr + tl.load(meta_ptr + 4 * l + 2)
-                col = tl.load(meta_ptr + 4 * l + 3)
-                if l == 0:
+            for li in tl.static_range(NUM_LAYERS):
+                d_in = tl.load(meta_ptr + 4 * li)
+                d_out = tl.load(meta_ptr + 4 * li + 1)
+                w_ptr = p_ptr + tl.load(meta_ptr + 4 * li + 2)
+                col = tl.load(meta_ptr + 4 * li + 3)
+                if li == 0:
                     in_ptr, stride_im, stride_ik = x_ptr, stride_xm, stride_xk
                 else:
-                    in_ptr = acts_ptr + tl.load(meta_ptr + 4 * (l - 1) + 3)
+                    in_ptr = acts_ptr + tl.load(meta_ptr + 4 * (li - 1) + 3)
                     stride_im, stride_ik = stride_am, 1
-                if l == NUM_LAYERS - 1:
+                if li == NUM_LAYERS - 1:
                     _layer_forward(in_ptr, stride_im, stride_ik, w_ptr, y_ptr, stride_ym, rows, mask_m, d_in,
                                    d_out, negative_slope, HAS_BIAS, ACT_OUT, PRECISION, BF16,
                                    BLOCK_M, BLOCK_N, BLOCK_K)

@@ -181,7 +181,8 @@ def _print_row(row):
 
 def table(rows, ceilings):
     header = ["op", "mode", "dtype", "batch", "in→out", "act", "torch µs", "compile µs",
-              "fastgan-unfused µs (per layer)", "fastgan µs", "vs torch", "vs compile", "fastgan TFLOP/s", "% matmul ceiling", "fastgan GB/s"]
+              "fastgan-unfused µs (per layer)", "fastgan µs", "vs torch", "vs compile", "fastgan TFLOP/s",
+              "% matmul ceiling", "fastgan GB/s"]
     body = []
     for r in rows:
         t = r["timings"]

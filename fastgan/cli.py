@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "the starting one, default 0)")
     stabilise.add_argument("--augment-target", type=float, default=None,
                            help="adapt the probability (ADA) so E[sign(D(real))] approaches this, e.g. 0.6")
+    stabilise.add_argument("--spectral-norm", action="store_true",
+                           help="spectral normalisation of D's layers (one power iteration per step)")
     train.add_argument("--log-every", type=_positive(int), default=200,
                        help="read losses and checkpoint every N steps (default: 200)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")

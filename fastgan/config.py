@@ -125,6 +125,7 @@ class TrainConfig:
     l1_g: float = 0.0
     l1_d: float = 0.0
     augment: str = ""
+    spectral_norm: bool = False
     augment_p: float | None = None
     augment_target: float | None = None
 
@@ -168,6 +169,8 @@ class TrainConfig:
         for name in ("weight_decay_g", "weight_decay_d", "l1_g", "l1_d"):
             setattr(self, name, _finite(name, getattr(self, name), 0.0, strict=False))
         parse_transforms(self.augment)
+        if not isinstance(self.spectral_norm, bool):
+            raise ValueError(f"spectral_norm must be True or False, got {self.spectral_norm!r}")
         if self.augment_p is not None:
             self.augment_p = _finite("augment_p", self.augment_p, 0.0, strict=False)
             if self.augment_p > 1.0:

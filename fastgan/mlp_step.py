@@ -158,6 +158,8 @@ def make_fused_step(p: StepParts, sampler: DeviceSampler | None) -> Callable[[in
                                   loss_partials=b.loss_d, loss_out=loss_d, bf16=bf16)
             with phase("D.optim"):
                 opt_d.step_with(grad_d, b.splits_d)
+                if p.spectral is not None:   # one more launch: all of D's layers normalised
+                    p.spectral.step()
         with phase("G.loss+backward"):
             M.mlp_backward(x_fake, opt_d.data, d_spec, acts=b.acts_d[:rows_fake], y=b.y_d[:rows_fake],
                            g=b.g_d[:rows_fake], dx=b.dfake.view(rows_fake, pack * features), forward=True,

@@ -12,6 +12,8 @@ can later capture it whole. Options (all off by default, which gives the plain G
   ema             an ``EMA`` of G's weights, updated after each G step
   augment         ``fastgan.augment.Augment``: random differentiable transforms of everything D sees,
                   real and fake, in D's and G's updates; its adaptive p follows D's real logits
+  spectral        ``fastgan.spectral.SpectralNorm``: after each D update, D's weights divided by their
+                  spectral norm (one power iteration per layer)
   (weight decay and L1 live in the optimizers: ``GANTrainer``)
 
 With ``compile`` set, three regions run through ``torch.compile``: G's forward, D's loss on real and fake
@@ -31,6 +33,7 @@ from torch import nn
 
 from . import ops
 from .ema import EMA
+from .spectral import SpectralNorm
 from .augment import Augment
 from .config import CUDAGRAPH_COMPILE_MODES, PRECISIONS, TrainConfig
 from .phases import phase
@@ -55,6 +58,7 @@ class StepParts:
     config: TrainConfig
     ema: EMA | None = None
     augment: Augment | None = None
+    spectral: SpectralNorm | None = None
 
 
 @contextlib.contextmanager
@@ -160,6 +164,8 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
                 total_d.backward()
             with phase("D.optim"):
                 p.optimizer_d.step()
+                if p.spectral is not None:   # one power iteration, weights divided by their spectral norm
+                    p.spectral.step()
                 if p.augment is not None:  # ADA: D's confidence on real data steers p (device ops)
                     p.augment.observe(real_logits)
 

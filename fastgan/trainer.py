@@ -27,6 +27,7 @@ from .losses import bce_with_logits
 from .models import check_gan_models, generate
 from .optim import FlatAdam
 from .phases import phase
+from .spectral import SpectralNorm
 from .step import StepParts, make_step
 
 __all__ = ["GANTrainer", "NonFiniteLossError", "TrainingInterrupted", "KERNELS"]
@@ -137,8 +138,10 @@ class GANTrainer:
         self.ema = EMA(self.generator, config.ema) if config.ema is not None else None
         self.augment = Augment(parse_transforms(config.augment), self.data.shape[1], config.augment_start_p,
                                config.augment_target, self.rng, self.device) if config.augment else None
+        # after the optimizers: FlatAdam has put D's weights in one buffer, which one launch then normalises
+        self.spectral = SpectralNorm(self.discriminator, config.seed) if config.spectral_norm else None
         self._parts = StepParts(self.generator, self.discriminator, self.optimizer_g, self.optimizer_d, self.data,
-                                self.latent_dim, self.rng, bce, config, self.ema, self.augment)
+                                self.latent_dim, self.rng, bce, config, self.ema, self.augment, self.spectral)
         self.sampler = None
         self.step_path = "generic"
         if self.kernels == "triton-mlp":
@@ -319,6 +322,7 @@ class GANTrainer:
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "augment": self.augment.state_dict() if self.augment is not None else None,
             "sampler": self.sampler.state_dict() if self.sampler is not None else None,
+            "spectral_norm": self.spectral.state_dict() if self.spectral is not None else None,
             "config": self.config.to_dict(),
         }
 
@@ -340,6 +344,11 @@ class GANTrainer:
                                 self.rng.get_state())
             if self.augment is not None and not isinstance(state.get("augment"), dict):
                 raise ValueError("this trainer augments D's inputs but the checkpoint has no augmentation state")
+            if self.spectral is not None and not isinstance(state.get("spectral_norm"), dict):
+                raise ValueError("this trainer normalises D spectrally but the checkpoint has no spectral-norm state")
+            if self.spectral is not None:
+                if state["spectral_norm"]["u"].shape != self.spectral.u.shape:
+                    raise ValueError("the checkpoint's spectral-norm state does not fit this discriminator")
             if self.sampler is not None and not isinstance(state.get("sampler"), dict):
                 raise ValueError("this trainer draws batches with the Philox sampler but the checkpoint has no "
                                  "sampler state (it was written by another sampler: pass sampler='torch')")
@@ -353,6 +362,8 @@ class GANTrainer:
             self.augment.load_state_dict(state["augment"])
         if self.sampler is not None:
             self.sampler.load_state_dict(state["sampler"])
+        if self.spectral is not None:
+            self.spectral.load_state_dict(state["spectral_norm"])
         self.rng.set_state(state["rng"].cpu())
         self.step_count = int(state["step"])
         self.losses.reset(state["history"])

@@ -22,7 +22,7 @@ from .adam import adam_step
 from .bce import sigmoid_bce_with_logits
 from .head import linear_bce_head, linear_bce_head_reference
 from .linear import fused_linear, fused_linear_reference
-from . import mlp  # noqa: F401 - ops.mlp: the launchers the fused step uses
+from . import mlp, spectral  # noqa: F401 - ops.mlp: the fused step's launchers; ops.spectral: SN
 from .mlp import MLPSpec, fused_mlp, fused_mlp_reference
 
 __all__ = ["adam_step", "fused_linear", "fused_linear_reference", "fused_mlp", "fused_mlp_reference", "MLPSpec",

@@ -8,13 +8,13 @@ modules ``ops`` (fused Triton kernels with PyTorch reference paths), ``data``, `
 from . import data, losses, metrics, ops, optim, profiling
 from .checkpoint import CheckpointError
 from .config import TrainConfig
-from .models import MLPDiscriminator, MLPGenerator
+from .models import ConditionalMLPGenerator, MLPDiscriminator, MLPGenerator, ProjectionDiscriminator
 from .nn import FusedLinear, FusedMLP, fuse
 from .trainer import GANTrainer, NonFiniteLossError, TrainingInterrupted
 
 __version__ = "0.1.0"
 
-__all__ = ["MLPGenerator", "MLPDiscriminator", "GANTrainer", "TrainConfig", "FusedLinear", "FusedMLP", "fuse", "ops",
+__all__ = ["MLPGenerator", "MLPDiscriminator", "ConditionalMLPGenerator", "ProjectionDiscriminator", "GANTrainer", "TrainConfig", "FusedLinear", "FusedMLP", "fuse", "ops",
            "data", "losses",
            "metrics", "optim", "profiling",
            "CheckpointError", "NonFiniteLossError", "TrainingInterrupted", "__version__"]

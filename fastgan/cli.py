@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="total training steps; a resumed run continues up to it (default: 20000)")
     train.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<data>)")
     train.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    train.add_argument("--conditional", action="store_true",
+                       help="class-conditional GAN (digits, mnist): G(z, label) and a projection D; samples.png "
+                            "has one row per class and metrics.json the classifier's per-class accuracy")
     train.add_argument("--batch-size", type=_positive(int), default=128, help="default: 128")
     train.add_argument("--lr", type=_positive(float), default=2e-4, help="Adam learning rate (default: 2e-4)")
     train.add_argument("--hidden", type=_positive(int), nargs="+", default=None,
@@ -206,9 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _models(features: int, model: dict):
-    """G and D from a run's model description (what checkpoints keep under extra["model"])."""
+    """G and D from a run's model description (what checkpoints keep under extra["model"]); conditional
+    (``ConditionalMLPGenerator`` / ``ProjectionDiscriminator``) where it has ``num_classes``."""
     preset = ModelPreset(model["latent_dim"], tuple(model["hidden"]), model["output_activation"])
-    return preset.build(features, pack=model.get("pack", 1))
+    return preset.build(features, pack=model.get("pack", 1), num_classes=model.get("num_classes"))
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -217,6 +221,12 @@ def run_train(args: argparse.Namespace) -> int:
     preset = PRESETS[DATA_PRESETS[args.data]]
     model_config = {"data": args.data, "hidden": list(args.hidden or preset.hidden), "pack": args.pack,
                     "latent_dim": preset.latent_dim, "output_activation": preset.output_activation}
+    if args.conditional:
+        if args.data not in ("digits", "mnist"):
+            raise ValueError(f"--conditional needs class labels: --data digits or mnist, not {args.data}")
+        if args.pack > 1:
+            raise ValueError("--conditional does not combine with --pack")
+        model_config["num_classes"] = 10
     saved = None
     if args.resume:
         if not checkpoint.exists():
@@ -232,10 +242,12 @@ def run_train(args: argparse.Namespace) -> int:
     if args.real_label is None:
         args.real_label = 1.0 if args.loss == "hinge" else 0.9
     config = config_from_args(args, pack=model_config.get("pack", 1))
-    real = datasets.load(args.data, root=args.data_root, device=config.device)
+    conditional = model_config.get("num_classes") is not None   # (a resumed conditional run stays one)
+    loaded = datasets.load(args.data, root=args.data_root, device=config.device, labels=conditional)
+    real, labels = loaded if conditional else (loaded, None)
     torch.manual_seed(args.seed)
     g, d = _models(real.shape[1], {**model_config, "pack": config.pack})
-    trainer = GANTrainer(g, d, real, config)
+    trainer = GANTrainer(g, d, real, config, labels=labels)
     if saved is not None:
         trainer.load(checkpoint)
         print(f"fastgan: resumed {checkpoint} at step {trainer.step_count}")
@@ -281,6 +293,11 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
         centers = datasets.ring_centers() if args.data == "ring" else datasets.grid_centers()
         save_scatter(trainer.sample(2500), out / "samples.png", centers=centers, real=trainer.data,
                      title=f"{args.data}: 2,500 samples after {trainer.step_count} steps")
+    elif trainer.num_classes is not None:   # one row per class
+        classes = trainer.num_classes
+        rows = torch.arange(classes, device=trainer.device).repeat_interleave(10)
+        save_image_grid(trainer.sample(10 * classes, labels=rows), out / "samples.png", columns=10,
+                        title=f"{args.data}: one row per class (0 at the top), after {trainer.step_count} steps")
     else:
         save_image_grid(trainer.sample(64), out / "samples.png",
                         title=f"{args.data}: 64 samples after {trainer.step_count} steps")
@@ -301,7 +318,9 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
     if status == "completed":
-        metrics["quality"] = _quality(args.data, trainer.sample(_default_samples(args.data), seed=QUALITY_SEED))
+        n = _default_samples(args.data)
+        labels = torch.arange(n) % trainer.num_classes if trainer.num_classes else None
+        metrics["quality"] = _quality(args.data, trainer.sample(n, seed=QUALITY_SEED, labels=labels), labels)
         metrics["quality_samples"] = {"seed": QUALITY_SEED, "device": str(trainer.device),
                                       "weights": "ema" if trainer.ema is not None else "generator"}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -311,13 +330,17 @@ def _default_samples(data_name: str) -> int:
     return 2500 if data_name in ("ring", "grid") else 899  # the protocol's count; digits: the floor's size
 
 
-def _quality(data_name: str, samples: torch.Tensor) -> dict | None:
-    """The quality metrics of ``samples`` for their data set, or None where fastgan has none (MNIST)."""
+def _quality(data_name: str, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict | None:
+    """The quality metrics of ``samples`` for their data set, or None where fastgan has none (MNIST); for
+    a conditional GAN (``labels``: the class each sample was asked for) also the classifier's accuracy."""
     from . import metrics
     if data_name in ("ring", "grid"):
         return metrics.evaluate_mixture(samples, data_name)
     if data_name == "digits":
-        return metrics.evaluate_digits(samples)
+        result = metrics.evaluate_digits(samples)
+        if labels is not None:
+            result["conditional"] = metrics.conditional_accuracy(samples, labels)
+        return result
     return None
 
 
@@ -340,9 +363,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     generator.load_state_dict(weights)
     generator.to(device).eval()
     n = args.samples or _default_samples(model["data"])
-    samples = generate(generator, n, model["latent_dim"], args.seed, device)
+    labels = torch.arange(n, device=device) % model["num_classes"] if model.get("num_classes") else None
+    samples = generate(generator, n, model["latent_dim"], args.seed, device, labels=labels)
     start = time.perf_counter()
-    result = _quality(model["data"], samples)
+    result = _quality(model["data"], samples, labels)
     if result is None:
         print("fastgan: evaluate knows digits, ring and grid; MNIST needs its own classifier", file=sys.stderr)
         return 2

@@ -41,10 +41,11 @@ def from_tensor(x, device=None) -> torch.Tensor:
     return x.contiguous()
 
 
-def digits(size: int = 28, device=None) -> torch.Tensor:
+def digits(size: int = 28, device=None, labels: bool = False):
     """scikit-learn's bundled handwritten digits (1,797 images, 8x8), in [0, 1], resized to ``size``.
 
-    The embedded default: real data, no download. Returns ``(1797, size*size)``.
+    The embedded default: real data, no download. Returns ``(1797, size*size)``; with ``labels=True``
+    also their classes, ``(1797,)`` int64 in 0..9.
     """
     if not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
@@ -52,13 +53,36 @@ def digits(size: int = 28, device=None) -> torch.Tensor:
         from sklearn.datasets import load_digits
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ImportError("fastgan.data.digits needs scikit-learn: pip install 'fastgan[app]'") from e
-    images = torch.from_numpy(load_digits().images.astype(np.float32) / 16.0)  # (N, 8, 8), in [0, 1]
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)  # (N, 8, 8), in [0, 1]
     if size != 8:
         images = F.interpolate(images[:, None], size=(size, size), mode="bilinear", align_corners=False)
-    return from_tensor(images.clamp_(0.0, 1.0), device=device)
+    x = from_tensor(images.clamp_(0.0, 1.0), device=device)
+    if labels:
+        return x, torch.from_numpy(bunch.target.astype(np.int64)).to(x.device)
+    return x
 
 
 _MNIST_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
+_MNIST_LABELS = {"train": "train-labels-idx1-ubyte", "test": "t10k-labels-idx1-ubyte"}
+
+
+def _read_idx_labels(path: Path, count: int) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise ValueError(f"cannot read MNIST file {path}: {e} (truncated or corrupt? download it again)") from e
+    if len(raw) < 8 or int.from_bytes(raw[:4], "big") != 0x00000801:
+        raise ValueError(f"{path} is not an IDX label file (bad header): expected magic 0x00000801")
+    n = int.from_bytes(raw[4:8], "big")
+    if n != count or len(raw) != 8 + n:
+        raise ValueError(f"{path} holds {n} labels in {len(raw) - 8} bytes, expected {count} (one per image)")
+    labels = np.frombuffer(raw, dtype=np.uint8, offset=8).astype(np.int64)
+    if labels.max(initial=0) > 9:
+        raise ValueError(f"{path} has labels above 9: not MNIST")
+    return labels
 
 
 def _read_idx_images(path: Path) -> np.ndarray:
@@ -78,12 +102,13 @@ def _read_idx_images(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows * cols)
 
 
-def mnist(root, split: str = "train", device=None) -> torch.Tensor:
+def mnist(root, split: str = "train", device=None, labels: bool = False):
     """MNIST images in [0, 1], ``(60000, 784)`` for ``split="train"``, ``(10000, 784)`` for ``"test"``.
 
     Reads the standard IDX file (``train-images-idx3-ubyte``, gzipped or not) from ``root``, or from a
     torchvision root (``root/MNIST/raw``). Nothing is downloaded: a missing file is a
-    ``FileNotFoundError`` saying where to put it; a truncated one a ``ValueError``.
+    ``FileNotFoundError`` saying where to put it; a truncated one a ``ValueError``. ``labels=True`` also
+    reads ``train-labels-idx1-ubyte`` (or ``t10k-...``) beside it and returns ``(images, labels)``.
     """
     if split not in _MNIST_FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -93,7 +118,15 @@ def mnist(root, split: str = "train", device=None) -> torch.Tensor:
     for path in candidates:
         if path.is_file():
             images = _read_idx_images(path)
-            return from_tensor(torch.from_numpy(images.astype(np.float32) / 255.0), device=device)
+            x = from_tensor(torch.from_numpy(images.astype(np.float32) / 255.0), device=device)
+            if not labels:
+                return x
+            label_name = _MNIST_LABELS[split]
+            for label_path in (path.with_name(label_name), path.with_name(label_name + ".gz")):
+                if label_path.is_file():
+                    return x, torch.from_numpy(_read_idx_labels(label_path, x.shape[0])).to(x.device)
+            raise FileNotFoundError(f"MNIST labels {label_name}[.gz] not found beside {path}: conditional "
+                                    "training needs them (fastgan never downloads data)")
     raise FileNotFoundError(
         f"MNIST file {name}[.gz] not found under {root}. Put the standard IDX file there "
         f"(e.g. {root / (name + '.gz')}) or pass a torchvision root containing MNIST/raw/. "
@@ -146,14 +179,17 @@ def gaussian_grid(n: int = 100_000, side: int = 5, spacing: float = 2.0, std: fl
 DATASETS = ("digits", "mnist", "ring", "grid")
 
 
-def load(name: str, root: str | os.PathLike | None = None, device=None) -> torch.Tensor:
-    """A data set by CLI name: ``digits`` (default, offline), ``mnist`` (needs ``root``), ``ring``, ``grid``."""
+def load(name: str, root: str | os.PathLike | None = None, device=None, labels: bool = False):
+    """A data set by CLI name: ``digits`` (default, offline), ``mnist`` (needs ``root``), ``ring``, ``grid``.
+    ``labels=True`` (digits and MNIST): ``(data, labels)``."""
+    if labels and name not in ("digits", "mnist"):
+        raise ValueError(f"--data {name} has no class labels: conditional training needs digits or mnist")
     if name == "digits":
-        return digits(device=device)
+        return digits(device=device, labels=labels)
     if name == "mnist":
         if root is None:
             raise ValueError("--data mnist needs --data-root DIR holding train-images-idx3-ubyte[.gz]")
-        return mnist(root, device=device)
+        return mnist(root, device=device, labels=labels)
     if name == "ring":
         return gaussian_ring(device=device)
     if name == "grid":

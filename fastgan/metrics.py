@@ -236,6 +236,26 @@ def evaluate_digits(samples: torch.Tensor, device=None, k: tuple[int, ...] = (3,
     return result
 
 
+@torch.no_grad()
+def conditional_accuracy(samples: torch.Tensor, labels: torch.Tensor, classes: int = 10, device=None) -> dict:
+    """How often the digits classifier reads each conditional sample as the class it was asked for.
+
+    ``{"accuracy", "per_class": [...], "chance": 1/classes}``: a generator that ignores its label scores
+    about chance; per-class entries are None for classes with no sample.
+    """
+    if samples.dim() != 2 or samples.shape[1] != 784:
+        raise ValueError(f"digits samples must be (N, 784), got {tuple(samples.shape)}")
+    labels = torch.as_tensor(labels).flatten().long().cpu()
+    if labels.shape[0] != samples.shape[0]:
+        raise ValueError(f"{labels.shape[0]} labels for {samples.shape[0]} samples")
+    device = torch.device(device) if device is not None else samples.device
+    classifier, _ = digits_classifier(device)
+    predicted = torch.cat([classifier(part.to(device).float()).argmax(dim=1).cpu() for part in samples.split(4096)])
+    right = predicted == labels
+    per_class = [right[labels == c].float().mean().item() if (labels == c).any() else None for c in range(classes)]
+    return {"accuracy": right.float().mean().item(), "per_class": per_class, "chance": 1.0 / classes}
+
+
 def evaluate_mixture(samples: torch.Tensor, kind: str) -> dict:
     """``mode_coverage`` for the ``ring`` (8 modes, std 0.01) or ``grid`` (25 modes, std 0.05) protocol."""
     if kind == "ring":

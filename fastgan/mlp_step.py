@@ -58,6 +58,8 @@ def fused_step_blocker(config: TrainConfig, generator, discriminator, optimizer_
     """Why the fused step cannot run this configuration (None: it can)."""
     if not use_triton:
         return "Triton cannot run here (no CUDA, no TRITON_INTERPRET=1)"
+    if getattr(generator, "num_classes", None) is not None:
+        return "conditional models (labels) not in the fused step"
     g, d = whole_mlp(generator), whole_mlp(discriminator)
     if g is None or d is None:
         return f"{'G' if g is None else 'D'} is not one whole MLP (fastgan.fuse(model, whole=True) could not fuse it)"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["MLPGenerator", "MLPDiscriminator", "ModelPreset", "PRESETS", "DATA_PRESETS", "first_linear", "last_linear",
+__all__ = ["MLPGenerator", "MLPDiscriminator", "ConditionalMLPGenerator", "ProjectionDiscriminator", "ModelPreset", "PRESETS", "DATA_PRESETS", "first_linear", "last_linear",
            "generate", "check_gan_models"]
 
 
@@ -82,6 +82,77 @@ class MLPDiscriminator(nn.Module):
         return self.net(x)
 
 
+def _check_classes(num_classes: int) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    return num_classes
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, rows: int | None = None, what: str = "labels") -> None:
+    """``labels`` must be a 1-D integer tensor of class indices in [0, num_classes) (``rows`` of them)."""
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.dtype.is_floating_point \
+            or labels.dtype == torch.bool or labels.is_complex():
+        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"{what} must be a 1-D tensor of integer class indices, got {shape}"
+                         + (f" {labels.dtype}" if isinstance(labels, torch.Tensor) else ""))
+    if rows is not None and labels.shape[0] != rows:
+        raise ValueError(f"{what} has {labels.shape[0]} entries, expected {rows} (one per sample)")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"{what} must lie in [0, {num_classes}), got values from {int(labels.min())} to "
+                         f"{int(labels.max())}")
+
+
+class ConditionalMLPGenerator(nn.Module):
+    """G(z, y): the class label ``y`` one-hot, concatenated to the noise, then the MLP (``.net``, as in
+    ``MLPGenerator``: its first layer sees ``latent_dim + num_classes`` inputs)."""
+
+    def __init__(self, latent_dim: int = 100, num_classes: int = 10, hidden: Sequence[int] = (128, 128),
+                 out_dim: int = 784, negative_slope: float = 0.2, output_activation: str | None = "sigmoid"):
+        super().__init__()
+        (self.latent_dim,) = _check_sizes("latent_dim", (latent_dim,))
+        self.num_classes = _check_classes(num_classes)
+        self.hidden = _check_sizes("hidden", hidden)
+        (self.out_dim,) = _check_sizes("out_dim", (out_dim,))
+        self.negative_slope = _check_slope(negative_slope)
+        heads = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, None: None}
+        if output_activation not in heads:
+            raise ValueError(f"output_activation must be 'sigmoid', 'tanh' or None, got {output_activation!r}")
+        head = heads[output_activation]
+        self.net = _mlp((self.latent_dim + self.num_classes, *self.hidden, self.out_dim), self.negative_slope,
+                        head() if head is not None else None)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        onehot = nn.functional.one_hot(labels, self.num_classes).to(z.dtype)
+        return self.net(torch.cat([z, onehot], dim=1))
+
+
+class ProjectionDiscriminator(nn.Module):
+    """D(x, y) = psi(phi(x)) + <embed(y), phi(x)>: the projection discriminator (Miyato & Koyama 2018).
+
+    phi is ``.body`` (Linear + leaky-ReLU per hidden width), psi the ``.head`` Linear(h, 1), ``embed`` an
+    ``nn.Embedding(num_classes, h)``. Returns logits ``(N, 1)``.
+    """
+
+    def __init__(self, in_dim: int = 784, num_classes: int = 10, hidden: Sequence[int] = (128, 128),
+                 negative_slope: float = 0.2):
+        super().__init__()
+        (self.in_dim,) = _check_sizes("in_dim", (in_dim,))
+        self.num_classes = _check_classes(num_classes)
+        self.hidden = _check_sizes("hidden", hidden)
+        self.negative_slope = _check_slope(negative_slope)
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in zip((self.in_dim, *self.hidden[:-1]), self.hidden):
+            layers += [nn.Linear(fan_in, fan_out), nn.LeakyReLU(self.negative_slope)]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(self.hidden[-1], 1)
+        self.embed = nn.Embedding(self.num_classes, self.hidden[-1])
+        nn.init.normal_(self.embed.weight, std=self.hidden[-1] ** -0.5)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        h = self.body(x)
+        return self.head(h) + (self.embed(labels) * h).sum(dim=1, keepdim=True)
+
+
 @dataclass(frozen=True)
 class ModelPreset:
     """A G/D pair by name: G ``latent_dim -> hidden... -> features`` (``output_activation`` head), D
@@ -92,9 +163,16 @@ class ModelPreset:
     description: str = ""
 
     def build(self, features: int, pack: int = 1, hidden: Sequence[int] | None = None,
-              latent_dim: int | None = None) -> tuple[MLPGenerator, MLPDiscriminator]:
-        """``(G, D)`` for data of ``features`` per sample; ``hidden``/``latent_dim`` override the preset's."""
+              latent_dim: int | None = None, num_classes: int | None = None) -> tuple[nn.Module, nn.Module]:
+        """``(G, D)`` for data of ``features`` per sample; ``hidden``/``latent_dim`` override the preset's.
+        With ``num_classes``: the conditional pair (``ConditionalMLPGenerator``, ``ProjectionDiscriminator``)."""
         hidden = tuple(hidden) if hidden is not None else self.hidden
+        if num_classes is not None:
+            if pack != 1:
+                raise ValueError("pack > 1 is not available for conditional models")
+            return (ConditionalMLPGenerator(latent_dim=latent_dim or self.latent_dim, num_classes=num_classes,
+                                            hidden=hidden, out_dim=features, output_activation=self.output_activation),
+                    ProjectionDiscriminator(in_dim=features, num_classes=num_classes, hidden=hidden))
         return (MLPGenerator(latent_dim=latent_dim or self.latent_dim, hidden=hidden, out_dim=features,
                              output_activation=self.output_activation),
                 MLPDiscriminator(in_dim=pack * features, hidden=hidden))
@@ -128,12 +206,27 @@ def last_linear(module: nn.Module) -> nn.Linear | None:
 
 
 @torch.no_grad()
-def generate(generator: nn.Module, n: int, latent_dim: int, seed: int = 0, device="cpu") -> torch.Tensor:
+def generate(generator: nn.Module, n: int, latent_dim: int, seed: int = 0, device="cpu",
+             labels: torch.Tensor | None = None) -> torch.Tensor:
     """``n`` samples of ``generator`` from standard normal noise drawn by its own RNG seeded with ``seed``
     on ``device``. ``GANTrainer.sample`` and ``fastgan evaluate`` both draw this way, so the same weights,
-    seed and device give the same samples (CPU and CUDA RNGs draw different noise from one seed)."""
+    seed and device give the same samples (CPU and CUDA RNGs draw different noise from one seed).
+    A conditional generator (one with ``num_classes``) gets ``labels`` (default: 0, 1, ..., C-1, 0, ...)."""
     rng = torch.Generator(device=device).manual_seed(seed)
-    return generator(torch.randn(n, latent_dim, device=device, generator=rng))
+    z = torch.randn(n, latent_dim, device=device, generator=rng)
+    classes = getattr(generator, "num_classes", None)
+    if classes is None:
+        if labels is not None:
+            raise ValueError("labels given, but this generator is not conditional (it has no num_classes)")
+        return generator(z)
+    if labels is None:
+        labels = torch.arange(n, device=device) % classes
+    elif isinstance(labels, int) and not isinstance(labels, bool):
+        labels = torch.full((n,), labels, device=device, dtype=torch.int64)
+    else:
+        labels = torch.as_tensor(labels, device=device)
+    check_labels(labels, classes, n)
+    return generator(z, labels.long())
 
 
 def _in_features(module: nn.Module, attribute: str) -> int | None:

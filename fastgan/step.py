@@ -14,6 +14,8 @@ can later capture it whole. Options (all off by default, which gives the plain G
                   real and fake, in D's and G's updates; its adaptive p follows D's real logits
   spectral        ``fastgan.spectral.SpectralNorm``: after each D update, D's weights divided by their
                   spectral norm (one power iteration per layer)
+  labels          class-conditional GAN: real rows come with their labels, fake rows get labels drawn
+                  from the data's label distribution; G(z, y) and D(x, y)
   (weight decay and L1 live in the optimizers: ``GANTrainer``)
 
 With ``compile`` set, three regions run through ``torch.compile``: G's forward, D's loss on real and fake
@@ -59,6 +61,7 @@ class StepParts:
     ema: EMA | None = None
     augment: Augment | None = None
     spectral: SpectralNorm | None = None
+    labels: torch.Tensor | None = None   # (N,) class of each data row: a conditional GAN (G(z, y), D(x, y))
 
 
 @contextlib.contextmanager
@@ -88,6 +91,10 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
     n, features = p.data.shape
     d_params = list(p.discriminator.parameters())
     hinge = p.config.loss == "hinge"
+    conditional = p.labels is not None
+
+    def discriminate(x, y):
+        return p.discriminator(x, y) if conditional else p.discriminator(x)
 
     def d_input(x: torch.Tensor) -> torch.Tensor:
         if p.augment is not None:  # the same random transforms for real and fake, in D's and G's updates
@@ -101,12 +108,12 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
             return hinge_discriminator_loss(real_logits, fake_logits)
         return discriminator_loss(real_logits, fake_logits, p.config.real_label, p.bce)
 
-    def d_loss_of_inputs(real, fake):
-        real_logits = p.discriminator(real)
-        return d_loss(real_logits, p.discriminator(fake)), real_logits.detach()
+    def d_loss_of_inputs(real, fake, y_real, y_fake):
+        real_logits = discriminate(real, y_real)
+        return d_loss(real_logits, discriminate(fake, y_fake)), real_logits.detach()
 
-    def g_loss_of_input(fake_in):
-        fake_logits = p.discriminator(fake_in)
+    def g_loss_of_input(fake_in, y_fake):
+        fake_logits = discriminate(fake_in, y_fake)
         return hinge_generator_loss(fake_logits) if hinge else generator_loss(fake_logits, p.bce)
 
     if p.config.precision == "bf16":  # forward passes in bf16 (fp32 accumulation, fp32 master weights)
@@ -115,10 +122,13 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
     else:
         autocast = contextlib.nullcontext
 
-    generate = p.generator
+    generator = p.generator
     if p.config.compile:
         options = {} if p.config.compile is True else {"mode": p.config.compile}
-        generate = torch.compile(p.generator, **options)
+        generator = torch.compile(p.generator, **options)
+
+    def generate(z, y):
+        return generator(z, y) if conditional else generator(z)
         d_loss_of_inputs = torch.compile(d_loss_of_inputs, **options)
         g_loss_of_input = torch.compile(g_loss_of_input, **options)
 
@@ -133,32 +143,37 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
                 batch = torch.randint(0, n, (p.config.batch_size,), device=device, generator=p.rng)
                 real = d_input(p.data.index_select(0, batch))
                 z = torch.randn(p.config.batch_size, p.latent_dim, device=device, generator=p.rng)
+                y_real = y_fake = None
+                if conditional:  # fake labels follow the data's label distribution
+                    y_real = p.labels.index_select(0, batch)
+                    other = torch.randint(0, n, (p.config.batch_size,), device=device, generator=p.rng)
+                    y_fake = p.labels.index_select(0, other)
             with phase("G.forward"), autocast():
                 if last:
-                    fake = generate(z)  # kept with its graph: G trains through this batch next
+                    fake = generate(z, y_fake)  # kept with its graph: G trains through this batch next
                 else:
                     with torch.no_grad():
-                        fake = generate(z)
+                        fake = generate(z, y_fake)
                 fake_for_d = d_input(fake.detach())
             if p.config.r1_gamma > 0 and index % p.config.r1_every == 0:
                 with phase("D.forward.r1"), autocast():
                     real.requires_grad_(True)
                     with ops.reference_path():  # double backward: the fused kernels have none
-                        real_logits = p.discriminator(real)
+                        real_logits = discriminate(real, y_real)
                         (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
                     penalty = (0.5 * p.config.r1_gamma * p.config.r1_every) * grad.square().sum(dim=1).mean()
                 with phase("D.forward.fake"), autocast():
-                    loss_d = d_loss(real_logits, p.discriminator(fake_for_d))
+                    loss_d = d_loss(real_logits, discriminate(fake_for_d, y_fake))
                 total_d = loss_d + penalty
             elif p.config.compile:
                 with phase("D.forward"), autocast():
-                    loss_d, real_logits = d_loss_of_inputs(real, fake_for_d)
+                    loss_d, real_logits = d_loss_of_inputs(real, fake_for_d, y_real, y_fake)
                     total_d = loss_d
             else:  # d_loss_of_inputs, in two phases so a profile tells the real and fake passes apart
                 with phase("D.forward.real"), autocast():
-                    real_logits = p.discriminator(real)
+                    real_logits = discriminate(real, y_real)
                 with phase("D.forward.fake"), autocast():
-                    loss_d = total_d = d_loss(real_logits, p.discriminator(fake_for_d))
+                    loss_d = total_d = d_loss(real_logits, discriminate(fake_for_d, y_fake))
             with phase("D.backward"):
                 p.optimizer_d.zero_grad(set_to_none=True)
                 total_d.backward()
@@ -175,7 +190,7 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
             q.requires_grad_(False)
         try:
             with phase("G.loss"), autocast():
-                loss_g = g_loss_of_input(d_input(fake))
+                loss_g = g_loss_of_input(d_input(fake), y_fake)
             with phase("G.backward"):
                 p.optimizer_g.zero_grad(set_to_none=True)
                 loss_g.backward()

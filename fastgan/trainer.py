@@ -99,8 +99,8 @@ class GANTrainer:
     shapes and non-finite data.
     """
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, data, config: TrainConfig | None = None,
-                 **settings):
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, data, config: TrainConfig | None = None, *,
+                 labels=None, **settings):
         if config is not None and not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a fastgan.TrainConfig, got {type(config).__name__} (settings go "
                             "in as keywords: GANTrainer(G, D, data, batch_size=64, ...))")
@@ -120,6 +120,7 @@ class GANTrainer:
         self.data = _data.from_tensor(data, device=self.device)
         self.latent_dim = check_gan_models(generator, discriminator, self.data.shape[1], config.pack,
                                            config.latent_dim)
+        self.labels, self.num_classes = self._check_labels(generator, discriminator, labels, config)
         self.kernels = ("triton" if self.device.type == "cuda" else "torch") if config.kernels == "auto" \
             else config.kernels
         self.generator = generator.to(self.device)
@@ -141,7 +142,8 @@ class GANTrainer:
         # after the optimizers: FlatAdam has put D's weights in one buffer, which one launch then normalises
         self.spectral = SpectralNorm(self.discriminator, config.seed) if config.spectral_norm else None
         self._parts = StepParts(self.generator, self.discriminator, self.optimizer_g, self.optimizer_d, self.data,
-                                self.latent_dim, self.rng, bce, config, self.ema, self.augment, self.spectral)
+                                self.latent_dim, self.rng, bce, config, self.ema, self.augment, self.spectral,
+                                self.labels)
         self.sampler = None
         self.step_path = "generic"
         if self.kernels == "triton-mlp":
@@ -164,6 +166,31 @@ class GANTrainer:
                                     config.graph_warmup) if config.cuda_graph else None
         self.step_count = 0
         self.losses = LossLog()
+
+    def _check_labels(self, generator, discriminator, labels, config) -> tuple[torch.Tensor | None, int | None]:
+        """The labels on the device (int64), and the number of classes; ValueError where models and labels
+        disagree. Conditional models are those with a ``num_classes`` attribute (``ConditionalMLPGenerator``,
+        ``ProjectionDiscriminator``): G(z, y) and D(x, y)."""
+        from .models import check_labels
+        g_classes = getattr(generator, "num_classes", None)
+        d_classes = getattr(discriminator, "num_classes", None)
+        if labels is None:
+            if g_classes is not None or d_classes is not None:
+                raise ValueError("the models are conditional (they have num_classes) but no labels were given: "
+                                 "GANTrainer(G, D, data, labels=y)")
+            return None, None
+        if g_classes is None or d_classes is None:
+            which = "generator" if g_classes is None else "discriminator"
+            raise ValueError(f"labels were given but the {which} is not conditional (no num_classes): use "
+                             "fastgan.ConditionalMLPGenerator and fastgan.ProjectionDiscriminator")
+        if g_classes != d_classes:
+            raise ValueError(f"the generator has {g_classes} classes and the discriminator {d_classes}")
+        if config.pack > 1:
+            raise ValueError("pack > 1 is not available for conditional GANs")
+        if not isinstance(labels, torch.Tensor):
+            labels = torch.as_tensor(labels)
+        check_labels(labels, g_classes, self.data.shape[0])
+        return labels.to(self.device, torch.int64).contiguous(), g_classes
 
     def _optimizer(self, module: nn.Module, lr: float, weight_decay: float, l1: float):
         config = self.config
@@ -299,16 +326,17 @@ class GANTrainer:
         return self.history
 
     @torch.no_grad()
-    def sample(self, n: int, seed: int = 0, ema: bool | None = None) -> torch.Tensor:
+    def sample(self, n: int, seed: int = 0, ema: bool | None = None, labels=None) -> torch.Tensor:
         """``n`` generator samples from noise drawn with its own ``seed`` (training RNG untouched).
 
         Uses the EMA generator when one is kept (``ema=None`` or ``True``), the raw one with ``ema=False``.
+        A conditional GAN takes ``labels``: a class for all, or one per sample (default 0, 1, ..., C-1, 0, ...).
         """
         n = _positive_int("n", n)
         if ema and self.ema is None:
             raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
         generator = self.ema.module if self.ema is not None and ema is not False else self.generator
-        return generate(generator, n, self.latent_dim, seed, self.device)
+        return generate(generator, n, self.latent_dim, seed, self.device, labels=labels)
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:

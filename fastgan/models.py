@@ -120,10 +120,11 @@ class ConditionalMLPGenerator(nn.Module):
         head = heads[output_activation]
         self.net = _mlp((self.latent_dim + self.num_classes, *self.hidden, self.out_dim), self.negative_slope,
                         head() if head is not None else None)
+        # one-hot rows picked by index: no value check, so no host sync (a CUDA graph can capture it)
+        self.register_buffer("onehot", torch.eye(self.num_classes), persistent=False)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        onehot = nn.functional.one_hot(labels, self.num_classes).to(z.dtype)
-        return self.net(torch.cat([z, onehot], dim=1))
+        return self.net(torch.cat([z, self.onehot.index_select(0, labels).to(z.dtype)], dim=1))
 
 
 class ProjectionDiscriminator(nn.Module):

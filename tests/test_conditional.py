@@ -91,6 +91,23 @@ def test_triton_kernels_train_a_conditional_gan_like_torch():
                          1e-5, f"{kernels} {key}")
 
 
+@pytest.mark.slow
+def test_compiled_conditional_step_has_no_graph_breaks_and_trains_like_eager():
+    from torch._dynamo.utils import counters
+    x, y = _data()
+    runs = []
+    counters.clear()
+    for compile_ in (False, True):
+        torch.manual_seed(0)
+        trainer = GANTrainer(*_pair(), x, labels=y, device="cpu", batch_size=16, lr=1e-3, precision="fp32",
+                             kernels="triton", compile=compile_)
+        trainer.fit(4, log_every=4, progress=False)
+        runs.append(trainer)
+    assert dict(counters["graph_break"]) == {}, dict(counters["graph_break"])
+    for key in ("loss_d", "loss_g"):
+        assert_close(torch.tensor(runs[1].history[key]), torch.tensor(runs[0].history[key]), 1e-5, key)
+
+
 def test_resume_of_a_conditional_run_is_exact(tmp_path):
     x, y = _data()
 

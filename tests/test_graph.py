@@ -67,6 +67,23 @@ def test_bf16_precision_is_applied_alike(kernels):
         assert_close(torch.tensor(triton_run.history[key]), torch.tensor(torch_run.history[key]), 2e-2, key)
 
 
+def test_conditional_gan_and_spectral_norm_in_a_graph():
+    from fastgan import ConditionalMLPGenerator, ProjectionDiscriminator
+    x = torch.rand(512, 20, device="cuda")
+    y = torch.randint(0, 4, (512,), device="cuda")
+    runs = []
+    for graph in (False, True):
+        torch.manual_seed(0)
+        trainer = GANTrainer(ConditionalMLPGenerator(8, 4, (32, 32), 20), ProjectionDiscriminator(20, 4, (32, 32)),
+                             x, labels=y, batch_size=64, lr=1e-3, seed=3, device="cuda", kernels="triton",
+                             precision="fp32", spectral_norm=True, fused_optimizer=True, cuda_graph=graph,
+                             steps_per_replay=4)
+        trainer.fit(11, log_every=11, progress=False)
+        runs.append(trainer)
+    for key in ("loss_d", "loss_g"):
+        assert_close(torch.tensor(runs[1].history[key]), torch.tensor(runs[0].history[key]), 1e-5, key)
+
+
 def test_triton_mlp_fused_step_in_a_graph_matches_torch():
     """The fused step (sampler="torch": PyTorch's draws, registered with the graph) against eager PyTorch."""
     eager = _train("torch", 11, fused_optimizer=True)

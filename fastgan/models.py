@@ -40,6 +40,21 @@ def _mlp(sizes: tuple[int, ...], negative_slope: float, head: nn.Module | None) 
     return nn.Sequential(*layers)
 
 
+def _generator_setup(g: nn.Module, latent_dim, hidden, out_dim, negative_slope, output_activation,
+                     extra_inputs: int) -> None:
+    """Checked sizes and ``g.net``: ``latent_dim + extra_inputs -> hidden... -> out_dim`` with the output head."""
+    (g.latent_dim,) = _check_sizes("latent_dim", (latent_dim,))
+    g.hidden = _check_sizes("hidden", hidden)
+    (g.out_dim,) = _check_sizes("out_dim", (out_dim,))
+    g.negative_slope = _check_slope(negative_slope)
+    heads = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, None: None}
+    if output_activation not in heads:
+        raise ValueError(f"output_activation must be 'sigmoid', 'tanh' or None, got {output_activation!r}")
+    head = heads[output_activation]
+    g.net = _mlp((g.latent_dim + extra_inputs, *g.hidden, g.out_dim), g.negative_slope,
+                 head() if head is not None else None)
+
+
 class MLPGenerator(nn.Module):
     """G: ``latent_dim -> hidden... -> out_dim``, leaky-ReLU hidden layers, sigmoid output in [0, 1].
 
@@ -50,16 +65,7 @@ class MLPGenerator(nn.Module):
     def __init__(self, latent_dim: int = 100, hidden: Sequence[int] = (128, 128), out_dim: int = 784,
                  negative_slope: float = 0.2, output_activation: str | None = "sigmoid"):
         super().__init__()
-        (self.latent_dim,) = _check_sizes("latent_dim", (latent_dim,))
-        self.hidden = _check_sizes("hidden", hidden)
-        (self.out_dim,) = _check_sizes("out_dim", (out_dim,))
-        self.negative_slope = _check_slope(negative_slope)
-        heads = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, None: None}
-        if output_activation not in heads:
-            raise ValueError(f"output_activation must be 'sigmoid', 'tanh' or None, got {output_activation!r}")
-        head = heads[output_activation]
-        self.net = _mlp((self.latent_dim, *self.hidden, self.out_dim), self.negative_slope,
-                        head() if head is not None else None)
+        _generator_setup(self, latent_dim, hidden, out_dim, negative_slope, output_activation, extra_inputs=0)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
@@ -109,17 +115,9 @@ class ConditionalMLPGenerator(nn.Module):
     def __init__(self, latent_dim: int = 100, num_classes: int = 10, hidden: Sequence[int] = (128, 128),
                  out_dim: int = 784, negative_slope: float = 0.2, output_activation: str | None = "sigmoid"):
         super().__init__()
-        (self.latent_dim,) = _check_sizes("latent_dim", (latent_dim,))
         self.num_classes = _check_classes(num_classes)
-        self.hidden = _check_sizes("hidden", hidden)
-        (self.out_dim,) = _check_sizes("out_dim", (out_dim,))
-        self.negative_slope = _check_slope(negative_slope)
-        heads = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, None: None}
-        if output_activation not in heads:
-            raise ValueError(f"output_activation must be 'sigmoid', 'tanh' or None, got {output_activation!r}")
-        head = heads[output_activation]
-        self.net = _mlp((self.latent_dim + self.num_classes, *self.hidden, self.out_dim), self.negative_slope,
-                        head() if head is not None else None)
+        _generator_setup(self, latent_dim, hidden, out_dim, negative_slope, output_activation,
+                         extra_inputs=self.num_classes)
         # one-hot rows picked by index: no value check, so no host sync (a CUDA graph can capture it)
         self.register_buffer("onehot", torch.eye(self.num_classes), persistent=False)
 

@@ -159,6 +159,31 @@ def math_model(request):
 
 
 @pytest.fixture
+def no_host_reads(monkeypatch):
+    """Within ``with no_host_reads():``, a Tensor read on the host (item, tolist, bool, float, int, cpu, numpy)
+    called from fastgan's own code fails the test: on CUDA it would be a device sync."""
+    import contextlib
+    import sys
+    from pathlib import Path
+    package = str(Path(__import__("fastgan").__file__).parent)
+
+    def guard(name, original):
+        def checked(*args, **kwargs):
+            if sys._getframe(1).f_code.co_filename.startswith(package):
+                raise AssertionError(f"Tensor.{name} called inside fastgan's step: a host sync")
+            return original(*args, **kwargs)
+        return checked
+
+    @contextlib.contextmanager
+    def block():
+        with monkeypatch.context() as patch:
+            for name in ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy"):
+                patch.setattr(torch.Tensor, name, guard(name, getattr(torch.Tensor, name)))
+            yield
+    return block
+
+
+@pytest.fixture
 def ieee():
     """Exact fp32 matmuls for the duration of a test."""
     with ops.matmul_precision("ieee"):

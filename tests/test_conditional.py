@@ -92,7 +92,7 @@ def test_triton_kernels_train_a_conditional_gan_like_torch():
 
 
 @pytest.mark.slow
-def test_compiled_conditional_step_has_no_graph_breaks_and_trains_like_eager():
+def test_compiled_conditional_step_with_spectral_norm_has_no_graph_breaks_and_trains_like_eager():
     from torch._dynamo.utils import counters
     x, y = _data()
     runs = []
@@ -100,7 +100,7 @@ def test_compiled_conditional_step_has_no_graph_breaks_and_trains_like_eager():
     for compile_ in (False, True):
         torch.manual_seed(0)
         trainer = GANTrainer(*_pair(), x, labels=y, device="cpu", batch_size=16, lr=1e-3, precision="fp32",
-                             kernels="triton", compile=compile_)
+                             kernels="triton", compile=compile_, spectral_norm=True)
         trainer.fit(4, log_every=4, progress=False)
         runs.append(trainer)
     assert dict(counters["graph_break"]) == {}, dict(counters["graph_break"])

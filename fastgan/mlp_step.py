@@ -74,19 +74,41 @@ def fused_step_blocker(config: TrainConfig, generator, discriminator, optimizer_
 
 
 class DeviceSampler:
-    """The Philox sampler's state: a seed and a call counter, both int64 on the device (so a graph replays
-    fresh draws); ``state_dict`` holds the counter, for exact resume."""
+    """The Philox sampler's state: a seed and a counter, both int64 on the device (so a graph replays fresh
+    draws). Each of a call's P programs adds 1 to the counter, and a call's number is counter // P, so P
+    (which follows the batch size) is kept too: when it changes, ``realign`` moves the counter to the next
+    call boundary of the new P, and no call number repeats. ``state_dict`` holds all three (exact resume)."""
 
     def __init__(self, seed: int, device: torch.device):
         self.seed = torch.tensor([seed & 0x7FFFFFFFFFFFFFFF], dtype=torch.int64, device=device)
         self.counter = torch.zeros(1, dtype=torch.int64, device=device)
+        self.programs: int | None = None    # P of the calls so far (None: no call yet)
+
+    def realign(self, programs: int) -> None:
+        """Before calls with ``programs`` programs each: a no-op when P is unchanged (the common case, and
+        inside a graph capture); otherwise counter = ceil(counter / P_old) * P_new, on the device."""
+        if self.programs is not None and self.programs != programs:
+            calls = (self.counter + (self.programs - 1)) // self.programs
+            self.counter.copy_(calls * programs)
+        self.programs = programs
 
     def state_dict(self) -> dict:
-        return {"seed": self.seed.clone(), "counter": self.counter.clone()}
+        return {"seed": self.seed.clone(), "counter": self.counter.clone(), "programs": self.programs}
+
+    @staticmethod
+    def check_state(state) -> None:
+        """ValueError unless ``state`` is a sampler state (checked before a load changes anything)."""
+        ok = isinstance(state, dict) and all(isinstance(state.get(k), torch.Tensor) and state[k].shape == (1,)
+                                             and state[k].dtype == torch.int64 for k in ("seed", "counter"))
+        programs = state.get("programs") if isinstance(state, dict) else None
+        if not ok or not (programs is None or (isinstance(programs, int) and programs > 0)):
+            raise ValueError("the checkpoint's sampler state is not a Philox sampler state (seed, counter, programs)")
 
     def load_state_dict(self, state: dict) -> None:
+        self.check_state(state)
         self.seed.copy_(state["seed"])
         self.counter.copy_(state["counter"])
+        self.programs = state["programs"]
 
 
 class _Buffers:
@@ -142,6 +164,8 @@ def make_fused_step(p: StepParts, sampler: DeviceSampler | None) -> Callable[[in
         loss_g = torch.empty((), device=device, dtype=torch.float32)
         grad_d = b.partial_d if b.partial_d is not None else opt_d.grad
         grad_g = b.partial_g if b.partial_g is not None else opt_g.grad
+        if sampler is not None:   # (host-side; it only touches the device when the batch size changed)
+            sampler.realign(M.sample_programs(batch))
         for _ in range(config.d_steps):
             with phase("data"):
                 if sampler is not None:
@@ -179,4 +203,5 @@ def make_fused_step(p: StepParts, sampler: DeviceSampler | None) -> Callable[[in
         with precision_scope(p.config.precision):
             return step(index)
 
+    step_with_precision.buffers = buffers   # the step's own buffers, by batch size (for inspection and tests)
     return step_with_precision

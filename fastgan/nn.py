@@ -88,6 +88,8 @@ def whole_mlp_spec(seq: nn.Module) -> tuple[MLPSpec | None, str]:
     if not layers:
         return None, "it has no Linear layer"
     linears = [lin for lin, _ in layers]
+    if any(isinstance(lin, nn.modules.lazy.LazyModuleMixin) or lin.in_features < 1 for lin in linears):
+        return None, "it has a lazy (uninitialised) Linear layer"
     if len({lin.bias is not None for lin in linears}) > 1:
         return None, "some of its Linear layers have a bias and some do not"
     for a, b in zip(linears[:-1], linears[1:]):
@@ -108,6 +110,17 @@ def whole_mlp_spec(seq: nn.Module) -> tuple[MLPSpec | None, str]:
                    hidden_act[0] if hidden_act else "none", out_act[0] if out_act else "none",
                    next(iter(slopes)) if slopes else 0.01)
     return spec, ""
+
+
+def _back_to_back(params: list[torch.Tensor]) -> bool:
+    """Whether the parameters sit one after another in one buffer (the layout the whole-MLP op reads)."""
+    first, offset = params[0], 0
+    for p in params:
+        if not p.is_contiguous() or p.untyped_storage().data_ptr() != first.untyped_storage().data_ptr() \
+                or p.data_ptr() != first.data_ptr() + p.element_size() * offset:
+            return False
+        offset += p.numel()
+    return True
 
 
 class FusedMLP(nn.Sequential):
@@ -140,7 +153,9 @@ class FusedMLP(nn.Sequential):
     def _apply(self, fn, recurse=True):
         out = super()._apply(fn, recurse)
         params = list(self.parameters())
-        if params and all(p.dtype == torch.float32 for p in params):
+        # only when a move broke the layout: parameters already back to back (FlatAdam's buffer, say) stay
+        # where they are, or an optimizer holding that buffer would update weights the module no longer reads
+        if params and all(p.dtype == torch.float32 for p in params) and not _back_to_back(params):
             self._flatten()
         return out
 

@@ -126,11 +126,11 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
     if p.config.compile:
         options = {} if p.config.compile is True else {"mode": p.config.compile}
         generator = torch.compile(p.generator, **options)
+        d_loss_of_inputs = torch.compile(d_loss_of_inputs, **options)
+        g_loss_of_input = torch.compile(g_loss_of_input, **options)
 
     def generate(z, y):
         return generator(z, y) if conditional else generator(z)
-        d_loss_of_inputs = torch.compile(d_loss_of_inputs, **options)
-        g_loss_of_input = torch.compile(g_loss_of_input, **options)
 
     cudagraph_trees = p.config.compile in CUDAGRAPH_COMPILE_MODES  # (a no-op on a CPU)
 

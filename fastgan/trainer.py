@@ -377,9 +377,11 @@ class GANTrainer:
             if self.spectral is not None:
                 if state["spectral_norm"]["u"].shape != self.spectral.u.shape:
                     raise ValueError("the checkpoint's spectral-norm state does not fit this discriminator")
-            if self.sampler is not None and not isinstance(state.get("sampler"), dict):
-                raise ValueError("this trainer draws batches with the Philox sampler but the checkpoint has no "
-                                 "sampler state (it was written by another sampler: pass sampler='torch')")
+            if self.sampler is not None:
+                if not isinstance(state.get("sampler"), dict):
+                    raise ValueError("this trainer draws batches with the Philox sampler but the checkpoint has no "
+                                     "sampler state (it was written by another sampler: pass sampler='torch')")
+                self.sampler.check_state(state["sampler"])
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{path} does not fit this trainer: {e}") from e
         for name, module in modules.items():

@@ -101,6 +101,31 @@ def test_philox_sampler_resumes_exactly(tmp_path):
         _trainer("triton-mlp").load(written_by_torch_sampler)
 
 
+def test_philox_draws_never_repeat_when_the_batch_size_changes():
+    """A call's number is counter // P with P programs per call; a new batch size changes P, and the counter
+    moves to the next call boundary so no call number (and no draw) comes back."""
+    trainer = _trainer("triton-mlp", batch_size=64)
+    seen = []
+    for batch in (64, 64, 80, 48, 64):
+        trainer.batch_size = batch
+        trainer.step()
+        seen.append(trainer._step.buffers[batch].x_d[:batch].clone())
+        assert int(trainer.sampler.counter) % trainer.sampler.programs == 0
+    for i in range(1, len(seen)):
+        rows = min(seen[i].shape[0], seen[i - 1].shape[0])
+        same = (seen[i][:rows] == seen[i - 1][:rows]).all(dim=1).float().mean().item()
+        assert same < 0.2, f"step {i}: {same:.0%} of rows repeat the previous step's"
+
+
+def test_compile_compiles_all_three_regions(monkeypatch):
+    compiled = []
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: (compiled.append(getattr(fn, "__name__", type(fn).__name__)),
+                                                            real_compile(fn, **kw))[1])
+    _trainer("torch", compile=True)
+    assert compiled == ["MLPGenerator", "d_loss_of_inputs", "g_loss_of_input"], compiled
+
+
 def test_options_outside_the_fused_step_run_the_modules_and_say_why():
     trainer = _trainer("triton-mlp", loss="hinge", instance_noise=0.1)
     assert trainer.step_path.startswith("generic (") and "hinge" in trainer.step_path
@@ -165,8 +190,10 @@ def test_fused_step_never_reads_the_device_and_keeps_its_buffers(no_host_reads):
     trainer = _trainer("triton-mlp")
     trainer.step()
     counter_before = trainer.sampler.counter.clone()
-    pointers = (trainer.optimizer_g.data.data_ptr(), trainer.optimizer_d.grad.data_ptr())
+    buffers = trainer._step.buffers[trainer.batch_size]
+    pointers = {name: t.data_ptr() for name, t in vars(buffers).items() if isinstance(t, torch.Tensor)}
     with no_host_reads():
         trainer.step()
-    assert (trainer.optimizer_g.data.data_ptr(), trainer.optimizer_d.grad.data_ptr()) == pointers
+    assert trainer._step.buffers[trainer.batch_size] is buffers
+    assert {name: t.data_ptr() for name, t in vars(buffers).items() if isinstance(t, torch.Tensor)} == pointers
     assert int(trainer.sampler.counter) > int(counter_before)

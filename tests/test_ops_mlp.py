@@ -152,8 +152,24 @@ def test_loss_epilogue_and_split_reduction(seed, ieee, monkeypatch):
     assert_close(y, logits.detach(), 1e-5, "logits")
     assert_close(loss, expect_loss.detach(), 1e-5, "loss")
     assert_close(grad.sum(0), expect_grad, 1e-5, "gradient, summed over the splits")
-    assert_close(grad[0] + grad[1:].sum(0), expect_grad, 1e-5, "split 0 holds only its own rows")
+    # each split holds the gradient of its own 8 rows' loss terms, and of no other row's
+    xd = x.double().cpu()
+    targets = torch.tensor([0.9] * split + [0.0] * (rows - split), dtype=torch.float64)[:, None]
+    weights = torch.tensor([1 / split] * split + [1 / 16] * (rows - split), dtype=torch.float64)[:, None]
+    for s in range(splits):
+        part = slice(8 * s, 8 * s + 8)
+        terms = bce(fused_mlp_reference(xd[part], p, spec), targets[part], reduction="none") * weights[part]
+        expect_part = torch.cat([t.reshape(-1) for t in torch.autograd.grad(terms.sum(), p)])
+        assert_close(grad[s], expect_part, 1e-5, f"split {s}", allowance=torch.full_like(expect_part, 1e-7))
     assert not torch.isnan(grad).any()
+    with pytest.raises(ValueError, match="Linear\\(h, 1\\)"):
+        M.mlp_backward(x, torch.zeros(MLPSpec((11, 3)).numel), MLPSpec((11, 3)), acts=_nan(rows, 0), y=_nan(rows, 3),
+                       g=_nan(rows, 3), loss=(1, 1.0, 1.0, 1.0, 1.0), loss_partials=partials)
+    with pytest.raises(ValueError, match="loss_partials"):
+        M.mlp_backward(x, flat, spec, acts=acts, y=y, g=g, forward=True, loss=(1, 1.0, 1.0, 1.0, 1.0),
+                       loss_partials=_nan(2))
+    with pytest.raises(ValueError, match="unit column stride"):
+        M.mlp_forward(x, flat, spec, acts=_nan(rows, 2 * spec.hidden_columns)[:, ::2], y=y)
 
 
 def test_op_autograd_matches_reference_and_compiles_without_graph_breaks(seed, ieee):

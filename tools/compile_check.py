@@ -195,9 +195,10 @@ def _cases(quick: bool):
                                           flat[116736:].view(1, 128)], list(u.split([128, 128, 1])))
 
     cases.append(("spectral_normalize_ (D's three layers)", spectral))
-    cases.append(("sample_batch", lambda: ops.mlp.sample_batch(torch.rand(100, 784), torch.empty(128, 784),
-                                                               torch.empty(128, 100), torch.tensor([1]),
-                                                               torch.zeros(1, dtype=torch.int64))))
+    for rows in (100, 1):   # a size of 1 specialises to a constant unless the kernel says not to
+        cases.append((f"sample_batch from {rows} rows", lambda rows=rows: ops.mlp.sample_batch(
+            torch.rand(rows, 784), torch.empty(128, 784), torch.empty(128, 100), torch.tensor([1]),
+            torch.zeros(1, dtype=torch.int64))))
 
     def adam(n):
         def run():

@@ -28,7 +28,7 @@ if HAS_TRITON:
             p = tl.load(param_ptr + offs, mask=mask, other=0.0)
             g = tl.load(grad_ptr + offs, mask=mask, other=0.0)
             for s in tl.static_range(1, PARTIALS):
-                g += tl.load(grad_ptr + s * n + offs, mask=mask, other=0.0)
+                g += tl.load(grad_ptr + s * n.to(tl.int64) + offs, mask=mask, other=0.0)
             g += weight_decay * p
             g += l1 * tl.where(p > 0, 1.0, tl.where(p < 0, -1.0, 0.0))
             p = p * shrink

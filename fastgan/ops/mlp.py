@@ -125,10 +125,44 @@ def _loss_args(loss):
     return int(split_row), float(target_a), float(target_b), float(weight_a), float(weight_b)
 
 
+def _check_buffer(name, t, rows, columns):
+    if t.dtype != torch.float32 or t.dim() != 2 or t.shape[0] < rows or t.shape[1] != columns or \
+            (t.numel() and t.stride(1) != 1):
+        raise ValueError(f"{name} must be a float32 ({rows}, {columns}) buffer with unit column stride, got "
+                         f"{tuple(t.shape)} {t.dtype} strides {t.stride()}")
+
+
+def _check_launch(x, flat, spec, acts, y, g, dy, dx, loss, loss_partials):
+    """The launchers' buffers against the spec (host-side only: safe inside a graph capture)."""
+    M = x.shape[0]
+    if x.dim() != 2 or x.shape[1] != spec.dims[0]:
+        raise ValueError(f"x must be (rows, {spec.dims[0]}), got {tuple(x.shape)}")
+    if flat.dtype != torch.float32 or flat.numel() < spec.numel or not flat.is_contiguous():
+        raise ValueError(f"the flat parameters must be a contiguous float32 buffer of >= {spec.numel} elements")
+    _check_buffer("acts", acts, M, spec.hidden_columns)
+    _check_buffer("y", y, M, spec.dims[-1])
+    if g is not None:
+        _check_buffer("g", g, M, spec.gradient_columns)
+    if dy is not None and tuple(dy.shape) != (M, spec.dims[-1]):
+        raise ValueError(f"dy must be ({M}, {spec.dims[-1]}), got {tuple(dy.shape)}")
+    if dx is not None and tuple(dx.shape) != tuple(x.shape):
+        raise ValueError(f"dx must have x's shape {tuple(x.shape)}, got {tuple(dx.shape)}")
+    if loss is not None:
+        if spec.dims[-1] != 1 or spec.output_activation != "none":
+            raise ValueError("the loss epilogue needs a last layer Linear(h, 1) without activation (logits)")
+        if loss_partials is None or loss_partials.dtype != torch.float32 or \
+                loss_partials.numel() < loss_buffer_size(M) or not loss_partials.is_contiguous():
+            raise ValueError(f"loss_partials must be a contiguous float32 buffer of >= {loss_buffer_size(M)} "
+                             "elements (loss_buffer_size)")
+
+
 def _launch_rows(x, flat, spec, *, acts, y, g, dy=None, dx=None, loss=None, loss_partials=None, forward=True,
                  backward=False, bf16=False):
+    _check_launch(x, flat, spec, acts, y, g, dy, dx, loss, loss_partials)
     M = x.shape[0]
     if M == 0:
+        if loss_partials is not None:
+            loss_partials[:1].zero_()   # no program ran: the loss of no rows is 0
         return
     key = zlib.crc32(repr((spec.dims, forward, loss is not None, backward, dx is not None)).encode()) & 0x7FFFFFFF
     check_tuned_for_capture("_mlp_rows_kernel", (M, key), x)
@@ -174,6 +208,12 @@ def mlp_weight_grad(x, spec, *, acts, g, grad, loss_partials=None, loss_out=None
     """dW, db of every layer into ``grad`` ((splits, spec.numel), splits = ``weight_grad_splits(rows)``):
     each split's sum over its rows; with ``loss_out``, also the sum of ``loss_partials`` into it."""
     M = x.shape[0]
+    if grad.dim() != 2 or grad.shape[1] != spec.numel or grad.dtype != torch.float32 or not grad.is_contiguous():
+        raise ValueError(f"grad must be a contiguous float32 (splits, {spec.numel}) buffer, got {tuple(grad.shape)}")
+    _check_buffer("acts", acts, M, spec.hidden_columns)
+    _check_buffer("g", g, M, spec.gradient_columns)
+    if (loss_out is None) != (loss_partials is None):
+        raise ValueError("loss_partials and loss_out go together")
     splits = grad.shape[0]
     rows_per_split = max(1, triton.cdiv(M, splits))
     check_tuned_for_capture("_mlp_weight_grad_kernel", (M, spec.shape_key, rows_per_split), x)

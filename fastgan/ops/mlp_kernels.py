@@ -246,7 +246,8 @@ if HAS_TRITON:
                 if pid_k == 0:
                     tl.store(out + d_out * d_in + offs_n, bias_acc, mask=mask_n)
 
-    @triton.jit
+    # (sizes not specialised: a value of 1 would become a compile-time constant, with no .to())
+    @triton.jit(do_not_specialize=["n_data", "features", "latent", "batch"])
     def _sample_kernel(data_ptr, stride_dm, stride_df, n_data, features, x_ptr, stride_xm, z_ptr, stride_zm, latent,
                        batch, seed_ptr, counter_ptr, BLOCK_M: tl.constexpr, BLOCK_F: tl.constexpr):
         """x[r] = data[idx_r], z[r] ~ N(0, 1)^latent for rows r of this program; idx_r uniform in [0, n_data).

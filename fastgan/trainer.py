@@ -24,7 +24,7 @@ from .ema import EMA
 from .graph import GraphedStep
 from .history import LossLog
 from .losses import bce_with_logits
-from .models import check_gan_models, generate
+from .models import check_gan_models, generate, rejection_sample
 from .optim import FlatAdam
 from .phases import phase
 from .spectral import SpectralNorm
@@ -326,16 +326,34 @@ class GANTrainer:
         return self.history
 
     @torch.no_grad()
-    def sample(self, n: int, seed: int = 0, ema: bool | None = None, labels=None) -> torch.Tensor:
+    def sample(self, n: int, seed: int = 0, ema: bool | None = None, labels=None,
+               rejection: bool | float = False) -> torch.Tensor:
         """``n`` generator samples from noise drawn with its own ``seed`` (training RNG untouched).
 
         Uses the EMA generator when one is kept (``ema=None`` or ``True``), the raw one with ``ema=False``.
         A conditional GAN takes ``labels``: a class for all, or one per sample (default 0, 1, ..., C-1, 0, ...).
+        ``rejection=True`` (or a quantile in [0, 1), default 0.8): discriminator rejection sampling, G's
+        candidates kept by D's verdict (``fastgan.models.rejection_sample``; the rate accepted is in
+        ``self.last_acceptance``). Not for conditional or packed D.
         """
         n = _positive_int("n", n)
         if ema and self.ema is None:
             raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
         generator = self.ema.module if self.ema is not None and ema is not False else self.generator
+        if rejection is not False:
+            if self.config.pack > 1:
+                raise ValueError("rejection sampling scores single samples: not with pack > 1")
+            if labels is not None:
+                raise ValueError("rejection sampling is for unconditional GANs")
+            quantile = 0.8 if rejection is True else float(rejection)
+            training = self.discriminator.training
+            self.discriminator.eval()
+            try:
+                samples, self.last_acceptance = rejection_sample(generator, self.discriminator, n, self.latent_dim,
+                                                                 seed, self.device, quantile)
+            finally:
+                self.discriminator.train(training)
+            return samples
         return generate(generator, n, self.latent_dim, seed, self.device, labels=labels)
 
     # -- checkpoints ----------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from .trainer import GANTrainer, NonFiniteLossError, TrainingInterrupted
 
 __version__ = "0.1.0"
 
-__all__ = ["MLPGenerator", "MLPDiscriminator", "ConditionalMLPGenerator", "ProjectionDiscriminator", "GANTrainer", "TrainConfig", "FusedLinear", "FusedMLP", "fuse", "ops",
+__all__ = ["MLPGenerator", "MLPDiscriminator", "ConditionalMLPGenerator", "ProjectionDiscriminator", "GANTrainer",
+           "TrainConfig", "FusedLinear", "FusedMLP", "fuse", "ops",
            "data", "losses",
            "metrics", "optim", "profiling",
            "CheckpointError", "NonFiniteLossError", "TrainingInterrupted", "__version__"]

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["MLPGenerator", "MLPDiscriminator", "ConditionalMLPGenerator", "ProjectionDiscriminator", "ModelPreset", "PRESETS", "DATA_PRESETS", "first_linear", "last_linear",
+__all__ = ["MLPGenerator", "MLPDiscriminator", "ConditionalMLPGenerator", "ProjectionDiscriminator", "ModelPreset",
+           "PRESETS", "DATA_PRESETS", "first_linear", "last_linear", "check_labels", "rejection_sample",
            "generate", "check_gan_models"]
 
 

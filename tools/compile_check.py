@@ -189,6 +189,7 @@ def _cases(quick: bool):
                           mlp(dims, bias, hidden, out, "tf32", bf16=True)))
     cases.append(("fused_mlp 1024-wide hidden, 10,000 rows (split reduction)",
                   mlp((784, 1024, 1024, 784), True, "leaky_relu", "tanh", "tf32", rows=10_000)))
+
     def spectral():
         flat, u = torch.randn(784 * 128 + 128 * 128 + 128), torch.randn(257)
         ops.spectral.spectral_normalize_([flat[:100352].view(128, 784), flat[100352:116736].view(128, 128),

@@ -22,10 +22,10 @@ from .adam import adam_step
 from .bce import sigmoid_bce_with_logits
 from .head import linear_bce_head, linear_bce_head_reference
 from .linear import fused_linear, fused_linear_reference
-from . import mlp, spectral  # noqa: F401 - ops.mlp: the fused step's launchers; ops.spectral: SN
+from . import mlp, spectral  # ops.mlp: the fused step's launchers; ops.spectral: spectral normalisation
 from .mlp import MLPSpec, fused_mlp, fused_mlp_reference
 
-__all__ = ["adam_step", "fused_linear", "fused_linear_reference", "fused_mlp", "fused_mlp_reference", "MLPSpec",
+__all__ = ["mlp", "spectral", "adam_step", "fused_linear", "fused_linear_reference", "fused_mlp", "fused_mlp_reference", "MLPSpec",
            "sigmoid_bce_with_logits", "linear_bce_head",
            "linear_bce_head_reference", "ACTIVATIONS",
            "activation_from_name", "set_matmul_precision", "get_matmul_precision", "matmul_precision",

@@ -21,6 +21,10 @@ class EMA:
             raise ValueError(f"ema decay must be a number in (0, 1), e.g. 0.999; got {decay!r}")
         self.decay = float(decay)
         self.module = copy.deepcopy(model).requires_grad_(False).eval()
+        from .nn import FusedMLP
+        for m in self.module.modules():   # a deep copy gives each parameter its own buffer: one again,
+            if isinstance(m, FusedMLP):   # so the whole-MLP op reads them in place rather than copying
+                m.keep_flat()
         self._averaged = list(self.module.parameters())
 
     @torch.no_grad()

@@ -150,13 +150,18 @@ class FusedMLP(nn.Sequential):
                 p.data = flat[offset:offset + p.numel()].view_as(p)
                 offset += p.numel()
 
-    def _apply(self, fn, recurse=True):
-        out = super()._apply(fn, recurse)
+    def keep_flat(self) -> None:
+        """Put the parameters back to back in one buffer if they are not (after a move or a deep copy).
+
+        Parameters already back to back (FlatAdam's buffer, say) stay where they are: an optimizer holding
+        that buffer would otherwise update weights the module no longer reads."""
         params = list(self.parameters())
-        # only when a move broke the layout: parameters already back to back (FlatAdam's buffer, say) stay
-        # where they are, or an optimizer holding that buffer would update weights the module no longer reads
         if params and all(p.dtype == torch.float32 for p in params) and not _back_to_back(params):
             self._flatten()
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        self.keep_flat()
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

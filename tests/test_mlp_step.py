@@ -170,6 +170,16 @@ def test_fuse_whole_keeps_state_dict_and_falls_back_with_a_warning():
     assert ops.mlp.flat_parameters(params).data_ptr() == params[0].data_ptr()
     g.net.to(torch.float32)   # a move re-flattens
     assert ops.mlp.flat_parameters(list(g.net.parameters())).data_ptr() == next(g.net.parameters()).data_ptr()
+    # ... but never away from an optimizer's buffer that already holds them back to back
+    from fastgan.optim import FlatAdam
+    optimizer = FlatAdam(g.net)
+    g.net.to("cpu")
+    assert next(g.net.parameters()).data_ptr() == optimizer.data.data_ptr()
+    # an EMA copy gets its own buffer, read in place
+    from fastgan.ema import EMA
+    ema = EMA(g, 0.9)
+    copied = list(ema.module.net.parameters())
+    assert ops.mlp.flat_parameters(copied).data_ptr() == copied[0].data_ptr() != params[0].data_ptr()
 
     mixed = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
     with pytest.warns(UserWarning, match="cannot be fused whole.*LayerNorm"):

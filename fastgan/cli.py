@@ -17,7 +17,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .models import DATA_PRESETS, PRESETS, ModelPreset, generate
 from .plots import save_image_grid, save_loss_curve, save_scatter
 from .losses import LOSSES
-from .config import KERNELS, PRECISIONS, SAMPLERS, TrainConfig
+from .config import KERNELS, PACK_CONVENTIONS, PRECISIONS, SAMPLERS, TrainConfig
 from .trainer import GANTrainer, NonFiniteLossError, TrainingInterrupted
 
 DESCRIPTION = """\
@@ -99,7 +99,6 @@ def _add_fast_step_options(parser: argparse.ArgumentParser) -> None:
 # Every other field is a flag (tests/test_cli.py checks): a new setting cannot be forgotten here.
 NOT_TRAIN_FLAGS = {
     "betas": "DCGAN's (0.5, 0.999), as every run in the benchmarks",
-    "latent_dim": "the data set's model preset (fastgan.models.DATA_PRESETS)",
     "graph_warmup": "3 eager steps before a CUDA-graph capture, enough to create and tune everything",
 }
 # Flags whose default is not TrainConfig's, and why (the others share it: tests/test_config.py checks).
@@ -138,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--real-label", type=float, default=None,
                        help="D's target for real data: 0.9 (the default with the BCE loss) is one-sided label "
                             "smoothing, 1.0 the plain GAN loss; not used by --loss hinge")
+    train.add_argument("--latent-dim", type=_positive(int), default=None,
+                       help="G's noise size (default: the data set's preset: 100 for images, 16 for ring/grid)")
     train.add_argument("--seed", type=int, default=0, help="seeds model init, batches and noise (default: 0)")
     _add_fast_step_options(train)
     stabilise = train.add_argument_group("stabilisation options")
@@ -147,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     stabilise.add_argument("--d-steps", type=_positive(int), default=1, help="D updates per G update")
     stabilise.add_argument("--ema", type=float, default=None, help="EMA decay of G's weights, e.g. 0.999")
     stabilise.add_argument("--pack", type=_positive(int), default=1, help="PacGAN packing degree")
+    stabilise.add_argument("--pack-convention", choices=PACK_CONVENTIONS, default="samples",
+                           help="what --batch-size counts when packing: samples (default: D sees batch/pack rows) "
+                                "or rows (PacGAN's code: D sees batch packed rows, pack x batch samples a step)")
     stabilise.add_argument("--instance-noise", type=float, default=0.0, help="std of noise on D's inputs")
     stabilise.add_argument("--r1-gamma", type=float, default=0.0, help="R1 penalty weight on real data")
     stabilise.add_argument("--r1-every", type=_positive(int), default=16, help="R1 every N steps")
@@ -220,7 +224,7 @@ def run_train(args: argparse.Namespace) -> int:
     checkpoint = out / "checkpoint.pt"
     preset = PRESETS[DATA_PRESETS[args.data]]
     model_config = {"data": args.data, "hidden": list(args.hidden or preset.hidden), "pack": args.pack,
-                    "latent_dim": preset.latent_dim, "output_activation": preset.output_activation}
+                    "latent_dim": args.latent_dim or preset.latent_dim, "output_activation": preset.output_activation}
     if args.conditional:
         if args.data not in ("digits", "mnist"):
             raise ValueError(f"--conditional needs class labels: --data digits or mnist, not {args.data}")
@@ -241,6 +245,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.real_label is None:
         args.real_label = 1.0 if args.loss == "hinge" else 0.9
+        if args.loss != "hinge":   # the API's default is 1.0: say which one this run uses, and why
+            print("fastgan: real_label 0.9 (the CLI's default: one-sided label smoothing, steadier on digits; the "
+                  "Python API's default is 1.0, the plain GAN loss: pass --real-label 1.0 for it)")
     config = config_from_args(args, pack=model_config.get("pack", 1))
     conditional = model_config.get("num_classes") is not None   # (a resumed conditional run stays one)
     loaded = datasets.load(args.data, root=args.data_root, device=config.device, labels=conditional)

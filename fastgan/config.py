@@ -16,10 +16,11 @@ from .augment import parse_transforms
 from .losses import LOSSES, check_real_label
 
 __all__ = ["TrainConfig", "KERNELS", "COMPILE_MODES", "CUDAGRAPH_COMPILE_MODES", "PRECISIONS", "FUSED_OPTIMIZERS",
-           "SAMPLERS"]
+           "SAMPLERS", "PACK_CONVENTIONS"]
 
 KERNELS = ("torch", "triton", "triton-mlp", "auto")
 SAMPLERS = ("auto", "torch", "philox")
+PACK_CONVENTIONS = ("samples", "rows")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # torch.compile modes that record CUDA graphs of their own (cudagraph trees): each call's outputs are
 # overwritten by the next call, so the step marks its boundaries and copies out what outlives it.
@@ -80,8 +81,11 @@ class TrainConfig:
         lr_g, lr_d: separate learning rates (TTUR); each defaults to ``lr``.
         d_steps: D updates per G update.
         ema: decay of an exponential moving average of G's weights (e.g. 0.999), used by ``sample``.
-        pack: PacGAN packing: D sees ``pack`` samples per row, so its input size is ``pack * features``
-            and ``batch_size`` must be a multiple of ``pack``.
+        pack: PacGAN packing: D sees ``pack`` samples per row, so its input size is ``pack * features``.
+        pack_convention: what ``batch_size`` counts when packing: ``"samples"`` (default, fastgan's: a step
+            draws ``batch_size`` real and fake samples, D sees ``batch_size / pack`` rows of each, and
+            ``batch_size`` must be a multiple of ``pack``) or ``"rows"`` (PacGAN's code: D sees ``batch_size``
+            packed rows of each, so a step draws ``pack * batch_size`` samples).
         instance_noise: std of Gaussian noise added to D's real and fake inputs.
         r1_gamma, r1_every: R1 penalty weight on real data, applied every ``r1_every`` steps.
 
@@ -117,6 +121,7 @@ class TrainConfig:
     d_steps: int = 1
     ema: float | None = None
     pack: int = 1
+    pack_convention: str = "samples"
     instance_noise: float = 0.0
     r1_gamma: float = 0.0
     r1_every: int = 16
@@ -194,8 +199,12 @@ class TrainConfig:
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if self.latent_dim is not None:
             _positive_int("latent_dim", self.latent_dim)
-        if self.batch_size % self.pack:
-            raise ValueError(f"batch_size {self.batch_size} must be a multiple of pack={self.pack}")
+        if self.pack_convention not in PACK_CONVENTIONS:
+            raise ValueError(f"pack_convention must be one of {', '.join(map(repr, PACK_CONVENTIONS))}, got "
+                             f"{self.pack_convention!r}")
+        if self.pack_convention == "samples" and self.batch_size % self.pack:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of pack={self.pack} (or count D's "
+                             "rows: pack_convention='rows')")
         if self.device is not None:
             try:
                 self.device = str(torch.device(self.device))
@@ -208,6 +217,11 @@ class TrainConfig:
         if self.augment_p is not None:
             return self.augment_p
         return 0.0 if self.augment_target is not None else 1.0
+
+    @property
+    def samples_per_step(self) -> int:
+        """Real (and fake) samples one D update draws: ``batch_size``, times ``pack`` when counting rows."""
+        return self.batch_size * self.pack if self.pack_convention == "rows" else self.batch_size
 
     @property
     def generator_lr(self) -> float:

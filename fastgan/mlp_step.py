@@ -149,7 +149,7 @@ def make_fused_step(p: StepParts, sampler: DeviceSampler | None) -> Callable[[in
 
     def step(index: int) -> tuple[torch.Tensor, torch.Tensor]:
         config = p.config
-        batch, pack = config.batch_size, config.pack
+        batch, pack = config.samples_per_step, config.pack
         bf16 = config.precision == "bf16"
         b = buffers.get(batch)
         if b is None:

@@ -140,13 +140,14 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
         for d_step in range(p.config.d_steps):
             last = d_step == p.config.d_steps - 1
             with phase("data"):
-                batch = torch.randint(0, n, (p.config.batch_size,), device=device, generator=p.rng)
+                samples = p.config.samples_per_step
+                batch = torch.randint(0, n, (samples,), device=device, generator=p.rng)
                 real = d_input(p.data.index_select(0, batch))
-                z = torch.randn(p.config.batch_size, p.latent_dim, device=device, generator=p.rng)
+                z = torch.randn(samples, p.latent_dim, device=device, generator=p.rng)
                 y_real = y_fake = None
                 if conditional:  # fake labels follow the data's label distribution
                     y_real = p.labels.index_select(0, batch)
-                    other = torch.randint(0, n, (p.config.batch_size,), device=device, generator=p.rng)
+                    other = torch.randint(0, n, (samples,), device=device, generator=p.rng)
                     y_fake = p.labels.index_select(0, other)
             with phase("G.forward"), autocast():
                 if last:

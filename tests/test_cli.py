@@ -55,6 +55,20 @@ def test_clear_errors(tmp_path, capsys):
         main(["train", "--steps", "0"])
 
 
+def test_latent_dim_flag_and_the_real_label_default_is_explained(tmp_path, capsys):
+    out = tmp_path / "ring"
+    assert main(["train", "--data", "ring", "--steps", "4", "--latent-dim", "5", "--out", str(out),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "real_label 0.9" in printed and "--real-label 1.0" in printed
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["config"]["latent_dim"] == 5
+    assert main(["evaluate", str(out), "--samples", "300"]) == 0      # the model is rebuilt with 5 inputs
+    assert main(["train", "--data", "ring", "--steps", "4", "--real-label", "1.0", "--out", str(tmp_path / "r1"),
+                 "--no-progress"]) == 0
+    assert "real_label 0.9" not in capsys.readouterr().out
+
+
 def test_help_reads_well(capsys):
     assert main([]) == 0
     text = capsys.readouterr().out

@@ -86,6 +86,27 @@ def test_pacgan_packing(kernels):
         make(kernels, pack=3)
 
 
+@pytest.mark.parametrize("kernels", [*KERNELS, "triton-mlp"])
+@pytest.mark.parametrize("convention,rows_per_half", [("samples", 4), ("rows", 16)])
+def test_pack_conventions_count_samples_or_rows(kernels, convention, rows_per_half):
+    """batch 16, pack 4: fastgan's convention gives D 16 / 4 = 4 packed rows of real (and of fake) data per
+    update; PacGAN's gives it 16 rows, i.e. 64 samples each."""
+    trainer = make(kernels, pack=4, pack_convention=convention)
+    assert trainer.config.samples_per_step == 4 * rows_per_half
+    seen = []
+    if kernels == "triton-mlp":   # the fused step calls no module: its D buffers have the rows
+        run(trainer, steps=1)
+        assert trainer._step.buffers[trainer.config.samples_per_step].y_d.shape[0] == 2 * rows_per_half
+        return
+    first = trainer.discriminator.net[0]
+    first.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[0]))
+    run(trainer, steps=1)
+    assert seen[0] == rows_per_half, seen
+    with pytest.raises(ValueError, match="pack_convention"):
+        make(kernels, pack=4, pack_convention="columns")
+    make(kernels, pack=3, pack_convention="rows")   # no divisibility needed when counting rows
+
+
 @pytest.mark.parametrize("kernels", KERNELS)
 def test_instance_noise_changes_what_d_sees(kernels):
     noisy = run(make(kernels, instance_noise=0.5), steps=2)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .ops import activation_from_name, fused_linear
-from .ops.mlp import MLPSpec, fused_mlp
+from .ops.mlp import MLPSpec, back_to_back, fused_mlp
 
 __all__ = ["FusedLinear", "FusedMLP", "fuse", "whole_mlp_spec"]
 
@@ -112,17 +112,6 @@ def whole_mlp_spec(seq: nn.Module) -> tuple[MLPSpec | None, str]:
     return spec, ""
 
 
-def _back_to_back(params: list[torch.Tensor]) -> bool:
-    """Whether the parameters sit one after another in one buffer (the layout the whole-MLP op reads)."""
-    first, offset = params[0], 0
-    for p in params:
-        if not p.is_contiguous() or p.untyped_storage().data_ptr() != first.untyped_storage().data_ptr() \
-                or p.data_ptr() != first.data_ptr() + p.element_size() * offset:
-            return False
-        offset += p.numel()
-    return True
-
-
 class FusedMLP(nn.Sequential):
     """An ``nn.Sequential`` MLP computed whole by ``fastgan.ops.fused_mlp``: one kernel forward, two backward.
 
@@ -156,7 +145,7 @@ class FusedMLP(nn.Sequential):
         Parameters already back to back (FlatAdam's buffer, say) stay where they are: an optimizer holding
         that buffer would otherwise update weights the module no longer reads."""
         params = list(self.parameters())
-        if params and all(p.dtype == torch.float32 for p in params) and not _back_to_back(params):
+        if params and all(p.dtype == torch.float32 for p in params) and not back_to_back(params):
             self._flatten()
 
     def _apply(self, fn, recurse=True):

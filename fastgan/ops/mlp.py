@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 import torch
 
@@ -26,7 +27,7 @@ from ._runtime import (check_float_tensor, check_tuned_for_capture, get_matmul_p
 from .activations import activation_from_name
 
 __all__ = ["MLPSpec", "fused_mlp", "fused_mlp_reference", "mlp_forward", "mlp_backward", "mlp_weight_grad",
-           "sample_batch", "weight_grad_splits", "flat_parameters"]
+           "sample_batch", "weight_grad_splits", "flat_parameters", "back_to_back"]
 
 _SPLIT_ROWS = 2048   # rows per batch split of the weight-gradient reduction
 _MAX_SPLITS = 16
@@ -67,16 +68,16 @@ class MLPSpec:
                 shapes.append((d_out,))
         return shapes
 
-    @property
+    @cached_property   # (the launchers read it on every call)
     def numel(self) -> int:
         return sum(torch.Size(s).numel() for s in self.parameter_shapes())
 
-    @property
+    @cached_property   # (the launchers read it on every call)
     def hidden_columns(self) -> int:
         """Width of the saved hidden outputs (every layer's output but the last)."""
         return sum(self.dims[1:-1])
 
-    @property
+    @cached_property   # (the launchers read it on every call)
     def gradient_columns(self) -> int:
         """Width of the per-layer pre-activation gradients (every layer's output)."""
         return sum(self.dims[1:])
@@ -90,7 +91,7 @@ class MLPSpec:
             column += d_out
         return rows
 
-    @property
+    @cached_property   # (the launchers read it on every call)
     def shape_key(self) -> int:
         return zlib.crc32(repr(self.dims).encode()) & 0x7FFFFFFF
 
@@ -156,6 +157,12 @@ def _check_launch(x, flat, spec, acts, y, g, dy, dx, loss, loss_partials):
                              "elements (loss_buffer_size)")
 
 
+@lru_cache(maxsize=None)
+def _rows_key(dims: tuple[int, ...], forward: bool, loss: bool, backward: bool, dx: bool) -> int:
+    """The rows kernel's autotune key for a shape and pass (hashed once, not on every launch)."""
+    return zlib.crc32(repr((dims, forward, loss, backward, dx)).encode()) & 0x7FFFFFFF
+
+
 def _launch_rows(x, flat, spec, *, acts, y, g, dy=None, dx=None, loss=None, loss_partials=None, forward=True,
                  backward=False, bf16=False):
     _check_launch(x, flat, spec, acts, y, g, dy, dx, loss, loss_partials)
@@ -164,7 +171,7 @@ def _launch_rows(x, flat, spec, *, acts, y, g, dy=None, dx=None, loss=None, loss
         if loss_partials is not None:
             loss_partials[:1].zero_()   # no program ran: the loss of no rows is 0
         return
-    key = zlib.crc32(repr((spec.dims, forward, loss is not None, backward, dx is not None)).encode()) & 0x7FFFFFFF
+    key = _rows_key(spec.dims, forward, loss is not None, backward, dx is not None)
     check_tuned_for_capture("_mlp_rows_kernel", (M, key), x)
     dummy = y
     dy_t = dy if dy is not None else dummy
@@ -258,19 +265,23 @@ def sample_programs(batch: int) -> int:
 
 # -- the op on tensors, with autograd ---------------------------------------------------------------------
 
-def flat_parameters(params: list[torch.Tensor]) -> torch.Tensor:
-    """The parameters as one flat fp32 tensor: a view when they already sit back to back in one buffer
-    (``flatten_parameters``' layout), else a copy."""
-    first = params[0]
-    offset, chained = 0, True
+def back_to_back(params: list[torch.Tensor]) -> bool:
+    """Whether fp32 ``params`` sit one after another in one buffer (``flatten_parameters``' layout, the
+    one the whole-MLP kernels read)."""
+    first, offset = params[0], 0
     for p in params:
-        if not p.is_contiguous() or p.data_ptr() != first.data_ptr() + 4 * offset \
+        if p.dtype != torch.float32 or not p.is_contiguous() or p.data_ptr() != first.data_ptr() + 4 * offset \
                 or p.untyped_storage().data_ptr() != first.untyped_storage().data_ptr():
-            chained = False
-            break
+            return False
         offset += p.numel()
-    if chained and first.untyped_storage().nbytes() >= 4 * (first.storage_offset() + offset):
-        return first.as_strided((offset,), (1,), first.storage_offset())
+    return True
+
+
+def flat_parameters(params: list[torch.Tensor]) -> torch.Tensor:
+    """The parameters as one flat fp32 tensor: a view when they are ``back_to_back``, else a copy."""
+    if back_to_back(params):
+        first = params[0]
+        return first.as_strided((sum(p.numel() for p in params),), (1,), first.storage_offset())
     return torch.cat([p.detach().reshape(-1) for p in params])
 
 

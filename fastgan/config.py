@@ -16,7 +16,7 @@ from .augment import parse_transforms
 from .losses import LOSSES, check_real_label
 
 __all__ = ["TrainConfig", "KERNELS", "COMPILE_MODES", "CUDAGRAPH_COMPILE_MODES", "PRECISIONS", "FUSED_OPTIMIZERS",
-           "SAMPLERS", "PACK_CONVENTIONS"]
+           "SAMPLERS", "PACK_CONVENTIONS", "PER_REPLICA"]
 
 KERNELS = ("torch", "triton", "triton-mlp", "auto")
 SAMPLERS = ("auto", "torch", "philox")
@@ -29,12 +29,22 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 # False: torch.optim.Adam (for-each); "flat": FlatAdam (True means the same); "torch":
 # torch.optim.Adam(fused=True), PyTorch's own fused Adam, the baseline FlatAdam must beat.
 FUSED_OPTIMIZERS = (False, "flat", "torch")
+# settings that may take one value per replica (a sequence of length ``replicas``); betas: a sequence of pairs
+PER_REPLICA = ("lr", "lr_g", "lr_d", "betas", "real_label", "instance_noise")
 
 
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+def _check_betas(value) -> tuple[float, float]:
+    betas = tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0
+                                  for b in betas):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {value!r}")
+    return (float(betas[0]), float(betas[1]))
 
 
 def _finite(name: str, value, minimum: float, strict: bool) -> float:
@@ -99,6 +109,13 @@ class TrainConfig:
         augment_p: the probability each is applied to a sample; default 1 (always, as DiffAugment), or 0
             when adaptive (ADA starts there), where it is the starting probability.
         augment_target: adapt p (ADA) so that E[sign(D(real))] approaches this target, e.g. 0.6.
+
+    K replicas (``fastgan.replicas``; off by default):
+        replicas: train K independent GANs at once in batched kernels (``GANTrainer`` then runs a
+            ``ReplicaTrainer``). Replica k is the single-GAN run with seed ``seed + k`` started from weights
+            ``fastgan.replicas.replica_models`` makes; ``for_replica(k)`` is that run's config. ``lr``, ``lr_g``,
+            ``lr_d``, ``betas``, ``real_label`` and ``instance_noise`` may then be sequences of K values (betas:
+            K pairs), one per replica; a single value applies to all.
     """
     batch_size: int = 128
     lr: float = 2e-4
@@ -133,8 +150,11 @@ class TrainConfig:
     spectral_norm: bool = False
     augment_p: float | None = None
     augment_target: float | None = None
+    replicas: int | None = None
 
     def __post_init__(self):
+        if self.replicas is not None:
+            _positive_int("replicas", self.replicas)
         if self.kernels not in KERNELS:
             raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, got {self.kernels!r}")
         if self.sampler not in SAMPLERS:
@@ -161,15 +181,16 @@ class TrainConfig:
         if self.cuda_graph and self.r1_gamma:
             raise ValueError("r1_gamma > 0 with cuda_graph=True is not supported: the R1 steps follow a host-side "
                              "schedule that one captured graph cannot vary; use cuda_graph=False")
-        self.lr = _finite("lr", self.lr, 0.0, strict=True)
+        self._each("lr", lambda v: _finite("lr", v, 0.0, strict=True))
         for name in ("lr_g", "lr_d"):
             if getattr(self, name) is not None:
-                setattr(self, name, _finite(name, getattr(self, name), 0.0, strict=True))
+                self._each(name, lambda v, name=name: _finite(name, v, 0.0, strict=True))
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}, got {self.loss!r}")
-        if self.loss == "hinge" and self.real_label != 1.0:
+        self._each("real_label", check_real_label)
+        if self.loss == "hinge" and any(r != 1.0 for r in self._values("real_label")):
             raise ValueError("real_label (label smoothing) applies to the BCE loss, not to loss='hinge'")
-        self.instance_noise = _finite("instance_noise", self.instance_noise, 0.0, strict=False)
+        self._each("instance_noise", lambda v: _finite("instance_noise", v, 0.0, strict=False))
         self.r1_gamma = _finite("r1_gamma", self.r1_gamma, 0.0, strict=False)
         for name in ("weight_decay_g", "weight_decay_d", "l1_g", "l1_d"):
             setattr(self, name, _finite(name, getattr(self, name), 0.0, strict=False))
@@ -188,11 +209,7 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"augment_target is a target for E[sign(D(real))], in (-1, 1) (ADA uses 0.6), "
                                  f"got {self.augment_target!r}")
-        betas = tuple(self.betas) if isinstance(self.betas, (tuple, list)) else ()
-        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.real_label = check_real_label(self.real_label)
+        self._each("betas", _check_betas)
         if self.ema is not None and not (isinstance(self.ema, (int, float)) and 0.0 < self.ema < 1.0):
             raise ValueError(f"ema decay must be in (0, 1), e.g. 0.999, got {self.ema!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -210,6 +227,56 @@ class TrainConfig:
                 self.device = str(torch.device(self.device))
             except (RuntimeError, TypeError, ValueError):
                 raise ValueError(f"device {self.device!r} is not a device: use cpu, cuda or cuda:N") from None
+
+        if self.replicas is not None:
+            self._check_replica_options()
+
+    @staticmethod
+    def _is_sequence(name: str, value) -> bool:
+        """Whether ``value`` is a per-replica sequence (betas: a sequence of pairs) rather than one value."""
+        if not isinstance(value, (list, tuple)):
+            return False
+        return name != "betas" or (len(value) > 0 and all(isinstance(v, (list, tuple)) for v in value))
+
+    def _each(self, name: str, check) -> None:
+        """Validate ``name``: one value, or with ``replicas`` a sequence of one per replica (kept a tuple)."""
+        value = getattr(self, name)
+        if not self._is_sequence(name, value):
+            setattr(self, name, check(value))
+            return
+        if self.replicas is None:
+            raise ValueError(f"{name} is a sequence of {len(value)} values: one value per replica needs "
+                             f"replicas=K (or give a single value)")
+        if len(value) != self.replicas:
+            raise ValueError(f"{name} has {len(value)} values but replicas={self.replicas}: give one per replica, "
+                             "or a single value for all")
+        setattr(self, name, tuple(check(v) for v in value))
+
+    def _values(self, name: str) -> list:
+        """``name``'s value per replica (one value when there are no replicas)."""
+        value = getattr(self, name)
+        return list(value) if self._is_sequence(name, value) else [value] * (self.replicas or 1)
+
+    def _check_replica_options(self) -> None:
+        off = {"r1_gamma": self.r1_gamma > 0, "augment": bool(self.augment), "spectral_norm": self.spectral_norm,
+               "weight_decay_g": self.weight_decay_g > 0, "weight_decay_d": self.weight_decay_d > 0,
+               "l1_g": self.l1_g > 0, "l1_d": self.l1_d > 0, "fused_optimizer": bool(self.fused_optimizer),
+               "kernels='triton-mlp'": self.kernels == "triton-mlp", "sampler='philox'": self.sampler == "philox"}
+        unsupported = [name for name, on in off.items() if on]
+        if unsupported:
+            raise ValueError(f"with replicas, these settings are not available yet: {', '.join(unsupported)} "
+                             "(replicas train with the plain step, the torch or per-layer triton kernels and "
+                             "their own batched Adam)")
+
+    def for_replica(self, k: int) -> TrainConfig:
+        """The single-GAN config replica ``k`` of this run equals: seed ``seed + k`` and replica k's values of
+        the per-replica settings (``replicas`` unset)."""
+        if self.replicas is None:
+            raise ValueError("for_replica needs a config with replicas=K")
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.replicas:
+            raise ValueError(f"replica must be an integer in [0, {self.replicas}), got {k!r}")
+        return self.replace(replicas=None, seed=self.seed + k,
+                            **{name: self._values(name)[k] for name in PER_REPLICA})
 
     @property
     def augment_start_p(self) -> float:

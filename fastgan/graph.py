@@ -20,8 +20,8 @@ StepFn = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
 
 
 class GraphedStep:
-    def __init__(self, step: StepFn, rng: torch.Generator, device: torch.device, steps_per_replay: int = 1,
-                 warmup: int = 3):
+    def __init__(self, step: StepFn, rng: torch.Generator | list[torch.Generator], device: torch.device,
+                 steps_per_replay: int = 1, warmup: int = 3):
         if device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
         self.step, self.rng, self.device = step, rng, device
@@ -53,7 +53,8 @@ class GraphedStep:
         if not hasattr(graph, "register_generator_state"):
             raise RuntimeError("this PyTorch cannot capture a user-supplied torch.Generator in a CUDA graph "
                                "(CUDAGraph.register_generator_state is missing); use cuda_graph=False")
-        graph.register_generator_state(self.rng)
+        for rng in self.rng if isinstance(self.rng, list) else [self.rng]:
+            graph.register_generator_state(rng)
         try:
             with torch.cuda.graph(graph):
                 losses = [torch.stack(self.step(first_index + j)) for j in range(self.steps_per_replay)]

@@ -99,6 +99,14 @@ class GANTrainer:
     shapes and non-finite data.
     """
 
+    def __new__(cls, generator=None, discriminator=None, data=None, config=None, **settings):
+        """``replicas=K`` (a keyword or the config's) makes a ``fastgan.replicas.ReplicaTrainer``."""
+        replicas = settings.get("replicas", getattr(config, "replicas", None))
+        if cls is GANTrainer and replicas is not None:
+            from .replicas import ReplicaTrainer
+            cls = ReplicaTrainer
+        return super().__new__(cls)
+
     def __init__(self, generator: nn.Module, discriminator: nn.Module, data, config: TrainConfig | None = None, *,
                  labels=None, **settings):
         if config is not None and not isinstance(config, TrainConfig):
@@ -272,6 +280,14 @@ class GANTrainer:
         k = self._graphed.steps_per_replay
         return k if self._graphed.captured else self._graphed.warmup + k
 
+    @staticmethod
+    def _row_is_finite(row) -> bool:
+        return math.isfinite(row[1]) and math.isfinite(row[2])
+
+    @staticmethod
+    def _postfix(row) -> dict:
+        return {"loss_d": f"{row[1]:.4f}", "loss_g": f"{row[2]:.4f}"}
+
     def flush_losses(self) -> list[tuple[int, float, float]]:
         """Read the losses of the steps since the last flush (one host sync) into ``history``."""
         return self.losses.flush()
@@ -310,14 +326,14 @@ class GANTrainer:
                 if not crossed_log and not at_end:
                     continue
                 rows = self.flush_losses()
-                bad = next((r for r in rows if not (math.isfinite(r[1]) and math.isfinite(r[2]))), None)
+                bad = next((r for r in rows if not self._row_is_finite(r)), None)
                 if bad is not None:
                     kept = f"; the last good checkpoint is {checkpoint}" if checkpoint and Path(checkpoint).exists() \
                         else ""
                     raise NonFiniteLossError(f"loss became non-finite at step {bad[0]} "
                                              f"(loss_d={bad[1]}, loss_g={bad[2]}){kept}")
                 if rows:
-                    bar.set_postfix(loss_d=f"{rows[-1][1]:.4f}", loss_g=f"{rows[-1][2]:.4f}", refresh=False)
+                    bar.set_postfix(self._postfix(rows[-1]), refresh=False)
                 if checkpoint is not None and (self.step_count // checkpoint_every > before // checkpoint_every
                                                or at_end):
                     self.save(checkpoint, extra=checkpoint_extra)

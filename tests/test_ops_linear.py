@@ -245,7 +245,7 @@ def test_matmul_precision_switch():
 
 @pytest.mark.parametrize("call, error, message", [
     (lambda: fused_linear(torch.randn(4, 5), torch.randn(3, 6)), ValueError, "last dimension"),
-    (lambda: fused_linear(torch.randn(4, 6), torch.randn(3, 6, 1)), ValueError, "weight must be 2-D"),
+    (lambda: fused_linear(torch.randn(4, 6), torch.randn(3, 6, 1, 1)), ValueError, "weight must be 2-D"),
     (lambda: fused_linear(torch.randn(4, 6), torch.randn(3, 6), torch.randn(4)), ValueError, "bias must have"),
     (lambda: fused_linear(torch.randn(4, 6), torch.randn(3, 6), activation="gelu"), ValueError, "unknown act"),
     (lambda: fused_linear(torch.randn(4, 6), torch.randn(3, 6), activation="leaky_relu", negative_slope=-0.1),
@@ -344,3 +344,48 @@ def test_offsets_past_2_31_are_64_bit():
                             timeout=300)
     assert result.returncode == 0 and result.stdout.startswith("OK 1 1"), \
         f"exit {result.returncode}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+
+
+# -- stacked replicas: (R, M, K) x (R, N, K), one launch with a grid axis over R (fastgan.replicas) --------
+
+@pytest.mark.parametrize("replicas,m,k,n", [(1, 7, 13, 129), (3, 1, 1, 1), (3, 129, 127, 7), (2, 33, 784, 1)])
+@pytest.mark.parametrize("activation", ["leaky_relu", "sigmoid", "none"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_stacked_replicas_match_float64_per_replica(replicas, m, k, n, activation, bias, seed, poison, ieee):
+    """Each replica's y, dx, dW and db against float64 of that replica alone; the weights are strided views
+    of one (R, P) buffer (as StackedMLP holds them) and x is non-contiguous."""
+    cases = [_inputs(m, k, n, bias=bias, seed=seed + r) for r in range(replicas)]
+    size = n * k + (n if bias else 0)
+    flat = torch.full((replicas, size + 3), float("nan"), dtype=torch.float64)
+    for r, (_, w, b, _) in enumerate(cases):
+        flat[r, :n * k] = w.reshape(-1)
+        if bias:
+            flat[r, n * k:size] = b
+    flat = flat.to(DEVICE, torch.float32).requires_grad_()
+    weight = flat[:, :n * k].view(replicas, n, k)
+    b = flat[:, n * k:size] if bias else None
+    x_store = torch.stack([c[0] for c in cases]).transpose(1, 2).contiguous().to(DEVICE, torch.float32)
+    x = x_store.transpose(1, 2).requires_grad_()          # (R, M, K), non-contiguous
+    assert not x.is_contiguous() or m == k == 1
+    before = ops.kernel_launches["_linear_act_fwd_kernel"]
+    y = fused_linear(x, weight, b, activation, SLOPE)
+    assert ops.kernel_launches["_linear_act_fwd_kernel"] == before + 1, "one launch for every replica"
+    dy = torch.stack([c[3] for c in cases]).to(DEVICE, torch.float32)
+    dx, dflat = torch.autograd.grad(y, (x, flat), dy)
+    for r, (x64, w64, b64, dy64) in enumerate(cases):
+        db = dflat[r, n * k:size] if bias else None
+        ours = (y[r], dx[r], dflat[r, :n * k].view(n, k), db)
+        compare(ours, x64, w64, b64, dy64, activation, TOLERANCE["ieee"], f"replica {r} ", fp32_allowance=True)
+    assert torch.isnan(dflat[:, size:]).sum() == 0 and (dflat[:, size:] == 0).all(), "padding got a gradient"
+
+
+def test_stacked_replicas_reject_mismatched_shapes():
+    w = torch.randn(3, 4, 5)
+    with pytest.raises(ValueError, match="replicas=3"):
+        fused_linear(torch.randn(2, 7, 5), w)
+    with pytest.raises(ValueError, match="replicas=3"):
+        fused_linear(torch.randn(7, 5), w)
+    with pytest.raises(ValueError, match=r"bias must have shape \(3, 4\)"):
+        fused_linear(torch.randn(3, 7, 5), w, torch.randn(4))
+    with pytest.raises(ValueError, match="2-D .* or 3-D"):
+        fused_linear(torch.randn(3, 7, 5), torch.randn(1, 3, 4, 5))

@@ -25,17 +25,27 @@ def _precision_for(dtype: torch.dtype) -> str:
     return get_matmul_precision() if dtype == torch.float32 else "tf32"
 
 
+def _replica_strides(*tensors) -> list[int]:
+    """Each tensor's stride along the replica axis (its first, when it has one more than a single model's
+    tensor: ``x``/``y``/``dy``/``dx`` 3-D, ``weight``/``dw`` 3-D, ``bias``/``db`` 2-D); 0 for a single model."""
+    return [0 if t is None or t.dim() < d else t.stride(0) for t, d in zip(tensors[::2], tensors[1::2])]
+
+
 def _launch_forward(x, weight, bias, activation, negative_slope):
-    M, K = x.shape
-    N = weight.shape[0]
-    y = torch.empty((M, N), device=x.device, dtype=x.dtype)
-    if M == 0 or N == 0:
+    """``x`` (M, K), ``weight`` (N, K), ``bias`` (N,) -> (M, N); or stacked replicas: (R, M, K), (R, N, K),
+    (R, N) -> (R, M, N), one launch with a grid axis over R."""
+    R = x.shape[0] if x.dim() == 3 else 1
+    M, K = x.shape[-2:]
+    N = weight.shape[-2]
+    y = torch.empty((*x.shape[:-1], N), device=x.device, dtype=x.dtype)
+    if M == 0 or N == 0 or R == 0:
         return y
     check_tuned_for_capture("_linear_act_fwd_kernel", (M, N, K), x)
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]))  # noqa: E731
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]), R)  # noqa: E731
     kernels._linear_act_fwd_kernel[grid](
         x, weight, bias if bias is not None else x, y, M, N, K,
-        x.stride(0), x.stride(1), weight.stride(0), weight.stride(1), y.stride(0), y.stride(1),
+        x.stride(-2), x.stride(-1), weight.stride(-2), weight.stride(-1), y.stride(-2), y.stride(-1),
+        *_replica_strides(x, 3, weight, 3, bias, 2, y, 3),
         float(negative_slope), HAS_BIAS=bias is not None, ACTIVATION=activation,
         PRECISION=_precision_for(x.dtype))
     kernel_launches["_linear_act_fwd_kernel"] += 1
@@ -43,34 +53,39 @@ def _launch_forward(x, weight, bias, activation, negative_slope):
 
 
 def _launch_backward_input(dy, y, weight, activation, negative_slope):
-    M, N = dy.shape
-    K = weight.shape[1]
-    dx = torch.empty((M, K), device=dy.device, dtype=weight.dtype)
-    if M == 0 or K == 0:
+    R = dy.shape[0] if dy.dim() == 3 else 1
+    M, N = dy.shape[-2:]
+    K = weight.shape[-1]
+    dx = torch.empty((*dy.shape[:-1], K), device=dy.device, dtype=weight.dtype)
+    if M == 0 or K == 0 or R == 0:
         return dx
     check_tuned_for_capture("_linear_act_bwd_input_kernel", (M, N, K), dy)
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(K, meta["BLOCK_K"]))  # noqa: E731
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(K, meta["BLOCK_K"]), R)  # noqa: E731
     kernels._linear_act_bwd_input_kernel[grid](
-        dy, y, weight, dx, M, N, K, dy.stride(0), dy.stride(1), y.stride(0), y.stride(1),
-        weight.stride(0), weight.stride(1), dx.stride(0), dx.stride(1), float(negative_slope),
+        dy, y, weight, dx, M, N, K, dy.stride(-2), dy.stride(-1), y.stride(-2), y.stride(-1),
+        weight.stride(-2), weight.stride(-1), dx.stride(-2), dx.stride(-1),
+        *_replica_strides(dy, 3, y, 3, weight, 3, dx, 3), float(negative_slope),
         ACTIVATION=activation, PRECISION=_precision_for(weight.dtype))
     kernel_launches["_linear_act_bwd_input_kernel"] += 1
     return dx
 
 
 def _launch_backward_weight(dy, y, x, has_bias, activation, negative_slope):
-    M, N = dy.shape
-    K = x.shape[1]
-    dw = torch.empty((N, K), device=x.device, dtype=x.dtype)
-    db = torch.empty((N,), device=x.device, dtype=x.dtype) if has_bias else None
-    if N == 0 or (K == 0 and not has_bias):
+    R = (x.shape[0],) if x.dim() == 3 else ()
+    M, N = dy.shape[-2:]
+    K = x.shape[-1]
+    dw = torch.empty((*R, N, K), device=x.device, dtype=x.dtype)
+    db = torch.empty((*R, N), device=x.device, dtype=x.dtype) if has_bias else None
+    if N == 0 or (K == 0 and not has_bias) or (R and R[0] == 0):
         return dw, db
     check_tuned_for_capture("_linear_act_bwd_weight_kernel", (M, N, K), x)
     # at least one program along K: with K = 0 it still writes db (the sum of g over the batch)
-    grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), max(1, triton.cdiv(K, meta["BLOCK_K"])))  # noqa: E731
+    grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), max(1, triton.cdiv(K, meta["BLOCK_K"])),  # noqa: E731
+                         R[0] if R else 1)
     kernels._linear_act_bwd_weight_kernel[grid](
-        dy, y, x, dw, db if has_bias else dw, M, N, K, dy.stride(0), dy.stride(1), y.stride(0), y.stride(1),
-        x.stride(0), x.stride(1), dw.stride(0), dw.stride(1), float(negative_slope),
+        dy, y, x, dw, db if has_bias else dw, M, N, K, dy.stride(-2), dy.stride(-1), y.stride(-2), y.stride(-1),
+        x.stride(-2), x.stride(-1), dw.stride(-2), dw.stride(-1),
+        *_replica_strides(dy, 3, y, 3, x, 3, dw, 3, db, 2), float(negative_slope),
         HAS_BIAS=has_bias, ACTIVATION=activation, PRECISION=_precision_for(x.dtype))
     kernel_launches["_linear_act_bwd_weight_kernel"] += 1
     return dw, db
@@ -86,23 +101,33 @@ def _backward(dy, y, x, weight, has_bias, activation, negative_slope, need_x, ne
 
 def fused_linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                            activation: str = "none", negative_slope: float = 0.01) -> torch.Tensor:
-    """The PyTorch path with the same semantics: ``act(F.linear(x, weight, bias))``."""
-    return activation_from_name(activation).forward(torch.nn.functional.linear(x, weight, bias), negative_slope)
+    """The PyTorch path with the same semantics: ``act(F.linear(x, weight, bias))`` (stacked replicas: one
+    ``torch.baddbmm``)."""
+    if weight.dim() == 3:
+        z = torch.bmm(x, weight.transpose(1, 2))
+        z = z + bias.unsqueeze(1) if bias is not None else z
+    else:
+        z = torch.nn.functional.linear(x, weight, bias)
+    return activation_from_name(activation).forward(z, negative_slope)
 
 
 def _validate(x, weight, bias, activation, negative_slope):
     check_float_tensor("x", x)
     check_float_tensor("weight", weight)
-    if weight.dim() != 2:
-        raise ValueError(f"weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
-    if x.dim() < 1 or x.shape[-1] != weight.shape[1]:
+    if weight.dim() not in (2, 3):
+        raise ValueError(f"weight must be 2-D (out_features, in_features), or 3-D (replicas, out_features, "
+                         f"in_features) for stacked models, got shape {tuple(weight.shape)}")
+    if x.dim() < 1 or x.shape[-1] != weight.shape[-1]:
         raise ValueError(f"x has shape {tuple(x.shape)}: its last dimension must equal weight's "
-                         f"in_features ({weight.shape[1]}); weight is {tuple(weight.shape)}")
+                         f"in_features ({weight.shape[-1]}); weight is {tuple(weight.shape)}")
+    if weight.dim() == 3 and (x.dim() != 3 or x.shape[0] != weight.shape[0]):
+        raise ValueError(f"a 3-D weight {tuple(weight.shape)} stacks {weight.shape[0]} models: x must be "
+                         f"(replicas={weight.shape[0]}, rows, in_features), got {tuple(x.shape)}")
     check_same("weight", weight, "x", x)
     if bias is not None:
         check_float_tensor("bias", bias)
-        if bias.shape != (weight.shape[0],):
-            raise ValueError(f"bias must have shape ({weight.shape[0]},) to match weight "
+        if bias.shape != weight.shape[:-1]:
+            raise ValueError(f"bias must have shape {tuple(weight.shape[:-1])} to match weight "
                              f"{tuple(weight.shape)}, got {tuple(bias.shape)}")
         check_same("bias", bias, "x", x)
     act = activation_from_name(activation)
@@ -119,7 +144,9 @@ def fused_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 
     Args:
         x: ``(..., in_features)``, float32/float16/bfloat16, any strides.
-        weight: ``(out_features, in_features)``, same dtype and device as ``x``.
+        weight: ``(out_features, in_features)``, same dtype and device as ``x``. Or R stacked models
+            (``fastgan.replicas``): weight ``(R, out, in)``, bias ``(R, out)``, x ``(R, rows, in)`` ->
+            ``(R, rows, out)``, one launch per kernel with a grid axis over R.
         bias: ``(out_features,)`` or None.
         activation: ``none``, ``relu``, ``leaky_relu``, ``sigmoid`` or ``tanh``.
         negative_slope: leaky-ReLU slope, >= 0.
@@ -140,6 +167,8 @@ def fused_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     act = _validate(x, weight, bias, activation, negative_slope)
     if x.dtype == torch.float64 or not use_triton(x):
         return fused_linear_reference(x, weight, bias, activation, negative_slope)
+    if weight.dim() == 3:   # stacked replicas: (R, M, K) x (R, N, K) -> (R, M, N)
+        return _linear_act(x, weight, bias, act.name, float(negative_slope))
     leading = x.shape[:-1]
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     y = _linear_act(x2, weight, bias, act.name, float(negative_slope))
@@ -154,7 +183,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a
 
 
 def _fake(x, weight, bias, activation, negative_slope):
-    return x.new_empty((x.shape[0], weight.shape[0]))
+    return x.new_empty((*x.shape[:-1], weight.shape[-2]))
 
 
 def _setup_context(ctx, inputs, output):
@@ -175,7 +204,7 @@ def _backward_tensors(dy: torch.Tensor, y: torch.Tensor, x: torch.Tensor, weight
 def _backward_fake(dy, y, x, weight, has_bias, activation, negative_slope, need_x, need_weight):
     dx = x.new_empty(x.shape) if need_x else x.new_empty(0)
     dw = weight.new_empty(weight.shape) if need_weight else weight.new_empty(0)
-    db = weight.new_empty((weight.shape[0],)) if need_weight and has_bias else weight.new_empty(0)
+    db = weight.new_empty(weight.shape[:-1]) if need_weight and has_bias else weight.new_empty(0)
     return dx, dw, db
 
 

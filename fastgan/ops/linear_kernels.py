@@ -43,12 +43,18 @@ if HAS_TRITON:
     @triton.jit
     def _linear_act_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, N, K,
                                stride_xm, stride_xk, stride_wn, stride_wk, stride_ym, stride_yn,
-                               negative_slope,
+                               stride_xr, stride_wr, stride_br, stride_yr, negative_slope,
                                HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, PRECISION: tl.constexpr,
                                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         # int64 offsets: row * stride passes 2^31 once M * max(K, N) does (e.g. sampling millions of images)
         pid_m = tl.program_id(0).to(tl.int64)
         pid_n = tl.program_id(1).to(tl.int64)
+        # grid axis 2: the replica (K stacked models, fastgan.replicas); its strides are 0 for one model
+        pid_r = tl.program_id(2).to(tl.int64)
+        x_ptr += pid_r * stride_xr
+        w_ptr += pid_r * stride_wr
+        b_ptr += pid_r * stride_br
+        y_ptr += pid_r * stride_yr
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_k = tl.arange(0, BLOCK_K).to(tl.int64)
@@ -83,12 +89,18 @@ if HAS_TRITON:
     @triton.jit
     def _linear_act_bwd_input_kernel(dy_ptr, y_ptr, w_ptr, dx_ptr, M, N, K,
                                      stride_dym, stride_dyn, stride_ym, stride_yn, stride_wn, stride_wk,
-                                     stride_dxm, stride_dxk, negative_slope,
+                                     stride_dxm, stride_dxk, stride_dyr, stride_yr, stride_wr, stride_dxr,
+                                     negative_slope,
                                      ACTIVATION: tl.constexpr, PRECISION: tl.constexpr,
                                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        """dX[m, k] = sum_n g[m, n] W[n, k]; grid over (m, k) tiles, loop over n."""
+        """dX[m, k] = sum_n g[m, n] W[n, k]; grid over (m, k) tiles (and replicas), loop over n."""
         pid_m = tl.program_id(0).to(tl.int64)  # int64 offsets, as in the forward
         pid_k = tl.program_id(1).to(tl.int64)
+        pid_r = tl.program_id(2).to(tl.int64)
+        dy_ptr += pid_r * stride_dyr
+        y_ptr += pid_r * stride_yr
+        w_ptr += pid_r * stride_wr
+        dx_ptr += pid_r * stride_dxr
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
         offs_n = tl.arange(0, BLOCK_N).to(tl.int64)
@@ -111,7 +123,8 @@ if HAS_TRITON:
     @triton.jit
     def _linear_act_bwd_weight_kernel(dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, M, N, K,
                                       stride_dym, stride_dyn, stride_ym, stride_yn, stride_xm, stride_xk,
-                                      stride_dwn, stride_dwk, negative_slope,
+                                      stride_dwn, stride_dwk, stride_dyr, stride_yr, stride_xr, stride_dwr,
+                                      stride_dbr, negative_slope,
                                       HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
                                       PRECISION: tl.constexpr,
                                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -121,6 +134,12 @@ if HAS_TRITON:
         """
         pid_n = tl.program_id(0).to(tl.int64)  # int64 offsets, as in the forward
         pid_k = tl.program_id(1).to(tl.int64)
+        pid_r = tl.program_id(2).to(tl.int64)
+        dy_ptr += pid_r * stride_dyr
+        y_ptr += pid_r * stride_yr
+        x_ptr += pid_r * stride_xr
+        dw_ptr += pid_r * stride_dwr
+        db_ptr += pid_r * stride_dbr
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
         offs_m = tl.arange(0, BLOCK_M).to(tl.int64)

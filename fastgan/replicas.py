@@ -1,0 +1,626 @@
+"""K independent GANs trained at once: stacked weights, batched kernels, one step for all.
+
+``GANTrainer(G, D, data, replicas=K, ...)`` returns a ``ReplicaTrainer``. Its contract:
+
+* **What replica k is.** The single-GAN run ``GANTrainer(G_k, D_k, data, config.for_replica(k))`` where
+  ``(G_k, D_k) = replica_models(G, D, seed, k)``: the template models' structure with weights from
+  ``reset_parameters()`` of every module, in ``modules()`` order (G's first, then D's), under
+  ``torch.manual_seed(seed + k)`` on the CPU (the template's own weights are not used), and seed ``seed + k``
+  for the run's RNG (its batches, noise and instance noise). Replica k of ``seed=s`` is therefore the run
+  with ``seed=s + k``: ``replicas=10, seed=0`` trains exactly the ten runs ``seed=0 ... 9``. A replica's
+  per-replica settings are its entries of the sequences given (``config.for_replica``).
+* **How.** Each model's weights sit in one ``(K, P)`` parameter (``StackedMLP``): replica k's row holds its
+  layers back to back; a layer is a strided ``(K, out, in)`` view, run by one batched matmul
+  (``torch.baddbmm``) or, with ``kernels="triton"``, by the fused linear kernel with a grid axis over
+  replicas. No Python loop over replicas touches a matmul, a loss or the optimizer (``ReplicaAdam``: one
+  update of the ``(K, P)`` buffer with per-replica lr and betas). The draws are the exception: replica k's
+  batches and noise come from its own ``torch.Generator`` (that is what makes it equal its single run),
+  so each draw is K small launches; a CUDA graph (``cuda_graph=True``) replays them with the rest.
+* Models: MLPs whose computation is an ``nn.Sequential`` of ``Linear`` layers and activations (``fuse``'s
+  whole-MLP rule, ``fastgan.nn.whole_mlp_spec``), the module itself or its ``.net`` (``MLPGenerator``,
+  ``MLPDiscriminator``). Not yet: conditional GANs and the settings ``TrainConfig`` names when refusing.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import TrainConfig, _positive_int
+from .models import check_gan_models, generate
+from .phases import phase
+
+__all__ = ["replica_models", "StackedMLP", "ReplicaAdam", "ReplicaTrainer", "REPLICA_FORMAT"]
+
+REPLICA_FORMAT = "fastgan.ReplicaTrainer"
+
+
+def _reset(module: nn.Module) -> None:
+    for name, m in module.named_modules():
+        if any(True for _ in m.parameters(recurse=False)):
+            if not hasattr(m, "reset_parameters"):
+                raise ValueError(f"replicas re-initialise the template's weights, but its module {name!r} "
+                                 f"({type(m).__name__}) has parameters and no reset_parameters()")
+            m.reset_parameters()
+
+
+def replica_models(generator: nn.Module, discriminator: nn.Module, seed: int, k: int) -> tuple[nn.Module, nn.Module]:
+    """Replica ``k``'s initial ``(G, D)``: copies of the templates, every module's ``reset_parameters()`` run
+    in ``modules()`` order, G's then D's, under ``torch.manual_seed(seed + k)`` on the CPU; returned on the
+    templates' devices. The global RNG is left as it was."""
+    copies = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + k)
+        for template in (generator, discriminator):
+            param = next(template.parameters(), None)
+            device = param.device if param is not None else torch.device("cpu")
+            model = copy.deepcopy(template).to("cpu")
+            _reset(model)
+            copies.append(model.to(device))
+    return copies[0], copies[1]
+
+
+def _mlp_of(model: nn.Module) -> tuple[nn.Sequential, str]:
+    """The ``nn.Sequential`` that computes ``model`` and its name prefix in the state dict."""
+    from .nn import whole_mlp_spec
+    if isinstance(model, nn.Sequential):
+        seq, prefix = model, ""
+    elif isinstance(getattr(model, "net", None), nn.Sequential) and getattr(model, "num_classes", None) is None \
+            and set(dict(model.named_children())) == {"net"}:
+        seq, prefix = model.net, "net."
+    else:
+        raise ValueError(f"replicas train MLPs: an nn.Sequential of Linear layers and activations, or a model "
+                         f"whose only child is one under .net (MLPGenerator, MLPDiscriminator); got "
+                         f"{type(model).__name__}")
+    spec, why = whole_mlp_spec(seq)
+    if spec is None:
+        raise ValueError(f"replicas cannot stack {type(model).__name__}: {why}")
+    return seq, prefix
+
+
+_ACTIVATIONS = {"none": lambda h, s: h, "relu": lambda h, s: torch.relu(h),
+                "leaky_relu": lambda h, s: F.leaky_relu(h, s), "sigmoid": lambda h, s: torch.sigmoid(h),
+                "tanh": lambda h, s: torch.tanh(h)}
+
+
+def _activation_grad(g: torch.Tensor, y: torch.Tensor, act: str, slope: float) -> torch.Tensor:
+    """``g * act'(x)`` from the layer's output ``y = act(x)`` (PyTorch's own backward kernels)."""
+    if act == "leaky_relu":
+        return torch.ops.aten.leaky_relu_backward(g, y, slope, True)
+    if act == "relu":
+        return torch.ops.aten.threshold_backward(g, y, 0.0)
+    if act == "sigmoid":
+        return torch.ops.aten.sigmoid_backward(g, y)
+    if act == "tanh":
+        return torch.ops.aten.tanh_backward(g, y)
+    return g
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` batched. CPU BLAS multiplies slowly into a narrow output (N <= 16, e.g. a GAN's 2-wide data)
+    from a row-major ``b``: measured 4x faster with ``b`` stored transposed (a tiny copy)."""
+    if a.device.type == "cpu" and b.shape[2] <= 16 < b.shape[1] and b.stride(2) == 1:
+        b = b.transpose(1, 2).contiguous().transpose(1, 2)
+    return torch.bmm(a, b)
+
+
+class _StackedForward(torch.autograd.Function):
+    """Every layer of a ``StackedMLP`` forward (batched matmuls), and a hand-written backward that writes
+    each layer's weight and bias gradient straight into one fresh ``(K, P)`` gradient (no per-layer
+    gradient tensors to accumulate, no zero fill: every entry is written), skips it when the weights need
+    none (D during G's update) and stops before dX of the first layer when the input needs none."""
+
+    @staticmethod
+    def forward(ctx, x, flat, mlp):
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else None
+        with torch.autocast(x.device.type, enabled=False):
+            outputs = [x if dtype is None else x.to(dtype)]
+            for i, (weight, bias) in enumerate(mlp.weights(flat)):
+                if dtype is not None:
+                    weight, bias = weight.to(dtype), bias.to(dtype) if bias is not None else None
+                h = torch.baddbmm(bias.unsqueeze(1), outputs[-1], weight.transpose(1, 2)) if bias is not None \
+                    else torch.bmm(outputs[-1], weight.transpose(1, 2))
+                outputs.append(_ACTIVATIONS[mlp.activation(i)](h, mlp.negative_slope))
+        ctx.save_for_backward(flat, *outputs)
+        ctx.mlp, ctx.dtype = mlp, dtype
+        return outputs[-1]
+
+    @staticmethod
+    def backward(ctx, dy):
+        flat, *outputs = ctx.saved_tensors
+        mlp = ctx.mlp
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad = torch.empty_like(flat) if need_w else None
+        layers = mlp.weights(flat)
+        grads = mlp.weights(grad) if need_w else None
+        g = dy.to(outputs[-1].dtype)
+        dx = None
+        for i in reversed(range(len(layers))):
+            g = _activation_grad(g, outputs[i + 1], mlp.activation(i), mlp.negative_slope)
+            x = outputs[i]
+            if need_w:
+                weight_grad, bias_grad = grads[i]
+                if x.shape[2] <= 16 < g.shape[2]:   # a narrow layer input: (x^T g)^T, as _bmm explains
+                    weight_grad.copy_(torch.bmm(x.transpose(1, 2), g).transpose(1, 2))
+                else:
+                    weight_grad.copy_(torch.bmm(g.transpose(1, 2), x))
+                if bias_grad is not None:
+                    bias_grad.copy_(g.sum(dim=1))
+            if i > 0 or need_x:
+                weight = layers[i][0] if ctx.dtype is None else layers[i][0].to(ctx.dtype)
+                g = _bmm(g, weight)
+                dx = g
+        return (dx if need_x else None), grad, None
+
+
+class StackedMLP(nn.Module):
+    """K MLPs of one shape: ``flat`` is a ``(K, P)`` parameter, replica k's layers back to back in row k
+    (``weight`` then ``bias`` per layer, each row-major); ``weights()`` gives each layer's ``(K, out, in)``
+    weight and ``(K, out)`` bias as views of it. ``forward(x)`` maps ``(K, N, in)`` to ``(K, N, out)``:
+    with ``kernels="torch"`` every layer one ``torch.baddbmm`` (a hand-written backward fills
+    ``flat.grad`` in place of per-layer gradients), with ``"triton"`` the fused linear kernel with a grid
+    axis over replicas."""
+
+    def __init__(self, models: list[nn.Module], kernels: str = "torch"):
+        super().__init__()
+        from .nn import whole_mlp_spec
+        seq, self.prefix = _mlp_of(models[0])
+        spec, _ = whole_mlp_spec(seq)
+        self.sizes, self.has_bias, self.kernels = spec.dims, spec.has_bias, kernels
+        self.hidden_activation, self.output_activation = spec.hidden_activation, spec.output_activation
+        self.negative_slope = spec.negative_slope
+        self.layers, offset = [], 0   # (weight offset, bias offset or None, fan_in, fan_out)
+        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
+            bias = offset + fan_in * fan_out if self.has_bias else None
+            self.layers.append((offset, bias, fan_in, fan_out))
+            offset += fan_in * fan_out + (fan_out if self.has_bias else 0)
+        self.flat = nn.Parameter(torch.stack([self._row(model) for model in models]))
+
+    @property
+    def replicas(self) -> int:
+        return self.flat.shape[0]
+
+    def activation(self, i: int) -> str:
+        return self.output_activation if i == len(self.layers) - 1 else self.hidden_activation
+
+    def _row(self, model: nn.Module) -> torch.Tensor:
+        seq, _ = _mlp_of(model)
+        linears = [m for m in seq.children() if isinstance(m, nn.Linear)]
+        parts = []
+        for linear in linears:
+            parts.append(linear.weight.detach().reshape(-1).cpu())
+            if linear.bias is not None:
+                parts.append(linear.bias.detach().cpu())
+        return torch.cat(parts).float()
+
+    def weights(self, flat: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Each layer's ``(K, out, in)`` weight and ``(K, out)`` bias, as views of ``flat`` (default: mine)."""
+        flat = self.flat if flat is None else flat
+        out = []
+        for w, b, fan_in, fan_out in self.layers:
+            weight = flat[:, w:w + fan_in * fan_out].view(-1, fan_out, fan_in)
+            out.append((weight, flat[:, b:b + fan_out] if b is not None else None))
+        return out
+
+    def forward(self, x: torch.Tensor, flat: torch.Tensor | None = None) -> torch.Tensor:
+        flat = self.flat if flat is None else flat
+        if self.kernels != "triton":
+            return _StackedForward.apply(x, flat, self)
+        from .ops import fused_linear
+        h = x
+        for i, (weight, bias) in enumerate(self.weights(flat)):
+            h = fused_linear(h, weight, bias, self.activation(i), self.negative_slope)
+        return h
+
+    @torch.no_grad()
+    def load_into(self, model: nn.Module, k: int, flat: torch.Tensor | None = None) -> nn.Module:
+        """Copy replica ``k``'s weights (from ``flat``, default mine) into ``model`` (shaped like the template)."""
+        flat = self.flat if flat is None else flat
+        seq, _ = _mlp_of(model)
+        linears = [m for m in seq.children() if isinstance(m, nn.Linear)]
+        for linear, (weight, bias) in zip(linears, self.weights(flat)):
+            linear.weight.copy_(weight[k])
+            if bias is not None:
+                linear.bias.copy_(bias[k])
+        return model
+
+
+class ReplicaAdam:
+    """Adam over a ``StackedMLP``'s ``(K, P)`` weights with per-replica ``lr`` and ``betas`` (K values each):
+    ``torch.optim.Adam``'s update (no weight decay, no amsgrad) for every replica at once. Where every
+    replica has the same lr and betas (a seed sweep) it is PyTorch's fused Adam kernel (``torch._fused_adam_``,
+    one launch); otherwise eight whole-buffer ops with ``(K, 1)`` hyper-parameters. The step count lives on
+    the device either way (capturable)."""
+
+    def __init__(self, model: StackedMLP, lr, betas, eps: float = 1e-8):
+        param = model.flat
+        k = param.shape[0]
+        self.param, self.eps = param, eps
+        lr, betas = [float(v) for v in lr], [tuple(map(float, b)) for b in betas]
+        self.uniform = (lr[0], *betas[0]) if len(set(lr)) == 1 and len(set(betas)) == 1 else None
+        as_col = lambda v: torch.tensor(v, dtype=torch.float32, device=param.device).reshape(k, 1)  # noqa: E731
+        self.lr = as_col(lr)
+        self.beta1 = as_col([b[0] for b in betas])
+        self.beta2 = as_col([b[1] for b in betas])
+        self.exp_avg = torch.zeros_like(param)
+        self.exp_avg_sq = torch.zeros_like(param)
+        self.step_count = torch.zeros((), dtype=torch.float32, device=param.device)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.param.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        grad = self.param.grad
+        if grad is None:
+            return
+        self.step_count += 1   # (the fused kernel reads the count; it does not advance it)
+        if self.uniform is not None:
+            lr, beta1, beta2 = self.uniform
+            torch._fused_adam_([self.param], [grad], [self.exp_avg], [self.exp_avg_sq], [], [self.step_count],
+                               lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=self.eps, amsgrad=False,
+                               maximize=False)
+            return
+        self.exp_avg.lerp_(grad, 1 - self.beta1)
+        self.exp_avg_sq.lerp_(grad.square(), 1 - self.beta2)
+        step_size = self.lr / (1 - self.beta1 ** self.step_count)                  # (K, 1)
+        bias_correction2_sqrt = (1 - self.beta2 ** self.step_count).sqrt()
+        # p -= step_size * m / (sqrt(v) / sqrt(bc2) + eps), with one temporary of the buffer's size
+        denom = self.exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(self.eps).div_(step_size)
+        self.param.addcdiv_(self.exp_avg, denom, value=-1.0)
+
+    def state_dict(self) -> dict:
+        return {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone(),
+                "step": self.step_count.clone()}
+
+    def check_state(self, state: dict) -> None:
+        for key in ("exp_avg", "exp_avg_sq"):
+            if not isinstance(state.get(key), torch.Tensor) or state[key].shape != self.param.shape:
+                raise ValueError(f"the optimizer state's {key} does not have shape {tuple(self.param.shape)}")
+        if not isinstance(state.get("step"), torch.Tensor) or state["step"].numel() != 1:
+            raise ValueError("the optimizer state has no step count")
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        self.check_state(state)
+        self.exp_avg.copy_(state["exp_avg"])
+        self.exp_avg_sq.copy_(state["exp_avg_sq"])
+        self.step_count.copy_(state["step"].reshape(()))
+
+
+def _bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-replica mean sigmoid-BCE of ``(K, N, 1)`` logits against ``(K, 1, 1)`` targets: ``(K,)``."""
+    return F.binary_cross_entropy_with_logits(logits, target.expand_as(logits), reduction="none").mean(dim=(1, 2))
+
+
+def make_replica_step(t: ReplicaTrainer):
+    """``step(index) -> (loss_d, loss_g)``, each ``(K,)``: the single-GAN step (``fastgan.step``) for K
+    replicas at once, each drawing from its own generator in the order the single step draws."""
+    config, device = t.config, t.device
+    n, features = t.data.shape
+    pack, K = config.pack, t.replicas
+    per = [config.for_replica(k) for k in range(K)]
+    col = lambda vals: torch.tensor(vals, dtype=torch.float32, device=device).reshape(K, 1, 1)  # noqa: E731
+    real_label = col([c.real_label for c in per])
+    zero, one = torch.zeros_like(real_label), torch.ones_like(real_label)
+    sigmas = [c.instance_noise for c in per]
+    noise_scale = col(sigmas)
+    hinge = config.loss == "hinge"
+
+    def noisy(x: torch.Tensor) -> torch.Tensor:   # x: (K, B, features); only replicas with sigma > 0 draw
+        if not any(sigmas):
+            return x
+        draws = [torch.randn(x.shape[1:], device=device, generator=g) if s > 0 else x.new_zeros(x.shape[1:])
+                 for g, s in zip(t.generators, sigmas)]
+        return x + noise_scale * torch.stack(draws)
+
+    def d_input(x):
+        x = noisy(x)
+        return x.reshape(K, x.shape[1] // pack, pack * features) if pack > 1 else x
+
+    def d_loss(real_logits, fake_logits):
+        if hinge:
+            return torch.relu(1.0 - real_logits).mean(dim=(1, 2)) + torch.relu(1.0 + fake_logits).mean(dim=(1, 2))
+        return _bce(real_logits, real_label) + _bce(fake_logits, zero)
+
+    def d_loss_of_inputs(real, fake):   # one pass over real and fake rows: half the launches
+        logits = t.discriminator(torch.cat((real, fake), dim=1))
+        return d_loss(logits[:, :real.shape[1]], logits[:, real.shape[1]:])
+
+    def g_loss_of_input(fake_in):
+        logits = t.discriminator(fake_in)
+        return -logits.mean(dim=(1, 2)) if hinge else _bce(logits, one)
+
+    generator = t.generator
+    if config.compile:
+        options = {} if config.compile is True else {"mode": config.compile}
+        generator = torch.compile(t.generator, **options)
+        d_loss_of_inputs = torch.compile(d_loss_of_inputs, **options)
+        g_loss_of_input = torch.compile(g_loss_of_input, **options)
+    from .config import CUDAGRAPH_COMPILE_MODES
+    from .step import precision_scope
+    cudagraph_trees = config.compile in CUDAGRAPH_COMPILE_MODES
+    if config.precision == "bf16":
+        def autocast():
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+    else:
+        import contextlib
+        autocast = contextlib.nullcontext
+
+    def step(index: int):
+        if cudagraph_trees:
+            torch.compiler.cudagraph_mark_step_begin()
+        samples = config.samples_per_step
+        for d_step in range(config.d_steps):
+            last = d_step == config.d_steps - 1
+            with phase("data"):
+                reals, zs = [], []
+                for g, s in zip(t.generators, sigmas):   # the single step's order: batch, its noise, z
+                    batch = torch.randint(0, n, (samples,), device=device, generator=g)
+                    reals.append(batch)
+                    if s > 0:
+                        reals.append(torch.randn((samples, features), device=device, generator=g))
+                    zs.append(torch.randn(samples, t.latent_dim, device=device, generator=g))
+                real = _gather(t.data, reals, sigmas, noise_scale, samples, features)
+                real = real.reshape(K, samples // pack, pack * features) if pack > 1 else real
+                z = torch.stack(zs)
+            with phase("G.forward"), autocast():
+                if last:
+                    fake = generator(z)
+                else:
+                    with torch.no_grad():
+                        fake = generator(z)
+                fake_for_d = d_input(fake.detach())
+            with phase("D.forward"), autocast():
+                loss_d = d_loss_of_inputs(real, fake_for_d)
+            with phase("D.backward"):
+                t.optimizer_d.zero_grad()
+                loss_d.sum().backward()
+            with phase("D.optim"):
+                t.optimizer_d.step()
+        t.discriminator.requires_grad_(False)
+        try:
+            with phase("G.loss"), autocast():
+                loss_g = g_loss_of_input(d_input(fake))
+            with phase("G.backward"):
+                t.optimizer_g.zero_grad()
+                loss_g.sum().backward()
+        finally:
+            t.discriminator.requires_grad_(True)
+        with phase("G.optim"):
+            t.optimizer_g.step()
+            if t.ema_flat is not None:
+                with torch.no_grad():
+                    t.ema_flat.lerp_(t.generator.flat, 1.0 - config.ema)
+        loss_d, loss_g = loss_d.detach().float(), loss_g.detach().float()
+        if cudagraph_trees:
+            loss_d, loss_g = loss_d.clone(), loss_g.clone()
+        return loss_d, loss_g
+
+    def step_with_precision(index: int):
+        with precision_scope(config.precision):
+            return step(index)
+
+    return step_with_precision
+
+
+def _gather(data, draws, sigmas, noise_scale, samples, features):
+    """The real batch ``(K, samples, features)`` from each replica's indices (and instance noise, drawn
+    right after them, as the single step does)."""
+    indices, noise, i = [], [], 0
+    for s in sigmas:
+        indices.append(draws[i])
+        i += 1
+        if s > 0:
+            noise.append(draws[i])
+            i += 1
+        else:
+            noise.append(None)
+    real = data.index_select(0, torch.cat(indices)).view(len(sigmas), samples, features)
+    if any(sigmas):
+        real = real + noise_scale * torch.stack([z if z is not None else real.new_zeros(samples, features)
+                                                 for z in noise])
+    return real
+
+
+from .trainer import GANTrainer  # noqa: E402  (the subclass needs its base; trainer.py imports us lazily)
+
+
+class ReplicaTrainer(GANTrainer):
+    """K GANs at once (see the module's docstring). Made by ``GANTrainer(..., replicas=K)``.
+
+    ``step()`` returns ``(K, 2)`` losses (D, G); ``history`` holds lists of K values per step;
+    ``sample(n, replica=k)`` samples replica k as its single run would (``replica=None``: all, ``(K, n, f)``);
+    ``replica(k)`` gives plain ``(G, D)`` modules; ``save``/``load`` resume exactly.
+    """
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, data, config: TrainConfig | None = None, *,
+                 labels=None, **settings):
+        from . import data as _data
+        from .graph import GraphedStep
+        from .history import LossLog
+        if config is not None and not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a fastgan.TrainConfig, got {type(config).__name__}")
+        config = TrainConfig(**settings) if config is None else config.replace(**settings)
+        if config.replicas is None:
+            raise ValueError("ReplicaTrainer needs replicas=K")
+        if labels is not None:
+            raise ValueError("replicas do not train conditional GANs yet (labels given)")
+        if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
+            raise TypeError("generator and discriminator must be torch.nn.Module instances")
+        device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if isinstance(data, torch.Tensor) and data.is_cuda and config.device is None:
+            device = data.device
+        self.device = torch.device(device)
+        if config.cuda_graph and self.device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs a CUDA device, but the trainer runs on {self.device}")
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.config = config
+        self.replicas = config.replicas
+        self.data = _data.from_tensor(data, device=self.device)
+        self.latent_dim = check_gan_models(generator, discriminator, self.data.shape[1], config.pack,
+                                           config.latent_dim)
+        _mlp_of(generator), _mlp_of(discriminator)   # clear errors before any copy
+        self.labels, self.num_classes = None, None
+        self.kernels = ("triton" if self.device.type == "cuda" else "torch") if config.kernels == "auto" \
+            else config.kernels
+        self.templates = (copy.deepcopy(generator).cpu(), copy.deepcopy(discriminator).cpu())
+        models = [replica_models(*self.templates, config.seed, k) for k in range(self.replicas)]
+        self.generator = StackedMLP([g for g, _ in models], self.kernels).to(self.device)
+        self.discriminator = StackedMLP([d for _, d in models], self.kernels).to(self.device)
+        per = [config.for_replica(k) for k in range(self.replicas)]
+        self.optimizer_g = ReplicaAdam(self.generator, [c.generator_lr for c in per], [c.betas for c in per])
+        self.optimizer_d = ReplicaAdam(self.discriminator, [c.discriminator_lr for c in per],
+                                       [c.betas for c in per])
+        self.generators = [torch.Generator(device=self.device).manual_seed(c.seed) for c in per]
+        self.rng = self.generators[0]
+        self.ema = None
+        self.ema_flat = self.generator.flat.detach().clone() if config.ema is not None else None
+        self.augment = self.spectral = self.sampler = None
+        self.step_path = "replicas"
+        self._step = make_replica_step(self)
+        self._graphed = GraphedStep(self._step, self.generators, self.device, config.steps_per_replay,
+                                    config.graph_warmup) if config.cuda_graph else None
+        self.step_count = 0
+        self.losses = LossLog()
+
+    @property
+    def kernels_run(self) -> str:
+        if self.kernels != "triton":
+            return "torch"
+        from . import ops
+        if not ops.use_triton(self.data):
+            return "reference"
+        return "triton" if self.data.is_cuda else "triton-interpreter"
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.config = self.config.replace(batch_size=value)
+        self._step = make_replica_step(self)
+        if self._graphed is not None:
+            self._graphed.step = self._step
+            self._graphed.reset()
+
+    def step(self) -> torch.Tensor:
+        """One D update then one G update of every replica; returns ``(K, 2)`` losses (D, G) on the device."""
+        loss_d, loss_g = super().step()
+        return torch.stack((loss_d, loss_g), dim=1)
+
+    @staticmethod
+    def _row_is_finite(row) -> bool:
+        return all(math.isfinite(v) for v in (*row[1], *row[2]))
+
+    @staticmethod
+    def _postfix(row) -> dict:
+        return {"loss_d": f"{sum(row[1]) / len(row[1]):.4f}", "loss_g": f"{sum(row[2]) / len(row[2]):.4f}"}
+
+    def replica(self, k: int, ema: bool = False) -> tuple[nn.Module, nn.Module]:
+        """Replica ``k``'s ``(G, D)`` as plain modules of the templates' classes, on the trainer's device
+        (copies: training does not change them). ``ema=True``: G's EMA weights."""
+        k = self._replica_index(k)
+        if ema and self.ema_flat is None:
+            raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY)")
+        g = self.generator.load_into(copy.deepcopy(self.templates[0]).to(self.device), k,
+                                     self.ema_flat if ema else None)
+        d = self.discriminator.load_into(copy.deepcopy(self.templates[1]).to(self.device), k)
+        return g.eval(), d.eval()
+
+    def _replica_index(self, k) -> int:
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.replicas:
+            raise ValueError(f"replica must be an integer in [0, {self.replicas}), got {k!r}")
+        return k
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, ema: bool | None = None, labels=None, rejection: bool | float = False,
+               replica: int | None = None) -> torch.Tensor:
+        """Replica ``replica``'s ``n`` samples, as its single run's ``sample(n, seed)`` gives them; with
+        ``replica=None``, every replica's: ``(K, n, features)``. EMA weights when kept (``ema=False``: raw)."""
+        n = _positive_int("n", n)
+        if labels is not None:
+            raise ValueError("replicas are unconditional GANs: no labels")
+        if ema and self.ema_flat is None:
+            raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
+        use_ema = self.ema_flat is not None and ema is not False
+        ks = range(self.replicas) if replica is None else [self._replica_index(replica)]
+        out = []
+        for k in ks:
+            g, d = self.replica(k, ema=use_ema)
+            if rejection is not False:
+                from .models import rejection_sample
+                if self.config.pack > 1:
+                    raise ValueError("rejection sampling scores single samples: not with pack > 1")
+                quantile = 0.8 if rejection is True else float(rejection)
+                samples, _ = rejection_sample(g, d, n, self.latent_dim, seed, self.device, quantile)
+            else:
+                samples = generate(g, n, self.latent_dim, seed, self.device)
+            out.append(samples)
+        return out[0] if replica is not None else torch.stack(out)
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        self.flush_losses()
+        return {
+            "format": REPLICA_FORMAT, "version": 1, "step": self.step_count, "replicas": self.replicas,
+            "generator": self.generator.flat.detach().clone(),
+            "discriminator": self.discriminator.flat.detach().clone(),
+            "optimizer_g": self.optimizer_g.state_dict(), "optimizer_d": self.optimizer_d.state_dict(),
+            "rng": [g.get_state() for g in self.generators], "history": self.history,
+            "ema": self.ema_flat.clone() if self.ema_flat is not None else None,
+            "config": self.config.to_dict(),
+        }
+
+    def load(self, path: str | os.PathLike) -> dict:
+        state = load_checkpoint(path, map_location=self.device)
+        try:
+            if state.get("format") != REPLICA_FORMAT:
+                raise ValueError(f"format is {state.get('format')!r}, expected {REPLICA_FORMAT!r} (a checkpoint of "
+                                 "a single-GAN trainer: load it with replicas unset)")
+            if state["replicas"] != self.replicas:
+                raise ValueError(f"it holds {state['replicas']} replicas, this trainer {self.replicas}")
+            for name in ("generator", "discriminator"):
+                ours = getattr(self, name).flat
+                if not isinstance(state[name], torch.Tensor) or state[name].shape != ours.shape:
+                    raise ValueError(f"{name} weights have shape {tuple(getattr(state[name], 'shape', ()))}, "
+                                     f"expected {tuple(ours.shape)}")
+            self.optimizer_g.check_state(state["optimizer_g"])
+            self.optimizer_d.check_state(state["optimizer_d"])
+            if (self.ema_flat is None) != (state.get("ema") is None):
+                raise ValueError("one of this trainer and the checkpoint keeps an EMA generator, the other not")
+            rng = state["rng"]
+            if not isinstance(rng, list) or len(rng) != self.replicas:
+                raise ValueError("the RNG states do not match the replicas")
+            if not isinstance(state["step"], int) or state["step"] < 0:
+                raise ValueError(f"step must be a non-negative integer, got {state['step']!r}")
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{path} does not fit this trainer: {e}") from e
+        with torch.no_grad():
+            self.generator.flat.copy_(state["generator"])
+            self.discriminator.flat.copy_(state["discriminator"])
+            if self.ema_flat is not None:
+                self.ema_flat.copy_(state["ema"])
+        self.optimizer_g.load_state_dict(state["optimizer_g"])
+        self.optimizer_d.load_state_dict(state["optimizer_d"])
+        for g, s in zip(self.generators, rng):
+            g.set_state(s.cpu())
+        self.step_count = int(state["step"])
+        self.losses.reset(state["history"])
+        if self._graphed is not None:
+            self._graphed.reset()
+        return state
+
+    def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
+        state = self.state_dict()
+        if extra is not None:
+            state["extra"] = extra
+        return save_checkpoint(state, path)

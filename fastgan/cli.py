@@ -15,9 +15,9 @@ import torch
 from . import data as datasets
 from .checkpoint import CheckpointError, load_checkpoint
 from .models import DATA_PRESETS, PRESETS, ModelPreset, generate
-from .plots import save_image_grid, save_loss_curve, save_scatter
+from .plots import save_image_grid, save_loss_curve, save_scatter, save_scatter_panels
 from .losses import LOSSES
-from .config import KERNELS, PACK_CONVENTIONS, PRECISIONS, SAMPLERS, TrainConfig
+from .config import KERNELS, PACK_CONVENTIONS, PER_REPLICA, PRECISIONS, SAMPLERS, TrainConfig
 from .trainer import GANTrainer, NonFiniteLossError, TrainingInterrupted
 
 DESCRIPTION = """\
@@ -106,8 +106,12 @@ CLI_DEFAULTS = {"real_label": "0.9 (one-sided label smoothing) with the BCE loss
 
 
 def config_from_args(args: argparse.Namespace, **fixed) -> TrainConfig:
-    """The TrainConfig of a command: every field whose flag the command has (same name), then ``fixed``."""
+    """The TrainConfig of a command: every field whose flag the command has (same name), then ``fixed``.
+    A per-replica flag given several values (``--lr 1e-4 2e-4``) becomes a per-replica sequence."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    for name in PER_REPLICA:
+        if isinstance(values.get(name), list):
+            values[name] = values[name][0] if len(values[name]) == 1 else tuple(values[name])
     values.update(fixed, device=str(resolve_device(args.device)))
     return TrainConfig(**values)
 
@@ -130,7 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="class-conditional GAN (digits, mnist): G(z, label) and a projection D; samples.png "
                             "has one row per class and metrics.json the classifier's per-class accuracy")
     train.add_argument("--batch-size", type=_positive(int), default=128, help="default: 128")
-    train.add_argument("--lr", type=_positive(float), default=2e-4, help="Adam learning rate (default: 2e-4)")
+    train.add_argument("--lr", type=_positive(float), nargs="+", default=2e-4, metavar="LR",
+                       help="Adam learning rate (default: 2e-4); with --replicas K, K values give one per replica")
+    train.add_argument("--replicas", type=_positive(int), default=None, metavar="K",
+                       help="train K GANs at once (replica k: seed + k, its own init, batches and noise); "
+                            "samples.png gets a row (a panel) per replica, metrics.json each replica's quality and "
+                            "their mean +- standard error. --lr, --lr-g, --lr-d, --real-label, --instance-noise "
+                            "take K values for a sweep")
     train.add_argument("--hidden", type=_positive(int), nargs="+", default=None,
                        help="hidden widths of G and D (default: the data set's preset, 256 256; the classic GAN "
                             "is 128 128)")
@@ -143,15 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fast_step_options(train)
     stabilise = train.add_argument_group("stabilisation options")
     stabilise.add_argument("--loss", choices=LOSSES, default="non_saturating")
-    stabilise.add_argument("--lr-g", type=_positive(float), default=None, help="G's learning rate (TTUR)")
-    stabilise.add_argument("--lr-d", type=_positive(float), default=None, help="D's learning rate (TTUR)")
+    stabilise.add_argument("--lr-g", type=_positive(float), nargs="+", default=None, help="G's learning rate (TTUR)")
+    stabilise.add_argument("--lr-d", type=_positive(float), nargs="+", default=None, help="D's learning rate (TTUR)")
     stabilise.add_argument("--d-steps", type=_positive(int), default=1, help="D updates per G update")
     stabilise.add_argument("--ema", type=float, default=None, help="EMA decay of G's weights, e.g. 0.999")
     stabilise.add_argument("--pack", type=_positive(int), default=1, help="PacGAN packing degree")
     stabilise.add_argument("--pack-convention", choices=PACK_CONVENTIONS, default="samples",
                            help="what --batch-size counts when packing: samples (default: D sees batch/pack rows) "
                                 "or rows (PacGAN's code: D sees batch packed rows, pack x batch samples a step)")
-    stabilise.add_argument("--instance-noise", type=float, default=0.0, help="std of noise on D's inputs")
+    stabilise.add_argument("--instance-noise", type=float, nargs="+", default=0.0,
+                           help="std of noise on D's inputs")
     stabilise.add_argument("--r1-gamma", type=float, default=0.0, help="R1 penalty weight on real data")
     stabilise.add_argument("--r1-every", type=_positive(int), default=16, help="R1 every N steps")
     for net, name in (("g", "G"), ("d", "D")):
@@ -272,7 +283,9 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"fastgan: training on {args.data} ({real.shape[0]} samples x {real.shape[1]} features), "
               f"{remaining} steps at batch {args.batch_size} on {trainer.device}, kernels={trainer.kernels}"
               + ("" if trainer.kernels_run in ("torch", "triton") else f" (running: {trainer.kernels_run})")
-              + (f", step: {trainer.step_path}" if trainer.kernels == "triton-mlp" else ""))
+              + (f", step: {trainer.step_path}" if trainer.kernels == "triton-mlp" else "")
+              + (f", {trainer.replicas} replicas (seeds {args.seed}..{args.seed + trainer.replicas - 1})"
+                 if getattr(trainer, "replicas", None) else ""))
         try:
             trainer.fit(remaining, log_every=args.log_every, progress=not args.no_progress,
                         checkpoint=checkpoint, checkpoint_extra=extra)
@@ -296,7 +309,10 @@ def run_train(args: argparse.Namespace) -> int:
 def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, status: str, seconds: float,
                    steps_run: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    if args.data in ("ring", "grid"):
+    replicas = getattr(trainer, "replicas", None)
+    if replicas is not None:
+        _replica_pictures(trainer, out, args)
+    elif args.data in ("ring", "grid"):
         centers = datasets.ring_centers() if args.data == "ring" else datasets.grid_centers()
         save_scatter(trainer.sample(2500), out / "samples.png", centers=centers, real=trainer.data,
                      title=f"{args.data}: 2,500 samples after {trainer.step_count} steps")
@@ -308,8 +324,12 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
     else:
         save_image_grid(trainer.sample(64), out / "samples.png",
                         title=f"{args.data}: 64 samples after {trainer.step_count} steps")
-    save_loss_curve(trainer.history, out / "losses.png", title=f"{args.data}: losses per step")
     history = trainer.history
+    if replicas is not None:   # the curve of the replicas' mean loss; metrics.json has each one's
+        history = {"step": history["step"], "loss_d": [sum(v) / len(v) for v in history["loss_d"]],
+                   "loss_g": [sum(v) / len(v) for v in history["loss_g"]]}
+    save_loss_curve(history, out / "losses.png", title=f"{args.data}: losses per step"
+                    + (f" (mean of {replicas} replicas)" if replicas else ""))
     tail = max(1, min(len(history["step"]), args.log_every))
     window = list(zip(history["loss_d"][-tail:], history["loss_g"][-tail:]))
     metrics = {
@@ -324,13 +344,52 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
         "device": str(trainer.device),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
-    if status == "completed":
+    if status == "completed" and replicas is not None:
+        n = _default_samples(args.data)
+        samples = trainer.sample(n, seed=QUALITY_SEED)
+        metrics["quality"] = replica_summary([_quality(args.data, samples[k]) for k in range(replicas)])
+        metrics["quality_samples"] = {"seed": QUALITY_SEED, "device": str(trainer.device),
+                                      "weights": "ema" if trainer.ema_flat is not None else "generator"}
+    elif status == "completed":
         n = _default_samples(args.data)
         labels = torch.arange(n) % trainer.num_classes if trainer.num_classes else None
         metrics["quality"] = _quality(args.data, trainer.sample(n, seed=QUALITY_SEED, labels=labels), labels)
         metrics["quality_samples"] = {"seed": QUALITY_SEED, "device": str(trainer.device),
                                       "weights": "ema" if trainer.ema is not None else "generator"}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+# a sample picture shows at most this many replicas (metrics.json has every one)
+PICTURED_REPLICAS = 16
+
+
+def _replica_pictures(trainer, out: Path, args) -> None:
+    """samples.png of a K-replica run: a row of 10 images per replica, or a scatter panel per replica."""
+    shown = min(trainer.replicas, PICTURED_REPLICAS)
+    more = f" (the first {shown} of {trainer.replicas})" if shown < trainer.replicas else ""
+    if args.data in ("ring", "grid"):
+        centers = datasets.ring_centers() if args.data == "ring" else datasets.grid_centers()
+        samples = trainer.sample(2500)[:shown]
+        save_scatter_panels(samples, out / "samples.png", centers=centers, real=trainer.data,
+                            title=f"{args.data}: 2,500 samples per replica after {trainer.step_count} steps{more}")
+    else:
+        samples = trainer.sample(10)[:shown]
+        save_image_grid(samples.reshape(-1, samples.shape[-1]), out / "samples.png", columns=10,
+                        title=f"{args.data}: a row per replica (0 at the top), after {trainer.step_count} "
+                              f"steps{more}")
+
+
+def replica_summary(per_replica: list[dict | None]) -> dict | None:
+    """Each replica's metrics and, for every numeric metric, the mean and its standard error over replicas."""
+    if not per_replica or per_replica[0] is None:
+        return None
+    keys = [k for k, v in per_replica[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    summary = {"replicas": per_replica, "mean": {}, "stderr": {}}
+    for key in keys:
+        values = torch.tensor([float(m[key]) for m in per_replica], dtype=torch.float64)
+        summary["mean"][key] = values.mean().item()
+        summary["stderr"][key] = (values.std() / len(values) ** 0.5).item() if len(values) > 1 else 0.0
+    return summary
 
 
 def _default_samples(data_name: str) -> int:
@@ -366,19 +425,32 @@ def run_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     features = 784 if model["data"] in ("digits", "mnist") else 2
     generator, _ = _models(features, model)
-    weights = state.get("ema") or state["generator"]
-    generator.load_state_dict(weights)
-    generator.to(device).eval()
     n = args.samples or _default_samples(model["data"])
-    labels = torch.arange(n, device=device) % model["num_classes"] if model.get("num_classes") else None
-    samples = generate(generator, n, model["latent_dim"], args.seed, device, labels=labels)
     start = time.perf_counter()
-    result = _quality(model["data"], samples, labels)
+    from .replicas import REPLICA_FORMAT, StackedMLP
+    if state.get("format") == REPLICA_FORMAT:   # K replicas: each one's metrics, their mean and standard error
+        flat = state["ema"] if state.get("ema") is not None else state["generator"]
+        stacked = StackedMLP([generator])
+        if flat.shape[1] != stacked.flat.shape[1]:
+            raise CheckpointError(f"{args.checkpoint}: its generator weights do not fit the model it describes")
+        per_replica = []
+        for k in range(flat.shape[0]):
+            g = stacked.load_into(generator, k, flat).to(device).eval()
+            per_replica.append(_quality(model["data"], generate(g, n, model["latent_dim"], args.seed, device)))
+        result = replica_summary(per_replica)
+        weights = "ema" if state.get("ema") is not None else "generator"
+    else:
+        weights = "ema" if state.get("ema") else "generator"
+        generator.load_state_dict(state.get("ema") or state["generator"])
+        generator.to(device).eval()
+        labels = torch.arange(n, device=device) % model["num_classes"] if model.get("num_classes") else None
+        samples = generate(generator, n, model["latent_dim"], args.seed, device, labels=labels)
+        result = _quality(model["data"], samples, labels)
     if result is None:
         print("fastgan: evaluate knows digits, ring and grid; MNIST needs its own classifier", file=sys.stderr)
         return 2
     report = {"checkpoint": str(args.checkpoint), "step": state["step"], "data": model["data"],
-              "weights": "ema" if state.get("ema") else "generator", "samples": n, "seed": args.seed,
+              "weights": weights, "samples": n, "seed": args.seed,
               "device": str(device), "metrics": result,
               "seconds": round(time.perf_counter() - start, 2)}
     text = json.dumps(report, indent=2)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save_image_grid", "save_scatter", "save_loss_curve"]
+__all__ = ["save_image_grid", "save_scatter", "save_scatter_panels", "save_loss_curve"]
 
 
 def _pyplot():
@@ -61,6 +61,36 @@ def save_scatter(samples: torch.Tensor, path: str | os.PathLike, centers: torch.
     ax.legend(loc="upper right", fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def save_scatter_panels(samples: torch.Tensor, path: str | os.PathLike, centers: torch.Tensor | None = None,
+                        real: torch.Tensor | None = None, title: str | None = None) -> Path:
+    """``(K, N, 2)`` samples of K models, a small scatter panel each (numbered), over the same axes."""
+    plt = _pyplot()
+    s = samples.detach().float().cpu()
+    k = s.shape[0]
+    columns = min(k, 4)
+    rows = math.ceil(k / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.6 * rows + 0.4), squeeze=False,
+                             sharex=True, sharey=True)
+    r = real.detach().float().cpu()[:3000] if real is not None else None
+    c = centers.detach().float().cpu() if centers is not None else None
+    for i, ax in enumerate(axes.flat):
+        if i >= k:
+            ax.set_axis_off()
+            continue
+        if r is not None:
+            ax.scatter(r[:, 0], r[:, 1], s=1, c="0.85")
+        ax.scatter(s[i, :, 0], s[i, :, 1], s=1, c="tab:blue", alpha=0.5)
+        if c is not None:
+            ax.scatter(c[:, 0], c[:, 1], marker="x", s=20, c="tab:red")
+        ax.set_title(f"replica {i}", fontsize=8)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -1,0 +1,243 @@
+"""K replicas in one trainer (fastgan.replicas): replica k equals its single-GAN run, per-replica settings,
+checkpoints, sampling, compile, and the errors for what is not supported."""
+import copy
+
+import pytest
+import torch
+
+from conftest import ON_CUDA, assert_close
+from fastgan import CheckpointError, GANTrainer, MLPDiscriminator, MLPGenerator, TrainConfig
+from fastgan.replicas import ReplicaTrainer, StackedMLP, replica_models
+
+STEPS = 20
+
+
+def _models(pack=1, features=6, latent=4, width=16):
+    return (MLPGenerator(latent_dim=latent, hidden=(width, width), out_dim=features, output_activation=None),
+            MLPDiscriminator(in_dim=features * pack, hidden=(width, width)))
+
+
+def _data(n=300, features=6):
+    return torch.randn(n, features, generator=torch.Generator().manual_seed(11))
+
+
+def _options(**kw):
+    return {"batch_size": 16, "precision": "fp32", "device": "cpu", "seed": 5, **kw}
+
+
+def _single_runs_match(trainer, g, d, data, steps, tolerance=1e-5, samples=True):
+    """Every replica against the single-GAN run it stands for: same losses each step, same weights and
+    samples at the end."""
+    trainer.flush_losses()
+    for k in range(trainer.replicas):
+        single = GANTrainer(*replica_models(g, d, trainer.config.seed, k), data,
+                            trainer.config.for_replica(k).replace(compile=False))
+        for _ in range(steps):
+            single.step()
+        single.flush_losses()
+        for key in ("loss_d", "loss_g"):
+            ours = torch.tensor([row[k] for row in trainer.history[key]])
+            assert_close(ours, torch.tensor(single.history[key]), tolerance, f"replica {k} {key}")
+        rg, rd = trainer.replica(k)
+        for ours, theirs, what in ((rg, single.generator, "G"), (rd, single.discriminator, "D")):
+            for (name, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
+                assert_close(a, b, tolerance, f"replica {k} {what}.{name}")
+        if samples:
+            assert_close(trainer.sample(64, replica=k), single.sample(64), tolerance, f"replica {k} samples")
+
+
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+def test_each_replica_equals_its_single_run(kernels):
+    """fp32, 20 steps: per-replica lr, TTUR, betas, label smoothing and instance noise, d_steps 2, EMA;
+    kernels="triton" runs the fused linear kernel with its replica grid axis (interpreter on the CPU)."""
+    g, d = _models()
+    data = _data()
+    trainer = GANTrainer(g, d, data, replicas=3, kernels=kernels, **_options(
+        lr=[1e-3, 2e-4, 5e-4], lr_d=[1e-3, 4e-4, 5e-4], betas=[(0.5, 0.999), (0.0, 0.9), (0.5, 0.99)],
+        real_label=[1.0, 0.9, 1.0], instance_noise=[0.0, 0.1, 0.05], d_steps=2, ema=0.9))
+    assert isinstance(trainer, ReplicaTrainer) and trainer.step_path == "replicas"
+    assert trainer.kernels_run == ("torch" if kernels == "torch" else "triton-interpreter")
+    for _ in range(STEPS):
+        losses = trainer.step()
+    assert losses.shape == (3, 2)
+    _single_runs_match(trainer, g, d, data, STEPS)
+
+
+@pytest.mark.parametrize("options,tolerance", [
+    (dict(pack=2), 1e-5), (dict(pack=2, pack_convention="rows"), 1e-5), (dict(lr=2e-3, betas=(0.0, 0.9)), 1e-5),
+    # hinge: D's last bias has gradient mean(-1 over real) + mean(+1 over fake) = 0 exactly while every
+    # logit is inside the margin, so what it gets is summation noise, and Adam turns noise of either sign
+    # into a step of +-lr: the runs agree to ~lr there, not to rounding (any two summation orders would)
+    (dict(loss="hinge"), 1e-2)], ids=["pack", "pack-rows", "uniform-fused-adam", "hinge"])
+def test_replicas_equal_single_runs_with_options(options, tolerance):
+    g, d = _models(pack=options.get("pack", 1))
+    data = _data()
+    trainer = GANTrainer(g, d, data, replicas=2, **_options(**options))
+    for _ in range(STEPS):
+        trainer.step()
+    _single_runs_match(trainer, g, d, data, STEPS, tolerance, samples=False)
+
+
+def test_replica_k_is_the_run_with_seed_plus_k():
+    """replicas=3, seed=s trains the runs seed=s, s+1, s+2: replica 1 of seed 5 is replica 0 of seed 6."""
+    g, d = _models()
+    data = _data()
+    a = GANTrainer(g, d, data, replicas=3, **_options(seed=5))
+    b = GANTrainer(g, d, data, replicas=1, **_options(seed=6))
+    for _ in range(5):
+        a.step(), b.step()
+    torch.testing.assert_close(a.generator.flat[1], b.generator.flat[0], rtol=0, atol=0)
+
+
+def test_replica_models_are_deterministic_distinct_and_leave_the_global_rng_alone():
+    g, d = _models()
+    state = torch.get_rng_state()
+    g0, d0 = replica_models(g, d, 3, 0)
+    g0b, _ = replica_models(g, d, 3, 0)
+    g1, _ = replica_models(g, d, 3, 1)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(g0.net[0].weight, g0b.net[0].weight)
+    assert not torch.equal(g0.net[0].weight, g1.net[0].weight)
+    assert not torch.equal(g0.net[0].weight, g.net[0].weight), "the template's own weights are not used"
+    assert type(g0) is type(g) and type(d0) is type(d)
+
+
+def test_stacked_forward_matches_each_model():
+    models = [replica_models(*_models(), 0, k)[1] for k in range(3)]
+    stacked = StackedMLP(models)
+    x = torch.randn(3, 9, 6, dtype=torch.float32)
+    out = stacked(x)
+    for k, m in enumerate(models):
+        assert_close(out[k], m(x[k]), 1e-6, f"replica {k}")
+    fresh = stacked.load_into(copy.deepcopy(models[0]), 2)
+    assert_close(fresh(x[2]), models[2](x[2]), 0, "load_into")
+
+
+def test_histories_and_losses_are_per_replica():
+    g, d = _models()
+    trainer = GANTrainer(g, d, _data(), replicas=4, **_options())
+    history = trainer.fit(6, log_every=3, progress=False)
+    assert history["step"] == list(range(1, 7))
+    assert all(len(v) == 4 for v in history["loss_d"] + history["loss_g"])
+    assert all(torch.isfinite(torch.tensor(history["loss_d"])).reshape(-1))
+
+
+def test_save_and_load_resume_exactly(tmp_path):
+    g, d = _models()
+    data = _data()
+    opts = _options(replicas=3, lr=[1e-3, 2e-4, 5e-4], instance_noise=[0.0, 0.1, 0.0], ema=0.9)
+    a = GANTrainer(g, d, data, **opts)
+    for _ in range(5):
+        a.step()
+    path = a.save(tmp_path / "r.pt")
+    for _ in range(5):
+        a.step()
+    b = GANTrainer(g, d, data, **opts)
+    b.load(path)
+    assert b.step_count == 5
+    for _ in range(5):
+        b.step()
+    for name in ("generator", "discriminator"):
+        torch.testing.assert_close(getattr(b, name).flat, getattr(a, name).flat, rtol=0, atol=0)
+    torch.testing.assert_close(b.ema_flat, a.ema_flat, rtol=0, atol=0)
+    assert b.history == a.history
+    with pytest.raises(CheckpointError, match="holds 3 replicas, this trainer 2"):
+        GANTrainer(g, d, data, **{**opts, "replicas": 2, "lr": 1e-3, "instance_noise": 0.0}).load(path)
+    single = GANTrainer(g, d, data, **_options())
+    with pytest.raises(CheckpointError, match="ReplicaTrainer"):
+        single.load(path)
+    with pytest.raises(CheckpointError, match="single-GAN"):
+        b.load(single.save(tmp_path / "single.pt"))
+
+
+def test_sample_and_replica_modules():
+    g, d = _models()
+    trainer = GANTrainer(g, d, _data(), replicas=3, **_options(ema=0.5))
+    for _ in range(3):
+        trainer.step()
+    every = trainer.sample(10)
+    assert every.shape == (3, 10, 6)
+    assert_close(every[1], trainer.sample(10, replica=1), 0, "one replica")
+    raw = trainer.sample(10, replica=1, ema=False)
+    rg, _ = trainer.replica(1)
+    assert_close(raw, rg(torch.randn(10, 4, generator=torch.Generator().manual_seed(0))), 1e-6, "raw G")
+    assert not torch.equal(raw, every[1]), "EMA samples by default"
+    rg.net[0].weight.data.zero_()
+    assert trainer.generator.flat.abs().sum() > 0, "replica() returns copies"
+    with pytest.raises(ValueError, match=r"replica must be an integer in \[0, 3\)"):
+        trainer.sample(4, replica=3)
+    with pytest.raises(ValueError, match="replica must be"):
+        trainer.replica(-1)
+
+
+def test_compile_has_no_graph_breaks_and_equals_eager():
+    torch._dynamo.reset()
+    from torch._dynamo.utils import counters
+    counters.clear()
+    g, d = _models()
+    data = _data()
+    compiled = GANTrainer(g, d, data, replicas=2, compile=True, **_options())
+    eager = GANTrainer(g, d, data, replicas=2, **_options())
+    for _ in range(3):
+        compiled.step(), eager.step()
+    assert dict(counters["graph_break"]) == {}
+    assert_close(compiled.generator.flat, eager.generator.flat, 1e-5, "G weights")
+
+
+@pytest.mark.parametrize("settings,message", [
+    (dict(lr=[1e-3, 2e-3]), "lr is a sequence of 2 values: one value per replica needs replicas=K"),
+    (dict(replicas=3, lr=[1e-3, 2e-3]), "lr has 2 values but replicas=3"),
+    (dict(replicas=2, betas=[(0.5, 0.9), (0.5, 1.5)]), "betas must be two numbers"),
+    (dict(replicas=2, real_label=[1.0, 1.2]), "real_label must be a number in"),
+    (dict(replicas=2, loss="hinge", real_label=[1.0, 0.9]), "applies to the BCE loss"),
+    (dict(replicas=0), "replicas must be a positive integer"),
+    (dict(replicas=2, r1_gamma=1.0), "not available yet: r1_gamma"),
+    (dict(replicas=2, kernels="triton-mlp"), "kernels='triton-mlp'"),
+    (dict(replicas=2, spectral_norm=True), "spectral_norm"),
+])
+def test_bad_replica_settings_are_clear_errors(settings, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        TrainConfig(**settings)
+
+
+def test_for_replica_gives_the_single_runs_config():
+    config = TrainConfig(replicas=3, seed=10, lr=[1e-3, 2e-3, 3e-3], betas=[(0.5, 0.9)] * 3, real_label=0.9)
+    one = config.for_replica(2)
+    assert (one.replicas, one.seed, one.lr, one.betas, one.real_label) == (None, 12, 3e-3, (0.5, 0.9), 0.9)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="replica must be"):
+        config.for_replica(3)
+
+
+def test_models_replicas_cannot_stack_are_refused():
+    class Odd(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(6, 1)
+
+        def forward(self, x):
+            return self.a(x)
+
+    g, _ = _models()
+    with pytest.raises(ValueError, match="replicas train MLPs"):
+        GANTrainer(g, Odd(), _data(), replicas=2, **_options())
+    with pytest.raises(ValueError, match="conditional"):
+        GANTrainer(g, _models()[1], _data(), replicas=2, labels=torch.zeros(300, dtype=torch.long), **_options())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ON_CUDA, reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+def test_cuda_graph_replays_equal_eager_replicas(kernels):
+    g, d = _models()
+    data = _data().cuda()
+    opts = _options(device="cuda", kernels=kernels, replicas=4, lr=[1e-3, 2e-4, 5e-4, 1e-4],
+                    instance_noise=[0.0, 0.1, 0.0, 0.05])
+    graphed = GANTrainer(g, d, data, cuda_graph=True, steps_per_replay=4, graph_warmup=2, **opts)
+    eager = GANTrainer(g, d, data, **opts)
+    while graphed.step_count < 10:
+        graphed.step()
+    for _ in range(graphed.step_count):
+        eager.step()
+    assert_close(graphed.generator.flat, eager.generator.flat, 1e-5, "G weights")
+    assert_close(graphed.discriminator.flat, eager.discriminator.flat, 1e-5, "D weights")

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import data as datasets
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .models import DATA_PRESETS, PRESETS, ModelPreset, generate
 from .plots import save_image_grid, save_loss_curve, save_scatter, save_scatter_panels
 from .losses import LOSSES
@@ -39,6 +39,9 @@ examples:
   fastgan train --data ring --steps 3000        # the 8-Gaussian ring, 2-D scatter plot
   fastgan train --data mnist --data-root ~/mnist --steps 20000
   fastgan train --out runs/digits --steps 8000 --resume   # continue a run up to 8000 steps"""
+
+# The index checkpoint.pt of a sweep whose replicas were split over processes (each wrote its own shard)
+SHARDED_FORMAT = "fastgan.ShardedReplicas"
 
 # The noise seed of the samples the quality metrics are computed on: `fastgan train` (metrics.json) and
 # `fastgan evaluate` use the same one, so one checkpoint gives the same figures on the same device.
@@ -100,6 +103,7 @@ def _add_fast_step_options(parser: argparse.ArgumentParser) -> None:
 NOT_TRAIN_FLAGS = {
     "betas": "DCGAN's (0.5, 0.999), as every run in the benchmarks",
     "graph_warmup": "3 eager steps before a CUDA-graph capture, enough to create and tune everything",
+    "data_parallel": "set by the process count: under torchrun a run without --replicas is data-parallel",
 }
 # Flags whose default is not TrainConfig's, and why (the others share it: tests/test_config.py checks).
 CLI_DEFAULTS = {"real_label": "0.9 (one-sided label smoothing) with the BCE loss, 1.0 with hinge"}
@@ -242,12 +246,26 @@ def run_train(args: argparse.Namespace) -> int:
         if args.pack > 1:
             raise ValueError("--conditional does not combine with --pack")
         model_config["num_classes"] = 10
+    from . import distributed
+    device = resolve_device(args.device)
+    multi = distributed.init(device)
+    rank, world = distributed.rank(), distributed.world_size()
+    sweep = multi and args.replicas is not None
+    shard_path = out / f"checkpoint.rank{rank}-of-{world}.pt" if sweep else checkpoint
     saved = None
     if args.resume:
         if not checkpoint.exists():
             print(f"fastgan: --resume given but {checkpoint} does not exist", file=sys.stderr)
             return 2
         saved = load_checkpoint(checkpoint)
+        if saved.get("format") == SHARDED_FORMAT:
+            if saved["world_size"] != world:
+                raise ValueError(f"{checkpoint} holds a sweep of {saved['replicas']} replicas trained by "
+                                 f"{saved['world_size']} processes; this run has {world}: resume it with "
+                                 f"torchrun --nproc_per_node={saved['world_size']} (each process resumes its shard)")
+        elif sweep:
+            raise ValueError(f"{checkpoint} is not a sweep's index (it was written by one process): resume it "
+                             "without torchrun")
         model_config = saved.get("extra", {}).get("model", model_config)
         if model_config.get("data") != args.data:
             print(f"fastgan: {checkpoint} was trained on --data {model_config.get('data')}, not {args.data}",
@@ -256,62 +274,113 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.real_label is None:
         args.real_label = 1.0 if args.loss == "hinge" else 0.9
-        if args.loss != "hinge":   # the API's default is 1.0: say which one this run uses, and why
+        if args.loss != "hinge" and rank == 0:   # the API's default is 1.0: say which one this run uses, and why
             print("fastgan: real_label 0.9 (the CLI's default: one-sided label smoothing, steadier on digits; the "
                   "Python API's default is 1.0, the plain GAN loss: pass --real-label 1.0 for it)")
-    config = config_from_args(args, pack=model_config.get("pack", 1))
+    config = config_from_args(args, pack=model_config.get("pack", 1), data_parallel=multi and not sweep)
+    whole = config
+    if sweep:   # this rank's slice of the replicas, as a run of its own (each replica keeps its seed)
+        start, stop = distributed.shard(config.replicas, rank, world)
+        config = config.shard(start, stop)
     conditional = model_config.get("num_classes") is not None   # (a resumed conditional run stays one)
     loaded = datasets.load(args.data, root=args.data_root, device=config.device, labels=conditional)
     real, labels = loaded if conditional else (loaded, None)
     torch.manual_seed(args.seed)
     g, d = _models(real.shape[1], {**model_config, "pack": config.pack})
     trainer = GANTrainer(g, d, real, config, labels=labels)
+    if sweep:
+        distributed.check_same_config({k: v for k, v in whole.to_dict().items() if k != "device"})
     if saved is not None:
-        trainer.load(checkpoint)
-        print(f"fastgan: resumed {checkpoint} at step {trainer.step_count}")
-        ours = trainer.config.to_dict()
+        trainer.load(shard_path)
+        if rank == 0:
+            print(f"fastgan: resumed {checkpoint} at step {trainer.step_count}")
+        ours = whole.to_dict()
         changed = {k: (v, ours[k]) for k, v in saved.get("config", {}).items() if k in ours and ours[k] != v}
-        if changed:  # a resumed run equals an uninterrupted one only with the same settings
+        if changed and rank == 0:  # a resumed run equals an uninterrupted one only with the same settings
             print("fastgan: note: settings differ from the checkpoint's run: " +
                   ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()))
 
     extra = {"model": model_config}
+    if sweep and rank == 0:   # the index first: an interrupted sweep resumes from it
+        out.mkdir(parents=True, exist_ok=True)
+        save_checkpoint({"format": SHARDED_FORMAT, "world_size": world, "replicas": whole.replicas,
+                         "shards": [f"checkpoint.rank{r}-of-{world}.pt" for r in range(world)],
+                         "config": whole.to_dict(), "extra": extra}, checkpoint)
+    writes_checkpoint = sweep or rank == 0   # data-parallel ranks hold the same state: rank 0 keeps it
     remaining = args.steps - trainer.step_count
     start = time.perf_counter()
     status = "completed"
     if remaining > 0:
-        print(f"fastgan: training on {args.data} ({real.shape[0]} samples x {real.shape[1]} features), "
-              f"{remaining} steps at batch {args.batch_size} on {trainer.device}, kernels={trainer.kernels}"
-              + ("" if trainer.kernels_run in ("torch", "triton") else f" (running: {trainer.kernels_run})")
-              + (f", step: {trainer.step_path}" if trainer.kernels == "triton-mlp" else "")
-              + (f", {trainer.replicas} replicas (seeds {args.seed}..{args.seed + trainer.replicas - 1})"
-                 if getattr(trainer, "replicas", None) else ""))
+        if rank == 0:
+            print(f"fastgan: training on {args.data} ({real.shape[0]} samples x {real.shape[1]} features), "
+                  f"{remaining} steps at batch {args.batch_size} on {trainer.device}, kernels={trainer.kernels}"
+                  + ("" if trainer.kernels_run in ("torch", "triton") else f" (running: {trainer.kernels_run})")
+                  + (f", step: {trainer.step_path}" if trainer.kernels == "triton-mlp" else "")
+                  + (f", {whole.replicas} replicas (seeds {args.seed}..{args.seed + whole.replicas - 1})"
+                     if whole.replicas else "")
+                  + (f", {world} processes ({'replicas split over them' if sweep else 'data-parallel'})"
+                     if multi else ""))
         try:
-            trainer.fit(remaining, log_every=args.log_every, progress=not args.no_progress,
-                        checkpoint=checkpoint, checkpoint_extra=extra)
+            trainer.fit(remaining, log_every=args.log_every, progress=not args.no_progress and rank == 0,
+                        checkpoint=shard_path if writes_checkpoint else None, checkpoint_extra=extra)
         except NonFiniteLossError as e:
             print(f"fastgan: stopped: {e}", file=sys.stderr)
             status = "diverged"
         except TrainingInterrupted as e:
             again = args.argv + ([] if "--resume" in args.argv else ["--resume"])
-            print(f"fastgan: interrupted at step {e.step} of {args.steps}; the checkpoint is {checkpoint}. "
-                  f"Resume with: fastgan {shlex.join(again)}", file=sys.stderr)
+            if rank == 0:
+                print(f"fastgan: interrupted at step {e.step} of {args.steps}; the checkpoint is {checkpoint}. "
+                      f"Resume with: fastgan {shlex.join(again)}", file=sys.stderr)
             return 130
     seconds = time.perf_counter() - start
     trainer.flush_losses()
-    _write_outputs(trainer, out, args, model_config, status, seconds, max(remaining, 0))
-    if status == "completed":
-        trainer.save(checkpoint, extra=extra)
-    print(f"fastgan: wrote {out}/samples.png, losses.png, metrics.json, checkpoint.pt")
+    results = None
+    if whole.replicas is not None:   # every rank's replicas, gathered on rank 0 in replica order
+        parts = distributed.gather(_replica_results(trainer, args, status))
+        results = _merge_replica_results(parts) if rank == 0 else None
+    if rank == 0:
+        _write_outputs(trainer, out, args, model_config, status, seconds, max(remaining, 0), results, whole)
+    if status == "completed" and writes_checkpoint:
+        trainer.save(shard_path, extra=extra)
+    if rank == 0:
+        print(f"fastgan: wrote {out}/samples.png, losses.png, metrics.json, checkpoint.pt"
+              + (f" (an index of the {world} ranks' checkpoint.rank*-of-{world}.pt)" if sweep else ""))
     return 0 if status == "completed" else 1
 
 
+def _replica_results(trainer, args, status: str) -> dict:
+    """What a (sharded) replica run reports, computed where the replicas live: picture samples, each
+    replica's quality (a completed run) and the losses per step."""
+    shown = min(trainer.replicas, PICTURED_REPLICAS)
+    pictures = trainer.sample(2500 if args.data in ("ring", "grid") else 10)[:shown].cpu()
+    quality = None
+    if status == "completed":
+        samples = trainer.sample(_default_samples(args.data), seed=QUALITY_SEED)
+        quality = [_quality(args.data, samples[k]) for k in range(trainer.replicas)]
+    return {"pictures": pictures, "quality": quality, "history": trainer.history,
+            "weights": "ema" if trainer.ema_flat is not None else "generator"}
+
+
+def _merge_replica_results(parts: list[dict]) -> dict:
+    """The ranks' ``_replica_results`` as one run's: replicas in order (rank 0's first)."""
+    history = {"step": parts[0]["history"]["step"]}
+    for key in ("loss_d", "loss_g"):
+        history[key] = [sum((p["history"][key][i] for p in parts), []) for i in range(len(history["step"]))]
+    quality = None if parts[0]["quality"] is None else sum((p["quality"] for p in parts), [])
+    pictures = torch.cat([p["pictures"] for p in parts])[:PICTURED_REPLICAS]
+    return {"pictures": pictures, "quality": quality, "history": history, "weights": parts[0]["weights"],
+            "replicas": sum(len(p["history"]["loss_d"][0]) if p["history"]["loss_d"] else 0 for p in parts)}
+
+
 def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, status: str, seconds: float,
-                   steps_run: int) -> None:
+                   steps_run: int, results: dict | None = None, config: TrainConfig | None = None) -> None:
+    """samples.png, losses.png and metrics.json. A replica run passes its (gathered) ``results`` and the
+    whole run's ``config`` (a sharded rank's trainer holds only its slice)."""
     out.mkdir(parents=True, exist_ok=True)
-    replicas = getattr(trainer, "replicas", None)
+    config = config or trainer.config
+    replicas = config.replicas
     if replicas is not None:
-        _replica_pictures(trainer, out, args)
+        _replica_pictures(results["pictures"], replicas, trainer, out, args)
     elif args.data in ("ring", "grid"):
         centers = datasets.ring_centers() if args.data == "ring" else datasets.grid_centers()
         save_scatter(trainer.sample(2500), out / "samples.png", centers=centers, real=trainer.data,
@@ -326,6 +395,7 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
                         title=f"{args.data}: 64 samples after {trainer.step_count} steps")
     history = trainer.history
     if replicas is not None:   # the curve of the replicas' mean loss; metrics.json has each one's
+        history = results["history"]
         history = {"step": history["step"], "loss_d": [sum(v) / len(v) for v in history["loss_d"]],
                    "loss_g": [sum(v) / len(v) for v in history["loss_g"]]}
     save_loss_curve(history, out / "losses.png", title=f"{args.data}: losses per step"
@@ -339,17 +409,19 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
         "final_loss_d": sum(d for d, _ in window) / len(window) if window else None,
         "final_loss_g": sum(g for _, g in window) / len(window) if window else None,
         "loss_window_steps": tail,
-        "config": {**model_config, **trainer.config.to_dict(), "kernels_run": trainer.kernels_run,
+        "config": {**model_config, **config.to_dict(), "kernels_run": trainer.kernels_run,
                    "step_path": trainer.step_path},
         "device": str(trainer.device),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
+    if replicas is not None:
+        last = results["history"]["loss_d"][-1] if results["history"]["loss_d"] else None
+        metrics["final_loss_d_per_replica"] = last
+        metrics["final_loss_g_per_replica"] = results["history"]["loss_g"][-1] if last is not None else None
     if status == "completed" and replicas is not None:
-        n = _default_samples(args.data)
-        samples = trainer.sample(n, seed=QUALITY_SEED)
-        metrics["quality"] = replica_summary([_quality(args.data, samples[k]) for k in range(replicas)])
+        metrics["quality"] = replica_summary(results["quality"])
         metrics["quality_samples"] = {"seed": QUALITY_SEED, "device": str(trainer.device),
-                                      "weights": "ema" if trainer.ema_flat is not None else "generator"}
+                                      "weights": results["weights"]}
     elif status == "completed":
         n = _default_samples(args.data)
         labels = torch.arange(n) % trainer.num_classes if trainer.num_classes else None
@@ -363,17 +435,15 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
 PICTURED_REPLICAS = 16
 
 
-def _replica_pictures(trainer, out: Path, args) -> None:
+def _replica_pictures(samples: torch.Tensor, replicas: int, trainer, out: Path, args) -> None:
     """samples.png of a K-replica run: a row of 10 images per replica, or a scatter panel per replica."""
-    shown = min(trainer.replicas, PICTURED_REPLICAS)
-    more = f" (the first {shown} of {trainer.replicas})" if shown < trainer.replicas else ""
+    shown = samples.shape[0]
+    more = f" (the first {shown} of {replicas})" if shown < replicas else ""
     if args.data in ("ring", "grid"):
         centers = datasets.ring_centers() if args.data == "ring" else datasets.grid_centers()
-        samples = trainer.sample(2500)[:shown]
         save_scatter_panels(samples, out / "samples.png", centers=centers, real=trainer.data,
                             title=f"{args.data}: 2,500 samples per replica after {trainer.step_count} steps{more}")
     else:
-        samples = trainer.sample(10)[:shown]
         save_image_grid(samples.reshape(-1, samples.shape[-1]), out / "samples.png", columns=10,
                         title=f"{args.data}: a row per replica (0 at the top), after {trainer.step_count} "
                               f"steps{more}")
@@ -417,6 +487,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.checkpoint} is a folder with no checkpoint.pt in it: pass the checkpoint file")
         args.checkpoint = inside
     state = load_checkpoint(args.checkpoint)
+    if state.get("format") == SHARDED_FORMAT:   # a sweep split over processes: its shards, in replica order
+        shards = [load_checkpoint(args.checkpoint.parent / name) for name in state["shards"]]
+        state = {**shards[0], "extra": state["extra"],
+                 "generator": torch.cat([s["generator"] for s in shards]),
+                 "ema": torch.cat([s["ema"] for s in shards]) if shards[0].get("ema") is not None else None}
     model = state.get("extra", {}).get("model")
     if model is None:
         print(f"fastgan: {args.checkpoint} has no model description (was it written by `fastgan train`?)",
@@ -487,14 +562,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    from .distributed import DistributedError
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError, DistributedError) as e:
         print(f"fastgan: error: {e}", file=sys.stderr)
         return 2
+    except torch.distributed.DistError as e:   # a collective failed: a peer died, or the timeout passed
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"fastgan: error: a collective between the processes failed (did another process die or stop? "
+              f"the timeout is FASTGAN_DIST_TIMEOUT seconds): {first}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # outside training (set-up, metrics): nothing to keep, no traceback
         print("fastgan: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -116,6 +116,10 @@ class TrainConfig:
             ``fastgan.replicas.replica_models`` makes; ``for_replica(k)`` is that run's config. ``lr``, ``lr_g``,
             ``lr_d``, ``betas``, ``real_label`` and ``instance_noise`` may then be sequences of K values (betas:
             K pairs), one per replica; a single value applies to all.
+
+    Across processes (``fastgan.distributed``, under ``torchrun``):
+        data_parallel: one GAN, each rank its slice of every batch, gradients averaged over the ranks (needs
+            an initialised process group; ``samples_per_step`` a multiple of world size x pack).
     """
     batch_size: int = 128
     lr: float = 2e-4
@@ -151,6 +155,7 @@ class TrainConfig:
     augment_p: float | None = None
     augment_target: float | None = None
     replicas: int | None = None
+    data_parallel: bool = False
 
     def __post_init__(self):
         if self.replicas is not None:
@@ -230,6 +235,16 @@ class TrainConfig:
 
         if self.replicas is not None:
             self._check_replica_options()
+        if not isinstance(self.data_parallel, bool):
+            raise ValueError(f"data_parallel must be True or False, got {self.data_parallel!r}")
+        if self.data_parallel:
+            off = {"replicas": self.replicas is not None, "augment": bool(self.augment),
+                   "fused_optimizer='flat'": self.fused_optimizer == "flat",
+                   "kernels='triton-mlp'": self.kernels == "triton-mlp"}
+            unsupported = [name for name, on in off.items() if on]
+            if unsupported:
+                raise ValueError(f"data_parallel does not combine with {', '.join(unsupported)} (a sweep of "
+                                 "replicas shards them over the ranks instead of splitting a batch)")
 
     @staticmethod
     def _is_sequence(name: str, value) -> bool:
@@ -277,6 +292,17 @@ class TrainConfig:
             raise ValueError(f"replica must be an integer in [0, {self.replicas}), got {k!r}")
         return self.replace(replicas=None, seed=self.seed + k,
                             **{name: self._values(name)[k] for name in PER_REPLICA})
+
+    def shard(self, start: int, stop: int) -> TrainConfig:
+        """The config of replicas ``[start, stop)`` of this run as a run of their own: seed ``seed + start``
+        and those replicas' per-replica values, so each keeps its seed and settings (``fastgan.distributed``)."""
+        if self.replicas is None:
+            raise ValueError("shard needs a config with replicas=K")
+        if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop <= self.replicas):
+            raise ValueError(f"a shard is 0 <= start < stop <= {self.replicas}, got [{start}, {stop})")
+        sliced = {name: tuple(self._values(name)[start:stop]) for name in PER_REPLICA
+                  if self._is_sequence(name, getattr(self, name))}
+        return self.replace(replicas=stop - start, seed=self.seed + start, **sliced)
 
     @property
     def augment_start_p(self) -> float:

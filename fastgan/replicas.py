@@ -483,7 +483,7 @@ class ReplicaTrainer(GANTrainer):
         self.rng = self.generators[0]
         self.ema = None
         self.ema_flat = self.generator.flat.detach().clone() if config.ema is not None else None
-        self.augment = self.spectral = self.sampler = None
+        self.augment = self.spectral = self.sampler = self.parallel = None
         self.step_path = "replicas"
         self._step = make_replica_step(self)
         self._graphed = GraphedStep(self._step, self.generators, self.device, config.steps_per_replay,

@@ -16,6 +16,9 @@ can later capture it whole. Options (all off by default, which gives the plain G
                   spectral norm (one power iteration per layer)
   labels          class-conditional GAN: real rows come with their labels, fake rows get labels drawn
                   from the data's label distribution; G(z, y) and D(x, y)
+  parallel        ``fastgan.distributed.DataParallel``: every rank draws the whole batch (and its instance
+                  noise) and keeps its slice of the rows; the gradients are averaged by the optimizers'
+                  hooks, the losses over the ranks at the end of the step
   (weight decay and L1 live in the optimizers: ``GANTrainer``)
 
 With ``compile`` set, three regions run through ``torch.compile``: G's forward, D's loss on real and fake
@@ -62,6 +65,7 @@ class StepParts:
     augment: Augment | None = None
     spectral: SpectralNorm | None = None
     labels: torch.Tensor | None = None   # (N,) class of each data row: a conditional GAN (G(z, y), D(x, y))
+    parallel: object | None = None       # fastgan.distributed.DataParallel: this rank's slice of each batch
 
 
 @contextlib.contextmanager
@@ -96,12 +100,24 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
     def discriminate(x, y):
         return p.discriminator(x, y) if conditional else p.discriminator(x)
 
-    def d_input(x: torch.Tensor) -> torch.Tensor:
+    parallel = p.parallel
+
+    def d_input(x: torch.Tensor, local: bool = False) -> torch.Tensor:
+        """What D sees of ``x``. Data-parallel, ``local`` rows are this rank's slice: the instance noise is
+        drawn for the whole batch, as one process would, and sliced."""
         if p.augment is not None:  # the same random transforms for real and fake, in D's and G's updates
             x = p.augment(x)
         if p.config.instance_noise > 0:
-            x = x + p.config.instance_noise * torch.randn(x.shape, device=device, generator=p.rng)
+            if local and parallel is not None:
+                noise = parallel.rows(torch.randn((x.shape[0] * parallel.world, *x.shape[1:]), device=device,
+                                                  generator=p.rng))
+            else:
+                noise = torch.randn(x.shape, device=device, generator=p.rng)
+            x = x + p.config.instance_noise * noise
         return x.reshape(x.shape[0] // p.config.pack, p.config.pack * features) if p.config.pack > 1 else x
+
+    def local(t):   # this rank's rows of a whole-batch tensor (all of them in one process)
+        return t if parallel is None or t is None else parallel.rows(t)
 
     def d_loss(real_logits, fake_logits):
         if hinge:
@@ -142,20 +158,20 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
             with phase("data"):
                 samples = p.config.samples_per_step
                 batch = torch.randint(0, n, (samples,), device=device, generator=p.rng)
-                real = d_input(p.data.index_select(0, batch))
-                z = torch.randn(samples, p.latent_dim, device=device, generator=p.rng)
+                real = local(d_input(p.data.index_select(0, batch)))
+                z = local(torch.randn(samples, p.latent_dim, device=device, generator=p.rng))
                 y_real = y_fake = None
                 if conditional:  # fake labels follow the data's label distribution
-                    y_real = p.labels.index_select(0, batch)
+                    y_real = local(p.labels.index_select(0, batch))
                     other = torch.randint(0, n, (samples,), device=device, generator=p.rng)
-                    y_fake = p.labels.index_select(0, other)
+                    y_fake = local(p.labels.index_select(0, other))
             with phase("G.forward"), autocast():
                 if last:
                     fake = generate(z, y_fake)  # kept with its graph: G trains through this batch next
                 else:
                     with torch.no_grad():
                         fake = generate(z, y_fake)
-                fake_for_d = d_input(fake.detach())
+                fake_for_d = d_input(fake.detach(), local=True)
             if p.config.r1_gamma > 0 and index % p.config.r1_every == 0:
                 with phase("D.forward.r1"), autocast():
                     real.requires_grad_(True)
@@ -191,7 +207,7 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
             q.requires_grad_(False)
         try:
             with phase("G.loss"), autocast():
-                loss_g = g_loss_of_input(d_input(fake), y_fake)
+                loss_g = g_loss_of_input(d_input(fake, local=True), y_fake)
             with phase("G.backward"):
                 p.optimizer_g.zero_grad(set_to_none=True)
                 loss_g.backward()
@@ -203,6 +219,8 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
             if p.ema is not None:
                 p.ema.update(p.generator)
         loss_d, loss_g = loss_d.detach().float(), loss_g.detach().float()
+        if parallel is not None:
+            loss_d, loss_g = parallel.mean_losses(loss_d, loss_g)
         if cudagraph_trees:  # graph-owned memory: the next step overwrites it, the trainer reads it later
             loss_d, loss_g = loss_d.clone(), loss_g.clone()
         return loss_d, loss_g

@@ -149,9 +149,10 @@ class GANTrainer:
                                config.augment_target, self.rng, self.device) if config.augment else None
         # after the optimizers: FlatAdam has put D's weights in one buffer, which one launch then normalises
         self.spectral = SpectralNorm(self.discriminator, config.seed) if config.spectral_norm else None
+        self.parallel = self._data_parallel(config) if config.data_parallel else None
         self._parts = StepParts(self.generator, self.discriminator, self.optimizer_g, self.optimizer_d, self.data,
                                 self.latent_dim, self.rng, bce, config, self.ema, self.augment, self.spectral,
-                                self.labels)
+                                self.labels, self.parallel)
         self.sampler = None
         self.step_path = "generic"
         if self.kernels == "triton-mlp":
@@ -200,6 +201,24 @@ class GANTrainer:
         check_labels(labels, g_classes, self.data.shape[0])
         return labels.to(self.device, torch.int64).contiguous(), g_classes
 
+    def _data_parallel(self, config: TrainConfig):
+        """The ``DataParallel`` of this rank, its gradient all-reduce hooked into both optimizers; the ranks'
+        settings compared first."""
+        from . import distributed
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise ValueError("data_parallel=True needs torch.distributed's process group: start the run with "
+                             "torchrun (fastgan train does the rest) or call torch.distributed.init_process_group")
+        world = distributed.world_size()
+        if config.samples_per_step % (world * config.pack):
+            raise ValueError(f"data_parallel: {config.samples_per_step} samples per step do not split into "
+                             f"{world} equal slices of whole packs of {config.pack}: use a batch size that is a "
+                             f"multiple of {world * config.pack}")
+        distributed.check_same_config({k: v for k, v in config.to_dict().items() if k != "device"})
+        parallel = distributed.DataParallel()
+        parallel.average(self.optimizer_d)
+        parallel.average(self.optimizer_g)
+        return parallel
+
     def _optimizer(self, module: nn.Module, lr: float, weight_decay: float, l1: float):
         config = self.config
         if config.fused_optimizer == "flat" or (self.kernels == "triton-mlp" and not config.fused_optimizer):
@@ -244,7 +263,11 @@ class GANTrainer:
     @batch_size.setter
     def batch_size(self, value: int) -> None:
         """A new batch size takes effect at the next step; a captured graph is recorded anew for it."""
-        self.config = self._parts.config = self.config.replace(batch_size=value)  # validated there
+        config = self.config.replace(batch_size=value)  # validated there
+        if self.parallel is not None and config.samples_per_step % (self.parallel.world * config.pack):
+            raise ValueError(f"data_parallel: batch size {value} does not split into {self.parallel.world} equal "
+                             f"slices of whole packs of {config.pack}")
+        self.config = self._parts.config = config
         if self._graphed is not None:
             self._graphed.reset()
 

@@ -2,7 +2,7 @@
 # The one prepared script for a GPU machine: GPU tests, the train-step benchmark and the kernel benchmark,
 # each under a hard time limit, then a summary a person reads in 30 seconds.
 #
-#   bash benchmarks/device_check.sh [OUT_DIR]          # default run: at most 6 minutes in all (see BUDGET)
+#   bash benchmarks/device_check.sh [OUT_DIR]          # default run: at most 6.5 minutes in all (see BUDGET)
 #   bash benchmarks/device_check.sh --full [OUT_DIR]   # the wide sweep (no lease-sized limits)
 #
 # OUT_DIR (default: $OUT if set, else benchmarks/results/device_check) receives exactly two files, because a
@@ -13,7 +13,8 @@
 # BUDGET (default run; by construction each step is killed at its limit, and the benchmarks start no row
 # that would end past theirs, writing their JSON after every row):
 #   environment 20 s + gpu_tests 95 s + train_step 140 s (rows stop at 115 s) + kernels 60 s (rows stop
-#   at 45 s) + micro-benchmarks 40 s = 355 s, under 6 minutes, so one fix and a rerun fit a 15-minute lease.
+#   at 45 s) + replicas 35 s (rows stop at 25 s) + micro-benchmarks 40 s = 390 s, 6.5 minutes, so one fix
+#   and a rerun fit a 15-minute lease.
 #
 # Needs python3 with torch, triton, numpy, pytest, scikit-learn, matplotlib and tqdm (the project's dev
 # extras; pytest-xdist is used when present); runs from the repository root without installing (PYTHONPATH).
@@ -42,8 +43,10 @@ step() {  # step NAME LIMIT_S COMMAND...: run under a hard limit, log to $WORK/N
 
 if [ "$FULL" = 1 ]; then
     T_TESTS=900; T_TRAIN=3600; L_TRAIN=3500; T_KERNELS=1800; L_KERNELS=1700; T_MICRO=900; QUICK=""
+    T_REPLICAS=900; L_REPLICAS=850; REPLICA_KS="1 2 4 8 16 32 64 128 256"
 else
     T_TESTS=95; T_TRAIN=140; L_TRAIN=115; T_KERNELS=60; L_KERNELS=45; T_MICRO=40; QUICK="--quick"
+    T_REPLICAS=35; L_REPLICAS=25; REPLICA_KS="1 16 256"
 fi
 
 step environment 20 bash -c "nvidia-smi; python3 benchmarks/device_summary.py --environment"
@@ -59,9 +62,14 @@ python3 -c "import xdist" 2>/dev/null && parallel="-n 8"
 python3 -c "import pytest_timeout" 2>/dev/null && parallel="$parallel --timeout 45 --session-timeout $((T_TESTS - 45))"
 step gpu_tests "$T_TESTS" env FASTGAN_AUTOTUNE=0 python3 -m pytest -q -rfE $parallel -p no:cacheprovider \
     --durations=10 --junitxml="$WORK/gpu_tests.xml" tests/test_ops_linear.py tests/test_activations.py tests/test_ops_bce.py \
-    tests/test_ops_head.py tests/test_ops_mlp.py tests/test_optim.py tests/test_graph.py
+    tests/test_ops_head.py tests/test_ops_mlp.py tests/test_optim.py tests/test_graph.py \
+    "tests/test_replicas.py::test_cuda_graph_replays_equal_eager_replicas"
 step train_step "$T_TRAIN" python3 benchmarks/train_step.py $QUICK --time-limit "$L_TRAIN" --out "$WORK/results"
 step kernels "$T_KERNELS" python3 benchmarks/kernels.py $QUICK --time-limit "$L_KERNELS" --out "$WORK/results"
+# K GANs at once: aggregate GAN-steps/s against K per backend (the sweep's headline on a GPU)
+# shellcheck disable=SC2086
+step replicas "$T_REPLICAS" python3 benchmarks/replicas.py $QUICK --no-sequential --replicas $REPLICA_KS \
+    --backends torch triton torch+graph triton+graph --time-limit "$L_REPLICAS" --out "$WORK/results"
 # the pytest-benchmark set, saved as JSON a later run compares with (--benchmark-compare)
 # (torch.compile backends only in --full: a compile each would not fit the default budget)
 MICRO_FILTER="not compile"; [ "$FULL" = 1 ] && MICRO_FILTER=""

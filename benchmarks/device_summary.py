@@ -105,6 +105,19 @@ def kernels(folder: Path) -> list[str]:
     return lines
 
 
+def replicas(folder: Path) -> list[str]:
+    payload = _latest(folder, "*-replicas*.json")
+    if payload is None:
+        return ["replicas: no results"]
+    lines = ["replicas: aggregate GAN-steps/s against K (mixture GANs, batch "
+             f"{payload.get('batch')} per GAN)"]
+    for row in payload.get("sweep", []):
+        cells = [f"{name} {t['gan_steps_per_s']:,.0f}" if "gan_steps_per_s" in t else f"{name} -"
+                 for name, t in row["backends"].items() if "skipped" not in t]
+        lines.append(f"  K={row['k']:4d}  " + "  ".join(cells))
+    return lines
+
+
 def micro(folder: Path) -> list[str]:
     path = folder / "results" / "micro.json"
     if not path.exists():
@@ -142,7 +155,8 @@ def main(argv=None) -> int:
     head = [line for line in environment_file.read_text().splitlines() if line.startswith("torch ")] \
         if environment_file.exists() else []
     print("\n".join(["device_check: " + (head[-1] if head else "environment unknown")]
-                    + tests(folder) + train_step(folder) + kernels(folder) + micro(folder) + steps(folder)))
+                    + tests(folder) + train_step(folder) + kernels(folder) + replicas(folder) + micro(folder)
+                    + steps(folder)))
     return 0
 
 

@@ -11,6 +11,8 @@ with the reason; nothing is faked.
 
     python benchmarks/train_step.py --quick       # CPU or GPU: tiny sizes, a few windows (CI runs it)
     python benchmarks/train_step.py               # GPU: widths 128/512/1024 x batch 64..16384
+    python benchmarks/train_step.py --replicas 1 4 16 64 256   # K GANs at once: aggregate GAN-steps/s
+                                                  # against K per backend (benchmarks/replicas.py's sweep)
 Writes results/<card>/<date>-train_step.{json,md} and -train_step-{steps_per_s,speedup}.png.
 """
 from __future__ import annotations
@@ -306,7 +308,18 @@ def main(argv=None) -> int:
     parser.add_argument("--time-limit", type=float, default=None, metavar="S",
                         help="start no row that would end past S seconds (the longest row so far as the guide); "
                              "rows not run are listed in the results")
+    parser.add_argument("--replicas", type=int, nargs="+", default=None, metavar="K",
+                        help="instead: K GANs at once, aggregate GAN-steps/s against K per backend (the sweep of "
+                             "benchmarks/replicas.py, which writes its own results)")
     args = parser.parse_args(argv)
+    if args.replicas:
+        import replicas
+        forwarded = ["--no-sequential", "--replicas", *map(str, args.replicas)]
+        for flag, value in (("--device", args.device), ("--out", args.out), ("--time-limit", args.time_limit),
+                            ("--windows", args.windows), ("--steps-per-window", args.steps_per_window)):
+            if value is not None:
+                forwarded += [flag, str(value)]
+        return replicas.main(forwarded + (["--quick"] if args.quick else []))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     quick = args.quick
     widths = args.widths or ([32] if quick and device.type == "cpu" else [128] if quick else WIDTHS)

@@ -84,14 +84,18 @@ def _mlp_of(model: nn.Module) -> tuple[nn.Sequential, str]:
     return seq, prefix
 
 
-_ACTIVATIONS = {"none": lambda h, s: h, "relu": lambda h, s: torch.relu(h),
-                "leaky_relu": lambda h, s: F.leaky_relu(h, s), "sigmoid": lambda h, s: torch.sigmoid(h),
-                "tanh": lambda h, s: torch.tanh(h)}
+# applied in place: to the fresh output of a matmul
+_ACTIVATIONS = {"none": lambda h, s: h, "relu": lambda h, s: h.relu_(),
+                "leaky_relu": lambda h, s: F.leaky_relu(h, s, inplace=True), "sigmoid": lambda h, s: h.sigmoid_(),
+                "tanh": lambda h, s: h.tanh_()}
 
 
-def _activation_grad(g: torch.Tensor, y: torch.Tensor, act: str, slope: float) -> torch.Tensor:
-    """``g * act'(x)`` from the layer's output ``y = act(x)`` (PyTorch's own backward kernels)."""
+def _activation_grad(g: torch.Tensor, y: torch.Tensor, act: str, slope: float, inplace: bool) -> torch.Tensor:
+    """``g * act'(x)`` from the layer's output ``y = act(x)`` (PyTorch's own backward kernels); ``inplace``
+    where ``g`` is the backward's own temporary."""
     if act == "leaky_relu":
+        if inplace:
+            return torch.ops.aten.leaky_relu_backward.grad_input(g, y, slope, True, grad_input=g)
         return torch.ops.aten.leaky_relu_backward(g, y, slope, True)
     if act == "relu":
         return torch.ops.aten.threshold_backward(g, y, 0.0)
@@ -142,13 +146,13 @@ class _StackedForward(torch.autograd.Function):
         g = dy.to(outputs[-1].dtype)
         dx = None
         for i in reversed(range(len(layers))):
-            g = _activation_grad(g, outputs[i + 1], mlp.activation(i), mlp.negative_slope)
+            g = _activation_grad(g, outputs[i + 1], mlp.activation(i), mlp.negative_slope, inplace=g is not dy)
             x = outputs[i]
             if need_w:
                 weight_grad, bias_grad = grads[i]
                 if x.shape[2] <= 16 < g.shape[2]:   # a narrow layer input: (x^T g)^T, as _bmm explains
                     weight_grad.copy_(torch.bmm(x.transpose(1, 2), g).transpose(1, 2))
-                else:
+                else:   # (bmm with out= a strided view measured slower than this copy)
                     weight_grad.copy_(torch.bmm(g.transpose(1, 2), x))
                 if bias_grad is not None:
                     bias_grad.copy_(g.sum(dim=1))

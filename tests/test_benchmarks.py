@@ -169,6 +169,9 @@ def test_device_check_script_parses_and_its_summary_reads_every_part(tmp_path, c
         "rows": [{"op": "fused_linear", "mode": "fwd+bwd", "dtype": "float32", "precision": "tf32", "batch": 16384,
                   "in": 784, "out": 128, "flops": 6 * 16384 * 784 * 128,
                   "timings": {"fastgan": {"median_ms": 0.05}, "torch": {"median_ms": 0.1}}}], "not_run": []}))
+    (card / "2026-11-27-replicas-quick.json").write_text(json.dumps({"batch": 100, "sweep": [
+        {"k": 16, "backends": {"torch": {"gan_steps_per_s": 1234.0}, "triton": {"failed": "x"},
+                               "torch+graph": {"skipped": "needs a CUDA device"}}}]}))
     (tmp_path / "results" / "micro.json").write_text(json.dumps({"benchmarks": [
         {"name": "test_train_step[eager]", "group": "train step batch 128", "extra_info": {"inner_calls": 20},
          "stats": {"median": 0.02}}]}))
@@ -178,7 +181,29 @@ def test_device_check_script_parses_and_its_summary_reads_every_part(tmp_path, c
     for expected in ("torch 2.11.0 (CUDA 13.0)", "tests: 2 passed, 1 failed", "FAILED tests.test_graph::test_b: boom",
                      "width 32 batch 16", "eager", "triton [Triton interpreter]",
                      "784->128 batch 16384: 197.3 TFLOP/s = 49% of tf32_matmul_TFLOPs, 2.00x torch",
-                     "33 kernels / - launches",
+                     "33 kernels / - launches", "K=  16  torch 1,234  triton -",
                      "test_train_step[eager]                                       1000.0 us per training step",
                      "gpu_tests    exit   1"):
         assert expected in text, f"{expected!r} missing from:\n{text}"
+
+
+def test_replicas_benchmark_quick_runs_on_cpu_and_writes_results(tmp_path):
+    import replicas
+    assert replicas.main(["--quick", "--k", "3", "--width", "16", "--windows", "2", "--out", str(tmp_path)]) == 0
+    (json_file,) = tmp_path.glob("cpu/*-replicas-quick.json")
+    payload = json.loads(json_file.read_text())
+    seq = payload["sequential"]
+    assert seq["k"] == 3 and seq["replicas_ms_per_step"] > 0
+    assert seq["speedup"] == pytest.approx(seq["sequential_ms_per_step"] / seq["replicas_ms_per_step"])
+    assert [row["k"] for row in payload["sweep"]] == [1, 4]
+    torch_row = payload["sweep"][1]["backends"]["torch"]
+    assert torch_row["gan_steps_per_s"] == pytest.approx(4 / (torch_row["median_ms"] / 1e3))
+    assert list(tmp_path.glob("cpu/*-replicas-quick-gan_steps_per_s.png"))
+
+
+def test_train_step_replicas_flag_runs_the_sweep(tmp_path):
+    assert train_step.main(["--replicas", "2", "--quick", "--windows", "1", "--steps-per-window", "1",
+                            "--out", str(tmp_path)]) == 0
+    (json_file,) = tmp_path.glob("cpu/*-replicas-quick.json")
+    payload = json.loads(json_file.read_text())
+    assert "sequential" not in payload and [row["k"] for row in payload["sweep"]] == [2]

@@ -17,7 +17,6 @@ import torch.multiprocessing as mp
 from fastgan import GANTrainer, MLPDiscriminator, MLPGenerator, TrainConfig, distributed
 
 WORLD = 2
-pytestmark = pytest.mark.timeout(240)
 
 
 def _free_port() -> int:
@@ -34,6 +33,18 @@ def _join(rank, port, timeout=60):
 def _leave():
     dist.barrier()   # no rank tears the group down while another still uses it
     dist.destroy_process_group()
+
+
+def _spawn(worker, *args, limit=120):
+    """Run ``worker(rank, *args)`` in WORLD processes; a process's exception fails the test, and so does
+    not finishing within ``limit`` seconds (the processes are then killed: a hang never stalls the suite)."""
+    context = mp.spawn(worker, args=args, nprocs=WORLD, join=False)
+    deadline = time.monotonic() + limit
+    while not context.join(timeout=2):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"{worker.__name__} did not finish within {limit} s")
 
 
 def _models(pack=1):
@@ -69,7 +80,7 @@ def _data_parallel_worker(rank, port, options, steps, out):
 def test_data_parallel_equals_one_process_with_the_whole_batch(options, tmp_path):
     steps = 15
     out = tmp_path / "dp.pt"
-    mp.spawn(_data_parallel_worker, args=(_free_port(), options, steps, str(out)), nprocs=WORLD, join=True)
+    _spawn(_data_parallel_worker, _free_port(), options, steps, str(out))
     one = GANTrainer(*_models(options.get("pack", 1)), _data(), **{**OPTIONS, **options})
     for _ in range(steps):
         one.step()
@@ -101,7 +112,7 @@ def _sweep_worker(rank, port, out):
 
 def test_sharded_sweep_equals_the_one_process_sweep(tmp_path):
     out = tmp_path / "sweep.pt"
-    mp.spawn(_sweep_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    _spawn(_sweep_worker, _free_port(), str(out))
     one = GANTrainer(*_models(), _data(), replicas=4, **{**OPTIONS, "lr": [1e-3, 2e-3, 5e-4, 1e-4]})
     for _ in range(10):
         one.step()
@@ -135,7 +146,7 @@ def _mismatch_worker(rank, port, out):
 
 def test_ranks_with_different_settings_all_fail_clearly(tmp_path):
     out = tmp_path / "ok"
-    mp.spawn(_mismatch_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    _spawn(_mismatch_worker, _free_port(), str(out))
     assert out.read_text() == "raised"
 
 
@@ -156,10 +167,7 @@ def _dead_rank_worker(rank, port, out):
 
 def test_a_dead_rank_is_an_error_for_the_others_not_a_hang(tmp_path):
     out = tmp_path / "outcome"
-    context = mp.spawn(_dead_rank_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + 120
-    while not context.join(timeout=5) and time.monotonic() < deadline:
-        pass
+    _spawn(_dead_rank_worker, _free_port(), str(out))
     outcome = out.read_text()
     assert outcome.startswith("error after"), outcome
     assert float(outcome.split()[2]) < 60

@@ -98,12 +98,12 @@ def _cases(quick: bool):
     import fastgan
     from fastgan import ops
 
-    def trainer_step(precision, fused_optimizer, kernels="triton", batch_size=128):
+    def trainer_step(precision, fused_optimizer, kernels="triton", batch_size=128, **options):
         def run():
             torch.manual_seed(0)
             trainer = fastgan.GANTrainer(fastgan.MLPGenerator(), fastgan.MLPDiscriminator(), torch.rand(256, 784),
                                          batch_size=batch_size, device="cpu", kernels=kernels, precision=precision,
-                                         fused_optimizer=fused_optimizer)
+                                         fused_optimizer=fused_optimizer, **options)
             trainer.step()
         return run
 
@@ -112,6 +112,9 @@ def _cases(quick: bool):
     # triton-mlp's fused step; at batch 16,384 its weight gradients are split and Adam adds the partials
     cases += [(f"trainer triton-mlp {precision} batch={batch}", trainer_step(precision, False, "triton-mlp", batch))
               for precision in ("fp32", "tf32", "bf16") for batch in (128, 16_384)]
+    # K replicas: the fused linear kernels with their grid axis over replicas (strided stacked weights)
+    cases += [(f"trainer replicas=3 {precision}", trainer_step(precision, False, replicas=3))
+              for precision in ("fp32", "tf32", "bf16")]
     if quick:
         return cases
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

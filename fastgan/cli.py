@@ -81,7 +81,8 @@ def _add_fast_step_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("fast step")
     group.add_argument("--kernels", choices=KERNELS, default="torch",
                        help="torch (default), triton (fused per layer), triton-mlp (each network one fused "
-                            "kernel per pass: the fastest step) or auto (triton on CUDA)")
+                            "kernel per pass: the fastest step), cuda (fastgan's native CUDA kernels: a GPU and "
+                            "the CMake build) or auto (triton on CUDA)")
     group.add_argument("--sampler", choices=SAMPLERS, default="auto",
                        help="batch and noise draws: torch (PyTorch's generator), philox (one Triton kernel; "
                             "triton-mlp) or auto (default: philox where triton-mlp's fused step runs)")
@@ -148,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden", type=_positive(int), nargs="+", default=None,
                        help="hidden widths of G and D (default: the data set's preset, 256 256; the classic GAN "
                             "is 128 128)")
-    train.add_argument("--real-label", type=float, default=None,
+    train.add_argument("--real-label", type=float, nargs="+", default=None,
                        help="D's target for real data: 0.9 (the default with the BCE loss) is one-sided label "
                             "smoothing, 1.0 the plain GAN loss; not used by --loss hinge")
     train.add_argument("--latent-dim", type=_positive(int), default=None,
@@ -273,12 +274,15 @@ def run_train(args: argparse.Namespace) -> int:
             return 2
 
     if args.real_label is None:
-        args.real_label = 1.0 if args.loss == "hinge" else 0.9
+        args.real_label = [1.0 if args.loss == "hinge" else 0.9]
         if args.loss != "hinge" and rank == 0:   # the API's default is 1.0: say which one this run uses, and why
             print("fastgan: real_label 0.9 (the CLI's default: one-sided label smoothing, steadier on digits; the "
                   "Python API's default is 1.0, the plain GAN loss: pass --real-label 1.0 for it)")
     config = config_from_args(args, pack=model_config.get("pack", 1), data_parallel=multi and not sweep)
     whole = config
+    if multi:   # before anything one rank could refuse alone: every rank at the same collective
+        distributed.check_same_config({**{k: v for k, v in whole.to_dict().items() if k != "device"},
+                                       "model": model_config, "steps": args.steps, "data": args.data})
     if sweep:   # this rank's slice of the replicas, as a run of its own (each replica keeps its seed)
         start, stop = distributed.shard(config.replicas, rank, world)
         config = config.shard(start, stop)
@@ -288,8 +292,6 @@ def run_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     g, d = _models(real.shape[1], {**model_config, "pack": config.pack})
     trainer = GANTrainer(g, d, real, config, labels=labels)
-    if sweep:
-        distributed.check_same_config({k: v for k, v in whole.to_dict().items() if k != "device"})
     if saved is not None:
         trainer.load(shard_path)
         if rank == 0:
@@ -339,6 +341,9 @@ def run_train(args: argparse.Namespace) -> int:
         parts = distributed.gather(_replica_results(trainer, args, status))
         results = _merge_replica_results(parts) if rank == 0 else None
     if rank == 0:
+        if results is not None and results["status"] != "completed" and status == "completed":
+            status = f"diverged ({results['status']})"
+            print(f"fastgan: stopped: {results['status']}: some replicas' losses became non-finite", file=sys.stderr)
         _write_outputs(trainer, out, args, model_config, status, seconds, max(remaining, 0), results, whole)
     if status == "completed" and writes_checkpoint:
         trainer.save(shard_path, extra=extra)
@@ -357,19 +362,23 @@ def _replica_results(trainer, args, status: str) -> dict:
     if status == "completed":
         samples = trainer.sample(_default_samples(args.data), seed=QUALITY_SEED)
         quality = [_quality(args.data, samples[k]) for k in range(trainer.replicas)]
-    return {"pictures": pictures, "quality": quality, "history": trainer.history,
+    return {"pictures": pictures, "quality": quality, "history": trainer.history, "status": status,
             "weights": "ema" if trainer.ema_flat is not None else "generator"}
 
 
 def _merge_replica_results(parts: list[dict]) -> dict:
-    """The ranks' ``_replica_results`` as one run's: replicas in order (rank 0's first)."""
-    history = {"step": parts[0]["history"]["step"]}
+    """The ranks' ``_replica_results`` as one run's: replicas in order (rank 0's first). Where a rank stopped
+    early (a diverged shard), the history is the steps every rank has, the quality is left out, and
+    ``status`` names the ranks that did not complete."""
+    steps = min(len(p["history"]["step"]) for p in parts)
+    history = {"step": parts[0]["history"]["step"][:steps]}
     for key in ("loss_d", "loss_g"):
-        history[key] = [sum((p["history"][key][i] for p in parts), []) for i in range(len(history["step"]))]
-    quality = None if parts[0]["quality"] is None else sum((p["quality"] for p in parts), [])
+        history[key] = [sum((p["history"][key][i] for p in parts), []) for i in range(steps)]
+    incomplete = [f"rank {r} {p['status']}" for r, p in enumerate(parts) if p["status"] != "completed"]
+    quality = None if incomplete else sum((p["quality"] for p in parts), [])
     pictures = torch.cat([p["pictures"] for p in parts])[:PICTURED_REPLICAS]
     return {"pictures": pictures, "quality": quality, "history": history, "weights": parts[0]["weights"],
-            "replicas": sum(len(p["history"]["loss_d"][0]) if p["history"]["loss_d"] else 0 for p in parts)}
+            "status": "completed" if not incomplete else ", ".join(incomplete)}
 
 
 def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, status: str, seconds: float,
@@ -563,9 +572,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     from .distributed import DistributedError
+    from .native import NativeKernelsUnavailable
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, CheckpointError, DistributedError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError, DistributedError, NativeKernelsUnavailable) as e:
         print(f"fastgan: error: {e}", file=sys.stderr)
         return 2
     except torch.distributed.DistError as e:   # a collective failed: a peer died, or the timeout passed

@@ -18,7 +18,7 @@ from .losses import LOSSES, check_real_label
 __all__ = ["TrainConfig", "KERNELS", "COMPILE_MODES", "CUDAGRAPH_COMPILE_MODES", "PRECISIONS", "FUSED_OPTIMIZERS",
            "SAMPLERS", "PACK_CONVENTIONS", "PER_REPLICA"]
 
-KERNELS = ("torch", "triton", "triton-mlp", "auto")
+KERNELS = ("torch", "triton", "triton-mlp", "cuda", "auto")
 SAMPLERS = ("auto", "torch", "philox")
 PACK_CONVENTIONS = ("samples", "rows")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -68,7 +68,9 @@ class TrainConfig:
         kernels: ``"torch"`` (PyTorch ops), ``"triton"`` (fused Triton layers and loss, via ``fastgan.fuse``),
             ``"triton-mlp"`` (G and D each one whole-MLP kernel per pass, via ``fuse(whole=True)``, and where
             the settings allow, the fused 9-launch step of ``fastgan.mlp_step``; Adam is ``FlatAdam`` unless
-            ``fused_optimizer="torch"``) or ``"auto"`` (triton on CUDA, torch on CPU).
+            ``fused_optimizer="torch"``), ``"cuda"`` (fastgan's native CUDA kernels, ``fastgan.native``: G and D
+            each one whole-MLP kernel per pass and the native sigmoid-BCE; needs a GPU and the library built
+            with CMake) or ``"auto"`` (triton on CUDA, torch on CPU).
         sampler: how batches and noise are drawn: ``"torch"`` (``torch.randint``/``index_select``/``randn``
             with the trainer's generator), ``"philox"`` (one Triton kernel, counter-based RNG whose counter
             lives on the device; triton-mlp's fused step only) or ``"auto"`` (philox where the fused step
@@ -276,7 +278,8 @@ class TrainConfig:
         off = {"r1_gamma": self.r1_gamma > 0, "augment": bool(self.augment), "spectral_norm": self.spectral_norm,
                "weight_decay_g": self.weight_decay_g > 0, "weight_decay_d": self.weight_decay_d > 0,
                "l1_g": self.l1_g > 0, "l1_d": self.l1_d > 0, "fused_optimizer": bool(self.fused_optimizer),
-               "kernels='triton-mlp'": self.kernels == "triton-mlp", "sampler='philox'": self.sampler == "philox"}
+               "kernels='triton-mlp'": self.kernels == "triton-mlp", "kernels='cuda'": self.kernels == "cuda",
+               "sampler='philox'": self.sampler == "philox"}
         unsupported = [name for name, on in off.items() if on]
         if unsupported:
             raise ValueError(f"with replicas, these settings are not available yet: {', '.join(unsupported)} "

@@ -20,8 +20,8 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["init", "is_distributed", "rank", "world_size", "shard", "check_same_config", "DataParallel",
-           "gather", "DistributedError"]
+__all__ = ["init", "is_distributed", "rank", "world_size", "shard", "check_same_config", "broadcast_state",
+           "DataParallel", "gather", "DistributedError"]
 
 
 class DistributedError(RuntimeError):
@@ -102,6 +102,23 @@ def check_same_config(values: dict) -> None:
         detail = "; ".join(f"{k}: " + ", ".join(f"rank {r} {v.get(k)!r}" for r, v in enumerate(every)) for k in differ)
         raise DistributedError(f"the processes were started with different settings ({detail}): every rank must "
                                "run the same command")
+
+
+def broadcast_state(modules) -> None:
+    """Every parameter and buffer of ``modules`` from rank 0 to every rank (one flattened broadcast per
+    dtype), so data-parallel ranks start from the same weights whatever seeded them."""
+    if not is_distributed():
+        return
+    tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+    for dtype in dict.fromkeys(t.dtype for t in tensors):
+        group = [t for t in tensors if t.dtype == dtype]
+        flat = torch.cat([t.detach().reshape(-1) for t in group])
+        dist.broadcast(flat, src=0)
+        offset = 0
+        with torch.no_grad():
+            for t in group:
+                t.copy_(flat[offset:offset + t.numel()].view_as(t))
+                offset += t.numel()
 
 
 class DataParallel:

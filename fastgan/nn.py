@@ -10,7 +10,9 @@ from torch import nn
 from .ops import activation_from_name, fused_linear
 from .ops.mlp import MLPSpec, back_to_back, fused_mlp
 
-__all__ = ["FusedLinear", "FusedMLP", "fuse", "whole_mlp_spec"]
+__all__ = ["FusedLinear", "FusedMLP", "fuse", "whole_mlp_spec", "BACKENDS"]
+
+BACKENDS = ("triton", "cuda")   # what computes a FusedMLP: the Triton kernels, or the native CUDA ones
 
 
 class FusedLinear(nn.Linear):
@@ -121,13 +123,19 @@ class FusedMLP(nn.Sequential):
     ``FusedMLP(sequential)`` or ``fastgan.fuse(model, whole=True)``.
     """
 
-    def __init__(self, sequential: nn.Sequential):
+    def __init__(self, sequential: nn.Sequential, backend: str = "triton"):
         spec, why = whole_mlp_spec(sequential)
         if spec is None:
             raise ValueError(f"this nn.Sequential cannot be fused whole: {why} (fastgan.fuse(model) fuses it "
                              "per layer)")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+        if backend == "cuda":
+            from .native import check_spec
+            check_spec(spec)
         super().__init__(OrderedDict(sequential.named_children()))  # the same children under the same names
         self.spec = spec
+        self.backend = backend
         self._flatten()
 
     def _flatten(self) -> None:
@@ -155,35 +163,46 @@ class FusedMLP(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = list(self.parameters())
+        run = fused_mlp
+        if self.backend == "cuda":
+            from .native import cuda_mlp as run
         if x.dim() == 2:
-            return fused_mlp(x, params, self.spec)
+            return run(x, params, self.spec)
         if x.dim() < 1:
             raise ValueError(f"FusedMLP needs an input of shape (..., {self.spec.dims[0]}), got a 0-d tensor")
         leading = x.shape[:-1]
-        return fused_mlp(x.reshape(-1, x.shape[-1]), params, self.spec).reshape(*leading, self.spec.dims[-1])
+        return run(x.reshape(-1, x.shape[-1]), params, self.spec).reshape(*leading, self.spec.dims[-1])
 
     def extra_repr(self) -> str:
-        return f"whole: dims={self.spec.dims}"
+        return f"whole: dims={self.spec.dims}" + (", backend=cuda (native kernels)" if self.backend == "cuda" else "")
 
 
-def _fuse_whole(module: nn.Module, name: str) -> nn.Module:
+def _fuse_whole(module: nn.Module, name: str, backend: str) -> nn.Module:
     if isinstance(module, (FusedMLP, FusedLinear)):
         return module
     if isinstance(module, nn.Sequential):
         spec, why = whole_mlp_spec(module)
+        if spec is not None and backend == "cuda":
+            from .native import check_spec
+            try:
+                check_spec(spec)
+            except ValueError as e:
+                warnings.warn(f"fastgan.fuse(whole=True, backend='cuda'): {name}: {e}; it runs the Triton "
+                              "whole-MLP kernels instead", stacklevel=3)
+                return FusedMLP(module)
         if spec is not None:
-            return FusedMLP(module)
+            return FusedMLP(module, backend)
         warnings.warn(f"fastgan.fuse(whole=True): {name} cannot be fused whole ({why}); fusing it per layer",
                       stacklevel=3)
         return fuse(module)
     if _is_plain_linear(module):
         return FusedLinear.from_linear(module)
     for child_name, child in list(module.named_children()):
-        setattr(module, child_name, _fuse_whole(child, f"{name}.{child_name}"))
+        setattr(module, child_name, _fuse_whole(child, f"{name}.{child_name}", backend))
     return module
 
 
-def fuse(module: nn.Module, whole: bool = False) -> nn.Module:
+def fuse(module: nn.Module, whole: bool = False, backend: str = "triton") -> nn.Module:
     """Replace, in place, every ``nn.Linear`` (and the activation module right after it in an
     ``nn.Sequential``: ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``) by one ``FusedLinear``.
 
@@ -196,9 +215,15 @@ def fuse(module: nn.Module, whole: bool = False) -> nn.Module:
     kernel per pass instead of one per layer), ``state_dict``-compatible with the original; one that cannot
     be fused whole is fused per layer, with a warning saying why. Returns the module to use (a new
     ``FusedMLP`` if ``module`` itself is such a Sequential; otherwise ``module``, changed in place).
+    ``backend="cuda"`` (with ``whole=True``): the whole MLPs run fastgan's native CUDA kernels
+    (``fastgan.native``); one deeper or wider than they take runs the Triton kernels, with a warning.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    if backend == "cuda" and not whole:
+        raise ValueError("backend='cuda' fuses whole MLPs: pass whole=True")
     if whole:
-        return _fuse_whole(module, type(module).__name__)
+        return _fuse_whole(module, type(module).__name__, backend)
     if _is_plain_linear(module):
         return FusedLinear.from_linear(module)
     children = list(module.named_children())

@@ -113,6 +113,9 @@ class GANTrainer:
             raise TypeError(f"config must be a fastgan.TrainConfig, got {type(config).__name__} (settings go "
                             "in as keywords: GANTrainer(G, D, data, batch_size=64, ...))")
         config = TrainConfig(**settings) if config is None else config.replace(**settings)
+        if config.replicas is not None:   # (GANTrainer itself makes a ReplicaTrainer; a subclass of it cannot)
+            raise ValueError(f"replicas={config.replicas} trains with fastgan.replicas.ReplicaTrainer: subclass "
+                             f"that one (a {type(self).__name__} trains one GAN)")
         if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
             raise TypeError("generator and discriminator must be torch.nn.Module instances")
         device = config.device
@@ -141,6 +144,18 @@ class GANTrainer:
             self.generator = fuse(self.generator, whole=whole)
             self.discriminator = fuse(self.discriminator, whole=whole)
             bce = ops.sigmoid_bce_with_logits
+        elif self.kernels == "cuda":   # the native library: a GPU and the CMake build, or a clear error now
+            from . import native
+            from .nn import fuse
+            if self.device.type != "cuda":
+                raise ValueError(f"kernels='cuda' runs fastgan's native CUDA kernels: it needs a CUDA device, but the "
+                                 f"trainer runs on {self.device} (use kernels='torch' or 'triton' there)")
+            native.load()
+            self.generator = fuse(self.generator, whole=True, backend="cuda")
+            self.discriminator = fuse(self.discriminator, whole=True, backend="cuda")
+            bce = native.cuda_bce_with_logits
+        # data-parallel: the ranks' settings compared, rank 0's weights given to all, before anything is built
+        self.parallel = self._data_parallel(config) if config.data_parallel else None
         self.rng = torch.Generator(device=self.device).manual_seed(config.seed)
         self.optimizer_g = self._optimizer(self.generator, self.lr_g, config.weight_decay_g, config.l1_g)
         self.optimizer_d = self._optimizer(self.discriminator, self.lr_d, config.weight_decay_d, config.l1_d)
@@ -149,7 +164,9 @@ class GANTrainer:
                                config.augment_target, self.rng, self.device) if config.augment else None
         # after the optimizers: FlatAdam has put D's weights in one buffer, which one launch then normalises
         self.spectral = SpectralNorm(self.discriminator, config.seed) if config.spectral_norm else None
-        self.parallel = self._data_parallel(config) if config.data_parallel else None
+        if self.parallel is not None:   # every gradient averaged over the ranks before each update
+            self.parallel.average(self.optimizer_d)
+            self.parallel.average(self.optimizer_g)
         self._parts = StepParts(self.generator, self.discriminator, self.optimizer_g, self.optimizer_d, self.data,
                                 self.latent_dim, self.rng, bce, config, self.ema, self.augment, self.spectral,
                                 self.labels, self.parallel)
@@ -202,22 +219,20 @@ class GANTrainer:
         return labels.to(self.device, torch.int64).contiguous(), g_classes
 
     def _data_parallel(self, config: TrainConfig):
-        """The ``DataParallel`` of this rank, its gradient all-reduce hooked into both optimizers; the ranks'
-        settings compared first."""
+        """This rank's ``DataParallel``: the ranks' settings compared (every rank reaches that collective
+        before anything it could refuse alone), then rank 0's weights broadcast to every rank, as DDP does."""
         from . import distributed
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             raise ValueError("data_parallel=True needs torch.distributed's process group: start the run with "
                              "torchrun (fastgan train does the rest) or call torch.distributed.init_process_group")
+        distributed.check_same_config({k: v for k, v in config.to_dict().items() if k != "device"})
         world = distributed.world_size()
         if config.samples_per_step % (world * config.pack):
             raise ValueError(f"data_parallel: {config.samples_per_step} samples per step do not split into "
                              f"{world} equal slices of whole packs of {config.pack}: use a batch size that is a "
                              f"multiple of {world * config.pack}")
-        distributed.check_same_config({k: v for k, v in config.to_dict().items() if k != "device"})
-        parallel = distributed.DataParallel()
-        parallel.average(self.optimizer_d)
-        parallel.average(self.optimizer_g)
-        return parallel
+        distributed.broadcast_state([self.generator, self.discriminator])
+        return distributed.DataParallel()
 
     def _optimizer(self, module: nn.Module, lr: float, weight_decay: float, l1: float):
         config = self.config
@@ -247,8 +262,10 @@ class GANTrainer:
         """What the step's layers and loss really run: ``"torch"`` (PyTorch ops), ``"triton"`` (compiled
         Triton kernels, CUDA; per layer or whole MLPs as ``kernels`` says, see also ``step_path``),
         ``"triton-interpreter"`` (Triton's CPU interpreter, TRITON_INTERPRET=1: slow,
-        for tests) or ``"reference"`` (kernels="triton" where Triton cannot run: the ops' PyTorch reference
-        path, the same math unfused)."""
+        for tests), ``"reference"`` (kernels="triton" where Triton cannot run: the ops' PyTorch reference
+        path, the same math unfused) or ``"cuda"`` (the native kernels)."""
+        if self.kernels == "cuda":
+            return "cuda"
         if self.kernels not in ("triton", "triton-mlp"):
             return "torch"
         from . import ops

@@ -31,7 +31,7 @@ def test_round_trip_through_plain_values():
 @pytest.mark.parametrize("changes, message", [
     ({"batch_size": 0}, "batch_size must be a positive integer"),
     ({"lr": float("nan")}, "lr must be"),
-    ({"kernels": "cuda"}, "kernels must be one of"),
+    ({"kernels": "cudnn"}, "kernels must be one of"),
     ({"betas": (0.5,)}, "betas"),
     ({"pack": 3}, "must be a multiple of pack=3"),
     ({"ema": 1.5}, "ema decay"),

@@ -379,6 +379,21 @@ def test_stacked_replicas_match_float64_per_replica(replicas, m, k, n, activatio
     assert torch.isnan(dflat[:, size:]).sum() == 0 and (dflat[:, size:] == 0).all(), "padding got a gradient"
 
 
+@pytest.mark.parametrize("stacked", [False, True])
+def test_a_strided_bias_is_read_as_it_is(stacked, ieee):
+    """A bias whose elements are not adjacent (a column of a matrix) gives the same y as its copy."""
+    r, m, k, n = 2, 5, 7, 9
+    holder = torch.randn(n, 3, device=DEVICE)
+    if stacked:
+        x, w = torch.randn(r, m, k, device=DEVICE), torch.randn(r, n, k, device=DEVICE)
+        b = torch.randn(n, r, device=DEVICE).t()           # (R, N) with stride (1, R)
+    else:
+        x, w = torch.randn(m, k, device=DEVICE), torch.randn(n, k, device=DEVICE)
+        b = holder[:, 1]                                   # stride 3
+    assert b.stride(-1) != 1
+    assert_close(fused_linear(x, w, b, "tanh"), fused_linear(x, w, b.contiguous(), "tanh"), 1e-6, "y")
+
+
 def test_stacked_replicas_reject_mismatched_shapes():
     w = torch.randn(3, 4, 5)
     with pytest.raises(ValueError, match="replicas=3"):

@@ -37,6 +37,8 @@ def _launch_forward(x, weight, bias, activation, negative_slope):
     R = x.shape[0] if x.dim() == 3 else 1
     M, K = x.shape[-2:]
     N = weight.shape[-2]
+    if bias is not None and N > 1 and bias.stride(-1) != 1:   # the kernel reads the bias with unit stride
+        bias = bias.contiguous()
     y = torch.empty((*x.shape[:-1], N), device=x.device, dtype=x.dtype)
     if M == 0 or N == 0 or R == 0:
         return y

@@ -2,7 +2,7 @@
 # The one prepared script for a GPU machine: GPU tests, the train-step benchmark and the kernel benchmark,
 # each under a hard time limit, then a summary a person reads in 30 seconds.
 #
-#   bash benchmarks/device_check.sh [OUT_DIR]          # default run: at most 6.5 minutes in all (see BUDGET)
+#   bash benchmarks/device_check.sh [OUT_DIR]          # default run: at most 7.5 minutes in all (see BUDGET)
 #   bash benchmarks/device_check.sh --full [OUT_DIR]   # the wide sweep (no lease-sized limits)
 #
 # OUT_DIR (default: $OUT if set, else benchmarks/results/device_check) receives exactly two files, because a
@@ -12,9 +12,10 @@
 #
 # BUDGET (default run; by construction each step is killed at its limit, and the benchmarks start no row
 # that would end past theirs, writing their JSON after every row):
-#   environment 20 s + gpu_tests 95 s + train_step 140 s (rows stop at 115 s) + kernels 60 s (rows stop
-#   at 45 s) + replicas 35 s (rows stop at 25 s) + micro-benchmarks 40 s = 390 s, 6.5 minutes, so one fix
-#   and a rerun fit a 15-minute lease.
+#   environment 20 s + native_build 60 s (10 s measured on 2 CPU cores) + gpu_tests 95 s + train_step 140 s
+#   (rows stop at 115 s) + kernels 60 s (rows stop at 45 s) + replicas 35 s (rows stop at 25 s) +
+#   micro-benchmarks 40 s = 450 s at the very most (about 6.5 minutes expected: the build takes seconds),
+#   so one fix and a rerun fit a 15-minute lease.
 #
 # Needs python3 with torch, triton, numpy, pytest, scikit-learn, matplotlib and tqdm (the project's dev
 # extras; pytest-xdist is used when present); runs from the repository root without installing (PYTHONPATH).
@@ -51,6 +52,8 @@ fi
 
 step environment 20 bash -c "nvidia-smi; python3 benchmarks/device_summary.py --environment"
 cp "$WORK/environment.log" "$WORK/environment.txt"
+# the native kernels (kernels/, CMake; the image has nvcc, cmake and ninja): built here, then tested and timed
+step native_build 60 bash -c "cmake -S . -B build -G Ninja > /dev/null && cmake --build build"
 
 # Every GPU test, not stopping at the first failure (-x would hide test_graph.py behind an ops failure).
 # The tests pin one config per kernel (FASTGAN_AUTOTUNE=0): autotuning every test shape would spend the
@@ -62,7 +65,7 @@ python3 -c "import xdist" 2>/dev/null && parallel="-n 8"
 python3 -c "import pytest_timeout" 2>/dev/null && parallel="$parallel --timeout 45 --session-timeout $((T_TESTS - 45))"
 step gpu_tests "$T_TESTS" env FASTGAN_AUTOTUNE=0 python3 -m pytest -q -rfE $parallel -p no:cacheprovider \
     --durations=10 --junitxml="$WORK/gpu_tests.xml" tests/test_ops_linear.py tests/test_activations.py tests/test_ops_bce.py \
-    tests/test_ops_head.py tests/test_ops_mlp.py tests/test_optim.py tests/test_graph.py \
+    tests/test_ops_head.py tests/test_ops_mlp.py tests/test_optim.py tests/test_graph.py tests/test_native.py \
     "tests/test_replicas.py::test_cuda_graph_replays_equal_eager_replicas"
 step train_step "$T_TRAIN" python3 benchmarks/train_step.py $QUICK --time-limit "$L_TRAIN" --out "$WORK/results"
 step kernels "$T_KERNELS" python3 benchmarks/kernels.py $QUICK --time-limit "$L_KERNELS" --out "$WORK/results"

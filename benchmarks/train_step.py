@@ -62,6 +62,10 @@ BACKENDS = [
             needs_cuda=True),
     Backend("triton+graph(k=8)+torch_fused_adam", {"kernels": "triton", "cuda_graph": True, "steps_per_replay": 8,
                                                    "fused_optimizer": "torch"}, needs_cuda=True),
+    # fastgan's native CUDA kernels (kernels/, built with CMake): a row that says so where the library is missing
+    Backend("cuda", {"kernels": "cuda"}, needs_cuda=True),
+    Backend("cuda+graph", {"kernels": "cuda", "cuda_graph": True}, needs_cuda=True),
+    Backend("cuda+graph(k=8)", {"kernels": "cuda", "cuda_graph": True, "steps_per_replay": 8}, needs_cuda=True),
 ]
 WIDTHS = [128, 512, 1024]
 BATCHES = [64, 128, 256, 1024, 4096, 16384]

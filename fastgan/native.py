@@ -177,7 +177,7 @@ def _mlp_backward(dy: torch.Tensor, x: torch.Tensor, params: list[torch.Tensor],
                   need_params: bool) -> tuple[torch.Tensor, torch.Tensor]:
     spec = _spec_of(dims, has_bias, hidden, output, slope)
     flat = _flat(params)
-    dy = dy if dy.stride(-1) == 1 else dy.contiguous()
+    dy = dy if dy.stride(-1) == 1 and dy.stride(0) >= dy.shape[1] else dy.contiguous()   # (expanded grads too)
     grads = torch.empty_like(out)
     dx = torch.empty((x.shape[0], dims[0]), device=x.device, dtype=torch.float32) if need_x else None
     dflat = torch.empty_like(flat) if need_params else None
@@ -225,9 +225,8 @@ _forward_op.register_autograd(_mlp_autograd_backward, setup_context=_mlp_setup)
 
 def cuda_mlp(x: torch.Tensor, params, spec: MLPSpec) -> torch.Tensor:
     """The whole MLP ``spec`` on ``x`` (rows, in) with the native kernels; ``params`` W_0, b_0, W_1, ... in
-    ``nn.Linear``'s shapes, fp32, back to back in one buffer (as ``FusedMLP`` keeps them). Returns
-    (rows, out); autograd-aware."""
-    from .ops.mlp import back_to_back
+    ``nn.Linear``'s shapes, fp32 (back to back in one buffer, as ``FusedMLP`` keeps them, they are read in
+    place; otherwise copied into one per call). Returns (rows, out); autograd-aware."""
     check_spec(spec)
     _check_input("x", x)
     if x.dim() != 2 or x.shape[1] != spec.dims[0]:
@@ -240,9 +239,7 @@ def cuda_mlp(x: torch.Tensor, params, spec: MLPSpec) -> torch.Tensor:
         _check_input(f"params[{i}]", p, x.device)
         if tuple(p.shape) != shape:
             raise ValueError(f"params[{i}] has shape {tuple(p.shape)}, expected {shape}")
-    if not back_to_back(params):
-        raise ValueError("params must lie back to back in one buffer (fastgan.FusedMLP keeps them so)")
-    x = x if x.stride(1) == 1 else x.contiguous()
+    x = x if x.stride(1) == 1 and x.stride(0) >= x.shape[1] else x.contiguous()   # rows apart, columns adjacent
     out = _forward_op(x, params, list(spec.dims), spec.has_bias, spec.hidden_activation, spec.output_activation,
                       spec.negative_slope, _precision(x))
     return out[:, -spec.dims[-1]:]

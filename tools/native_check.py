@@ -22,7 +22,8 @@ from pathlib import Path
 SHARED_LIMIT = {"sm_80": 166_912, "sm_86": 101_376, "sm_89": 101_376, "sm_90": 232_448, "sm_90a": 232_448}
 # The most dynamic shared memory kernels/fastgan_kernels.cu asks for: two 16 x 1024 fp32 activation buffers
 # and 4 warps x 1 KB of staging (chain_shared_bytes at FG_MAX_WIDTH).
-MAX_DYNAMIC = {"mlp_forward_kernel": (2 * 16 * 1024 + 4 * 256) * 4, "mlp_backward_kernel": (2 * 16 * 1024 + 4 * 256) * 4}
+CHAIN_BYTES = (2 * 16 * 1024 + 4 * 256) * 4
+MAX_DYNAMIC = {"mlp_forward_kernel": CHAIN_BYTES, "mlp_backward_kernel": CHAIN_BYTES}
 RESOURCES = re.compile(r"Function (\S+):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 
 
@@ -64,8 +65,9 @@ def check(library: Path, cuobjdump: str, archs: list[str]) -> int:
             if total > SHARED_LIMIT.get(arch, 49_152):
                 problems.append(f"shared {total} B over {SHARED_LIMIT.get(arch, 49_152)} B")
             failures += bool(problems)
-            print(f"{'FAIL' if problems else 'OK  '} {arch:7s} {name:32s} regs {reg:>3s}, stack {stack} B, local {local} B, "
-                  f"shared {shared} B static + {dynamic} B dynamic at most" + (f": {'; '.join(problems)}" if problems else ""))
+            print(f"{'FAIL' if problems else 'OK  '} {arch:7s} {name:32s} regs {reg:>3s}, stack {stack} B, "
+                  f"local {local} B, shared {shared} B static + {dynamic} B dynamic at most"
+                  + (f": {'; '.join(problems)}" if problems else ""))
     print(f"SUMMARY: {'FAIL' if failures else 'OK'}: {failures} problem(s); {library} for {', '.join(archs)}")
     return 1 if failures else 0
 

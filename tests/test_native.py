@@ -1,0 +1,229 @@
+"""kernels="cuda": fastgan's native CUDA library (kernels/, CMake) through fastgan.native.
+
+On a CPU: loading errors, argument checks before any call, the custom ops' registration and fake shapes,
+the fallbacks, and the C ABI itself when the library is built (CI builds it in its native lane: a launch on
+a machine without a GPU must come back as a CUDA error with its text, not a crash). On a GPU
+(benchmarks/device_check.sh builds the library first): the kernels against float64 over the Triton ops'
+cases, a training run against the torch path, torch.compile with no graph breaks, CUDA-graph capture.
+"""
+import ctypes
+import warnings
+
+import pytest
+import torch
+
+from conftest import ON_CUDA, assert_close
+from fastgan import GANTrainer, MLPDiscriminator, MLPGenerator, fuse, native, ops
+from fastgan.nn import FusedMLP
+from fastgan.ops import MLPSpec
+
+BUILT = native.available()
+needs_library = pytest.mark.skipif(not BUILT, reason=f"the native library is not built ({native.library_path()}): "
+                                                     f"{native.BUILD_COMMAND}")
+
+
+def on_gpu(test):
+    """A GPU test: needs a CUDA device and the built library (device_check.sh builds it first)."""
+    skip = pytest.mark.skipif(not (ON_CUDA and BUILT), reason="needs a CUDA device and the built native library")
+    return pytest.mark.gpu(skip(test))
+
+
+def test_a_missing_library_is_one_clear_error_naming_the_build(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTGAN_KERNELS_LIB", str(tmp_path / "nowhere.so"))
+    with pytest.raises(native.NativeKernelsUnavailable, match=r"nowhere.so: build it .*cmake -S \. -B build"):
+        native.load()
+    assert not native.available()
+    (tmp_path / "junk.so").write_text("not a library")
+    monkeypatch.setenv("FASTGAN_KERNELS_LIB", str(tmp_path / "junk.so"))
+    with pytest.raises(native.NativeKernelsUnavailable, match="cannot be loaded"):
+        native.load()
+
+
+def test_importing_fastgan_never_loads_the_library():
+    import subprocess
+    import sys
+    code = ("import os; os.environ['FASTGAN_KERNELS_LIB'] = '/nonexistent.so'; import fastgan, fastgan.native; "
+            "assert fastgan.native._lib is None; print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_kernels_cuda_needs_a_gpu_and_says_so():
+    g, d = MLPGenerator(latent_dim=4, hidden=(8,), out_dim=3), MLPDiscriminator(in_dim=3, hidden=(8,))
+    if ON_CUDA:
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match="kernels='cuda' runs fastgan's native CUDA kernels: it needs a CUDA device"):
+        GANTrainer(g, d, torch.rand(20, 3), kernels="cuda", device="cpu")
+
+
+def test_cli_kernels_cuda_without_a_gpu_is_one_line(capsys):
+    if ON_CUDA:
+        pytest.skip("this machine has a GPU")
+    from fastgan.cli import main
+    assert main(["train", "--data", "ring", "--kernels", "cuda", "--steps", "1", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fastgan: error: kernels='cuda'" in err
+
+
+def test_arguments_are_checked_before_any_call():
+    spec = MLPSpec((4, 8, 2))
+    x = torch.randn(5, 4)
+    params = list(FusedMLP(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LeakyReLU(0.2),
+                                               torch.nn.Linear(8, 2))).parameters())
+    with pytest.raises(ValueError, match="run on CUDA devices only"):
+        native.cuda_mlp(x, params, spec)
+    with pytest.raises(TypeError, match="must be float32"):
+        native.cuda_mlp(x.double(), params, spec)
+    with pytest.raises(ValueError, match="at most 8 layers"):
+        native.check_spec(MLPSpec((4,) * 10))
+    with pytest.raises(ValueError, match="widths up to 1024"):
+        native.check_spec(MLPSpec((4, 2048, 1)))
+    with pytest.raises(ValueError, match="run on CUDA devices only"):
+        native.cuda_bce_with_logits(torch.randn(4, 1), 0.9)
+    with pytest.raises(TypeError, match="spec must be"):
+        native.check_spec((4, 8, 2))
+
+
+def test_the_ops_are_registered_with_fake_shapes_for_torch_compile():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        x = torch.empty(6, 4)
+        params = [torch.empty(8, 4), torch.empty(8), torch.empty(3, 8), torch.empty(3)]
+        out = torch.ops.fastgan.cuda_mlp(x, params, [4, 8, 3], True, "leaky_relu", "none", 0.2, "tf32")
+        assert out.shape == (6, 11)   # every layer's output side by side: 8 + 3 columns
+        dx, dflat = torch.ops.fastgan.cuda_mlp_backward(out[:, -3:], x, params, out, [4, 8, 3], True, "leaky_relu",
+                                                        "none", 0.2, "tf32", True, True)
+        assert dx.shape == (6, 4) and dflat.shape == (8 * 4 + 8 + 3 * 8 + 3,)
+        assert torch.ops.fastgan.cuda_bce(torch.empty(6, 1), 0.9).shape == ()
+        assert torch.ops.fastgan.cuda_bce_backward(torch.empty(()), torch.empty(6, 1), 0.9).shape == (6, 1)
+
+
+def test_fuse_falls_back_to_triton_where_the_native_kernels_cannot_take_the_mlp():
+    wide = torch.nn.Sequential(torch.nn.Linear(4, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fused = fuse(wide, whole=True, backend="cuda")
+    assert isinstance(fused, FusedMLP) and fused.backend == "triton"
+    assert any("widths up to 1024" in str(w.message) for w in caught)
+    narrow = fuse(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh()), whole=True, backend="cuda")
+    assert narrow.backend == "cuda" and "backend=cuda" in repr(narrow)
+    with pytest.raises(ValueError, match="pass whole=True"):
+        fuse(torch.nn.Linear(2, 2), backend="cuda")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        fuse(torch.nn.Linear(2, 2), whole=True, backend="rocm")
+
+
+@needs_library
+def test_the_c_abi_answers_from_python():
+    """Through ctypes: the ABI version, an invalid argument's error text, and (without a GPU) a launch that
+    comes back as a CUDA error naming the kernel, as a RuntimeError."""
+    lib = native.load()
+    assert lib.fg_abi_version() == native.ABI_VERSION
+    dims = (ctypes.c_int32 * 3)(4, 8, 2)
+    status = lib.fg_mlp_forward(None, 4, 3, None, dims, 9, 1, 2, 0, 0.2, 1, None, None)
+    assert status == 1 and b"layers must be 1..8" in lib.fg_last_error()
+    status = lib.fg_mlp_forward(None, 4, 3, None, dims, 2, 1, 7, 0, 0.2, 1, None, None)
+    assert status == 1 and b"unknown activation code 7" in lib.fg_last_error()
+    with pytest.raises(RuntimeError, match="fg_bce_forward failed: logits and loss must not be NULL"):
+        native._call("fg_bce_forward", None, None, 1.0, 4, None, None)
+    if not ON_CUDA:
+        x = (ctypes.c_float * 4)()
+        with pytest.raises(RuntimeError, match="fg_mlp_forward failed: mlp_forward_kernel: .*cuda"):
+            native._call("fg_mlp_forward", x, 4, 1, x, dims, 1, 1, 0, 0, 0.2, 0, x, None)
+
+
+# -- on a GPU ------------------------------------------------------------------------------------------------
+
+SHAPES = [((1, 1), 1), ((7, 13, 129), 5), ((784, 128, 128, 1), 33), ((100, 256, 512, 784), 129),
+          ((2, 1024, 2), 17)]
+
+
+def _reference(x64, params64, spec):
+    return ops.mlp.fused_mlp_reference(x64, params64, spec)
+
+
+@pytest.mark.parametrize("dims,rows", SHAPES)
+@pytest.mark.parametrize("acts", [("leaky_relu", "none"), ("relu", "sigmoid"), ("tanh", "tanh")])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("precision", ["ieee", "tf32"])
+@on_gpu
+def test_cuda_mlp_matches_float64(dims, rows, acts, bias, precision, seed):
+    """Forward and every gradient (dx, each W and b) against float64, element-wise; x non-contiguous; the
+    outputs NaN-free (every element written: the library writes into fresh torch.empty buffers)."""
+    spec = MLPSpec(dims, bias, acts[0], acts[1], 0.2)
+    g = torch.Generator().manual_seed(seed)
+    params64 = []
+    for d_in, d_out in zip(dims[:-1], dims[1:]):
+        params64.append(torch.randn(d_out, d_in, generator=g, dtype=torch.float64) / d_in ** 0.5)
+        if bias:
+            params64.append(torch.randn(d_out, generator=g, dtype=torch.float64) * 0.1)
+    flat = torch.cat([p.reshape(-1) for p in params64]).float().cuda()
+    params, offset = [], 0
+    for p in params64:
+        params.append(flat[offset:offset + p.numel()].view(p.shape).requires_grad_())
+        offset += p.numel()
+    x64 = torch.randn(rows, dims[0] + 3, generator=g, dtype=torch.float64)[:, 2:2 + dims[0]]   # non-contiguous
+    x = x64.float().cuda().requires_grad_()
+    dy64 = torch.randn(rows, dims[-1], generator=g, dtype=torch.float64)
+    with ops.matmul_precision(precision):
+        y = native.cuda_mlp(x, params, spec)
+        grads = torch.autograd.grad(y, [x, *params], dy64.float().cuda())
+    leaves = [x64.clone().requires_grad_(), *[p.clone().requires_grad_() for p in params64]]
+    y64 = _reference(leaves[0], leaves[1:], spec)
+    grads64 = torch.autograd.grad(y64, leaves, dy64)
+    tolerance = 1e-4 if precision == "ieee" else 2e-2
+    assert_close(y, y64, tolerance, "y")
+    for i, (ours, theirs) in enumerate(zip(grads, grads64)):
+        assert_close(ours, theirs, tolerance, f"grad {i}")
+
+
+@pytest.mark.parametrize("target", [0.0, 0.9, 1.0])
+@pytest.mark.parametrize("n", [1, 7, 1000, 70_000])
+@on_gpu
+def test_cuda_bce_matches_float64(n, target, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits64 = torch.randn(n, 1, generator=g, dtype=torch.float64) * 5
+    logits64[0] = 80.0   # extreme values stay finite
+    x = logits64.float().cuda().requires_grad_()
+    loss = native.cuda_bce_with_logits(x, target)
+    (grad,) = torch.autograd.grad(loss * 3.0, x)
+    leaf = logits64.clone().requires_grad_()
+    ref = torch.nn.functional.binary_cross_entropy_with_logits(leaf, torch.full_like(leaf, target))
+    (ref_grad,) = torch.autograd.grad(ref * 3.0, leaf)
+    assert_close(loss, ref, 1e-5, "loss")
+    assert_close(grad, ref_grad, 1e-5, "grad")
+
+
+def _gan(device, kernels, **options):
+    torch.manual_seed(0)
+    g, d = MLPGenerator(latent_dim=16, hidden=(64, 64), out_dim=20), MLPDiscriminator(in_dim=20, hidden=(64, 64))
+    real = torch.rand(512, 20, generator=torch.Generator().manual_seed(1)).to(device)
+    return GANTrainer(g, d, real, batch_size=64, lr=1e-3, seed=3, kernels=kernels, precision="fp32", **options)
+
+
+@pytest.mark.parametrize("compile_", [False, True])
+@on_gpu
+def test_kernels_cuda_trains_like_the_torch_path(compile_):
+    torch._dynamo.reset()
+    from torch._dynamo.utils import counters
+    counters.clear()
+    ours, theirs = _gan("cuda", "cuda", compile=compile_), _gan("cuda", "torch")
+    assert ours.kernels_run == "cuda"
+    for _ in range(20):
+        ours.step(), theirs.step()
+    if compile_:
+        assert dict(counters["graph_break"]) == {}
+    for a, b in zip(ours.generator.state_dict().values(), theirs.generator.state_dict().values()):
+        assert_close(a, b, 1e-4, "G weights")
+
+
+@on_gpu
+def test_kernels_cuda_in_a_cuda_graph_equals_eager():
+    graphed = _gan("cuda", "cuda", cuda_graph=True, steps_per_replay=4, graph_warmup=2)
+    eager = _gan("cuda", "cuda")
+    while graphed.step_count < 10:
+        graphed.step()
+    for _ in range(graphed.step_count):
+        eager.step()
+    for a, b in zip(graphed.generator.state_dict().values(), eager.generator.state_dict().values()):
+        assert_close(a, b, 1e-5, "G weights")

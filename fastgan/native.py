@@ -110,12 +110,25 @@ def _stream(device: torch.device):
     return ctypes.c_void_p(torch.cuda.current_stream(device).cuda_stream)
 
 
+def _rows_apart(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``t`` (rows, columns) with adjacent columns, and its row stride as the library reads it (a single
+    row may carry any stride: the number of columns then)."""
+    if t.stride(1) != 1 or (t.shape[0] > 1 and t.stride(0) < t.shape[1]):
+        t = t.contiguous()
+    return t, (t.stride(0) if t.shape[0] > 1 else t.shape[1])
+
+
+def _on(device: torch.device):
+    """The library launches on the current device: make it the tensors' one for the call."""
+    return torch.cuda.device(device)
+
+
 def _dims(spec: MLPSpec):
     return (ctypes.c_int32 * len(spec.dims))(*spec.dims)
 
 
 def _precision(x: torch.Tensor) -> str:
-    if torch.is_autocast_enabled(x.device.type):
+    if torch.is_autocast_enabled(x.device.type):   # (fp16 autocast too: the kernels' 16-bit path is bf16)
         return "bf16"
     from .ops import get_matmul_precision
     return "fp32" if get_matmul_precision() == "ieee" else "tf32"
@@ -160,11 +173,15 @@ def _flat(params: list[torch.Tensor]) -> torch.Tensor:
 def _mlp_forward(x: torch.Tensor, params: list[torch.Tensor], dims: list[int], has_bias: bool, hidden: str,
                  output: str, slope: float, precision: str) -> torch.Tensor:
     spec = _spec_of(dims, has_bias, hidden, output, slope)
-    flat = _flat(params)
     out = torch.empty((x.shape[0], spec.gradient_columns), device=x.device, dtype=torch.float32)
-    _call("fg_mlp_forward", _pointer(x), x.stride(0), x.shape[0], _pointer(flat), _dims(spec), spec.num_layers,
-          int(has_bias), ACTIVATIONS[hidden], ACTIVATIONS[output], float(slope), PRECISIONS[precision],
-          _pointer(out), _stream(x.device))
+    if x.shape[0] == 0:
+        return out
+    flat = _flat(params).contiguous()
+    x, x_stride = _rows_apart(x)
+    with _on(x.device):
+        _call("fg_mlp_forward", _pointer(x), x_stride, x.shape[0], _pointer(flat), _dims(spec), spec.num_layers,
+              int(has_bias), ACTIVATIONS[hidden], ACTIVATIONS[output], float(slope), PRECISIONS[precision],
+              _pointer(out), _stream(x.device))
     return out
 
 
@@ -176,14 +193,21 @@ def _mlp_backward(dy: torch.Tensor, x: torch.Tensor, params: list[torch.Tensor],
                   has_bias: bool, hidden: str, output: str, slope: float, precision: str, need_x: bool,
                   need_params: bool) -> tuple[torch.Tensor, torch.Tensor]:
     spec = _spec_of(dims, has_bias, hidden, output, slope)
-    flat = _flat(params)
-    dy = dy if dy.stride(-1) == 1 and dy.stride(0) >= dy.shape[1] else dy.contiguous()   # (expanded grads too)
-    grads = torch.empty_like(out)
+    flat = _flat(params).contiguous()
     dx = torch.empty((x.shape[0], dims[0]), device=x.device, dtype=torch.float32) if need_x else None
-    dflat = torch.empty_like(flat) if need_params else None
-    _call("fg_mlp_backward", _pointer(x), x.stride(0), _pointer(dy), dy.stride(0), x.shape[0], _pointer(flat),
-          _dims(spec), spec.num_layers, int(has_bias), ACTIVATIONS[hidden], ACTIVATIONS[output], float(slope),
-          PRECISIONS[precision], _pointer(out), _pointer(grads), _pointer(dx), _pointer(dflat), _stream(x.device))
+    dflat = torch.empty((spec.numel,), device=x.device, dtype=torch.float32) if need_params else None
+    if x.shape[0] == 0:   # sums over no rows
+        dflat = dflat.zero_() if dflat is not None else None
+    else:
+        dy, dy_stride = _rows_apart(dy)   # (an expanded gradient, too)
+        x, x_stride = _rows_apart(x)
+        out = out.contiguous()
+        grads = torch.empty_like(out)
+        with _on(x.device):
+            _call("fg_mlp_backward", _pointer(x), x_stride, _pointer(dy), dy_stride, x.shape[0], _pointer(flat),
+                  _dims(spec), spec.num_layers, int(has_bias), ACTIVATIONS[hidden], ACTIVATIONS[output],
+                  float(slope), PRECISIONS[precision], _pointer(out), _pointer(grads), _pointer(dx), _pointer(dflat),
+                  _stream(x.device))
     # an op cannot return None: empty tensors mean "not computed"
     return (dx if dx is not None else x.new_empty(0)), (dflat if dflat is not None else x.new_empty(0))
 
@@ -209,14 +233,16 @@ def _mlp_setup(ctx, inputs, output):
 def _mlp_autograd_backward(ctx, d_out):
     x, out, *params = ctx.saved_tensors
     dims = ctx.config[0]
-    need_x, need_params = ctx.needs_input_grad[:2]
+    need_x = bool(ctx.needs_input_grad[0])
+    need_params = any(ctx.needs_input_grad[1])   # (a list input: one flag per tensor)
     # only the last dims[-1] columns of out are the MLP's output: the others carry no gradient
     dy = d_out[:, -dims[-1]:]
     dx, dflat = _backward_op(dy, x, params, out, *ctx.config, need_x, need_params)
-    grads = None
     if need_params:
         from .ops.mlp import _split_gradient
         grads = _split_gradient(dflat, params)
+    else:
+        grads = [None] * len(params)
     return (dx if need_x else None), grads, None, None, None, None, None, None
 
 
@@ -239,7 +265,6 @@ def cuda_mlp(x: torch.Tensor, params, spec: MLPSpec) -> torch.Tensor:
         _check_input(f"params[{i}]", p, x.device)
         if tuple(p.shape) != shape:
             raise ValueError(f"params[{i}] has shape {tuple(p.shape)}, expected {shape}")
-    x = x if x.stride(1) == 1 and x.stride(0) >= x.shape[1] else x.contiguous()   # rows apart, columns adjacent
     out = _forward_op(x, params, list(spec.dims), spec.has_bias, spec.hidden_activation, spec.output_activation,
                       spec.negative_slope, _precision(x))
     return out[:, -spec.dims[-1]:]
@@ -248,17 +273,25 @@ def cuda_mlp(x: torch.Tensor, params, spec: MLPSpec) -> torch.Tensor:
 # -- sigmoid-BCE -----------------------------------------------------------------------------------------------
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    if logits.numel() == 0:   # the mean of nothing, as torch has it
+        return torch.full((), float("nan"), device=logits.device, dtype=torch.float32)
+    logits = logits.contiguous()
     loss = torch.empty((), device=logits.device, dtype=torch.float32)
-    _call("fg_bce_forward", _pointer(logits), None, float(target), logits.numel(), _pointer(loss),
-          _stream(logits.device))
+    with _on(logits.device):
+        _call("fg_bce_forward", _pointer(logits), None, float(target), logits.numel(), _pointer(loss),
+              _stream(logits.device))
     return loss
 
 
 def _bce_backward(d_loss: torch.Tensor, logits: torch.Tensor, target: float) -> torch.Tensor:
-    d_logits = torch.empty_like(logits)
+    d_logits = torch.empty(logits.shape, device=logits.device, dtype=torch.float32)
+    if logits.numel() == 0:
+        return d_logits
+    logits = logits.contiguous()
     d_loss = d_loss.reshape(()).contiguous()
-    _call("fg_bce_backward", _pointer(logits), None, float(target), logits.numel(), _pointer(d_loss),
-          _pointer(d_logits), _stream(logits.device))
+    with _on(logits.device):
+        _call("fg_bce_backward", _pointer(logits), None, float(target), logits.numel(), _pointer(d_loss),
+              _pointer(d_logits), _stream(logits.device))
     return d_logits
 
 

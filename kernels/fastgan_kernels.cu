@@ -316,11 +316,12 @@ __global__ void __launch_bounds__(1024) bce_forward_kernel(const float* __restri
                                                             const float* __restrict__ targets, float target,
                                                             long long n, float* __restrict__ loss) {
     __shared__ float partial[32];
-    float s = 0.f;
+    double sum = 0.0;   // each thread adds n / 1024 terms: in double, so millions of logits lose nothing
     for (long long i = threadIdx.x; i < n; i += blockDim.x) {
         const float x = logits[i], t = targets != nullptr ? targets[i] : target;
-        s += fmaxf(x, 0.f) - x * t + log1pf(expf(-fabsf(x)));
+        sum += fmaxf(x, 0.f) - x * t + log1pf(expf(-fabsf(x)));
     }
+    float s = static_cast<float>(sum);
     for (int offset = 16; offset > 0; offset /= 2) s += __shfl_down_sync(0xffffffffu, s, offset);
     if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = s;
     __syncthreads();
@@ -378,22 +379,21 @@ int describe(const int32_t* dims, int32_t layers, int32_t has_bias, int32_t hidd
 
 size_t chain_shared_bytes(const Mlp& mlp) { return (2 * BM * mlp.pad + WARPS * STAGE) * sizeof(float); }
 
-// Let a kernel take `bytes` of dynamic shared memory (over the default 48 KB), once per size and kernel.
+// Let a kernel take `bytes` of dynamic shared memory over the default 48 KB. The attribute holds per device,
+// so it is set at every such launch (a host call, no stream work: allowed during graph capture).
 template <typename Kernel>
-int allow_shared(Kernel kernel, size_t bytes, size_t* granted) {
-    if (bytes <= *granted) return FG_OK;
+int allow_shared(Kernel kernel, size_t bytes) {
+    if (bytes <= 48 * 1024) return FG_OK;
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)) != cudaSuccess)
         return launched("cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
-    *granted = bytes;
     return FG_OK;
 }
 
 template <int P>
 int forward(const float* x, long long x_stride, long long rows, const float* params, const Mlp& mlp, float* out,
             cudaStream_t stream) {
-    static size_t granted = 48 * 1024;
     const size_t bytes = chain_shared_bytes(mlp);
-    if (int e = allow_shared(mlp_forward_kernel<P>, bytes, &granted)) return e;
+    if (int e = allow_shared(mlp_forward_kernel<P>, bytes)) return e;
     const unsigned blocks = static_cast<unsigned>((rows + BM - 1) / BM);
     mlp_forward_kernel<P><<<blocks, THREADS, bytes, stream>>>(x, x_stride, rows, params, mlp, out);
     return launched("mlp_forward_kernel");
@@ -402,9 +402,8 @@ int forward(const float* x, long long x_stride, long long rows, const float* par
 template <int P>
 int backward_chain(const float* dy, long long dy_stride, long long rows, const float* params, const Mlp& mlp,
                    const float* out, float* grads, float* dx, cudaStream_t stream) {
-    static size_t granted = 48 * 1024;
     const size_t bytes = chain_shared_bytes(mlp);
-    if (int e = allow_shared(mlp_backward_kernel<P>, bytes, &granted)) return e;
+    if (int e = allow_shared(mlp_backward_kernel<P>, bytes)) return e;
     const unsigned blocks = static_cast<unsigned>((rows + BM - 1) / BM);
     mlp_backward_kernel<P><<<blocks, THREADS, bytes, stream>>>(dy, dy_stride, rows, params, mlp, out, grads, dx);
     return launched("mlp_backward_kernel");
@@ -447,9 +446,9 @@ int fg_mlp_backward(const float* x, int64_t x_stride, const float* dy, int64_t d
     if (int e = describe(dims, layers, has_bias, hidden_activation, output_activation, negative_slope, precision, &mlp))
         return e;
     if (rows < 0) return fail(FG_INVALID_ARGUMENT, "rows must be >= 0, got %lld", static_cast<long long>(rows));
-    if (dy == nullptr || params == nullptr || out == nullptr || grads == nullptr)
+    if (rows > 0 && (dy == nullptr || params == nullptr || out == nullptr || grads == nullptr))
         return fail(FG_INVALID_ARGUMENT, "dy, params, out and grads must not be NULL");
-    if (dparams != nullptr && (x == nullptr || x_stride < dims[0]))
+    if (rows > 0 && dparams != nullptr && (x == nullptr || x_stride < dims[0]))
         return fail(FG_INVALID_ARGUMENT, "the weight gradient needs x with x_stride >= dims[0]");
     if (dy_stride < dims[layers]) return fail(FG_INVALID_ARGUMENT, "dy_stride is less than dims[layers]");
     if ((rows + BM - 1) / BM > 0x7fffffffLL) return fail(FG_INVALID_ARGUMENT, "too many rows");

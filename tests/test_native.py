@@ -113,6 +113,74 @@ def test_fuse_falls_back_to_triton_where_the_native_kernels_cannot_take_the_mlp(
         fuse(torch.nn.Linear(2, 2), whole=True, backend="rocm")
 
 
+@pytest.fixture
+def stub_library(monkeypatch):
+    """The autograd and custom-op glue on CPU tensors, the library replaced by a recorder (outputs left as
+    allocated): what is checked is the structure (shapes, which gradients, strides passed), not the math."""
+    import contextlib
+    calls = []
+    monkeypatch.setattr(native, "_call", lambda name, *args: calls.append((name, args)))
+    monkeypatch.setattr(native, "_stream", lambda device: None)
+    monkeypatch.setattr(native, "_on", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(native, "_check_input", lambda name, t, device=None: None)   # (CPU tensors allowed)
+    return calls
+
+
+def _mlp_params(dims, requires_grad=True):
+    layers = []
+    for d_in, d_out in zip(dims[:-1], dims[1:]):
+        layers += [torch.nn.Linear(d_in, d_out), torch.nn.LeakyReLU(0.2)]
+    module = FusedMLP(torch.nn.Sequential(*layers[:-1]))
+    return module, [p.requires_grad_(requires_grad) for p in module.parameters()]
+
+
+def test_autograd_glue_returns_every_gradient_in_place_of_each_input(stub_library):
+    spec = MLPSpec((4, 8, 3), True, "leaky_relu", "none", 0.2)
+    _, params = _mlp_params(spec.dims)
+    x = torch.randn(5, 4, requires_grad=True)
+    y = native.cuda_mlp(x, params, spec)
+    assert y.shape == (5, 3)
+    grads = torch.autograd.grad(y.sum(), [x, *params])
+    assert [tuple(g.shape) for g in grads] == [(5, 4), (8, 4), (8,), (3, 8), (3,)]
+    names = [name for name, _ in stub_library]
+    assert names == ["fg_mlp_forward", "fg_mlp_backward"]
+    backward_args = stub_library[-1][1]
+    assert backward_args[-3] is not None and backward_args[-2] is not None, "dx and dparams asked for"
+    # weights that need no gradient (D during G's update): the library is asked for dx only
+    _, frozen = _mlp_params(spec.dims, requires_grad=False)
+    (dx,) = torch.autograd.grad(native.cuda_mlp(x, frozen, spec).sum(), [x])
+    assert dx.shape == (5, 4) and stub_library[-1][1][-2] is None
+    # an input that needs none (real data): dW and db only
+    native.cuda_mlp(x.detach(), params, spec).sum().backward()
+    assert stub_library[-1][1][-3] is None and all(p.grad is not None for p in params)
+
+
+def test_one_row_inputs_pass_their_width_as_row_stride(stub_library):
+    spec = MLPSpec((4, 3), True, "none", "none", 0.2)
+    _, params = _mlp_params(spec.dims)
+    x = torch.randn(4, 1).t()                     # shape (1, 4), strides (1, 1): any stride is valid for one row
+    native.cuda_mlp(x, params, spec)
+    name, args = stub_library[-1]
+    assert name == "fg_mlp_forward" and args[1] == 4
+
+
+def test_the_glue_compiles_with_no_graph_breaks(stub_library):
+    torch._dynamo.reset()
+    from torch._dynamo.utils import counters
+    counters.clear()
+    spec = MLPSpec((4, 8, 3), True, "leaky_relu", "none", 0.2)
+    _, params = _mlp_params(spec.dims)
+
+    def loss(x):
+        return native.cuda_bce_with_logits(native.cuda_mlp(x, params, spec)[:, :1], 0.9)
+
+    compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)
+    compiled(torch.randn(6, 4)).backward()
+    assert dict(counters["graph_break"]) == {}
+    assert {name for name, _ in stub_library} == {"fg_mlp_forward", "fg_mlp_backward", "fg_bce_forward",
+                                                   "fg_bce_backward"}
+
+
 @needs_library
 def test_the_c_abi_answers_from_python():
     """Through ctypes: the ABI version, an invalid argument's error text, and (without a GPU) a launch that
@@ -145,7 +213,7 @@ def _reference(x64, params64, spec):
 @pytest.mark.parametrize("dims,rows", SHAPES)
 @pytest.mark.parametrize("acts", [("leaky_relu", "none"), ("relu", "sigmoid"), ("tanh", "tanh")])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("precision", ["ieee", "tf32"])
+@pytest.mark.parametrize("precision", ["ieee", "tf32", "bf16"])
 @on_gpu
 def test_cuda_mlp_matches_float64(dims, rows, acts, bias, precision, seed):
     """Forward and every gradient (dx, each W and b) against float64, element-wise; x non-contiguous; the
@@ -162,16 +230,20 @@ def test_cuda_mlp_matches_float64(dims, rows, acts, bias, precision, seed):
     for p in params64:
         params.append(flat[offset:offset + p.numel()].view(p.shape).requires_grad_())
         offset += p.numel()
-    x64 = torch.randn(rows, dims[0] + 3, generator=g, dtype=torch.float64)[:, 2:2 + dims[0]]   # non-contiguous
-    x = x64.float().cuda().requires_grad_()
+    wide64 = torch.randn(rows, dims[0] + 3, generator=g, dtype=torch.float64)
+    x64 = wide64[:, 2:2 + dims[0]]
+    x = wide64.float().cuda()[:, 2:2 + dims[0]].requires_grad_()   # a strided view on the GPU
+    assert rows == 1 or not x.is_contiguous()
     dy64 = torch.randn(rows, dims[-1], generator=g, dtype=torch.float64)
-    with ops.matmul_precision(precision):
+    import contextlib
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    with ops.matmul_precision("ieee" if precision == "ieee" else "tf32"), autocast:
         y = native.cuda_mlp(x, params, spec)
         grads = torch.autograd.grad(y, [x, *params], dy64.float().cuda())
     leaves = [x64.clone().requires_grad_(), *[p.clone().requires_grad_() for p in params64]]
     y64 = _reference(leaves[0], leaves[1:], spec)
     grads64 = torch.autograd.grad(y64, leaves, dy64)
-    tolerance = 1e-4 if precision == "ieee" else 2e-2
+    tolerance = {"ieee": 1e-4, "tf32": 2e-2, "bf16": 6e-2}[precision]
     assert_close(y, y64, tolerance, "y")
     for i, (ours, theirs) in enumerate(zip(grads, grads64)):
         assert_close(ours, theirs, tolerance, f"grad {i}")

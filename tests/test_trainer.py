@@ -167,7 +167,7 @@ def _models():
     ({"latent_dim": 100}, ValueError, "latent_dim=100 does not match the generator, which takes 8"),
     ({"data": torch.tensor([[0.0, 1.0], [float("nan"), 0.0]])}, ValueError, "NaN or inf"),
     ({"batch_size": 0}, ValueError, "batch_size must be a positive integer"),
-    ({"kernels": "cuda"}, ValueError, "kernels must be one of"),
+    ({"kernels": "cudnn"}, ValueError, "kernels must be one of"),
     ({"lr": -1.0}, ValueError, "lr must be"),
     ({"betas": (0.5, 1.5)}, ValueError, "betas"),
     ({"real_label": 0.0}, ValueError, "real_label"),

@@ -432,7 +432,7 @@ def _gather(data, draws, sigmas, noise_scale, samples, features):
     return real
 
 
-from .trainer import GANTrainer  # noqa: E402  (the subclass needs its base; trainer.py imports us lazily)
+from .trainer import GANTrainer, training_device  # noqa: E402  (the base; trainer.py imports us lazily)
 
 
 class ReplicaTrainer(GANTrainer):
@@ -457,14 +457,7 @@ class ReplicaTrainer(GANTrainer):
             raise ValueError("replicas do not train conditional GANs yet (labels given)")
         if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
             raise TypeError("generator and discriminator must be torch.nn.Module instances")
-        device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if isinstance(data, torch.Tensor) and data.is_cuda and config.device is None:
-            device = data.device
-        self.device = torch.device(device)
-        if config.cuda_graph and self.device.type != "cuda":
-            raise ValueError(f"cuda_graph=True needs a CUDA device, but the trainer runs on {self.device}")
-        if self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.device = training_device(config, data)
         self.config = config
         self.replicas = config.replicas
         self.data = _data.from_tensor(data, device=self.device)
@@ -494,20 +487,7 @@ class ReplicaTrainer(GANTrainer):
         self.step_count = 0
         self.losses = LossLog()
 
-    @property
-    def kernels_run(self) -> str:
-        if self.kernels != "triton":
-            return "torch"
-        from . import ops
-        if not ops.use_triton(self.data):
-            return "reference"
-        return "triton" if self.data.is_cuda else "triton-interpreter"
-
-    @property
-    def batch_size(self) -> int:
-        return self.config.batch_size
-
-    @batch_size.setter
+    @GANTrainer.batch_size.setter
     def batch_size(self, value: int) -> None:
         self.config = self.config.replace(batch_size=value)
         self._step = make_replica_step(self)

@@ -75,6 +75,21 @@ class _deferred_interrupt:
         return False
 
 
+def training_device(config: TrainConfig, data) -> torch.device:
+    """Where a trainer runs: ``config.device``, else the data's CUDA device, else CUDA when present, else the
+    CPU (a CUDA device with its index); ``ValueError`` for a CUDA graph off CUDA."""
+    device = config.device
+    if device is None:
+        device = data.device if isinstance(data, torch.Tensor) and data.is_cuda else (
+            "cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if config.cuda_graph and device.type != "cuda":
+        raise ValueError(f"cuda_graph=True needs a CUDA device, but the trainer runs on {device}")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def _l1_subgradient(l1: float):
     """An optimizer pre-step hook adding ``l1 * sign(w)`` to every gradient: two foreach launches,
     capturable, no host sync (FlatAdam does the same inside its kernel)."""
@@ -118,15 +133,7 @@ class GANTrainer:
                              f"that one (a {type(self).__name__} trains one GAN)")
         if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
             raise TypeError("generator and discriminator must be torch.nn.Module instances")
-        device = config.device
-        if device is None:
-            device = data.device if isinstance(data, torch.Tensor) and data.is_cuda else (
-                "cuda" if torch.cuda.is_available() else "cpu")
-        self.device = torch.device(device)
-        if config.cuda_graph and self.device.type != "cuda":
-            raise ValueError(f"cuda_graph=True needs a CUDA device, but the trainer runs on {self.device}")
-        if self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.device = training_device(config, data)
         self.config = config
         self.data = _data.from_tensor(data, device=self.device)
         self.latent_dim = check_gan_models(generator, discriminator, self.data.shape[1], config.pack,

@@ -9,6 +9,11 @@ until ring-8 shows 8/8 modes with >= 90% high-quality samples, per backend.
 
     python benchmarks/quality.py --quick     # 2 seeds, short runs, a few variants (minutes on a CPU)
     python benchmarks/quality.py             # 10 seeds, every variant (long on a CPU)
+    python benchmarks/quality.py --no-digits --replicas --seeds 10 --steps 40000 --batch 100 --lr 1e-4 \
+        --variants vanilla pack2 pack3 pack4 --pack-convention rows    # the protocol, 10 seeds at once
+Every protocol setting is a flag: --lr --betas --batch --steps --latent-dim --preset --pack-convention
+--seeds; --replicas trains a variant's seeds as one K-replica trainer (fastgan.replicas: the same runs,
+seeds 0..K-1, each on the seed-0 data set) instead of one after another.
 Writes results/<card>/<date>-quality.{json,md} and -quality-{ring,grid,digits}.png.
 """
 from __future__ import annotations
@@ -62,15 +67,39 @@ ARCHITECTURE = ("ours: G latent 2 -> 128 -> 128 -> 2 (leaky-ReLU 0.2, linear out
                 "(3x200, 5 pieces), so its figures are a reference point, not a like-for-like comparison.")
 
 
-def mixture_trainer(kind: str, variant: str, seed: int, device, kernels="torch"):
+# The protocol's settings (flags of main); PROTOCOL["batch"] None: 128, or 126 where pack 3 needs a multiple.
+PROTOCOL = {"lr": 2e-4, "betas": (0.5, 0.999), "batch": None, "latent_dim": None, "preset": "mixture-benchmark",
+            "pack_convention": "samples"}
+
+
+def _trainer_settings(variant: str, protocol: dict) -> tuple[dict, int]:
     options = dict(VARIANTS[variant])
     pack = options.get("pack", 1)
+    batch = protocol["batch"] or (128 if 128 % pack == 0 else 126)
+    settings = {"batch_size": batch, "lr": protocol["lr"], "betas": tuple(protocol["betas"]),
+                "pack_convention": protocol["pack_convention"], **options}
+    if protocol["latent_dim"] is not None:
+        settings["latent_dim"] = protocol["latent_dim"]
+    return settings, pack
+
+
+def _models(protocol: dict, pack: int):
+    preset = PRESETS[protocol["preset"]]
+    if protocol["latent_dim"] is not None:
+        from fastgan.models import ModelPreset
+        preset = ModelPreset(protocol["latent_dim"], preset.hidden, preset.output_activation)
+    return preset.build(2, pack=pack)
+
+
+def mixture_trainer(kind: str, variant: str, seed: int, device, kernels="torch", protocol=None, replicas=None):
+    protocol = protocol or PROTOCOL
+    settings, pack = _trainer_settings(variant, protocol)
     real = (data.gaussian_ring if kind == "ring" else data.gaussian_grid)(100_000, seed=seed, device=device)
     torch.manual_seed(seed)
-    g, d = PRESETS["mixture-benchmark"].build(2, pack=pack)
-    batch = 128 if 128 % pack == 0 else 126  # a multiple of pack (pack 3: 126)
-    return fastgan.GANTrainer(g, d, real, batch_size=batch, lr=2e-4, seed=seed, device=device, kernels=kernels,
-                              **options)
+    g, d = _models(protocol, pack)
+    if replicas is not None:
+        settings["replicas"] = replicas
+    return fastgan.GANTrainer(g, d, real, seed=seed, device=device, kernels=kernels, **settings)
 
 
 def _mean_se(values):
@@ -82,25 +111,41 @@ def _mean_se(values):
     return mean, se
 
 
-def run_mixtures(kinds, variants, seeds, steps, device):
+def _replica_runs(kind, variant, seeds, steps, device, protocol):
+    """A variant's seeds as one K-replica trainer; each replica's samples drawn as its single run would."""
+    trainer = mixture_trainer(kind, variant, 0, device, protocol=protocol, replicas=seeds)
+    start = time.perf_counter()
+    trainer.fit(steps, log_every=max(1, steps // 4), progress=False)
+    seconds = (time.perf_counter() - start) / seeds
+    samples = [trainer.sample(2500, seed=10_000 + k, replica=k) for k in range(seeds)]
+    return [{**metrics.evaluate_mixture(s, kind), "seconds": seconds} for s in samples], samples[0]
+
+
+def run_mixtures(kinds, variants, seeds, steps, device, protocol=None, replicas=False):
+    protocol = protocol or PROTOCOL
     results, pictures = {}, {}
     for kind in kinds:
         for variant in variants:
-            runs = []
-            for seed in range(seeds):
-                trainer = mixture_trainer(kind, variant, seed, device)
-                start = time.perf_counter()
-                trainer.fit(steps, log_every=max(1, steps // 4), progress=False)
-                seconds = time.perf_counter() - start
-                samples = trainer.sample(2500, seed=10_000 + seed)
-                runs.append({**metrics.evaluate_mixture(samples, kind), "seconds": seconds})
-                if seed == 0:
-                    pictures[(kind, variant)] = samples.cpu()
-            summary = {key: _mean_se([r[key] for r in runs]) for key in ("modes", "high_quality", "kl")}
+            if replicas:
+                runs, first = _replica_runs(kind, variant, seeds, steps, device, protocol)
+                pictures[(kind, variant)] = first.cpu()
+            else:
+                runs = []
+                for seed in range(seeds):
+                    trainer = mixture_trainer(kind, variant, seed, device, protocol=protocol)
+                    start = time.perf_counter()
+                    trainer.fit(steps, log_every=max(1, steps // 4), progress=False)
+                    seconds = time.perf_counter() - start
+                    samples = trainer.sample(2500, seed=10_000 + seed)
+                    runs.append({**metrics.evaluate_mixture(samples, kind), "seconds": seconds})
+                    if seed == 0:
+                        pictures[(kind, variant)] = samples.cpu()
+            summary = {key: _mean_se([r[key] for r in runs]) for key in ("modes", "high_quality", "kl", "kl_all")}
             results[f"{kind}/{variant}"] = {"runs": runs, "summary": summary}
-            m, h, k = summary["modes"], summary["high_quality"], summary["kl"]
+            m, h, k, a = summary["modes"], summary["high_quality"], summary["kl"], summary["kl_all"]
             print(f"  {kind:4s} {variant:16s} modes {m[0]:5.2f}±{m[1]:.2f}  HQ {100 * h[0]:5.1f}±{100 * h[1]:.1f}%  "
-                  f"KL {k[0]:.3f}±{k[1]:.3f}  ({statistics.fmean(r['seconds'] for r in runs):.1f} s/run)", flush=True)
+                  f"KL {k[0]:.3f}±{k[1]:.3f} (all samples {a[0]:.3f})  "
+                  f"({statistics.fmean(r['seconds'] for r in runs):.1f} s/run)", flush=True)
     return results, pictures
 
 
@@ -210,11 +255,14 @@ def tables(mixtures, digits, ttq):
         for key, r in mixtures.items():
             kind, variant = key.split("/")
             m, h, k = (r["summary"][x] for x in ("modes", "high_quality", "kl"))
+            a = r["summary"].get("kl_all")
             body.append([kind, variant, len(r["runs"]), f"{m[0]:.2f} ± {m[1]:.2f}",
-                         f"{100 * h[0]:.1f} ± {100 * h[1]:.1f}", f"{k[0]:.3f} ± {k[1]:.3f}"])
+                         f"{100 * h[0]:.1f} ± {100 * h[1]:.1f}", f"{k[0]:.3f} ± {k[1]:.3f}",
+                         "-" if a is None else f"{a[0]:.3f} ± {a[1]:.3f}"])
         for (kind, name), (m, h, k) in PACGAN_TABLE1.items():
-            body.append([kind, f"published {name} (PacGAN Table 1)", "-", f"{m}", f"{h}", f"{k}"])
-        lines.append(markdown_table(["data", "variant", "seeds", "modes", "high-quality %", "KL"], body))
+            body.append([kind, f"published {name} (PacGAN Table 1)", "-", f"{m}", f"{h}", f"{k}", "-"])
+        lines.append(markdown_table(["data", "variant", "seeds", "modes", "high-quality %", "KL (high-quality, "
+                                     "PacGAN's)", "KL (all samples)"], body))
     if digits:
         lines += ["", "## Digits (classic MLP GAN; floor = real vs real, same sample count)", ""]
         body = []
@@ -256,6 +304,17 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
     parser.add_argument("--no-digits", action="store_true")
     parser.add_argument("--no-mixtures", action="store_true", help="only the digits runs")
+    parser.add_argument("--lr", type=float, default=PROTOCOL["lr"], help="Adam learning rate (default 2e-4)")
+    parser.add_argument("--betas", type=float, nargs=2, default=PROTOCOL["betas"], help="Adam betas (default 0.5 0.999)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default 128; 126 for pack 3)")
+    parser.add_argument("--latent-dim", type=int, default=None, help="G's noise size (default: the preset's)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=PROTOCOL["preset"],
+                        help="the mixture models (default mixture-benchmark)")
+    parser.add_argument("--pack-convention", choices=["samples", "rows"], default="samples",
+                        help="samples: D sees batch/pack packed rows (fastgan's); rows: batch packed rows "
+                             "(PacGAN's code)")
+    parser.add_argument("--replicas", action="store_true",
+                        help="train each variant's seeds at once, as one K-replica trainer")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--render", type=Path, default=None, metavar="JSON",
@@ -279,13 +338,16 @@ def main(argv=None) -> int:
                                                  if args.variants is None or v in args.variants]
     env = environment()
     print(f"card: {env['card']} | seeds {seeds} | steps {steps} | variants {variants}", flush=True)
-    mixtures, mix_pictures = run_mixtures(["ring", "grid"], mixture_variants, seeds, steps, device) \
-        if mixture_variants else ({}, {})
+    protocol = {"lr": args.lr, "betas": tuple(args.betas), "batch": args.batch, "latent_dim": args.latent_dim,
+                "preset": args.preset, "pack_convention": args.pack_convention}
+    mixtures, mix_pictures = run_mixtures(["ring", "grid"], mixture_variants, seeds, steps, device, protocol,
+                                          args.replicas) if mixture_variants else ({}, {})
     digits_results, digit_pictures = run_digits(digits_variants, digits_steps, device) if digits_variants else ({}, {})
     ttq = time_to_quality(device, seeds=min(seeds, 3), max_steps=steps) if mixture_variants else {}
     text = _report(env, seeds, steps, digits_steps, mixtures, digits_results, ttq)
     payload = {"environment": env, "seeds": seeds, "steps": steps, "digits_steps": digits_steps,
                "architecture": ARCHITECTURE, "variants": {v: VARIANTS[v] for v in variants},
+               "protocol": {**protocol, "replicas": args.replicas},
                "mixtures": mixtures, "digits": digits_results, "time_to_quality": ttq,
                "published_pacgan_table1": {f"{k}/{n}": v for (k, n), v in PACGAN_TABLE1.items()},
                "interpreter": ops.INTERPRET}

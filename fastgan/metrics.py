@@ -36,8 +36,12 @@ def mode_coverage(samples: torch.Tensor, centers: torch.Tensor, std: float) -> d
     """Each sample goes to its nearest mode; it is *high quality* if within 3 std of it.
 
     Returns ``modes`` (modes with at least one high-quality sample), ``high_quality`` (the fraction of
-    samples that are), and ``kl``: KL divergence of the high-quality samples' mode histogram from
-    uniform (``inf`` when there are none).
+    samples that are), and two KL divergences from uniform of a mode histogram:
+
+    * ``kl``: over the high-quality samples only (``inf`` when there are none). This is what PacGAN's
+      code computes: its metric logger counts, per mode, the samples within 3 std of their nearest mode
+      and reports that histogram's entropy H (and JSD) against uniform; KL = log(modes) - H.
+    * ``kl_all``: over every sample's nearest mode, far ones included (VEEGAN-style reading).
     """
     if samples.dim() != 2 or centers.dim() != 2 or samples.shape[1] != centers.shape[1]:
         raise ValueError(f"samples {tuple(samples.shape)} and centers {tuple(centers.shape)} must be "
@@ -49,8 +53,9 @@ def mode_coverage(samples: torch.Tensor, centers: torch.Tensor, std: float) -> d
     distance, nearest = torch.cdist(samples, centers).min(dim=1)
     good = distance < 3 * std
     counts = torch.bincount(nearest[good], minlength=centers.shape[0])
+    every = torch.bincount(nearest, minlength=centers.shape[0])
     return {"modes": int((counts > 0).sum()), "high_quality": float(good.double().mean()) if len(good) else 0.0,
-            "kl": _kl_to_uniform(counts)}
+            "kl": _kl_to_uniform(counts), "kl_all": _kl_to_uniform(every)}
 
 
 def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -207,3 +207,26 @@ def test_train_step_replicas_flag_runs_the_sweep(tmp_path):
     (json_file,) = tmp_path.glob("cpu/*-replicas-quick.json")
     payload = json.loads(json_file.read_text())
     assert "sequential" not in payload and [row["k"] for row in payload["sweep"]] == [2]
+
+
+def test_quality_protocol_flags_and_replicas(tmp_path):
+    """Every protocol setting reaches the trainers, and --replicas trains the seeds at once with the same
+    per-seed metrics as one by one (same seeds, data of seed 0: compared at seed 0, where both agree)."""
+    import quality
+    args = ["--no-digits", "--seeds", "2", "--steps", "30", "--batch", "40", "--lr", "1e-3", "--betas", "0.5",
+            "0.9", "--latent-dim", "4", "--pack-convention", "rows", "--variants", "pack2", "--out", str(tmp_path)]
+    assert quality.main(args + ["--replicas"]) == 0
+    (json_file,) = tmp_path.glob("cpu/*-quality.json")
+    payload = json.loads(json_file.read_text())
+    assert payload["protocol"] == {"lr": 1e-3, "betas": [0.5, 0.9], "batch": 40, "latent_dim": 4,
+                                   "preset": "mixture-benchmark", "pack_convention": "rows", "replicas": True}
+    runs = payload["mixtures"]["ring/pack2"]["runs"]
+    assert len(runs) == 2 and {"modes", "high_quality", "kl", "kl_all"} <= set(runs[0])
+    trainer = quality.mixture_trainer("ring", "pack2", 0, torch.device("cpu"), protocol={
+        "lr": 1e-3, "betas": (0.5, 0.9), "batch": 40, "latent_dim": 4, "preset": "mixture-benchmark",
+        "pack_convention": "rows"})
+    assert (trainer.config.batch_size, trainer.config.samples_per_step, trainer.latent_dim) == (40, 80, 4)
+    trainer.fit(30, progress=False)
+    from fastgan import metrics as m
+    alone = m.evaluate_mixture(trainer.sample(2500, seed=10_000), "ring")
+    assert alone["modes"] == runs[0]["modes"] and alone["kl"] == pytest.approx(runs[0]["kl"], abs=1e-6)

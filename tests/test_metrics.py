@@ -23,7 +23,20 @@ def test_mode_coverage_collapsed_and_far():
     result = metrics.mode_coverage(collapsed, centers, 0.01)
     assert result["modes"] == 1 and result["kl"] == pytest.approx(math.log(8))
     far = metrics.mode_coverage(torch.full((100, 2), 10.0), centers, 0.01)
-    assert far == {"modes": 0, "high_quality": 0.0, "kl": math.inf}
+    # nothing is high quality (KL over high-quality samples: inf); every sample's nearest mode is one mode
+    assert far == {"modes": 0, "high_quality": 0.0, "kl": math.inf, "kl_all": pytest.approx(math.log(8))}
+
+
+def test_the_two_kl_definitions_differ_where_far_samples_fall_near_other_modes():
+    """Half the samples on mode 0, half far out but nearest to mode 4: PacGAN's KL (high-quality samples
+    only) sees one mode, log 8; over every sample's nearest mode, two modes: log 4."""
+    centers = data.ring_centers()
+    g = torch.Generator().manual_seed(0)
+    on = centers[0] + 0.001 * torch.randn(500, 2, generator=g)
+    off = centers[4] * 1.2 + 0.001 * torch.randn(500, 2, generator=g)
+    result = metrics.mode_coverage(torch.cat([on, off]), centers, 0.01)
+    assert result["modes"] == 1 and result["high_quality"] == pytest.approx(0.5)
+    assert result["kl"] == pytest.approx(math.log(8)) and result["kl_all"] == pytest.approx(math.log(4))
     with pytest.raises(ValueError):
         metrics.mode_coverage(torch.zeros(3, 3), centers, 0.01)
 

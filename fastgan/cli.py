@@ -350,7 +350,21 @@ def run_train(args: argparse.Namespace) -> int:
     if rank == 0:
         print(f"fastgan: wrote {out}/samples.png, losses.png, metrics.json, checkpoint.pt"
               + (f" (an index of the {world} ranks' checkpoint.rank*-of-{world}.pt)" if sweep else ""))
-    return 0 if status == "completed" else 1
+    code = 0 if status == "completed" else 1
+    if multi:
+        _leave_process_group(code)
+    return code
+
+
+def _leave_process_group(code: int) -> None:
+    """The end of a torchrun rank's run: every rank done (rank 0 writes the outputs last), then out of the
+    process without tearing the gloo group down, which was seen to abort a finished rank (SIGABRT,
+    "terminate called without an active exception") and so fail a run that had written everything."""
+    import os
+    torch.distributed.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _replica_results(trainer, args, status: str) -> dict:

@@ -59,6 +59,30 @@ def cuda_time_ms(fn, warmup: int = 10, repeats: int = 20, inner: int = 10) -> di
     return result
 
 
+def run_steps(trainer, steps: int) -> int:
+    """Call ``step()`` until at least ``steps`` training steps ran (a graph replay runs several); returns how many."""
+    start = trainer.step_count
+    while trainer.step_count - start < steps:
+        trainer.step()
+    return trainer.step_count - start
+
+
+def seconds_per_step(trainer, steps: int) -> float:
+    """Seconds per training step over about ``steps`` steps: CUDA events on a GPU, the wall clock on a CPU."""
+    if trainer.device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        ran = run_steps(trainer, steps)
+        end.record()
+        end.synchronize()
+        trainer.flush_losses()
+        return start.elapsed_time(end) / 1e3 / ran
+    start = time.perf_counter()
+    ran = run_steps(trainer, steps)
+    trainer.flush_losses()
+    return (time.perf_counter() - start) / ran
+
+
 def measure_ceilings() -> dict:
     """The card's ceilings measured now: device-to-device copy bandwidth and large-matmul throughput."""
     n = 1 << 28  # 1 GiB of fp32

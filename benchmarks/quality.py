@@ -305,7 +305,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-digits", action="store_true")
     parser.add_argument("--no-mixtures", action="store_true", help="only the digits runs")
     parser.add_argument("--lr", type=float, default=PROTOCOL["lr"], help="Adam learning rate (default 2e-4)")
-    parser.add_argument("--betas", type=float, nargs=2, default=PROTOCOL["betas"], help="Adam betas (default 0.5 0.999)")
+    parser.add_argument("--betas", type=float, nargs=2, default=PROTOCOL["betas"],
+                        help="Adam betas (default 0.5 0.999)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 128; 126 for pack 3)")
     parser.add_argument("--latent-dim", type=int, default=None, help="G's noise size (default: the preset's)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=PROTOCOL["preset"],

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TimeBudget, environment, markdown_table, write_results  # noqa: E402
+from common import TimeBudget, environment, markdown_table, seconds_per_step, write_results  # noqa: E402
 
 from fastgan import GANTrainer, MLPDiscriminator, MLPGenerator, ops  # noqa: E402
 from fastgan.data import gaussian_ring  # noqa: E402
@@ -46,23 +46,6 @@ def _models(width: int):
             MLPDiscriminator(in_dim=2, hidden=(width, width)))
 
 
-def _seconds_per_step(trainer, steps: int) -> float:
-    if trainer.device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(steps):
-            trainer.step()
-        end.record()
-        end.synchronize()
-        trainer.flush_losses()
-        return start.elapsed_time(end) / 1e3 / steps
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.step()
-    trainer.flush_losses()
-    return (time.perf_counter() - start) / steps
-
-
 def _interleaved(trainers: dict, windows: int, steps: int, warmup: int) -> dict:
     """``{name: {"setup_s", "median_ms", "p20_ms", "p80_ms"}}`` per step, windows taken in turn."""
     result, times = {}, {}
@@ -75,7 +58,7 @@ def _interleaved(trainers: dict, windows: int, steps: int, warmup: int) -> dict:
         times[name] = []
     for _ in range(windows):
         for name, trainer in trainers.items():
-            times[name].append(_seconds_per_step(trainer, steps) * 1e3)
+            times[name].append(seconds_per_step(trainer, steps) * 1e3)
     for name, w in times.items():
         w.sort()
         result[name].update(median_ms=statistics.median(w), p20_ms=w[len(w) // 5], p80_ms=w[(4 * len(w)) // 5])

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TimeBudget, environment, markdown_table, write_results  # noqa: E402
+from common import (TimeBudget, environment, markdown_table, run_steps, seconds_per_step,  # noqa: E402
+                    write_results)
 
 import fastgan  # noqa: E402
 from fastgan import ops  # noqa: E402
@@ -93,30 +94,6 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _run_steps(trainer, steps: int) -> int:
-    """Call ``step()`` until at least ``steps`` training steps ran (a graph replay runs several); returns how many."""
-    start = trainer.step_count
-    while trainer.step_count - start < steps:
-        trainer.step()
-    return trainer.step_count - start
-
-
-def _time_steps(trainer, steps: int) -> float:
-    """Seconds per training step over about ``steps`` steps: CUDA events on a GPU, the wall clock on a CPU."""
-    if trainer.device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        ran = _run_steps(trainer, steps)
-        end.record()
-        end.synchronize()
-        trainer.flush_losses()
-        return start.elapsed_time(end) / 1e3 / ran
-    start = time.perf_counter()
-    ran = _run_steps(trainer, steps)
-    trainer.flush_losses()
-    return (time.perf_counter() - start) / ran
-
-
 # Host-side calls that put work on the GPU: kernel launches (runtime and driver API; Triton uses the
 # driver's), graph launches, and the async memset/memcpy PyTorch issues for fills and copies.
 HOST_LAUNCH_CALLS = {"cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx",
@@ -134,7 +111,7 @@ def _launches_per_step(trainer, steps: int = 8) -> dict:
         from torch.profiler import ProfilerActivity, profile
         _sync(trainer.device)
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            ran = _run_steps(trainer, steps)
+            ran = run_steps(trainer, steps)
             _sync(trainer.device)
         events = prof.events()
         executed = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
@@ -145,7 +122,7 @@ def _launches_per_step(trainer, steps: int = 8) -> dict:
                 "graph_launches_per_step": graph_launches / ran, "launches_how": "torch.profiler (CUDA + CPU API)"}
     if trainer.kernels_run == "triton-interpreter":
         before = sum(ops.kernel_launches.values())
-        ran = _run_steps(trainer, steps)
+        ran = run_steps(trainer, steps)
         return {"kernels_per_step": (sum(ops.kernel_launches.values()) - before) / ran,
                 "host_launches_per_step": None, "launches_how": "Triton kernels (interpreter)"}
     return {"kernels_per_step": None, "host_launches_per_step": None, "launches_how": "n/a on CPU"}
@@ -159,7 +136,7 @@ def _peak_step_memory_mib(trainer, steps: int) -> float | None:
     _sync(trainer.device)
     before = torch.cuda.memory_allocated(trainer.device)
     torch.cuda.reset_peak_memory_stats(trainer.device)
-    _run_steps(trainer, steps)
+    run_steps(trainer, steps)
     _sync(trainer.device)
     trainer.flush_losses()
     return (torch.cuda.max_memory_allocated(trainer.device) - before) / 2**20
@@ -195,7 +172,7 @@ def run_row(width: int, batch: int, backends: list[Backend], device: torch.devic
             trainer.step()  # the first call pays compile / warm-up + capture / autotune
             _sync(device)
             setup_s = time.perf_counter() - start
-            _run_steps(trainer, warmup)
+            run_steps(trainer, warmup)
             trainer.flush_losses()
             state = (torch.cuda.memory_allocated(device) - before) / 2**20 if device.type == "cuda" else None
         except Exception as e:  # noqa: BLE001 - a failing backend is a result, not the end of the run
@@ -208,7 +185,7 @@ def run_row(width: int, batch: int, backends: list[Backend], device: torch.devic
     for _ in range(windows):
         for name, trainer in list(trainers.items()):
             try:
-                results[name]["windows_s_per_step"].append(_time_steps(trainer, steps_per_window))
+                results[name]["windows_s_per_step"].append(seconds_per_step(trainer, steps_per_window))
             except Exception as e:  # noqa: BLE001
                 results[name] = {"failed": "while timing: " + _error(e)}
                 del trainers[name]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .ops.mlp import MLPSpec
+from .ops.mlp import MLPSpec, flat_parameters
 
 __all__ = ["NativeKernelsUnavailable", "library_path", "load", "available", "cuda_mlp", "cuda_bce_with_logits",
            "BUILD_COMMAND", "ABI_VERSION"]
@@ -165,18 +165,13 @@ def _spec_of(dims, has_bias, hidden, output, slope) -> MLPSpec:
     return MLPSpec(tuple(dims), has_bias, hidden, output, slope)
 
 
-def _flat(params: list[torch.Tensor]) -> torch.Tensor:
-    from .ops.mlp import flat_parameters
-    return flat_parameters(params)
-
-
 def _mlp_forward(x: torch.Tensor, params: list[torch.Tensor], dims: list[int], has_bias: bool, hidden: str,
                  output: str, slope: float, precision: str) -> torch.Tensor:
     spec = _spec_of(dims, has_bias, hidden, output, slope)
     out = torch.empty((x.shape[0], spec.gradient_columns), device=x.device, dtype=torch.float32)
     if x.shape[0] == 0:
         return out
-    flat = _flat(params).contiguous()
+    flat = flat_parameters(params).contiguous()
     x, x_stride = _rows_apart(x)
     with _on(x.device):
         _call("fg_mlp_forward", _pointer(x), x_stride, x.shape[0], _pointer(flat), _dims(spec), spec.num_layers,
@@ -193,7 +188,7 @@ def _mlp_backward(dy: torch.Tensor, x: torch.Tensor, params: list[torch.Tensor],
                   has_bias: bool, hidden: str, output: str, slope: float, precision: str, need_x: bool,
                   need_params: bool) -> tuple[torch.Tensor, torch.Tensor]:
     spec = _spec_of(dims, has_bias, hidden, output, slope)
-    flat = _flat(params).contiguous()
+    flat = flat_parameters(params).contiguous()
     dx = torch.empty((x.shape[0], dims[0]), device=x.device, dtype=torch.float32) if need_x else None
     dflat = torch.empty((spec.numel,), device=x.device, dtype=torch.float32) if need_params else None
     if x.shape[0] == 0:   # sums over no rows

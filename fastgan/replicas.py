@@ -66,14 +66,14 @@ def replica_models(generator: nn.Module, discriminator: nn.Module, seed: int, k:
     return copies[0], copies[1]
 
 
-def _mlp_of(model: nn.Module) -> tuple[nn.Sequential, str]:
-    """The ``nn.Sequential`` that computes ``model`` and its name prefix in the state dict."""
+def _mlp_of(model: nn.Module):
+    """The ``nn.Sequential`` that computes ``model`` (itself or its ``.net``) and its ``MLPSpec``."""
     from .nn import whole_mlp_spec
     if isinstance(model, nn.Sequential):
-        seq, prefix = model, ""
+        seq = model
     elif isinstance(getattr(model, "net", None), nn.Sequential) and getattr(model, "num_classes", None) is None \
             and set(dict(model.named_children())) == {"net"}:
-        seq, prefix = model.net, "net."
+        seq = model.net
     else:
         raise ValueError(f"replicas train MLPs: an nn.Sequential of Linear layers and activations, or a model "
                          f"whose only child is one under .net (MLPGenerator, MLPDiscriminator); got "
@@ -81,7 +81,7 @@ def _mlp_of(model: nn.Module) -> tuple[nn.Sequential, str]:
     spec, why = whole_mlp_spec(seq)
     if spec is None:
         raise ValueError(f"replicas cannot stack {type(model).__name__}: {why}")
-    return seq, prefix
+    return seq, spec
 
 
 # applied in place: to the fresh output of a matmul
@@ -173,43 +173,27 @@ class StackedMLP(nn.Module):
 
     def __init__(self, models: list[nn.Module], kernels: str = "torch"):
         super().__init__()
-        from .nn import whole_mlp_spec
-        seq, self.prefix = _mlp_of(models[0])
-        spec, _ = whole_mlp_spec(seq)
-        self.sizes, self.has_bias, self.kernels = spec.dims, spec.has_bias, kernels
-        self.hidden_activation, self.output_activation = spec.hidden_activation, spec.output_activation
-        self.negative_slope = spec.negative_slope
-        self.layers, offset = [], 0   # (weight offset, bias offset or None, fan_in, fan_out)
-        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
-            bias = offset + fan_in * fan_out if self.has_bias else None
-            self.layers.append((offset, bias, fan_in, fan_out))
-            offset += fan_in * fan_out + (fan_out if self.has_bias else 0)
-        self.flat = nn.Parameter(torch.stack([self._row(model) for model in models]))
+        _, self.spec = _mlp_of(models[0])
+        self.kernels = kernels
+        self.negative_slope = self.spec.negative_slope
+        # a row: the Sequential's parameters in order (W_0, b_0, W_1, ...), the whole-MLP kernels' layout
+        self.flat = nn.Parameter(torch.stack([torch.cat([p.detach().reshape(-1).cpu() for p in
+                                                         _mlp_of(m)[0].parameters()]).float() for m in models]))
 
     @property
     def replicas(self) -> int:
         return self.flat.shape[0]
 
     def activation(self, i: int) -> str:
-        return self.output_activation if i == len(self.layers) - 1 else self.hidden_activation
-
-    def _row(self, model: nn.Module) -> torch.Tensor:
-        seq, _ = _mlp_of(model)
-        linears = [m for m in seq.children() if isinstance(m, nn.Linear)]
-        parts = []
-        for linear in linears:
-            parts.append(linear.weight.detach().reshape(-1).cpu())
-            if linear.bias is not None:
-                parts.append(linear.bias.detach().cpu())
-        return torch.cat(parts).float()
+        return self.spec.activation(i)
 
     def weights(self, flat: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """Each layer's ``(K, out, in)`` weight and ``(K, out)`` bias, as views of ``flat`` (default: mine)."""
         flat = self.flat if flat is None else flat
         out = []
-        for w, b, fan_in, fan_out in self.layers:
-            weight = flat[:, w:w + fan_in * fan_out].view(-1, fan_out, fan_in)
-            out.append((weight, flat[:, b:b + fan_out] if b is not None else None))
+        for fan_in, fan_out, w, _ in self.spec.table():
+            b = w + fan_in * fan_out
+            out.append((flat[:, w:b].view(-1, fan_out, fan_in), flat[:, b:b + fan_out] if self.spec.has_bias else None))
         return out
 
     def forward(self, x: torch.Tensor, flat: torch.Tensor | None = None) -> torch.Tensor:
@@ -226,8 +210,7 @@ class StackedMLP(nn.Module):
     def load_into(self, model: nn.Module, k: int, flat: torch.Tensor | None = None) -> nn.Module:
         """Copy replica ``k``'s weights (from ``flat``, default mine) into ``model`` (shaped like the template)."""
         flat = self.flat if flat is None else flat
-        seq, _ = _mlp_of(model)
-        linears = [m for m in seq.children() if isinstance(m, nn.Linear)]
+        linears = [m for m in _mlp_of(model)[0].children() if isinstance(m, nn.Linear)]
         for linear, (weight, bias) in zip(linears, self.weights(flat)):
             linear.weight.copy_(weight[k])
             if bias is not None:
@@ -317,12 +300,16 @@ def make_replica_step(t: ReplicaTrainer):
     noise_scale = col(sigmas)
     hinge = config.loss == "hinge"
 
-    def noisy(x: torch.Tensor) -> torch.Tensor:   # x: (K, B, features); only replicas with sigma > 0 draw
+    def instance_noise(shape) -> list[torch.Tensor | None]:   # each replica's draw; none where its sigma is 0
+        return [torch.randn(shape, device=device, generator=g) if s > 0 else None for g, s in zip(t.generators, sigmas)]
+
+    def add_noise(x: torch.Tensor, draws: list) -> torch.Tensor:   # x: (K, B, features)
         if not any(sigmas):
             return x
-        draws = [torch.randn(x.shape[1:], device=device, generator=g) if s > 0 else x.new_zeros(x.shape[1:])
-                 for g, s in zip(t.generators, sigmas)]
-        return x + noise_scale * torch.stack(draws)
+        return x + noise_scale * torch.stack([z if z is not None else x.new_zeros(x.shape[1:]) for z in draws])
+
+    def noisy(x: torch.Tensor) -> torch.Tensor:
+        return add_noise(x, instance_noise(x.shape[1:]))
 
     def d_input(x):
         x = noisy(x)
@@ -340,21 +327,12 @@ def make_replica_step(t: ReplicaTrainer):
         logits = t.discriminator(fake_in)
         return -logits.mean(dim=(1, 2)) if hinge else _bce(logits, one)
 
-    generator = t.generator
-    if config.compile:
-        options = {} if config.compile is True else {"mode": config.compile}
-        generator = torch.compile(t.generator, **options)
-        d_loss_of_inputs = torch.compile(d_loss_of_inputs, **options)
-        g_loss_of_input = torch.compile(g_loss_of_input, **options)
     from .config import CUDAGRAPH_COMPILE_MODES
-    from .step import precision_scope
+    from .step import compiled_regions, forward_autocast, with_precision
+    generator, d_loss_of_inputs, g_loss_of_input = compiled_regions(config, t.generator, d_loss_of_inputs,
+                                                                    g_loss_of_input)
     cudagraph_trees = config.compile in CUDAGRAPH_COMPILE_MODES
-    if config.precision == "bf16":
-        def autocast():
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-    else:
-        import contextlib
-        autocast = contextlib.nullcontext
+    autocast = forward_autocast(config.precision, device)
 
     def step(index: int):
         if cudagraph_trees:
@@ -363,14 +341,12 @@ def make_replica_step(t: ReplicaTrainer):
         for d_step in range(config.d_steps):
             last = d_step == config.d_steps - 1
             with phase("data"):
-                reals, zs = [], []
+                indices, noise, zs = [], [], []
                 for g, s in zip(t.generators, sigmas):   # the single step's order: batch, its noise, z
-                    batch = torch.randint(0, n, (samples,), device=device, generator=g)
-                    reals.append(batch)
-                    if s > 0:
-                        reals.append(torch.randn((samples, features), device=device, generator=g))
+                    indices.append(torch.randint(0, n, (samples,), device=device, generator=g))
+                    noise.append(torch.randn((samples, features), device=device, generator=g) if s > 0 else None)
                     zs.append(torch.randn(samples, t.latent_dim, device=device, generator=g))
-                real = _gather(t.data, reals, sigmas, noise_scale, samples, features)
+                real = add_noise(t.data.index_select(0, torch.cat(indices)).view(K, samples, features), noise)
                 real = real.reshape(K, samples // pack, pack * features) if pack > 1 else real
                 z = torch.stack(zs)
             with phase("G.forward"), autocast():
@@ -406,30 +382,7 @@ def make_replica_step(t: ReplicaTrainer):
             loss_d, loss_g = loss_d.clone(), loss_g.clone()
         return loss_d, loss_g
 
-    def step_with_precision(index: int):
-        with precision_scope(config.precision):
-            return step(index)
-
-    return step_with_precision
-
-
-def _gather(data, draws, sigmas, noise_scale, samples, features):
-    """The real batch ``(K, samples, features)`` from each replica's indices (and instance noise, drawn
-    right after them, as the single step does)."""
-    indices, noise, i = [], [], 0
-    for s in sigmas:
-        indices.append(draws[i])
-        i += 1
-        if s > 0:
-            noise.append(draws[i])
-            i += 1
-        else:
-            noise.append(None)
-    real = data.index_select(0, torch.cat(indices)).view(len(sigmas), samples, features)
-    if any(sigmas):
-        real = real + noise_scale * torch.stack([z if z is not None else real.new_zeros(samples, features)
-                                                 for z in noise])
-    return real
+    return with_precision(step, config.precision)
 
 
 from .trainer import GANTrainer, training_device  # noqa: E402  (the base; trainer.py imports us lazily)

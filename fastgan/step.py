@@ -85,6 +85,30 @@ def precision_scope(precision: str):
         torch.backends.cuda.matmul.allow_tf32 = previous
 
 
+def forward_autocast(precision: str, device: torch.device):
+    """The context the forward passes run in: bf16 autocast for ``precision="bf16"`` (fp32 accumulation,
+    fp32 master weights), else nothing."""
+    if precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def compiled_regions(config: TrainConfig, *regions):
+    """``regions`` through ``torch.compile`` (with ``config.compile``'s mode) when it is set, else as they are."""
+    if not config.compile:
+        return regions
+    options = {} if config.compile is True else {"mode": config.compile}
+    return tuple(torch.compile(region, **options) for region in regions)
+
+
+def with_precision(step, precision: str):
+    """``step`` run inside ``precision_scope(precision)``."""
+    def step_with_precision(index: int):
+        with precision_scope(precision):
+            return step(index)
+    return step_with_precision
+
+
 def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
     """A step function ``step(index) -> (loss_d, loss_g)`` (detached 0-d device tensors), eager or with
     its regions compiled (``p.config.compile``); a ``GraphedStep`` can capture either.
@@ -132,18 +156,9 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
         fake_logits = discriminate(fake_in, y_fake)
         return hinge_generator_loss(fake_logits) if hinge else generator_loss(fake_logits, p.bce)
 
-    if p.config.precision == "bf16":  # forward passes in bf16 (fp32 accumulation, fp32 master weights)
-        def autocast():
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-    else:
-        autocast = contextlib.nullcontext
-
-    generator = p.generator
-    if p.config.compile:
-        options = {} if p.config.compile is True else {"mode": p.config.compile}
-        generator = torch.compile(p.generator, **options)
-        d_loss_of_inputs = torch.compile(d_loss_of_inputs, **options)
-        g_loss_of_input = torch.compile(g_loss_of_input, **options)
+    autocast = forward_autocast(p.config.precision, device)
+    generator, d_loss_of_inputs, g_loss_of_input = compiled_regions(p.config, p.generator, d_loss_of_inputs,
+                                                                    g_loss_of_input)
 
     def generate(z, y):
         return generator(z, y) if conditional else generator(z)
@@ -225,8 +240,4 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
             loss_d, loss_g = loss_d.clone(), loss_g.clone()
         return loss_d, loss_g
 
-    def step_with_precision(index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        with precision_scope(p.config.precision):
-            return step(index)
-
-    return step_with_precision
+    return with_precision(step, p.config.precision)

@@ -33,7 +33,7 @@ from common import environment, markdown_table, write_results  # noqa: E402
 
 import fastgan  # noqa: E402
 from fastgan import data, metrics, ops  # noqa: E402
-from fastgan.models import PRESETS  # noqa: E402
+from fastgan.models import PRESETS, pacgan_models  # noqa: E402
 
 # GANTrainer options of each variant (D's input widens with pack).
 VARIANTS = {
@@ -51,8 +51,10 @@ VARIANTS = {
     # images only (the digits): differentiable augmentation, fixed (DiffAugment's) and adaptive (ADA's)
     "diffaugment": {"augment": "translation,cutout"},
     "ada": {"augment": "translation,cutout,brightness,contrast", "augment_p": 0.0, "augment_target": 0.6},
+    # the digits default of `fastgan train` (with --digits-preset digits: G/D 256 wide): chosen by measured FD
+    "recipe": {"real_label": 0.9, "pack": 2, "ema": 0.999},
 }
-IMAGE_ONLY = {"diffaugment", "ada"}
+IMAGE_ONLY = {"diffaugment", "ada", "recipe"}
 QUICK_VARIANTS = ["vanilla", "pack2", "ema"]
 DIGITS_VARIANTS = ["vanilla", "label_smoothing", "ema", "hinge", "pack2", "diffaugment", "ada"]
 QUICK_DIGITS_VARIANTS = ["vanilla", "label_smoothing"]
@@ -61,15 +63,33 @@ PACGAN_TABLE1 = {  # published (Lin et al. 2018, Table 1): modes, high-quality %
     ("ring", "GAN"): (6.3, 98.2, 0.45), ("grid", "GAN"): (17.3, 94.8, 0.70),
     ("ring", "PacGAN2"): (7.9, 95.6, 0.07), ("grid", "PacGAN4"): (24.8, 93.6, 0.04),
 }
-ARCHITECTURE = ("ours: G latent 2 -> 128 -> 128 -> 2 (leaky-ReLU 0.2, linear output), D (2*pack) -> 128 -> "
-                "128 -> 1 (leaky-ReLU 0.2), Adam 2e-4 (0.5, 0.999), batch 128 (a multiple of pack), "
-                "non-saturating loss unless stated. PacGAN used a 4x400 BN-ReLU G and a maxout D "
-                "(3x200, 5 pieces), so its figures are a reference point, not a like-for-like comparison.")
+
+
+def describe(protocol: dict) -> str:
+    """The models and optimiser of a protocol, in words (the results table's preamble)."""
+    if protocol["preset"] == "pacgan":
+        return ("PacGAN's protocol (`--preset pacgan`, its code's settings): G 2-d noise -> 4 x 400 (bias-free "
+                "Linear, BatchNorm, ReLU) -> 2, D (2*pack) -> 3 x 200 maxout (5 pieces) -> 1, weights N(0, 0.02); "
+                f"Adam {protocol['lr']:g} {tuple(protocol['betas'])}, batch {protocol['batch']} "
+                f"({protocol['pack_convention']} convention), {protocol['update']} updates, non-saturating loss. "
+                "PacGAN trained 400,000 iterations.")
+    preset = PRESETS[protocol["preset"]]
+    latent = protocol["latent_dim"] or preset.latent_dim
+    width = " -> ".join(map(str, preset.hidden))
+    return (f"ours ({protocol['preset']}): G latent {latent} -> {width} -> 2 (leaky-ReLU 0.2, linear output), "
+            f"D (2*pack) -> {width} -> 1 (leaky-ReLU 0.2), Adam {protocol['lr']:g} {tuple(protocol['betas'])}, "
+            f"batch {protocol['batch'] or '128 (126 for pack 3)'} ({protocol['pack_convention']} convention), "
+            f"{protocol.get('update', 'alternating')} updates, non-saturating loss unless stated. PacGAN used a "
+            "4x400 BN-ReLU G and a maxout D (3x200, 5 pieces): `--preset pacgan` is that.")
 
 
 # The protocol's settings (flags of main); PROTOCOL["batch"] None: 128, or 126 where pack 3 needs a multiple.
 PROTOCOL = {"lr": 2e-4, "betas": (0.5, 0.999), "batch": None, "latent_dim": None, "preset": "mixture-benchmark",
-            "pack_convention": "samples"}
+            "pack_convention": "samples", "update": "alternating"}
+# PacGAN's own (its code's synthetic_data_experiments configs: 400 epochs of 100,000 points at batch 100)
+PACGAN_PROTOCOL = {"lr": 1e-4, "betas": (0.8, 0.999), "batch": 100, "latent_dim": 2, "preset": "pacgan",
+                   "pack_convention": "rows", "update": "simultaneous"}
+MODEL_PRESETS = sorted(PRESETS) + ["pacgan"]
 
 
 def _trainer_settings(variant: str, protocol: dict) -> tuple[dict, int]:
@@ -77,13 +97,16 @@ def _trainer_settings(variant: str, protocol: dict) -> tuple[dict, int]:
     pack = options.get("pack", 1)
     batch = protocol["batch"] or (128 if 128 % pack == 0 else 126)
     settings = {"batch_size": batch, "lr": protocol["lr"], "betas": tuple(protocol["betas"]),
-                "pack_convention": protocol["pack_convention"], **options}
+                "pack_convention": protocol["pack_convention"], "update": protocol.get("update", "alternating"),
+                **options}
     if protocol["latent_dim"] is not None:
         settings["latent_dim"] = protocol["latent_dim"]
     return settings, pack
 
 
 def _models(protocol: dict, pack: int):
+    if protocol["preset"] == "pacgan":
+        return pacgan_models(2, pack=pack)
     preset = PRESETS[protocol["preset"]]
     if protocol["latent_dim"] is not None:
         from fastgan.models import ModelPreset
@@ -149,24 +172,26 @@ def run_mixtures(kinds, variants, seeds, steps, device, protocol=None, replicas=
     return results, pictures
 
 
-def time_to_quality(device, seeds, max_steps, check_every=250):
-    """Wall-clock seconds of training (evaluation excluded) until ring-8 has 8/8 modes and >= 90% HQ."""
+def time_to_quality(device, seeds, max_steps, protocol=None, variants=("vanilla",), check_every=250):
+    """Per configuration (backend x variant, with ``protocol``): training steps and wall-clock seconds
+    (evaluation excluded) until ring-8 first has 8/8 modes and >= 90% high-quality samples."""
     rows = {}
-    backends = {"eager": "torch", "triton": "triton"}
-    for name, kernels in backends.items():
+    configurations = [("eager", "torch", v) for v in variants] + [("triton", "triton", "vanilla")]
+    for backend, kernels, variant in configurations:
+        name = f"{backend} {variant}"
         if kernels == "triton" and device.type != "cuda":
             rows[name] = {"skipped": "Triton on a CPU runs in the interpreter (or the reference path): "
                                      "its wall-clock is not a speed"}
             continue
         times = []
         for seed in range(seeds):
-            trainer = mixture_trainer("ring", "vanilla", seed, device, kernels=kernels)
+            trainer = mixture_trainer("ring", variant, seed, device, kernels=kernels, protocol=protocol)
             elapsed, reached = 0.0, None
             while trainer.step_count < max_steps:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 start = time.perf_counter()
-                trainer.fit(check_every, log_every=check_every, progress=False)
+                trainer.fit(min(check_every, max_steps - trainer.step_count), log_every=check_every, progress=False)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 elapsed += time.perf_counter() - start
@@ -184,14 +209,14 @@ def time_to_quality(device, seeds, max_steps, check_every=250):
     return rows
 
 
-def run_digits(variants, steps, device):
+def run_digits(variants, steps, device, preset="classic"):
     results, pictures = {}, {}
     real = data.digits(device=device)
     for variant in variants:
         options = dict(VARIANTS[variant])
         pack = options.get("pack", 1)
         torch.manual_seed(0)
-        g, d = PRESETS["classic"].build(784, pack=pack)
+        g, d = PRESETS[preset].build(784, pack=pack)
         trainer = fastgan.GANTrainer(g, d, real, batch_size=128, seed=0, device=device, **options)
         start = time.perf_counter()
         trainer.fit(steps, log_every=max(1, steps // 4), progress=False)
@@ -247,10 +272,10 @@ def draw(pictures_mix, pictures_digits, folder, stem):
     return paths
 
 
-def tables(mixtures, digits, ttq):
+def tables(mixtures, digits, ttq, architecture="", digits_preset="classic"):
     lines = []
     if mixtures:
-        lines += ["## Mixtures (mean ± standard error over seeds)", "", ARCHITECTURE, ""]
+        lines += ["## Mixtures (mean ± standard error over seeds)", "", architecture, ""]
         body = []
         for key, r in mixtures.items():
             kind, variant = key.split("/")
@@ -264,7 +289,9 @@ def tables(mixtures, digits, ttq):
         lines.append(markdown_table(["data", "variant", "seeds", "modes", "high-quality %", "KL (high-quality, "
                                      "PacGAN's)", "KL (all samples)"], body))
     if digits:
-        lines += ["", "## Digits (classic MLP GAN; floor = real vs real, same sample count)", ""]
+        hidden = "-".join(map(str, PRESETS[digits_preset].hidden))
+        lines += ["", f"## Digits (`{digits_preset}` models: G 100-{hidden}-784, D 784-{hidden}-1; floor = real vs "
+                  "real, same sample count)", ""]
         body = []
         floor = next(iter(digits.values()))["real_floor"]
         body.append(["real vs real (floor)", "-", f"{floor['frechet_distance']:.2f}", f"{floor['precision@5']:.2f}",
@@ -284,15 +311,16 @@ def tables(mixtures, digits, ttq):
         body = [[name, r.get("skipped") or f"{r['reached']} within {r['max_steps']} steps",
                  "-" if r.get("median_steps") is None else r["median_steps"],
                  "-" if r.get("median_seconds") is None else f"{r['median_seconds']:.1f}"] for name, r in ttq.items()]
-        lines.append(markdown_table(["backend", "runs that reached it", "median steps", "median seconds"], body))
+        lines.append(markdown_table(["configuration", "runs that reached it", "median steps", "median seconds"],
+                                    body))
     return "\n".join(lines)
 
 
-def _report(env, seeds, steps, digits_steps, mixtures, digits, ttq) -> str:
+def _report(env, seeds, steps, digits_steps, mixtures, digits, ttq, architecture="", digits_preset="classic") -> str:
     runs = [f"{seeds} seeds x {steps} steps per mixture run" if mixtures else "",
             f"digits {digits_steps} steps, 899 samples, one seed" if digits else ""]
     return (f"# Generation quality — {env['card']}, {env['date'][:10]}\n\n" + "; ".join(r for r in runs if r)
-            + ".\n\n" + tables(mixtures, digits, ttq))
+            + ".\n\n" + tables(mixtures, digits, ttq, architecture, digits_preset))
 
 
 def main(argv=None) -> int:
@@ -304,16 +332,21 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
     parser.add_argument("--no-digits", action="store_true")
     parser.add_argument("--no-mixtures", action="store_true", help="only the digits runs")
-    parser.add_argument("--lr", type=float, default=PROTOCOL["lr"], help="Adam learning rate (default 2e-4)")
-    parser.add_argument("--betas", type=float, nargs=2, default=PROTOCOL["betas"],
-                        help="Adam betas (default 0.5 0.999)")
+    parser.add_argument("--digits-preset", choices=sorted(PRESETS), default="classic",
+                        help="the digits models (default classic: 128 wide; digits: fastgan train's, 256 wide)")
+    parser.add_argument("--preset", choices=MODEL_PRESETS, default=PROTOCOL["preset"],
+                        help="the mixture models (default mixture-benchmark); pacgan: PacGAN's models and, unless "
+                             "the flags below say otherwise, its settings: " + ", ".join(
+                                 f"{k} {v}" for k, v in PACGAN_PROTOCOL.items() if k != "preset"))
+    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-4)")
+    parser.add_argument("--betas", type=float, nargs=2, default=None, help="Adam betas (default 0.5 0.999)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 128; 126 for pack 3)")
     parser.add_argument("--latent-dim", type=int, default=None, help="G's noise size (default: the preset's)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=PROTOCOL["preset"],
-                        help="the mixture models (default mixture-benchmark)")
-    parser.add_argument("--pack-convention", choices=["samples", "rows"], default="samples",
-                        help="samples: D sees batch/pack packed rows (fastgan's); rows: batch packed rows "
+    parser.add_argument("--pack-convention", choices=["samples", "rows"], default=None,
+                        help="samples (default): D sees batch/pack packed rows (fastgan's); rows: batch packed rows "
                              "(PacGAN's code)")
+    parser.add_argument("--update", choices=["alternating", "simultaneous"], default=None,
+                        help="alternating (default) or simultaneous (PacGAN's code) D and G updates")
     parser.add_argument("--replicas", action="store_true",
                         help="train each variant's seeds at once, as one K-replica trainer")
     parser.add_argument("--device", default=None)
@@ -326,7 +359,9 @@ def main(argv=None) -> int:
         env = payload["environment"]
         args.render.with_suffix(".md").write_text(_report(env, payload["seeds"], payload["steps"],
                                                           payload["digits_steps"], payload["mixtures"],
-                                                          payload["digits"], payload["time_to_quality"]) + "\n")
+                                                          payload["digits"], payload["time_to_quality"],
+                                                          payload.get("architecture", ""),
+                                                          payload.get("digits_preset", "classic")) + "\n")
         print(f"wrote {args.render.with_suffix('.md')}")
         return 0
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -339,16 +374,24 @@ def main(argv=None) -> int:
                                                  if args.variants is None or v in args.variants]
     env = environment()
     print(f"card: {env['card']} | seeds {seeds} | steps {steps} | variants {variants}", flush=True)
-    protocol = {"lr": args.lr, "betas": tuple(args.betas), "batch": args.batch, "latent_dim": args.latent_dim,
-                "preset": args.preset, "pack_convention": args.pack_convention}
+    defaults = PACGAN_PROTOCOL if args.preset == "pacgan" else PROTOCOL
+    given = {"lr": args.lr, "betas": tuple(args.betas) if args.betas else None, "batch": args.batch,
+             "latent_dim": args.latent_dim, "pack_convention": args.pack_convention, "update": args.update}
+    protocol = {**defaults, **{k: v for k, v in given.items() if v is not None}, "preset": args.preset}
+    if args.preset == "pacgan" and (args.replicas or protocol["latent_dim"] != 2):
+        parser.error("--preset pacgan: its BatchNorm G and maxout D cannot be stacked as replicas, and its G "
+                     "takes 2-d noise (no --replicas, no --latent-dim)")
     mixtures, mix_pictures = run_mixtures(["ring", "grid"], mixture_variants, seeds, steps, device, protocol,
                                           args.replicas) if mixture_variants else ({}, {})
-    digits_results, digit_pictures = run_digits(digits_variants, digits_steps, device) if digits_variants else ({}, {})
-    ttq = time_to_quality(device, seeds=min(seeds, 3), max_steps=steps) if mixture_variants else {}
-    text = _report(env, seeds, steps, digits_steps, mixtures, digits_results, ttq)
+    digits_results, digit_pictures = (run_digits(digits_variants, digits_steps, device, args.digits_preset)
+                                      if digits_variants else ({}, {}))
+    ttq = time_to_quality(device, seeds=min(seeds, 3), max_steps=steps, protocol=protocol,
+                          variants=mixture_variants) if mixture_variants else {}
+    text = _report(env, seeds, steps, digits_steps, mixtures, digits_results, ttq, describe(protocol),
+                   args.digits_preset)
     payload = {"environment": env, "seeds": seeds, "steps": steps, "digits_steps": digits_steps,
-               "architecture": ARCHITECTURE, "variants": {v: VARIANTS[v] for v in variants},
-               "protocol": {**protocol, "replicas": args.replicas},
+               "architecture": describe(protocol), "variants": {v: VARIANTS[v] for v in variants},
+               "protocol": {**protocol, "replicas": args.replicas}, "digits_preset": args.digits_preset,
                "mixtures": mixtures, "digits": digits_results, "time_to_quality": ttq,
                "published_pacgan_table1": {f"{k}/{n}": v for (k, n), v in PACGAN_TABLE1.items()},
                "interpreter": ops.INTERPRET}

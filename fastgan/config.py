@@ -16,11 +16,12 @@ from .augment import parse_transforms
 from .losses import LOSSES, check_real_label
 
 __all__ = ["TrainConfig", "KERNELS", "COMPILE_MODES", "CUDAGRAPH_COMPILE_MODES", "PRECISIONS", "FUSED_OPTIMIZERS",
-           "SAMPLERS", "PACK_CONVENTIONS", "PER_REPLICA"]
+           "SAMPLERS", "PACK_CONVENTIONS", "PER_REPLICA", "UPDATES"]
 
 KERNELS = ("torch", "triton", "triton-mlp", "cuda", "auto")
 SAMPLERS = ("auto", "torch", "philox")
 PACK_CONVENTIONS = ("samples", "rows")
+UPDATES = ("alternating", "simultaneous")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # torch.compile modes that record CUDA graphs of their own (cudagraph trees): each call's outputs are
 # overwritten by the next call, so the step marks its boundaries and copies out what outlives it.
@@ -100,6 +101,10 @@ class TrainConfig:
             packed rows of each, so a step draws ``pack * batch_size`` samples).
         instance_noise: std of Gaussian noise added to D's real and fake inputs.
         r1_gamma, r1_every: R1 penalty weight on real data, applied every ``r1_every`` steps.
+        update: ``"alternating"`` (default: D's update, then G's loss through the updated D) or
+            ``"simultaneous"`` (both losses from one forward pass of D on the same batch, both updates
+            after it: what PacGAN's code does, through ALI's training algorithm). Simultaneous needs
+            ``d_steps=1`` and runs eagerly (no ``compile``, R1, replicas or data_parallel).
 
     Weight regularisation, per network (off by default):
         weight_decay_g, weight_decay_d: decoupled weight decay (AdamW's: each step shrinks the weights by
@@ -148,6 +153,7 @@ class TrainConfig:
     instance_noise: float = 0.0
     r1_gamma: float = 0.0
     r1_every: int = 16
+    update: str = "alternating"
     weight_decay_g: float = 0.0
     weight_decay_d: float = 0.0
     l1_g: float = 0.0
@@ -235,6 +241,15 @@ class TrainConfig:
             except (RuntimeError, TypeError, ValueError):
                 raise ValueError(f"device {self.device!r} is not a device: use cpu, cuda or cuda:N") from None
 
+        if self.update not in UPDATES:
+            raise ValueError(f"update must be one of {', '.join(map(repr, UPDATES))}, got {self.update!r}")
+        if self.update == "simultaneous":
+            off = {"d_steps > 1": self.d_steps > 1, "compile": bool(self.compile), "r1_gamma": self.r1_gamma > 0,
+                   "replicas": self.replicas is not None, "data_parallel": self.data_parallel is True}
+            unsupported = [name for name, on in off.items() if on]
+            if unsupported:
+                raise ValueError(f"update='simultaneous' does not combine with {', '.join(unsupported)} (one "
+                                 "forward pass of D feeds both losses; use update='alternating')")
         if self.replicas is not None:
             self._check_replica_options()
         if not isinstance(self.data_parallel, bool):

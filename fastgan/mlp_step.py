@@ -66,7 +66,9 @@ def fused_step_blocker(config: TrainConfig, generator, discriminator, optimizer_
     if d.spec.dims[-1] != 1 or d.spec.output_activation != "none":
         return "D's last layer is not Linear(h, 1) without an activation (logits)"
     flat = isinstance(optimizer_g, FlatAdam) and isinstance(optimizer_d, FlatAdam)
-    blockers = {"loss='hinge'": config.loss != "non_saturating", "instance_noise": config.instance_noise > 0,
+    blockers = {"update='simultaneous'": config.update != "alternating",
+                "loss='hinge'": config.loss != "non_saturating",
+                "instance_noise": config.instance_noise > 0,
                 "r1_gamma": config.r1_gamma > 0, "augment": bool(config.augment), "compile": bool(config.compile),
                 "fused_optimizer='torch'": not flat}
     named = [name for name, on in blockers.items() if on]

@@ -5,13 +5,15 @@ recognise them, ``fastgan.fuse`` can fuse them, and their ``state_dict`` keys ar
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["MLPGenerator", "MLPDiscriminator", "ConditionalMLPGenerator", "ProjectionDiscriminator", "ModelPreset",
+__all__ = ["MLPGenerator", "MLPDiscriminator", "BatchNormGenerator", "MaxoutDiscriminator", "pacgan_models",
+           "ConditionalMLPGenerator", "ProjectionDiscriminator", "ModelPreset",
            "PRESETS", "DATA_PRESETS", "first_linear", "last_linear", "check_labels", "rejection_sample",
            "generate", "check_gan_models"]
 
@@ -87,6 +89,72 @@ class MLPDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+def _normal_init_(module: nn.Module, std: float) -> nn.Module:
+    """Every Linear's weight from N(0, std), its bias 0 (Blocks' ``IsotropicGaussian(std)``, ``Constant(0)``)."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.normal_(0.0, std)
+                if m.bias is not None:
+                    m.bias.zero_()
+    return module
+
+
+class BatchNormGenerator(nn.Module):
+    """G of PacGAN's mixture experiments: ``latent_dim -> hidden x layers -> out_dim``, each hidden layer a
+    bias-free Linear, BatchNorm and ReLU; a linear output with bias.
+
+    BatchNorm normalises over the batch while training and uses its running statistics (momentum 0.05,
+    eps 1e-4: Blocks' population update and default) in eval mode, which is how ``GANTrainer.sample``
+    and ``generate`` draw. Weights are drawn from N(0, ``init_std``), biases 0, at construction.
+    """
+
+    def __init__(self, latent_dim: int = 2, hidden: int = 400, layers: int = 4, out_dim: int = 2,
+                 init_std: float = 0.02):
+        super().__init__()
+        (self.latent_dim, self.width, self.layers, self.out_dim) = _check_sizes(
+            "latent_dim, hidden, layers, out_dim", (latent_dim, hidden, layers, out_dim))
+        blocks: list[nn.Module] = []
+        fan_in = self.latent_dim
+        for _ in range(self.layers):
+            blocks += [nn.Linear(fan_in, self.width, bias=False), nn.BatchNorm1d(self.width, eps=1e-4, momentum=0.05),
+                       nn.ReLU()]
+            fan_in = self.width
+        self.net = _normal_init_(nn.Sequential(*blocks, nn.Linear(fan_in, self.out_dim)), init_std)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class MaxoutDiscriminator(nn.Module):
+    """D of PacGAN's mixture experiments: ``in_dim -> hidden x layers -> 1``, each hidden layer a maxout
+    layer (``Linear(fan_in, hidden * pieces)`` then ``fastgan.nn.Maxout(pieces)``); returns logits.
+    Weights from N(0, ``init_std``), biases 0."""
+
+    def __init__(self, in_dim: int = 2, hidden: int = 200, layers: int = 3, pieces: int = 5, init_std: float = 0.02):
+        super().__init__()
+        from .nn import Maxout
+        (self.in_dim, self.width, self.layers, self.pieces) = _check_sizes(
+            "in_dim, hidden, layers, pieces", (in_dim, hidden, layers, pieces))
+        blocks: list[nn.Module] = []
+        fan_in = self.in_dim
+        for _ in range(self.layers):
+            blocks += [nn.Linear(fan_in, self.width * self.pieces), Maxout(self.pieces)]
+            fan_in = self.width
+        self.net = _normal_init_(nn.Sequential(*blocks, nn.Linear(fan_in, 1)), init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def pacgan_models(features: int = 2, pack: int = 1) -> tuple[nn.Module, nn.Module]:
+    """PacGAN's mixture pair (Lin et al. 2018; its code's ``synthetic_data_experiments``): G 2-d standard
+    normal noise -> 4 x 400 (bias-free Linear, BatchNorm, ReLU) -> ``features``; D ``pack * features`` -> 3 x
+    200 maxout (5 pieces) -> 1; every weight N(0, 0.02), biases 0. Draws from torch's global RNG."""
+    return (BatchNormGenerator(latent_dim=2, hidden=400, layers=4, out_dim=features),
+            MaxoutDiscriminator(in_dim=pack * features, hidden=200, layers=3, pieces=5))
 
 
 def _check_classes(num_classes: int) -> int:
@@ -212,6 +280,25 @@ def generate(generator: nn.Module, n: int, latent_dim: int, seed: int = 0, devic
     on ``device``. ``GANTrainer.sample`` and ``fastgan evaluate`` both draw this way, so the same weights,
     seed and device give the same samples (CPU and CUDA RNGs draw different noise from one seed).
     A conditional generator (one with ``num_classes``) gets ``labels`` (default: 0, 1, ..., C-1, 0, ...)."""
+    with _eval_mode(generator):
+        return _generate(generator, n, latent_dim, seed, device, labels)
+
+
+@contextlib.contextmanager
+def _eval_mode(*modules: nn.Module):
+    """Modules in eval mode for the block (BatchNorm reads its running statistics and leaves them as they
+    are; dropout is off), then back to the mode each was in."""
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
+def _generate(generator, n, latent_dim, seed, device, labels):
     rng = torch.Generator(device=device).manual_seed(seed)
     z = torch.randn(n, latent_dim, device=device, generator=rng)
     classes = getattr(generator, "num_classes", None)

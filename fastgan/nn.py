@@ -7,10 +7,10 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .ops import activation_from_name, fused_linear
+from .ops import activation_from_name, fused_linear, maxout
 from .ops.mlp import MLPSpec, back_to_back, fused_mlp
 
-__all__ = ["FusedLinear", "FusedMLP", "fuse", "whole_mlp_spec", "BACKENDS"]
+__all__ = ["FusedLinear", "FusedMLP", "Maxout", "fuse", "whole_mlp_spec", "BACKENDS"]
 
 BACKENDS = ("triton", "cuda")   # what computes a FusedMLP: the Triton kernels, or the native CUDA ones
 
@@ -48,6 +48,24 @@ class FusedLinear(nn.Linear):
     def extra_repr(self) -> str:
         slope = f", negative_slope={self.negative_slope}" if self.activation == "leaky_relu" else ""
         return f"{super().extra_repr()}, activation={self.activation}{slope}"
+
+
+class Maxout(nn.Module):
+    """``fastgan.ops.maxout``: ``(..., units * pieces) -> (..., units)``, the largest of each group of ``pieces``
+    consecutive features. After a ``Linear(in, units * pieces)`` it makes a maxout layer (Goodfellow et al.
+    2013; PacGAN's discriminator). One Triton kernel each way on CUDA; no parameters."""
+
+    def __init__(self, pieces: int):
+        super().__init__()
+        if isinstance(pieces, bool) or not isinstance(pieces, int) or pieces < 1:
+            raise ValueError(f"pieces must be a positive int, got {pieces!r}")
+        self.pieces = pieces
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return maxout(x, self.pieces)
+
+    def extra_repr(self) -> str:
+        return f"pieces={self.pieces}"
 
 
 def _activation_of(module: nn.Module) -> tuple[str, float] | None:

@@ -10,6 +10,8 @@ can later capture it whole. Options (all off by default, which gives the plain G
   r1_gamma        R1 penalty (gamma/2) E||grad_x D(x_real)||^2, every ``r1_every`` steps (scaled by it,
                   "lazy" regularisation); a gradient of a gradient, so it runs through the reference path
   ema             an ``EMA`` of G's weights, updated after each G step
+  update          "alternating" (D's update, then G's loss through the updated D) or "simultaneous" (both
+                  losses from one pass of D over the batch, then both updates: PacGAN's code)
   augment         ``fastgan.augment.Augment``: random differentiable transforms of everything D sees,
                   real and fake, in D's and G's updates; its adaptive p follows D's real logits
   spectral        ``fastgan.spectral.SpectralNorm``: after each D update, D's weights divided by their
@@ -165,9 +167,52 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
 
     cudagraph_trees = p.config.compile in CUDAGRAPH_COMPILE_MODES  # (a no-op on a CPU)
 
+    g_params = list(p.generator.parameters())
+
+    def simultaneous_step() -> tuple[torch.Tensor, torch.Tensor]:
+        """Both losses from one forward pass of D over real and fake, each network's gradient of its own
+        loss, then both updates (PacGAN's code, through ALI's training algorithm)."""
+        with phase("data"):
+            samples = p.config.samples_per_step
+            batch = torch.randint(0, n, (samples,), device=device, generator=p.rng)
+            real = local(d_input(p.data.index_select(0, batch)))
+            z = local(torch.randn(samples, p.latent_dim, device=device, generator=p.rng))
+            y_real = y_fake = None
+            if conditional:
+                y_real = local(p.labels.index_select(0, batch))
+                other = torch.randint(0, n, (samples,), device=device, generator=p.rng)
+                y_fake = local(p.labels.index_select(0, other))
+        with phase("G.forward"), autocast():
+            fake = generate(z, y_fake)
+        with phase("D.forward"), autocast():
+            real_logits = discriminate(real, y_real)
+            fake_logits = discriminate(d_input(fake, local=True), y_fake)
+            loss_d = d_loss(real_logits, fake_logits)
+            loss_g = hinge_generator_loss(fake_logits) if hinge else generator_loss(fake_logits, p.bce)
+        with phase("D.backward"):
+            p.optimizer_d.zero_grad(set_to_none=True)
+            loss_d.backward(inputs=d_params, retain_graph=True)
+        with phase("G.backward"):
+            p.optimizer_g.zero_grad(set_to_none=True)
+            loss_g.backward(inputs=g_params)
+        with phase("D.optim"):
+            p.optimizer_d.step()
+            if p.spectral is not None:
+                p.spectral.step()
+            if p.augment is not None:
+                p.augment.observe(real_logits.detach())
+        with phase("G.optim"):
+            p.optimizer_g.step()
+            if p.ema is not None:
+                p.ema.update(p.generator)
+        return loss_d, loss_g
+
     def step(index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if cudagraph_trees:  # a new step: the last one's graph outputs may be overwritten now, not before
             torch.compiler.cudagraph_mark_step_begin()
+        if p.config.update == "simultaneous":
+            loss_d, loss_g = simultaneous_step()   # (not with compile or data_parallel: TrainConfig says so)
+            return loss_d.detach().float(), loss_g.detach().float()
         for d_step in range(p.config.d_steps):
             last = d_step == p.config.d_steps - 1
             with phase("data"):

@@ -219,7 +219,8 @@ def test_quality_protocol_flags_and_replicas(tmp_path):
     (json_file,) = tmp_path.glob("cpu/*-quality.json")
     payload = json.loads(json_file.read_text())
     assert payload["protocol"] == {"lr": 1e-3, "betas": [0.5, 0.9], "batch": 40, "latent_dim": 4,
-                                   "preset": "mixture-benchmark", "pack_convention": "rows", "replicas": True}
+                                   "preset": "mixture-benchmark", "pack_convention": "rows", "update": "alternating",
+                                   "replicas": True}
     runs = payload["mixtures"]["ring/pack2"]["runs"]
     assert len(runs) == 2 and {"modes", "high_quality", "kl", "kl_all"} <= set(runs[0])
     trainer = quality.mixture_trainer("ring", "pack2", 0, torch.device("cpu"), protocol={
@@ -230,3 +231,26 @@ def test_quality_protocol_flags_and_replicas(tmp_path):
     from fastgan import metrics as m
     alone = m.evaluate_mixture(trainer.sample(2500, seed=10_000), "ring")
     assert alone["modes"] == runs[0]["modes"] and alone["kl"] == pytest.approx(runs[0]["kl"], abs=1e-6)
+
+
+def test_quality_pacgan_preset_is_pacgans_protocol(tmp_path):
+    """--preset pacgan trains PacGAN's models with its code's settings (a flag still overrides one)."""
+    import quality
+    from fastgan.models import BatchNormGenerator, MaxoutDiscriminator
+    args = ["--no-digits", "--seeds", "1", "--steps", "20", "--preset", "pacgan", "--variants", "pack2",
+            "--out", str(tmp_path)]
+    assert quality.main(args) == 0
+    (json_file,) = tmp_path.glob("cpu/*-quality.json")
+    payload = json.loads(json_file.read_text())
+    assert payload["protocol"] == {"lr": 1e-4, "betas": [0.8, 0.999], "batch": 100, "latent_dim": 2,
+                                   "preset": "pacgan", "pack_convention": "rows", "update": "simultaneous",
+                                   "replicas": False}
+    assert "maxout" in payload["architecture"] and "ring/pack2" in payload["mixtures"]
+    assert "eager pack2" in payload["time_to_quality"]
+    trainer = quality.mixture_trainer("grid", "pack2", 0, torch.device("cpu"), protocol={
+        **quality.PACGAN_PROTOCOL, "lr": 3e-4})
+    assert isinstance(trainer.generator, BatchNormGenerator) and isinstance(trainer.discriminator, MaxoutDiscriminator)
+    c = trainer.config
+    assert (c.lr, c.betas, c.batch_size, c.samples_per_step, c.update) == (3e-4, (0.8, 0.999), 100, 200, "simultaneous")
+    with pytest.raises(SystemExit):
+        quality.main(args + ["--replicas"])

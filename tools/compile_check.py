@@ -115,6 +115,18 @@ def _cases(quick: bool):
     # K replicas: the fused linear kernels with their grid axis over replicas (strided stacked weights)
     cases += [(f"trainer replicas=3 {precision}", trainer_step(precision, False, replicas=3))
               for precision in ("fp32", "tf32", "bf16")]
+
+    # PacGAN's D: ops.maxout, values + winner forward, the whole input gradient backward
+    def maxout(rows, units, pieces, dtype, strided):
+        def run():
+            x = torch.randn(rows, units * pieces + strided, dtype=dtype)[:, strided:].requires_grad_()
+            ops.maxout(x, pieces).backward(torch.ones(rows, units, dtype=dtype))
+        return run
+
+    for name, dtype in {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.items():
+        for rows, units, pieces, strided in ((100, 200, 5, 0), (7, 13, 3, 1), (1, 1, 64, 0)):
+            cases.append((f"maxout {name} {rows}x{units}x{pieces}{' strided' if strided else ''}",
+                          maxout(rows, units, pieces, dtype, strided)))
     if quick:
         return cases
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -199,6 +211,7 @@ def _cases(quick: bool):
                                           flat[116736:].view(1, 128)], list(u.split([128, 128, 1])))
 
     cases.append(("spectral_normalize_ (D's three layers)", spectral))
+
     for rows in (100, 1):   # a size of 1 specialises to a constant unless the kernel says not to
         cases.append((f"sample_batch from {rows} rows", lambda rows=rows: ops.mlp.sample_batch(
             torch.rand(rows, 784), torch.empty(128, 784), torch.empty(128, 100), torch.tensor([1]),

@@ -5,6 +5,7 @@
 - ``linear_bce_head(h, weight, bias, target)``: D's last ``Linear(H, 1)`` and that loss in one kernel.
 - ``fused_mlp(x, params, spec)``: a whole MLP (``MLPSpec``: widths, bias, activations) in one kernel forward
   and two backward; ``ops.mlp`` also has the launchers the fused training step calls.
+- ``maxout(x, pieces)``: the largest of each group of ``pieces`` consecutive features, one kernel each way.
 - ``adam_step(param, grad, exp_avg, exp_avg_sq, counter, ...)``: Adam on a flat buffer, one kernel, with
   a device-side step count (``fastgan.optim.FlatAdam`` builds on it).
 
@@ -22,10 +23,12 @@ from .adam import adam_step
 from .bce import sigmoid_bce_with_logits
 from .head import linear_bce_head, linear_bce_head_reference
 from .linear import fused_linear, fused_linear_reference
+from .maxout import maxout, maxout_reference
 from . import mlp, spectral  # ops.mlp: the fused step's launchers; ops.spectral: spectral normalisation
 from .mlp import MLPSpec, fused_mlp, fused_mlp_reference
 
-__all__ = ["mlp", "spectral", "adam_step", "fused_linear", "fused_linear_reference", "fused_mlp", "fused_mlp_reference", "MLPSpec",
+__all__ = ["mlp", "spectral", "adam_step", "fused_linear", "fused_linear_reference", "fused_mlp", "fused_mlp_reference",
+           "MLPSpec", "maxout", "maxout_reference",
            "sigmoid_bce_with_logits", "linear_bce_head",
            "linear_bce_head_reference", "ACTIVATIONS",
            "activation_from_name", "set_matmul_precision", "get_matmul_precision", "matmul_precision",

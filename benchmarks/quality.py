@@ -11,9 +11,12 @@ until ring-8 shows 8/8 modes with >= 90% high-quality samples, per backend.
     python benchmarks/quality.py             # 10 seeds, every variant (long on a CPU)
     python benchmarks/quality.py --no-digits --replicas --seeds 10 --steps 40000 --batch 100 --lr 1e-4 \
         --variants vanilla pack2 pack3 pack4 --pack-convention rows    # the protocol, 10 seeds at once
+    python benchmarks/quality.py --no-digits --preset pacgan --variants vanilla pack2 pack3 pack4 \
+        --steps 400000     # PacGAN's own protocol: its models and its code's settings (GPU-sized)
+    python benchmarks/quality.py --no-mixtures --digits-preset digits --variants recipe   # fastgan train's
 Every protocol setting is a flag: --lr --betas --batch --steps --latent-dim --preset --pack-convention
---seeds; --replicas trains a variant's seeds as one K-replica trainer (fastgan.replicas: the same runs,
-seeds 0..K-1, each on the seed-0 data set) instead of one after another.
+--update --seeds; --replicas trains a variant's seeds as one K-replica trainer (fastgan.replicas: the
+same runs, seeds 0..K-1, each on the seed-0 data set) instead of one after another.
 Writes results/<card>/<date>-quality.{json,md} and -quality-{ring,grid,digits}.png.
 """
 from __future__ import annotations
@@ -48,6 +51,8 @@ VARIANTS = {
     "ema": {"ema": 0.999},
     "instance_noise": {"instance_noise": 0.02},
     "r1": {"r1_gamma": 0.1, "r1_every": 16},
+    "ema_pack2": {"ema": 0.999, "pack": 2},
+    "ema_ttur": {"ema": 0.999, "lr_g": 1e-4, "lr_d": 4e-4},
     # images only (the digits): differentiable augmentation, fixed (DiffAugment's) and adaptive (ADA's)
     "diffaugment": {"augment": "translation,cutout"},
     "ada": {"augment": "translation,cutout,brightness,contrast", "augment_p": 0.0, "augment_target": 0.6},
@@ -56,7 +61,7 @@ VARIANTS = {
 }
 IMAGE_ONLY = {"diffaugment", "ada", "recipe"}
 QUICK_VARIANTS = ["vanilla", "pack2", "ema"]
-DIGITS_VARIANTS = ["vanilla", "label_smoothing", "ema", "hinge", "pack2", "diffaugment", "ada"]
+DIGITS_VARIANTS = ["vanilla", "label_smoothing", "ema", "hinge", "pack2", "diffaugment", "ada", "recipe"]
 QUICK_DIGITS_VARIANTS = ["vanilla", "label_smoothing"]
 
 PACGAN_TABLE1 = {  # published (Lin et al. 2018, Table 1): modes, high-quality %, KL
@@ -332,6 +337,8 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
     parser.add_argument("--no-digits", action="store_true")
     parser.add_argument("--no-mixtures", action="store_true", help="only the digits runs")
+    parser.add_argument("--no-time-to-quality", action="store_true",
+                        help="skip the time-to-quality runs (ring, up to 3 seeds per configuration)")
     parser.add_argument("--digits-preset", choices=sorted(PRESETS), default="classic",
                         help="the digits models (default classic: 128 wide; digits: fastgan train's, 256 wide)")
     parser.add_argument("--preset", choices=MODEL_PRESETS, default=PROTOCOL["preset"],
@@ -370,8 +377,9 @@ def main(argv=None) -> int:
     digits_steps = args.digits_steps or (1000 if args.quick else 20000)
     variants = args.variants or (QUICK_VARIANTS if args.quick else [v for v in VARIANTS if v not in IMAGE_ONLY])
     mixture_variants = [] if args.no_mixtures else [v for v in variants if v not in IMAGE_ONLY]
-    digits_variants = [] if args.no_digits else [v for v in (QUICK_DIGITS_VARIANTS if args.quick else DIGITS_VARIANTS)
-                                                 if args.variants is None or v in args.variants]
+    # every variant applies to the digits; without --variants, the digits list
+    digits_variants = [] if args.no_digits else (args.variants if args.variants is not None else
+                                                 QUICK_DIGITS_VARIANTS if args.quick else DIGITS_VARIANTS)
     env = environment()
     print(f"card: {env['card']} | seeds {seeds} | steps {steps} | variants {variants}", flush=True)
     defaults = PACGAN_PROTOCOL if args.preset == "pacgan" else PROTOCOL
@@ -386,7 +394,7 @@ def main(argv=None) -> int:
     digits_results, digit_pictures = (run_digits(digits_variants, digits_steps, device, args.digits_preset)
                                       if digits_variants else ({}, {}))
     ttq = time_to_quality(device, seeds=min(seeds, 3), max_steps=steps, protocol=protocol,
-                          variants=mixture_variants) if mixture_variants else {}
+                          variants=mixture_variants) if mixture_variants and not args.no_time_to_quality else {}
     text = _report(env, seeds, steps, digits_steps, mixtures, digits_results, ttq, describe(protocol),
                    args.digits_preset)
     payload = {"environment": env, "seeds": seeds, "steps": steps, "digits_steps": digits_steps,

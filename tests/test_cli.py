@@ -22,6 +22,9 @@ def test_train_digits_end_to_end_then_resume(tmp_path, capsys):
     assert metrics["final_loss_d"] > 0 and metrics["final_loss_g"] > 0
     state = load_checkpoint(out / "checkpoint.pt")
     assert state["step"] == 30 and state["extra"]["model"]["latent_dim"] == 100
+    # the digits recipe (chosen by measured FD): pack 2 and an EMA of G, with label smoothing
+    assert (metrics["config"]["pack"], metrics["config"]["ema"], metrics["config"]["real_label"]) == (2, 0.999, 0.9)
+    assert state["extra"]["model"]["pack"] == 2
 
     assert main(["train", "--steps", "50", "--log-every", "10", "--batch-size", "32", "--out", str(out),
                  "--resume", "--no-progress"]) == 0
@@ -33,6 +36,16 @@ def test_train_digits_end_to_end_then_resume(tmp_path, capsys):
 
     assert main(["train", "--data", "ring", "--steps", "5", "--out", str(out), "--resume", "--no-progress"]) == 2
     assert "was trained on --data digits" in capsys.readouterr().err
+
+
+def test_the_digits_recipe_is_only_the_default(tmp_path):
+    """--pack 1 --ema 0 is the plain GAN; ring/grid and conditional runs do not get the image recipe."""
+    runs = {"plain": ["--pack", "1", "--ema", "0"], "ring": ["--data", "ring"], "conditional": ["--conditional"]}
+    for name, flags in runs.items():
+        out = tmp_path / name
+        assert main(["train", "--steps", "2", "--batch-size", "16", "--out", str(out), "--no-progress", *flags]) == 0
+        config = json.loads((out / "metrics.json").read_text())["config"]
+        assert (config["pack"], config["ema"]) == (1, None), name
 
 
 def test_train_ring_draws_a_scatter(tmp_path):

@@ -204,6 +204,8 @@ def poison(monkeypatch):
 
     def empty(*args, **kwargs):
         t = real_empty(*args, **kwargs)
+        if t.dtype == torch.int8:   # maxout's winning pieces: an index no kernel would write
+            return t.fill_(-1)
         return t.fill_(float("nan")) if t.dtype.is_floating_point else t
 
     def empty_like(*args, **kwargs):

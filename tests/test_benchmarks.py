@@ -254,3 +254,23 @@ def test_quality_pacgan_preset_is_pacgans_protocol(tmp_path):
     assert (c.lr, c.betas, c.batch_size, c.samples_per_step, c.update) == (3e-4, (0.8, 0.999), 100, 200, "simultaneous")
     with pytest.raises(SystemExit):
         quality.main(args + ["--replicas"])
+
+
+def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
+    """quality_curve.py: each checkpoint's per-seed metrics equal the single run's at that step count."""
+    import quality
+    import quality_curve
+    assert quality_curve.main(["--data", "ring", "--variant", "ema", "--seeds", "2", "--checkpoints", "10", "20",
+                               "--out", str(tmp_path)]) == 0
+    (json_file,) = tmp_path.glob("cpu/*-quality-curve-ring-ema.json")
+    payload = json.loads(json_file.read_text())
+    assert [row["steps"] for row in payload["curve"]] == [10, 20]
+    protocol = {**quality.PROTOCOL, "lr": 1e-4, "batch": 100, "pack_convention": "rows"}
+    trainer = quality.mixture_trainer("ring", "ema", 0, torch.device("cpu"), protocol=protocol)
+    trainer.fit(10, progress=False)
+    from fastgan import metrics as m
+    alone = m.evaluate_mixture(trainer.sample(2500, seed=10_000), "ring")
+    first = payload["curve"][0]["runs"][0]
+    assert alone["modes"] == first["modes"] and alone["high_quality"] == pytest.approx(first["high_quality"], abs=1e-6)
+    with pytest.raises(SystemExit):
+        quality_curve.main(["--checkpoints", "20", "10", "--out", str(tmp_path)])

@@ -46,6 +46,13 @@ def test_the_digits_recipe_is_only_the_default(tmp_path):
         assert main(["train", "--steps", "2", "--batch-size", "16", "--out", str(out), "--no-progress", *flags]) == 0
         config = json.loads((out / "metrics.json").read_text())["config"]
         assert (config["pack"], config["ema"]) == (1, None), name
+    # a resumed run keeps the EMA and packing it was trained with, not today's defaults
+    for name in ("plain", "conditional"):
+        out = tmp_path / name
+        args = ["train", "--steps", "4", "--batch-size", "16", "--out", str(out), "--no-progress", "--resume"]
+        assert main(args) == 0, name
+        config = json.loads((out / "metrics.json").read_text())["config"]
+        assert (config["pack"], config["ema"]) == (1, None), name
 
 
 def test_train_ring_draws_a_scatter(tmp_path):

@@ -8,7 +8,8 @@ a maxout layer (``fastgan.nn.Maxout``).
 
 CUDA tensors (and CPU tensors under ``TRITON_INTERPRET=1``) run one Triton kernel forward (values and the
 winning piece, int8) and one backward (the whole input gradient, zeros included); float64 and other CPU
-tensors take the PyTorch reference path, ``maxout_reference``. Strided inputs are read in place.
+tensors take the PyTorch reference path, ``maxout_reference``. A 2-D strided input (a slice, a transpose) is
+read in place; more dimensions are viewed as rows where their strides allow, else copied once.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def _check(x, pieces):
 def maxout(x: torch.Tensor, pieces: int) -> torch.Tensor:
     """``(..., units * pieces) -> (..., units)``: the maximum of each group of ``pieces`` consecutive features."""
     _check(x, pieces)
-    if x.dtype == torch.float64 or not use_triton(x) or pieces == 1:
+    if x.dtype == torch.float64 or not use_triton(x) or pieces == 1 or x.numel() == 0:
         return maxout_reference(x, pieces)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])   # a view wherever the leading dimensions allow one

@@ -6,9 +6,9 @@ enforces: tl.dot shapes, layouts, shared memory, registers. This script runs the
 TTGIR -> LLVM -> PTX -> ptxas cubin, all bundled in the triton wheel) for ``sm_<arch>`` with no GPU:
 
 1. fastgan's own code runs on small CPU tensors with every kernel launch recorded instead of run: the
-   trainer's step (precision fp32 / tf32 / bf16 x torch Adam / FlatAdam) and, unless ``--quick``, every op
-   over fp32 / fp16 / bf16, each activation, bias or not, both fp32 matmul precisions, the tests' odd
-   shapes, the single- and multi-program (atomic) paths;
+   trainer's step (precision fp32 / tf32 / bf16 x torch Adam / FlatAdam), the maxout op and, unless
+   ``--quick``, every op over fp32 / fp16 / bf16, each activation, bias or not, both fp32 matmul
+   precisions, the tests' odd shapes, the single- and multi-program (atomic) paths;
 2. each recorded launch is compiled through Triton's own ``warmup`` (the same specialisation a launch
    makes) for every autotune config of its kernel, in ``--jobs`` processes;
 3. one line per distinct compile: OK, or FAIL when it does not compile, needs more shared memory than
@@ -16,7 +16,7 @@ TTGIR -> LLVM -> PTX -> ptxas cubin, all bundled in the triton wheel) for ``sm_<
    shared memory, whether tl.dot became wgmma/mma, and the approximate PTX math it uses.
 
     python tools/compile_check.py                 # everything, sm_90 (H100/H200)
-    python tools/compile_check.py --quick         # the trainer's launches only (every config)
+    python tools/compile_check.py --quick         # the trainer's launches (every config) and the maxout op
     python tools/compile_check.py --arch 80       # another target (A100)
 
 Exit status 0 when every compile is OK, 1 if any fails, 2 if the check itself cannot run.
@@ -336,7 +336,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", type=int, default=90, help="compute capability (default 90: H100/H200)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiler processes")
-    parser.add_argument("--quick", action="store_true", help="only the trainer's launches, every config")
+    parser.add_argument("--quick", action="store_true",
+                        help="only the trainer's launches (every config) and the maxout op")
     args = parser.parse_args(argv)
     shared_limit = SHARED_MEMORY_LIMIT.get(args.arch, 101_376)
     started = time.time()

@@ -169,9 +169,9 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
 
     g_params = list(p.generator.parameters())
 
-    def simultaneous_step() -> tuple[torch.Tensor, torch.Tensor]:
-        """Both losses from one forward pass of D over real and fake, each network's gradient of its own
-        loss, then both updates (PacGAN's code, through ALI's training algorithm)."""
+    def draw():
+        """One update's draws, in a fixed order: the real rows (as D sees them), G's noise, and with labels
+        the real rows' classes and the fake rows' (from the data's label distribution)."""
         with phase("data"):
             samples = p.config.samples_per_step
             batch = torch.randint(0, n, (samples,), device=device, generator=p.rng)
@@ -182,6 +182,12 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
                 y_real = local(p.labels.index_select(0, batch))
                 other = torch.randint(0, n, (samples,), device=device, generator=p.rng)
                 y_fake = local(p.labels.index_select(0, other))
+        return real, z, y_real, y_fake
+
+    def simultaneous_step() -> tuple[torch.Tensor, torch.Tensor]:
+        """Both losses from one forward pass of D over real and fake, each network's gradient of its own
+        loss, then both updates (PacGAN's code, through ALI's training algorithm)."""
+        real, z, y_real, y_fake = draw()
         with phase("G.forward"), autocast():
             fake = generate(z, y_fake)
         with phase("D.forward"), autocast():
@@ -215,16 +221,7 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
             return loss_d.detach().float(), loss_g.detach().float()
         for d_step in range(p.config.d_steps):
             last = d_step == p.config.d_steps - 1
-            with phase("data"):
-                samples = p.config.samples_per_step
-                batch = torch.randint(0, n, (samples,), device=device, generator=p.rng)
-                real = local(d_input(p.data.index_select(0, batch)))
-                z = local(torch.randn(samples, p.latent_dim, device=device, generator=p.rng))
-                y_real = y_fake = None
-                if conditional:  # fake labels follow the data's label distribution
-                    y_real = local(p.labels.index_select(0, batch))
-                    other = torch.randint(0, n, (samples,), device=device, generator=p.rng)
-                    y_fake = local(p.labels.index_select(0, other))
+            real, z, y_real, y_fake = draw()
             with phase("G.forward"), autocast():
                 if last:
                     fake = generate(z, y_fake)  # kept with its graph: G trains through this batch next

@@ -120,9 +120,10 @@ def replicas(folder: Path) -> list[str]:
 
 def micro(folder: Path) -> list[str]:
     path = folder / "results" / "micro.json"
-    if not path.exists():
+    try:
+        benchmarks = json.loads(path.read_text())["benchmarks"]
+    except (OSError, ValueError, KeyError):   # absent, or empty: the step was stopped at its time limit
         return ["micro: no results (pytest-benchmark writes its JSON only when the run ends)"]
-    benchmarks = json.loads(path.read_text())["benchmarks"]
     lines = [f"micro: {len(benchmarks)} benchmarks in results/micro.json; the train steps:"]
     for b in benchmarks:
         if b["group"].startswith("train step"):

@@ -212,7 +212,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results)")
     parser.add_argument("--time-limit", type=float, default=None, metavar="S",
                         help="start no row that would end past S seconds (the longest row so far as the guide)")
+    parser.add_argument("--groups", nargs="+", choices=["large", "large-bf16", "gan", "mlp", "loss"], default=None,
+                        help="with --quick: only these groups of rows, in this order (default: all, large first)")
     args = parser.parse_args(argv)
+    if args.groups and not args.quick:
+        parser.error("--groups selects among the --quick groups: add --quick")
     if not torch.cuda.is_available():
         print("benchmarks/kernels.py: skipped: no CUDA device on this machine; these benchmarks time GPU kernels "
               "and nothing is faked on a CPU. Run it (or benchmarks/device_check.sh) on a GPU machine.")
@@ -230,12 +234,15 @@ def main(argv=None) -> int:
         # the GAN's layers at batch 128 and 4096 (fp32 on tf32 cores, as the trainer's default), then the
         # large-batch rows that compare the fused linear with the card's matmul ceilings; no torch.compile
         # contender (each shape is a compile: the full run has them)
-        groups = [lambda: linear_rows(QUICK_BATCHES, GAN_LAYERS, torch.float32, fp32, with_compile=False),
-                  lambda: linear_rows([16384], [(784, 128, "leaky_relu"), (1024, 1024, "leaky_relu")], torch.float32,
-                                      fp32, with_compile=False),
-                  lambda: linear_rows([16384], [(1024, 1024, "leaky_relu")], torch.bfloat16, "-", with_compile=False),
-                  lambda: mlp_rows([128, 4096, 16384]),
-                  lambda: loss_rows(QUICK_BATCHES)]
+        # the headline first: the fused linear at batch 16,384 against the card's matmul ceilings
+        groups = {"large": lambda: linear_rows([16384], [(784, 128, "leaky_relu"), (1024, 1024, "leaky_relu")],
+                                               torch.float32, fp32, with_compile=False),
+                  "large-bf16": lambda: linear_rows([16384], [(1024, 1024, "leaky_relu")], torch.bfloat16, "-",
+                                                    with_compile=False),
+                  "gan": lambda: linear_rows(QUICK_BATCHES, GAN_LAYERS, torch.float32, fp32, with_compile=False),
+                  "mlp": lambda: mlp_rows([128, 4096, 16384]),
+                  "loss": lambda: loss_rows(QUICK_BATCHES)}
+        groups = [groups[name] for name in (args.groups or groups)]
     else:
         dtype_choice = args.dtype or "both"
         dtypes = {"float32": [torch.float32], "bfloat16": [torch.bfloat16],

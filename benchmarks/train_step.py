@@ -246,29 +246,34 @@ def plots(rows: list[dict], folder: Path, stem: str, title: str) -> list[Path]:
             points = [(r["batch"], r["backends"][name]["steps_per_s"]) for r in rows
                       if r["width"] == width and "steps_per_s" in r["backends"].get(name, {})]
             if points:
-                ax.plot(*zip(*points), marker="o", label=name)
+                colour = plt.get_cmap("tab20")(names.index(name) % 20)
+                ax.plot(*zip(*points), marker="os^Dv"[names.index(name) % 5], color=colour, label=name)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch size")
         ax.set_ylabel("steps / s")
         ax.set_title(f"hidden width {width}")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=2 if len(names) > 8 else 1)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     paths.append(_save(fig, folder / f"{stem}-steps_per_s.png"))
 
-    labels = [f"w{r['width']}\nB{r['batch']}" for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows) * max(1, len(names))), 4.2))
-    bar = 0.8 / max(1, len(names))
-    for i, name in enumerate(names):
-        values = [r["backends"].get(name, {}).get("speedup_vs_eager", 0.0) for r in rows]
-        ax.bar([j + i * bar for j in range(len(rows))], values, width=bar, label=name)
-    ax.axhline(1.0, color="k", linewidth=0.8)
-    ax.set_xticks([j + bar * (len(names) - 1) / 2 for j in range(len(rows))], labels, fontsize=8)
-    ax.set_ylabel("speedup vs eager (×)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    # one panel per (width, batch) row: a labelled horizontal bar per backend, the fastest on top
+    fig, axes = plt.subplots(1, len(rows), figsize=(6.2 * len(rows), 0.32 * len(names) + 1.6), squeeze=False)
+    for ax, r in zip(axes[0], rows):
+        done = sorted(((v["speedup_vs_eager"], n) for n, v in r["backends"].items() if "speedup_vs_eager" in v))
+        ax.barh(range(len(done)), [v for v, _ in done], color=["#c44e52" if n == "eager" else
+                                                                 "#4c72b0" if n.startswith(("triton", "cuda"))
+                                                                 else "#8c8c8c" for _, n in done])
+        ax.set_yticks(range(len(done)), [n for _, n in done], fontsize=8)
+        for i, (v, _) in enumerate(done):
+            ax.text(v, i, f" {v:.2f}×", va="center", fontsize=7)
+        ax.axvline(1.0, color="k", linewidth=0.8)
+        ax.set_xlim(0, max([v for v, _ in done] + [1.0]) * 1.15)
+        ax.set_xlabel("speedup vs eager (×), same run")
+        ax.set_title(f"width {r['width']}, batch {r['batch']}", fontsize=9)
+    fig.suptitle(title + " (blue: fastgan's kernels, grey: PyTorch)", fontsize=10)
     fig.tight_layout()
     paths.append(_save(fig, folder / f"{stem}-speedup.png"))
     return paths

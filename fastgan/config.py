@@ -34,6 +34,29 @@ FUSED_OPTIMIZERS = (False, "flat", "torch")
 PER_REPLICA = ("lr", "lr_g", "lr_d", "betas", "real_label", "instance_noise")
 
 
+# kernels="auto" picks triton up to this batch when the step runs in a CUDA graph (see resolve_kernels)
+AUTO_TRITON_MAX_BATCH = 512
+
+
+def resolve_kernels(config: "TrainConfig", device: torch.device) -> str:
+    """The kernels ``config`` asks for, with ``"auto"`` decided by the first GPU measurement (H200,
+    2026-11-27, torch 2.11, triton 3.6, the classic MLP GAN; benchmarks/results/nvidia-h200/):
+
+    - with no CUDA graph the step is bound by host launches, and a Triton launch costs the host more than a
+      PyTorch one: eager torch 4.66 ms/step against triton 7.82 ms at batch 128, so ``torch``;
+    - in a CUDA graph the launches are gone: at batch 128 triton took 0.347 ms (0.191 with FlatAdam) against
+      0.426 for torch, but at batch 4096 triton + FlatAdam took 0.840 ms against 0.674 for torch, where
+      cuBLAS's matmuls beat the fused Triton layers. Between the two the crossover is not measured:
+      ``triton`` up to ``AUTO_TRITON_MAX_BATCH`` (512, the geometric middle rounded down), else ``torch``;
+    - on a CPU ``torch``: there are no compiled Triton kernels there.
+    """
+    if config.kernels != "auto":
+        return config.kernels
+    if device.type != "cuda" or not config.cuda_graph:
+        return "torch"
+    return "triton" if config.batch_size <= AUTO_TRITON_MAX_BATCH else "torch"
+
+
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -71,7 +94,8 @@ class TrainConfig:
             the settings allow, the fused 9-launch step of ``fastgan.mlp_step``; Adam is ``FlatAdam`` unless
             ``fused_optimizer="torch"``), ``"cuda"`` (fastgan's native CUDA kernels, ``fastgan.native``: G and D
             each one whole-MLP kernel per pass and the native sigmoid-BCE; needs a GPU and the library built
-            with CMake) or ``"auto"`` (triton on CUDA, torch on CPU).
+            with CMake) or ``"auto"`` (measured on an H200: triton where the step runs in a CUDA graph at batch
+            <= 512, else torch; see ``resolve_kernels``).
         sampler: how batches and noise are drawn: ``"torch"`` (``torch.randint``/``index_select``/``randn``
             with the trainer's generator), ``"philox"`` (one Triton kernel, counter-based RNG whose counter
             lives on the device; triton-mlp's fused step only) or ``"auto"`` (philox where the fused step

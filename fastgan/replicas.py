@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import TrainConfig, _positive_int
+from .config import TrainConfig, _positive_int, resolve_kernels
 from .models import check_gan_models, generate
 from .phases import phase
 
@@ -418,8 +418,7 @@ class ReplicaTrainer(GANTrainer):
                                            config.latent_dim)
         _mlp_of(generator), _mlp_of(discriminator)   # clear errors before any copy
         self.labels, self.num_classes = None, None
-        self.kernels = ("triton" if self.device.type == "cuda" else "torch") if config.kernels == "auto" \
-            else config.kernels
+        self.kernels = resolve_kernels(config, self.device)
         self.templates = (copy.deepcopy(generator).cpu(), copy.deepcopy(discriminator).cpu())
         models = [replica_models(*self.templates, config.seed, k) for k in range(self.replicas)]
         self.generator = StackedMLP([g for g, _ in models], self.kernels).to(self.device)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from . import data as _data
 from .checkpoint import TRAINER_FORMAT, CheckpointError, check_trainer_state, load_checkpoint, save_checkpoint
 from .augment import Augment, parse_transforms
-from .config import KERNELS, TrainConfig, _positive_int
+from .config import KERNELS, TrainConfig, _positive_int, resolve_kernels
 from .ema import EMA
 from .graph import GraphedStep
 from .history import LossLog
@@ -139,8 +139,7 @@ class GANTrainer:
         self.latent_dim = check_gan_models(generator, discriminator, self.data.shape[1], config.pack,
                                            config.latent_dim)
         self.labels, self.num_classes = self._check_labels(generator, discriminator, labels, config)
-        self.kernels = ("triton" if self.device.type == "cuda" else "torch") if config.kernels == "auto" \
-            else config.kernels
+        self.kernels = resolve_kernels(config, self.device)
         self.generator = generator.to(self.device)
         self.discriminator = discriminator.to(self.device)
         bce = bce_with_logits

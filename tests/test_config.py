@@ -86,3 +86,23 @@ def test_every_setting_is_a_train_flag_or_says_why_not():
             assert action.default == getattr(defaults, action.dest), \
                 f"--{action.dest.replace('_', '-')} defaults to {action.default!r}, TrainConfig to " \
                 f"{getattr(defaults, action.dest)!r}"
+
+
+def test_auto_kernels_follow_the_first_gpu_measurement():
+    """kernels="auto" (H200 measurement, fastgan.config.resolve_kernels): triton only where the step runs in a
+    CUDA graph at a batch up to AUTO_TRITON_MAX_BATCH; torch without a graph, at larger batches and on a CPU;
+    any other choice is kept as given."""
+    from fastgan.config import AUTO_TRITON_MAX_BATCH, resolve_kernels
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+
+    def pick(device, **settings):
+        return resolve_kernels(TrainConfig(kernels="auto", **settings), device)
+
+    assert pick(cuda, cuda_graph=True, batch_size=128) == "triton"
+    assert pick(cuda, cuda_graph=True, batch_size=AUTO_TRITON_MAX_BATCH) == "triton"
+    assert pick(cuda, cuda_graph=True, batch_size=AUTO_TRITON_MAX_BATCH + 1) == "torch"
+    assert pick(cuda, cuda_graph=True, batch_size=4096) == "torch"
+    assert pick(cuda, cuda_graph=False, batch_size=128) == "torch"
+    assert pick(cpu, batch_size=128) == "torch"
+    for kernels in ("torch", "triton", "triton-mlp", "cuda"):
+        assert resolve_kernels(TrainConfig(kernels=kernels), cpu) == kernels

@@ -20,13 +20,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import threading
+
 import torch
 
 __all__ = ["register", "compiling"]
 
 
+_opaque = threading.local()   # depth of custom-op backwards running on this thread
+
+
 def compiling() -> bool:
-    return torch.compiler.is_compiling()
+    """True while torch.compile traces, and inside a registered custom op's backward: AOTAutograd traces
+    that backward with fake tensors where ``torch.compiler.is_compiling()`` can be False (the first GPU
+    run: torch 2.11 traced the head's backward into a raw Triton launch), so its kernels must go through
+    their opaque op there too. Eager calls use the autograd.Function, whose backward this never sees."""
+    return torch.compiler.is_compiling() or getattr(_opaque, "depth", 0) > 0
 
 
 def register(name: str, forward: Callable, *, fake: Callable, setup_context: Callable, backward: Callable,
@@ -34,7 +43,14 @@ def register(name: str, forward: Callable, *, fake: Callable, setup_context: Cal
     """Register ``name`` (``"fastgan::op"``) from its four functions; returns the call to use."""
     op = torch.library.custom_op(name, forward, mutates_args=())
     op.register_fake(fake)
-    op.register_autograd(backward, setup_context=setup_context)
+    def op_backward(ctx, *grads):
+        _opaque.depth = getattr(_opaque, "depth", 0) + 1
+        try:
+            return backward(ctx, *grads)
+        finally:
+            _opaque.depth -= 1
+
+    op.register_autograd(op_backward, setup_context=setup_context)
 
     def eager_forward(ctx, *inputs):
         output = forward(*inputs)

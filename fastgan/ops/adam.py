@@ -84,8 +84,8 @@ def adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, ex
                             decoupled_weight_decay, l1)
         return
     kernels._adam_step_kernel[(adam_programs(param.numel()),)](
-        param, grad, exp_avg, exp_avg_sq, counter, param.numel(), float(lr), float(beta1), float(beta2),
-        math.log(beta1) if beta1 > 0 else -math.inf, math.log(beta2) if beta2 > 0 else -math.inf,
+        param, grad, exp_avg, exp_avg_sq, counter, param.numel(), float(lr), 1.0 - float(beta1), float(beta2),
+        1.0 - float(beta2), math.log(beta1) if beta1 > 0 else -math.inf, math.log(beta2) if beta2 > 0 else -math.inf,
         float(eps), float(weight_decay), 1.0 - float(lr) * float(decoupled_weight_decay), float(l1), BLOCK=_BLOCK,
         PARTIALS=partials)
     kernel_launches["_adam_step_kernel"] += 1

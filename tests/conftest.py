@@ -118,13 +118,15 @@ def gpu_math(monkeypatch):
     what a GPU computes: ``tl.exp(x)`` is ``ex2.approx(fl(x * log2 e))`` there, ``tl.sqrt`` is
     ``sqrt.approx`` and ``/`` is ``div.full``, each off by up to 2 ulps (PTX ISA). Here each result is the
     exact one moved 2 ulps up or down, by the low bit of the exact result (a fixed, input-dependent
-    pattern); exp also rounds ``x * log2 e`` to fp32 first, as the GPU does. The correctly rounded ``tl.sqrt_rn``/``tl.div_rn``
+    pattern); exp also rounds ``x * log2 e`` to fp32 first, as the GPU does; and a Python float argument
+    becomes an fp32 scalar, as in a compiled kernel. The correctly rounded ``tl.sqrt_rn``/``tl.div_rn``
     and the accurate ``tl.log`` stay exact, as on the GPU."""
     import numpy as np
+    import triton.language as tl
     from triton.runtime import interpreter
     builder = getattr(interpreter, "InterpreterBuilder", None)
     names = ("create_exp", "create_sqrt", "create_fdiv", "unary_op", "binary_op")
-    if builder is None or not all(hasattr(builder, n) for n in names):
+    if builder is None or not all(hasattr(builder, n) for n in names) or not hasattr(interpreter, "_implicit_cvt"):
         pytest.skip("this triton's interpreter has no InterpreterBuilder.create_exp/... to patch")
 
     def inexact(v):
@@ -139,6 +141,16 @@ def gpu_math(monkeypatch):
             return np.exp(x)
         return inexact(np.exp2((x * np.float32(1.4426950408889634)).astype(np.float32)))
 
+    # a Python float argument is an fp32 scalar in a compiled kernel; the interpreter keeps it a float64
+    # (the first GPU run caught FlatAdam's in-kernel 1 - beta2 that way: 1.3e-5 relative at 0.999)
+    convert = interpreter._implicit_cvt
+
+    def fp32_scalars(arg):
+        if isinstance(arg, float):
+            return tl.tensor(interpreter.TensorHandle(np.array([arg], dtype=np.float32), tl.float32), tl.float32)
+        return convert(arg)
+
+    monkeypatch.setattr(interpreter, "_implicit_cvt", fp32_scalars)
     monkeypatch.setattr(builder, "create_exp", lambda self, arg: self.unary_op(arg, exp))
     monkeypatch.setattr(builder, "create_sqrt", lambda self, arg: self.unary_op(arg, lambda v: inexact(np.sqrt(v))))
     monkeypatch.setattr(builder, "create_fdiv",

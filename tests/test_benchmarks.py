@@ -187,6 +187,16 @@ def test_device_check_script_parses_and_its_summary_reads_every_part(tmp_path, c
         assert expected in text, f"{expected!r} missing from:\n{text}"
 
 
+def test_device_summary_reads_a_micro_json_cut_short(tmp_path):
+    """pytest-benchmark killed at its time limit leaves an empty JSON: the first GPU run's summary crashed on
+    it and lost every other part; it is now a line saying there are no results."""
+    import device_summary
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "micro.json").write_text("")
+    assert device_summary.micro(tmp_path) == ["micro: no results (pytest-benchmark writes its JSON only when "
+                                              "the run ends)"]
+
+
 def test_replicas_benchmark_quick_runs_on_cpu_and_writes_results(tmp_path):
     import replicas
     assert replicas.main(["--quick", "--k", "3", "--width", "16", "--windows", "2", "--out", str(tmp_path)]) == 0

@@ -2,7 +2,7 @@
 # The one prepared script for a GPU machine: GPU tests, the train-step benchmark and the kernel benchmark,
 # each under a hard time limit, then a summary a person reads in 30 seconds.
 #
-#   bash benchmarks/device_check.sh [OUT_DIR]          # default run: at most 8.7 minutes in all (see BUDGET)
+#   bash benchmarks/device_check.sh [OUT_DIR]          # default run: at most 9.7 minutes in all (see BUDGET)
 #   bash benchmarks/device_check.sh --full [OUT_DIR]   # the wide sweep (no lease-sized limits)
 #
 # OUT_DIR (default: $OUT if set, else benchmarks/results/device_check) receives exactly two files, because a
@@ -13,12 +13,12 @@
 # BUDGET (default run; by construction each step is killed at its limit, and the benchmarks start no row
 # that would end past theirs, writing their JSON after every row):
 #   environment 20 s + native_build 60 s + gpu_tests 150 s + train_step 230 s (rows stop at 205 s) +
-#   kernels 60 s (rows stop at 45 s) = 520 s at the very most. The first run (H200, 2026-11-27) sized it:
+#   kernels 60 s (rows stop at 45 s) + profile 60 s = 580 s at the very most. The first run (H200, 2026-11-27) sized it:
 #   the build took 10 s; the 506 GPU tests need about 150 s on 8 workers (it gave them 95 s and 100 did not
 #   run), so they get 16 workers; a train-step row of every backend takes about 100 s at batch 128, most of
 #   it autotuning (triton 34 s, triton-mlp 30 s), so batch 4096 needs the second 100 s; the kernels put the
 #   batch-16,384 rows (the headline) first. The K-replica sweep and the pytest-benchmark set did not finish
-#   in 35 s and 40 s: they run in --full only. Expected about 6.5 minutes, so a fix and a rerun of the failing
+#   in 35 s and 40 s: they run in --full only. Expected about 7 minutes, so a fix and a rerun of the failing
 #   part fit a 15-minute lease.
 #
 # Needs python3 with torch, triton, numpy, pytest, scikit-learn, matplotlib and tqdm (the project's dev
@@ -47,10 +47,10 @@ step() {  # step NAME LIMIT_S COMMAND...: run under a hard limit, log to $WORK/N
 }
 
 if [ "$FULL" = 1 ]; then
-    T_TESTS=900; T_TRAIN=3600; L_TRAIN=3500; T_KERNELS=1800; L_KERNELS=1700; T_MICRO=900; QUICK=""
+    T_TESTS=900; T_TRAIN=3600; L_TRAIN=3500; T_KERNELS=1800; L_KERNELS=1700; T_MICRO=900; QUICK=""; T_PROFILE=300
     T_REPLICAS=900; L_REPLICAS=850; REPLICA_KS="1 2 4 8 16 32 64 128 256"
 else
-    T_TESTS=150; T_TRAIN=230; L_TRAIN=205; T_KERNELS=60; L_KERNELS=45; QUICK="--quick"
+    T_TESTS=150; T_TRAIN=230; L_TRAIN=205; T_KERNELS=60; L_KERNELS=45; QUICK="--quick"; T_PROFILE=60
 fi
 
 step environment 20 bash -c "nvidia-smi; python3 benchmarks/device_summary.py --environment"
@@ -73,6 +73,12 @@ step gpu_tests "$T_TESTS" env FASTGAN_AUTOTUNE=0 python3 -m pytest -q -rfE $para
     "tests/test_maxout.py::test_maxout_reads_strided_inputs_and_leading_dimensions" "tests/test_maxout.py::test_maxout_nan_inf_and_ties"
 step train_step "$T_TRAIN" python3 benchmarks/train_step.py $QUICK --time-limit "$L_TRAIN" --out "$WORK/results"
 step kernels "$T_KERNELS" python3 benchmarks/kernels.py $QUICK --time-limit "$L_KERNELS" --out "$WORK/results"
+# where the time goes at batch 4096, where the first run found plain PyTorch in a graph faster than fastgan's
+# best step: device time per kernel per step (torch.profiler), fastgan's step and PyTorch's, both graphed
+step profile "$T_PROFILE" bash -c "python3 -m fastgan profile --steps 20 --warmup 10 --batch-size 4096 \
+    --precision tf32 --kernels triton --fused-optimizer --cuda-graph --out $WORK/results/profile-triton-graph-flat-b4096 \
+    && python3 -m fastgan profile --steps 20 --warmup 10 --batch-size 4096 --precision tf32 --kernels torch \
+    --cuda-graph --out $WORK/results/profile-torch-graph-b4096"
 if [ "$FULL" = 1 ]; then
     # K GANs at once: aggregate GAN-steps/s against K per backend (the sweep's headline on a GPU)
     # shellcheck disable=SC2086

@@ -132,6 +132,25 @@ def micro(folder: Path) -> list[str]:
     return lines
 
 
+def profiles(folder: Path, top: int = 8) -> list[str]:
+    """Where a step's device time goes: each ``results/profile-*/profile.json`` (``fastgan profile``), its
+    heaviest kernels per step."""
+    lines = []
+    for path in sorted((folder / "results").glob("profile-*/profile.json")):
+        try:
+            data = json.loads(path.read_text())
+            rows = data["table"]
+        except (OSError, ValueError, KeyError):
+            lines.append(f"profile {path.parent.name}: no results")
+            continue
+        total = sum(r["us_per_step"] for r in rows)
+        lines.append(f"profile {path.parent.name} ({data.get('device')}, kernels={data.get('kernels')}): "
+                     f"{total:.1f} us of kernel time per step, heaviest:")
+        for r in sorted(rows, key=lambda r: -r["us_per_step"])[:top]:
+            lines.append(f"  {r['name'][:60]:60s} {r['per_step']:6.1f} x {r['us_per_step']:9.1f} us/step")
+    return lines
+
+
 def steps(folder: Path) -> list[str]:
     table = folder / "steps.tsv"
     if not table.exists():
@@ -156,7 +175,8 @@ def main(argv=None) -> int:
     head = [line for line in environment_file.read_text().splitlines() if line.startswith("torch ")] \
         if environment_file.exists() else []
     print("\n".join(["device_check: " + (head[-1] if head else "environment unknown")]
-                    + tests(folder) + train_step(folder) + kernels(folder) + replicas(folder) + micro(folder)
+                    + tests(folder) + train_step(folder) + kernels(folder) + profiles(folder) + replicas(folder)
+                    + micro(folder)
                     + steps(folder)))
     return 0
 

@@ -175,6 +175,11 @@ def test_device_check_script_parses_and_its_summary_reads_every_part(tmp_path, c
     (tmp_path / "results" / "micro.json").write_text(json.dumps({"benchmarks": [
         {"name": "test_train_step[eager]", "group": "train step batch 128", "extra_info": {"inner_calls": 20},
          "stats": {"median": 0.02}}]}))
+    (tmp_path / "results" / "profile-triton-b4096").mkdir()
+    (tmp_path / "results" / "profile-triton-b4096" / "profile.json").write_text(json.dumps({
+        "device": "cuda:0", "kernels": "triton", "table": [
+            {"name": "_linear_act_bwd_weight_kernel", "per_step": 6.0, "us_per_step": 120.0},
+            {"name": "_adam_step_kernel", "per_step": 2.0, "us_per_step": 8.0}]}))
     (tmp_path / "steps.tsv").write_text("gpu_tests\t1\t80\t95\ntrain_step\t0\t100\t140\n")
     assert device_summary.main([str(tmp_path)]) == 0
     text = capsys.readouterr().out
@@ -183,7 +188,9 @@ def test_device_check_script_parses_and_its_summary_reads_every_part(tmp_path, c
                      "784->128 batch 16384: 197.3 TFLOP/s = 49% of tf32_matmul_TFLOPs, 2.00x torch",
                      "33 kernels / - launches", "K=  16  torch 1,234  triton -",
                      "test_train_step[eager]                                       1000.0 us per training step",
-                     "gpu_tests    exit   1"):
+                     "gpu_tests    exit   1",
+                     "profile profile-triton-b4096 (cuda:0, kernels=triton): 128.0 us of kernel time per step",
+                     "_linear_act_bwd_weight_kernel                                   6.0 x     120.0 us/step"):
         assert expected in text, f"{expected!r} missing from:\n{text}"
 
 

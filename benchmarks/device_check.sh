@@ -2,7 +2,7 @@
 # The one prepared script for a GPU machine: GPU tests, the train-step benchmark and the kernel benchmark,
 # each under a hard time limit, then a summary a person reads in 30 seconds.
 #
-#   bash benchmarks/device_check.sh [OUT_DIR]          # default run: at most 9.7 minutes in all (see BUDGET)
+#   bash benchmarks/device_check.sh [OUT_DIR]          # default run: at most 9.4 minutes in all (see BUDGET)
 #   bash benchmarks/device_check.sh --full [OUT_DIR]   # the wide sweep (no lease-sized limits)
 #
 # OUT_DIR (default: $OUT if set, else benchmarks/results/device_check) receives exactly two files, because a
@@ -12,14 +12,16 @@
 #
 # BUDGET (default run; by construction each step is killed at its limit, and the benchmarks start no row
 # that would end past theirs, writing their JSON after every row):
-#   environment 20 s + native_build 60 s + gpu_tests 150 s + train_step 230 s (rows stop at 205 s) +
-#   kernels 60 s (rows stop at 45 s) + profile 60 s = 580 s at the very most. The first run (H200, 2026-11-27) sized it:
-#   the build took 10 s; the 506 GPU tests need about 150 s on 8 workers (it gave them 95 s and 100 did not
-#   run), so they get 16 workers; a train-step row of every backend takes about 100 s at batch 128, most of
-#   it autotuning (triton 34 s, triton-mlp 30 s), so batch 4096 needs the second 100 s; the kernels put the
-#   batch-16,384 rows (the headline) first. The K-replica sweep and the pytest-benchmark set did not finish
-#   in 35 s and 40 s: they run in --full only. Expected about 7 minutes, so a fix and a rerun of the failing
-#   part fit a 15-minute lease.
+#   environment 15 s + native_build 40 s + gpu_tests 170 s + train_step_b128 130 s + train_step_b4096 120 s
+#   + kernels 45 s + profile 45 s = 565 s at the very most (a device call may run 600 s). The first run (H200,
+#   2026-11-27) sized it: the build took 10 s; the 506 GPU tests need about 150 s on 8 workers (that run gave
+#   them 95 s and 100 did not run), so they get 16 workers and 170 s; the batch-128 row of every backend took
+#   106 s, most of it autotuning (triton 34 s, triton-mlp 30 s); a batch-4096 row of every backend did not
+#   finish in 135 s, and six backends took 59 s, so batch 4096 is a step of its own (its own limit: it
+#   cannot starve the first) over the issue's backends (eager, eager+graph, both compile modes, triton with
+#   and without graph, k = 8 and FlatAdam); the kernels time the batch-16,384 rows against the ceilings
+#   (the GAN-layer rows: --full). The K-replica sweep and the pytest-benchmark set did not finish in 35 s
+#   and 40 s: they run in --full only. Expected about 7.5 minutes.
 #
 # Needs python3 with torch, triton, numpy, pytest, scikit-learn, matplotlib and tqdm (the project's dev
 # extras; pytest-xdist is used when present); runs from the repository root without installing (PYTHONPATH).
@@ -47,20 +49,21 @@ step() {  # step NAME LIMIT_S COMMAND...: run under a hard limit, log to $WORK/N
 }
 
 if [ "$FULL" = 1 ]; then
-    T_TESTS=900; T_TRAIN=3600; L_TRAIN=3500; T_KERNELS=1800; L_KERNELS=1700; T_MICRO=900; QUICK=""; T_PROFILE=300
-    T_REPLICAS=900; L_REPLICAS=850; REPLICA_KS="1 2 4 8 16 32 64 128 256"
+    T_ENV=20; T_BUILD=120; T_TESTS=900; T_TRAIN=3600; L_TRAIN=3500; T_KERNELS=1800; L_KERNELS=1700; T_PROFILE=300
+    T_MICRO=900; T_REPLICAS=900; L_REPLICAS=850; REPLICA_KS="1 2 4 8 16 32 64 128 256"
 else
-    T_TESTS=150; T_TRAIN=230; L_TRAIN=205; T_KERNELS=60; L_KERNELS=45; QUICK="--quick"; T_PROFILE=60
+    T_ENV=15; T_BUILD=40; T_TESTS=170; T_KERNELS=45; L_KERNELS=35; T_PROFILE=45
+    T_B128=130; T_B4096=120
 fi
 
-step environment 20 bash -c "nvidia-smi; python3 benchmarks/device_summary.py --environment"
+step environment "$T_ENV" bash -c "nvidia-smi; python3 benchmarks/device_summary.py --environment"
 cp "$WORK/environment.log" "$WORK/environment.txt"
 # the native kernels (kernels/, CMake; the image has nvcc, cmake and ninja): built here, then tested and timed
-step native_build 60 bash -c "cmake -S . -B build -G Ninja > /dev/null && cmake --build build"
+step native_build "$T_BUILD" bash -c "cmake -S . -B build -G Ninja > /dev/null && cmake --build build"
 
 # Every GPU test, not stopping at the first failure (-x would hide test_graph.py behind an ops failure).
 # The tests pin one config per kernel (FASTGAN_AUTOTUNE=0): autotuning every test shape would spend the
-# lease compiling. Compilation is CPU-bound: with pytest-xdist, 8 workers compile side by side.
+# lease compiling. Compilation is CPU-bound: with pytest-xdist, 16 workers (the machine's cores) compile side by side.
 # The GPU image has pytest-xdist and pytest-timeout: a test that hangs fails after 45 s, and the session
 # starts no test after T_TESTS - 45 s, so it ends by itself with its report written before the hard limit.
 parallel=""
@@ -71,8 +74,17 @@ step gpu_tests "$T_TESTS" env FASTGAN_AUTOTUNE=0 python3 -m pytest -q -rfE $para
     tests/test_ops_head.py tests/test_ops_mlp.py tests/test_optim.py tests/test_graph.py tests/test_native.py \
     "tests/test_replicas.py::test_cuda_graph_replays_equal_eager_replicas" "tests/test_maxout.py::test_maxout_equals_the_float64_reference" \
     "tests/test_maxout.py::test_maxout_reads_strided_inputs_and_leading_dimensions" "tests/test_maxout.py::test_maxout_nan_inf_and_ties"
-step train_step "$T_TRAIN" python3 benchmarks/train_step.py $QUICK --time-limit "$L_TRAIN" --out "$WORK/results"
-step kernels "$T_KERNELS" python3 benchmarks/kernels.py $QUICK --time-limit "$L_KERNELS" --out "$WORK/results"
+if [ "$FULL" = 1 ]; then
+    step train_step "$T_TRAIN" python3 benchmarks/train_step.py --time-limit "$L_TRAIN" --out "$WORK/results"
+    step kernels "$T_KERNELS" python3 benchmarks/kernels.py --time-limit "$L_KERNELS" --out "$WORK/results"
+else
+    step train_step_b128 "$T_B128" python3 benchmarks/train_step.py --quick --batches 128 --out "$WORK/results"
+    step train_step_b4096 "$T_B4096" python3 benchmarks/train_step.py --quick --batches 4096 --backends eager \
+        eager+graph compile "compile(reduce-overhead)" triton triton+flat_adam triton+graph triton+graph+flat_adam \
+        "triton+graph(k=8)" "triton+graph(k=8)+flat_adam" --out "$WORK/results"
+    step kernels "$T_KERNELS" python3 benchmarks/kernels.py --quick --groups large large-bf16 \
+        --time-limit "$L_KERNELS" --out "$WORK/results"
+fi
 # where the time goes at batch 4096, where the first run found plain PyTorch in a graph faster than fastgan's
 # best step: device time per kernel per step (torch.profiler), fastgan's step and PyTorch's, both graphed
 step profile "$T_PROFILE" bash -c "python3 -m fastgan profile --steps 20 --warmup 10 --batch-size 4096 \

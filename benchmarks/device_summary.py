@@ -55,9 +55,17 @@ def tests(folder: Path) -> list[str]:
 
 
 def train_step(folder: Path) -> list[str]:
-    payload = _latest(folder, "*-train_step*.json")
-    if payload is None:
+    """Every train_step result of the run (device_check runs batch 128 and 4096 as steps of their own)."""
+    files = sorted(folder.glob("results/*/*-train_step*.json"), key=lambda p: p.stat().st_mtime)
+    if not files:
         return ["train_step: no results"]
+    lines = []
+    for path in files:
+        lines += _train_step_file(json.loads(path.read_text()))
+    return lines
+
+
+def _train_step_file(payload: dict) -> list[str]:
     lines = [f"train_step ({payload['precision']}; steps/s, x eager, kernels and host launches per step):"]
     for row in payload["rows"]:
         if row["batch"] not in HEADLINE_BATCHES and len(payload["rows"]) > len(HEADLINE_BATCHES):
@@ -69,7 +77,7 @@ def train_step(folder: Path) -> list[str]:
                 continue
             host = r.get("host_launches_per_step")
             launches = "" if r.get("kernels_per_step") is None else (
-                f"  {r['kernels_per_step']:.0f} kernels / {'-' if host is None else format(host, '.0f')} launches")
+                f"  {r['kernels_per_step']:g} kernels / {'-' if host is None else format(host, 'g')} launches")
             lines.append(f"    {r['label']:44s} {r['steps_per_s']:9.0f} steps/s {r.get('speedup_vs_eager', 0):6.2f}x"
                          + launches)
         best = max(((r["steps_per_s"], n) for n, r in row["backends"].items() if "steps_per_s" in r), default=None)

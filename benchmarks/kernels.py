@@ -231,10 +231,9 @@ def main(argv=None) -> int:
     print("ceilings (measured now):", {k: round(v, 1) for k, v in ceilings.items()}, flush=True)
     fp32 = args.precision if args.precision else "tf32"
     if args.quick:
-        # the GAN's layers at batch 128 and 4096 (fp32 on tf32 cores, as the trainer's default), then the
-        # large-batch rows that compare the fused linear with the card's matmul ceilings; no torch.compile
-        # contender (each shape is a compile: the full run has them)
-        # the headline first: the fused linear at batch 16,384 against the card's matmul ceilings
+        # the headline first: the fused linear at batch 16,384 against the card's matmul ceilings; then the
+        # GAN's layers at batch 128 and 4096 (fp32 on tf32 cores, as the trainer's default), the whole-MLP
+        # rows and the losses; no torch.compile contender (each shape is a compile: the full run has them)
         groups = {"large": lambda: linear_rows([16384], [(784, 128, "leaky_relu"), (1024, 1024, "leaky_relu")],
                                                torch.float32, fp32, with_compile=False),
                   "large-bf16": lambda: linear_rows([16384], [(1024, 1024, "leaky_relu")], torch.bfloat16, "-",

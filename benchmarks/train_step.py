@@ -228,7 +228,7 @@ def table(rows: list[dict]) -> str:
             body.append([row["width"], row["batch"], r["label"], f"{r['ms_per_step']:.3f}",
                          f"{r['ms_p20']:.3f}–{r['ms_p80']:.3f}", f"{r['steps_per_s']:.1f}",
                          f"{r.get('speedup_vs_eager', float('nan')):.2f}×", f"{r['setup_s']:.2f}",
-                         _fmt(r.get("kernels_per_step"), ".0f"), _fmt(r.get("host_launches_per_step"), ".0f"),
+                         _fmt(r.get("kernels_per_step"), "g"), _fmt(r.get("host_launches_per_step"), "g"),
                          _fmt(r.get("state_memory_mib"), ".0f"), _fmt(r.get("step_peak_memory_mib"), ".0f"),
                          f"{r['tflops']:.3g}"])
     return markdown_table(header, body)

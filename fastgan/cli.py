@@ -81,9 +81,11 @@ def _add_fast_step_options(parser: argparse.ArgumentParser) -> None:
     """Where and how the step runs: the same options for `train` and `profile`."""
     group = parser.add_argument_group("fast step")
     group.add_argument("--kernels", choices=KERNELS, default="torch",
-                       help="torch (default), triton (fused per layer), triton-mlp (each network one fused "
-                            "kernel per pass: the fastest step), cuda (fastgan's native CUDA kernels: a GPU and "
-                            "the CMake build) or auto (triton on CUDA)")
+                       help="torch (default), triton (fused per layer; fastest in a CUDA graph with "
+                            "--fused-optimizer), triton-mlp (each network one fused kernel per pass: the fastest "
+                            "without a graph), cuda (fastgan's native CUDA kernels: a GPU and the CMake build) or "
+                            "auto (measured on an H200: at batch <= 512 on CUDA triton-mlp for whole MLPs, else "
+                            "triton in a graph; otherwise torch)")
     group.add_argument("--sampler", choices=SAMPLERS, default="auto",
                        help="batch and noise draws: torch (PyTorch's generator), philox (one Triton kernel; "
                             "triton-mlp) or auto (default: philox where triton-mlp's fused step runs)")

@@ -139,7 +139,11 @@ class GANTrainer:
         self.latent_dim = check_gan_models(generator, discriminator, self.data.shape[1], config.pack,
                                            config.latent_dim)
         self.labels, self.num_classes = self._check_labels(generator, discriminator, labels, config)
-        self.kernels = resolve_kernels(config, self.device)
+        if config.kernels == "auto":
+            from .nn import runs_whole
+            self.kernels = resolve_kernels(config, self.device, runs_whole(generator) and runs_whole(discriminator))
+        else:
+            self.kernels = config.kernels
         self.generator = generator.to(self.device)
         self.discriminator = discriminator.to(self.device)
         bce = bce_with_logits

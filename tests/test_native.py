@@ -236,7 +236,7 @@ def test_cuda_mlp_matches_float64(dims, rows, acts, bias, precision, seed):
     assert rows == 1 or not x.is_contiguous()
     x64 = x.detach().double().cpu()                                   # the operands as the kernels hold them
     params64 = [p.float().double() for p in params64]
-    dy64 = torch.randn(rows, dims[-1], generator=g, dtype=torch.float64)
+    dy64 = torch.randn(rows, dims[-1], generator=g, dtype=torch.float64).float().double()
     import contextlib
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     with ops.matmul_precision("ieee" if precision == "ieee" else "tf32"), autocast:
@@ -251,6 +251,15 @@ def test_cuda_mlp_matches_float64(dims, rows, acts, bias, precision, seed):
     for width in dims[1:]:
         outs.append(out[:, start:start + width].double().cpu())
         start += width
+    # every saved layer output against float64, layer by layer from the kernels' own input to it: the
+    # gradients below are taken at these, so a wrong one must fail here
+    weights = params64[::2] if bias else params64
+    biases = params64[1::2] if bias else [None] * len(weights)
+    for layer, saved in enumerate(outs):
+        inp = x64 if layer == 0 else outs[layer - 1]
+        act = ops.activation_from_name(spec.activation(layer))
+        expect = act.forward(torch.nn.functional.linear(inp, weights[layer], biases[layer]), 0.2)
+        assert_close(saved, expect, tolerance, f"layer {layer} output")
     _, _, dx64, allow_dx, layer_grads = _expected_backward(spec, x64, params64, outs, dy64)
     expected = [(dx64, allow_dx)]
     for dw, db, allow_dw, allow_db in layer_grads:

@@ -4,6 +4,8 @@
 #
 #   bash benchmarks/device_check.sh [OUT_DIR]          # default run: at most 9.4 minutes in all (see BUDGET)
 #   bash benchmarks/device_check.sh --full [OUT_DIR]   # the wide sweep (no lease-sized limits)
+#   bash benchmarks/device_check.sh --quality [OUT_DIR]  # issue #14 at PacGAN's length: ring and grid, 10 seeds
+#                                                       # as replicas in a CUDA graph, to 400k steps (<= 8.5 min)
 #
 # OUT_DIR (default: $OUT if set, else benchmarks/results/device_check) receives exactly two files, because a
 # leased device returns only a few: summary.txt (what the run found) and device_check.tar.gz (every log and
@@ -27,8 +29,9 @@
 # extras; pytest-xdist is used when present); runs from the repository root without installing (PYTHONPATH).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-FULL=0
+FULL=0; QUALITY=0
 if [ "${1:-}" = "--full" ]; then FULL=1; shift; fi
+if [ "${1:-}" = "--quality" ]; then QUALITY=1; shift; fi
 OUT_DIR="${1:-${OUT:-benchmarks/results/device_check}}"
 mkdir -p "$OUT_DIR"
 WORK=$(mktemp -d)          # logs and results gather here, then go into the archive
@@ -54,6 +57,23 @@ if [ "$FULL" = 1 ]; then
 else
     T_ENV=15; T_BUILD=40; T_TESTS=170; T_KERNELS=45; L_KERNELS=35; T_PROFILE=45
     T_B128=130; T_B4096=120
+fi
+
+if [ "$QUALITY" = 1 ]; then
+    # the quality protocol at its own length, each curve saved after every checkpoint (a step stopped at its
+    # limit keeps the checkpoints it reached): ring with EMA, grid with EMA + pack 2 (the CPU's best recipes)
+    step environment 15 bash -c "nvidia-smi; python3 benchmarks/device_summary.py --environment"
+    cp "$WORK/environment.log" "$WORK/environment.txt"
+    step quality_ring 240 python3 benchmarks/quality_curve.py --data ring --variant ema --seeds 10 --kernels triton \
+        --cuda-graph --steps-per-replay 8 --checkpoints 50000 100000 200000 400000 --out "$WORK/results"
+    step quality_grid 240 python3 benchmarks/quality_curve.py --data grid --variant ema_pack2 --seeds 10 \
+        --kernels triton --cuda-graph --steps-per-replay 8 --checkpoints 50000 100000 200000 400000 \
+        --out "$WORK/results"
+    python3 benchmarks/device_summary.py "$WORK" > "$WORK/summary.txt" 2>&1 || echo "(summary failed)" >> "$WORK/summary.txt"
+    cp "$WORK/summary.txt" "$OUT_DIR/summary.txt"
+    tar -czf "$OUT_DIR/device_check.tar.gz" -C "$WORK" .
+    cat "$OUT_DIR/summary.txt"
+    exit 0
 fi
 
 step environment "$T_ENV" bash -c "nvidia-smi; python3 benchmarks/device_summary.py --environment"

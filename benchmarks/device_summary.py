@@ -159,6 +159,19 @@ def profiles(folder: Path, top: int = 8) -> list[str]:
     return lines
 
 
+def quality_curves(folder: Path) -> list[str]:
+    """``quality_curve.py`` results (``device_check.sh --quality``): modes / HQ / KL at each checkpoint."""
+    lines = []
+    for path in sorted(folder.glob("results/*/*-quality-curve-*.json")):
+        data = json.loads(path.read_text())
+        lines.append(f"quality {data['data']} {data['variant']} ({data['seeds']} seeds, mean):")
+        for row in data["curve"]:
+            m, h, k = (row["summary"][key][0] for key in ("modes", "high_quality", "kl"))
+            lines.append(f"  {row['steps']:7d} steps {row['seconds']:6.0f} s: modes {m:5.2f}  HQ {100 * h:5.1f}%  "
+                         f"KL {k:.3f}")
+    return lines
+
+
 def steps(folder: Path) -> list[str]:
     table = folder / "steps.tsv"
     if not table.exists():
@@ -184,7 +197,7 @@ def main(argv=None) -> int:
         if environment_file.exists() else []
     print("\n".join(["device_check: " + (head[-1] if head else "environment unknown")]
                     + tests(folder) + train_step(folder) + kernels(folder) + profiles(folder) + replicas(folder)
-                    + micro(folder)
+                    + micro(folder) + quality_curves(folder)
                     + steps(folder)))
     return 0
 

@@ -120,7 +120,10 @@ def _models(protocol: dict, pack: int):
     return preset.build(2, pack=pack)
 
 
-def mixture_trainer(kind: str, variant: str, seed: int, device, kernels="torch", protocol=None, replicas=None):
+def mixture_trainer(kind: str, variant: str, seed: int, device, kernels="torch", protocol=None, replicas=None,
+                    **options):
+    """``options``: further GANTrainer settings that change how a step runs, not what it computes
+    (``cuda_graph``, ``steps_per_replay``)."""
     protocol = protocol or PROTOCOL
     settings, pack = _trainer_settings(variant, protocol)
     real = (data.gaussian_ring if kind == "ring" else data.gaussian_grid)(100_000, seed=seed, device=device)
@@ -128,7 +131,7 @@ def mixture_trainer(kind: str, variant: str, seed: int, device, kernels="torch",
     g, d = _models(protocol, pack)
     if replicas is not None:
         settings["replicas"] = replicas
-    return fastgan.GANTrainer(g, d, real, seed=seed, device=device, kernels=kernels, **settings)
+    return fastgan.GANTrainer(g, d, real, seed=seed, device=device, kernels=kernels, **settings, **options)
 
 
 def _mean_se(values):

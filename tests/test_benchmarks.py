@@ -204,6 +204,18 @@ def test_device_summary_reads_a_micro_json_cut_short(tmp_path):
                                               "the run ends)"]
 
 
+def test_device_summary_reads_quality_curves(tmp_path):
+    """device_check.sh --quality: the summary lists each curve's checkpoints (here a committed CPU curve)."""
+    import shutil
+    import device_summary
+    (tmp_path / "results" / "cpu").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu" /
+                "2026-11-27-quality-curve-ring-ema.json", tmp_path / "results" / "cpu")
+    lines = device_summary.quality_curves(tmp_path)
+    assert lines[0] == "quality ring ema (5 seeds, mean):"
+    assert lines[-1] == "   200000 steps   1094 s: modes  8.00  HQ  92.5%  KL 0.002"
+
+
 def test_replicas_benchmark_quick_runs_on_cpu_and_writes_results(tmp_path):
     import replicas
     assert replicas.main(["--quick", "--k", "3", "--width", "16", "--windows", "2", "--out", str(tmp_path)]) == 0

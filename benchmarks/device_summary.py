@@ -61,7 +61,12 @@ def train_step(folder: Path) -> list[str]:
         return ["train_step: no results"]
     lines = []
     for path in files:
-        lines += _train_step_file(json.loads(path.read_text()))
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, ValueError):   # killed mid-write at its time limit
+            lines.append(f"train_step: {path.name} unreadable")
+            continue
+        lines += _train_step_file(payload)
     return lines
 
 
@@ -163,7 +168,11 @@ def quality_curves(folder: Path) -> list[str]:
     """``quality_curve.py`` results (``device_check.sh --quality``): modes / HQ / KL at each checkpoint."""
     lines = []
     for path in sorted(folder.glob("results/*/*-quality-curve-*.json")):
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):   # killed mid-write at its time limit
+            lines.append(f"quality: {path.name} unreadable")
+            continue
         lines.append(f"quality {data['data']} {data['variant']} ({data['seeds']} seeds, mean):")
         for row in data["curve"]:
             m, h, k = (row["summary"][key][0] for key in ("modes", "high_quality", "kl"))

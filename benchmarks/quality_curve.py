@@ -88,8 +88,8 @@ def main(argv=None) -> int:
                  f"{100 * r['summary']['high_quality'][0]:.1f} ± {100 * r['summary']['high_quality'][1]:.1f}",
                  f"{r['summary']['kl'][0]:.3f} ± {r['summary']['kl'][1]:.3f}",
                  f"{r['summary']['kl_all'][0]:.3f} ± {r['summary']['kl_all'][1]:.3f}"] for r in rows]
-        how = f"kernels {args.kernels}" + (f", CUDA graph ({args.steps_per_replay} steps per replay)"
-                                            if args.cuda_graph else "")
+        graph = f", CUDA graph ({args.steps_per_replay} steps per replay)" if args.cuda_graph else ""
+        how = f"kernels {args.kernels}{graph}"
         text = (f"# Quality along training — {env['card']}, {env['date'][:10]}\n\n{args.data}, variant "
                 f"{args.variant}, {args.seeds} seeds at once (replicas), mean ± s.e.; {how}\n\n"
                 f"{quality.describe(protocol)}\n\n"

@@ -84,8 +84,7 @@ def _add_fast_step_options(parser: argparse.ArgumentParser) -> None:
                        help="torch (default), triton (fused per layer; fastest in a CUDA graph with "
                             "--fused-optimizer), triton-mlp (each network one fused kernel per pass: the fastest "
                             "without a graph), cuda (fastgan's native CUDA kernels: a GPU and the CMake build) or "
-                            "auto (measured on an H200: at batch <= 512 on CUDA triton-mlp for whole MLPs, else "
-                            "triton in a graph; otherwise torch)")
+                            "auto (measured on an H200: triton in a CUDA graph at batch <= 512, else torch)")
     group.add_argument("--sampler", choices=SAMPLERS, default="auto",
                        help="batch and noise draws: torch (PyTorch's generator), philox (one Triton kernel; "
                             "triton-mlp) or auto (default: philox where triton-mlp's fused step runs)")

@@ -38,31 +38,31 @@ PER_REPLICA = ("lr", "lr_g", "lr_d", "betas", "real_label", "instance_noise")
 AUTO_TRITON_MAX_BATCH = 512
 
 
-def resolve_kernels(config: "TrainConfig", device: torch.device, whole_mlps: bool = False) -> str:
+def resolve_kernels(config: "TrainConfig", device: torch.device) -> str:
     """The kernels ``config`` asks for, with ``"auto"`` decided by the first GPU measurement (H200,
-    2026-11-27, torch 2.11, triton 3.6, the classic MLP GAN, default optimizer settings;
-    benchmarks/results/nvidia-h200/). ``whole_mlps``: G and D can each run as whole-MLP kernels
-    (``fastgan.nn.runs_whole``).
+    2026-11-27, torch 2.11, triton 3.6, the classic MLP GAN; benchmarks/results/nvidia-h200/).
 
-    - At batch 128, ms/step without / with a CUDA graph: torch 4.663 / 0.426, per-layer triton 7.824 / 0.347,
-      triton-mlp 1.047 / 0.327. Without a graph the step is bound by host launches: triton-mlp's 9 beat
-      PyTorch's 128, while the per-layer kernels' 65 Triton launches cost the host more than PyTorch's.
-      So ``triton-mlp`` where the models run whole (and the run allows it: no replicas, no data_parallel);
-      otherwise ``triton`` in a graph and ``torch`` without one.
-    - At batch 4096, in a graph: torch 0.674 against triton + FlatAdam 0.840: cuBLAS's matmuls win, so
-      ``torch``. The crossover between 128 and 4096 is not measured: fastgan's kernels up to
-      ``AUTO_TRITON_MAX_BATCH`` (512: the geometric middle, 724, rounded down to a power of two).
-      The choice is made once, when the trainer is built: a later ``trainer.batch_size`` keeps it.
-    - On a CPU ``torch``: there are no compiled Triton kernels there.
-    Replicas apply the same batch rule to each replica's batch (their sweep is not measured yet).
+    ``auto`` chooses only how the step computes, never what: ``torch`` or ``triton``, both with
+    ``torch.optim.Adam`` and the same draws, so a checkpoint resumes under either. (``triton-mlp`` changes the
+    optimizer to FlatAdam and the sampler to Philox: 4.45× eager without a graph at batch 128, the fastest
+    there, but chosen by name only.)
+
+    - Without a CUDA graph the step is bound by host launches, and the per-layer Triton launches cost the
+      host more than PyTorch's: at batch 128 torch 4.663 ms/step, triton 7.824. So ``torch``.
+    - In a CUDA graph at batch 128: triton 0.347 ms (0.188 with ``fused_optimizer=True``) against 0.426 for
+      torch; at batch 4096 torch 0.674 against triton + FlatAdam 0.840, where cuBLAS's matmuls win. The
+      crossover is not measured: ``triton`` up to ``AUTO_TRITON_MAX_BATCH`` (512: the geometric middle of
+      128 and 4096, 724, rounded down to a power of two), else ``torch``.
+    - ``torch`` on a CPU, and where Triton is not installed.
+    Decided once, when the trainer is built: a later ``trainer.batch_size`` keeps it. Replicas apply the same
+    rule to each replica's batch (their sweep is not measured yet).
     """
     if config.kernels != "auto":
         return config.kernels
-    if device.type != "cuda" or config.batch_size > AUTO_TRITON_MAX_BATCH:
+    from .ops import HAS_TRITON
+    if device.type != "cuda" or not HAS_TRITON or not config.cuda_graph:
         return "torch"
-    if whole_mlps and config.replicas is None and not config.data_parallel:
-        return "triton-mlp"
-    return "triton" if config.cuda_graph else "torch"
+    return "triton" if config.batch_size <= AUTO_TRITON_MAX_BATCH else "torch"
 
 
 def _positive_int(name: str, value) -> int:
@@ -102,8 +102,8 @@ class TrainConfig:
             the settings allow, the fused 9-launch step of ``fastgan.mlp_step``; Adam is ``FlatAdam`` unless
             ``fused_optimizer="torch"``), ``"cuda"`` (fastgan's native CUDA kernels, ``fastgan.native``: G and D
             each one whole-MLP kernel per pass and the native sigmoid-BCE; needs a GPU and the library built
-            with CMake) or ``"auto"`` (measured on an H200, see ``resolve_kernels``: at batch <= 512 on CUDA,
-            triton-mlp where G and D are whole MLPs, else triton in a CUDA graph; otherwise torch).
+            with CMake) or ``"auto"`` (measured on an H200, see ``resolve_kernels``: triton where the step
+            runs in a CUDA graph at batch <= 512, otherwise torch).
         sampler: how batches and noise are drawn: ``"torch"`` (``torch.randint``/``index_select``/``randn``
             with the trainer's generator), ``"philox"`` (one Triton kernel, counter-based RNG whose counter
             lives on the device; triton-mlp's fused step only) or ``"auto"`` (philox where the fused step

@@ -10,7 +10,7 @@ from torch import nn
 from .ops import activation_from_name, fused_linear, maxout
 from .ops.mlp import MLPSpec, back_to_back, fused_mlp
 
-__all__ = ["FusedLinear", "FusedMLP", "Maxout", "fuse", "runs_whole", "whole_mlp_spec", "BACKENDS"]
+__all__ = ["FusedLinear", "FusedMLP", "Maxout", "fuse", "whole_mlp_spec", "BACKENDS"]
 
 BACKENDS = ("triton", "cuda")   # what computes a FusedMLP: the Triton kernels, or the native CUDA ones
 
@@ -193,28 +193,6 @@ class FusedMLP(nn.Sequential):
 
     def extra_repr(self) -> str:
         return f"whole: dims={self.spec.dims}" + (", backend=cuda (native kernels)" if self.backend == "cuda" else "")
-
-
-def runs_whole(module: nn.Module) -> bool:
-    """Whether ``fuse(module, whole=True)`` puts every ``nn.Linear`` of ``module`` into a ``FusedMLP`` (at least
-    one, and none left to the per-layer fallback): what ``kernels="auto"`` asks before choosing triton-mlp."""
-    found = False
-
-    def walk(m: nn.Module) -> bool:
-        nonlocal found
-        if isinstance(m, FusedMLP):
-            found = True
-            return True
-        if isinstance(m, (FusedLinear, nn.Linear)):
-            return False
-        if isinstance(m, nn.Sequential):
-            if whole_mlp_spec(m)[0] is not None:
-                found = True
-                return True
-            return not any(isinstance(x, nn.Linear) for x in m.modules())
-        return all(walk(child) for child in m.children())
-
-    return walk(module) and found
 
 
 def _fuse_whole(module: nn.Module, name: str, backend: str) -> nn.Module:

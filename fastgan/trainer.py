@@ -139,11 +139,7 @@ class GANTrainer:
         self.latent_dim = check_gan_models(generator, discriminator, self.data.shape[1], config.pack,
                                            config.latent_dim)
         self.labels, self.num_classes = self._check_labels(generator, discriminator, labels, config)
-        if config.kernels == "auto":
-            from .nn import runs_whole
-            self.kernels = resolve_kernels(config, self.device, runs_whole(generator) and runs_whole(discriminator))
-        else:
-            self.kernels = config.kernels
+        self.kernels = resolve_kernels(config, self.device)
         self.generator = generator.to(self.device)
         self.discriminator = discriminator.to(self.device)
         bce = bce_with_logits

@@ -1,5 +1,4 @@
 """TrainConfig: one declaration of the settings, validated once, serialised, and the CLI's flags."""
-import copy
 import dataclasses
 import json
 
@@ -90,36 +89,23 @@ def test_every_setting_is_a_train_flag_or_says_why_not():
 
 
 def test_auto_kernels_follow_the_first_gpu_measurement():
-    """kernels="auto" (H200 measurement, fastgan.config.resolve_kernels): on CUDA up to AUTO_TRITON_MAX_BATCH,
-    triton-mlp where G and D run whole (not with replicas or data_parallel), else triton in a CUDA graph and
-    torch without one; torch at larger batches and on a CPU; any other choice is kept as given."""
+    """kernels="auto" (H200 measurement, fastgan.config.resolve_kernels): triton only where the step runs in a
+    CUDA graph at a batch up to AUTO_TRITON_MAX_BATCH (and Triton is installed); torch without a graph, at
+    larger batches and on a CPU; never triton-mlp (it changes the optimizer); other choices kept as given."""
     from fastgan.config import AUTO_TRITON_MAX_BATCH, resolve_kernels
+    from fastgan.ops import HAS_TRITON
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
 
-    def pick(device, whole=True, **settings):
-        return resolve_kernels(TrainConfig(kernels="auto", **settings), device, whole)
+    def pick(device, **settings):
+        return resolve_kernels(TrainConfig(kernels="auto", **settings), device)
 
-    for graph in (False, True):
-        assert pick(cuda, cuda_graph=graph, batch_size=128) == "triton-mlp"
-        assert pick(cuda, cuda_graph=graph, batch_size=AUTO_TRITON_MAX_BATCH) == "triton-mlp"
-        assert pick(cuda, cuda_graph=graph, batch_size=AUTO_TRITON_MAX_BATCH + 1) == "torch"
-        assert pick(cpu, cuda_graph=graph, batch_size=128) == "torch"
-    assert pick(cuda, whole=False, cuda_graph=True, batch_size=128) == "triton"
-    assert pick(cuda, whole=False, batch_size=128) == "torch"
-    assert pick(cuda, whole=False, cuda_graph=True, batch_size=4096) == "torch"
-    assert pick(cuda, replicas=4, cuda_graph=True, batch_size=128) == "triton"
-    assert pick(cuda, data_parallel=True, batch_size=128) == "torch"
+    graphed = "triton" if HAS_TRITON else "torch"
+    assert pick(cuda, cuda_graph=True, batch_size=128) == graphed
+    assert pick(cuda, cuda_graph=True, batch_size=AUTO_TRITON_MAX_BATCH) == graphed
+    assert pick(cuda, cuda_graph=True, batch_size=AUTO_TRITON_MAX_BATCH + 1) == "torch"
+    assert pick(cuda, cuda_graph=True, batch_size=4096) == "torch"
+    assert pick(cuda, cuda_graph=True, batch_size=128, replicas=4) == graphed
+    assert pick(cuda, cuda_graph=False, batch_size=128) == "torch"
+    assert pick(cpu, batch_size=128) == "torch"
     for kernels in ("torch", "triton", "triton-mlp", "cuda"):
         assert resolve_kernels(TrainConfig(kernels=kernels), cpu) == kernels
-
-
-def test_runs_whole_says_which_models_triton_mlp_runs_as_whole_mlps():
-    from fastgan.models import BatchNormGenerator
-    from fastgan.nn import fuse, runs_whole
-    g, d = _models()
-    assert runs_whole(g) and runs_whole(d)
-    assert runs_whole(fuse(copy.deepcopy(g), whole=True))
-    assert not runs_whole(torch.nn.Linear(3, 4))              # a lone Linear is fused per layer
-    assert not runs_whole(torch.nn.ReLU())                     # nothing to fuse
-    assert not runs_whole(BatchNormGenerator(latent_dim=2, hidden=8, out_dim=2))
-    assert not runs_whole(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(5, 2)))

@@ -18,9 +18,8 @@ torch.compile traces the backward, its kernels must go through an opaque op of t
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import threading
+from collections.abc import Callable
 
 import torch
 
@@ -43,6 +42,7 @@ def register(name: str, forward: Callable, *, fake: Callable, setup_context: Cal
     """Register ``name`` (``"fastgan::op"``) from its four functions; returns the call to use."""
     op = torch.library.custom_op(name, forward, mutates_args=())
     op.register_fake(fake)
+
     def op_backward(ctx, *grads):
         _opaque.depth = getattr(_opaque, "depth", 0) + 1
         try:

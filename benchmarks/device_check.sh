@@ -62,68 +62,60 @@ else
     T_B128=130; T_B4096=100
 fi
 
+step environment "$T_ENV" bash -c "nvidia-smi; python3 benchmarks/device_summary.py --environment"
+cp "$WORK/environment.log" "$WORK/environment.txt"
 if [ "$QUALITY" = 1 ]; then
     # the quality protocol at its own length, each curve saved after every checkpoint (a step stopped at its
     # limit keeps the checkpoints it reached): ring with EMA, grid with EMA + pack 2 (the CPU's best recipes)
-    step environment 15 bash -c "nvidia-smi; python3 benchmarks/device_summary.py --environment"
-    cp "$WORK/environment.log" "$WORK/environment.txt"
     step quality_ring 240 python3 benchmarks/quality_curve.py --data ring --variant ema --seeds 10 --kernels triton \
         --cuda-graph --steps-per-replay 8 --checkpoints 50000 100000 200000 400000 --out "$WORK/results"
     step quality_grid 240 python3 benchmarks/quality_curve.py --data grid --variant ema_pack2 --seeds 10 \
         --kernels triton --cuda-graph --steps-per-replay 8 --checkpoints 50000 100000 200000 400000 \
         --out "$WORK/results"
-    python3 benchmarks/device_summary.py "$WORK" > "$WORK/summary.txt" 2>&1 || echo "(summary failed)" >> "$WORK/summary.txt"
-    cp "$WORK/summary.txt" "$OUT_DIR/summary.txt"
-    tar -czf "$OUT_DIR/device_check.tar.gz" -C "$WORK" .
-    cat "$OUT_DIR/summary.txt"
-    ! awk -F'\t' '$2 != 0 {bad = 1} END {exit !bad}' "$STEPS_FILE"
-    exit
-fi
-
-step environment "$T_ENV" bash -c "nvidia-smi; python3 benchmarks/device_summary.py --environment"
-cp "$WORK/environment.log" "$WORK/environment.txt"
-# the native kernels (kernels/, CMake; the image has nvcc, cmake and ninja): built here, then tested and timed
-step native_build "$T_BUILD" bash -c "cmake -S . -B build -G Ninja > /dev/null && cmake --build build"
-
-# Every GPU test, not stopping at the first failure (-x would hide test_graph.py behind an ops failure).
-# The tests pin one config per kernel (FASTGAN_AUTOTUNE=0): autotuning every test shape would spend the
-# lease compiling. Compilation is CPU-bound: with pytest-xdist, 16 workers (the machine's cores) compile side by side.
-# The GPU image has pytest-xdist and pytest-timeout: a test that hangs fails after 45 s, and the session
-# starts no test after T_TESTS - 45 s, so it ends by itself with its report written before the hard limit.
-parallel=""
-python3 -c "import xdist" 2>/dev/null && parallel="-n 16"
-python3 -c "import pytest_timeout" 2>/dev/null && parallel="$parallel --timeout 45 --session-timeout $((T_TESTS - 45))"
-step gpu_tests "$T_TESTS" env FASTGAN_AUTOTUNE=0 python3 -m pytest -q -rfE $parallel -p no:cacheprovider \
-    --durations=10 --junitxml="$WORK/gpu_tests.xml" tests/test_ops_linear.py tests/test_activations.py tests/test_ops_bce.py \
-    tests/test_ops_head.py tests/test_ops_mlp.py tests/test_optim.py tests/test_graph.py tests/test_native.py \
-    "tests/test_replicas.py::test_cuda_graph_replays_equal_eager_replicas" "tests/test_maxout.py::test_maxout_equals_the_float64_reference" \
-    "tests/test_maxout.py::test_maxout_reads_strided_inputs_and_leading_dimensions" "tests/test_maxout.py::test_maxout_nan_inf_and_ties"
-if [ "$FULL" = 1 ]; then
-    step train_step "$T_TRAIN" python3 benchmarks/train_step.py --time-limit "$L_TRAIN" --out "$WORK/results"
-    step kernels "$T_KERNELS" python3 benchmarks/kernels.py --time-limit "$L_KERNELS" --out "$WORK/results"
 else
-    step train_step_b128 "$T_B128" python3 benchmarks/train_step.py --quick --batches 128 --out "$WORK/results"
-    step train_step_b4096 "$T_B4096" python3 benchmarks/train_step.py --quick --batches 4096 --backends eager \
-        eager+graph compile "compile(reduce-overhead)" triton triton+flat_adam triton+graph triton+graph+flat_adam \
-        "triton+graph(k=8)" "triton+graph(k=8)+flat_adam" --out "$WORK/results"
-    step kernels "$T_KERNELS" python3 benchmarks/kernels.py --quick --groups large large-bf16 \
-        --time-limit "$L_KERNELS" --out "$WORK/results"
-fi
-# where the time goes at batch 4096, where the first run found plain PyTorch in a graph faster than fastgan's
-# best step: device time per kernel per step (torch.profiler), fastgan's step and PyTorch's, both graphed
-# (PyTorch's first: it takes seconds, while the Triton one autotunes its shapes first, about 30 s)
-step profile "$T_PROFILE" bash -c "python3 -m fastgan profile --steps 20 --warmup 10 --batch-size 4096 \
-    --precision tf32 --kernels torch --cuda-graph --out $WORK/results/profile-torch-graph-b4096; \
-    python3 -m fastgan profile --steps 20 --warmup 10 --batch-size 4096 --precision tf32 --kernels triton \
-    --fused-optimizer --cuda-graph --out $WORK/results/profile-triton-graph-flat-b4096"
-if [ "$FULL" = 1 ]; then
-    # K GANs at once: aggregate GAN-steps/s against K per backend (the sweep's headline on a GPU)
-    # shellcheck disable=SC2086
-    step replicas "$T_REPLICAS" python3 benchmarks/replicas.py --no-sequential --replicas $REPLICA_KS \
-        --backends torch triton torch+graph triton+graph --time-limit "$L_REPLICAS" --out "$WORK/results"
-    # the pytest-benchmark set, saved as JSON a later run compares with (--benchmark-compare)
-    step micro "$T_MICRO" python3 -m pytest benchmarks/micro --benchmark-only -q -p no:cacheprovider \
-        --benchmark-json="$WORK/results/micro.json"
+    # the native kernels (kernels/, CMake; the image has nvcc, cmake and ninja): built here, then tested and timed
+    step native_build "$T_BUILD" bash -c "cmake -S . -B build -G Ninja > /dev/null && cmake --build build"
+
+    # Every GPU test, not stopping at the first failure (-x would hide test_graph.py behind an ops failure).
+    # The tests pin one config per kernel (FASTGAN_AUTOTUNE=0): autotuning every test shape would spend the
+    # lease compiling. Compilation is CPU-bound: with pytest-xdist, 16 workers (the machine's cores) compile side by side.
+    # The GPU image has pytest-xdist and pytest-timeout: a test that hangs fails after 45 s, and the session
+    # starts no test after T_TESTS - 45 s, so it ends by itself with its report written before the hard limit.
+    parallel=""
+    python3 -c "import xdist" 2>/dev/null && parallel="-n 16"
+    python3 -c "import pytest_timeout" 2>/dev/null && parallel="$parallel --timeout 45 --session-timeout $((T_TESTS - 45))"
+    step gpu_tests "$T_TESTS" env FASTGAN_AUTOTUNE=0 python3 -m pytest -q -rfE $parallel -p no:cacheprovider \
+        --durations=10 --junitxml="$WORK/gpu_tests.xml" tests/test_ops_linear.py tests/test_activations.py tests/test_ops_bce.py \
+        tests/test_ops_head.py tests/test_ops_mlp.py tests/test_optim.py tests/test_graph.py tests/test_native.py \
+        "tests/test_replicas.py::test_cuda_graph_replays_equal_eager_replicas" "tests/test_maxout.py::test_maxout_equals_the_float64_reference" \
+        "tests/test_maxout.py::test_maxout_reads_strided_inputs_and_leading_dimensions" "tests/test_maxout.py::test_maxout_nan_inf_and_ties"
+    if [ "$FULL" = 1 ]; then
+        step train_step "$T_TRAIN" python3 benchmarks/train_step.py --time-limit "$L_TRAIN" --out "$WORK/results"
+        step kernels "$T_KERNELS" python3 benchmarks/kernels.py --time-limit "$L_KERNELS" --out "$WORK/results"
+    else
+        step train_step_b128 "$T_B128" python3 benchmarks/train_step.py --quick --batches 128 --out "$WORK/results"
+        step train_step_b4096 "$T_B4096" python3 benchmarks/train_step.py --quick --batches 4096 --backends eager \
+            eager+graph compile "compile(reduce-overhead)" triton triton+flat_adam triton+graph triton+graph+flat_adam \
+            "triton+graph(k=8)" "triton+graph(k=8)+flat_adam" --out "$WORK/results"
+        step kernels "$T_KERNELS" python3 benchmarks/kernels.py --quick --groups large large-bf16 \
+            --time-limit "$L_KERNELS" --out "$WORK/results"
+    fi
+    # where the time goes at batch 4096, where the first run found plain PyTorch in a graph faster than fastgan's
+    # best step: device time per kernel per step (torch.profiler), fastgan's step and PyTorch's, both graphed
+    # (PyTorch's first: it takes seconds, while the Triton one autotunes its shapes first, about 30 s)
+    step profile "$T_PROFILE" bash -c "python3 -m fastgan profile --steps 20 --warmup 10 --batch-size 4096 \
+        --precision tf32 --kernels torch --cuda-graph --out $WORK/results/profile-torch-graph-b4096; \
+        python3 -m fastgan profile --steps 20 --warmup 10 --batch-size 4096 --precision tf32 --kernels triton \
+        --fused-optimizer --cuda-graph --out $WORK/results/profile-triton-graph-flat-b4096"
+    if [ "$FULL" = 1 ]; then
+        # K GANs at once: aggregate GAN-steps/s against K per backend (the sweep's headline on a GPU)
+        # shellcheck disable=SC2086
+        step replicas "$T_REPLICAS" python3 benchmarks/replicas.py --no-sequential --replicas $REPLICA_KS \
+            --backends torch triton torch+graph triton+graph --time-limit "$L_REPLICAS" --out "$WORK/results"
+        # the pytest-benchmark set, saved as JSON a later run compares with (--benchmark-compare)
+        step micro "$T_MICRO" python3 -m pytest benchmarks/micro --benchmark-only -q -p no:cacheprovider \
+            --benchmark-json="$WORK/results/micro.json"
+    fi
 fi
 
 python3 benchmarks/device_summary.py "$WORK" > "$WORK/summary.txt" 2>&1 || echo "(summary failed)" >> "$WORK/summary.txt"

@@ -27,9 +27,18 @@ def environment() -> str:
             f"numpy {numpy.__version__} | {card}")
 
 
+def _read(path: Path) -> dict | None:
+    """A result file's JSON, or None where it is absent, empty or half-written (its step was killed at its
+    time limit)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _latest(folder: Path, pattern: str) -> dict | None:
     files = sorted(folder.glob(f"results/*/{pattern}"), key=lambda p: p.stat().st_mtime)
-    return json.loads(files[-1].read_text()) if files else None
+    return _read(files[-1]) if files else None
 
 
 def tests(folder: Path) -> list[str]:
@@ -61,12 +70,8 @@ def train_step(folder: Path) -> list[str]:
         return ["train_step: no results"]
     lines = []
     for path in files:
-        try:
-            payload = json.loads(path.read_text())
-        except (OSError, ValueError):   # killed mid-write at its time limit
-            lines.append(f"train_step: {path.name} unreadable")
-            continue
-        lines += _train_step_file(payload)
+        payload = _read(path)
+        lines += _train_step_file(payload) if payload is not None else [f"train_step: {path.name} unreadable"]
     return lines
 
 
@@ -132,10 +137,8 @@ def replicas(folder: Path) -> list[str]:
 
 
 def micro(folder: Path) -> list[str]:
-    path = folder / "results" / "micro.json"
-    try:
-        benchmarks = json.loads(path.read_text())["benchmarks"]
-    except (OSError, ValueError, KeyError):   # absent, or empty: the step was stopped at its time limit
+    benchmarks = (_read(folder / "results" / "micro.json") or {}).get("benchmarks")
+    if benchmarks is None:   # absent, or empty: the step was stopped at its time limit
         return ["micro: no results (pytest-benchmark writes its JSON only when the run ends)"]
     lines = [f"micro: {len(benchmarks)} benchmarks in results/micro.json; the train steps:"]
     for b in benchmarks:
@@ -150,10 +153,9 @@ def profiles(folder: Path, top: int = 8) -> list[str]:
     heaviest kernels per step."""
     lines = []
     for path in sorted((folder / "results").glob("profile-*/profile.json")):
-        try:
-            data = json.loads(path.read_text())
-            rows = data["table"]
-        except (OSError, ValueError, KeyError):
+        data = _read(path) or {}
+        rows = data.get("table")
+        if rows is None:
             lines.append(f"profile {path.parent.name}: no results")
             continue
         total = sum(r["us_per_step"] for r in rows)
@@ -168,9 +170,8 @@ def quality_curves(folder: Path) -> list[str]:
     """``quality_curve.py`` results (``device_check.sh --quality``): modes / HQ / KL at each checkpoint."""
     lines = []
     for path in sorted(folder.glob("results/*/*-quality-curve-*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):   # killed mid-write at its time limit
+        data = _read(path)
+        if data is None:
             lines.append(f"quality: {path.name} unreadable")
             continue
         lines.append(f"quality {data['data']} {data['variant']} ({data['seeds']} seeds, mean):")

@@ -269,9 +269,13 @@ class GANTrainer:
         Triton kernels, CUDA; per layer or whole MLPs as ``kernels`` says, see also ``step_path``),
         ``"triton-interpreter"`` (Triton's CPU interpreter, TRITON_INTERPRET=1: slow,
         for tests), ``"reference"`` (kernels="triton" where Triton cannot run: the ops' PyTorch reference
-        path, the same math unfused) or ``"cuda"`` (the native kernels)."""
+        path, the same math unfused) or ``"cuda"`` (the native kernels; ``"cuda (D: triton whole-MLP)"`` when
+        a model is wider or deeper than they take and runs the Triton whole-MLP kernels instead)."""
         if self.kernels == "cuda":
-            return "cuda"
+            from .nn import FusedMLP
+            fell_back = [name for name, model in (("G", self.generator), ("D", self.discriminator))
+                         if any(isinstance(m, FusedMLP) and m.backend != "cuda" for m in model.modules())]
+            return f"cuda ({' and '.join(fell_back)}: triton whole-MLP)" if fell_back else "cuda"
         if self.kernels not in ("triton", "triton-mlp"):
             return "torch"
         from . import ops

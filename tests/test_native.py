@@ -113,6 +113,20 @@ def test_fuse_falls_back_to_triton_where_the_native_kernels_cannot_take_the_mlp(
         fuse(torch.nn.Linear(2, 2), whole=True, backend="rocm")
 
 
+def test_kernels_run_names_a_model_that_runs_the_triton_kernels_instead():
+    """kernels="cuda" with a D wider than the native kernels take (the digits default's pack-2 D is 1568 wide):
+    the trainer says so instead of "cuda". (A CPU trainer given the models kernels="cuda" would build.)"""
+    trainer = _gan("cpu", "torch")
+    trainer.kernels = "cuda"
+    trainer.generator = fuse(MLPGenerator(latent_dim=16, hidden=(64, 64), out_dim=20), whole=True, backend="cuda")
+    trainer.discriminator = fuse(MLPDiscriminator(in_dim=20, hidden=(64, 64)), whole=True, backend="cuda")
+    assert trainer.kernels_run == "cuda"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.discriminator = fuse(MLPDiscriminator(in_dim=1568, hidden=(64, 64)), whole=True, backend="cuda")
+    assert trainer.kernels_run == "cuda (D: triton whole-MLP)"
+
+
 @pytest.fixture
 def stub_library(monkeypatch):
     """The autograd and custom-op glue on CPU tensors, the library replaced by a recorder (outputs left as

@@ -26,28 +26,75 @@ import quality  # noqa: E402
 from common import environment, markdown_table, write_results  # noqa: E402
 
 from fastgan import metrics  # noqa: E402
+from fastgan.models import rejection_sample  # noqa: E402
+
+
+def _reached(result: dict, kind: str) -> bool:
+    """The issue's time-to-quality mark: every mode, with >= 90% high-quality samples."""
+    return result["modes"] == MODES[kind] and result["high_quality"] >= 0.9
+
+
+MODES = {"ring": 8, "grid": 25}
 
 
 def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol: dict, device, kernels="torch",
-          report=None, **options) -> list[dict]:
-    """The rows (one per checkpoint); ``report(rows)`` after each, so a run stopped by a time limit keeps
-    what it measured."""
+          report=None, rejection: float | None = None, check_every: int = 0, **options) -> list[dict]:
+    """The rows (one per checkpoint); ``report(rows, first)`` after each, so a run stopped by a time limit keeps
+    what it measured.
+
+    ``rejection``: each checkpoint is also evaluated with discriminator rejection sampling at that quantile
+    (G's samples kept by D's verdict, ``fastgan.models.rejection_sample``), reported apart under
+    ``row["rejection"]``. ``check_every``: every that many steps, each seed's 2,500 samples (seed 20,000 + k,
+    not the checkpoints') are checked for every mode with >= 90% HQ; ``first[k]`` is the first step (and the
+    trainer's training seconds then, all seeds at once) at which seed k was."""
     trainer = quality.mixture_trainer(kind, variant, 0, device, kernels=kernels, protocol=protocol, replicas=seeds,
                                       **options)
-    rows, start = [], time.perf_counter()
+    rows, first, start = [], [None] * seeds, time.perf_counter()
+
+    def check():
+        for k in range(seeds):
+            if first[k] is None and _reached(metrics.evaluate_mixture(trainer.sample(2500, seed=20_000 + k,
+                                                                                     replica=k), kind), kind):
+                first[k] = {"steps": trainer.step_count, "seconds": time.perf_counter() - start}
+
     for steps in checkpoints:
-        trainer.fit(steps - trainer.step_count, log_every=5000, progress=False)
+        while trainer.step_count < steps:
+            chunk = steps - trainer.step_count
+            if check_every:
+                chunk = min(chunk, check_every - trainer.step_count % check_every)
+            trainer.fit(chunk, log_every=5000, progress=False)
+            if check_every and trainer.step_count % check_every == 0 and None in first:
+                paused = time.perf_counter()
+                check()
+                start += time.perf_counter() - paused   # checking is not training time
         seconds = time.perf_counter() - start
         runs = [metrics.evaluate_mixture(trainer.sample(2500, seed=10_000 + k, replica=k), kind) for k in range(seeds)]
-        summary = {key: quality._mean_se([r[key] for r in runs]) for key in ("modes", "high_quality", "kl", "kl_all")}
-        rows.append({"steps": steps, "seconds": seconds, "runs": runs, "summary": summary})
-        m, h, k = summary["modes"], summary["high_quality"], summary["kl"]
-        print(f"  {kind} {variant} {steps:7d} steps ({seconds:6.0f} s): modes {m[0]:.2f}±{m[1]:.2f}  "
-              f"HQ {100 * h[0]:.1f}±{100 * h[1]:.1f}%  KL {k[0]:.3f}±{k[1]:.3f}", flush=True)
+        row = {"steps": steps, "seconds": seconds, "runs": runs, "summary": _summary(runs)}
+        m, h, k = row["summary"]["modes"], row["summary"]["high_quality"], row["summary"]["kl"]
+        line = (f"  {kind} {variant} {steps:7d} steps ({seconds:6.0f} s): modes {m[0]:.2f}±{m[1]:.2f}  "
+                f"HQ {100 * h[0]:.1f}±{100 * h[1]:.1f}%  KL {k[0]:.3f}±{k[1]:.3f}")
+        if rejection is not None:
+            kept = []
+            for j in range(seeds):
+                g, d = trainer.replica(j, ema=trainer.ema_flat is not None)
+                samples, rate = rejection_sample(g, d, 2500, trainer.latent_dim, 10_000 + j, device, rejection)
+                kept.append({**metrics.evaluate_mixture(samples, kind), "acceptance": rate})
+            row["rejection"] = {"quantile": rejection, "runs": kept, "summary": _summary(kept)}
+            r = row["rejection"]["summary"]
+            line += (f"  | rejection {rejection:g}: HQ {100 * r['high_quality'][0]:.1f}"
+                     f"±{100 * r['high_quality'][1]:.1f}%  KL {r['kl'][0]:.3f}  modes {r['modes'][0]:.2f}  "
+                     f"kept {100 * r['acceptance'][0]:.0f}%")
+        rows.append(row)
+        print(line, flush=True)
         start = time.perf_counter() - seconds   # evaluation time is not training time
         if report is not None:
-            report(rows)
-    return rows
+            report(rows, first)
+    return rows, first
+
+
+def _summary(runs: list[dict]) -> dict:
+    keys = ("modes", "high_quality", "kl", "kl_all", "acceptance")
+    return {key: quality._mean_se([r[key] for r in runs]) for key in keys if key in runs[0]}
 
 
 def main(argv=None) -> int:
@@ -66,8 +113,20 @@ def main(argv=None) -> int:
                         help="capture the replicas' steps in a CUDA graph (a GPU: PacGAN's 400k steps in minutes)")
     parser.add_argument("--steps-per-replay", type=int, default=1, metavar="K",
                         help="with --cuda-graph: steps per graph replay (the checkpoints must be multiples of K)")
+    parser.add_argument("--rejection", type=float, default=None, metavar="Q",
+                        help="also evaluate each checkpoint with discriminator rejection sampling at quantile Q "
+                             "(reported apart; pack 1 only)")
+    parser.add_argument("--check-every", type=int, default=0, metavar="N",
+                        help="every N steps, check each seed for every mode with >= 90%% high-quality samples: "
+                             "the first step (and seconds) each seed gets there")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.rejection is not None and not 0 <= args.rejection < 1:
+        parser.error(f"--rejection must be a quantile in [0, 1), got {args.rejection}")
+    if args.rejection is not None and quality.VARIANTS[args.variant].get("pack", 1) > 1:
+        parser.error(f"--rejection scores single samples: not with variant {args.variant} (pack > 1)")
+    if args.check_every < 0 or args.check_every % args.steps_per_replay:
+        parser.error(f"--check-every must be >= 0 and a multiple of --steps-per-replay {args.steps_per_replay}")
     if args.steps_per_replay < 1 or (args.steps_per_replay > 1 and not args.cuda_graph):
         parser.error("--steps-per-replay K needs --cuda-graph and K >= 1")
     if any(c % args.steps_per_replay for c in args.checkpoints):
@@ -82,27 +141,46 @@ def main(argv=None) -> int:
     options = {"cuda_graph": True, "steps_per_replay": args.steps_per_replay} if args.cuda_graph else {}
     written = []
 
-    def save(rows):
-        body = [[r["steps"], f"{r['seconds']:.0f}",
-                 f"{r['summary']['modes'][0]:.2f} ± {r['summary']['modes'][1]:.2f}",
-                 f"{100 * r['summary']['high_quality'][0]:.1f} ± {100 * r['summary']['high_quality'][1]:.1f}",
-                 f"{r['summary']['kl'][0]:.3f} ± {r['summary']['kl'][1]:.3f}",
-                 f"{r['summary']['kl_all'][0]:.3f} ± {r['summary']['kl_all'][1]:.3f}"] for r in rows]
+    def save(rows, first):
+        def cell(summary, key, scale=1.0, digits=3):
+            return f"{scale * summary[key][0]:.{digits}f} ± {scale * summary[key][1]:.{digits}f}"
+
+        head = ["steps", "training seconds (all seeds)", "modes", "high-quality %", "KL (high-quality)",
+                "KL (all samples)"]
+        body = [[r["steps"], f"{r['seconds']:.0f}", cell(r["summary"], "modes", digits=2),
+                 cell(r["summary"], "high_quality", 100, 1), cell(r["summary"], "kl"), cell(r["summary"], "kl_all")]
+                for r in rows]
         graph = f", CUDA graph ({args.steps_per_replay} steps per replay)" if args.cuda_graph else ""
-        how = f"kernels {args.kernels}{graph}"
+        chosen = quality.VARIANTS[args.variant]
         text = (f"# Quality along training — {env['card']}, {env['date'][:10]}\n\n{args.data}, variant "
-                f"{args.variant}, {args.seeds} seeds at once (replicas), mean ± s.e.; {how}\n\n"
-                f"{quality.describe(protocol)}\n\n"
-                + markdown_table(["steps", "training seconds (all seeds)", "modes", "high-quality %",
-                                  "KL (high-quality)", "KL (all samples)"], body))
+                f"{args.variant} ({', '.join(f'{k} {v}' for k, v in chosen.items()) or 'no options'}), "
+                f"{args.seeds} seeds at once (replicas), mean ± s.e.; kernels {args.kernels}{graph}\n\n"
+                f"{quality.describe(protocol)}\n\n" + markdown_table(head, body))
+        if args.rejection is not None:
+            body = [[r["steps"], cell(r["rejection"]["summary"], "modes", digits=2),
+                     cell(r["rejection"]["summary"], "high_quality", 100, 1), cell(r["rejection"]["summary"], "kl"),
+                     cell(r["rejection"]["summary"], "kl_all"), cell(r["rejection"]["summary"], "acceptance", 100, 0)]
+                    for r in rows]
+            text += (f"\n\nThe same checkpoints **with discriminator rejection sampling** (quantile "
+                     f"{args.rejection:g}; G's candidates kept by D's verdict, no retraining), apart from the plain "
+                     "figures above:\n\n" + markdown_table(["steps", "modes", "high-quality %", "KL (high-quality)",
+                                                           "KL (all samples)", "candidates kept %"], body))
+        if args.check_every:
+            mark = f"{MODES[args.data]}/{MODES[args.data]} modes with >= 90% high-quality samples"
+            body = [[k, f["steps"], f"{f['seconds']:.0f}"] if f else [k, f"not within {rows[-1]['steps']}", "-"]
+                    for k, f in enumerate(first)]
+            text += (f"\n\nFirst reached {mark} (checked every {args.check_every} steps on 2,500 samples of "
+                     "noise seed 20,000 + seed; seconds: the K-replica trainer's training time then, all seeds "
+                     "at once):\n\n" + markdown_table(["seed", "steps", "seconds (all seeds)"], body))
         payload = {"environment": env, "data": args.data, "variant": args.variant, "kernels": args.kernels,
-                   "cuda_graph": args.cuda_graph, "steps_per_replay": args.steps_per_replay,
-                   "options": quality.VARIANTS[args.variant], "seeds": args.seeds, "protocol": protocol,
-                   "architecture": quality.describe(protocol), "curve": rows}
+                   "cuda_graph": args.cuda_graph, "steps_per_replay": args.steps_per_replay, "options": chosen,
+                   "seeds": args.seeds, "protocol": protocol, "architecture": quality.describe(protocol),
+                   "rejection": args.rejection, "check_every": args.check_every, "first_reached": first,
+                   "curve": rows}
         written[:] = write_results(f"quality-curve-{args.data}-{args.variant}", payload, text, args.out)
 
     curve(args.data, args.variant, args.seeds, args.checkpoints, protocol, device, args.kernels, report=save,
-          **options)
+          rejection=args.rejection, check_every=args.check_every, **options)
     json_path, md_path = written
     print(f"wrote {json_path}, {md_path}")
     return 0

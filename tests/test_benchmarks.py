@@ -290,10 +290,11 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     import quality
     import quality_curve
     assert quality_curve.main(["--data", "ring", "--variant", "ema", "--seeds", "2", "--checkpoints", "10", "20",
-                               "--out", str(tmp_path)]) == 0
+                               "--rejection", "0.5", "--check-every", "5", "--out", str(tmp_path)]) == 0
     (json_file,) = tmp_path.glob("cpu/*-quality-curve-ring-ema.json")
     payload = json.loads(json_file.read_text())
     assert [row["steps"] for row in payload["curve"]] == [10, 20]
+    assert len(payload["first_reached"]) == 2 and payload["check_every"] == 5
     protocol = {**quality.PROTOCOL, "lr": 1e-4, "batch": 100, "pack_convention": "rows"}
     trainer = quality.mixture_trainer("ring", "ema", 0, torch.device("cpu"), protocol=protocol)
     trainer.fit(10, progress=False)
@@ -301,5 +302,14 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     alone = m.evaluate_mixture(trainer.sample(2500, seed=10_000), "ring")
     first = payload["curve"][0]["runs"][0]
     assert alone["modes"] == first["modes"] and alone["high_quality"] == pytest.approx(first["high_quality"], abs=1e-6)
+    # rejection sampling, apart: what the single run's sample(rejection=0.5) gives (a kink flip at most)
+    kept = payload["curve"][0]["rejection"]["runs"][0]
+    alone = m.evaluate_mixture(trainer.sample(2500, seed=10_000, rejection=0.5), "ring")
+    assert payload["curve"][0]["rejection"]["quantile"] == 0.5 and 0 < kept["acceptance"] <= 1
+    assert alone["high_quality"] == pytest.approx(kept["high_quality"], abs=2 / 2500)
+    assert "with discriminator rejection sampling" in json_file.with_suffix(".md").read_text()
     with pytest.raises(SystemExit):
         quality_curve.main(["--checkpoints", "20", "10", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):   # rejection scores single samples
+        quality_curve.main(["--variant", "ema_pack2", "--checkpoints", "10", "--rejection", "0.5",
+                            "--out", str(tmp_path)])

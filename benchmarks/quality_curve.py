@@ -77,7 +77,8 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
             kept = []
             for j in range(seeds):
                 g, d = trainer.replica(j, ema=trainer.ema_flat is not None)
-                samples, rate = rejection_sample(g, d, 2500, trainer.latent_dim, 10_000 + j, device, rejection)
+                samples, rate = rejection_sample(g, d, 2500, trainer.latent_dim, 10_000 + j, device, rejection,
+                                                 pack=trainer.config.pack)
                 kept.append({**metrics.evaluate_mixture(samples, kind), "acceptance": rate})
             row["rejection"] = {"quantile": rejection, "runs": kept, "summary": _summary(kept)}
             r = row["rejection"]["summary"]
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
                         help="with --cuda-graph: steps per graph replay (the checkpoints must be multiples of K)")
     parser.add_argument("--rejection", type=float, default=None, metavar="Q",
                         help="also evaluate each checkpoint with discriminator rejection sampling at quantile Q "
-                             "(reported apart; pack 1 only)")
+                             "(reported apart; a packed D scores each candidate with fixed partners)")
     parser.add_argument("--check-every", type=int, default=0, metavar="N",
                         help="every N steps, check each seed for every mode with >= 90%% high-quality samples: "
                              "the first step (and seconds) each seed gets there")
@@ -123,8 +124,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.rejection is not None and not 0 <= args.rejection < 1:
         parser.error(f"--rejection must be a quantile in [0, 1), got {args.rejection}")
-    if args.rejection is not None and quality.VARIANTS[args.variant].get("pack", 1) > 1:
-        parser.error(f"--rejection scores single samples: not with variant {args.variant} (pack > 1)")
     if args.check_every < 0 or args.check_every % args.steps_per_replay:
         parser.error(f"--check-every must be >= 0 and a multiple of --steps-per-replay {args.steps_per_replay}")
     if args.steps_per_replay < 1 or (args.steps_per_replay > 1 and not args.cuda_graph):

@@ -318,8 +318,8 @@ def _generate(generator, n, latent_dim, seed, device, labels):
 
 @torch.no_grad()
 def rejection_sample(generator: nn.Module, discriminator: nn.Module, n: int, latent_dim: int, seed: int = 0,
-                     device="cpu", quantile: float = 0.8, batch: int = 4096, max_candidates: int | None = None
-                     ) -> tuple[torch.Tensor, float]:
+                     device="cpu", quantile: float = 0.8, batch: int = 4096, max_candidates: int | None = None,
+                     pack: int = 1, partner_sets: int = 8) -> tuple[torch.Tensor, float]:
     """Discriminator rejection sampling (Azadi et al. 2019): ``(n samples, acceptance rate)``.
 
     With an optimal D, p_data / p_G = exp(logit), so accepting a candidate with probability
@@ -327,17 +327,39 @@ def rejection_sample(generator: nn.Module, discriminator: nn.Module, n: int, lat
     seen so far, F = logit - M - log(1 - exp(logit - M - 1e-6)) - gamma, and a candidate is accepted with
     probability sigmoid(F); gamma is the ``quantile`` of F over each batch of candidates (higher: stricter).
     Candidates come from ``generate`` with ``seed`` (then seed + 1, ...), decisions from their own RNG, so the
-    result is reproducible. Unconditional, unpacked D only. ``max_candidates`` (default 200 n) bounds the work:
+    result is reproducible. Unconditional D only. ``max_candidates`` (default 200 n) bounds the work:
     reaching it is a RuntimeError naming the acceptance rate.
+
+    ``pack > 1`` (a PacGAN D, which judges ``pack`` samples at once): a candidate's score is D's logit for the
+    candidate packed with ``pack - 1`` partners, averaged over ``partner_sets`` fixed partner sets drawn from G
+    once (seed ``seed + 2**40``). The optimal packed D's logit is the sum of its samples' log density ratios,
+    so fixed partners shift every candidate's score by one constant, which M and gamma absorb: with such a D
+    this keeps what unpacked DRS keeps (to rounding).
     """
     if getattr(generator, "num_classes", None) is not None:
         raise ValueError("rejection sampling is for unconditional GANs (this generator takes labels)")
     if not 0.0 <= quantile < 1.0:
         raise ValueError(f"quantile must be in [0, 1), got {quantile!r}")
+    for name, value in (("pack", pack), ("partner_sets", partner_sets)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
     limit = max_candidates or 200 * n
     decide = torch.Generator(device=device).manual_seed(seed ^ 0x5EED)
+    partners = None
+    if pack > 1:
+        partners = generate(generator, partner_sets * (pack - 1), latent_dim, seed + 2 ** 40, device)
+        partners = partners.reshape(partner_sets, -1)   # a row: pack - 1 samples back to back, as D's packs are
+
+    def score(candidates: torch.Tensor) -> torch.Tensor:
+        if partners is None:
+            return discriminator(candidates).flatten().double()
+        flat = candidates.reshape(candidates.shape[0], -1)
+        total = sum(discriminator(torch.cat([flat, row.expand(flat.shape[0], -1)], dim=1)).flatten().double()
+                    for row in partners)
+        return total / partner_sets
+
     first = generate(generator, batch, latent_dim, seed, device)
-    top = discriminator(first).max()
+    top = score(first).max()
     kept, drawn, round_ = [], 0, 0
     candidates = first
     while sum(k.shape[0] for k in kept) < n:
@@ -345,8 +367,8 @@ def rejection_sample(generator: nn.Module, discriminator: nn.Module, n: int, lat
             rate = sum(k.shape[0] for k in kept) / max(drawn, 1)
             raise RuntimeError(f"rejection sampling accepted {rate:.2%} of {drawn} candidates, short of {n} "
                                "samples: lower the quantile or raise max_candidates")
-        logits = discriminator(candidates).flatten().double()
-        top = torch.maximum(top.double(), logits.max())
+        logits = score(candidates)
+        top = torch.maximum(top, logits.max())
         gap = logits - top
         f = gap - torch.log1p(-torch.exp(gap - 1e-6))
         f = f - torch.quantile(f, quantile)

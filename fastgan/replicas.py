@@ -493,10 +493,9 @@ class ReplicaTrainer(GANTrainer):
             g, d = self.replica(k, ema=use_ema)
             if rejection is not False:
                 from .models import rejection_sample
-                if self.config.pack > 1:
-                    raise ValueError("rejection sampling scores single samples: not with pack > 1")
                 quantile = 0.8 if rejection is True else float(rejection)
-                samples, _ = rejection_sample(g, d, n, self.latent_dim, seed, self.device, quantile)
+                samples, _ = rejection_sample(g, d, n, self.latent_dim, seed, self.device, quantile,
+                                              pack=self.config.pack)
             else:
                 samples = generate(g, n, self.latent_dim, seed, self.device)
             out.append(samples)

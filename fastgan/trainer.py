@@ -400,15 +400,13 @@ class GANTrainer:
         A conditional GAN takes ``labels``: a class for all, or one per sample (default 0, 1, ..., C-1, 0, ...).
         ``rejection=True`` (or a quantile in [0, 1), default 0.8): discriminator rejection sampling, G's
         candidates kept by D's verdict (``fastgan.models.rejection_sample``; the rate accepted is in
-        ``self.last_acceptance``). Not for conditional or packed D.
+        ``self.last_acceptance``; a packed D scores each candidate with fixed partners). Not for conditional GANs.
         """
         n = _positive_int("n", n)
         if ema and self.ema is None:
             raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
         generator = self.ema.module if self.ema is not None and ema is not False else self.generator
         if rejection is not False:
-            if self.config.pack > 1:
-                raise ValueError("rejection sampling scores single samples: not with pack > 1")
             if labels is not None:
                 raise ValueError("rejection sampling is for unconditional GANs")
             quantile = 0.8 if rejection is True else float(rejection)
@@ -416,7 +414,7 @@ class GANTrainer:
             self.discriminator.eval()
             try:
                 samples, self.last_acceptance = rejection_sample(generator, self.discriminator, n, self.latent_dim,
-                                                                 seed, self.device, quantile)
+                                                                 seed, self.device, quantile, pack=self.config.pack)
             finally:
                 self.discriminator.train(training)
             return samples

@@ -310,6 +310,5 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     assert "with discriminator rejection sampling" in json_file.with_suffix(".md").read_text()
     with pytest.raises(SystemExit):
         quality_curve.main(["--checkpoints", "20", "10", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit):   # rejection scores single samples
-        quality_curve.main(["--variant", "ema_pack2", "--checkpoints", "10", "--rejection", "0.5",
-                            "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        quality_curve.main(["--checkpoints", "10", "--rejection", "1.0", "--out", str(tmp_path)])

@@ -59,5 +59,32 @@ def test_trainer_sample_with_rejection_and_its_limits():
     assert not torch.equal(samples, trainer.sample(300))
     packed = GANTrainer(MLPGenerator(latent_dim=4, hidden=(16,), out_dim=2, output_activation=None),
                         MLPDiscriminator(in_dim=4, hidden=(16,)), data.gaussian_ring(1000), device="cpu", pack=2)
-    with pytest.raises(ValueError, match="pack"):
-        packed.sample(10, rejection=True)
+    packed.fit(5, log_every=5, progress=False)
+    assert packed.sample(300, rejection=True).shape == (300, 2) and 0 < packed.last_acceptance <= 1
+    with pytest.raises(ValueError, match="partner_sets"):
+        rejection_sample(packed.generator, packed.discriminator, 10, 4, pack=2, partner_sets=0)
+
+
+class _KnowsTheRingPacked(nn.Module):
+    """A packed D (``pack`` samples back to back) as the optimal one is: the sum of its samples' log density
+    ratios (here _KnowsTheRing's logit per sample)."""
+
+    def __init__(self, pack):
+        super().__init__()
+        self.pack = pack
+
+    def forward(self, x):
+        return _KnowsTheRing()(x.reshape(-1, 2)).reshape(-1, self.pack).sum(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("pack", [2, 3])
+def test_rejection_with_a_packed_d_keeps_what_unpacked_keeps(pack):
+    """Fixed partners add one constant to every candidate's score, which DRS's max and quantile absorb: a
+    packed D that sums per-sample logits keeps the samples the per-sample D keeps (to rounding)."""
+    single, single_rate = rejection_sample(_Spread(), _KnowsTheRing(), 1000, 2, seed=3, quantile=0.8,
+                                           max_candidates=10 ** 7)
+    packed, packed_rate = rejection_sample(_Spread(), _KnowsTheRingPacked(pack), 1000, 2, seed=3, quantile=0.8,
+                                           max_candidates=10 ** 7, pack=pack)
+    assert packed.shape == (1000, 2) and abs(packed_rate - single_rate) < 1e-3, (packed_rate, single_rate)
+    same = (packed == single).all(dim=1).double().mean().item()
+    assert same > 0.99, same

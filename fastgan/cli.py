@@ -14,7 +14,7 @@ import torch
 
 from . import data as datasets
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .models import DATA_PRESETS, PRESETS, ModelPreset, generate
+from .models import DATA_PRESETS, PRESETS, ModelPreset, generate, rejection_sample
 from .plots import save_image_grid, save_loss_curve, save_scatter, save_scatter_panels
 from .losses import LOSSES
 from .config import KERNELS, PACK_CONVENTIONS, PER_REPLICA, PRECISIONS, SAMPLERS, UPDATES, TrainConfig
@@ -75,6 +75,13 @@ def _positive(kind):
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
     return parse
+
+
+def _quantile(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a quantile in [0, 1), got {text}")
+    return value
 
 
 def _add_fast_step_options(parser: argparse.ArgumentParser) -> None:
@@ -218,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "fastgan train used for metrics.json: same checkpoint, seed and device give the "
                                "same figures; CPU and CUDA draw different noise from one seed)")
     evaluate.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    evaluate.add_argument("--rejection", type=_quantile, default=None, metavar="Q",
+                          help="discriminator rejection sampling: G's candidates kept by the checkpoint's D, gamma at "
+                               "quantile Q in [0, 1) (e.g. 0.5; higher: stricter); the report says so and gives the "
+                               "rate kept. Unconditional runs.")
     evaluate.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     evaluate.set_defaults(run=run_evaluate)
 
@@ -542,35 +553,59 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"fastgan: {args.checkpoint} has no model description (was it written by `fastgan train`?)",
               file=sys.stderr)
         return 2
+    if args.rejection is not None and model.get("num_classes"):
+        print("fastgan: --rejection is for unconditional runs (this checkpoint's GAN takes labels)", file=sys.stderr)
+        return 2
     device = resolve_device(args.device)
     features = 784 if model["data"] in ("digits", "mnist") else 2
-    generator, _ = _models(features, model)
+    generator, discriminator = _models(features, model)
     n = args.samples or _default_samples(model["data"])
     start = time.perf_counter()
+    acceptance = []
+
+    def draw(g, d):
+        if args.rejection is None:
+            return generate(g, n, model["latent_dim"], args.seed, device)
+        samples, rate = rejection_sample(g, d, n, model["latent_dim"], args.seed, device, args.rejection,
+                                         pack=model.get("pack", 1))
+        acceptance.append(rate)
+        return samples
+
     from .replicas import REPLICA_FORMAT, StackedMLP
     if state.get("format") == REPLICA_FORMAT:   # K replicas: each one's metrics, their mean and standard error
         flat = state["ema"] if state.get("ema") is not None else state["generator"]
-        stacked = StackedMLP([generator])
-        if flat.shape[1] != stacked.flat.shape[1]:
-            raise CheckpointError(f"{args.checkpoint}: its generator weights do not fit the model it describes")
+        stacked, stacked_d = StackedMLP([generator]), StackedMLP([discriminator])
+        if flat.shape[1] != stacked.flat.shape[1] or state["discriminator"].shape[1] != stacked_d.flat.shape[1]:
+            raise CheckpointError(f"{args.checkpoint}: its weights do not fit the model it describes")
         per_replica = []
         for k in range(flat.shape[0]):
             g = stacked.load_into(generator, k, flat).to(device).eval()
-            per_replica.append(_quality(model["data"], generate(g, n, model["latent_dim"], args.seed, device)))
+            d = stacked_d.load_into(discriminator, k, state["discriminator"]).to(device).eval()
+            per_replica.append(_quality(model["data"], draw(g, d)))
         result = replica_summary(per_replica)
         weights = "ema" if state.get("ema") is not None else "generator"
     else:
         weights = "ema" if state.get("ema") else "generator"
         generator.load_state_dict(state.get("ema") or state["generator"])
         generator.to(device).eval()
-        labels = torch.arange(n, device=device) % model["num_classes"] if model.get("num_classes") else None
-        samples = generate(generator, n, model["latent_dim"], args.seed, device, labels=labels)
+        if model.get("num_classes"):
+            labels = torch.arange(n, device=device) % model["num_classes"]
+            samples = generate(generator, n, model["latent_dim"], args.seed, device, labels=labels)
+        else:
+            labels = None
+            if args.rejection is not None:
+                discriminator.load_state_dict(state["discriminator"])
+                discriminator.to(device).eval()
+            samples = draw(generator, discriminator)
         result = _quality(model["data"], samples, labels)
     if result is None:
         print("fastgan: evaluate knows digits, ring and grid; MNIST needs its own classifier", file=sys.stderr)
         return 2
     report = {"checkpoint": str(args.checkpoint), "step": state["step"], "data": model["data"],
               "weights": weights, "samples": n, "seed": args.seed,
+              "sampling": "plain" if args.rejection is None else {
+                  "rejection_quantile": args.rejection, "acceptance": acceptance[0] if len(acceptance) == 1
+                  else acceptance},
               "device": str(device), "metrics": result,
               "seconds": round(time.perf_counter() - start, 2)}
     text = json.dumps(report, indent=2)

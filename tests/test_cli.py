@@ -119,7 +119,26 @@ def test_stabilisation_flags_and_evaluate(tmp_path, capsys):
     assert main(["evaluate", str(out / "checkpoint.pt"), "--samples", "500", "--out", str(tmp_path / "e.json")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["weights"] == "ema" and report["samples"] == 500 and report["step"] == 20
-    assert json.loads((tmp_path / "e.json").read_text()) == report
+    assert report["sampling"] == "plain" and json.loads((tmp_path / "e.json").read_text()) == report
+    # rejection sampling with this packed D: reported as such, reproducible, and the same as the API's
+    assert main(["evaluate", str(out), "--samples", "500", "--rejection", "0.5"]) == 0
+    guided = json.loads(capsys.readouterr().out)
+    assert guided["sampling"]["rejection_quantile"] == 0.5 and 0 < guided["sampling"]["acceptance"] <= 1
+    assert main(["evaluate", str(out), "--samples", "500", "--rejection", "0.5"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == guided["metrics"]
+    from fastgan import metrics as quality
+    from fastgan.cli import _models
+    from fastgan.models import rejection_sample
+    state = load_checkpoint(out / "checkpoint.pt")
+    g, d = _models(2, state["extra"]["model"])
+    g.load_state_dict(state["ema"]), d.load_state_dict(state["discriminator"])
+    kept, rate = rejection_sample(g.eval(), d.eval(), 500, state["extra"]["model"]["latent_dim"],
+                                  report["seed"], "cpu", 0.5, pack=2)
+    assert rate == guided["sampling"]["acceptance"]
+    assert quality.evaluate_mixture(kept, "ring") == guided["metrics"]
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(out), "--rejection", "1"])
+    assert "quantile in [0, 1)" in capsys.readouterr().err
     # resume keeps the packed discriminator, and says which settings changed
     assert main(["train", "--data", "ring", "--steps", "30", "--log-every", "10", "--out", str(out), "--resume",
                  "--no-progress", "--pack", "2", "--ema", "0.99", "--loss", "hinge"]) == 0

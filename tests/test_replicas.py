@@ -232,6 +232,13 @@ def test_cli_takes_one_value_per_replica(tmp_path):
     config = json.loads((tmp_path / "metrics.json").read_text())["config"]
     assert (config["real_label"], config["lr"], config["instance_noise"]) == ([0.9, 1.0], 1e-3, [0.0, 0.05])
     assert len(json.loads((tmp_path / "metrics.json").read_text())["quality"]["replicas"]) == 2
+    # evaluate with rejection sampling: each replica's own D judges its own G's candidates
+    assert main(["evaluate", str(tmp_path), "--rejection", "0.5", "--samples", "200",
+                 "--out", str(tmp_path / "e.json")]) == 0
+    report = json.loads((tmp_path / "e.json").read_text())
+    rates = report["sampling"]["acceptance"]
+    assert report["sampling"]["rejection_quantile"] == 0.5 and len(rates) == 2 and all(0 < r <= 1 for r in rates)
+    assert len(report["metrics"]["replicas"]) == 2
 
 
 def test_models_replicas_cannot_stack_are_refused():

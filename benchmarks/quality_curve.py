@@ -39,8 +39,8 @@ MODES = {"ring": 8, "grid": 25}
 
 def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol: dict, device, kernels="torch",
           report=None, rejection: float | None = None, check_every: int = 0, **options) -> list[dict]:
-    """The rows (one per checkpoint); ``report(rows, first)`` after each, so a run stopped by a time limit keeps
-    what it measured.
+    """The rows (one per checkpoint); ``report(rows, first, pictures)`` after each (``pictures``: seed 0's samples
+    at that checkpoint), so a run stopped by a time limit keeps what it measured.
 
     ``rejection``: each checkpoint is also evaluated with discriminator rejection sampling at that quantile
     (G's samples kept by D's verdict, ``fastgan.models.rejection_sample``), reported apart under
@@ -68,7 +68,9 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
                 check()
                 start += time.perf_counter() - paused   # checking is not training time
         seconds = time.perf_counter() - start
-        runs = [metrics.evaluate_mixture(trainer.sample(2500, seed=10_000 + k, replica=k), kind) for k in range(seeds)]
+        samples = [trainer.sample(2500, seed=10_000 + k, replica=k) for k in range(seeds)]
+        runs = [metrics.evaluate_mixture(x, kind) for x in samples]
+        pictures = {(kind, f"{steps} steps"): samples[0].cpu()}
         row = {"steps": steps, "seconds": seconds, "runs": runs, "summary": _summary(runs)}
         m, h, k = row["summary"]["modes"], row["summary"]["high_quality"], row["summary"]["kl"]
         line = (f"  {kind} {variant} {steps:7d} steps ({seconds:6.0f} s): modes {m[0]:.2f}±{m[1]:.2f}  "
@@ -77,9 +79,11 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
             kept = []
             for j in range(seeds):
                 g, d = trainer.replica(j, ema=trainer.ema_flat is not None)
-                samples, rate = rejection_sample(g, d, 2500, trainer.latent_dim, 10_000 + j, device, rejection,
-                                                 pack=trainer.config.pack)
-                kept.append({**metrics.evaluate_mixture(samples, kind), "acceptance": rate})
+                guided, rate = rejection_sample(g, d, 2500, trainer.latent_dim, 10_000 + j, device, rejection,
+                                                pack=trainer.config.pack)
+                kept.append({**metrics.evaluate_mixture(guided, kind), "acceptance": rate})
+                if j == 0:
+                    pictures[(kind, f"{steps} steps, rejection sampling {rejection:g}")] = guided.cpu()
             row["rejection"] = {"quantile": rejection, "runs": kept, "summary": _summary(kept)}
             r = row["rejection"]["summary"]
             line += (f"  | rejection {rejection:g}: HQ {100 * r['high_quality'][0]:.1f}"
@@ -89,7 +93,7 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
         print(line, flush=True)
         start = time.perf_counter() - seconds   # evaluation time is not training time
         if report is not None:
-            report(rows, first)
+            report(rows, first, pictures)
     return rows, first
 
 
@@ -140,7 +144,7 @@ def main(argv=None) -> int:
     options = {"cuda_graph": True, "steps_per_replay": args.steps_per_replay} if args.cuda_graph else {}
     written = []
 
-    def save(rows, first):
+    def save(rows, first, pictures):
         def cell(summary, key, scale=1.0, digits=3):
             return f"{scale * summary[key][0]:.{digits}f} ± {scale * summary[key][1]:.{digits}f}"
 
@@ -177,11 +181,11 @@ def main(argv=None) -> int:
                    "rejection": args.rejection, "check_every": args.check_every, "first_reached": first,
                    "curve": rows}
         written[:] = write_results(f"quality-curve-{args.data}-{args.variant}", payload, text, args.out)
+        written[2:] = quality.draw(pictures, {}, written[0].parent, written[0].stem)
 
     curve(args.data, args.variant, args.seeds, args.checkpoints, protocol, device, args.kernels, report=save,
           rejection=args.rejection, check_every=args.check_every, **options)
-    json_path, md_path = written
-    print(f"wrote {json_path}, {md_path}")
+    print("wrote " + ", ".join(map(str, written)))
     return 0
 
 

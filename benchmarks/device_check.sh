@@ -66,12 +66,12 @@ step environment "$T_ENV" bash -c "nvidia-smi; python3 benchmarks/device_summary
 cp "$WORK/environment.log" "$WORK/environment.txt"
 if [ "$QUALITY" = 1 ]; then
     # the quality protocol at its own length, each curve saved after every checkpoint (a step stopped at its
-    # limit keeps the checkpoints it reached): ring with EMA, grid with EMA + pack 2, both at lr 2e-4 (the CPU's
-    # best recipes), each checkpoint also with rejection sampling (reported apart), time to quality per seed
+    # limit keeps the checkpoints it reached): ring with EMA at lr 2e-4, grid with EMA + pack 2 at lr 5e-4 (the
+    # CPU's best recipes); each checkpoint also with rejection sampling (reported apart); time to quality per seed
     step quality_ring 240 python3 benchmarks/quality_curve.py --data ring --variant ema --lr 2e-4 --seeds 10 \
         --kernels triton --cuda-graph --steps-per-replay 8 --checkpoints 50000 100000 200000 400000 \
         --rejection 0.5 --check-every 1000 --out "$WORK/results"
-    step quality_grid 240 python3 benchmarks/quality_curve.py --data grid --variant ema_pack2 --lr 2e-4 --seeds 10 \
+    step quality_grid 240 python3 benchmarks/quality_curve.py --data grid --variant ema_pack2 --lr 5e-4 --seeds 10 \
         --kernels triton --cuda-graph --steps-per-replay 8 --checkpoints 50000 100000 200000 400000 \
         --rejection 0.5 --check-every 1000 --out "$WORK/results"
 else

@@ -174,11 +174,22 @@ def quality_curves(folder: Path) -> list[str]:
         if data is None:
             lines.append(f"quality: {path.name} unreadable")
             continue
-        lines.append(f"quality {data['data']} {data['variant']} ({data['seeds']} seeds, mean):")
+        lr = data.get("protocol", {}).get("lr")
+        lines.append(f"quality {data['data']} {data['variant']} ({data['seeds']} seeds, mean"
+                     + (f", lr {lr:g}" if lr else "") + "):")
         for row in data["curve"]:
             m, h, k = (row["summary"][key][0] for key in ("modes", "high_quality", "kl"))
-            lines.append(f"  {row['steps']:7d} steps {row['seconds']:6.0f} s: modes {m:5.2f}  HQ {100 * h:5.1f}%  "
-                         f"KL {k:.3f}")
+            line = f"  {row['steps']:7d} steps {row['seconds']:6.0f} s: modes {m:5.2f}  HQ {100 * h:5.1f}%  KL {k:.3f}"
+            if "rejection" in row:   # reported apart: the same checkpoint with rejection sampling
+                r = row["rejection"]["summary"]
+                line += (f"  | rejection {row['rejection']['quantile']:g}: HQ {100 * r['high_quality'][0]:5.1f}%  "
+                         f"KL {r['kl'][0]:.3f}")
+            lines.append(line)
+        first = [f for f in data.get("first_reached") or [] if f]
+        if data.get("check_every"):
+            steps_ = sorted(f["steps"] for f in first)
+            lines.append(f"  every mode with >= 90% HQ: {len(first)}/{data['seeds']} seeds"
+                         + (f", median step {steps_[len(steps_) // 2]}" if steps_ else ""))
     return lines
 
 

@@ -51,11 +51,11 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
                                       **options)
     rows, first, start = [], [None] * seeds, time.perf_counter()
 
-    def check():
+    def check(trained: float):
         for k in range(seeds):
             if first[k] is None and _reached(metrics.evaluate_mixture(trainer.sample(2500, seed=20_000 + k,
                                                                                      replica=k), kind), kind):
-                first[k] = {"steps": trainer.step_count, "seconds": time.perf_counter() - start}
+                first[k] = {"steps": trainer.step_count, "seconds": trained}
 
     for steps in checkpoints:
         while trainer.step_count < steps:
@@ -65,7 +65,7 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
             trainer.fit(chunk, log_every=5000, progress=False)
             if check_every and trainer.step_count % check_every == 0 and None in first:
                 paused = time.perf_counter()
-                check()
+                check(paused - start)
                 start += time.perf_counter() - paused   # checking is not training time
         seconds = time.perf_counter() - start
         samples = [trainer.sample(2500, seed=10_000 + k, replica=k) for k in range(seeds)]
@@ -128,10 +128,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.rejection is not None and not 0 <= args.rejection < 1:
         parser.error(f"--rejection must be a quantile in [0, 1), got {args.rejection}")
-    if args.check_every < 0 or args.check_every % args.steps_per_replay:
-        parser.error(f"--check-every must be >= 0 and a multiple of --steps-per-replay {args.steps_per_replay}")
     if args.steps_per_replay < 1 or (args.steps_per_replay > 1 and not args.cuda_graph):
         parser.error("--steps-per-replay K needs --cuda-graph and K >= 1")
+    if args.check_every < 0 or args.check_every % args.steps_per_replay:
+        parser.error(f"--check-every must be >= 0 and a multiple of --steps-per-replay {args.steps_per_replay}")
     if any(c % args.steps_per_replay for c in args.checkpoints):
         parser.error(f"--checkpoints must be multiples of --steps-per-replay {args.steps_per_replay}")
     if sorted(set(args.checkpoints)) != args.checkpoints or args.checkpoints[0] < 1:

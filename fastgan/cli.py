@@ -547,6 +547,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         shards = [load_checkpoint(args.checkpoint.parent / name) for name in state["shards"]]
         state = {**shards[0], "extra": state["extra"],
                  "generator": torch.cat([s["generator"] for s in shards]),
+                 "discriminator": torch.cat([s["discriminator"] for s in shards]),
                  "ema": torch.cat([s["ema"] for s in shards]) if shards[0].get("ema") is not None else None}
     model = state.get("extra", {}).get("model")
     if model is None:
@@ -575,12 +576,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if state.get("format") == REPLICA_FORMAT:   # K replicas: each one's metrics, their mean and standard error
         flat = state["ema"] if state.get("ema") is not None else state["generator"]
         stacked, stacked_d = StackedMLP([generator]), StackedMLP([discriminator])
-        if flat.shape[1] != stacked.flat.shape[1] or state["discriminator"].shape[1] != stacked_d.flat.shape[1]:
+        flat_d = state["discriminator"]
+        if flat.shape[1] != stacked.flat.shape[1] or (args.rejection is not None and (
+                flat_d.shape != (flat.shape[0], stacked_d.flat.shape[1]))):
             raise CheckpointError(f"{args.checkpoint}: its weights do not fit the model it describes")
         per_replica = []
         for k in range(flat.shape[0]):
             g = stacked.load_into(generator, k, flat).to(device).eval()
-            d = stacked_d.load_into(discriminator, k, state["discriminator"]).to(device).eval()
+            d = stacked_d.load_into(discriminator, k, flat_d).to(device).eval() if args.rejection is not None else None
             per_replica.append(_quality(model["data"], draw(g, d)))
         result = replica_summary(per_replica)
         weights = "ema" if state.get("ema") is not None else "generator"

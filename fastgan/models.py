@@ -332,9 +332,10 @@ def rejection_sample(generator: nn.Module, discriminator: nn.Module, n: int, lat
 
     ``pack > 1`` (a PacGAN D, which judges ``pack`` samples at once): a candidate's score is D's logit for the
     candidate packed with ``pack - 1`` partners, averaged over ``partner_sets`` fixed partner sets drawn from G
-    once (seed ``seed + 2**40``). The optimal packed D's logit is the sum of its samples' log density ratios,
-    so fixed partners shift every candidate's score by one constant, which M and gamma absorb: with such a D
-    this keeps what unpacked DRS keeps (to rounding).
+    once (seed ``seed + 2**40``). The optimal packed D's logit (standard loss, real label 1) is the sum of its
+    samples' log density ratios, so fixed partners shift every candidate's score by one constant, which M and
+    gamma absorb: with such a D this keeps what unpacked DRS keeps (to rounding). With label smoothing or
+    hinge the logit still rises with the ratio: the ranking gamma cuts at holds, the exact correction does not.
     """
     if getattr(generator, "num_classes", None) is not None:
         raise ValueError("rejection sampling is for unconditional GANs (this generator takes labels)")

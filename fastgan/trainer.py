@@ -270,12 +270,19 @@ class GANTrainer:
         ``"triton-interpreter"`` (Triton's CPU interpreter, TRITON_INTERPRET=1: slow,
         for tests), ``"reference"`` (kernels="triton" where Triton cannot run: the ops' PyTorch reference
         path, the same math unfused) or ``"cuda"`` (the native kernels; ``"cuda (D: triton whole-MLP)"`` when
-        a model is wider or deeper than they take and runs the Triton whole-MLP kernels instead)."""
+        a model is wider or deeper than they take and runs the Triton whole-MLP kernels instead, ``"... triton
+        per layer"`` when it is no plain MLP and runs the fused layers)."""
         if self.kernels == "cuda":
-            from .nn import FusedMLP
-            fell_back = [name for name, model in (("G", self.generator), ("D", self.discriminator))
-                         if any(isinstance(m, FusedMLP) and m.backend != "cuda" for m in model.modules())]
-            return f"cuda ({' and '.join(fell_back)}: triton whole-MLP)" if fell_back else "cuda"
+            from .nn import FusedLinear, FusedMLP
+            fell_back = []
+            for name, model in (("G", self.generator), ("D", self.discriminator)):
+                modules = list(model.modules())
+                if any(isinstance(m, FusedMLP) and m.backend != "cuda" for m in modules):
+                    fell_back.append(f"{name}: triton whole-MLP")
+                elif any(isinstance(m, FusedLinear) for m in modules) and not any(isinstance(m, FusedMLP)
+                                                                                  for m in modules):
+                    fell_back.append(f"{name}: triton per layer")
+            return f"cuda ({', '.join(fell_back)})" if fell_back else "cuda"
         if self.kernels not in ("triton", "triton-mlp"):
             return "torch"
         from . import ops

@@ -212,7 +212,7 @@ def test_device_summary_reads_quality_curves(tmp_path):
     shutil.copy(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu" /
                 "2026-11-27-quality-curve-ring-ema.json", tmp_path / "results" / "cpu")
     lines = device_summary.quality_curves(tmp_path)
-    assert lines[0] == "quality ring ema (5 seeds, mean):"
+    assert lines[0] == "quality ring ema (5 seeds, mean, lr 0.0001):"
     assert lines[-1] == "   200000 steps   1094 s: modes  8.00  HQ  92.5%  KL 0.002"
 
 
@@ -283,6 +283,27 @@ def test_quality_pacgan_preset_is_pacgans_protocol(tmp_path):
     assert (c.lr, c.betas, c.batch_size, c.samples_per_step, c.update) == (3e-4, (0.8, 0.999), 100, 200, "simultaneous")
     with pytest.raises(SystemExit):
         quality.main(args + ["--replicas"])
+
+
+def test_quality_curve_time_to_quality_counts_steps_and_training_seconds(tmp_path, monkeypatch):
+    """--check-every: the first check at which a seed qualifies gives its step, and its training seconds (no
+    evaluation or checking time, so never more than the checkpoint's)."""
+    import quality_curve
+    calls = []
+
+    def reached(result, kind):   # seed 1 (the second check of each round) qualifies from the second round on
+        calls.append(result)
+        return len(calls) >= 4 and len(calls) % 2 == 0
+
+    monkeypatch.setattr(quality_curve, "_reached", reached)
+    assert quality_curve.main(["--data", "ring", "--variant", "vanilla", "--seeds", "2", "--checkpoints", "15",
+                               "--check-every", "5", "--out", str(tmp_path)]) == 0
+    payload = json.loads(next(tmp_path.glob("cpu/*-quality-curve-ring-vanilla.json")).read_text())
+    first = payload["first_reached"]
+    assert first[0] is None and first[1]["steps"] == 10
+    assert 0 < first[1]["seconds"] <= payload["curve"][0]["seconds"]
+    text = next(tmp_path.glob("cpu/*-quality-curve-ring-vanilla.md")).read_text()
+    assert "| 1 | 10 |" in text and "| 0 | not within 15 | - |" in text
 
 
 def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):

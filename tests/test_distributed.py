@@ -203,6 +203,14 @@ def test_cli_sweep_under_torchrun_writes_every_replica_and_resumes_only_on_its_w
     assert {"modes", "high_quality", "kl"} <= set(metrics["quality"]["mean"]) <= set(metrics["quality"]["stderr"])
     assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint*.pt")) == [
         "checkpoint.pt", "checkpoint.rank0-of-2.pt", "checkpoint.rank1-of-2.pt"]
+    # evaluate reads the shards, plain and with rejection sampling (every replica's own D, from its shard)
+    from fastgan.cli import main
+    assert main(["evaluate", str(tmp_path / "run"), "--samples", "100", "--out", str(tmp_path / "plain.json")]) == 0
+    assert len(json.loads((tmp_path / "plain.json").read_text())["metrics"]["replicas"]) == 4
+    assert main(["evaluate", str(tmp_path / "run"), "--samples", "100", "--rejection", "0.5",
+                 "--out", str(tmp_path / "guided.json")]) == 0
+    guided = json.loads((tmp_path / "guided.json").read_text())
+    assert len(guided["metrics"]["replicas"]) == 4 and len(guided["sampling"]["acceptance"]) == 4
     # one process with the whole sweep reaches the same per-replica losses (fp32 rounding: thread counts differ)
     alone = subprocess.run([sys.executable, "-m", "fastgan", "train", *common[:-1], str(tmp_path / "alone"),
                             "--steps", "30"], cwd=tmp_path, capture_output=True, text=True, timeout=200)

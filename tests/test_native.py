@@ -125,6 +125,11 @@ def test_kernels_run_names_a_model_that_runs_the_triton_kernels_instead():
         warnings.simplefilter("ignore")
         trainer.discriminator = fuse(MLPDiscriminator(in_dim=1568, hidden=(64, 64)), whole=True, backend="cuda")
     assert trainer.kernels_run == "cuda (D: triton whole-MLP)"
+    from fastgan.models import BatchNormGenerator
+    with warnings.catch_warnings():   # no plain MLP (BatchNorm): fused per layer
+        warnings.simplefilter("ignore")
+        trainer.generator = fuse(BatchNormGenerator(2, hidden=8, layers=2), whole=True, backend="cuda")
+    assert trainer.kernels_run == "cuda (G: triton per layer, D: triton whole-MLP)"
 
 
 @pytest.fixture

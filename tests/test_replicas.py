@@ -239,6 +239,18 @@ def test_cli_takes_one_value_per_replica(tmp_path):
     rates = report["sampling"]["acceptance"]
     assert report["sampling"]["rejection_quantile"] == 0.5 and len(rates) == 2 and all(0 < r <= 1 for r in rates)
     assert len(report["metrics"]["replicas"]) == 2
+    # each replica judged by its own D: what the replica trainer, loaded from the checkpoint, samples
+    from fastgan import data, metrics
+    from fastgan.checkpoint import load_checkpoint
+    from fastgan.cli import _models
+    from fastgan.config import TrainConfig
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    config = TrainConfig.from_dict({**state["config"], "device": "cpu"})
+    trainer = GANTrainer(*_models(2, state["extra"]["model"]), data.gaussian_ring(1000), config)
+    trainer.load(tmp_path / "checkpoint.pt")
+    for k in range(2):
+        kept = trainer.sample(200, seed=report["seed"], replica=k, rejection=0.5)
+        assert metrics.evaluate_mixture(kept, "ring") == report["metrics"]["replicas"][k]
 
 
 def test_models_replicas_cannot_stack_are_refused():

@@ -7,6 +7,7 @@ against the card's matmul ceiling, and how long each step took against its limit
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -187,9 +188,8 @@ def quality_curves(folder: Path) -> list[str]:
             lines.append(line)
         first = [f for f in data.get("first_reached") or [] if f]
         if data.get("check_every"):
-            steps_ = sorted(f["steps"] for f in first)
             lines.append(f"  every mode with >= 90% HQ: {len(first)}/{data['seeds']} seeds"
-                         + (f", median step {steps_[len(steps_) // 2]}" if steps_ else ""))
+                         + (f", median step {statistics.median(f['steps'] for f in first):.0f}" if first else ""))
     return lines
 
 

@@ -214,6 +214,13 @@ def test_device_summary_reads_quality_curves(tmp_path):
     lines = device_summary.quality_curves(tmp_path)
     assert lines[0] == "quality ring ema (5 seeds, mean, lr 0.0001):"
     assert lines[-1] == "   200000 steps   1094 s: modes  8.00  HQ  92.5%  KL 0.002"
+    # a curve with rejection sampling and time to quality (the 10-seed ring of 2026-11-28)
+    shutil.copy(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu" /
+                "2026-11-28-quality-curve-ring-ema.json", tmp_path / "results" / "cpu")
+    lines = device_summary.quality_curves(tmp_path)
+    assert "quality ring ema (10 seeds, mean, lr 0.0002):" in lines
+    assert any(line.startswith("   400000 steps") and "| rejection 0.5: HQ  99.4%" in line for line in lines), lines
+    assert lines[-1] == "  every mode with >= 90% HQ: 10/10 seeds, median step 115000"
 
 
 def test_replicas_benchmark_quick_runs_on_cpu_and_writes_results(tmp_path):

@@ -26,7 +26,6 @@ import quality  # noqa: E402
 from common import environment, markdown_table, write_results  # noqa: E402
 
 from fastgan import metrics  # noqa: E402
-from fastgan.models import rejection_sample  # noqa: E402
 
 
 def _reached(result: dict, kind: str) -> bool:
@@ -43,7 +42,7 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
     at that checkpoint), so a run stopped by a time limit keeps what it measured.
 
     ``rejection``: each checkpoint is also evaluated with discriminator rejection sampling at that quantile
-    (G's samples kept by D's verdict, ``fastgan.models.rejection_sample``), reported apart under
+    (G's samples kept by D's verdict: the replica trainer's ``sample(rejection=...)``), reported apart under
     ``row["rejection"]``. ``check_every``: every that many steps, each seed's 2,500 samples (seed 20,000 + k,
     not the checkpoints') are checked for every mode with >= 90% HQ; ``first[k]`` is the first step (and the
     trainer's training seconds then, all seeds at once) at which seed k was."""
@@ -78,10 +77,8 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
         if rejection is not None:
             kept = []
             for j in range(seeds):
-                g, d = trainer.replica(j, ema=trainer.ema_flat is not None)
-                guided, rate = rejection_sample(g, d, 2500, trainer.latent_dim, 10_000 + j, device, rejection,
-                                                pack=trainer.config.pack)
-                kept.append({**metrics.evaluate_mixture(guided, kind), "acceptance": rate})
+                guided = trainer.sample(2500, seed=10_000 + j, replica=j, rejection=rejection)
+                kept.append({**metrics.evaluate_mixture(guided, kind), "acceptance": trainer.last_acceptance})
                 if j == 0:
                     pictures[(kind, f"{steps} steps, rejection sampling {rejection:g}")] = guided.cpu()
             row["rejection"] = {"quantile": rejection, "runs": kept, "summary": _summary(kept)}

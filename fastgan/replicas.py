@@ -480,7 +480,9 @@ class ReplicaTrainer(GANTrainer):
     def sample(self, n: int, seed: int = 0, ema: bool | None = None, labels=None, rejection: bool | float = False,
                replica: int | None = None) -> torch.Tensor:
         """Replica ``replica``'s ``n`` samples, as its single run's ``sample(n, seed)`` gives them; with
-        ``replica=None``, every replica's: ``(K, n, features)``. EMA weights when kept (``ema=False``: raw)."""
+        ``replica=None``, every replica's: ``(K, n, features)``. EMA weights when kept (``ema=False``: raw).
+        ``rejection``: as ``GANTrainer.sample``, each replica judged by its own D; ``self.last_acceptance`` is the
+        rate kept (a list, one per replica, with ``replica=None``)."""
         n = _positive_int("n", n)
         if labels is not None:
             raise ValueError("replicas are unconditional GANs: no labels")
@@ -488,17 +490,20 @@ class ReplicaTrainer(GANTrainer):
             raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
         use_ema = self.ema_flat is not None and ema is not False
         ks = range(self.replicas) if replica is None else [self._replica_index(replica)]
-        out = []
+        out, rates = [], []
         for k in ks:
             g, d = self.replica(k, ema=use_ema)
             if rejection is not False:
                 from .models import rejection_sample
                 quantile = 0.8 if rejection is True else float(rejection)
-                samples, _ = rejection_sample(g, d, n, self.latent_dim, seed, self.device, quantile,
-                                              pack=self.config.pack)
+                samples, rate = rejection_sample(g, d, n, self.latent_dim, seed, self.device, quantile,
+                                                 pack=self.config.pack)
+                rates.append(rate)
             else:
                 samples = generate(g, n, self.latent_dim, seed, self.device)
             out.append(samples)
+        if rates:
+            self.last_acceptance = rates[0] if replica is not None else rates
         return out[0] if replica is not None else torch.stack(out)
 
     # -- checkpoints ----------------------------------------------------------------------------------

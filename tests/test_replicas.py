@@ -251,6 +251,9 @@ def test_cli_takes_one_value_per_replica(tmp_path):
     for k in range(2):
         kept = trainer.sample(200, seed=report["seed"], replica=k, rejection=0.5)
         assert metrics.evaluate_mixture(kept, "ring") == report["metrics"]["replicas"][k]
+        assert trainer.last_acceptance == rates[k]
+    trainer.sample(200, seed=report["seed"], rejection=0.5)   # every replica: one rate each
+    assert trainer.last_acceptance == rates
 
 
 def test_models_replicas_cannot_stack_are_refused():

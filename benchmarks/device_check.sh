@@ -67,13 +67,14 @@ cp "$WORK/environment.log" "$WORK/environment.txt"
 if [ "$QUALITY" = 1 ]; then
     # the quality protocol at its own length, each curve saved after every checkpoint (a step stopped at its
     # limit keeps the checkpoints it reached): ring with EMA at lr 2e-4, grid with EMA + pack 2 at lr 5e-4 (the
-    # CPU's best recipes); each checkpoint also with rejection sampling (reported apart); time to quality per seed
+    # CPU's best recipes); each checkpoint also with rejection sampling, plain and with D calibrated 2000 steps
+    # against the sampled generator (each reported apart); time to quality per seed
     step quality_ring 240 python3 benchmarks/quality_curve.py --data ring --variant ema --lr 2e-4 --seeds 10 \
         --kernels triton --cuda-graph --steps-per-replay 8 --checkpoints 50000 100000 200000 400000 \
-        --rejection 0.5 --check-every 5000 --out "$WORK/results"
+        --rejection 0.5 --calibrate 2000 --check-every 5000 --out "$WORK/results"
     step quality_grid 240 python3 benchmarks/quality_curve.py --data grid --variant ema_pack2 --lr 5e-4 --seeds 10 \
         --kernels triton --cuda-graph --steps-per-replay 8 --checkpoints 50000 100000 200000 400000 \
-        --rejection 0.5 --check-every 5000 --out "$WORK/results"
+        --rejection 0.5 --calibrate 2000 --check-every 5000 --out "$WORK/results"
 else
     # the native kernels (kernels/, CMake; the image has nvcc, cmake and ninja): built here, then tested and timed
     step native_build "$T_BUILD" bash -c "cmake -S . -B build -G Ninja > /dev/null && cmake --build build"

@@ -181,10 +181,11 @@ def quality_curves(folder: Path) -> list[str]:
         for row in data["curve"]:
             m, h, k = (row["summary"][key][0] for key in ("modes", "high_quality", "kl"))
             line = f"  {row['steps']:7d} steps {row['seconds']:6.0f} s: modes {m:5.2f}  HQ {100 * h:5.1f}%  KL {k:.3f}"
-            if "rejection" in row:   # reported apart: the same checkpoint with rejection sampling
-                r = row["rejection"]["summary"]
-                line += (f"  | rejection {row['rejection']['quantile']:g}: HQ {100 * r['high_quality'][0]:5.1f}%  "
-                         f"KL {r['kl'][0]:.3f}")
+            for key in ("rejection", "calibrated"):   # reported apart: the same checkpoint, rejection sampling
+                if key in row:
+                    r = row[key]["summary"]
+                    line += (f"  | {key} {row[key]['quantile']:g}: HQ {100 * r['high_quality'][0]:5.1f}%  "
+                             f"KL {r['kl'][0]:.3f}")
             lines.append(line)
         first = [f for f in data.get("first_reached") or [] if f]
         if data.get("check_every"):

@@ -52,6 +52,7 @@ VARIANTS = {
     "instance_noise": {"instance_noise": 0.02},
     "r1": {"r1_gamma": 0.1, "r1_every": 16},
     "ema_pack2": {"ema": 0.999, "pack": 2},
+    "ema_pack4": {"ema": 0.999, "pack": 4},   # PacGAN4, the grid's best row, with the EMA
     "ema_ttur": {"ema": 0.999, "lr_g": 1e-4, "lr_d": 4e-4},
     # images only (the digits): differentiable augmentation, fixed (DiffAugment's) and adaptive (ADA's)
     "diffaugment": {"augment": "translation,cutout"},
@@ -118,6 +119,16 @@ def _models(protocol: dict, pack: int):
         from fastgan.models import ModelPreset
         preset = ModelPreset(protocol["latent_dim"], preset.hidden, preset.output_activation)
     return preset.build(2, pack=pack)
+
+
+def checkpoint_model(kind: str, variant: str, protocol: dict) -> dict | None:
+    """The model description ``fastgan train`` keeps in a checkpoint (``fastgan evaluate`` rebuilds G and D
+    from it); None for PacGAN's models, which the CLI does not build."""
+    if protocol["preset"] == "pacgan":
+        return None
+    preset = PRESETS[protocol["preset"]]
+    return {"data": kind, "hidden": list(preset.hidden), "pack": _trainer_settings(variant, protocol)[1],
+            "latent_dim": protocol["latent_dim"] or preset.latent_dim, "output_activation": preset.output_activation}
 
 
 def mixture_trainer(kind: str, variant: str, seed: int, device, kernels="torch", protocol=None, replicas=None,

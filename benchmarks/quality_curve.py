@@ -37,15 +37,19 @@ MODES = {"ring": 8, "grid": 25}
 
 
 def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol: dict, device, kernels="torch",
-          report=None, rejection: float | None = None, check_every: int = 0, **options) -> list[dict]:
+          report=None, rejection: float | None = None, check_every: int = 0, calibrate: int = 0,
+          checkpoint: Path | None = None, **options) -> list[dict]:
     """The rows (one per checkpoint); ``report(rows, first, pictures)`` after each (``pictures``: seed 0's samples
     at that checkpoint), so a run stopped by a time limit keeps what it measured.
 
     ``rejection``: each checkpoint is also evaluated with discriminator rejection sampling at that quantile
     (G's samples kept by D's verdict: the replica trainer's ``sample(rejection=...)``), reported apart under
-    ``row["rejection"]``. ``check_every``: every that many steps, each seed's 2,500 samples (seed 20,000 + k,
-    not the checkpoints') are checked for every mode with >= 90% HQ; ``first[k]`` is the first step (and the
-    trainer's training seconds then, all seeds at once) at which seed k was."""
+    ``row["rejection"]``; with ``calibrate=N`` also with each D first trained N steps against the generator
+    sampled from (``sample(calibrate=N)``), under ``row["calibrated"]``. ``checkpoint``: the trainer is saved
+    there at each checkpoint (to evaluate it again later: ``fastgan evaluate`` reads it). ``check_every``: every
+    that many steps, each seed's 2,500 samples (seed 20,000 + k, not the checkpoints') are checked for every mode
+    with >= 90% HQ; ``first[k]`` is the first step (and the trainer's training seconds then, all seeds at once)
+    at which seed k was."""
     trainer = quality.mixture_trainer(kind, variant, 0, device, kernels=kernels, protocol=protocol, replicas=seeds,
                                       **options)
     rows, first, start = [], [None] * seeds, time.perf_counter()
@@ -74,18 +78,24 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
         m, h, k = row["summary"]["modes"], row["summary"]["high_quality"], row["summary"]["kl"]
         line = (f"  {kind} {variant} {steps:7d} steps ({seconds:6.0f} s): modes {m[0]:.2f}±{m[1]:.2f}  "
                 f"HQ {100 * h[0]:.1f}±{100 * h[1]:.1f}%  KL {k[0]:.3f}±{k[1]:.3f}")
-        if rejection is not None:
+        for key, steps_d in (("rejection", 0), ("calibrated", calibrate)):
+            if rejection is None or (key == "calibrated" and not calibrate):
+                continue
             kept = []
             for j in range(seeds):
-                guided = trainer.sample(2500, seed=10_000 + j, replica=j, rejection=rejection)
+                guided = trainer.sample(2500, seed=10_000 + j, replica=j, rejection=rejection, calibrate=steps_d)
                 kept.append({**metrics.evaluate_mixture(guided, kind), "acceptance": trainer.last_acceptance})
                 if j == 0:
-                    pictures[(kind, f"{steps} steps, rejection sampling {rejection:g}")] = guided.cpu()
-            row["rejection"] = {"quantile": rejection, "runs": kept, "summary": _summary(kept)}
-            r = row["rejection"]["summary"]
-            line += (f"  | rejection {rejection:g}: HQ {100 * r['high_quality'][0]:.1f}"
+                    what = f"D calibrated {steps_d} steps" if steps_d else "rejection sampling"
+                    pictures[(kind, f"{steps} steps, {what} {rejection:g}")] = guided.cpu()
+            row[key] = {"quantile": rejection, "calibrate": steps_d, "runs": kept, "summary": _summary(kept)}
+            r = row[key]["summary"]
+            line += (f"  | {key} {rejection:g}: HQ {100 * r['high_quality'][0]:.1f}"
                      f"±{100 * r['high_quality'][1]:.1f}%  KL {r['kl'][0]:.3f}  modes {r['modes'][0]:.2f}  "
                      f"kept {100 * r['acceptance'][0]:.0f}%")
+        if checkpoint is not None:
+            model = quality.checkpoint_model(kind, variant, protocol)
+            trainer.save(checkpoint, extra={"model": model} if model else None)
         rows.append(row)
         print(line, flush=True)
         start = time.perf_counter() - seconds   # evaluation time is not training time
@@ -121,8 +131,15 @@ def main(argv=None) -> int:
     parser.add_argument("--check-every", type=int, default=0, metavar="N",
                         help="every N steps, check each seed for every mode with >= 90%% high-quality samples: "
                              "the first step (and seconds) each seed gets there")
+    parser.add_argument("--calibrate", type=int, default=0, metavar="N",
+                        help="with --rejection: also evaluate with each D first trained N steps against the "
+                             "generator sampled from, G held fixed (reported apart; 2000 is a good start)")
+    parser.add_argument("--save-checkpoint", type=Path, default=None, metavar="PATH",
+                        help="save the trainer there at each checkpoint (fastgan evaluate reads it)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.calibrate < 0 or (args.calibrate and args.rejection is None):
+        parser.error("--calibrate N needs --rejection Q and N >= 0")
     if args.rejection is not None and not 0 <= args.rejection < 1:
         parser.error(f"--rejection must be a quantile in [0, 1), got {args.rejection}")
     if args.steps_per_replay < 1 or (args.steps_per_replay > 1 and not args.cuda_graph):
@@ -156,15 +173,20 @@ def main(argv=None) -> int:
                 f"{args.variant} ({', '.join(f'{k} {v}' for k, v in chosen.items()) or 'no options'}), "
                 f"{args.seeds} seeds at once (replicas), mean ± s.e.; kernels {args.kernels}{graph}\n\n"
                 f"{quality.describe(protocol)}\n\n" + markdown_table(head, body))
-        if args.rejection is not None:
-            body = [[r["steps"], cell(r["rejection"]["summary"], "modes", digits=2),
-                     cell(r["rejection"]["summary"], "high_quality", 100, 1), cell(r["rejection"]["summary"], "kl"),
-                     cell(r["rejection"]["summary"], "kl_all"), cell(r["rejection"]["summary"], "acceptance", 100, 0)]
+        for key in ("rejection", "calibrated"):
+            if key not in rows[0]:
+                continue
+            body = [[r["steps"], cell(r[key]["summary"], "modes", digits=2),
+                     cell(r[key]["summary"], "high_quality", 100, 1), cell(r[key]["summary"], "kl"),
+                     cell(r[key]["summary"], "kl_all"), cell(r[key]["summary"], "acceptance", 100, 0)]
                     for r in rows]
+            how = ("G's candidates kept by the trained D's verdict, no retraining" if key == "rejection" else
+                   f"each D first trained {args.calibrate} more steps against the generator sampled from, G held "
+                   "fixed (`calibrate_discriminator`), then judging")
             text += (f"\n\nThe same checkpoints **with discriminator rejection sampling** (quantile "
-                     f"{args.rejection:g}; G's candidates kept by D's verdict, no retraining), apart from the plain "
-                     "figures above:\n\n" + markdown_table(["steps", "modes", "high-quality %", "KL (high-quality)",
-                                                           "KL (all samples)", "candidates kept %"], body))
+                     f"{args.rejection:g}; {how}), apart from the plain figures above:\n\n"
+                     + markdown_table(["steps", "modes", "high-quality %", "KL (high-quality)",
+                                       "KL (all samples)", "candidates kept %"], body))
         if args.check_every:
             mark = f"{MODES[args.data]}/{MODES[args.data]} modes with >= 90% high-quality samples"
             body = [[k, f["steps"], f"{f['seconds']:.0f}"] if f else [k, f"not within {rows[-1]['steps']}", "-"]
@@ -175,13 +197,15 @@ def main(argv=None) -> int:
         payload = {"environment": env, "data": args.data, "variant": args.variant, "kernels": args.kernels,
                    "cuda_graph": args.cuda_graph, "steps_per_replay": args.steps_per_replay, "options": chosen,
                    "seeds": args.seeds, "protocol": protocol, "architecture": quality.describe(protocol),
-                   "rejection": args.rejection, "check_every": args.check_every, "first_reached": first,
+                   "rejection": args.rejection, "calibrate": args.calibrate, "check_every": args.check_every,
+                   "first_reached": first,
                    "curve": rows}
         written[:] = write_results(f"quality-curve-{args.data}-{args.variant}", payload, text, args.out)
         written[2:] = quality.draw(pictures, {}, written[0].parent, written[0].stem)
 
     curve(args.data, args.variant, args.seeds, args.checkpoints, protocol, device, args.kernels, report=save,
-          rejection=args.rejection, check_every=args.check_every, **options)
+          rejection=args.rejection, check_every=args.check_every, calibrate=args.calibrate,
+          checkpoint=args.save_checkpoint, **options)
     print("wrote " + ", ".join(map(str, written)))
     return 0
 

@@ -14,7 +14,7 @@ import torch
 
 from . import data as datasets
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .models import DATA_PRESETS, PRESETS, ModelPreset, generate, rejection_sample
+from .models import DATA_PRESETS, PRESETS, ModelPreset, calibrate_discriminator, generate, rejection_sample
 from .plots import save_image_grid, save_loss_curve, save_scatter, save_scatter_panels
 from .losses import LOSSES
 from .config import KERNELS, PACK_CONVENTIONS, PER_REPLICA, PRECISIONS, SAMPLERS, UPDATES, TrainConfig
@@ -229,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="discriminator rejection sampling: G's candidates kept by the checkpoint's D, gamma at "
                                "quantile Q in [0, 1) (e.g. 0.5; higher: stricter); the report says so and gives the "
                                "rate kept. Unconditional runs.")
+    evaluate.add_argument("--calibrate", type=_positive(int), default=None, metavar="N",
+                          help="with --rejection: first train a copy of the checkpoint's D N steps (e.g. 2000) "
+                               "against the generator sampled from, G held fixed, on the run's data, so D judges "
+                               "that generator (its EMA weights included) and the modes keep their balance")
     evaluate.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     evaluate.set_defaults(run=run_evaluate)
 
@@ -554,6 +558,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"fastgan: {args.checkpoint} has no model description (was it written by `fastgan train`?)",
               file=sys.stderr)
         return 2
+    if args.calibrate is not None and args.rejection is None:
+        print("fastgan: --calibrate calibrates D for rejection sampling: add --rejection Q", file=sys.stderr)
+        return 2
     if args.rejection is not None and model.get("num_classes"):
         print("fastgan: --rejection is for unconditional runs (this checkpoint's GAN takes labels)", file=sys.stderr)
         return 2
@@ -563,10 +570,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     n = args.samples or _default_samples(model["data"])
     start = time.perf_counter()
     acceptance = []
+    real = datasets.load(model["data"], device=device) if args.calibrate else None
 
     def draw(g, d):
         if args.rejection is None:
             return generate(g, n, model["latent_dim"], args.seed, device)
+        if args.calibrate:
+            d = calibrate_discriminator(g, d, real, model["latent_dim"], args.calibrate, args.seed, device,
+                                        model.get("pack", 1))
         samples, rate = rejection_sample(g, d, n, model["latent_dim"], args.seed, device, args.rejection,
                                          pack=model.get("pack", 1))
         acceptance.append(rate)
@@ -607,8 +618,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     report = {"checkpoint": str(args.checkpoint), "step": state["step"], "data": model["data"],
               "weights": weights, "samples": n, "seed": args.seed,
               "sampling": "plain" if args.rejection is None else {
-                  "rejection_quantile": args.rejection, "acceptance": acceptance[0] if len(acceptance) == 1
-                  else acceptance},
+                  "rejection_quantile": args.rejection, "calibrate": args.calibrate or 0,
+                  "acceptance": acceptance[0] if len(acceptance) == 1 else acceptance},
               "device": str(device), "metrics": result,
               "seconds": round(time.perf_counter() - start, 2)}
     text = json.dumps(report, indent=2)

@@ -15,6 +15,7 @@ from torch import nn
 __all__ = ["MLPGenerator", "MLPDiscriminator", "BatchNormGenerator", "MaxoutDiscriminator", "pacgan_models",
            "ConditionalMLPGenerator", "ProjectionDiscriminator", "ModelPreset",
            "PRESETS", "DATA_PRESETS", "first_linear", "last_linear", "check_labels", "rejection_sample",
+           "calibrate_discriminator",
            "generate", "check_gan_models"]
 
 
@@ -380,6 +381,72 @@ def rejection_sample(generator: nn.Module, discriminator: nn.Module, n: int, lat
         candidates = generate(generator, batch, latent_dim, seed + round_, device)
     samples = torch.cat(kept)[:n]
     return samples, sum(k.shape[0] for k in kept) / drawn
+
+
+def _check_calibrate(calibrate, rejection) -> int:
+    """``sample``'s ``calibrate``: a non-negative int, and only with ``rejection``."""
+    if isinstance(calibrate, bool) or not isinstance(calibrate, int) or calibrate < 0:
+        raise ValueError(f"calibrate must be a non-negative int (steps), got {calibrate!r}")
+    if calibrate and rejection is False:
+        raise ValueError("calibrate calibrates D for rejection sampling: pass rejection=QUANTILE with it")
+    return calibrate
+
+
+def calibrate_discriminator(generator: nn.Module, discriminator: nn.Module, real: torch.Tensor, latent_dim: int,
+                            steps: int = 2000, seed: int = 0, device="cpu", pack: int = 1, lr: float = 1e-4,
+                            batch: int = 500) -> nn.Module:
+    """A copy of ``discriminator`` trained ``steps`` more steps against ``generator`` held fixed: the
+    calibration step of discriminator rejection sampling (Azadi et al. 2019 train D further, G frozen, so its
+    logit approaches log p_data / p_G). Pass the result to ``rejection_sample``; the trained D is untouched.
+
+    Why: at the end of training D judges the G it was last trained against, and rejection sampling applies
+    its verdict to another one (the EMA generator, or a G that has moved since): the correction it makes is
+    for the wrong G and skews the modes. Here D learns the generator that is sampled from, with the standard
+    loss and real label 1 whatever the run trained with (hinge, label smoothing), so its logit is the log
+    density ratio ``rejection_sample`` assumes. Each step: ``batch`` real rows and ``batch`` rows of G's
+    samples (``pack`` samples side by side per row, as a PacGAN D sees them), Adam ``lr`` with betas
+    (0.5, 0.999), one RNG seeded with ``seed`` for both. Unconditional GANs only.
+    """
+    import copy
+    if getattr(generator, "num_classes", None) is not None:
+        raise ValueError("calibration is for unconditional GANs (this generator takes labels)")
+    for name, value in (("steps", steps), ("pack", pack), ("batch", batch), ("latent_dim", latent_dim)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if not isinstance(real, torch.Tensor) or not real.is_floating_point():
+        raise TypeError(f"real must be a floating-point tensor of data samples, got {type(real).__name__}")
+    if real.dim() < 2 or real.shape[0] < 1:
+        raise ValueError(f"real must hold samples along its first dimension, got shape {tuple(real.shape)}")
+    real = real.reshape(real.shape[0], -1)
+    width = _in_features(discriminator, "in_features")
+    if width is not None and width != pack * real.shape[1]:
+        raise ValueError(f"the discriminator takes {width} features per row, but pack {pack} rows of this data "
+                         f"have {pack * real.shape[1]}")
+    d = copy.deepcopy(discriminator).to(device).train()
+    for p in d.parameters():
+        p.requires_grad_(True)
+    rng = torch.Generator(device="cpu").manual_seed(seed)
+    noise = torch.Generator(device=device).manual_seed(seed + 2 ** 41)
+    optimizer = torch.optim.Adam(d.parameters(), lr=lr, betas=(0.5, 0.999))
+    loss_fn = nn.BCEWithLogitsLoss()
+    with torch.enable_grad(), _eval_mode(generator):
+        for _ in range(steps):
+            index = torch.randint(0, real.shape[0], (batch * pack,), generator=rng).to(real.device)
+            rows = real[index].to(device).reshape(batch, -1)
+            with torch.no_grad():
+                z = torch.randn(batch * pack, latent_dim, device=device, generator=noise)
+                fake = generator(z).reshape(batch, -1)
+            real_logits, fake_logits = d(rows).flatten(), d(fake).flatten()
+            loss = (loss_fn(real_logits, torch.ones_like(real_logits))
+                    + loss_fn(fake_logits, torch.zeros_like(fake_logits)))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    if not torch.isfinite(loss) or not all(torch.isfinite(p).all() for p in d.parameters()):
+        raise RuntimeError(f"calibrating the discriminator diverged (last loss {loss.item()}): lower lr")
+    return d.eval()
 
 
 def _in_features(module: nn.Module, attribute: str) -> int | None:

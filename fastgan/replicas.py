@@ -478,12 +478,15 @@ class ReplicaTrainer(GANTrainer):
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, ema: bool | None = None, labels=None, rejection: bool | float = False,
-               replica: int | None = None) -> torch.Tensor:
+               replica: int | None = None, calibrate: int = 0) -> torch.Tensor:
         """Replica ``replica``'s ``n`` samples, as its single run's ``sample(n, seed)`` gives them; with
         ``replica=None``, every replica's: ``(K, n, features)``. EMA weights when kept (``ema=False``: raw).
         ``rejection``: as ``GANTrainer.sample``, each replica judged by its own D; ``self.last_acceptance`` is the
-        rate kept (a list, one per replica, with ``replica=None``)."""
+        rate kept (a list, one per replica, with ``replica=None``). ``calibrate=N``: as ``GANTrainer.sample``, a
+        copy of each replica's D trained N steps against the generator sampled from before it judges."""
         n = _positive_int("n", n)
+        from .models import _check_calibrate
+        calibrate = _check_calibrate(calibrate, rejection)
         if labels is not None:
             raise ValueError("replicas are unconditional GANs: no labels")
         if ema and self.ema_flat is None:
@@ -494,8 +497,11 @@ class ReplicaTrainer(GANTrainer):
         for k in ks:
             g, d = self.replica(k, ema=use_ema)
             if rejection is not False:
-                from .models import rejection_sample
+                from .models import calibrate_discriminator, rejection_sample
                 quantile = 0.8 if rejection is True else float(rejection)
+                if calibrate:
+                    d = calibrate_discriminator(g, d, self.data, self.latent_dim, calibrate, seed, self.device,
+                                                self.config.pack)
                 samples, rate = rejection_sample(g, d, n, self.latent_dim, seed, self.device, quantile,
                                                  pack=self.config.pack)
                 rates.append(rate)

@@ -24,7 +24,7 @@ from .ema import EMA
 from .graph import GraphedStep
 from .history import LossLog
 from .losses import bce_with_logits
-from .models import check_gan_models, generate, rejection_sample
+from .models import _check_calibrate, calibrate_discriminator, check_gan_models, generate, rejection_sample
 from .optim import FlatAdam
 from .phases import phase
 from .spectral import SpectralNorm
@@ -400,7 +400,7 @@ class GANTrainer:
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, ema: bool | None = None, labels=None,
-               rejection: bool | float = False) -> torch.Tensor:
+               rejection: bool | float = False, calibrate: int = 0) -> torch.Tensor:
         """``n`` generator samples from noise drawn with its own ``seed`` (training RNG untouched).
 
         Uses the EMA generator when one is kept (``ema=None`` or ``True``), the raw one with ``ema=False``.
@@ -408,8 +408,12 @@ class GANTrainer:
         ``rejection=True`` (or a quantile in [0, 1), default 0.8): discriminator rejection sampling, G's
         candidates kept by D's verdict (``fastgan.models.rejection_sample``; the rate accepted is in
         ``self.last_acceptance``; a packed D scores each candidate with fixed partners). Not for conditional GANs.
+        ``calibrate=N`` (with ``rejection``): first train a copy of D ``N`` steps against the generator sampled
+        from, held fixed, on the training data (``fastgan.models.calibrate_discriminator``), so D judges that
+        generator (the EMA one included) and rejection keeps the modes' balance; the trained D is untouched.
         """
         n = _positive_int("n", n)
+        calibrate = _check_calibrate(calibrate, rejection)
         if ema and self.ema is None:
             raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
         generator = self.ema.module if self.ema is not None and ema is not False else self.generator
@@ -420,7 +424,10 @@ class GANTrainer:
             training = self.discriminator.training
             self.discriminator.eval()
             try:
-                samples, self.last_acceptance = rejection_sample(generator, self.discriminator, n, self.latent_dim,
+                judge = self.discriminator if not calibrate else calibrate_discriminator(
+                    generator, self.discriminator, self.data, self.latent_dim, calibrate, seed, self.device,
+                    self.config.pack)
+                samples, self.last_acceptance = rejection_sample(generator, judge, n, self.latent_dim,
                                                                  seed, self.device, quantile, pack=self.config.pack)
             finally:
                 self.discriminator.train(training)

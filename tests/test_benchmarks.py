@@ -336,6 +336,22 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     assert payload["curve"][0]["rejection"]["quantile"] == 0.5 and 0 < kept["acceptance"] <= 1
     assert alone["high_quality"] == pytest.approx(kept["high_quality"], abs=2 / 2500)
     assert "with discriminator rejection sampling" in json_file.with_suffix(".md").read_text()
+    # D calibrated against each generator first, apart again; the trainer saved for `fastgan evaluate`
+    assert quality_curve.main(["--data", "ring", "--variant", "ema", "--seeds", "2", "--checkpoints", "10",
+                               "--rejection", "0.5", "--calibrate", "20", "--save-checkpoint",
+                               str(tmp_path / "ck.pt"), "--out", str(tmp_path / "cal")]) == 0
+    (json_file,) = (tmp_path / "cal").glob("cpu/*-quality-curve-ring-ema.json")
+    row = json.loads(json_file.read_text())["curve"][0]
+    kept = m.evaluate_mixture(trainer.sample(2500, seed=10_000, rejection=0.5, calibrate=20), "ring")
+    assert row["calibrated"]["calibrate"] == 20 and row["rejection"]["calibrate"] == 0
+    assert kept["high_quality"] == pytest.approx(row["calibrated"]["runs"][0]["high_quality"], abs=2 / 2500)
+    assert "each D first trained 20 more steps" in json_file.with_suffix(".md").read_text()
+    from fastgan.cli import main as cli
+    assert cli(["evaluate", str(tmp_path / "ck.pt"), "--seed", "10000", "--samples", "2500",
+                "--out", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["metrics"]["replicas"][0] == row["runs"][0]
+    with pytest.raises(SystemExit):
+        quality_curve.main(["--checkpoints", "10", "--calibrate", "5", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         quality_curve.main(["--checkpoints", "20", "10", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):

@@ -139,6 +139,19 @@ def test_stabilisation_flags_and_evaluate(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", str(out), "--rejection", "1"])
     assert "quantile in [0, 1)" in capsys.readouterr().err
+    # D calibrated against the EMA generator first: the API's calibrate_discriminator on the run's data
+    assert main(["evaluate", str(out), "--calibrate", "40"]) == 2
+    assert "add --rejection" in capsys.readouterr().err
+    assert main(["evaluate", str(out), "--samples", "500", "--rejection", "0.5", "--calibrate", "40"]) == 0
+    calibrated = json.loads(capsys.readouterr().out)
+    from fastgan import data
+    from fastgan.models import calibrate_discriminator
+    judge = calibrate_discriminator(g, d, data.load("ring"),
+                                    state["extra"]["model"]["latent_dim"], 40, report["seed"], pack=2)
+    kept, rate = rejection_sample(g, judge, 500, state["extra"]["model"]["latent_dim"], report["seed"], "cpu", 0.5,
+                                  pack=2)
+    assert calibrated["sampling"] == {"rejection_quantile": 0.5, "calibrate": 40, "acceptance": rate}
+    assert quality.evaluate_mixture(kept, "ring") == calibrated["metrics"]
     # resume keeps the packed discriminator, and says which settings changed
     assert main(["train", "--data", "ring", "--steps", "30", "--log-every", "10", "--out", str(out), "--resume",
                  "--no-progress", "--pack", "2", "--ema", "0.99", "--loss", "hinge"]) == 0

@@ -88,3 +88,94 @@ def test_rejection_with_a_packed_d_keeps_what_unpacked_keeps(pack):
     assert packed.shape == (1000, 2) and abs(packed_rate - single_rate) < 1e-3, (packed_rate, single_rate)
     same = (packed == single).all(dim=1).double().mean().item()
     assert same > 0.99, same
+
+
+class _Lopsided(nn.Module):
+    """A 'generator' that puts its samples on the ring's modes (their std, 0.01) in unequal shares: mode k
+    gets a share proportional to k + 1, so mode 7 has 8 times mode 0's. Noise: 3 numbers, the first picks."""
+    latent_dim = 3
+
+    def __init__(self):
+        super().__init__()
+        shares = torch.arange(1, 9, dtype=torch.float64)
+        self.register_buffer("edges", torch.cumsum(shares / shares.sum(), 0)[:-1].float())
+
+    def forward(self, z):
+        mode = torch.bucketize(torch.special.ndtr(z[:, 0]).contiguous(), self.edges)
+        return data.ring_centers()[mode] + 0.01 * z[:, 1:]
+
+
+def test_calibrating_d_against_the_generator_corrects_its_mode_shares():
+    """A D that knows nothing (fresh weights), trained against G held fixed, learns p_data / p_G: rejection
+    sampling with it (quantile 0.95: DRS's sigmoid then follows the ratio over G's range) brings G's lopsided
+    modes (1:8) to the data's equal shares. (At low quantiles DRS keeps over half of every candidate: it
+    sharpens, and corrects the shares only in part.)"""
+    from fastgan.models import calibrate_discriminator
+    torch.manual_seed(0)
+    d = MLPDiscriminator(in_dim=2, hidden=(64, 64))
+    before = [p.detach().clone() for p in d.parameters()]
+    real = data.gaussian_ring(20_000, seed=1)
+    judge = calibrate_discriminator(_Lopsided(), d, real, 3, steps=400, seed=0, lr=3e-3, batch=256)
+    assert all(torch.equal(p, q) for p, q in zip(before, d.parameters()))   # a copy: D itself untouched
+    assert not judge.training and judge is not d
+    plain = metrics.evaluate_mixture(_Lopsided()(torch.randn(4000, 3, generator=torch.Generator().manual_seed(5))),
+                                     "ring")
+    kept, rate = rejection_sample(_Lopsided(), judge, 4000, 3, seed=5, quantile=0.95, max_candidates=10 ** 7)
+    guided = metrics.evaluate_mixture(kept, "ring")
+    # with no calibration, the fresh D's verdict is noise: it cannot rebalance anything
+    blind = metrics.evaluate_mixture(rejection_sample(_Lopsided(), d, 4000, 3, seed=5, quantile=0.95,
+                                                      max_candidates=10 ** 7)[0], "ring")
+    assert plain["kl"] > 0.1 and blind["kl"] > plain["kl"], (plain, blind)   # shares 1:2:...:8: KL 0.14
+    assert guided["kl"] < 0.1 * plain["kl"] and guided["modes"] == 8 and 0 < rate < 1, (plain, guided)
+    # reproducible: the same seed gives the same D
+    again = calibrate_discriminator(_Lopsided(), d, real, 3, steps=400, seed=0, lr=3e-3, batch=256)
+    assert all(torch.equal(p, q) for p, q in zip(judge.parameters(), again.parameters()))
+
+
+def test_calibrate_refuses_bad_input_and_the_trainer_uses_it():
+    from fastgan.models import calibrate_discriminator
+    g, d, real = _Lopsided(), MLPDiscriminator(in_dim=2, hidden=(8,)), data.gaussian_ring(100)
+    for kwargs, match in (({"steps": 0}, "steps"), ({"pack": 2}, "takes 2 features per row"), ({"lr": -1.0}, "lr"),
+                          ({"batch": True}, "batch")):
+        with pytest.raises(ValueError, match=match):
+            calibrate_discriminator(g, d, real, 3, **kwargs)
+    with pytest.raises(TypeError, match="floating-point"):
+        calibrate_discriminator(g, d, real.long(), 3)
+    with pytest.raises(ValueError, match="first dimension"):
+        calibrate_discriminator(g, d, real[0], 3)
+    torch.manual_seed(0)
+    trainer = GANTrainer(MLPGenerator(latent_dim=4, hidden=(16,), out_dim=2, output_activation=None),
+                         MLPDiscriminator(in_dim=4, hidden=(16,)), data.gaussian_ring(1000), device="cpu", pack=2,
+                         ema=0.9)
+    trainer.fit(5, log_every=5, progress=False)
+    with pytest.raises(ValueError, match="rejection"):
+        trainer.sample(10, calibrate=5)
+    with pytest.raises(ValueError, match="non-negative"):
+        trainer.sample(10, rejection=0.5, calibrate=-1)
+    state = [p.detach().clone() for p in trainer.discriminator.parameters()]
+    kept = trainer.sample(300, seed=2, rejection=0.5, calibrate=300)
+    assert all(torch.equal(p, q) for p, q in zip(state, trainer.discriminator.parameters()))
+    judge = calibrate_discriminator(trainer.ema.module, trainer.discriminator, trainer.data, 4, 300, 2, pack=2)
+    alone, rate = rejection_sample(trainer.ema.module, judge, 300, 4, 2, quantile=0.5, pack=2)
+    assert torch.equal(kept, alone) and rate == trainer.last_acceptance
+    assert not torch.equal(kept, trainer.sample(300, seed=2, rejection=0.5))   # the calibrated D judged
+
+
+def test_calibrate_trains_a_fused_triton_discriminator_as_the_plain_one():
+    """A trainer on Triton kernels (its D fused): the calibrated copy trains through the fused ops and judges
+    as the plain module with the same weights would (same draws, fp32 rounding apart)."""
+    from fastgan.models import calibrate_discriminator
+    torch.manual_seed(0)
+    g = MLPGenerator(latent_dim=4, hidden=(16,), out_dim=2, output_activation=None)
+    d = MLPDiscriminator(in_dim=2, hidden=(16,))
+    trainer = GANTrainer(g, d, data.gaussian_ring(1000), device="cpu", batch_size=32, kernels="triton")
+    assert any(type(m).__name__ == "FusedLinear" for m in trainer.discriminator.modules())
+    plain_d = MLPDiscriminator(in_dim=2, hidden=(16,))
+    plain_d.load_state_dict(trainer.discriminator.state_dict())
+    fused = calibrate_discriminator(trainer.generator, trainer.discriminator, trainer.data, 4, steps=5, batch=64)
+    plain = calibrate_discriminator(trainer.generator, plain_d, trainer.data, 4, steps=5, batch=64)
+    x = torch.randn(50, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before, after, reference = plain_d(x), fused(x), plain(x)
+    assert not torch.allclose(after, before, atol=1e-4)   # it trained
+    torch.testing.assert_close(after, reference, rtol=1e-4, atol=1e-5)

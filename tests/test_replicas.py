@@ -246,7 +246,7 @@ def test_cli_takes_one_value_per_replica(tmp_path):
     from fastgan.config import TrainConfig
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     config = TrainConfig.from_dict({**state["config"], "device": "cpu"})
-    trainer = GANTrainer(*_models(2, state["extra"]["model"]), data.gaussian_ring(1000), config)
+    trainer = GANTrainer(*_models(2, state["extra"]["model"]), data.load("ring"), config)   # the run's data
     trainer.load(tmp_path / "checkpoint.pt")
     for k in range(2):
         kept = trainer.sample(200, seed=report["seed"], replica=k, rejection=0.5)
@@ -254,6 +254,15 @@ def test_cli_takes_one_value_per_replica(tmp_path):
         assert trainer.last_acceptance == rates[k]
     trainer.sample(200, seed=report["seed"], rejection=0.5)   # every replica: one rate each
     assert trainer.last_acceptance == rates
+    # with each D calibrated against its own G first: what the replica trainer's sample(calibrate=) gives
+    assert main(["evaluate", str(tmp_path), "--rejection", "0.5", "--calibrate", "30", "--samples", "200",
+                 "--out", str(tmp_path / "c.json")]) == 0
+    calibrated = json.loads((tmp_path / "c.json").read_text())
+    assert calibrated["sampling"]["calibrate"] == 30 and report["sampling"]["calibrate"] == 0
+    for k in range(2):
+        kept = trainer.sample(200, seed=report["seed"], replica=k, rejection=0.5, calibrate=30)
+        assert metrics.evaluate_mixture(kept, "ring") == calibrated["metrics"]["replicas"][k]
+        assert trainer.last_acceptance == calibrated["sampling"]["acceptance"][k]
 
 
 def test_models_replicas_cannot_stack_are_refused():

@@ -184,13 +184,24 @@ def quality_curves(folder: Path) -> list[str]:
             for key in ("rejection", "calibrated"):   # reported apart: the same checkpoint, rejection sampling
                 if key in row:
                     r = row[key]["summary"]
-                    line += (f"  | {key} {row[key]['quantile']:g}: HQ {100 * r['high_quality'][0]:5.1f}%  "
+                    steps_d = f" (D +{row[key]['calibrate']} steps)" if row[key].get("calibrate") else ""
+                    line += (f"  | {key}{steps_d} {row[key]['quantile']:g}: HQ {100 * r['high_quality'][0]:5.1f}%  "
                              f"KL {r['kl'][0]:.3f}")
             lines.append(line)
         first = [f for f in data.get("first_reached") or [] if f]
         if data.get("check_every"):
             lines.append(f"  every mode with >= 90% HQ: {len(first)}/{data['seeds']} seeds"
                          + (f", median step {statistics.median(f['steps'] for f in first):.0f}" if first else ""))
+    for path in sorted(folder.glob("results/quality-*-calibrated.json")):   # fastgan evaluate on the last checkpoint
+        report = _read(path)
+        if report is None or "mean" not in report.get("metrics", {}):
+            lines.append(f"quality: {path.name} unreadable")
+            continue
+        sampling, mean = report["sampling"], report["metrics"]["mean"]
+        lines.append(f"quality {report['data']}, step {report['step']}, rejection {sampling['rejection_quantile']:g} "
+                     f"with D calibrated {sampling['calibrate']} steps (mean of {len(report['metrics']['replicas'])}"
+                     f" replicas, noise seed {report['seed']}): modes {mean['modes']:5.2f}  "
+                     f"HQ {100 * mean['high_quality']:5.1f}%  KL {mean['kl']:.3f}")
     return lines
 
 

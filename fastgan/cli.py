@@ -561,6 +561,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.calibrate is not None and args.rejection is None:
         print("fastgan: --calibrate calibrates D for rejection sampling: add --rejection Q", file=sys.stderr)
         return 2
+    if model["data"] not in ("digits", "ring", "grid"):
+        print("fastgan: evaluate knows digits, ring and grid; MNIST needs its own classifier", file=sys.stderr)
+        return 2
     if args.rejection is not None and model.get("num_classes"):
         print("fastgan: --rejection is for unconditional runs (this checkpoint's GAN takes labels)", file=sys.stderr)
         return 2
@@ -612,9 +615,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 discriminator.to(device).eval()
             samples = draw(generator, discriminator)
         result = _quality(model["data"], samples, labels)
-    if result is None:
-        print("fastgan: evaluate knows digits, ring and grid; MNIST needs its own classifier", file=sys.stderr)
-        return 2
     report = {"checkpoint": str(args.checkpoint), "step": state["step"], "data": model["data"],
               "weights": weights, "samples": n, "seed": args.seed,
               "sampling": "plain" if args.rejection is None else {
@@ -660,7 +660,8 @@ def main(argv: list[str] | None = None) -> int:
     from .native import NativeKernelsUnavailable
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, CheckpointError, DistributedError, NativeKernelsUnavailable) as e:
+    except (ValueError, FileNotFoundError, CheckpointError, DistributedError, NativeKernelsUnavailable,
+            FloatingPointError) as e:
         print(f"fastgan: error: {e}", file=sys.stderr)
         return 2
     except torch.distributed.DistError as e:   # a collective failed: a peer died, or the timeout passed

@@ -340,8 +340,7 @@ def rejection_sample(generator: nn.Module, discriminator: nn.Module, n: int, lat
     """
     if getattr(generator, "num_classes", None) is not None:
         raise ValueError("rejection sampling is for unconditional GANs (this generator takes labels)")
-    if not 0.0 <= quantile < 1.0:
-        raise ValueError(f"quantile must be in [0, 1), got {quantile!r}")
+    quantile = _check_quantile(quantile)
     for name, value in (("pack", pack), ("partner_sets", partner_sets)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -383,6 +382,19 @@ def rejection_sample(generator: nn.Module, discriminator: nn.Module, n: int, lat
     return samples, sum(k.shape[0] for k in kept) / drawn
 
 
+def _check_quantile(quantile) -> float:
+    if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0.0 <= quantile < 1.0:
+        raise ValueError(f"quantile must be a number in [0, 1), got {quantile!r}")
+    return float(quantile)
+
+
+def _sample_quantile(rejection) -> float | None:
+    """``sample``'s ``rejection``: False (none), True (quantile 0.8) or a quantile in [0, 1)."""
+    if rejection is False:
+        return None
+    return 0.8 if rejection is True else _check_quantile(rejection)
+
+
 def _check_calibrate(calibrate, rejection) -> int:
     """``sample``'s ``calibrate``: a non-negative int, and only with ``rejection``."""
     if isinstance(calibrate, bool) or not isinstance(calibrate, int) or calibrate < 0:
@@ -403,9 +415,11 @@ def calibrate_discriminator(generator: nn.Module, discriminator: nn.Module, real
     its verdict to another one (the EMA generator, or a G that has moved since): the correction it makes is
     for the wrong G and skews the modes. Here D learns the generator that is sampled from, with the standard
     loss and real label 1 whatever the run trained with (hinge, label smoothing), so its logit is the log
-    density ratio ``rejection_sample`` assumes. Each step: ``batch`` real rows and ``batch`` rows of G's
-    samples (``pack`` samples side by side per row, as a PacGAN D sees them), Adam ``lr`` with betas
-    (0.5, 0.999), one RNG seeded with ``seed`` for both. Unconditional GANs only.
+    density ratio ``rejection_sample`` assumes (towards it: D is a finite net trained a finite time). Each
+    step: ``batch`` real rows and ``batch`` rows of G's samples (``pack`` samples side by side per row, as a
+    PacGAN D sees them), Adam ``lr`` with betas (0.5, 0.999); the rows are drawn on ``device`` by an RNG seeded
+    with ``seed``, G's noise by one seeded with ``seed + 2**41``. Plain Adam steps: a run's spectral norm or R1
+    penalty is not applied (the copy estimates a ratio; it is not trained on). Unconditional GANs only.
     """
     import copy
     if getattr(generator, "num_classes", None) is not None:
@@ -420,21 +434,19 @@ def calibrate_discriminator(generator: nn.Module, discriminator: nn.Module, real
     if real.dim() < 2 or real.shape[0] < 1:
         raise ValueError(f"real must hold samples along its first dimension, got shape {tuple(real.shape)}")
     real = real.reshape(real.shape[0], -1)
-    width = _in_features(discriminator, "in_features")
-    if width is not None and width != pack * real.shape[1]:
-        raise ValueError(f"the discriminator takes {width} features per row, but pack {pack} rows of this data "
-                         f"have {pack * real.shape[1]}")
+    check_gan_models(generator, discriminator, real.shape[1], pack, latent_dim)
+    real = real.to(device)
     d = copy.deepcopy(discriminator).to(device).train()
     for p in d.parameters():
         p.requires_grad_(True)
-    rng = torch.Generator(device="cpu").manual_seed(seed)
+    rng = torch.Generator(device=device).manual_seed(seed)   # on the device: no host round trip per step
     noise = torch.Generator(device=device).manual_seed(seed + 2 ** 41)
     optimizer = torch.optim.Adam(d.parameters(), lr=lr, betas=(0.5, 0.999))
     loss_fn = nn.BCEWithLogitsLoss()
     with torch.enable_grad(), _eval_mode(generator):
         for _ in range(steps):
-            index = torch.randint(0, real.shape[0], (batch * pack,), generator=rng).to(real.device)
-            rows = real[index].to(device).reshape(batch, -1)
+            index = torch.randint(0, real.shape[0], (batch * pack,), generator=rng, device=device)
+            rows = real[index].reshape(batch, -1)
             with torch.no_grad():
                 z = torch.randn(batch * pack, latent_dim, device=device, generator=noise)
                 fake = generator(z).reshape(batch, -1)
@@ -445,7 +457,8 @@ def calibrate_discriminator(generator: nn.Module, discriminator: nn.Module, real
             loss.backward()
             optimizer.step()
     if not torch.isfinite(loss) or not all(torch.isfinite(p).all() for p in d.parameters()):
-        raise RuntimeError(f"calibrating the discriminator diverged (last loss {loss.item()}): lower lr")
+        raise FloatingPointError(f"calibrating the discriminator diverged (last loss {loss.item()}): fewer steps, "
+                                 "or calibrate_discriminator with a lower lr")
     return d.eval()
 
 

@@ -485,7 +485,8 @@ class ReplicaTrainer(GANTrainer):
         rate kept (a list, one per replica, with ``replica=None``). ``calibrate=N``: as ``GANTrainer.sample``, a
         copy of each replica's D trained N steps against the generator sampled from before it judges."""
         n = _positive_int("n", n)
-        from .models import _check_calibrate
+        from .models import _check_calibrate, _sample_quantile
+        quantile = _sample_quantile(rejection)   # bad input refused before any work
         calibrate = _check_calibrate(calibrate, rejection)
         if labels is not None:
             raise ValueError("replicas are unconditional GANs: no labels")
@@ -496,9 +497,8 @@ class ReplicaTrainer(GANTrainer):
         out, rates = [], []
         for k in ks:
             g, d = self.replica(k, ema=use_ema)
-            if rejection is not False:
+            if quantile is not None:
                 from .models import calibrate_discriminator, rejection_sample
-                quantile = 0.8 if rejection is True else float(rejection)
                 if calibrate:
                     d = calibrate_discriminator(g, d, self.data, self.latent_dim, calibrate, seed, self.device,
                                                 self.config.pack)

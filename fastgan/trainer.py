@@ -24,7 +24,7 @@ from .ema import EMA
 from .graph import GraphedStep
 from .history import LossLog
 from .losses import bce_with_logits
-from .models import _check_calibrate, calibrate_discriminator, check_gan_models, generate, rejection_sample
+from .models import _check_calibrate, _sample_quantile, calibrate_discriminator, check_gan_models, generate, rejection_sample
 from .optim import FlatAdam
 from .phases import phase
 from .spectral import SpectralNorm
@@ -413,14 +413,14 @@ class GANTrainer:
         generator (the EMA one included) and rejection keeps the modes' balance; the trained D is untouched.
         """
         n = _positive_int("n", n)
+        quantile = _sample_quantile(rejection)   # bad input refused before any work
         calibrate = _check_calibrate(calibrate, rejection)
         if ema and self.ema is None:
             raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
         generator = self.ema.module if self.ema is not None and ema is not False else self.generator
-        if rejection is not False:
+        if quantile is not None:
             if labels is not None:
                 raise ValueError("rejection sampling is for unconditional GANs")
-            quantile = 0.8 if rejection is True else float(rejection)
             training = self.discriminator.training
             self.discriminator.eval()
             try:

@@ -350,6 +350,18 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     assert cli(["evaluate", str(tmp_path / "ck.pt"), "--seed", "10000", "--samples", "2500",
                 "--out", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["metrics"]["replicas"][0] == row["runs"][0]
+    # and with calibration, as device_check --quality scores the last trainer saved: replica 0 as the curve's
+    (tmp_path / "dc" / "results").mkdir(parents=True)
+    report_file = tmp_path / "dc" / "results" / "quality-ring-calibrated.json"
+    assert cli(["evaluate", str(tmp_path / "ck.pt"), "--seed", "10000", "--samples", "2500", "--rejection", "0.5",
+                "--calibrate", "20", "--out", str(report_file)]) == 0
+    report = json.loads(report_file.read_text())
+    calibrated = {k: v for k, v in row["calibrated"]["runs"][0].items() if k != "acceptance"}
+    assert report["metrics"]["replicas"][0] == calibrated
+    assert report["sampling"]["acceptance"][0] == row["calibrated"]["runs"][0]["acceptance"]
+    import device_summary
+    (line,) = [x for x in device_summary.quality_curves(tmp_path / "dc") if "calibrated" in x]
+    assert line.startswith("quality ring, step 10, rejection 0.5 with D calibrated 20 steps (mean of 2 replicas"), line
     with pytest.raises(SystemExit):
         quality_curve.main(["--checkpoints", "10", "--calibrate", "5", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):

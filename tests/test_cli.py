@@ -5,7 +5,7 @@ import subprocess
 import pytest
 import torch
 
-from fastgan.checkpoint import load_checkpoint
+from fastgan.checkpoint import load_checkpoint, save_checkpoint
 from fastgan.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -152,6 +152,10 @@ def test_stabilisation_flags_and_evaluate(tmp_path, capsys):
                                   pack=2)
     assert calibrated["sampling"] == {"rejection_quantile": 0.5, "calibrate": 40, "acceptance": rate}
     assert quality.evaluate_mixture(kept, "ring") == calibrated["metrics"]
+    # an MNIST run is refused up front, in one line (evaluate has no MNIST classifier, nor --data-root)
+    save_checkpoint({**state, "extra": {"model": {**state["extra"]["model"], "data": "mnist"}}}, tmp_path / "m.pt")
+    assert main(["evaluate", str(tmp_path / "m.pt"), "--rejection", "0.5", "--calibrate", "40"]) == 2
+    assert "MNIST needs its own classifier" in capsys.readouterr().err
     # resume keeps the packed discriminator, and says which settings changed
     assert main(["train", "--data", "ring", "--steps", "30", "--log-every", "10", "--out", str(out), "--resume",
                  "--no-progress", "--pack", "2", "--ema", "0.99", "--loss", "hinge"]) == 0

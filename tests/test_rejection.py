@@ -135,7 +135,7 @@ def test_calibrating_d_against_the_generator_corrects_its_mode_shares():
 def test_calibrate_refuses_bad_input_and_the_trainer_uses_it():
     from fastgan.models import calibrate_discriminator
     g, d, real = _Lopsided(), MLPDiscriminator(in_dim=2, hidden=(8,)), data.gaussian_ring(100)
-    for kwargs, match in (({"steps": 0}, "steps"), ({"pack": 2}, "takes 2 features per row"), ({"lr": -1.0}, "lr"),
+    for kwargs, match in (({"steps": 0}, "steps"), ({"pack": 2}, "discriminator takes 2"), ({"lr": -1.0}, "lr"),
                           ({"batch": True}, "batch")):
         with pytest.raises(ValueError, match=match):
             calibrate_discriminator(g, d, real, 3, **kwargs)
@@ -143,6 +143,8 @@ def test_calibrate_refuses_bad_input_and_the_trainer_uses_it():
         calibrate_discriminator(g, d, real.long(), 3)
     with pytest.raises(ValueError, match="first dimension"):
         calibrate_discriminator(g, d, real[0], 3)
+    with pytest.raises(ValueError, match="latent"):
+        calibrate_discriminator(MLPGenerator(latent_dim=4, hidden=(8,), out_dim=2, output_activation=None), d, real, 3)
     torch.manual_seed(0)
     trainer = GANTrainer(MLPGenerator(latent_dim=4, hidden=(16,), out_dim=2, output_activation=None),
                          MLPDiscriminator(in_dim=4, hidden=(16,)), data.gaussian_ring(1000), device="cpu", pack=2,
@@ -152,6 +154,9 @@ def test_calibrate_refuses_bad_input_and_the_trainer_uses_it():
         trainer.sample(10, calibrate=5)
     with pytest.raises(ValueError, match="non-negative"):
         trainer.sample(10, rejection=0.5, calibrate=-1)
+    for bad in (1.5, None, "0.5"):   # refused before the calibration runs
+        with pytest.raises(ValueError, match="quantile"):
+            trainer.sample(10, rejection=bad, calibrate=10 ** 9)
     state = [p.detach().clone() for p in trainer.discriminator.parameters()]
     kept = trainer.sample(300, seed=2, rejection=0.5, calibrate=300)
     assert all(torch.equal(p, q) for p, q in zip(state, trainer.discriminator.parameters()))
@@ -159,6 +164,16 @@ def test_calibrate_refuses_bad_input_and_the_trainer_uses_it():
     alone, rate = rejection_sample(trainer.ema.module, judge, 300, 4, 2, quantile=0.5, pack=2)
     assert torch.equal(kept, alone) and rate == trainer.last_acceptance
     assert not torch.equal(kept, trainer.sample(300, seed=2, rejection=0.5))   # the calibrated D judged
+    # training goes on as if nothing had been sampled: the same steps as a twin that never sampled
+    torch.manual_seed(0)
+    twin = GANTrainer(MLPGenerator(latent_dim=4, hidden=(16,), out_dim=2, output_activation=None),
+                      MLPDiscriminator(in_dim=4, hidden=(16,)), data.gaussian_ring(1000), device="cpu", pack=2, ema=0.9)
+    twin.fit(5, log_every=5, progress=False)
+    trainer.fit(5, log_every=5, progress=False)
+    twin.fit(5, log_every=5, progress=False)
+    assert trainer.discriminator.training
+    for mine, theirs in ((trainer.generator, twin.generator), (trainer.discriminator, twin.discriminator)):
+        assert all(torch.equal(p, q) for p, q in zip(mine.parameters(), theirs.parameters()))
 
 
 def test_calibrate_trains_a_fused_triton_discriminator_as_the_plain_one():

@@ -24,7 +24,8 @@ from .ema import EMA
 from .graph import GraphedStep
 from .history import LossLog
 from .losses import bce_with_logits
-from .models import _check_calibrate, _sample_quantile, calibrate_discriminator, check_gan_models, generate, rejection_sample
+from .models import (_check_calibrate, _sample_quantile, calibrate_discriminator, check_gan_models, generate,
+                     rejection_sample)
 from .optim import FlatAdam
 from .phases import phase
 from .spectral import SpectralNorm

@@ -221,6 +221,14 @@ def test_device_summary_reads_quality_curves(tmp_path):
     assert "quality ring ema (10 seeds, mean, lr 0.0002):" in lines
     assert any(line.startswith("   400000 steps") and "| rejection 0.5: HQ  99.4%" in line for line in lines), lines
     assert lines[-1] == "  every mode with >= 90% HQ: 10/10 seeds, median step 115000"
+    # and its rerun with a calibrated D as well (the same plain and rejection figures, then the calibrated ones)
+    for old in (tmp_path / "results" / "cpu").glob("*.json"):
+        old.unlink()
+    shutil.copy(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu" /
+                "2026-11-28-quality-curve-ring-ema-2.json", tmp_path / "results" / "cpu")
+    lines = device_summary.quality_curves(tmp_path)
+    assert lines[-2] == ("   400000 steps   2716 s: modes  7.90  HQ  93.4%  KL 0.074  | rejection 0.5: HQ  99.4%  "
+                         "KL 0.111  | calibrated (D +2000 steps) 0.5: HQ  99.2%  KL 0.087"), lines
 
 
 def test_replicas_benchmark_quick_runs_on_cpu_and_writes_results(tmp_path):

@@ -86,8 +86,8 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
                 guided = trainer.sample(2500, seed=10_000 + j, replica=j, rejection=rejection, calibrate=steps_d)
                 kept.append({**metrics.evaluate_mixture(guided, kind), "acceptance": trainer.last_acceptance})
                 if j == 0:
-                    what = f"D calibrated {steps_d} steps" if steps_d else "rejection sampling"
-                    pictures[(kind, f"{steps} steps, {what} {rejection:g}")] = guided.cpu()
+                    what = f", D calibrated {steps_d} steps" if steps_d else ""
+                    pictures[(kind, f"{steps} steps, rejection sampling {rejection:g}{what}")] = guided.cpu()
             row[key] = {"quantile": rejection, "calibrate": steps_d, "runs": kept, "summary": _summary(kept)}
             r = row[key]["summary"]
             line += (f"  | {key} {rejection:g}: HQ {100 * r['high_quality'][0]:.1f}"

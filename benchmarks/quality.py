@@ -111,14 +111,19 @@ def _trainer_settings(variant: str, protocol: dict) -> tuple[dict, int]:
     return settings, pack
 
 
-def _models(protocol: dict, pack: int):
-    if protocol["preset"] == "pacgan":
-        return pacgan_models(2, pack=pack)
+def _preset(protocol: dict):
+    """The protocol's model preset (not PacGAN's), with its latent size if the protocol sets one."""
     preset = PRESETS[protocol["preset"]]
     if protocol["latent_dim"] is not None:
         from fastgan.models import ModelPreset
         preset = ModelPreset(protocol["latent_dim"], preset.hidden, preset.output_activation)
-    return preset.build(2, pack=pack)
+    return preset
+
+
+def _models(protocol: dict, pack: int):
+    if protocol["preset"] == "pacgan":
+        return pacgan_models(2, pack=pack)
+    return _preset(protocol).build(2, pack=pack)
 
 
 def checkpoint_model(kind: str, variant: str, protocol: dict) -> dict | None:
@@ -126,9 +131,8 @@ def checkpoint_model(kind: str, variant: str, protocol: dict) -> dict | None:
     from it); None for PacGAN's models, which the CLI does not build."""
     if protocol["preset"] == "pacgan":
         return None
-    preset = PRESETS[protocol["preset"]]
-    return {"data": kind, "hidden": list(preset.hidden), "pack": _trainer_settings(variant, protocol)[1],
-            "latent_dim": protocol["latent_dim"] or preset.latent_dim, "output_activation": preset.output_activation}
+    from fastgan.cli import model_description
+    return model_description(kind, _preset(protocol), _trainer_settings(variant, protocol)[1])
 
 
 def mixture_trainer(kind: str, variant: str, seed: int, device, kernels="torch", protocol=None, replicas=None,

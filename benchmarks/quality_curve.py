@@ -53,6 +53,7 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
     trainer = quality.mixture_trainer(kind, variant, 0, device, kernels=kernels, protocol=protocol, replicas=seeds,
                                       **options)
     rows, first, start = [], [None] * seeds, time.perf_counter()
+    model = quality.checkpoint_model(kind, variant, protocol)   # what fastgan evaluate rebuilds the models from
 
     def check(trained: float):
         for k in range(seeds):
@@ -94,7 +95,6 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
                      f"±{100 * r['high_quality'][1]:.1f}%  KL {r['kl'][0]:.3f}  modes {r['modes'][0]:.2f}  "
                      f"kept {100 * r['acceptance'][0]:.0f}%")
         if checkpoint is not None:
-            model = quality.checkpoint_model(kind, variant, protocol)
             trainer.save(checkpoint, extra={"model": model} if model else None)
         rows.append(row)
         print(line, flush=True)

@@ -258,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def model_description(data: str, preset: ModelPreset, pack: int) -> dict:
+    """A run's model description, what checkpoints keep under extra["model"] (``_models`` rebuilds G and D
+    from it; ``fastgan evaluate`` reads it)."""
+    return {"data": data, "hidden": list(preset.hidden), "pack": pack, "latent_dim": preset.latent_dim,
+            "output_activation": preset.output_activation}
+
+
 def _models(features: int, model: dict):
     """G and D from a run's model description (what checkpoints keep under extra["model"]); conditional
     (``ConditionalMLPGenerator`` / ``ProjectionDiscriminator``) where it has ``num_classes``."""
@@ -274,8 +281,9 @@ def run_train(args: argparse.Namespace) -> int:
         args.pack = recipe["pack"]
     ema_given = args.ema is not None
     args.ema = recipe["ema"] if args.ema is None else (args.ema or None)   # --ema 0: off
-    model_config = {"data": args.data, "hidden": list(args.hidden or preset.hidden), "pack": args.pack,
-                    "latent_dim": args.latent_dim or preset.latent_dim, "output_activation": preset.output_activation}
+    model_config = model_description(args.data, ModelPreset(args.latent_dim or preset.latent_dim,
+                                                            tuple(args.hidden or preset.hidden),
+                                                            preset.output_activation), args.pack)
     if args.conditional:
         if args.data not in ("digits", "mnist"):
             raise ValueError(f"--conditional needs class labels: --data digits or mnist, not {args.data}")

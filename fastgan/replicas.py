@@ -33,7 +33,8 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig, _positive_int, resolve_kernels
-from .models import check_gan_models, generate
+from .models import (_check_calibrate, _sample_quantile, calibrate_discriminator, check_gan_models, generate,
+                     rejection_sample)
 from .phases import phase
 
 __all__ = ["replica_models", "StackedMLP", "ReplicaAdam", "ReplicaTrainer", "REPLICA_FORMAT"]
@@ -485,7 +486,6 @@ class ReplicaTrainer(GANTrainer):
         rate kept (a list, one per replica, with ``replica=None``). ``calibrate=N``: as ``GANTrainer.sample``, a
         copy of each replica's D trained N steps against the generator sampled from before it judges."""
         n = _positive_int("n", n)
-        from .models import _check_calibrate, _sample_quantile
         quantile = _sample_quantile(rejection)   # bad input refused before any work
         calibrate = _check_calibrate(calibrate, rejection)
         if labels is not None:
@@ -498,7 +498,6 @@ class ReplicaTrainer(GANTrainer):
         for k in ks:
             g, d = self.replica(k, ema=use_ema)
             if quantile is not None:
-                from .models import calibrate_discriminator, rejection_sample
                 if calibrate:
                     d = calibrate_discriminator(g, d, self.data, self.latent_dim, calibrate, seed, self.device,
                                                 self.config.pack)

@@ -26,6 +26,7 @@ import json
 import math
 import statistics
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -276,7 +277,7 @@ def draw(pictures_mix, pictures_digits, folder, stem):
             ax.set_axis_on()
             ax.scatter(s[:, 0], s[:, 1], s=1.5, alpha=0.5)
             ax.scatter(centers[:, 0], centers[:, 1], marker="x", c="tab:red", s=30)
-            ax.set_title(variant, fontsize=9)
+            ax.set_title("\n".join(textwrap.wrap(variant, 34)), fontsize=9)   # long names: no overlap
             ax.set_aspect("equal")
             lim = 1.6 if kind == "ring" else 5.5
             ax.set_xlim(-lim, lim)

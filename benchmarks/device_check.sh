@@ -67,10 +67,11 @@ cp "$WORK/environment.log" "$WORK/environment.txt"
 if [ "$QUALITY" = 1 ]; then
     # the quality protocol at its own length, each curve saved after every checkpoint (a step stopped at its
     # limit keeps the checkpoints it reached): ring with EMA at lr 2e-4, grid with EMA + pack 2 at lr 3e-4 (the
-    # CPU's best recipes; on the grid 3e-4 kept 25/25 modes in all 10 seeds to 200k, where 5e-4 lost modes in 3);
-    # each checkpoint also with rejection sampling (reported apart); time to quality per seed. The trainer is saved at each checkpoint; the last one saved is then scored with rejection sampling by
-    # each D calibrated 2,000 steps against its sampled G (a step of its own: eager steps, one replica at a time,
-    # not timed on a GPU yet, so it cannot cost the curve its 400k row)
+    # CPU's best recipes; on the grid 3e-4 kept 25/25 modes in all 10 seeds to 400k, where 5e-4 lost modes in 3);
+    # each checkpoint also with rejection sampling (reported apart); time to quality per seed. The trainer is
+    # saved at each checkpoint; the last one saved is then scored with rejection sampling by each D calibrated
+    # 2,000 steps against its sampled G (a step of its own: eager steps, one replica at a time, not timed on a
+    # GPU yet, so it cannot cost the curve its 400k row)
     for run in "ring ema 2e-4" "grid ema_pack2 3e-4"; do
         set -- $run
         step "quality_$1" 215 python3 benchmarks/quality_curve.py --data "$1" --variant "$2" --lr "$3" --seeds 10 \

@@ -37,7 +37,8 @@ from common import environment, markdown_table, write_results  # noqa: E402
 
 import fastgan  # noqa: E402
 from fastgan import data, metrics, ops  # noqa: E402
-from fastgan.models import PRESETS, pacgan_models  # noqa: E402
+from fastgan.cli import model_description  # noqa: E402
+from fastgan.models import PRESETS, ModelPreset, pacgan_models  # noqa: E402
 
 # GANTrainer options of each variant (D's input widens with pack).
 VARIANTS = {
@@ -116,7 +117,6 @@ def _preset(protocol: dict):
     """The protocol's model preset (not PacGAN's), with its latent size if the protocol sets one."""
     preset = PRESETS[protocol["preset"]]
     if protocol["latent_dim"] is not None:
-        from fastgan.models import ModelPreset
         preset = ModelPreset(protocol["latent_dim"], preset.hidden, preset.output_activation)
     return preset
 
@@ -132,7 +132,6 @@ def checkpoint_model(kind: str, variant: str, protocol: dict) -> dict | None:
     from it); None for PacGAN's models, which the CLI does not build."""
     if protocol["preset"] == "pacgan":
         return None
-    from fastgan.cli import model_description
     return model_description(kind, _preset(protocol), _trainer_settings(variant, protocol)[1])
 
 

@@ -14,9 +14,9 @@ until ring-8 shows 8/8 modes with >= 90% high-quality samples, per backend.
     python benchmarks/quality.py --no-digits --preset pacgan --variants vanilla pack2 pack3 pack4 \
         --steps 400000     # PacGAN's own protocol: its models and its code's settings (GPU-sized)
     python benchmarks/quality.py --no-mixtures --digits-preset digits --variants recipe   # fastgan train's
-Every protocol setting is a flag: --lr --betas --batch --steps --latent-dim --preset --pack-convention
---update --seeds; --replicas trains a variant's seeds as one K-replica trainer (fastgan.replicas: the
-same runs, seeds 0..K-1, each on the seed-0 data set) instead of one after another.
+Every protocol setting is a flag: --lr --lr-schedule --betas --batch --steps --latent-dim --preset
+--pack-convention --update --seeds; --replicas trains a variant's seeds as one K-replica trainer
+(fastgan.replicas: the same runs, seeds 0..K-1, each on the seed-0 data set) instead of one after another.
 Writes results/<card>/<date>-quality.{json,md} and -quality-{ring,grid,digits}.png.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ from common import environment, markdown_table, write_results  # noqa: E402
 
 import fastgan  # noqa: E402
 from fastgan import data, metrics, ops  # noqa: E402
-from fastgan.cli import model_description  # noqa: E402
+from fastgan.cli import lr_milestone, model_description  # noqa: E402
 from fastgan.models import PRESETS, ModelPreset, pacgan_models  # noqa: E402
 
 # GANTrainer options of each variant (D's input widens with pack).
@@ -79,14 +79,15 @@ def describe(protocol: dict) -> str:
     if protocol["preset"] == "pacgan":
         return ("PacGAN's protocol (`--preset pacgan`, its code's settings): G 2-d noise -> 4 x 400 (bias-free "
                 "Linear, BatchNorm, ReLU) -> 2, D (2*pack) -> 3 x 200 maxout (5 pieces) -> 1, weights N(0, 0.02); "
-                f"Adam {protocol['lr']:g} {tuple(protocol['betas'])}, batch {protocol['batch']} "
-                f"({protocol['pack_convention']} convention), {protocol['update']} updates, non-saturating loss. "
-                "PacGAN trained 400,000 iterations.")
+                f"Adam {protocol['lr']:g}{describe_schedule(protocol)} {tuple(protocol['betas'])}, batch "
+                f"{protocol['batch']} ({protocol['pack_convention']} convention), {protocol['update']} updates, "
+                "non-saturating loss. PacGAN trained 400,000 iterations.")
     preset = PRESETS[protocol["preset"]]
     latent = protocol["latent_dim"] or preset.latent_dim
     width = " -> ".join(map(str, preset.hidden))
     return (f"ours ({protocol['preset']}): G latent {latent} -> {width} -> 2 (leaky-ReLU 0.2, linear output), "
-            f"D (2*pack) -> {width} -> 1 (leaky-ReLU 0.2), Adam {protocol['lr']:g} {tuple(protocol['betas'])}, "
+            f"D (2*pack) -> {width} -> 1 (leaky-ReLU 0.2), Adam {protocol['lr']:g}{describe_schedule(protocol)} "
+            f"{tuple(protocol['betas'])}, "
             f"batch {protocol['batch'] or '128 (126 for pack 3)'} ({protocol['pack_convention']} convention), "
             f"{protocol.get('update', 'alternating')} updates, non-saturating loss unless stated. PacGAN used a "
             "4x400 BN-ReLU G and a maxout D (3x200, 5 pieces): `--preset pacgan` is that.")
@@ -94,10 +95,10 @@ def describe(protocol: dict) -> str:
 
 # The protocol's settings (flags of main); PROTOCOL["batch"] None: 128, or 126 where pack 3 needs a multiple.
 PROTOCOL = {"lr": 2e-4, "betas": (0.5, 0.999), "batch": None, "latent_dim": None, "preset": "mixture-benchmark",
-            "pack_convention": "samples", "update": "alternating"}
+            "pack_convention": "samples", "update": "alternating", "lr_schedule": ()}
 # PacGAN's own (its code's synthetic_data_experiments configs: 400 epochs of 100,000 points at batch 100)
 PACGAN_PROTOCOL = {"lr": 1e-4, "betas": (0.8, 0.999), "batch": 100, "latent_dim": 2, "preset": "pacgan",
-                   "pack_convention": "rows", "update": "simultaneous"}
+                   "pack_convention": "rows", "update": "simultaneous", "lr_schedule": ()}
 MODEL_PRESETS = sorted(PRESETS) + ["pacgan"]
 
 
@@ -110,7 +111,16 @@ def _trainer_settings(variant: str, protocol: dict) -> tuple[dict, int]:
                 **options}
     if protocol["latent_dim"] is not None:
         settings["latent_dim"] = protocol["latent_dim"]
+    if protocol.get("lr_schedule"):
+        settings["lr_schedule"] = tuple(map(tuple, protocol["lr_schedule"]))
     return settings, pack
+
+
+def describe_schedule(protocol: dict) -> str:
+    """The protocol's learning-rate schedule in words ("" when the rate is constant)."""
+    schedule = protocol.get("lr_schedule") or ()
+    return "" if not schedule else (" (" + ", ".join(f"x{factor:g} from step {step:,}" for step, factor in schedule)
+                                    + ")")
 
 
 def _preset(protocol: dict):
@@ -366,6 +376,8 @@ def main(argv=None) -> int:
                              "the flags below say otherwise, its settings: " + ", ".join(
                                  f"{k} {v}" for k, v in PACGAN_PROTOCOL.items() if k != "preset"))
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-4)")
+    parser.add_argument("--lr-schedule", type=lr_milestone, nargs="+", default=None, metavar="STEP:FACTOR",
+                        help="step-down learning rates: x FACTOR from STEP on, e.g. 200000:0.5 300000:0.1")
     parser.add_argument("--betas", type=float, nargs=2, default=None, help="Adam betas (default 0.5 0.999)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 128; 126 for pack 3)")
     parser.add_argument("--latent-dim", type=int, default=None, help="G's noise size (default: the preset's)")
@@ -404,7 +416,8 @@ def main(argv=None) -> int:
     print(f"card: {env['card']} | seeds {seeds} | steps {steps} | variants {variants}", flush=True)
     defaults = PACGAN_PROTOCOL if args.preset == "pacgan" else PROTOCOL
     given = {"lr": args.lr, "betas": tuple(args.betas) if args.betas else None, "batch": args.batch,
-             "latent_dim": args.latent_dim, "pack_convention": args.pack_convention, "update": args.update}
+             "latent_dim": args.latent_dim, "pack_convention": args.pack_convention, "update": args.update,
+             "lr_schedule": tuple(args.lr_schedule) if args.lr_schedule else None}
     protocol = {**defaults, **{k: v for k, v in given.items() if v is not None}, "preset": args.preset}
     if args.preset == "pacgan" and (args.replicas or protocol["latent_dim"] != 2):
         parser.error("--preset pacgan: its BatchNorm G and maxout D cannot be stacked as replicas, and its G "

@@ -8,6 +8,8 @@ as ``quality.py`` evaluates its runs; the trainer keeps going after each evaluat
     python benchmarks/quality_curve.py --data grid --variant ema_pack2 --checkpoints 50000 100000 200000
     python benchmarks/quality_curve.py --data ring --variant ema --seeds 10 --cuda-graph --steps-per-replay 8 \
         --checkpoints 100000 200000 400000    # a GPU: PacGAN's length, 10 seeds at once
+    python benchmarks/quality_curve.py --data ring --variant ema_pack2 --lr 2e-4 --seeds 10 \
+        --lr-schedule 200000:0.5 300000:0.1 --checkpoints 200000 300000 400000   # step-down rates
 
 Defaults are PacGAN's settings on our models (``quality.py``'s mixture-benchmark preset): Adam 1e-4
 (0.5, 0.999), batch 100 packed rows, 5 seeds. Writes results/<card>/<date>-quality-curve.{json,md}.
@@ -25,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
 from common import environment, markdown_table, write_results  # noqa: E402
 
+import fastgan  # noqa: E402
 from fastgan import metrics  # noqa: E402
+from fastgan.cli import lr_milestone  # noqa: E402
 
 
 def _reached(result: dict, kind: str) -> bool:
@@ -117,6 +121,8 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoints", type=int, nargs="+", required=True, help="step counts to evaluate at")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr-schedule", type=lr_milestone, nargs="+", default=(), metavar="STEP:FACTOR",
+                        help="step-down learning rates: x FACTOR from STEP on, e.g. 200000:0.5 300000:0.1")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--pack-convention", choices=["samples", "rows"], default="rows")
     parser.add_argument("--device", default=None)
@@ -151,7 +157,12 @@ def main(argv=None) -> int:
     if sorted(set(args.checkpoints)) != args.checkpoints or args.checkpoints[0] < 1:
         parser.error("--checkpoints must be increasing positive step counts")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    protocol = {**quality.PROTOCOL, "lr": args.lr, "batch": args.batch, "pack_convention": args.pack_convention}
+    protocol = {**quality.PROTOCOL, "lr": args.lr, "batch": args.batch, "pack_convention": args.pack_convention,
+                "lr_schedule": tuple(args.lr_schedule)}
+    try:   # a schedule the trainer refuses fails here, before hours of training
+        fastgan.TrainConfig(lr_schedule=protocol["lr_schedule"])
+    except ValueError as error:
+        parser.error(str(error))
     env = environment()
     if args.cuda_graph and device.type != "cuda":
         parser.error("--cuda-graph needs a CUDA device")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import platform
 import shlex
 import sys
@@ -82,6 +83,19 @@ def _quantile(text):
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be a quantile in [0, 1), got {text}")
     return value
+
+
+def lr_milestone(text: str) -> tuple[int, float]:
+    """One ``STEP:FACTOR`` of ``--lr-schedule`` (an argparse type): ``200000:0.5``."""
+    step, sep, factor = text.partition(":")
+    try:
+        pair = (int(step), float(factor))
+    except ValueError:
+        pair = None
+    if not sep or pair is None or pair[0] < 1 or not (math.isfinite(pair[1]) and pair[1] > 0):
+        raise argparse.ArgumentTypeError(f"each milestone is STEP:FACTOR (a positive step, a positive factor), "
+                                         f"e.g. 200000:0.5, got {text!r}")
+    return pair
 
 
 def _add_fast_step_options(parser: argparse.ArgumentParser) -> None:
@@ -175,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     stabilise.add_argument("--loss", choices=LOSSES, default="non_saturating")
     stabilise.add_argument("--lr-g", type=_positive(float), nargs="+", default=None, help="G's learning rate (TTUR)")
     stabilise.add_argument("--lr-d", type=_positive(float), nargs="+", default=None, help="D's learning rate (TTUR)")
+    stabilise.add_argument("--lr-schedule", type=lr_milestone, nargs="+", default=(), metavar="STEP:FACTOR",
+                           help="step-down learning rates: from STEP on, G's and D's rates are their base values "
+                                "times FACTOR, e.g. 200000:0.5 300000:0.1 (steps increasing)")
     stabilise.add_argument("--d-steps", type=_positive(int), default=1, help="D updates per G update")
     stabilise.add_argument("--ema", type=float, default=None,
                            help="EMA decay of G's weights (samples and metrics use the average); default 0.999 "

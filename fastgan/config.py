@@ -88,6 +88,26 @@ def _finite(name: str, value, minimum: float, strict: bool) -> float:
     return float(value)
 
 
+def _check_lr_schedule(value) -> tuple[tuple[int, float], ...]:
+    """``value`` as a tuple of ``(step, factor)`` pairs, steps positive and increasing, factors positive."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"lr_schedule must be a sequence of (step, factor) pairs, e.g. ((200000, 0.5),), "
+                         f"got {value!r}")
+    pairs, last = [], 0
+    for pair in value:
+        ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], int) and \
+            not isinstance(pair[0], bool) and isinstance(pair[1], (int, float)) and not isinstance(pair[1], bool) \
+            and math.isfinite(pair[1]) and pair[1] > 0
+        if not ok:
+            raise ValueError(f"lr_schedule: each entry is a (step, factor) pair, a positive integer step and a "
+                             f"positive factor, got {pair!r}")
+        if pair[0] <= last:
+            raise ValueError(f"lr_schedule: steps must be positive and increasing, got {pair[0]} after {last}")
+        pairs.append((pair[0], float(pair[1])))
+        last = pair[0]
+    return tuple(pairs)
+
+
 @dataclass
 class TrainConfig:
     """The settings of one GAN training run; a bad value is a ``ValueError`` naming it, when the config is
@@ -124,6 +144,10 @@ class TrainConfig:
     Stabilisation options (see ``fastgan.step``; all off by default):
         loss: ``"non_saturating"`` (default) or ``"hinge"``.
         lr_g, lr_d: separate learning rates (TTUR); each defaults to ``lr``.
+        lr_schedule: a step-down schedule, ``(step, factor)`` pairs with increasing steps: from step ``step``
+            on (the update numbered ``step + 1``; ``step_count`` counts those done) both models' learning
+            rates are their base values times ``factor``, e.g. ``((200_000, 0.5), (300_000, 0.1))``. A pure
+            function of the step, so a resumed run equals an uninterrupted one; default ``()``: constant.
         d_steps: D updates per G update.
         ema: decay of an exponential moving average of G's weights (e.g. 0.999), used by ``sample``.
         pack: PacGAN packing: D sees ``pack`` samples per row, so its input size is ``pack * features``.
@@ -166,6 +190,7 @@ class TrainConfig:
     seed: int = 0
     lr_g: float | None = None
     lr_d: float | None = None
+    lr_schedule: tuple[tuple[int, float], ...] = ()
     device: str | None = None
     kernels: str = "torch"
     sampler: str = "auto"
@@ -230,6 +255,7 @@ class TrainConfig:
         for name in ("lr_g", "lr_d"):
             if getattr(self, name) is not None:
                 self._each(name, lambda v, name=name: _finite(name, v, 0.0, strict=True))
+        self.lr_schedule = _check_lr_schedule(self.lr_schedule)
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}, got {self.loss!r}")
         self._each("real_label", check_real_label)
@@ -366,6 +392,19 @@ class TrainConfig:
         """Real (and fake) samples one D update draws: ``batch_size``, times ``pack`` when counting rows."""
         return self.batch_size * self.pack if self.pack_convention == "rows" else self.batch_size
 
+    def lr_factor(self, step: int) -> float:
+        """The factor ``lr_schedule`` sets for the update that follows ``step`` done (1.0 before its first step)."""
+        factor = 1.0
+        for start, f in self.lr_schedule:
+            if step < start:
+                break
+            factor = f
+        return factor
+
+    def lr_changes_within(self, step: int, count: int) -> bool:
+        """Whether the factor changes among the ``count`` updates that follow ``step`` done."""
+        return any(step < start < step + count for start, _ in self.lr_schedule)
+
     @property
     def generator_lr(self) -> float:
         return self.lr if self.lr_g is None else self.lr_g
@@ -379,9 +418,10 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        """Plain values (lists for tuples): what checkpoints and metrics.json store."""
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        """Plain values (lists for tuples, nested ones too): what checkpoints and metrics.json store."""
+        def plain(value):
+            return [plain(v) for v in value] if isinstance(value, tuple) else value
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:

@@ -231,6 +231,7 @@ class ReplicaAdam:
         k = param.shape[0]
         self.param, self.eps = param, eps
         lr, betas = [float(v) for v in lr], [tuple(map(float, b)) for b in betas]
+        self.base_lr = lr
         self.uniform = (lr[0], *betas[0]) if len(set(lr)) == 1 and len(set(betas)) == 1 else None
         as_col = lambda v: torch.tensor(v, dtype=torch.float32, device=param.device).reshape(k, 1)  # noqa: E731
         self.lr = as_col(lr)
@@ -242,6 +243,14 @@ class ReplicaAdam:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.param.grad = None
+
+    @torch.no_grad()
+    def scale_lr(self, factor: float) -> None:
+        """Every replica's learning rate set to its base value times ``factor`` (a learning-rate schedule)."""
+        lr = [base * factor for base in self.base_lr]
+        self.lr.copy_(torch.tensor(lr, dtype=torch.float32).reshape(self.lr.shape))
+        if self.uniform is not None:
+            self.uniform = (lr[0], *self.uniform[1:])
 
     @torch.no_grad()
     def step(self) -> None:
@@ -438,7 +447,12 @@ class ReplicaTrainer(GANTrainer):
         self._graphed = GraphedStep(self._step, self.generators, self.device, config.steps_per_replay,
                                     config.graph_warmup) if config.cuda_graph else None
         self.step_count = 0
+        self._lr_factor = 1.0
         self.losses = LossLog()
+
+    def _set_lr_factor(self, factor: float) -> None:
+        self.optimizer_g.scale_lr(factor)
+        self.optimizer_d.scale_lr(factor)
 
     @GANTrainer.batch_size.setter
     def batch_size(self, value: int) -> None:
@@ -558,6 +572,7 @@ class ReplicaTrainer(GANTrainer):
         for g, s in zip(self.generators, rng):
             g.set_state(s.cpu())
         self.step_count = int(state["step"])
+        self._lr_factor = None   # the next step sets lr_schedule's rates for it
         self.losses.reset(state["history"])
         if self._graphed is not None:
             self._graphed.reset()

@@ -198,6 +198,7 @@ class GANTrainer:
         self._graphed = GraphedStep(self._step, self.rng, self.device, config.steps_per_replay,
                                     config.graph_warmup) if config.cuda_graph else None
         self.step_count = 0
+        self._lr_factor = 1.0   # what the optimizers were made with; lr_schedule changes it (_schedule_lr)
         self.losses = LossLog()
 
     def _check_labels(self, generator, discriminator, labels, config) -> tuple[torch.Tensor | None, int | None]:
@@ -307,14 +308,37 @@ class GANTrainer:
             self._graphed.reset()
 
     # -- training -------------------------------------------------------------------------------------
+    def _schedule_lr(self) -> None:
+        """Give both optimizers the learning rates ``lr_schedule`` sets for the next update (host-side, only
+        where the factor changed; a captured graph baked the old rates in, so it is recorded anew)."""
+        factor = self.config.lr_factor(self.step_count)
+        if factor == self._lr_factor:
+            return
+        self._set_lr_factor(factor)
+        self._lr_factor = factor
+        if self._graphed is not None:
+            self._graphed.reset()
+
+    def _set_lr_factor(self, factor: float) -> None:
+        for optimizer, base in ((self.optimizer_g, self.lr_g), (self.optimizer_d, self.lr_d)):
+            if isinstance(optimizer, FlatAdam):
+                optimizer.lr = base * factor
+            else:
+                for group in optimizer.param_groups:
+                    group["lr"] = base * factor
+
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One D update then one G update. Returns ``(loss_d, loss_g)`` as device tensors (no host sync).
 
         With ``cuda_graph=True`` one call replays ``steps_per_replay`` steps (the first call also runs the
-        warm-up steps and captures) and returns the last step's losses.
+        warm-up steps and captures) and returns the last step's losses; a call whose steps would span a change
+        of ``lr_schedule``'s learning rate runs one eager step instead (the graph is recorded anew after it).
         """
         if self._graphed is None:
             return self._eager_step()
+        self._schedule_lr()   # (first: a change of rate forgets the graph, which adds warm-up steps to this call)
+        if self.config.lr_changes_within(self.step_count, self._steps_in_next_call()):
+            return self._eager_step()   # a replay never spans a change of learning rate: that step runs eagerly
         if not self._graphed.captured:
             for loss_d, loss_g in self._graphed.warm_up(self.step_count):
                 self.step_count += 1
@@ -327,6 +351,7 @@ class GANTrainer:
         return losses[-1, 0], losses[-1, 1]
 
     def _eager_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self._schedule_lr()
         loss_d, loss_g = self._step(self.step_count)
         self.step_count += 1
         self.losses.add_step(self.step_count, loss_d, loss_g)
@@ -373,6 +398,7 @@ class GANTrainer:
                   dynamic_ncols=True) as bar, _deferred_interrupt() as interrupted:
             while self.step_count < end:
                 before = self.step_count
+                self._schedule_lr()   # (a change of rate forgets the graph: the next call's size depends on it)
                 # a graph replay runs several steps; what does not fit before `end` runs eagerly
                 if self._steps_in_next_call() <= end - before:
                     self.step()
@@ -493,6 +519,7 @@ class GANTrainer:
             self.spectral.load_state_dict(state["spectral_norm"])
         self.rng.set_state(state["rng"].cpu())
         self.step_count = int(state["step"])
+        self._lr_factor = None   # the optimizers' states carried the saved rates: the next step sets this run's
         self.losses.reset(state["history"])
         if self._graphed is not None:  # optimizer state tensors were replaced: record the graph anew
             self._graphed.reset()

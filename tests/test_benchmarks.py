@@ -258,19 +258,22 @@ def test_quality_protocol_flags_and_replicas(tmp_path):
     per-seed metrics as one by one (same seeds, data of seed 0: compared at seed 0, where both agree)."""
     import quality
     args = ["--no-digits", "--seeds", "2", "--steps", "30", "--batch", "40", "--lr", "1e-3", "--betas", "0.5",
-            "0.9", "--latent-dim", "4", "--pack-convention", "rows", "--variants", "pack2", "--out", str(tmp_path)]
+            "0.9", "--latent-dim", "4", "--pack-convention", "rows", "--variants", "pack2", "--lr-schedule", "20:0.5",
+            "--out", str(tmp_path)]
     assert quality.main(args + ["--replicas"]) == 0
     (json_file,) = tmp_path.glob("cpu/*-quality.json")
     payload = json.loads(json_file.read_text())
     assert payload["protocol"] == {"lr": 1e-3, "betas": [0.5, 0.9], "batch": 40, "latent_dim": 4,
                                    "preset": "mixture-benchmark", "pack_convention": "rows", "update": "alternating",
-                                   "replicas": True}
+                                   "lr_schedule": [[20, 0.5]], "replicas": True}
+    assert "Adam 0.001 (x0.5 from step 20)" in payload["architecture"]
     runs = payload["mixtures"]["ring/pack2"]["runs"]
     assert len(runs) == 2 and {"modes", "high_quality", "kl", "kl_all"} <= set(runs[0])
     trainer = quality.mixture_trainer("ring", "pack2", 0, torch.device("cpu"), protocol={
         "lr": 1e-3, "betas": (0.5, 0.9), "batch": 40, "latent_dim": 4, "preset": "mixture-benchmark",
-        "pack_convention": "rows"})
+        "pack_convention": "rows", "lr_schedule": [(20, 0.5)]})
     assert (trainer.config.batch_size, trainer.config.samples_per_step, trainer.latent_dim) == (40, 80, 4)
+    assert trainer.config.lr_schedule == ((20, 0.5),)
     trainer.fit(30, progress=False)
     from fastgan import metrics as m
     alone = m.evaluate_mixture(trainer.sample(2500, seed=10_000), "ring")
@@ -288,7 +291,7 @@ def test_quality_pacgan_preset_is_pacgans_protocol(tmp_path):
     payload = json.loads(json_file.read_text())
     assert payload["protocol"] == {"lr": 1e-4, "betas": [0.8, 0.999], "batch": 100, "latent_dim": 2,
                                    "preset": "pacgan", "pack_convention": "rows", "update": "simultaneous",
-                                   "replicas": False}
+                                   "lr_schedule": [], "replicas": False}
     assert "maxout" in payload["architecture"] and "ring/pack2" in payload["mixtures"]
     assert "eager pack2" in payload["time_to_quality"]
     trainer = quality.mixture_trainer("grid", "pack2", 0, torch.device("cpu"), protocol={
@@ -326,10 +329,13 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     import quality
     import quality_curve
     assert quality_curve.main(["--data", "ring", "--variant", "ema", "--seeds", "2", "--checkpoints", "10", "20",
-                               "--rejection", "0.5", "--check-every", "5", "--out", str(tmp_path)]) == 0
+                               "--rejection", "0.5", "--check-every", "5", "--lr-schedule", "15:0.5",
+                               "--out", str(tmp_path)]) == 0
     (json_file,) = tmp_path.glob("cpu/*-quality-curve-ring-ema.json")
     payload = json.loads(json_file.read_text())
     assert [row["steps"] for row in payload["curve"]] == [10, 20]
+    assert payload["protocol"]["lr_schedule"] == [[15, 0.5]]   # (the first checkpoint is before its milestone)
+    assert "Adam 0.0001 (x0.5 from step 15)" in json_file.with_suffix(".md").read_text()
     assert len(payload["first_reached"]) == 2 and payload["check_every"] == 5
     protocol = {**quality.PROTOCOL, "lr": 1e-4, "batch": 100, "pack_convention": "rows"}
     trainer = quality.mixture_trainer("ring", "ema", 0, torch.device("cpu"), protocol=protocol)
@@ -376,3 +382,5 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
         quality_curve.main(["--checkpoints", "20", "10", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         quality_curve.main(["--checkpoints", "10", "--rejection", "1.0", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        quality_curve.main(["--checkpoints", "10", "--lr-schedule", "8:0.5", "4:0.1", "--out", str(tmp_path)])

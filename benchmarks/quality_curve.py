@@ -158,7 +158,7 @@ def main(argv=None) -> int:
         parser.error("--checkpoints must be increasing positive step counts")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     protocol = {**quality.PROTOCOL, "lr": args.lr, "batch": args.batch, "pack_convention": args.pack_convention,
-                "lr_schedule": tuple(args.lr_schedule)}
+                "lr_schedule": tuple(m for m in args.lr_schedule if m is not None)}
     try:   # a schedule the trainer refuses fails here, before hours of training
         fastgan.TrainConfig(lr_schedule=protocol["lr_schedule"])
     except ValueError as error:

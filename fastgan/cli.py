@@ -85,8 +85,10 @@ def _quantile(text):
     return value
 
 
-def lr_milestone(text: str) -> tuple[int, float]:
-    """One ``STEP:FACTOR`` of ``--lr-schedule`` (an argparse type): ``200000:0.5``."""
+def lr_milestone(text: str) -> tuple[int, float] | None:
+    """One ``STEP:FACTOR`` of ``--lr-schedule`` (an argparse type): ``200000:0.5``; ``none``: None."""
+    if text.lower() == "none":
+        return None
     step, sep, factor = text.partition(":")
     try:
         pair = (int(step), float(factor))
@@ -134,7 +136,8 @@ CLI_DEFAULTS = {"real_label": "0.9 (one-sided label smoothing) with the BCE loss
                 "pack": "2 for unconditional digits/MNIST (with smoothing and EMA: FD 4.44; smoothing alone: 26.5), "
                         "else 1; a resumed run keeps its own",
                 "ema": "0.999 for unconditional digits/MNIST (the recipe's last part, see its results), else off; "
-                       "a resumed run keeps its own unless --ema is given"}
+                       "a resumed run keeps its own unless --ema is given",
+                "lr_schedule": "none (a constant rate); a resumed run keeps its own unless --lr-schedule is given"}
 # The unconditional image recipe, chosen by measured FD (benchmarks/results/cpu/2026-11-27-digits-recipe.md)
 IMAGE_RECIPE = {"pack": 2, "ema": 0.999}
 
@@ -189,9 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     stabilise.add_argument("--loss", choices=LOSSES, default="non_saturating")
     stabilise.add_argument("--lr-g", type=_positive(float), nargs="+", default=None, help="G's learning rate (TTUR)")
     stabilise.add_argument("--lr-d", type=_positive(float), nargs="+", default=None, help="D's learning rate (TTUR)")
-    stabilise.add_argument("--lr-schedule", type=lr_milestone, nargs="+", default=(), metavar="STEP:FACTOR",
+    stabilise.add_argument("--lr-schedule", type=lr_milestone, nargs="+", default=None, metavar="STEP:FACTOR",
                            help="step-down learning rates: from STEP on, G's and D's rates are their base values "
-                                "times FACTOR, e.g. 200000:0.5 300000:0.1 (steps increasing)")
+                                "times FACTOR, e.g. 200000:0.5 300000:0.1 (steps increasing); a resumed run keeps "
+                                "its own unless this is given (none: a constant rate)")
     stabilise.add_argument("--d-steps", type=_positive(int), default=1, help="D updates per G update")
     stabilise.add_argument("--ema", type=float, default=None,
                            help="EMA decay of G's weights (samples and metrics use the average); default 0.999 "
@@ -297,6 +301,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.pack is None:   # (a resumed run keeps the model it was trained with, packing included)
         args.pack = recipe["pack"]
     ema_given = args.ema is not None
+    schedule_given = args.lr_schedule is not None
+    args.lr_schedule = tuple(m for m in args.lr_schedule or () if m is not None)   # (none: a constant rate)
     args.ema = recipe["ema"] if args.ema is None else (args.ema or None)   # --ema 0: off
     model_config = model_description(args.data, ModelPreset(args.latent_dim or preset.latent_dim,
                                                             tuple(args.hidden or preset.hidden),
@@ -330,6 +336,8 @@ def run_train(args: argparse.Namespace) -> int:
         model_config = saved.get("extra", {}).get("model", model_config)
         if not ema_given:   # a run resumes with the EMA it was trained with, whatever today's default
             args.ema = (saved.get("config") or {}).get("ema")
+        if not schedule_given:   # and with its learning-rate schedule (a function of the step)
+            args.lr_schedule = (saved.get("config") or {}).get("lr_schedule", ())
         if model_config.get("data") != args.data:
             print(f"fastgan: {checkpoint} was trained on --data {model_config.get('data')}, not {args.data}",
                   file=sys.stderr)
@@ -359,7 +367,9 @@ def run_train(args: argparse.Namespace) -> int:
         if rank == 0:
             print(f"fastgan: resumed {checkpoint} at step {trainer.step_count}")
         ours = whole.to_dict()
-        changed = {k: (v, ours[k]) for k, v in saved.get("config", {}).items() if k in ours and ours[k] != v}
+        # (a setting newer than the checkpoint ran with its default)
+        theirs = {**TrainConfig().to_dict(), **saved.get("config", {})}
+        changed = {k: (v, ours[k]) for k, v in theirs.items() if k in ours and ours[k] != v}
         if changed and rank == 0:  # a resumed run equals an uninterrupted one only with the same settings
             print("fastgan: note: settings differ from the checkpoint's run: " +
                   ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()))

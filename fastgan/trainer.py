@@ -519,7 +519,9 @@ class GANTrainer:
             self.spectral.load_state_dict(state["spectral_norm"])
         self.rng.set_state(state["rng"].cpu())
         self.step_count = int(state["step"])
-        self._lr_factor = None   # the optimizers' states carried the saved rates: the next step sets this run's
+        # the optimizers' states carried the saved rates: with a schedule, the next step sets this run's (without
+        # one, the saved rates stay, as they always have: a rate changed by hand survives a resume)
+        self._lr_factor = None if self.config.lr_schedule else 1.0
         self.losses.reset(state["history"])
         if self._graphed is not None:  # optimizer state tensors were replaced: record the graph anew
             self._graphed.reset()

@@ -90,6 +90,27 @@ def test_resume_across_milestones_is_exact(tmp_path, stop):
     assert resumed.optimizer_g.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.1)
 
 
+def test_a_loaded_checkpoints_rates_yield_to_the_schedule_and_stay_without_one(tmp_path):
+    """A checkpoint written at a constant rate, loaded into a scheduled trainer already past its milestones:
+    the next step runs at the schedule's rate. Without a schedule the saved rates stay (a rate set by hand, or
+    by a torch.optim.lr_scheduler, survives a resume, as before schedules existed)."""
+    constant = _trainer()
+    constant.fit(9, progress=False)
+    path = constant.save(tmp_path / "constant.pt")
+    scheduled = _trainer(lr_schedule=SCHEDULE)
+    scheduled.fit(9, progress=False)
+    scheduled.load(path)
+    scheduled.fit(1, progress=False)
+    assert [scheduled.optimizer_g.param_groups[0]["lr"], scheduled.optimizer_d.param_groups[0]["lr"]] == \
+        pytest.approx([1e-4, 2e-4])
+    _set_rates(constant, 0.25)
+    path = constant.save(tmp_path / "by-hand.pt")
+    plain = _trainer()
+    plain.load(path)
+    plain.fit(1, progress=False)
+    assert plain.optimizer_g.param_groups[0]["lr"] == pytest.approx(2.5e-4)
+
+
 @pytest.mark.parametrize("lr", [1e-3, [1e-3, 5e-4]], ids=["uniform-fused-adam", "per-replica-lr"])
 def test_replicas_follow_the_schedule_as_their_single_runs(lr):
     from fastgan.replicas import replica_models
@@ -123,6 +144,15 @@ def test_cli_flag(tmp_path, capsys):
                  "2:0.1"]) == 2
     err = capsys.readouterr().err
     assert "increasing" in err and "Traceback" not in err
+    # a resumed run keeps its schedule unless --lr-schedule is given (none: a constant rate, and a note says so)
+    assert main(["train", "--data", "ring", "--steps", "8", "--log-every", "4", "--out", str(out), "--resume",
+                 "--no-progress"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["config"]["lr_schedule"] == [[2, 0.5], [4, 0.25]]
+    assert "settings differ" not in capsys.readouterr().out
+    assert main(["train", "--data", "ring", "--steps", "10", "--log-every", "5", "--out", str(out), "--resume",
+                 "--no-progress", "--lr-schedule", "none"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["config"]["lr_schedule"] == []
+    assert "lr_schedule [[2, 0.5], [4, 0.25]] -> []" in capsys.readouterr().out
 
 
 def _rates(optimizer):
@@ -204,6 +234,9 @@ def test_cuda_graph_replays_follow_the_schedule(replicas):
     graphed = _trainer(cuda_graph=True, steps_per_replay=4, graph_warmup=2, **settings)
     graphed.fit(20, log_every=5, progress=False)
     eager = _trainer(**settings)
+    for optimizer in (eager.optimizer_g, eager.optimizer_d):   # capturable as the graphed run's (test_graph._train)
+        for group in getattr(optimizer, "param_groups", []):
+            group["capturable"] = True
     eager.fit(20, log_every=5, progress=False)
     assert graphed.step_count == eager.step_count == 20
     for a, b in zip(_weights(graphed), _weights(eager)):

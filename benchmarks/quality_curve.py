@@ -42,14 +42,16 @@ MODES = {"ring": 8, "grid": 25}
 
 def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol: dict, device, kernels="torch",
           report=None, rejection: float | None = None, check_every: int = 0, calibrate: int = 0,
-          checkpoint: Path | None = None, **options) -> list[dict]:
+          checkpoint: Path | None = None, calibrate_lr: float = 1e-4, calibrate_batch: int = 500,
+          **options) -> list[dict]:
     """The rows (one per checkpoint); ``report(rows, first, pictures)`` after each (``pictures``: seed 0's samples
     at that checkpoint), so a run stopped by a time limit keeps what it measured.
 
     ``rejection``: each checkpoint is also evaluated with discriminator rejection sampling at that quantile
     (G's samples kept by D's verdict: the replica trainer's ``sample(rejection=...)``), reported apart under
     ``row["rejection"]``; with ``calibrate=N`` also with each D first trained N steps against the generator
-    sampled from (``sample(calibrate=N)``), under ``row["calibrated"]``. ``checkpoint``: the trainer is saved
+    sampled from (``sample(calibrate=N, calibrate_lr=..., calibrate_batch=...)``), under ``row["calibrated"]``.
+    ``checkpoint``: the trainer is saved
     there at each checkpoint (to evaluate it again later: ``fastgan evaluate`` reads it). ``check_every``: every
     that many steps, each seed's 2,500 samples (seed 20,000 + k, not the checkpoints') are checked for every mode
     with >= 90% HQ; ``first[k]`` is the first step (and the trainer's training seconds then, all seeds at once)
@@ -88,12 +90,14 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
                 continue
             kept = []
             for j in range(seeds):
-                guided = trainer.sample(2500, seed=10_000 + j, replica=j, rejection=rejection, calibrate=steps_d)
+                guided = trainer.sample(2500, seed=10_000 + j, replica=j, rejection=rejection, calibrate=steps_d,
+                                        calibrate_lr=calibrate_lr, calibrate_batch=calibrate_batch)
                 kept.append({**metrics.evaluate_mixture(guided, kind), "acceptance": trainer.last_acceptance})
                 if j == 0:
                     what = f", D calibrated {steps_d} steps" if steps_d else ""
                     pictures[(kind, f"{steps} steps, rejection sampling {rejection:g}{what}")] = guided.cpu()
-            row[key] = {"quantile": rejection, "calibrate": steps_d, "runs": kept, "summary": _summary(kept)}
+            row[key] = {"quantile": rejection, "calibrate": steps_d, "runs": kept, "summary": _summary(kept),
+                        **({"calibrate_lr": calibrate_lr, "calibrate_batch": calibrate_batch} if steps_d else {})}
             r = row[key]["summary"]
             line += (f"  | {key} {rejection:g}: HQ {100 * r['high_quality'][0]:.1f}"
                      f"±{100 * r['high_quality'][1]:.1f}%  KL {r['kl'][0]:.3f}  modes {r['modes'][0]:.2f}  "
@@ -140,12 +144,19 @@ def main(argv=None) -> int:
     parser.add_argument("--calibrate", type=int, default=0, metavar="N",
                         help="with --rejection: also evaluate with each D first trained N steps against the "
                              "generator sampled from, G held fixed (reported apart; 2000 is a good start)")
+    parser.add_argument("--calibrate-lr", type=float, default=1e-4, metavar="LR",
+                        help="with --calibrate: the calibration's Adam rate (default 1e-4; after a step-down "
+                             "schedule, the run's final D rate)")
+    parser.add_argument("--calibrate-batch", type=int, default=500, metavar="N",
+                        help="with --calibrate: real and generated rows per calibration step (default 500)")
     parser.add_argument("--save-checkpoint", type=Path, default=None, metavar="PATH",
                         help="save the trainer there at each checkpoint (fastgan evaluate reads it)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.calibrate < 0 or (args.calibrate and args.rejection is None):
         parser.error("--calibrate N needs --rejection Q and N >= 0")
+    if not args.calibrate_lr > 0 or args.calibrate_batch < 1:
+        parser.error("--calibrate-lr must be > 0 and --calibrate-batch >= 1")
     if args.rejection is not None and not 0 <= args.rejection < 1:
         parser.error(f"--rejection must be a quantile in [0, 1), got {args.rejection}")
     if args.steps_per_replay < 1 or (args.steps_per_replay > 1 and not args.cuda_graph):
@@ -193,7 +204,8 @@ def main(argv=None) -> int:
                     for r in rows]
             how = ("G's candidates kept by the trained D's verdict, no retraining" if key == "rejection" else
                    f"each D first trained {args.calibrate} more steps against the generator sampled from, G held "
-                   "fixed (`calibrate_discriminator`), then judging")
+                   f"fixed (`calibrate_discriminator`, Adam {args.calibrate_lr:g}, {args.calibrate_batch} rows of "
+                   "each kind a step), then judging")
             text += (f"\n\nThe same checkpoints **with discriminator rejection sampling** (quantile "
                      f"{args.rejection:g}; {how}), apart from the plain figures above:\n\n"
                      + markdown_table(["steps", "modes", "high-quality %", "KL (high-quality)",
@@ -208,7 +220,8 @@ def main(argv=None) -> int:
         payload = {"environment": env, "data": args.data, "variant": args.variant, "kernels": args.kernels,
                    "cuda_graph": args.cuda_graph, "steps_per_replay": args.steps_per_replay, "options": chosen,
                    "seeds": args.seeds, "protocol": protocol, "architecture": quality.describe(protocol),
-                   "rejection": args.rejection, "calibrate": args.calibrate, "check_every": args.check_every,
+                   "rejection": args.rejection, "calibrate": args.calibrate, "calibrate_lr": args.calibrate_lr,
+                   "calibrate_batch": args.calibrate_batch, "check_every": args.check_every,
                    "first_reached": first,
                    "curve": rows}
         written[:] = write_results(f"quality-curve-{args.data}-{args.variant}", payload, text, args.out)
@@ -216,6 +229,7 @@ def main(argv=None) -> int:
 
     curve(args.data, args.variant, args.seeds, args.checkpoints, protocol, device, args.kernels, report=save,
           rejection=args.rejection, check_every=args.check_every, calibrate=args.calibrate,
+          calibrate_lr=args.calibrate_lr, calibrate_batch=args.calibrate_batch,
           checkpoint=args.save_checkpoint, **options)
     print("wrote " + ", ".join(map(str, written)))
     return 0

@@ -254,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --rejection: first train a copy of the checkpoint's D N steps (e.g. 2000) "
                                "against the generator sampled from, G held fixed, on the run's data, so D judges "
                                "that generator (its EMA weights included) and the modes keep their balance")
+    evaluate.add_argument("--calibrate-lr", type=_positive(float), default=1e-4, metavar="LR",
+                          help="with --calibrate: its Adam learning rate (default 1e-4; after a step-down schedule, "
+                               "the run's final D rate)")
+    evaluate.add_argument("--calibrate-batch", type=_positive(int), default=500, metavar="N",
+                          help="with --calibrate: real and generated rows per step (default 500)")
     evaluate.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     evaluate.set_defaults(run=run_evaluate)
 
@@ -615,7 +620,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             return generate(g, n, model["latent_dim"], args.seed, device)
         if args.calibrate:
             d = calibrate_discriminator(g, d, real, model["latent_dim"], args.calibrate, args.seed, device,
-                                        model.get("pack", 1))
+                                        model.get("pack", 1), lr=args.calibrate_lr, batch=args.calibrate_batch)
         samples, rate = rejection_sample(g, d, n, model["latent_dim"], args.seed, device, args.rejection,
                                          pack=model.get("pack", 1))
         acceptance.append(rate)
@@ -654,6 +659,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
               "weights": weights, "samples": n, "seed": args.seed,
               "sampling": "plain" if args.rejection is None else {
                   "rejection_quantile": args.rejection, "calibrate": args.calibrate or 0,
+                  **({"calibrate_lr": args.calibrate_lr, "calibrate_batch": args.calibrate_batch}
+                     if args.calibrate else {}),
                   "acceptance": acceptance[0] if len(acceptance) == 1 else acceptance},
               "device": str(device), "metrics": result,
               "seconds": round(time.perf_counter() - start, 2)}

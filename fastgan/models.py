@@ -395,12 +395,17 @@ def _sample_quantile(rejection) -> float | None:
     return 0.8 if rejection is True else _check_quantile(rejection)
 
 
-def _check_calibrate(calibrate, rejection) -> int:
-    """``sample``'s ``calibrate``: a non-negative int, and only with ``rejection``."""
+def _check_calibrate(calibrate, rejection, lr=1e-4, batch=500) -> int:
+    """``sample``'s ``calibrate``: a non-negative int, and only with ``rejection``; its ``calibrate_lr`` (a
+    positive number) and ``calibrate_batch`` (a positive int)."""
     if isinstance(calibrate, bool) or not isinstance(calibrate, int) or calibrate < 0:
         raise ValueError(f"calibrate must be a non-negative int (steps), got {calibrate!r}")
     if calibrate and rejection is False:
         raise ValueError("calibrate calibrates D for rejection sampling: pass rejection=QUANTILE with it")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or lr == float("inf"):
+        raise ValueError(f"calibrate_lr must be a positive number, got {lr!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"calibrate_batch must be a positive int, got {batch!r}")
     return calibrate
 
 

@@ -493,15 +493,17 @@ class ReplicaTrainer(GANTrainer):
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, ema: bool | None = None, labels=None, rejection: bool | float = False,
-               replica: int | None = None, calibrate: int = 0) -> torch.Tensor:
+               replica: int | None = None, calibrate: int = 0, calibrate_lr: float = 1e-4,
+               calibrate_batch: int = 500) -> torch.Tensor:
         """Replica ``replica``'s ``n`` samples, as its single run's ``sample(n, seed)`` gives them; with
         ``replica=None``, every replica's: ``(K, n, features)``. EMA weights when kept (``ema=False``: raw).
         ``rejection``: as ``GANTrainer.sample``, each replica judged by its own D; ``self.last_acceptance`` is the
         rate kept (a list, one per replica, with ``replica=None``). ``calibrate=N``: as ``GANTrainer.sample``, a
-        copy of each replica's D trained N steps against the generator sampled from before it judges."""
+        copy of each replica's D trained N steps against the generator sampled from before it judges (Adam
+        ``calibrate_lr``, ``calibrate_batch`` rows of each kind per step)."""
         n = _positive_int("n", n)
         quantile = _sample_quantile(rejection)   # bad input refused before any work
-        calibrate = _check_calibrate(calibrate, rejection)
+        calibrate = _check_calibrate(calibrate, rejection, calibrate_lr, calibrate_batch)
         if labels is not None:
             raise ValueError("replicas are unconditional GANs: no labels")
         if ema and self.ema_flat is None:
@@ -514,7 +516,7 @@ class ReplicaTrainer(GANTrainer):
             if quantile is not None:
                 if calibrate:
                     d = calibrate_discriminator(g, d, self.data, self.latent_dim, calibrate, seed, self.device,
-                                                self.config.pack)
+                                                self.config.pack, lr=calibrate_lr, batch=calibrate_batch)
                 samples, rate = rejection_sample(g, d, n, self.latent_dim, seed, self.device, quantile,
                                                  pack=self.config.pack)
                 rates.append(rate)

@@ -427,7 +427,8 @@ class GANTrainer:
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, ema: bool | None = None, labels=None,
-               rejection: bool | float = False, calibrate: int = 0) -> torch.Tensor:
+               rejection: bool | float = False, calibrate: int = 0, calibrate_lr: float = 1e-4,
+               calibrate_batch: int = 500) -> torch.Tensor:
         """``n`` generator samples from noise drawn with its own ``seed`` (training RNG untouched).
 
         Uses the EMA generator when one is kept (``ema=None`` or ``True``), the raw one with ``ema=False``.
@@ -438,10 +439,13 @@ class GANTrainer:
         ``calibrate=N`` (with ``rejection``): first train a copy of D ``N`` steps against the generator sampled
         from, held fixed, on the training data (``fastgan.models.calibrate_discriminator``), so D judges that
         generator (the EMA one included) and rejection keeps the modes' balance; the trained D is untouched.
+        The copy trains with Adam at ``calibrate_lr`` on ``calibrate_batch`` real and as many generated rows a step
+        (after a run whose rate stepped down, its final D rate with a larger batch kept the modes more even:
+        benchmarks/results/cpu/2026-11-28-mixture-probes-3.md).
         """
         n = _positive_int("n", n)
         quantile = _sample_quantile(rejection)   # bad input refused before any work
-        calibrate = _check_calibrate(calibrate, rejection)
+        calibrate = _check_calibrate(calibrate, rejection, calibrate_lr, calibrate_batch)
         if ema and self.ema is None:
             raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
         generator = self.ema.module if self.ema is not None and ema is not False else self.generator
@@ -453,7 +457,7 @@ class GANTrainer:
             try:
                 judge = self.discriminator if not calibrate else calibrate_discriminator(
                     generator, self.discriminator, self.data, self.latent_dim, calibrate, seed, self.device,
-                    self.config.pack)
+                    self.config.pack, lr=calibrate_lr, batch=calibrate_batch)
                 samples, self.last_acceptance = rejection_sample(generator, judge, n, self.latent_dim,
                                                                  seed, self.device, quantile, pack=self.config.pack)
             finally:

@@ -352,14 +352,18 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     assert "with discriminator rejection sampling" in json_file.with_suffix(".md").read_text()
     # D calibrated against each generator first, apart again; the trainer saved for `fastgan evaluate`
     assert quality_curve.main(["--data", "ring", "--variant", "ema", "--seeds", "2", "--checkpoints", "10",
-                               "--rejection", "0.5", "--calibrate", "20", "--save-checkpoint",
+                               "--rejection", "0.5", "--calibrate", "20", "--calibrate-lr", "5e-4",
+                               "--calibrate-batch", "100", "--save-checkpoint",
                                str(tmp_path / "ck.pt"), "--out", str(tmp_path / "cal")]) == 0
     (json_file,) = (tmp_path / "cal").glob("cpu/*-quality-curve-ring-ema.json")
     row = json.loads(json_file.read_text())["curve"][0]
-    kept = m.evaluate_mixture(trainer.sample(2500, seed=10_000, rejection=0.5, calibrate=20), "ring")
+    kept = m.evaluate_mixture(trainer.sample(2500, seed=10_000, rejection=0.5, calibrate=20, calibrate_lr=5e-4,
+                                             calibrate_batch=100), "ring")
     assert row["calibrated"]["calibrate"] == 20 and row["rejection"]["calibrate"] == 0
+    assert (row["calibrated"]["calibrate_lr"], row["calibrated"]["calibrate_batch"]) == (5e-4, 100)
     assert kept["high_quality"] == pytest.approx(row["calibrated"]["runs"][0]["high_quality"], abs=2 / 2500)
     assert "each D first trained 20 more steps" in json_file.with_suffix(".md").read_text()
+    assert "Adam 0.0005, 100 rows of each kind" in json_file.with_suffix(".md").read_text()
     from fastgan.cli import main as cli
     assert cli(["evaluate", str(tmp_path / "ck.pt"), "--seed", "10000", "--samples", "2500",
                 "--out", str(tmp_path / "e.json")]) == 0
@@ -368,7 +372,8 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     (tmp_path / "dc" / "results").mkdir(parents=True)
     report_file = tmp_path / "dc" / "results" / "quality-ring-calibrated.json"
     assert cli(["evaluate", str(tmp_path / "ck.pt"), "--seed", "10000", "--samples", "2500", "--rejection", "0.5",
-                "--calibrate", "20", "--out", str(report_file)]) == 0
+                "--calibrate", "20", "--calibrate-lr", "5e-4", "--calibrate-batch", "100",
+                "--out", str(report_file)]) == 0
     report = json.loads(report_file.read_text())
     calibrated = {k: v for k, v in row["calibrated"]["runs"][0].items() if k != "acceptance"}
     assert report["metrics"]["replicas"][0] == calibrated

@@ -150,7 +150,8 @@ def test_stabilisation_flags_and_evaluate(tmp_path, capsys):
                                     state["extra"]["model"]["latent_dim"], 40, report["seed"], pack=2)
     kept, rate = rejection_sample(g, judge, 500, state["extra"]["model"]["latent_dim"], report["seed"], "cpu", 0.5,
                                   pack=2)
-    assert calibrated["sampling"] == {"rejection_quantile": 0.5, "calibrate": 40, "acceptance": rate}
+    assert calibrated["sampling"] == {"rejection_quantile": 0.5, "calibrate": 40, "calibrate_lr": 1e-4,
+                                      "calibrate_batch": 500, "acceptance": rate}
     assert quality.evaluate_mixture(kept, "ring") == calibrated["metrics"]
     # an MNIST run is refused up front, in one line (evaluate has no MNIST classifier, nor --data-root)
     save_checkpoint({**state, "extra": {"model": {**state["extra"]["model"], "data": "mnist"}}}, tmp_path / "m.pt")

@@ -164,6 +164,15 @@ def test_calibrate_refuses_bad_input_and_the_trainer_uses_it():
     alone, rate = rejection_sample(trainer.ema.module, judge, 300, 4, 2, quantile=0.5, pack=2)
     assert torch.equal(kept, alone) and rate == trainer.last_acceptance
     assert not torch.equal(kept, trainer.sample(300, seed=2, rejection=0.5))   # the calibrated D judged
+    # the calibration's own rate and batch reach it
+    kept = trainer.sample(300, seed=2, rejection=0.5, calibrate=50, calibrate_lr=3e-5, calibrate_batch=64)
+    judge = calibrate_discriminator(trainer.ema.module, trainer.discriminator, trainer.data, 4, 50, 2, pack=2,
+                                    lr=3e-5, batch=64)
+    assert torch.equal(kept, rejection_sample(trainer.ema.module, judge, 300, 4, 2, quantile=0.5, pack=2)[0])
+    for bad, message in (({"calibrate_lr": 0.0}, "calibrate_lr"), ({"calibrate_lr": True}, "calibrate_lr"),
+                         ({"calibrate_batch": 0}, "calibrate_batch"), ({"calibrate_batch": 2.5}, "calibrate_batch")):
+        with pytest.raises(ValueError, match=message):   # refused before any calibration step
+            trainer.sample(10, rejection=0.5, calibrate=10 ** 9, **bad)
     # training goes on as if nothing had been sampled: the same steps as a twin that never sampled
     torch.manual_seed(0)
     twin = GANTrainer(MLPGenerator(latent_dim=4, hidden=(16,), out_dim=2, output_activation=None),

@@ -66,19 +66,22 @@ step environment "$T_ENV" bash -c "nvidia-smi; python3 benchmarks/device_summary
 cp "$WORK/environment.log" "$WORK/environment.txt"
 if [ "$QUALITY" = 1 ]; then
     # the quality protocol at its own length, each curve saved after every checkpoint (a step stopped at its
-    # limit keeps the checkpoints it reached): ring with EMA at lr 2e-4, grid with EMA + pack 2 at lr 3e-4 (the
-    # CPU's best recipes; on the grid 3e-4 kept 25/25 modes in all 10 seeds to 400k, where 5e-4 lost modes in 3);
-    # each checkpoint also with rejection sampling (reported apart); time to quality per seed. The trainer is
-    # saved at each checkpoint; the last one saved is then scored with rejection sampling by each D calibrated
-    # 2,000 steps against its sampled G (a step of its own: eager steps, one replica at a time, not timed on a
-    # GPU yet, so it cannot cost the curve its 400k row)
-    for run in "ring ema 2e-4" "grid ema_pack2 3e-4"; do
+    # limit keeps the checkpoints it reached): EMA + pack 2, ring at lr 2e-4 and grid at 3e-4, both rates halved
+    # from 200k steps and a tenth from 300k (the CPU's best recipes: 10 seeds to 400k met both goals on the means
+    # with a D calibrated at the run's final rate, benchmarks/results/cpu/2026-11-28-mixture-probes-3.md); each
+    # checkpoint also with rejection sampling (reported apart); time to quality per seed. The trainer is saved at
+    # each checkpoint; the last one saved is then scored with rejection sampling by each D calibrated 2,000 steps
+    # (Adam at the final rate, batch 2,000) against its sampled G (a step of its own: eager steps, one replica
+    # at a time, not timed on a GPU yet, so it cannot cost the curve its 400k row)
+    for run in "ring ema_pack2 2e-4 2e-5" "grid ema_pack2 3e-4 3e-5"; do
         set -- $run
         step "quality_$1" 215 python3 benchmarks/quality_curve.py --data "$1" --variant "$2" --lr "$3" --seeds 10 \
-            --kernels triton --cuda-graph --steps-per-replay 8 --checkpoints 50000 100000 200000 400000 \
-            --rejection 0.5 --check-every 5000 --save-checkpoint "$WORK/quality-$1.pt" --out "$WORK/results"
+            --lr-schedule 200000:0.5 300000:0.1 --kernels triton --cuda-graph --steps-per-replay 8 \
+            --checkpoints 50000 100000 200000 400000 --rejection 0.5 --check-every 5000 \
+            --save-checkpoint "$WORK/quality-$1.pt" --out "$WORK/results"
         step "quality_$1_calibrated" 40 python3 -m fastgan evaluate "$WORK/quality-$1.pt" --seed 10000 \
-            --samples 2500 --rejection 0.5 --calibrate 2000 --out "$WORK/results/quality-$1-calibrated.json"
+            --samples 2500 --rejection 0.5 --calibrate 2000 --calibrate-lr "$4" --calibrate-batch 2000 \
+            --out "$WORK/results/quality-$1-calibrated.json"
     done
 else
     # the native kernels (kernels/, CMake; the image has nvcc, cmake and ninja): built here, then tested and timed

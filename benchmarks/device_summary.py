@@ -200,7 +200,9 @@ def quality_curves(folder: Path) -> list[str]:
         sampling, mean = report["sampling"], report["metrics"]["mean"]
         lines.append(f"quality {report['data']}, step {report['step']}, rejection {sampling['rejection_quantile']:g} "
                      f"with D calibrated {sampling['calibrate']} steps (mean of {len(report['metrics']['replicas'])}"
-                     f" replicas, noise seed {report['seed']}): modes {mean['modes']:5.2f}  "
+                     f" replicas, noise seed {report['seed']}"
+                     + (f", calibration Adam {sampling['calibrate_lr']:g} batch {sampling['calibrate_batch']}"
+                        if "calibrate_lr" in sampling else "") + f"): modes {mean['modes']:5.2f}  "
                      f"HQ {100 * mean['high_quality']:5.1f}%  KL {mean['kl']:.3f}")
     return lines
 

@@ -381,6 +381,7 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     import device_summary
     (line,) = [x for x in device_summary.quality_curves(tmp_path / "dc") if "calibrated" in x]
     assert line.startswith("quality ring, step 10, rejection 0.5 with D calibrated 20 steps (mean of 2 replicas"), line
+    assert "calibration Adam 0.0005 batch 100)" in line, line
     with pytest.raises(SystemExit):
         quality_curve.main(["--checkpoints", "10", "--calibrate", "5", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):

@@ -37,7 +37,7 @@ from common import environment, markdown_table, write_results  # noqa: E402
 
 import fastgan  # noqa: E402
 from fastgan import data, metrics, ops  # noqa: E402
-from fastgan.cli import lr_milestone, model_description  # noqa: E402
+from fastgan.cli import lr_milestone, lr_schedule_arg, model_description  # noqa: E402
 from fastgan.models import PRESETS, ModelPreset, pacgan_models  # noqa: E402
 
 # GANTrainer options of each variant (D's input widens with pack).
@@ -417,7 +417,7 @@ def main(argv=None) -> int:
     defaults = PACGAN_PROTOCOL if args.preset == "pacgan" else PROTOCOL
     given = {"lr": args.lr, "betas": tuple(args.betas) if args.betas else None, "batch": args.batch,
              "latent_dim": args.latent_dim, "pack_convention": args.pack_convention, "update": args.update,
-             "lr_schedule": tuple(m for m in args.lr_schedule if m is not None) if args.lr_schedule else None}
+             "lr_schedule": lr_schedule_arg(args.lr_schedule)}
     protocol = {**defaults, **{k: v for k, v in given.items() if v is not None}, "preset": args.preset}
     if args.preset == "pacgan" and (args.replicas or protocol["latent_dim"] != 2):
         parser.error("--preset pacgan: its BatchNorm G and maxout D cannot be stacked as replicas, and its G "

@@ -29,7 +29,7 @@ from common import environment, markdown_table, write_results  # noqa: E402
 
 import fastgan  # noqa: E402
 from fastgan import metrics  # noqa: E402
-from fastgan.cli import lr_milestone  # noqa: E402
+from fastgan.cli import lr_milestone, lr_schedule_arg  # noqa: E402
 
 
 def _reached(result: dict, kind: str) -> bool:
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
         parser.error("--checkpoints must be increasing positive step counts")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     protocol = {**quality.PROTOCOL, "lr": args.lr, "batch": args.batch, "pack_convention": args.pack_convention,
-                "lr_schedule": tuple(m for m in args.lr_schedule if m is not None)}
+                "lr_schedule": lr_schedule_arg(args.lr_schedule)}
     try:   # a schedule the trainer refuses fails here, before hours of training
         fastgan.TrainConfig(lr_schedule=protocol["lr_schedule"])
     except ValueError as error:

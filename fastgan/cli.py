@@ -100,6 +100,11 @@ def lr_milestone(text: str) -> tuple[int, float] | None:
     return pair
 
 
+def lr_schedule_arg(milestones) -> tuple[tuple[int, float], ...] | None:
+    """``--lr-schedule``'s values as a schedule, ``none`` entries dropped; None (not given) stays None."""
+    return None if milestones is None else tuple(m for m in milestones if m is not None)
+
+
 def _add_fast_step_options(parser: argparse.ArgumentParser) -> None:
     """Where and how the step runs: the same options for `train` and `profile`."""
     group = parser.add_argument_group("fast step")
@@ -307,7 +312,7 @@ def run_train(args: argparse.Namespace) -> int:
         args.pack = recipe["pack"]
     ema_given = args.ema is not None
     schedule_given = args.lr_schedule is not None
-    args.lr_schedule = tuple(m for m in args.lr_schedule or () if m is not None)   # (none: a constant rate)
+    args.lr_schedule = lr_schedule_arg(args.lr_schedule) or ()   # (none: a constant rate)
     args.ema = recipe["ema"] if args.ema is None else (args.ema or None)   # --ema 0: off
     model_config = model_description(args.data, ModelPreset(args.latent_dim or preset.latent_dim,
                                                             tuple(args.hidden or preset.hidden),

@@ -402,11 +402,17 @@ def _check_calibrate(calibrate, rejection, lr=1e-4, batch=500) -> int:
         raise ValueError(f"calibrate must be a non-negative int (steps), got {calibrate!r}")
     if calibrate and rejection is False:
         raise ValueError("calibrate calibrates D for rejection sampling: pass rejection=QUANTILE with it")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or lr == float("inf"):
-        raise ValueError(f"calibrate_lr must be a positive number, got {lr!r}")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"calibrate_batch must be a positive int, got {batch!r}")
+    _check_calibration_settings(lr, batch, "calibrate_")
     return calibrate
+
+
+def _check_calibration_settings(lr, batch, prefix: str = "") -> None:
+    """``calibrate_discriminator``'s Adam rate (a finite positive number) and batch (a positive int); ``prefix``
+    names them as the caller's arguments (``sample``'s ``calibrate_lr``)."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
+        raise ValueError(f"{prefix}lr must be a positive number, got {lr!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"{prefix}batch must be a positive int, got {batch!r}")
 
 
 def calibrate_discriminator(generator: nn.Module, discriminator: nn.Module, real: torch.Tensor, latent_dim: int,
@@ -429,11 +435,10 @@ def calibrate_discriminator(generator: nn.Module, discriminator: nn.Module, real
     import copy
     if getattr(generator, "num_classes", None) is not None:
         raise ValueError("calibration is for unconditional GANs (this generator takes labels)")
-    for name, value in (("steps", steps), ("pack", pack), ("batch", batch), ("latent_dim", latent_dim)):
+    for name, value in (("steps", steps), ("pack", pack), ("latent_dim", latent_dim)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    _check_calibration_settings(lr, batch)
     if not isinstance(real, torch.Tensor) or not real.is_floating_point():
         raise TypeError(f"real must be a floating-point tensor of data samples, got {type(real).__name__}")
     if real.dim() < 2 or real.shape[0] < 1:

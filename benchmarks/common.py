@@ -26,7 +26,11 @@ def card_slug() -> str:
 
 def environment() -> dict:
     info = {"card": card_name(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "python": platform.python_version(), "torch": torch.__version__, "host": platform.node()}
+            "python": platform.python_version(), "torch": torch.__version__, "host": platform.node(),
+            # what CPU results depend on: a CPU of another kind (another BLAS code path) rounds differently, and a
+            # GAN's training amplifies that, so runs repeat to the last digit only on the same kind of CPU
+            "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads()}
     try:
         import triton
         info["triton"] = triton.__version__
@@ -39,6 +43,17 @@ def environment() -> dict:
         info["sm_count"] = props.multi_processor_count
         info["memory_gib"] = round(props.total_memory / 2**30, 1)
     return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _driver_version() -> str | None:
@@ -107,9 +122,15 @@ def measure_ceilings() -> dict:
     return ceilings
 
 
-# (folder, name) -> stem this process writes to: a run rewrites its own files as it goes (after every
-# group of rows), never a file it did not write.
+# (folder, name) -> stem this run writes to: a run rewrites its own files as it goes (after every group of
+# rows), never a file it did not write.
 _stems: dict[tuple[Path, str], str] = {}
+
+
+def new_run() -> None:
+    """A benchmark's ``main`` starts a run: its results get stems of their own, not those of an earlier run in
+    the same process (which would overwrite that run's files)."""
+    _stems.clear()
 
 
 def write_results(name: str, payload: dict, table: str, out_dir: Path | None = None,

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TimeBudget, environment, interleaved_ms, markdown_table, measure_ceilings, write_results  # noqa: E402
+from common import TimeBudget, environment, interleaved_ms, markdown_table, measure_ceilings, new_run, write_results  # noqa: E402
 
 # (in_features, out_features, activation) of the classic MLP GAN's layers, and wide ones.
 GAN_LAYERS = [(100, 128, "leaky_relu"), (128, 128, "leaky_relu"), (128, 784, "sigmoid"),
@@ -203,6 +203,7 @@ def table(rows, ceilings):
 
 
 def main(argv=None) -> int:
+    new_run()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few key shapes only")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "both"], default=None,

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, markdown_table, write_results  # noqa: E402
+from common import environment, markdown_table, new_run, write_results  # noqa: E402
 
 import fastgan  # noqa: E402
 from fastgan import data, metrics, ops  # noqa: E402
@@ -359,6 +359,7 @@ def _report(env, seeds, steps, digits_steps, mixtures, digits, ttq, architecture
 
 
 def main(argv=None) -> int:
+    new_run()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 seeds, short runs, a few variants")
     parser.add_argument("--seeds", type=int, default=None)

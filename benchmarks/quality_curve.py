@@ -10,13 +10,22 @@ as ``quality.py`` evaluates its runs; the trainer keeps going after each evaluat
         --checkpoints 100000 200000 400000    # a GPU: PacGAN's length, 10 seeds at once
     python benchmarks/quality_curve.py --data ring --variant ema_pack2 --lr 2e-4 --seeds 10 \
         --lr-schedule 200000:0.5 300000:0.1 --checkpoints 200000 300000 400000   # step-down rates
+    python benchmarks/quality_curve.py --resume results/cpu/2026-11-28-quality-curve-ring-pack2-2.json \
+        --checkpoints 300000 400000    # go on from the last checkpoint a run saved (--save-checkpoint)
 
 Defaults are PacGAN's settings on our models (``quality.py``'s mixture-benchmark preset): Adam 1e-4
 (0.5, 0.999), batch 100 packed rows, 5 seeds. Writes results/<card>/<date>-quality-curve.{json,md}.
+
+``--resume RESULTS.json`` goes on with a run stopped after a checkpoint (a time limit, Ctrl-C, a session's
+end): the trainer it saved there (``--save-checkpoint``, recorded in the JSON) is loaded, the run's settings are
+taken from the JSON (a flag that contradicts them is an error), its rows and time-to-quality marks are kept,
+and the curve continues to the checkpoints given past its last one — the same rows an unbroken run gives, in
+a new results file (the old one stays as it was). Training seconds go on from the last row's.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -25,10 +34,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
-from common import environment, markdown_table, write_results  # noqa: E402
+from common import environment, markdown_table, new_run, write_results  # noqa: E402
 
 import fastgan  # noqa: E402
 from fastgan import metrics  # noqa: E402
+from fastgan.checkpoint import CheckpointError  # noqa: E402
 from fastgan.cli import lr_milestone, lr_schedule_arg  # noqa: E402
 
 
@@ -43,7 +53,7 @@ MODES = {"ring": 8, "grid": 25}
 def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol: dict, device, kernels="torch",
           report=None, rejection: float | None = None, check_every: int = 0, calibrate: int = 0,
           checkpoint: Path | None = None, calibrate_lr: float = 1e-4, calibrate_batch: int = 500,
-          **options) -> list[dict]:
+          resume: dict | None = None, **options) -> list[dict]:
     """The rows (one per checkpoint); ``report(rows, first, pictures)`` after each (``pictures``: seed 0's samples
     at that checkpoint), so a run stopped by a time limit keeps what it measured.
 
@@ -55,10 +65,20 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
     there at each checkpoint (to evaluate it again later: ``fastgan evaluate`` reads it). ``check_every``: every
     that many steps, each seed's 2,500 samples (seed 20,000 + k, not the checkpoints') are checked for every mode
     with >= 90% HQ; ``first[k]`` is the first step (and the trainer's training seconds then, all seeds at once)
-    at which seed k was."""
+    at which seed k was. ``resume``: ``{"checkpoint": path, "rows": [...], "first": [...]}`` of a run stopped
+    after its last row: the trainer saved there is loaded and the curve goes on from that row (checkpoints up
+    to it are that run's rows)."""
     trainer = quality.mixture_trainer(kind, variant, 0, device, kernels=kernels, protocol=protocol, replicas=seeds,
                                       **options)
-    rows, first, start = [], [None] * seeds, time.perf_counter()
+    rows, first = [], [None] * seeds
+    if resume is not None:
+        state = trainer.load(resume["checkpoint"])
+        if trainer.step_count != resume["rows"][-1]["steps"]:
+            raise CheckpointError(f"{resume['checkpoint']} holds the trainer at step {trainer.step_count}, but the "
+                                  f"run's last row is at step {resume['rows'][-1]['steps']}: not that row's trainer")
+        _check_same_run(state.get("config") or {}, trainer.config.to_dict(), resume["checkpoint"])
+        rows, first = list(resume["rows"]), list(resume["first"])
+    start = time.perf_counter() - (rows[-1]["seconds"] if rows else 0.0)
     model = quality.checkpoint_model(kind, variant, protocol)   # what fastgan evaluate rebuilds the models from
 
     def check(trained: float):
@@ -68,6 +88,8 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
                 first[k] = {"steps": trainer.step_count, "seconds": trained}
 
     for steps in checkpoints:
+        if rows and steps <= rows[-1]["steps"]:
+            continue   # a resumed run's row
         while trainer.step_count < steps:
             chunk = steps - trainer.step_count
             if check_every:
@@ -112,25 +134,99 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
     return rows, first
 
 
+# how a step runs, not what it computes: a resumed run may change these
+_HOW = ("cuda_graph", "steps_per_replay", "graph_warmup", "device")
+
+
+def _check_same_run(saved: dict, ours: dict, path) -> None:
+    """The checkpoint's trainer settings are the resumed run's (but for ``_HOW``)."""
+    differ = sorted(k for k in set(saved) | set(ours) if k not in _HOW and saved.get(k) != ours.get(k))
+    if differ:
+        raise CheckpointError(f"{path} was saved by a trainer with other settings than this run's: "
+                              + ", ".join(f"{k} {saved.get(k)!r} (this run: {ours.get(k)!r})" for k in differ))
+
+
+# the run's settings: a resumed run takes them from its JSON; here the defaults of a new run
+SETTINGS = {"data": "ring", "variant": "vanilla", "seeds": 5, "lr": 1e-4, "lr_schedule": (), "batch": 100,
+            "pack_convention": "rows", "kernels": "torch", "rejection": None, "check_every": 0, "calibrate": 0,
+            "calibrate_lr": 1e-4, "calibrate_batch": 500}
+
+
+def _saved_settings(payload: dict) -> dict:
+    """A results JSON's run settings (as ``SETTINGS``), for ``--resume``."""
+    protocol = payload["protocol"]
+    return {"data": payload["data"], "variant": payload["variant"], "seeds": payload["seeds"], "lr": protocol["lr"],
+            "lr_schedule": tuple(map(tuple, protocol.get("lr_schedule") or ())), "batch": protocol["batch"],
+            "pack_convention": protocol["pack_convention"], "kernels": payload["kernels"],
+            "rejection": payload["rejection"], "check_every": payload["check_every"],
+            "calibrate": payload.get("calibrate", 0), "calibrate_lr": payload.get("calibrate_lr", 1e-4),
+            "calibrate_batch": payload.get("calibrate_batch", 500)}
+
+
+def _load_resume(args, parser) -> dict:
+    """``--resume``: the stopped run's JSON, checked; fills ``args``' settings from it (a contradiction is an
+    error) and returns what ``main`` continues from."""
+    path = args.resume
+    try:
+        payload = json.loads(path.read_text())
+        saved = _saved_settings(payload)
+        rows, first = payload["curve"], payload["first_reached"]
+    except (OSError, ValueError) as error:
+        parser.error(f"--resume {path}: cannot read it ({error})")
+    except (KeyError, TypeError, AttributeError) as error:
+        parser.error(f"--resume {path}: not a quality_curve.py results file (no {error})")
+    if not rows:
+        parser.error(f"--resume {path}: the run has no rows to go on from")
+    for name, value in saved.items():
+        given = getattr(args, name)
+        if name == "lr_schedule" and given is not None:
+            given = lr_schedule_arg(given) or ()
+        if given is not None and given != value:
+            flag = "--" + name.replace("_", "-")
+            parser.error(f"{flag} {given!r} differs from the resumed run's {value!r} (a resumed run keeps its "
+                         "settings: leave the flag out)")
+        setattr(args, name, value)
+    checkpoint = args.save_checkpoint or (Path(payload["checkpoint"]) if payload.get("checkpoint") else None)
+    if checkpoint is None:
+        parser.error(f"--resume {path}: the run recorded no trainer checkpoint; give the file it saved with "
+                     "--save-checkpoint PATH")
+    if not checkpoint.is_file():
+        parser.error(f"--resume: the trainer checkpoint {checkpoint} does not exist")
+    args.save_checkpoint = checkpoint
+    done = [row["steps"] for row in rows]
+    missing = [c for c in args.checkpoints if c <= done[-1] and c not in done]
+    if missing:
+        parser.error(f"--checkpoints {missing} lie before the resumed run's last row ({done[-1]} steps) and it has "
+                     "no row there")
+    if args.checkpoints[-1] <= done[-1]:
+        parser.error(f"--checkpoints: the resumed run is at {done[-1]} steps already; give checkpoints past it")
+    history = payload.get("resumed_from", []) + [{"results": path.name, "steps": done[-1],
+                                                  "environment": payload.get("environment")}]
+    return {"checkpoint": checkpoint, "rows": rows, "first": first, "history": history,
+            "protocol": payload["protocol"]}
+
+
 def _summary(runs: list[dict]) -> dict:
     keys = ("modes", "high_quality", "kl", "kl_all", "acceptance")
     return {key: quality._mean_se([r[key] for r in runs]) for key in keys if key in runs[0]}
 
 
 def main(argv=None) -> int:
+    new_run()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", choices=["ring", "grid"], default="ring")
+    # the run's settings default to None here: SETTINGS' values, or a resumed run's
+    parser.add_argument("--data", choices=["ring", "grid"], help="default ring")
     parser.add_argument("--variant", choices=[v for v in quality.VARIANTS if v not in quality.IMAGE_ONLY and v != "r1"],
-                        default="vanilla")
+                        help="default vanilla")
     parser.add_argument("--checkpoints", type=int, nargs="+", required=True, help="step counts to evaluate at")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--lr-schedule", type=lr_milestone, nargs="+", default=(), metavar="STEP:FACTOR",
+    parser.add_argument("--seeds", type=int, help="default 5")
+    parser.add_argument("--lr", type=float, help="default 1e-4")
+    parser.add_argument("--lr-schedule", type=lr_milestone, nargs="+", metavar="STEP:FACTOR",
                         help="step-down learning rates: x FACTOR from STEP on, e.g. 200000:0.5 300000:0.1")
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--pack-convention", choices=["samples", "rows"], default="rows")
+    parser.add_argument("--batch", type=int, help="default 100")
+    parser.add_argument("--pack-convention", choices=["samples", "rows"], help="default rows")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--kernels", choices=["torch", "triton"], default="torch")
+    parser.add_argument("--kernels", choices=["torch", "triton"], help="default torch")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="capture the replicas' steps in a CUDA graph (a GPU: PacGAN's 400k steps in minutes)")
     parser.add_argument("--steps-per-replay", type=int, default=1, metavar="K",
@@ -138,21 +234,30 @@ def main(argv=None) -> int:
     parser.add_argument("--rejection", type=float, default=None, metavar="Q",
                         help="also evaluate each checkpoint with discriminator rejection sampling at quantile Q "
                              "(reported apart; a packed D scores each candidate with fixed partners)")
-    parser.add_argument("--check-every", type=int, default=0, metavar="N",
+    parser.add_argument("--check-every", type=int, metavar="N",
                         help="every N steps, check each seed for every mode with >= 90%% high-quality samples: "
                              "the first step (and seconds) each seed gets there")
-    parser.add_argument("--calibrate", type=int, default=0, metavar="N",
+    parser.add_argument("--calibrate", type=int, metavar="N",
                         help="with --rejection: also evaluate with each D first trained N steps against the "
                              "generator sampled from, G held fixed (reported apart; 2000 is a good start)")
-    parser.add_argument("--calibrate-lr", type=float, default=1e-4, metavar="LR",
+    parser.add_argument("--calibrate-lr", type=float, metavar="LR",
                         help="with --calibrate: the calibration's Adam rate (default 1e-4; after a step-down "
                              "schedule, the run's final D rate)")
-    parser.add_argument("--calibrate-batch", type=int, default=500, metavar="N",
+    parser.add_argument("--calibrate-batch", type=int, metavar="N",
                         help="with --calibrate: real and generated rows per calibration step (default 500)")
     parser.add_argument("--save-checkpoint", type=Path, default=None, metavar="PATH",
                         help="save the trainer there at each checkpoint (fastgan evaluate reads it)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="RESULTS.json",
+                        help="go on with the run that wrote RESULTS.json from its last checkpoint (its settings, "
+                             "rows and saved trainer; --checkpoints past its last)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.checkpoints and (sorted(set(args.checkpoints)) != args.checkpoints or args.checkpoints[0] < 1):
+        parser.error("--checkpoints must be increasing positive step counts")
+    resume = _load_resume(args, parser) if args.resume is not None else None
+    for name, value in SETTINGS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.calibrate < 0 or (args.calibrate and args.rejection is None):
         parser.error("--calibrate N needs --rejection Q and N >= 0")
     if not args.calibrate_lr > 0 or args.calibrate_batch < 1:
@@ -165,10 +270,9 @@ def main(argv=None) -> int:
         parser.error(f"--check-every must be >= 0 and a multiple of --steps-per-replay {args.steps_per_replay}")
     if any(c % args.steps_per_replay for c in args.checkpoints):
         parser.error(f"--checkpoints must be multiples of --steps-per-replay {args.steps_per_replay}")
-    if sorted(set(args.checkpoints)) != args.checkpoints or args.checkpoints[0] < 1:
-        parser.error("--checkpoints must be increasing positive step counts")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    protocol = {**quality.PROTOCOL, "lr": args.lr, "batch": args.batch, "pack_convention": args.pack_convention,
+    base = resume["protocol"] if resume else quality.PROTOCOL   # (betas, models, update: the resumed run's)
+    protocol = {**base, "lr": args.lr, "batch": args.batch, "pack_convention": args.pack_convention,
                 "lr_schedule": lr_schedule_arg(args.lr_schedule)}
     try:   # a schedule the trainer refuses fails here, before hours of training
         fastgan.TrainConfig(lr_schedule=protocol["lr_schedule"])
@@ -194,7 +298,13 @@ def main(argv=None) -> int:
         text = (f"# Quality along training — {env['card']}, {env['date'][:10]}\n\n{args.data}, variant "
                 f"{args.variant} ({', '.join(f'{k} {v}' for k, v in chosen.items()) or 'no options'}), "
                 f"{args.seeds} seeds at once (replicas), mean ± s.e.; kernels {args.kernels}{graph}\n\n"
-                f"{quality.describe(protocol)}\n\n" + markdown_table(head, body))
+                f"{quality.describe(protocol)}\n\n")
+        for old in (resume or {}).get("history", []):
+            was = old.get("environment") or {}
+            text += (f"Resumed at step {old['steps']} from `{old['results']}` (its trainer checkpoint; that run: "
+                     f"{was.get('card', '?')}, {str(was.get('date', '?'))[:10]}, CPU {was.get('cpu', 'not recorded')}"
+                     f"): the rows up to step {old['steps']} are that run's.\n\n")
+        text += markdown_table(head, body)
         for key in ("rejection", "calibrated"):
             if key not in rows[0]:
                 continue
@@ -222,15 +332,22 @@ def main(argv=None) -> int:
                    "seeds": args.seeds, "protocol": protocol, "architecture": quality.describe(protocol),
                    "rejection": args.rejection, "calibrate": args.calibrate, "calibrate_lr": args.calibrate_lr,
                    "calibrate_batch": args.calibrate_batch, "check_every": args.check_every,
-                   "first_reached": first,
-                   "curve": rows}
+                   "first_reached": first, "curve": rows,
+                   "checkpoint": str(args.save_checkpoint) if args.save_checkpoint else None}
+        if resume:
+            payload["resumed_from"] = resume["history"]
         written[:] = write_results(f"quality-curve-{args.data}-{args.variant}", payload, text, args.out)
         written[2:] = quality.draw(pictures, {}, written[0].parent, written[0].stem)
 
-    curve(args.data, args.variant, args.seeds, args.checkpoints, protocol, device, args.kernels, report=save,
-          rejection=args.rejection, check_every=args.check_every, calibrate=args.calibrate,
-          calibrate_lr=args.calibrate_lr, calibrate_batch=args.calibrate_batch,
-          checkpoint=args.save_checkpoint, **options)
+    try:
+        curve(args.data, args.variant, args.seeds, args.checkpoints, protocol, device, args.kernels, report=save,
+              rejection=args.rejection, check_every=args.check_every, calibrate=args.calibrate,
+              calibrate_lr=args.calibrate_lr, calibrate_batch=args.calibrate_batch,
+              checkpoint=args.save_checkpoint, resume=resume, **options)
+    except CheckpointError as error:   # only loading raises it: the resumed trainer does not fit the run
+        if resume is None:
+            raise
+        parser.error(f"--resume: {error}")
     print("wrote " + ", ".join(map(str, written)))
     return 0
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TimeBudget, environment, markdown_table, seconds_per_step, write_results  # noqa: E402
+from common import TimeBudget, environment, markdown_table, new_run, seconds_per_step, write_results  # noqa: E402
 
 from fastgan import GANTrainer, MLPDiscriminator, MLPGenerator, ops  # noqa: E402
 from fastgan.data import gaussian_ring  # noqa: E402
@@ -141,6 +141,7 @@ def plot(rows: list[dict], path: Path, title: str) -> Path | None:
 
 
 def main(argv=None) -> int:
+    new_run()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few, short windows (what CI runs)")
     parser.add_argument("--k", type=int, default=10, help="replicas for the sequential comparison (default: 10)")

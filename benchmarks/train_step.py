@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (TimeBudget, environment, markdown_table, run_steps, seconds_per_step,  # noqa: E402
+from common import (TimeBudget, environment, markdown_table, new_run, run_steps, seconds_per_step,  # noqa: E402
                     write_results)
 
 import fastgan  # noqa: E402
@@ -280,6 +280,7 @@ def plots(rows: list[dict], folder: Path, stem: str, title: str) -> list[Path]:
 
 
 def main(argv=None) -> int:
+    new_run()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few windows (what CI runs)")
     parser.add_argument("--widths", type=int, nargs="+", default=None)

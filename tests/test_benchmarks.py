@@ -324,6 +324,71 @@ def test_quality_curve_time_to_quality_counts_steps_and_training_seconds(tmp_pat
     assert "| 1 | 10 |" in text and "| 0 | not within 15 | - |" in text
 
 
+def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys):
+    """--resume: a run stopped after its first checkpoint, resumed from its JSON and saved trainer, gives the
+    rows and time-to-quality steps of the run that never stopped (plain, rejection and calibrated), in a new
+    file; settings come from the JSON, and what contradicts the run is a one-line error."""
+    import quality_curve
+    common = ["--data", "ring", "--variant", "ema", "--seeds", "2", "--check-every", "5", "--rejection", "0.5",
+              "--calibrate", "5", "--calibrate-batch", "50", "--lr-schedule", "15:0.5"]
+    assert quality_curve.main(common + ["--checkpoints", "10", "20", "--save-checkpoint",
+                                        str(tmp_path / "whole.pt"), "--out", str(tmp_path / "whole")]) == 0
+    assert quality_curve.main(common + ["--checkpoints", "10", "--save-checkpoint", str(tmp_path / "ck.pt"),
+                                        "--out", str(tmp_path / "part")]) == 0
+    (stopped,) = (tmp_path / "part").glob("cpu/*.json")
+    before = stopped.read_text()
+    assert json.loads(before)["checkpoint"] == str(tmp_path / "ck.pt")
+    assert quality_curve.main(["--resume", str(stopped), "--checkpoints", "10", "20",
+                               "--out", str(tmp_path / "part")]) == 0
+    assert stopped.read_text() == before   # the stopped run's file stays as it was
+    (whole,) = (tmp_path / "whole").glob("cpu/*.json")
+    (resumed,) = set((tmp_path / "part").glob("cpu/*.json")) - {stopped}
+    a, b = json.loads(whole.read_text()), json.loads(resumed.read_text())
+
+    def without_seconds(rows):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+    assert [row["steps"] for row in b["curve"]] == [10, 20]
+    assert without_seconds(b["curve"]) == without_seconds(a["curve"])
+    assert b["curve"][0] == json.loads(before)["curve"][0]
+    assert b["curve"][1]["seconds"] >= b["curve"][0]["seconds"]   # training time goes on from the last row's
+    assert [f and f["steps"] for f in b["first_reached"]] == [f and f["steps"] for f in a["first_reached"]]
+    assert b["protocol"] == a["protocol"] and b["resumed_from"][0]["steps"] == 10
+    assert b["resumed_from"][0]["results"] == stopped.name
+    assert f"Resumed at step 10 from `{stopped.name}`" in resumed.with_suffix(".md").read_text()
+    # the trainer it went on saving (where the stopped run saved) is the unbroken run's, bit for bit
+    from fastgan.checkpoint import load_checkpoint
+    ours, theirs = load_checkpoint(tmp_path / "ck.pt"), load_checkpoint(tmp_path / "whole.pt")
+    assert ours["step"] == theirs["step"] == 20
+    for key in ("generator", "discriminator", "ema"):
+        assert torch.equal(ours[key], theirs[key]), key
+    for key in ("optimizer_g", "optimizer_d"):
+        assert all(torch.equal(ours[key][k], theirs[key][k]) for k in ("exp_avg", "exp_avg_sq", "step")), key
+    assert all(torch.equal(a, b) for a, b in zip(ours["rng"], theirs["rng"]))
+
+    def refused(*args):
+        with pytest.raises(SystemExit) as exit_info:
+            quality_curve.main(["--resume", str(stopped), *args, "--out", str(tmp_path / "refused")])
+        assert exit_info.value.code == 2
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    assert "--lr 0.0002 differs from the resumed run's 0.0001" in refused("--checkpoints", "20", "--lr", "2e-4")
+    assert "--variant 'vanilla' differs" in refused("--checkpoints", "20", "--variant", "vanilla")
+    assert "--checkpoints [7] lie before the resumed run's last row" in refused("--checkpoints", "7", "20")
+    assert "at 10 steps already" in refused("--checkpoints", "10")
+    assert "does not exist" in refused("--checkpoints", "20", "--save-checkpoint", str(tmp_path / "none.pt"))
+    # a trainer saved by another run (here: at another step) is refused before any training
+    assert quality_curve.main(common + ["--checkpoints", "5", "--save-checkpoint", str(tmp_path / "other.pt"),
+                                        "--out", str(tmp_path / "other")]) == 0
+    assert "holds the trainer at step 5" in refused("--checkpoints", "20", "--save-checkpoint",
+                                                     str(tmp_path / "other.pt"))
+    assert quality_curve.main(common + ["--lr", "2e-4", "--checkpoints", "10", "--save-checkpoint",
+                                        str(tmp_path / "other-lr.pt"), "--out", str(tmp_path / "other")]) == 0
+    assert "other settings than this run's: lr 0.0002 (this run: 0.0001)" in refused(
+        "--checkpoints", "20", "--save-checkpoint", str(tmp_path / "other-lr.pt"))
+    assert not (tmp_path / "refused").exists()
+
+
 def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     """quality_curve.py: each checkpoint's per-seed metrics equal the single run's at that step count."""
     import quality

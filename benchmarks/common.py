@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import re
 import statistics
@@ -153,9 +154,16 @@ def write_results(name: str, payload: dict, table: str, out_dir: Path | None = N
         _stems[key] = stem
     stem = _stems[key]
     json_path, md_path = folder / f"{stem}.json", folder / f"{stem}.md"
-    json_path.write_text(json.dumps(payload, indent=2) + "\n")
-    md_path.write_text(table + "\n")
+    _write_atomically(json_path, json.dumps(payload, indent=2) + "\n")
+    _write_atomically(md_path, table + "\n")
     return json_path, md_path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A run killed while writing leaves the previous version whole, never half a file."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(text)
+    os.replace(part, path)
 
 
 class TimeBudget:

@@ -38,12 +38,13 @@ from common import environment, markdown_table, new_run, write_results  # noqa: 
 
 import fastgan  # noqa: E402
 from fastgan import metrics  # noqa: E402
-from fastgan.checkpoint import CheckpointError  # noqa: E402
+from fastgan.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from fastgan.cli import lr_milestone, lr_schedule_arg  # noqa: E402
 
 
 def _reached(result: dict, kind: str) -> bool:
-    """The issue's time-to-quality mark: every mode, with >= 90% high-quality samples."""
+    """The issue's time-to-quality mark: every mode, with >= 90% high-quality samples (``result``: a seed's
+    ``evaluate_mixture`` at a check, with its ``seed`` and ``steps``)."""
     return result["modes"] == MODES[kind] and result["high_quality"] >= 0.9
 
 
@@ -65,17 +66,16 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
     there at each checkpoint (to evaluate it again later: ``fastgan evaluate`` reads it). ``check_every``: every
     that many steps, each seed's 2,500 samples (seed 20,000 + k, not the checkpoints') are checked for every mode
     with >= 90% HQ; ``first[k]`` is the first step (and the trainer's training seconds then, all seeds at once)
-    at which seed k was. ``resume``: ``{"checkpoint": path, "rows": [...], "first": [...]}`` of a run stopped
-    after its last row: the trainer saved there is loaded and the curve goes on from that row (checkpoints up
-    to it are that run's rows)."""
+    at which seed k was. ``resume``: ``{"checkpoint": path, "rows": [...], "first": [...]}`` of a stopped run,
+    up to the row of the step of the trainer saved there: it is loaded, and the curve goes on from that row."""
     trainer = quality.mixture_trainer(kind, variant, 0, device, kernels=kernels, protocol=protocol, replicas=seeds,
                                       **options)
     rows, first = [], [None] * seeds
     if resume is not None:
         state = trainer.load(resume["checkpoint"])
         if trainer.step_count != resume["rows"][-1]["steps"]:
-            raise CheckpointError(f"{resume['checkpoint']} holds the trainer at step {trainer.step_count}, but the "
-                                  f"run's last row is at step {resume['rows'][-1]['steps']}: not that row's trainer")
+            raise CheckpointError(f"{resume['checkpoint']} holds the trainer at step {trainer.step_count}, not at "
+                                  f"the resumed row's {resume['rows'][-1]['steps']}")
         _check_same_run(state.get("config") or {}, trainer.config.to_dict(), resume["checkpoint"])
         rows, first = list(resume["rows"]), list(resume["first"])
     start = time.perf_counter() - (rows[-1]["seconds"] if rows else 0.0)
@@ -83,8 +83,8 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
 
     def check(trained: float):
         for k in range(seeds):
-            if first[k] is None and _reached(metrics.evaluate_mixture(trainer.sample(2500, seed=20_000 + k,
-                                                                                     replica=k), kind), kind):
+            result = metrics.evaluate_mixture(trainer.sample(2500, seed=20_000 + k, replica=k), kind)
+            if first[k] is None and _reached({**result, "seed": k, "steps": trainer.step_count}, kind):
                 first[k] = {"steps": trainer.step_count, "seconds": trained}
 
     for steps in checkpoints:
@@ -124,13 +124,13 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
             line += (f"  | {key} {rejection:g}: HQ {100 * r['high_quality'][0]:.1f}"
                      f"±{100 * r['high_quality'][1]:.1f}%  KL {r['kl'][0]:.3f}  modes {r['modes'][0]:.2f}  "
                      f"kept {100 * r['acceptance'][0]:.0f}%")
-        if checkpoint is not None:
-            trainer.save(checkpoint, extra={"model": model} if model else None)
         rows.append(row)
         print(line, flush=True)
-        start = time.perf_counter() - seconds   # evaluation time is not training time
         if report is not None:
             report(rows, first, pictures)
+        if checkpoint is not None:   # after the report: a resume finds the row of the trainer's step
+            trainer.save(checkpoint, extra={"model": model} if model else None)
+        start = time.perf_counter() - seconds   # evaluation time is not training time
     return rows, first
 
 
@@ -140,6 +140,7 @@ _HOW = ("cuda_graph", "steps_per_replay", "graph_warmup", "device")
 
 def _check_same_run(saved: dict, ours: dict, path) -> None:
     """The checkpoint's trainer settings are the resumed run's (but for ``_HOW``)."""
+    saved = {**fastgan.TrainConfig().to_dict(), **saved}   # a setting newer than the checkpoint: its default
     differ = sorted(k for k in set(saved) | set(ours) if k not in _HOW and saved.get(k) != ours.get(k))
     if differ:
         raise CheckpointError(f"{path} was saved by a trainer with other settings than this run's: "
@@ -187,21 +188,41 @@ def _load_resume(args, parser) -> dict:
                          "settings: leave the flag out)")
         setattr(args, name, value)
     checkpoint = args.save_checkpoint or (Path(payload["checkpoint"]) if payload.get("checkpoint") else None)
+    saved_device = payload.get("device") or ("cpu" if (payload.get("environment") or {}).get("card") == "cpu"
+                                             else "cuda")
+    if args.device is None:
+        args.device = saved_device
+    elif torch.device(args.device).type != saved_device:
+        parser.error(f"--device {args.device}: the resumed run trained on {saved_device} (its random streams are "
+                     "that device's: a resumed run stays on its kind of device)")
     if checkpoint is None:
         parser.error(f"--resume {path}: the run recorded no trainer checkpoint; give the file it saved with "
                      "--save-checkpoint PATH")
     if not checkpoint.is_file():
         parser.error(f"--resume: the trainer checkpoint {checkpoint} does not exist")
-    args.save_checkpoint = checkpoint
+    args.save_checkpoint = checkpoint   # (and the resumed run saves there in turn)
+    try:
+        step = load_checkpoint(checkpoint, map_location="cpu").get("step")
+    except CheckpointError as error:
+        parser.error(f"--resume: {error}")
     done = [row["steps"] for row in rows]
+    if step not in done:
+        parser.error(f"--resume: {checkpoint} holds a trainer at step {step}, but the run has no row there (rows at "
+                     f"{done}): not this run's trainer")
+    if step != done[-1]:   # a kill after a row was written, before the trainer was saved
+        print(f"  the trainer saved is at step {step}: the rows after it are measured again", flush=True)
+        rows = rows[:done.index(step) + 1]
+        first = [f if f is not None and f["steps"] <= step else None for f in first]
+        done = done[:len(rows)]
     missing = [c for c in args.checkpoints if c <= done[-1] and c not in done]
     if missing:
         parser.error(f"--checkpoints {missing} lie before the resumed run's last row ({done[-1]} steps) and it has "
                      "no row there")
     if args.checkpoints[-1] <= done[-1]:
         parser.error(f"--checkpoints: the resumed run is at {done[-1]} steps already; give checkpoints past it")
-    history = payload.get("resumed_from", []) + [{"results": path.name, "steps": done[-1],
-                                                  "environment": payload.get("environment")}]
+    history = payload.get("resumed_from", []) + [{
+        "results": path.name, "steps": done[-1], "environment": payload.get("environment"), "device": saved_device,
+        "cuda_graph": payload.get("cuda_graph"), "steps_per_replay": payload.get("steps_per_replay")}]
     return {"checkpoint": checkpoint, "rows": rows, "first": first, "history": history,
             "protocol": payload["protocol"]}
 
@@ -271,6 +292,9 @@ def main(argv=None) -> int:
     if any(c % args.steps_per_replay for c in args.checkpoints):
         parser.error(f"--checkpoints must be multiples of --steps-per-replay {args.steps_per_replay}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        trained = " (the resumed run trained on one)" if resume else ""
+        parser.error(f"--device cuda: this machine has no CUDA device{trained}")
     base = resume["protocol"] if resume else quality.PROTOCOL   # (betas, models, update: the resumed run's)
     protocol = {**base, "lr": args.lr, "batch": args.batch, "pack_convention": args.pack_convention,
                 "lr_schedule": lr_schedule_arg(args.lr_schedule)}
@@ -333,7 +357,8 @@ def main(argv=None) -> int:
                    "rejection": args.rejection, "calibrate": args.calibrate, "calibrate_lr": args.calibrate_lr,
                    "calibrate_batch": args.calibrate_batch, "check_every": args.check_every,
                    "first_reached": first, "curve": rows,
-                   "checkpoint": str(args.save_checkpoint) if args.save_checkpoint else None}
+                   "device": device.type,
+                   "checkpoint": str(args.save_checkpoint.resolve()) if args.save_checkpoint else None}
         if resume:
             payload["resumed_from"] = resume["history"]
         written[:] = write_results(f"quality-curve-{args.data}-{args.variant}", payload, text, args.out)

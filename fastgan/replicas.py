@@ -560,6 +560,10 @@ class ReplicaTrainer(GANTrainer):
             rng = state["rng"]
             if not isinstance(rng, list) or len(rng) != self.replicas:
                 raise ValueError("the RNG states do not match the replicas")
+            if any(not isinstance(s, torch.Tensor) or s.numel() != g.get_state().numel()
+                   for g, s in zip(self.generators, rng)):
+                raise ValueError(f"its RNG states are not those of {self.device.type} generators (a checkpoint "
+                                 "saved on another kind of device)")
             if not isinstance(state["step"], int) or state["step"] < 0:
                 raise ValueError(f"step must be a non-negative integer, got {state['step']!r}")
         except (KeyError, TypeError, ValueError, AttributeError) as e:

@@ -324,11 +324,14 @@ def test_quality_curve_time_to_quality_counts_steps_and_training_seconds(tmp_pat
     assert "| 1 | 10 |" in text and "| 0 | not within 15 | - |" in text
 
 
-def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys):
+def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys, monkeypatch):
     """--resume: a run stopped after its first checkpoint, resumed from its JSON and saved trainer, gives the
-    rows and time-to-quality steps of the run that never stopped (plain, rejection and calibrated), in a new
+    rows and time-to-quality marks of the run that never stopped (plain, rejection and calibrated), in a new
     file; settings come from the JSON, and what contradicts the run is a one-line error."""
+    import shutil
     import quality_curve
+    # the time-to-quality mark (20 steps reach no real one): seed 0 from step 5 (before the stop), seed 1 from 15
+    monkeypatch.setattr(quality_curve, "_reached", lambda result, kind: result["steps"] >= (5, 15)[result["seed"]])
     common = ["--data", "ring", "--variant", "ema", "--seeds", "2", "--check-every", "5", "--rejection", "0.5",
               "--calibrate", "5", "--calibrate-batch", "50", "--lr-schedule", "15:0.5"]
     assert quality_curve.main(common + ["--checkpoints", "10", "20", "--save-checkpoint",
@@ -337,7 +340,8 @@ def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys):
                                         "--out", str(tmp_path / "part")]) == 0
     (stopped,) = (tmp_path / "part").glob("cpu/*.json")
     before = stopped.read_text()
-    assert json.loads(before)["checkpoint"] == str(tmp_path / "ck.pt")
+    assert json.loads(before)["checkpoint"] == str(tmp_path / "ck.pt") and json.loads(before)["device"] == "cpu"
+    shutil.copy(tmp_path / "ck.pt", tmp_path / "ck10.pt")
     assert quality_curve.main(["--resume", str(stopped), "--checkpoints", "10", "20",
                                "--out", str(tmp_path / "part")]) == 0
     assert stopped.read_text() == before   # the stopped run's file stays as it was
@@ -352,7 +356,9 @@ def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys):
     assert without_seconds(b["curve"]) == without_seconds(a["curve"])
     assert b["curve"][0] == json.loads(before)["curve"][0]
     assert b["curve"][1]["seconds"] >= b["curve"][0]["seconds"]   # training time goes on from the last row's
-    assert [f and f["steps"] for f in b["first_reached"]] == [f and f["steps"] for f in a["first_reached"]]
+    assert [f["steps"] for f in b["first_reached"]] == [f["steps"] for f in a["first_reached"]] == [5, 15]
+    assert b["first_reached"][0] == json.loads(before)["first_reached"][0]
+    assert b["curve"][0]["seconds"] <= b["first_reached"][1]["seconds"] <= b["curve"][1]["seconds"]
     assert b["protocol"] == a["protocol"] and b["resumed_from"][0]["steps"] == 10
     assert b["resumed_from"][0]["results"] == stopped.name
     assert f"Resumed at step 10 from `{stopped.name}`" in resumed.with_suffix(".md").read_text()
@@ -366,9 +372,10 @@ def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys):
         assert all(torch.equal(ours[key][k], theirs[key][k]) for k in ("exp_avg", "exp_avg_sq", "step")), key
     assert all(torch.equal(a, b) for a, b in zip(ours["rng"], theirs["rng"]))
 
-    def refused(*args):
+    def refused(*args):   # (the stopped run's trainer file now holds the resumed run's: its copy at step 10)
+        trainer = [] if "--save-checkpoint" in args else ["--save-checkpoint", str(tmp_path / "ck10.pt")]
         with pytest.raises(SystemExit) as exit_info:
-            quality_curve.main(["--resume", str(stopped), *args, "--out", str(tmp_path / "refused")])
+            quality_curve.main(["--resume", str(stopped), *args, *trainer, "--out", str(tmp_path / "refused")])
         assert exit_info.value.code == 2
         return capsys.readouterr().err.strip().splitlines()[-1]
 
@@ -380,13 +387,23 @@ def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys):
     # a trainer saved by another run (here: at another step) is refused before any training
     assert quality_curve.main(common + ["--checkpoints", "5", "--save-checkpoint", str(tmp_path / "other.pt"),
                                         "--out", str(tmp_path / "other")]) == 0
-    assert "holds the trainer at step 5" in refused("--checkpoints", "20", "--save-checkpoint",
-                                                     str(tmp_path / "other.pt"))
+    assert "holds a trainer at step 5, but the run has no row there" in refused(
+        "--checkpoints", "20", "--save-checkpoint", str(tmp_path / "other.pt"))
     assert quality_curve.main(common + ["--lr", "2e-4", "--checkpoints", "10", "--save-checkpoint",
                                         str(tmp_path / "other-lr.pt"), "--out", str(tmp_path / "other")]) == 0
     assert "other settings than this run's: lr 0.0002 (this run: 0.0001)" in refused(
         "--checkpoints", "20", "--save-checkpoint", str(tmp_path / "other-lr.pt"))
+    assert "the resumed run trained on cpu" in refused("--checkpoints", "20", "--device", "cuda")
     assert not (tmp_path / "refused").exists()
+    # a kill after a row was written but before the trainer was saved: the trainer's row is where it goes on
+    capsys.readouterr()
+    assert quality_curve.main(["--resume", str(whole), "--checkpoints", "20", "--save-checkpoint",
+                               str(tmp_path / "ck10.pt"), "--out", str(tmp_path / "again")]) == 0
+    assert "the rows after it are measured again" in capsys.readouterr().out
+    (again,) = (tmp_path / "again").glob("cpu/*.json")
+    c = json.loads(again.read_text())
+    assert without_seconds(c["curve"]) == without_seconds(a["curve"]) and c["resumed_from"][0]["steps"] == 10
+    assert [f["steps"] for f in c["first_reached"]] == [5, 15]
 
 
 def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):

@@ -149,6 +149,15 @@ def test_save_and_load_resume_exactly(tmp_path):
         single.load(path)
     with pytest.raises(CheckpointError, match="single-GAN"):
         b.load(single.save(tmp_path / "single.pt"))
+    # RNG states of another kind of device (a CUDA generator's state is 16 bytes, a CPU one's thousands): a
+    # clear refusal before anything is copied, not a RuntimeError from set_state
+    from fastgan.checkpoint import load_checkpoint, save_checkpoint
+    state = load_checkpoint(path)
+    state["rng"] = [torch.zeros(16, dtype=torch.uint8) for _ in state["rng"]]
+    before = b.generator.flat.clone()
+    with pytest.raises(CheckpointError, match="not those of cpu generators"):
+        b.load(save_checkpoint(state, tmp_path / "other-device.pt"))
+    assert torch.equal(b.generator.flat, before)
 
 
 def test_sample_and_replica_modules():

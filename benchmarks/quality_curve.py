@@ -76,7 +76,7 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
         if trainer.step_count != resume["rows"][-1]["steps"]:
             raise CheckpointError(f"{resume['checkpoint']} holds the trainer at step {trainer.step_count}, not at "
                                   f"the resumed row's {resume['rows'][-1]['steps']}")
-        _check_same_run(state.get("config") or {}, trainer.config.to_dict(), resume["checkpoint"])
+        _check_same_run(state.get("config") or {}, trainer.config, resume["checkpoint"])
         rows, first = list(resume["rows"]), list(resume["first"])
     start = time.perf_counter() - (rows[-1]["seconds"] if rows else 0.0)
     model = quality.checkpoint_model(kind, variant, protocol)   # what fastgan evaluate rebuilds the models from
@@ -138,13 +138,12 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
 _HOW = ("cuda_graph", "steps_per_replay", "graph_warmup", "device")
 
 
-def _check_same_run(saved: dict, ours: dict, path) -> None:
+def _check_same_run(saved: dict, ours: fastgan.TrainConfig, path) -> None:
     """The checkpoint's trainer settings are the resumed run's (but for ``_HOW``)."""
-    saved = {**fastgan.TrainConfig().to_dict(), **saved}   # a setting newer than the checkpoint: its default
-    differ = sorted(k for k in set(saved) | set(ours) if k not in _HOW and saved.get(k) != ours.get(k))
+    differ = {k: v for k, v in ours.changes_from(saved).items() if k not in _HOW}
     if differ:
         raise CheckpointError(f"{path} was saved by a trainer with other settings than this run's: "
-                              + ", ".join(f"{k} {saved.get(k)!r} (this run: {ours.get(k)!r})" for k in differ))
+                              + ", ".join(f"{k} {old!r} (this run: {new!r})" for k, (old, new) in differ.items()))
 
 
 # the run's settings: a resumed run takes them from its JSON; here the defaults of a new run

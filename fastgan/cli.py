@@ -376,10 +376,7 @@ def run_train(args: argparse.Namespace) -> int:
         trainer.load(shard_path)
         if rank == 0:
             print(f"fastgan: resumed {checkpoint} at step {trainer.step_count}")
-        ours = whole.to_dict()
-        # (a setting newer than the checkpoint ran with its default)
-        theirs = {**TrainConfig().to_dict(), **saved.get("config", {})}
-        changed = {k: (v, ours[k]) for k, v in theirs.items() if k in ours and ours[k] != v}
+        changed = whole.changes_from(saved.get("config", {}))
         if changed and rank == 0:  # a resumed run equals an uninterrupted one only with the same settings
             print("fastgan: note: settings differ from the checkpoint's run: " +
                   ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()))

@@ -423,6 +423,12 @@ class TrainConfig:
             return [plain(v) for v in value] if isinstance(value, tuple) else value
         return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+    def changes_from(self, saved: dict) -> dict[str, tuple]:
+        """``{name: (saved value, mine)}`` for the settings that differ from ``saved`` (a checkpoint's ``to_dict``):
+        a setting newer than the checkpoint ran with its default; one the checkpoint has and I do not is ignored."""
+        mine, theirs = self.to_dict(), {**TrainConfig().to_dict(), **saved}
+        return {k: (v, mine[k]) for k, v in theirs.items() if k in mine and mine[k] != v}
+
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         """The inverse of ``to_dict``; an unknown key is a ``ValueError`` naming it (missing keys: defaults)."""

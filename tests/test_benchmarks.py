@@ -58,7 +58,7 @@ def test_a_failing_backend_is_a_row_not_the_end(tmp_path, monkeypatch):
 def test_results_are_never_overwritten(tmp_path):
     import common
     first = common.write_results("thing", {"a": 1}, "first", tmp_path)
-    common._stems.clear()  # a later run of the same day
+    common.new_run()  # a later run of the same day
     second = common.write_results("thing", {"a": 2}, "second", tmp_path)
     again = common.write_results("thing", {"a": 3}, "second, updated", tmp_path)  # the same run rewrites its own
     quick = common.write_results("thing", {"a": 4}, "quick", tmp_path, quick=True)
@@ -107,7 +107,6 @@ def test_kernel_benchmark_saves_after_every_row_and_keeps_to_its_time_limit(tmp_
     payload = json.loads(next(tmp_path.glob("*/*-kernels-quick.json")).read_text())
     assert len(payload["rows"]) == 15 and saved_rows[:4] == [0, 1, 2, 3]   # 5 groups of 3 rows
     assert "% matmul ceiling" in next(tmp_path.glob("*/*-kernels-quick.md")).read_text()
-    common._stems.clear()
     assert kernels.main(["--quick", "--time-limit", "0", "--out", str(tmp_path)]) == 0
     stopped = json.loads(next(tmp_path.glob("*/*-kernels-quick-2.json")).read_text())
     assert stopped["rows"] == [] and stopped["not_run"]

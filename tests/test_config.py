@@ -109,3 +109,14 @@ def test_auto_kernels_follow_the_first_gpu_measurement():
     assert pick(cpu, batch_size=128) == "torch"
     for kernels in ("torch", "triton", "triton-mlp", "cuda"):
         assert resolve_kernels(TrainConfig(kernels=kernels), cpu) == kernels
+
+
+def test_changes_from_a_checkpoints_config():
+    """What a resumed run reports (fastgan train) or refuses (quality_curve.py --resume): the settings that differ
+    from the checkpoint's; one newer than the checkpoint counts as its default, one it no longer has is ignored."""
+    saved = TrainConfig(lr=1e-4, betas=(0.5, 0.9)).to_dict()
+    del saved["lr_schedule"]          # a checkpoint from before the setting existed
+    saved["retired_setting"] = 3      # a setting since removed
+    assert TrainConfig(lr=1e-4, betas=(0.5, 0.9)).changes_from(saved) == {}
+    assert TrainConfig(lr=2e-4, betas=(0.5, 0.9), lr_schedule=((10, 0.5),)).changes_from(saved) == {
+        "lr": (1e-4, 2e-4), "lr_schedule": ([], [[10, 0.5]])}

@@ -146,12 +146,14 @@ def checkpoint_model(kind: str, variant: str, protocol: dict) -> dict | None:
 
 
 def mixture_trainer(kind: str, variant: str, seed: int, device, kernels="torch", protocol=None, replicas=None,
-                    **options):
+                    data_seed: int | None = None, **options):
     """``options``: further GANTrainer settings that change how a step runs, not what it computes
-    (``cuda_graph``, ``steps_per_replay``)."""
+    (``cuda_graph``, ``steps_per_replay``). The 100,000 training points are drawn with ``data_seed`` (default
+    ``seed``)."""
     protocol = protocol or PROTOCOL
     settings, pack = _trainer_settings(variant, protocol)
-    real = (data.gaussian_ring if kind == "ring" else data.gaussian_grid)(100_000, seed=seed, device=device)
+    real = (data.gaussian_ring if kind == "ring" else data.gaussian_grid)(
+        100_000, seed=seed if data_seed is None else data_seed, device=device)
     torch.manual_seed(seed)
     g, d = _models(protocol, pack)
     if replicas is not None:
@@ -420,9 +422,8 @@ def main(argv=None) -> int:
              "latent_dim": args.latent_dim, "pack_convention": args.pack_convention, "update": args.update,
              "lr_schedule": lr_schedule_arg(args.lr_schedule)}
     protocol = {**defaults, **{k: v for k, v in given.items() if v is not None}, "preset": args.preset}
-    if args.preset == "pacgan" and (args.replicas or protocol["latent_dim"] != 2):
-        parser.error("--preset pacgan: its BatchNorm G and maxout D cannot be stacked as replicas, and its G "
-                     "takes 2-d noise (no --replicas, no --latent-dim)")
+    if args.preset == "pacgan" and protocol["latent_dim"] != 2:
+        parser.error("--preset pacgan: its G takes 2-d noise (no --latent-dim)")
     for variant in mixture_variants:   # a setting a variant cannot take fails here, before hours of training
         try:
             fastgan.TrainConfig(**_trainer_settings(variant, protocol)[0],

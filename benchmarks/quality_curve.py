@@ -2,7 +2,9 @@
 
 The seeds of one variant train at once as a K-replica trainer (``fastgan.replicas``: replica k is the
 single run with seed k) and are evaluated at each checkpoint on 2,500 samples (noise seed 10,000 + k),
-as ``quality.py`` evaluates its runs; the trainer keeps going after each evaluation.
+as ``quality.py`` evaluates its runs; the trainer keeps going after each evaluation. ``--first-seed S`` trains
+seeds S, S+1, ... instead (on the same 100,000 points, noise seeds 10,000 + S + k): fresh trials of a recipe
+chosen on seeds 0-9, each what seed S+k of one larger run would be.
 
     python benchmarks/quality_curve.py --data ring --variant ema --checkpoints 20000 40000 80000
     python benchmarks/quality_curve.py --data grid --variant ema_pack2 --checkpoints 50000 100000 200000
@@ -12,9 +14,14 @@ as ``quality.py`` evaluates its runs; the trainer keeps going after each evaluat
         --lr-schedule 200000:0.5 300000:0.1 --checkpoints 200000 300000 400000   # step-down rates
     python benchmarks/quality_curve.py --resume results/cpu/2026-11-28-quality-curve-ring-pack2-2.json \
         --checkpoints 300000 400000    # go on from the last checkpoint a run saved (--save-checkpoint)
+    python benchmarks/quality_curve.py --preset pacgan --data ring --variant pack2 --seeds 10 --cuda-graph \
+        --checkpoints 100000 200000 400000    # PacGAN's own models and settings (a GPU: 10 at once)
 
 Defaults are PacGAN's settings on our models (``quality.py``'s mixture-benchmark preset): Adam 1e-4
-(0.5, 0.999), batch 100 packed rows, 5 seeds. Writes results/<card>/<date>-quality-curve.{json,md}.
+(0.5, 0.999), batch 100 packed rows, 5 seeds. ``--preset pacgan``: PacGAN's own models (4 x 400 BatchNorm G,
+maxout D) and settings (Adam 1e-4 (0.8, 0.999), simultaneous updates), stacked as replicas too. Writes
+results/<card>/<date>-quality-curve-<data>-<variant>.{json,md} (``-pacgan-`` before the variant with that
+preset).
 
 ``--resume RESULTS.json`` goes on with a run stopped after a checkpoint (a time limit, Ctrl-C, a session's
 end): the trainer it saved there (``--save-checkpoint``, recorded in the JSON) is loaded, the run's settings are
@@ -54,7 +61,7 @@ MODES = {"ring": 8, "grid": 25}
 def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol: dict, device, kernels="torch",
           report=None, rejection: float | None = None, check_every: int = 0, calibrate: int = 0,
           checkpoint: Path | None = None, calibrate_lr: float = 1e-4, calibrate_batch: int = 500,
-          resume: dict | None = None, **options) -> list[dict]:
+          resume: dict | None = None, first_seed: int = 0, **options) -> list[dict]:
     """The rows (one per checkpoint); ``report(rows, first, pictures)`` after each (``pictures``: seed 0's samples
     at that checkpoint), so a run stopped by a time limit keeps what it measured.
 
@@ -67,9 +74,10 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
     that many steps, each seed's 2,500 samples (seed 20,000 + k, not the checkpoints') are checked for every mode
     with >= 90% HQ; ``first[k]`` is the first step (and the trainer's training seconds then, all seeds at once)
     at which seed k was. ``resume``: ``{"checkpoint": path, "rows": [...], "first": [...]}`` of a stopped run,
-    up to the row of the step of the trainer saved there: it is loaded, and the curve goes on from that row."""
-    trainer = quality.mixture_trainer(kind, variant, 0, device, kernels=kernels, protocol=protocol, replicas=seeds,
-                                      **options)
+    up to the row of the step of the trainer saved there: it is loaded, and the curve goes on from that row.
+    ``first_seed``: the seeds are ``first_seed + k`` (trainer seed, noise seeds), on seed 0's data."""
+    trainer = quality.mixture_trainer(kind, variant, first_seed, device, kernels=kernels, protocol=protocol,
+                                      replicas=seeds, data_seed=0, **options)
     rows, first = [], [None] * seeds
     if resume is not None:
         state = trainer.load(resume["checkpoint"])
@@ -83,7 +91,7 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
 
     def check(trained: float):
         for k in range(seeds):
-            result = metrics.evaluate_mixture(trainer.sample(2500, seed=20_000 + k, replica=k), kind)
+            result = metrics.evaluate_mixture(trainer.sample(2500, seed=20_000 + first_seed + k, replica=k), kind)
             if first[k] is None and _reached({**result, "seed": k, "steps": trainer.step_count}, kind):
                 first[k] = {"steps": trainer.step_count, "seconds": trained}
 
@@ -100,7 +108,7 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
                 check(paused - start)
                 start += time.perf_counter() - paused   # checking is not training time
         seconds = time.perf_counter() - start
-        samples = [trainer.sample(2500, seed=10_000 + k, replica=k) for k in range(seeds)]
+        samples = [trainer.sample(2500, seed=10_000 + first_seed + k, replica=k) for k in range(seeds)]
         runs = [metrics.evaluate_mixture(x, kind) for x in samples]
         pictures = {(kind, f"{steps} steps"): samples[0].cpu()}
         row = {"steps": steps, "seconds": seconds, "runs": runs, "summary": _summary(runs)}
@@ -112,7 +120,8 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
                 continue
             kept = []
             for j in range(seeds):
-                guided = trainer.sample(2500, seed=10_000 + j, replica=j, rejection=rejection, calibrate=steps_d,
+                guided = trainer.sample(2500, seed=10_000 + first_seed + j, replica=j, rejection=rejection,
+                                        calibrate=steps_d,
                                         calibrate_lr=calibrate_lr, calibrate_batch=calibrate_batch)
                 kept.append({**metrics.evaluate_mixture(guided, kind), "acceptance": trainer.last_acceptance})
                 if j == 0:
@@ -147,7 +156,8 @@ def _check_same_run(saved: dict, ours: fastgan.TrainConfig, path) -> None:
 
 
 # the run's settings: a resumed run takes them from its JSON; here the defaults of a new run
-SETTINGS = {"data": "ring", "variant": "vanilla", "seeds": 5, "lr": 1e-4, "lr_schedule": (), "batch": 100,
+SETTINGS = {"data": "ring", "variant": "vanilla", "preset": "mixture-benchmark", "seeds": 5, "first_seed": 0,
+            "lr": 1e-4, "lr_schedule": (), "batch": 100,
             "pack_convention": "rows", "kernels": "torch", "rejection": None, "check_every": 0, "calibrate": 0,
             "calibrate_lr": 1e-4, "calibrate_batch": 500}
 
@@ -155,7 +165,8 @@ SETTINGS = {"data": "ring", "variant": "vanilla", "seeds": 5, "lr": 1e-4, "lr_sc
 def _saved_settings(payload: dict) -> dict:
     """A results JSON's run settings (as ``SETTINGS``), for ``--resume``."""
     protocol = payload["protocol"]
-    return {"data": payload["data"], "variant": payload["variant"], "seeds": payload["seeds"], "lr": protocol["lr"],
+    return {"data": payload["data"], "variant": payload["variant"], "preset": protocol["preset"],
+            "seeds": payload["seeds"], "first_seed": payload.get("first_seed", 0), "lr": protocol["lr"],
             "lr_schedule": tuple(map(tuple, protocol.get("lr_schedule") or ())), "batch": protocol["batch"],
             "pack_convention": protocol["pack_convention"], "kernels": payload["kernels"],
             "rejection": payload["rejection"], "check_every": payload["check_every"],
@@ -240,6 +251,13 @@ def main(argv=None) -> int:
                         help="default vanilla")
     parser.add_argument("--checkpoints", type=int, nargs="+", required=True, help="step counts to evaluate at")
     parser.add_argument("--seeds", type=int, help="default 5")
+    parser.add_argument("--first-seed", type=int, metavar="S",
+                        help="train seeds S, S+1, ... (default 0; the same data, noise seeds 10,000 + S + k): "
+                             "fresh trials of a recipe chosen on other seeds")
+    parser.add_argument("--preset", choices=["mixture-benchmark", "pacgan"],
+                        help="the models: mixture-benchmark (default: ours, 2-128-128-2 leaky-ReLU) or pacgan "
+                             "(PacGAN's 4x400 BatchNorm G and maxout D, with its betas (0.8, 0.999) and "
+                             "simultaneous updates)")
     parser.add_argument("--lr", type=float, help="default 1e-4")
     parser.add_argument("--lr-schedule", type=lr_milestone, nargs="+", metavar="STEP:FACTOR",
                         help="step-down learning rates: x FACTOR from STEP on, e.g. 200000:0.5 300000:0.1")
@@ -278,6 +296,8 @@ def main(argv=None) -> int:
     for name, value in SETTINGS.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.seeds < 1 or args.first_seed < 0:
+        parser.error("--seeds must be >= 1 and --first-seed >= 0")
     if args.calibrate < 0 or (args.calibrate and args.rejection is None):
         parser.error("--calibrate N needs --rejection Q and N >= 0")
     if not args.calibrate_lr > 0 or args.calibrate_batch < 1:
@@ -294,7 +314,8 @@ def main(argv=None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         trained = " (the resumed run trained on one)" if resume else ""
         parser.error(f"--device cuda: this machine has no CUDA device{trained}")
-    base = resume["protocol"] if resume else quality.PROTOCOL   # (betas, models, update: the resumed run's)
+    # (betas, models, update: the preset's, or the resumed run's)
+    base = resume["protocol"] if resume else quality.PACGAN_PROTOCOL if args.preset == "pacgan" else quality.PROTOCOL
     protocol = {**base, "lr": args.lr, "batch": args.batch, "pack_convention": args.pack_convention,
                 "lr_schedule": lr_schedule_arg(args.lr_schedule)}
     try:   # a schedule the trainer refuses fails here, before hours of training
@@ -317,10 +338,12 @@ def main(argv=None) -> int:
                  cell(r["summary"], "high_quality", 100, 1), cell(r["summary"], "kl"), cell(r["summary"], "kl_all")]
                 for r in rows]
         graph = f", CUDA graph ({args.steps_per_replay} steps per replay)" if args.cuda_graph else ""
+        seeds_text = (f"{args.seeds} seeds" if not args.first_seed else
+                      f"{args.seeds} seeds ({args.first_seed} to {args.first_seed + args.seeds - 1}, on seed 0's data)")
         chosen = quality.VARIANTS[args.variant]
         text = (f"# Quality along training — {env['card']}, {env['date'][:10]}\n\n{args.data}, variant "
                 f"{args.variant} ({', '.join(f'{k} {v}' for k, v in chosen.items()) or 'no options'}), "
-                f"{args.seeds} seeds at once (replicas), mean ± s.e.; kernels {args.kernels}{graph}\n\n"
+                f"{seeds_text} at once (replicas), mean ± s.e.; kernels {args.kernels}{graph}\n\n"
                 f"{quality.describe(protocol)}\n\n")
         for old in (resume or {}).get("history", []):
             was = old.get("environment") or {}
@@ -345,14 +368,15 @@ def main(argv=None) -> int:
                                        "KL (all samples)", "candidates kept %"], body))
         if args.check_every:
             mark = f"{MODES[args.data]}/{MODES[args.data]} modes with >= 90% high-quality samples"
-            body = [[k, f["steps"], f"{f['seconds']:.0f}"] if f else [k, f"not within {rows[-1]['steps']}", "-"]
-                    for k, f in enumerate(first)]
+            body = [[args.first_seed + k, f["steps"], f"{f['seconds']:.0f}"] if f else
+                    [args.first_seed + k, f"not within {rows[-1]['steps']}", "-"] for k, f in enumerate(first)]
             text += (f"\n\nFirst reached {mark} (checked every {args.check_every} steps on 2,500 samples of "
                      "noise seed 20,000 + seed; seconds: the K-replica trainer's training time then, all seeds "
                      "at once):\n\n" + markdown_table(["seed", "steps", "seconds (all seeds)"], body))
         payload = {"environment": env, "data": args.data, "variant": args.variant, "kernels": args.kernels,
                    "cuda_graph": args.cuda_graph, "steps_per_replay": args.steps_per_replay, "options": chosen,
-                   "seeds": args.seeds, "protocol": protocol, "architecture": quality.describe(protocol),
+                   "seeds": args.seeds, "first_seed": args.first_seed, "protocol": protocol,
+                   "architecture": quality.describe(protocol),
                    "rejection": args.rejection, "calibrate": args.calibrate, "calibrate_lr": args.calibrate_lr,
                    "calibrate_batch": args.calibrate_batch, "check_every": args.check_every,
                    "first_reached": first, "curve": rows,
@@ -360,14 +384,15 @@ def main(argv=None) -> int:
                    "checkpoint": str(args.save_checkpoint.resolve()) if args.save_checkpoint else None}
         if resume:
             payload["resumed_from"] = resume["history"]
-        written[:] = write_results(f"quality-curve-{args.data}-{args.variant}", payload, text, args.out)
+        preset = "pacgan-" if protocol["preset"] == "pacgan" else ""
+        written[:] = write_results(f"quality-curve-{args.data}-{preset}{args.variant}", payload, text, args.out)
         written[2:] = quality.draw(pictures, {}, written[0].parent, written[0].stem)
 
     try:
         curve(args.data, args.variant, args.seeds, args.checkpoints, protocol, device, args.kernels, report=save,
               rejection=args.rejection, check_every=args.check_every, calibrate=args.calibrate,
               calibrate_lr=args.calibrate_lr, calibrate_batch=args.calibrate_batch,
-              checkpoint=args.save_checkpoint, resume=resume, **options)
+              checkpoint=args.save_checkpoint, resume=resume, first_seed=args.first_seed, **options)
     except CheckpointError as error:   # only loading raises it: the resumed trainer does not fit the run
         if resume is None:
             raise

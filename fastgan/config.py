@@ -160,7 +160,7 @@ class TrainConfig:
         update: ``"alternating"`` (default: D's update, then G's loss through the updated D) or
             ``"simultaneous"`` (both losses from one forward pass of D on the same batch, both updates
             after it: what PacGAN's code does, through ALI's training algorithm). Simultaneous needs
-            ``d_steps=1`` and runs eagerly (no ``compile``, R1, replicas or data_parallel).
+            ``d_steps=1`` and runs eagerly (no ``compile``, R1 or data_parallel).
 
     Weight regularisation, per network (off by default):
         weight_decay_g, weight_decay_d: decoupled weight decay (AdamW's: each step shrinks the weights by
@@ -303,7 +303,7 @@ class TrainConfig:
             raise ValueError(f"update must be one of {', '.join(map(repr, UPDATES))}, got {self.update!r}")
         if self.update == "simultaneous":
             off = {"d_steps > 1": self.d_steps > 1, "compile": bool(self.compile), "r1_gamma": self.r1_gamma > 0,
-                   "replicas": self.replicas is not None, "data_parallel": self.data_parallel is True}
+                   "data_parallel": self.data_parallel is True}
             unsupported = [name for name, on in off.items() if on]
             if unsupported:
                 raise ValueError(f"update='simultaneous' does not combine with {', '.join(unsupported)} (one "

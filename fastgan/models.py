@@ -103,6 +103,15 @@ def _normal_init_(module: nn.Module, std: float) -> nn.Module:
     return module
 
 
+def _reset_then_normal_(module: nn.Module, std: float) -> None:
+    """What constructing ``module`` and ``_normal_init_`` draw, in that order, from the global RNG: every
+    submodule's ``reset_parameters()`` (pre-order), then the normal weights."""
+    for m in module.modules():
+        if m is not module and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    _normal_init_(module, std)
+
+
 class BatchNormGenerator(nn.Module):
     """G of PacGAN's mixture experiments: ``latent_dim -> hidden x layers -> out_dim``, each hidden layer a
     bias-free Linear, BatchNorm and ReLU; a linear output with bias.
@@ -123,7 +132,13 @@ class BatchNormGenerator(nn.Module):
             blocks += [nn.Linear(fan_in, self.width, bias=False), nn.BatchNorm1d(self.width, eps=1e-4, momentum=0.05),
                        nn.ReLU()]
             fan_in = self.width
+        self.init_std = init_std
         self.net = _normal_init_(nn.Sequential(*blocks, nn.Linear(fan_in, self.out_dim)), init_std)
+
+    def reset_parameters(self) -> None:
+        """Fresh weights as construction draws them (each layer's own reset, then N(0, ``init_std``)); the
+        BatchNorm statistics start again. ``fastgan.replicas`` initialises each replica with this."""
+        _reset_then_normal_(self.net, self.init_std)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
@@ -144,7 +159,12 @@ class MaxoutDiscriminator(nn.Module):
         for _ in range(self.layers):
             blocks += [nn.Linear(fan_in, self.width * self.pieces), Maxout(self.pieces)]
             fan_in = self.width
+        self.init_std = init_std
         self.net = _normal_init_(nn.Sequential(*blocks, nn.Linear(fan_in, 1)), init_std)
+
+    def reset_parameters(self) -> None:
+        """Fresh weights as construction draws them (each layer's own reset, then N(0, ``init_std``))."""
+        _reset_then_normal_(self.net, self.init_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

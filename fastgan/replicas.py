@@ -16,9 +16,13 @@
   update of the ``(K, P)`` buffer with per-replica lr and betas). The draws are the exception: replica k's
   batches and noise come from its own ``torch.Generator`` (that is what makes it equal its single run),
   so each draw is K small launches; a CUDA graph (``cuda_graph=True``) replays them with the rest.
-* Models: MLPs whose computation is an ``nn.Sequential`` of ``Linear`` layers and activations (``fuse``'s
-  whole-MLP rule, ``fastgan.nn.whole_mlp_spec``), the module itself or its ``.net`` (``MLPGenerator``,
-  ``MLPDiscriminator``). Not yet: conditional GANs and the settings ``TrainConfig`` names when refusing.
+* Models: an ``nn.Sequential``, the module itself or its ``.net``. Plain MLPs (``Linear`` layers and
+  activations: ``fuse``'s whole-MLP rule, ``fastgan.nn.whole_mlp_spec``; ``MLPGenerator``,
+  ``MLPDiscriminator``) stack as a ``StackedMLP``, whose backward is written by hand; with ``BatchNorm1d`` and
+  ``fastgan.nn.Maxout`` layers too (PacGAN's ``BatchNormGenerator`` and ``MaxoutDiscriminator``) as a
+  ``StackedNet`` (per-replica batch statistics; autograd's backward). A template with a
+  ``reset_parameters()`` of its own (PacGAN's models: N(0, 0.02) weights) is reset by it rather than layer
+  by layer. Not yet: conditional GANs and the settings ``TrainConfig`` names when refusing.
 """
 from __future__ import annotations
 
@@ -37,12 +41,16 @@ from .models import (_check_calibrate, _sample_quantile, calibrate_discriminator
                      rejection_sample)
 from .phases import phase
 
-__all__ = ["replica_models", "StackedMLP", "ReplicaAdam", "ReplicaTrainer", "REPLICA_FORMAT"]
+__all__ = ["replica_models", "stack_models", "StackedMLP", "StackedNet", "ReplicaAdam", "ReplicaTrainer",
+           "REPLICA_FORMAT"]
 
 REPLICA_FORMAT = "fastgan.ReplicaTrainer"
 
 
 def _reset(module: nn.Module) -> None:
+    if callable(getattr(module, "reset_parameters", None)):   # a model that knows its own init (PacGAN's)
+        module.reset_parameters()
+        return
     for name, m in module.named_modules():
         if any(True for _ in m.parameters(recurse=False)):
             if not hasattr(m, "reset_parameters"):
@@ -67,22 +75,89 @@ def replica_models(generator: nn.Module, discriminator: nn.Module, seed: int, k:
     return copies[0], copies[1]
 
 
+def _sequential_of(model: nn.Module) -> nn.Sequential:
+    """The ``nn.Sequential`` that computes ``model``: itself or its only child ``.net``."""
+    if isinstance(model, nn.Sequential):
+        return model
+    if isinstance(getattr(model, "net", None), nn.Sequential) and getattr(model, "num_classes", None) is None \
+            and set(dict(model.named_children())) == {"net"}:
+        return model.net
+    raise ValueError(f"replicas train MLPs: an nn.Sequential of Linear, BatchNorm1d, Maxout and activation layers, "
+                     f"or a model whose only child is one under .net (MLPGenerator, MLPDiscriminator, PacGAN's "
+                     f"BatchNormGenerator and MaxoutDiscriminator); got {type(model).__name__}")
+
+
 def _mlp_of(model: nn.Module):
     """The ``nn.Sequential`` that computes ``model`` (itself or its ``.net``) and its ``MLPSpec``."""
     from .nn import whole_mlp_spec
-    if isinstance(model, nn.Sequential):
-        seq = model
-    elif isinstance(getattr(model, "net", None), nn.Sequential) and getattr(model, "num_classes", None) is None \
-            and set(dict(model.named_children())) == {"net"}:
-        seq = model.net
-    else:
-        raise ValueError(f"replicas train MLPs: an nn.Sequential of Linear layers and activations, or a model "
-                         f"whose only child is one under .net (MLPGenerator, MLPDiscriminator); got "
-                         f"{type(model).__name__}")
+    seq = _sequential_of(model)
     spec, why = whole_mlp_spec(seq)
     if spec is None:
         raise ValueError(f"replicas cannot stack {type(model).__name__}: {why}")
     return seq, spec
+
+
+def _layer_plan(model: nn.Module) -> list[tuple]:
+    """``StackedNet``'s steps for ``model``'s Sequential: ``("linear", in, out, bias, activation, slope)``
+    (an activation right after a Linear joins it), ``("batchnorm", features, eps, momentum)``,
+    ``("maxout", pieces)``, ``("act", activation, slope)``; ``ValueError`` naming a layer it cannot stack."""
+    from .nn import FusedLinear, Maxout, _activation_of
+    plan: list[tuple] = []
+    width = None
+    for name, m in _sequential_of(model).named_children():
+        if type(m) is nn.Identity:
+            continue
+        act = _activation_of(m)
+        if type(m) is nn.Linear or isinstance(m, FusedLinear):
+            if isinstance(m, nn.modules.lazy.LazyModuleMixin) or m.in_features < 1:
+                raise ValueError(f"replicas cannot stack {type(model).__name__}: its layer {name!r} is lazy")
+            if width is not None and m.in_features != width:
+                raise ValueError(f"replicas cannot stack {type(model).__name__}: widths do not chain at {name!r} "
+                                 f"({width} -> {m.in_features})")
+            fused = (m.activation, m.negative_slope) if isinstance(m, FusedLinear) else ("none", 0.0)
+            plan.append(("linear", m.in_features, m.out_features, m.bias is not None, *fused))
+            width = m.out_features
+        elif act is not None:
+            if plan and plan[-1][0] == "linear" and plan[-1][4] == "none":
+                plan[-1] = (*plan[-1][:4], *act)
+            else:
+                plan.append(("act", *act))
+        elif type(m) is nn.BatchNorm1d:
+            if not (m.affine and m.track_running_stats) or m.momentum is None:
+                raise ValueError(f"replicas stack a BatchNorm1d with affine weights, running statistics and a "
+                                 f"momentum; {type(model).__name__}'s {name!r} lacks one")
+            if width is not None and m.num_features != width:
+                raise ValueError(f"replicas cannot stack {type(model).__name__}: {name!r} normalises "
+                                 f"{m.num_features} features of {width}")
+            plan.append(("batchnorm", m.num_features, float(m.eps), float(m.momentum)))
+        elif type(m) is Maxout:
+            if width is not None and width % m.pieces:
+                raise ValueError(f"replicas cannot stack {type(model).__name__}: {name!r} groups {width} "
+                                 f"features in {m.pieces}s")
+            plan.append(("maxout", m.pieces))
+            width = None if width is None else width // m.pieces
+        else:
+            raise ValueError(f"replicas cannot stack {type(model).__name__}: its layer {name!r} "
+                             f"({type(m).__name__}) is not a Linear, BatchNorm1d, Maxout or activation")
+    if not any(step[0] == "linear" for step in plan):
+        raise ValueError(f"replicas cannot stack {type(model).__name__}: it has no Linear layer")
+    return plan
+
+
+def stack_models(models: list[nn.Module], kernels: str = "torch") -> nn.Module:
+    """K models of one structure as one module over ``(K, N, in)`` inputs with weights in one ``(K, P)``
+    parameter ``flat``: a ``StackedMLP`` (hand-written backward) when they are plain MLPs, else a
+    ``StackedNet`` (BatchNorm, maxout; autograd's backward)."""
+    from .nn import whole_mlp_spec
+    spec, _ = whole_mlp_spec(_sequential_of(models[0]))
+    return StackedMLP(models, kernels) if spec is not None else StackedNet(models, kernels)
+
+
+def check_stackable(model: nn.Module) -> None:
+    """``ValueError`` unless replicas can stack ``model`` (before any copy is made)."""
+    from .nn import whole_mlp_spec
+    if whole_mlp_spec(_sequential_of(model))[0] is None:
+        _layer_plan(model)
 
 
 # applied in place: to the fresh output of a matmul
@@ -219,6 +294,112 @@ class StackedMLP(nn.Module):
         return model
 
 
+def _stacked_batch_norm(x: torch.Tensor, weight, bias, mean, var, training: bool, momentum: float,
+                        eps: float) -> torch.Tensor:
+    """BatchNorm of each replica's ``(N, F)`` slice of ``x`` ``(K, N, F)`` over its own batch: one
+    ``F.batch_norm`` over an ``(N, K * F)`` layout, each (replica, feature) a channel of its own, so each
+    replica's statistics (and running statistics, ``(K, F)`` buffers) are its own."""
+    k, n, f = x.shape
+    y = F.batch_norm(x.transpose(0, 1).reshape(n, k * f), mean.view(-1), var.view(-1), weight.reshape(-1),
+                     bias.reshape(-1), training, momentum, eps)
+    return y.view(n, k, f).transpose(0, 1)
+
+
+class StackedNet(nn.Module):
+    """K copies of one ``nn.Sequential`` of ``Linear``, ``BatchNorm1d``, ``Maxout`` and activation layers
+    (PacGAN's BatchNorm G and maxout D) run at once: ``flat`` is a ``(K, P)`` parameter holding replica k's
+    parameters in ``parameters()`` order in row k; BatchNorm's running statistics are ``(K, F)`` buffers.
+    ``forward`` maps ``(K, N, in)`` to ``(K, N, out)``: each Linear one batched matmul (``"triton"``: the fused
+    linear kernel with a replica axis), each BatchNorm one ``F.batch_norm`` with per-replica statistics
+    (batch statistics in train mode, running ones in eval mode, as ``nn.BatchNorm1d``), maxout
+    ``fastgan.ops.maxout``; autograd differentiates it."""
+
+    def __init__(self, models: list[nn.Module], kernels: str = "torch"):
+        super().__init__()
+        self.plan = _layer_plan(models[0])
+        if any(_layer_plan(m) != self.plan for m in models[1:]):
+            raise ValueError("replicas stack models of one structure; these differ")
+        self.kernels = kernels
+        seqs = [_sequential_of(m) for m in models]
+        self.flat = nn.Parameter(torch.stack([torch.cat([p.detach().reshape(-1).cpu() for p in seq.parameters()])
+                                              .float() for seq in seqs]))
+        self.sizes: list[int] = []   # each parameter's size in a row, in order
+        for step in self.plan:
+            if step[0] == "linear":
+                _, fan_in, fan_out, bias = step[:4]
+                self.sizes += [fan_in * fan_out, fan_out] if bias else [fan_in * fan_out]
+            elif step[0] == "batchnorm":
+                self.sizes += [step[1], step[1]]
+        if sum(self.sizes) != self.flat.shape[1]:
+            raise ValueError("replicas cannot stack these models: parameters outside their layers")
+        norms = [[m for m in seq.children() if type(m) is nn.BatchNorm1d] for seq in seqs]
+        for j in range(len(norms[0])):
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                dtype = torch.long if name == "num_batches_tracked" else torch.float32
+                self.register_buffer(f"bn{j}_{name}",
+                                     torch.stack([getattr(ns[j], name).detach().cpu() for ns in norms]).to(dtype))
+
+    @property
+    def replicas(self) -> int:
+        return self.flat.shape[0]
+
+    def forward(self, x: torch.Tensor, flat: torch.Tensor | None = None) -> torch.Tensor:
+        from .ops import fused_linear, maxout
+        flat = self.flat if flat is None else flat
+        k = flat.shape[0]
+        # one split, not a slice per tensor: its backward is one concatenation, where each slice's would be
+        # a zero-filled (K, P) gradient summed with the rest
+        pieces = iter(flat.split(self.sizes, dim=1))
+        h, norm = x, 0
+        for step in self.plan:
+            kind = step[0]
+            if kind == "linear":
+                _, fan_in, fan_out, has_bias, act, slope = step
+                weight = next(pieces).view(k, fan_out, fan_in)
+                bias = next(pieces) if has_bias else None
+                if self.kernels == "triton":
+                    h = fused_linear(h, weight, bias, act, slope)
+                    continue
+                h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2)) if bias is not None else \
+                    torch.bmm(h, weight.transpose(1, 2))
+                h = _activate(h, act, slope)
+            elif kind == "act":
+                h = _activate(h, step[1], step[2])
+            elif kind == "maxout":
+                h = maxout(h, step[1])
+            else:
+                _, _, eps, momentum = step
+                mean, var = getattr(self, f"bn{norm}_running_mean"), getattr(self, f"bn{norm}_running_var")
+                if self.training:
+                    getattr(self, f"bn{norm}_num_batches_tracked").add_(1)
+                h = _stacked_batch_norm(h, next(pieces), next(pieces), mean, var, self.training, momentum, eps)
+                norm += 1
+        return h
+
+    @torch.no_grad()
+    def load_into(self, model: nn.Module, k: int, flat: torch.Tensor | None = None) -> nn.Module:
+        """Copy replica ``k``'s weights (from ``flat``, default mine) and BatchNorm statistics into ``model``
+        (shaped like the template)."""
+        flat = self.flat if flat is None else flat
+        seq = _sequential_of(model)
+        start = 0
+        for p in seq.parameters():
+            p.copy_(flat[k, start:start + p.numel()].view_as(p))
+            start += p.numel()
+        for j, m in enumerate(c for c in seq.children() if type(c) is nn.BatchNorm1d):
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                getattr(m, name).copy_(getattr(self, f"bn{j}_{name}")[k])
+        return model
+
+
+def _activate(h: torch.Tensor, act: str, slope: float) -> torch.Tensor:
+    if act == "none":
+        return h
+    if act == "leaky_relu":
+        return F.leaky_relu(h, slope)
+    return {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}[act](h)
+
+
 class ReplicaAdam:
     """Adam over a ``StackedMLP``'s ``(K, P)`` weights with per-replica ``lr`` and ``betas`` (K values each):
     ``torch.optim.Adam``'s update (no weight decay, no amsgrad) for every replica at once. Where every
@@ -344,21 +525,55 @@ def make_replica_step(t: ReplicaTrainer):
     cudagraph_trees = config.compile in CUDAGRAPH_COMPILE_MODES
     autocast = forward_autocast(config.precision, device)
 
+    def draw():   # the single step's order: batch, its noise, z
+        samples = config.samples_per_step
+        with phase("data"):
+            indices, noise, zs = [], [], []
+            for g, s in zip(t.generators, sigmas):
+                indices.append(torch.randint(0, n, (samples,), device=device, generator=g))
+                noise.append(torch.randn((samples, features), device=device, generator=g) if s > 0 else None)
+                zs.append(torch.randn(samples, t.latent_dim, device=device, generator=g))
+            real = add_noise(t.data.index_select(0, torch.cat(indices)).view(K, samples, features), noise)
+            real = real.reshape(K, samples // pack, pack * features) if pack > 1 else real
+            return real, torch.stack(zs)
+
+    d_params, g_params = [t.discriminator.flat], [t.generator.flat]
+
+    def simultaneous_step():
+        """The single simultaneous step: both losses from one pass of D over real and fake, each network's
+        gradient of its own loss, then both updates (PacGAN's code)."""
+        real, z = draw()
+        with phase("G.forward"), autocast():
+            fake = generator(z)
+        with phase("D.forward"), autocast():
+            real_logits = t.discriminator(real)
+            fake_logits = t.discriminator(d_input(fake))
+            loss_d = d_loss(real_logits, fake_logits)
+            loss_g = -fake_logits.mean(dim=(1, 2)) if hinge else _bce(fake_logits, one)
+        with phase("D.backward"):
+            t.optimizer_d.zero_grad()
+            loss_d.sum().backward(inputs=d_params, retain_graph=True)
+        with phase("G.backward"):
+            t.optimizer_g.zero_grad()
+            loss_g.sum().backward(inputs=g_params)
+        with phase("D.optim"):
+            t.optimizer_d.step()
+        return loss_d, loss_g
+
     def step(index: int):
         if cudagraph_trees:
             torch.compiler.cudagraph_mark_step_begin()
-        samples = config.samples_per_step
+        if config.update == "simultaneous":   # (never compiled: TrainConfig says so)
+            loss_d, loss_g = simultaneous_step()
+            with phase("G.optim"):
+                t.optimizer_g.step()
+                if t.ema_flat is not None:
+                    with torch.no_grad():
+                        t.ema_flat.lerp_(t.generator.flat, 1.0 - config.ema)
+            return loss_d.detach().float(), loss_g.detach().float()
         for d_step in range(config.d_steps):
             last = d_step == config.d_steps - 1
-            with phase("data"):
-                indices, noise, zs = [], [], []
-                for g, s in zip(t.generators, sigmas):   # the single step's order: batch, its noise, z
-                    indices.append(torch.randint(0, n, (samples,), device=device, generator=g))
-                    noise.append(torch.randn((samples, features), device=device, generator=g) if s > 0 else None)
-                    zs.append(torch.randn(samples, t.latent_dim, device=device, generator=g))
-                real = add_noise(t.data.index_select(0, torch.cat(indices)).view(K, samples, features), noise)
-                real = real.reshape(K, samples // pack, pack * features) if pack > 1 else real
-                z = torch.stack(zs)
+            real, z = draw()
             with phase("G.forward"), autocast():
                 if last:
                     fake = generator(z)
@@ -426,13 +641,13 @@ class ReplicaTrainer(GANTrainer):
         self.data = _data.from_tensor(data, device=self.device)
         self.latent_dim = check_gan_models(generator, discriminator, self.data.shape[1], config.pack,
                                            config.latent_dim)
-        _mlp_of(generator), _mlp_of(discriminator)   # clear errors before any copy
+        check_stackable(generator), check_stackable(discriminator)   # clear errors before any copy
         self.labels, self.num_classes = None, None
         self.kernels = resolve_kernels(config, self.device)
         self.templates = (copy.deepcopy(generator).cpu(), copy.deepcopy(discriminator).cpu())
         models = [replica_models(*self.templates, config.seed, k) for k in range(self.replicas)]
-        self.generator = StackedMLP([g for g, _ in models], self.kernels).to(self.device)
-        self.discriminator = StackedMLP([d for _, d in models], self.kernels).to(self.device)
+        self.generator = stack_models([g for g, _ in models], self.kernels).to(self.device)
+        self.discriminator = stack_models([d for _, d in models], self.kernels).to(self.device)
         per = [config.for_replica(k) for k in range(self.replicas)]
         self.optimizer_g = ReplicaAdam(self.generator, [c.generator_lr for c in per], [c.betas for c in per])
         self.optimizer_d = ReplicaAdam(self.discriminator, [c.discriminator_lr for c in per],
@@ -537,6 +752,8 @@ class ReplicaTrainer(GANTrainer):
             "optimizer_g": self.optimizer_g.state_dict(), "optimizer_d": self.optimizer_d.state_dict(),
             "rng": [g.get_state() for g in self.generators], "history": self.history,
             "ema": self.ema_flat.clone() if self.ema_flat is not None else None,
+            "buffers": {name: {key: b.clone() for key, b in getattr(self, name).named_buffers()}
+                        for name in ("generator", "discriminator")},
             "config": self.config.to_dict(),
         }
 
@@ -553,6 +770,13 @@ class ReplicaTrainer(GANTrainer):
                 if not isinstance(state[name], torch.Tensor) or state[name].shape != ours.shape:
                     raise ValueError(f"{name} weights have shape {tuple(getattr(state[name], 'shape', ()))}, "
                                      f"expected {tuple(ours.shape)}")
+            buffers = state.get("buffers", {"generator": {}, "discriminator": {}})
+            for name in ("generator", "discriminator"):
+                ours, theirs = dict(getattr(self, name).named_buffers()), buffers[name]
+                if set(ours) != set(theirs) or any(
+                        not isinstance(theirs[key], torch.Tensor) or theirs[key].shape != b.shape
+                        for key, b in ours.items()):
+                    raise ValueError(f"its {name}'s BatchNorm statistics do not fit this trainer's")
             self.optimizer_g.check_state(state["optimizer_g"])
             self.optimizer_d.check_state(state["optimizer_d"])
             if (self.ema_flat is None) != (state.get("ema") is None):
@@ -573,6 +797,9 @@ class ReplicaTrainer(GANTrainer):
             self.discriminator.flat.copy_(state["discriminator"])
             if self.ema_flat is not None:
                 self.ema_flat.copy_(state["ema"])
+            for name in ("generator", "discriminator"):
+                for key, b in getattr(self, name).named_buffers():
+                    b.copy_(buffers[name][key])
         self.optimizer_g.load_state_dict(state["optimizer_g"])
         self.optimizer_d.load_state_dict(state["optimizer_d"])
         for g, s in zip(self.generators, rng):

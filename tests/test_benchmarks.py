@@ -299,7 +299,51 @@ def test_quality_pacgan_preset_is_pacgans_protocol(tmp_path):
     c = trainer.config
     assert (c.lr, c.betas, c.batch_size, c.samples_per_step, c.update) == (3e-4, (0.8, 0.999), 100, 200, "simultaneous")
     with pytest.raises(SystemExit):
-        quality.main(args + ["--replicas"])
+        quality.main(args + ["--latent-dim", "3"])
+
+
+def test_quality_curve_first_seed_gives_the_larger_runs_later_seeds(tmp_path):
+    """--first-seed 1 --seeds 2 trains seeds 1 and 2: per seed the rows (plain, rejection, time to quality) of
+    replicas 1 and 2 of the 3-seed run from seed 0."""
+    import quality_curve
+    common = ["--data", "ring", "--variant", "pack2", "--checkpoints", "20", "40", "--rejection", "0.5",
+              "--check-every", "20"]
+    assert quality_curve.main(common + ["--seeds", "3", "--out", str(tmp_path / "a")]) == 0
+    assert quality_curve.main(common + ["--seeds", "2", "--first-seed", "1", "--out", str(tmp_path / "b")]) == 0
+    (a,), (b,) = (list((tmp_path / d).glob("cpu/*.json")) for d in "ab")
+    whole, later = json.loads(a.read_text()), json.loads(b.read_text())
+    assert later["first_seed"] == 1 and later["seeds"] == 2
+    for row_a, row_b in zip(whole["curve"], later["curve"]):
+        assert row_a["runs"][1:] == row_b["runs"] and row_a["rejection"]["runs"][1:] == row_b["rejection"]["runs"]
+    assert [f and f["steps"] for f in whole["first_reached"][1:]] == [f and f["steps"] for f in later["first_reached"]]
+    assert "2 seeds (1 to 2" in b.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit):
+        quality_curve.main(common + ["--first-seed", "-1"])
+
+
+def test_quality_curve_trains_pacgans_models_as_replicas_and_resumes(tmp_path):
+    """--preset pacgan: PacGAN's BatchNorm G and maxout D, its betas and simultaneous updates, its seeds as one
+    replica trainer; a stopped run resumes with the preset from its JSON (a contradicting one is an error)."""
+    import quality
+    import quality_curve
+    from fastgan.replicas import StackedNet
+    base = ["--preset", "pacgan", "--data", "ring", "--variant", "pack2", "--seeds", "2", "--out", str(tmp_path)]
+    assert quality_curve.main(base + ["--checkpoints", "10", "--save-checkpoint", str(tmp_path / "t.pt")]) == 0
+    (first,) = tmp_path.glob("cpu/*-quality-curve-ring-pacgan-pack2.json")
+    payload = json.loads(first.read_text())
+    assert payload["protocol"]["preset"] == "pacgan" and payload["protocol"]["update"] == "simultaneous"
+    assert payload["protocol"]["betas"] == [0.8, 0.999] and "maxout" in payload["architecture"]
+    with pytest.raises(SystemExit):
+        quality_curve.main(["--resume", str(first), "--checkpoints", "20", "--preset", "mixture-benchmark"])
+    assert quality_curve.main(["--resume", str(first), "--checkpoints", "20", "--out", str(tmp_path)]) == 0
+    (second,) = tmp_path.glob("cpu/*-quality-curve-ring-pacgan-pack2-2.json")
+    resumed = json.loads(second.read_text())
+    assert [r["steps"] for r in resumed["curve"]] == [10, 20] and resumed["curve"][0] == payload["curve"][0]
+    trainer = quality.mixture_trainer("ring", "pack2", 0, torch.device("cpu"), protocol=payload["protocol"],
+                                      replicas=2)
+    assert isinstance(trainer.generator, StackedNet) and trainer.config.update == "simultaneous"
+    trainer.load(tmp_path / "t.pt")
+    assert trainer.step_count == 20
 
 
 def test_quality_curve_time_to_quality_counts_steps_and_training_seconds(tmp_path, monkeypatch):

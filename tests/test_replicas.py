@@ -7,7 +7,8 @@ import torch
 
 from conftest import ON_CUDA, assert_close
 from fastgan import CheckpointError, GANTrainer, MLPDiscriminator, MLPGenerator, TrainConfig
-from fastgan.replicas import ReplicaTrainer, StackedMLP, replica_models
+from fastgan.models import BatchNormGenerator, MaxoutDiscriminator
+from fastgan.replicas import ReplicaTrainer, StackedMLP, StackedNet, replica_models
 
 STEPS = 20
 
@@ -77,6 +78,122 @@ def test_replicas_equal_single_runs_with_options(options):
     for _ in range(STEPS):
         trainer.step()
     _single_runs_match(trainer, g, d, data, STEPS, samples=False)
+
+
+def _pacgan_models(pack=1, features=6, latent=4):
+    """PacGAN's model classes at test size: BatchNorm G (2 x 24), maxout D (2 x 12, 3 pieces)."""
+    return (BatchNormGenerator(latent_dim=latent, hidden=24, layers=2, out_dim=features),
+            MaxoutDiscriminator(in_dim=features * pack, hidden=12, layers=2, pieces=3))
+
+
+@pytest.mark.parametrize("options", [
+    dict(update="simultaneous", pack=2, pack_convention="rows", betas=(0.8, 0.999), ema=0.9),
+    dict(update="alternating", lr=[1e-3, 3e-4, 1e-3], instance_noise=[0.0, 0.1, 0.0], d_steps=2),
+    dict(update="simultaneous", real_label=[0.9, 0.8, 0.95], lr=[1e-3, 1e-3, 2e-4]),
+], ids=["simultaneous-pack-rows-ema", "alternating-per-replica", "simultaneous-per-replica"])
+def test_pacgan_models_as_replicas_equal_their_single_runs(options):
+    """PacGAN's BatchNorm G and maxout D stack (StackedNet): per-replica batch statistics, running statistics,
+    maxout and both update rules give each replica its single run (losses, weights, BatchNorm buffers,
+    samples from running statistics) — with d_steps 2, G's running statistics see the no-grad passes too."""
+    g, d = _pacgan_models(pack=options.get("pack", 1))
+    data = _data()
+    # real_label < 1: at initialisation D is near constant, so with targets 1 and 0 (gradients -1/2 and +1/2) a
+    # maxout bias whose piece wins as many real rows as fake ones gets an exactly cancelling gradient, rounding
+    # noise of ~1e-8, and Adam's first step, lr * g / (|g| + eps), turns that noise into differences of ~lr/100
+    trainer = GANTrainer(g, d, data, replicas=3, **_options(**{"lr": 1e-3, "real_label": 0.9, **options}))
+    assert isinstance(trainer.generator, StackedNet) and isinstance(trainer.discriminator, StackedNet)
+    for _ in range(12):
+        trainer.step()
+    _single_runs_match(trainer, g, d, data, 12)
+    rg, _ = trainer.replica(0)
+    assert rg.net[1].num_batches_tracked.item() == 12 * options.get("d_steps", 1)
+
+
+def test_simultaneous_mlp_replicas_equal_their_single_runs():
+    """The hand-written StackedMLP backward under the simultaneous update (two backward passes, inputs=)."""
+    g, d = _models(pack=2)
+    data = _data()
+    trainer = GANTrainer(g, d, data, replicas=2, **_options(update="simultaneous", pack=2, lr=[1e-3, 5e-4]))
+    assert isinstance(trainer.generator, StackedMLP)
+    for _ in range(STEPS):
+        trainer.step()
+    _single_runs_match(trainer, g, d, data, STEPS)
+
+
+def test_stacked_net_matches_each_model_in_train_and_eval_mode():
+    """Forward of K BatchNorm generators and maxout discriminators at once against each model alone: batch
+    statistics and running-statistics updates per replica in train mode, running statistics in eval mode;
+    non-contiguous input; load_into copies weights and statistics."""
+    pairs = [replica_models(*_pacgan_models(), 0, k) for k in range(3)]
+    for models, x in (([g for g, _ in pairs], torch.randn(3, 9, 8)[..., ::2]),
+                      ([d for _, d in pairs], torch.randn(3, 6, 9).transpose(1, 2))):
+        stacked = StackedNet(models)
+        assert not x.is_contiguous()
+        out = stacked(x)   # train mode: each replica's own batch statistics
+        for k, m in enumerate(models):
+            assert_close(out[k], m(x[k]), 1e-5, f"replica {k} (train)")
+        stacked.eval()
+        out = stacked(x)
+        for k, m in enumerate(models):
+            m.eval()
+            assert_close(out[k], m(x[k]), 1e-5, f"replica {k} (eval)")
+            fresh = stacked.load_into(copy.deepcopy(models[0]), k).eval()
+            for (name, a), (_, b) in zip(fresh.state_dict().items(), m.state_dict().items()):
+                assert_close(a, b, 0, f"load_into: replica {k} {name}")
+
+
+def test_stacked_net_triton_kernels_equal_its_torch_path():
+    """kernels="triton" (the fused linear kernel with its replica axis, maxout's kernel; the interpreter on
+    the CPU) against the torch path: outputs, the input's gradient and every weight's, one pass (training
+    through Adam would amplify rounding in near-zero gradients: a first Adam step is lr * g / (|g| + eps))."""
+    pairs = [replica_models(*_pacgan_models(), 3, k) for k in range(2)]
+    for models, x in (([g for g, _ in pairs], torch.randn(2, 9, 4)), ([d for _, d in pairs], torch.randn(2, 9, 6))):
+        outs = []
+        for kernels in ("torch", "triton"):
+            stacked = StackedNet(models, kernels)
+            xk = x.clone().requires_grad_(True)
+            y = stacked(xk)
+            y.backward(torch.linspace(-1, 1, y.numel()).view_as(y))
+            outs.append((y.detach(), xk.grad, stacked.flat.grad))
+        for what, a, b in zip(("output", "input grad", "weight grad"), outs[1], outs[0]):
+            assert_close(a, b, 1e-5, f"{type(models[0]).__name__} {what}")
+
+
+def test_pacgan_models_reset_as_constructed():
+    """A model with a reset_parameters() of its own (PacGAN's: N(0, 0.02)) is reset by it, so replica k of
+    seed s starts from the weights the model has when built under torch.manual_seed(s + k)."""
+    torch.manual_seed(7)
+    g, d = _pacgan_models()
+    g0, d0 = replica_models(*_pacgan_models(), 7, 0)
+    for a, b in ((g, g0), (d, d0)):
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert torch.equal(x, y), name
+    assert g0.net[0].weight.std().item() < 0.05, "N(0, 0.02) weights, not the layers' default init"
+
+
+def test_pacgan_replica_checkpoints_keep_batchnorm_statistics(tmp_path):
+    g, d = _pacgan_models()
+    data = _data()
+    opts = _options(replicas=2, update="simultaneous", ema=0.9, lr=1e-3)
+    a = GANTrainer(g, d, data, **opts)
+    for _ in range(4):
+        a.step()
+    path = a.save(tmp_path / "r.pt")
+    for _ in range(4):
+        a.step()
+    b = GANTrainer(g, d, data, **opts)
+    b.load(path)
+    for _ in range(4):
+        b.step()
+    for name in ("generator", "discriminator"):
+        for (key, x), (_, y) in zip(getattr(a, name).state_dict().items(), getattr(b, name).state_dict().items()):
+            assert torch.equal(x, y), f"{name}.{key}"
+    assert_close(b.sample(32), a.sample(32), 0, "samples")
+    from fastgan.checkpoint import load_checkpoint, save_checkpoint
+    state = load_checkpoint(path)
+    del state["buffers"]
+    with pytest.raises(CheckpointError, match="BatchNorm statistics do not fit"):
+        b.load(save_checkpoint(state, tmp_path / "no-buffers.pt"))
 
 
 def test_replica_k_is_the_run_with_seed_plus_k():
@@ -286,6 +403,13 @@ def test_models_replicas_cannot_stack_are_refused():
     g, _ = _models()
     with pytest.raises(ValueError, match="replicas train MLPs"):
         GANTrainer(g, Odd(), _data(), replicas=2, **_options())
+    dropout = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 1))
+    with pytest.raises(ValueError, match=r"'1' \(Dropout\) is not a Linear, BatchNorm1d, Maxout or activation"):
+        GANTrainer(g, dropout, _data(), replicas=2, **_options())
+    plain_norm = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8, affine=False),
+                                     torch.nn.Linear(8, 1))
+    with pytest.raises(ValueError, match="BatchNorm1d with affine weights"):
+        GANTrainer(g, plain_norm, _data(), replicas=2, **_options())
     with pytest.raises(ValueError, match="conditional"):
         GANTrainer(g, _models()[1], _data(), replicas=2, labels=torch.zeros(300, dtype=torch.long), **_options())
 

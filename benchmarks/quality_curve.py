@@ -62,7 +62,7 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
           report=None, rejection: float | None = None, check_every: int = 0, calibrate: int = 0,
           checkpoint: Path | None = None, calibrate_lr: float = 1e-4, calibrate_batch: int = 500,
           resume: dict | None = None, first_seed: int = 0, **options) -> list[dict]:
-    """The rows (one per checkpoint); ``report(rows, first, pictures)`` after each (``pictures``: seed 0's samples
+    """The rows (one per checkpoint); ``report(rows, first, pictures)`` after each (``pictures``: the first seed's samples
     at that checkpoint), so a run stopped by a time limit keeps what it measured.
 
     ``rejection``: each checkpoint is also evaluated with discriminator rejection sampling at that quantile
@@ -92,7 +92,7 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
     def check(trained: float):
         for k in range(seeds):
             result = metrics.evaluate_mixture(trainer.sample(2500, seed=20_000 + first_seed + k, replica=k), kind)
-            if first[k] is None and _reached({**result, "seed": k, "steps": trainer.step_count}, kind):
+            if first[k] is None and _reached({**result, "seed": first_seed + k, "steps": trainer.step_count}, kind):
                 first[k] = {"steps": trainer.step_count, "seconds": trained}
 
     for steps in checkpoints:
@@ -165,7 +165,7 @@ SETTINGS = {"data": "ring", "variant": "vanilla", "preset": "mixture-benchmark",
 def _saved_settings(payload: dict) -> dict:
     """A results JSON's run settings (as ``SETTINGS``), for ``--resume``."""
     protocol = payload["protocol"]
-    return {"data": payload["data"], "variant": payload["variant"], "preset": protocol["preset"],
+    return {"data": payload["data"], "variant": payload["variant"], "preset": protocol.get("preset", "mixture-benchmark"),
             "seeds": payload["seeds"], "first_seed": payload.get("first_seed", 0), "lr": protocol["lr"],
             "lr_schedule": tuple(map(tuple, protocol.get("lr_schedule") or ())), "batch": protocol["batch"],
             "pack_convention": protocol["pack_convention"], "kernels": payload["kernels"],
@@ -284,7 +284,8 @@ def main(argv=None) -> int:
     parser.add_argument("--calibrate-batch", type=int, metavar="N",
                         help="with --calibrate: real and generated rows per calibration step (default 500)")
     parser.add_argument("--save-checkpoint", type=Path, default=None, metavar="PATH",
-                        help="save the trainer there at each checkpoint (fastgan evaluate reads it)")
+                        help="save the trainer there at each checkpoint (--resume goes on from it; fastgan "
+                             "evaluate reads it, but for --preset pacgan, whose models the CLI does not build)")
     parser.add_argument("--resume", type=Path, default=None, metavar="RESULTS.json",
                         help="go on with the run that wrote RESULTS.json from its last checkpoint (its settings, "
                              "rows and saved trainer; --checkpoints past its last)")
@@ -318,10 +319,10 @@ def main(argv=None) -> int:
     base = resume["protocol"] if resume else quality.PACGAN_PROTOCOL if args.preset == "pacgan" else quality.PROTOCOL
     protocol = {**base, "lr": args.lr, "batch": args.batch, "pack_convention": args.pack_convention,
                 "lr_schedule": lr_schedule_arg(args.lr_schedule)}
-    try:   # a schedule the trainer refuses fails here, before hours of training
-        fastgan.TrainConfig(lr_schedule=protocol["lr_schedule"])
+    try:   # settings the trainer refuses (a schedule, a variant the preset cannot take) fail here, before hours
+        fastgan.TrainConfig(**quality._trainer_settings(args.variant, protocol)[0], replicas=args.seeds)
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(f"variant {args.variant} with these settings: {error}")
     env = environment()
     if args.cuda_graph and device.type != "cuda":
         parser.error("--cuda-graph needs a CUDA device")

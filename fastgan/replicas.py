@@ -4,8 +4,9 @@
 
 * **What replica k is.** The single-GAN run ``GANTrainer(G_k, D_k, data, config.for_replica(k))`` where
   ``(G_k, D_k) = replica_models(G, D, seed, k)``: the template models' structure with weights from
-  ``reset_parameters()`` of every module, in ``modules()`` order (G's first, then D's), under
-  ``torch.manual_seed(seed + k)`` on the CPU (the template's own weights are not used), and seed ``seed + k``
+  ``reset_parameters()`` of every module, in ``modules()`` order (G's first, then D's; a model with a
+  ``reset_parameters()`` of its own: that), under ``torch.manual_seed(seed + k)`` on the CPU (the template's own
+  weights are not used), in the template's train/eval mode, and seed ``seed + k``
   for the run's RNG (its batches, noise and instance noise). Replica k of ``seed=s`` is therefore the run
   with ``seed=s + k``: ``replicas=10, seed=0`` trains exactly the ten runs ``seed=0 ... 9``. A replica's
   per-replica settings are its entries of the sequences given (``config.for_replica``).
@@ -61,8 +62,9 @@ def _reset(module: nn.Module) -> None:
 
 def replica_models(generator: nn.Module, discriminator: nn.Module, seed: int, k: int) -> tuple[nn.Module, nn.Module]:
     """Replica ``k``'s initial ``(G, D)``: copies of the templates, every module's ``reset_parameters()`` run
-    in ``modules()`` order, G's then D's, under ``torch.manual_seed(seed + k)`` on the CPU; returned on the
-    templates' devices. The global RNG is left as it was."""
+    in ``modules()`` order (a template with a ``reset_parameters()`` of its own, such as PacGAN's models: that
+    one), G's then D's, under ``torch.manual_seed(seed + k)`` on the CPU; returned on the templates' devices.
+    The global RNG is left as it was."""
     copies = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + k)
@@ -102,9 +104,14 @@ def _layer_plan(model: nn.Module) -> list[tuple]:
     (an activation right after a Linear joins it), ``("batchnorm", features, eps, momentum)``,
     ``("maxout", pieces)``, ``("act", activation, slope)``; ``ValueError`` naming a layer it cannot stack."""
     from .nn import FusedLinear, Maxout, _activation_of
+    seq = _sequential_of(model)
+    params = list(seq.parameters())
+    if any(p.dtype != torch.float32 for p in params) or len({p.device for p in params}) > 1:
+        raise ValueError(f"replicas stack fp32 parameters on one device; {type(model).__name__}'s are not "
+                         "(the trainer's precision setting runs lower precisions)")
     plan: list[tuple] = []
     width = None
-    for name, m in _sequential_of(model).named_children():
+    for name, m in seq.named_children():
         if type(m) is nn.Identity:
             continue
         act = _activation_of(m)
@@ -130,6 +137,7 @@ def _layer_plan(model: nn.Module) -> list[tuple]:
                 raise ValueError(f"replicas cannot stack {type(model).__name__}: {name!r} normalises "
                                  f"{m.num_features} features of {width}")
             plan.append(("batchnorm", m.num_features, float(m.eps), float(m.momentum)))
+            width = m.num_features
         elif type(m) is Maxout:
             if width is not None and width % m.pieces:
                 raise ValueError(f"replicas cannot stack {type(model).__name__}: {name!r} groups {width} "
@@ -138,7 +146,8 @@ def _layer_plan(model: nn.Module) -> list[tuple]:
             width = None if width is None else width // m.pieces
         else:
             raise ValueError(f"replicas cannot stack {type(model).__name__}: its layer {name!r} "
-                             f"({type(m).__name__}) is not a Linear, BatchNorm1d, Maxout or activation")
+                             f"({type(m).__name__}) is not a Linear, BatchNorm1d, Maxout or one of the "
+                             "activations ReLU, LeakyReLU (slope >= 0), Sigmoid, Tanh")
     if not any(step[0] == "linear" for step in plan):
         raise ValueError(f"replicas cannot stack {type(model).__name__}: it has no Linear layer")
     return plan
@@ -319,6 +328,9 @@ class StackedNet(nn.Module):
         self.plan = _layer_plan(models[0])
         if any(_layer_plan(m) != self.plan for m in models[1:]):
             raise ValueError("replicas stack models of one structure; these differ")
+        if len({m.training for m in models}) > 1:
+            raise ValueError("replicas stack models in one mode; some are in train mode, some in eval mode")
+        self.train(models[0].training)   # as the single run: a template in eval mode normalises by running stats
         self.kernels = kernels
         seqs = [_sequential_of(m) for m in models]
         self.flat = nn.Parameter(torch.stack([torch.cat([p.detach().reshape(-1).cpu() for p in seq.parameters()])
@@ -401,7 +413,7 @@ def _activate(h: torch.Tensor, act: str, slope: float) -> torch.Tensor:
 
 
 class ReplicaAdam:
-    """Adam over a ``StackedMLP``'s ``(K, P)`` weights with per-replica ``lr`` and ``betas`` (K values each):
+    """Adam over a ``StackedMLP``'s or ``StackedNet``'s ``(K, P)`` weights with per-replica ``lr`` and ``betas`` (K values each):
     ``torch.optim.Adam``'s update (no weight decay, no amsgrad) for every replica at once. Where every
     replica has the same lr and betas (a seed sweep) it is PyTorch's fused Adam kernel (``torch._fused_adam_``,
     one launch); otherwise eight whole-buffer ops with ``(K, 1)`` hyper-parameters. The step count lives on
@@ -776,7 +788,8 @@ class ReplicaTrainer(GANTrainer):
                 if set(ours) != set(theirs) or any(
                         not isinstance(theirs[key], torch.Tensor) or theirs[key].shape != b.shape
                         for key, b in ours.items()):
-                    raise ValueError(f"its {name}'s BatchNorm statistics do not fit this trainer's")
+                    raise ValueError(f"its {name}'s BatchNorm statistics do not fit this trainer's" +
+                                     (" (it has none)" if not theirs else ""))
             self.optimizer_g.check_state(state["optimizer_g"])
             self.optimizer_d.check_state(state["optimizer_d"])
             if (self.ema_flat is None) != (state.get("ema") is None):

@@ -300,6 +300,9 @@ def test_quality_pacgan_preset_is_pacgans_protocol(tmp_path):
     assert (c.lr, c.betas, c.batch_size, c.samples_per_step, c.update) == (3e-4, (0.8, 0.999), 100, 200, "simultaneous")
     with pytest.raises(SystemExit):
         quality.main(args + ["--latent-dim", "3"])
+    assert quality.main(args + ["--replicas", "--no-time-to-quality"]) == 0   # PacGAN's models stack as replicas
+    (replicas_json,) = set(tmp_path.glob("cpu/*-quality*.json")) - {json_file}
+    assert json.loads(replicas_json.read_text())["protocol"]["replicas"] is True
 
 
 def test_quality_curve_first_seed_gives_the_larger_runs_later_seeds(tmp_path):
@@ -335,6 +338,8 @@ def test_quality_curve_trains_pacgans_models_as_replicas_and_resumes(tmp_path):
     assert payload["protocol"]["betas"] == [0.8, 0.999] and "maxout" in payload["architecture"]
     with pytest.raises(SystemExit):
         quality_curve.main(["--resume", str(first), "--checkpoints", "20", "--preset", "mixture-benchmark"])
+    with pytest.raises(SystemExit):   # d_steps 2 with simultaneous updates: refused before any training
+        quality_curve.main(["--preset", "pacgan", "--variant", "d_steps2", "--checkpoints", "10"])
     assert quality_curve.main(["--resume", str(first), "--checkpoints", "20", "--out", str(tmp_path)]) == 0
     (second,) = tmp_path.glob("cpu/*-quality-curve-ring-pacgan-pack2-2.json")
     resumed = json.loads(second.read_text())

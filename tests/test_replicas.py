@@ -109,6 +109,18 @@ def test_pacgan_models_as_replicas_equal_their_single_runs(options):
     assert rg.net[1].num_batches_tracked.item() == 12 * options.get("d_steps", 1)
 
 
+def test_pacgan_replicas_keep_the_templates_mode():
+    """A template G in eval mode normalises by its running statistics in its single run: so do its replicas."""
+    g, d = _pacgan_models()
+    g.eval()
+    data = _data()
+    trainer = GANTrainer(g, d, data, replicas=2, **_options(lr=1e-3, real_label=0.9))
+    assert not trainer.generator.training and trainer.discriminator.training
+    for _ in range(4):
+        trainer.step()
+    _single_runs_match(trainer, g, d, data, 4)
+
+
 def test_simultaneous_mlp_replicas_equal_their_single_runs():
     """The hand-written StackedMLP backward under the simultaneous update (two backward passes, inputs=)."""
     g, d = _models(pack=2)
@@ -148,13 +160,18 @@ def test_stacked_net_triton_kernels_equal_its_torch_path():
     through Adam would amplify rounding in near-zero gradients: a first Adam step is lr * g / (|g| + eps))."""
     pairs = [replica_models(*_pacgan_models(), 3, k) for k in range(2)]
     for models, x in (([g for g, _ in pairs], torch.randn(2, 9, 4)), ([d for _, d in pairs], torch.randn(2, 9, 6))):
+        from fastgan.ops import kernel_launches
         outs = []
         for kernels in ("torch", "triton"):
             stacked = StackedNet(models, kernels)
+            before = dict(kernel_launches)
             xk = x.clone().requires_grad_(True)
             y = stacked(xk)
             y.backward(torch.linspace(-1, 1, y.numel()).view_as(y))
             outs.append((y.detach(), xk.grad, stacked.flat.grad))
+            ran = {name for name, count in kernel_launches.items()
+                   if "linear" in name and count > before.get(name, 0)}
+            assert bool(ran) == (kernels == "triton"), f"{kernels}: linear kernels launched {sorted(ran)}"
         for what, a, b in zip(("output", "input grad", "weight grad"), outs[1], outs[0]):
             assert_close(a, b, 1e-5, f"{type(models[0]).__name__} {what}")
 
@@ -404,12 +421,17 @@ def test_models_replicas_cannot_stack_are_refused():
     with pytest.raises(ValueError, match="replicas train MLPs"):
         GANTrainer(g, Odd(), _data(), replicas=2, **_options())
     dropout = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 1))
-    with pytest.raises(ValueError, match=r"'1' \(Dropout\) is not a Linear, BatchNorm1d, Maxout or activation"):
+    with pytest.raises(ValueError, match=r"'1' \(Dropout\) is not a Linear, BatchNorm1d, Maxout or one of the activations"):
         GANTrainer(g, dropout, _data(), replicas=2, **_options())
     plain_norm = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8, affine=False),
                                      torch.nn.Linear(8, 1))
     with pytest.raises(ValueError, match="BatchNorm1d with affine weights"):
         GANTrainer(g, plain_norm, _data(), replicas=2, **_options())
+    leading_norm = torch.nn.Sequential(torch.nn.BatchNorm1d(5), torch.nn.Linear(6, 1))
+    with pytest.raises(ValueError, match="widths do not chain at '1' \\(5 -> 6\\)"):
+        GANTrainer(g, leading_norm, _data(), replicas=2, **_options())
+    with pytest.raises(ValueError, match="replicas stack fp32 parameters"):
+        GANTrainer(g, _pacgan_models()[1].double(), _data(), replicas=2, **_options())
     with pytest.raises(ValueError, match="conditional"):
         GANTrainer(g, _models()[1], _data(), replicas=2, labels=torch.zeros(300, dtype=torch.long), **_options())
 
@@ -417,16 +439,21 @@ def test_models_replicas_cannot_stack_are_refused():
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_CUDA, reason="CUDA graphs need a CUDA device")
 @pytest.mark.parametrize("kernels", ["torch", "triton"])
-def test_cuda_graph_replays_equal_eager_replicas(kernels):
-    g, d = _models()
+@pytest.mark.parametrize("models", ["mlp", "pacgan"])
+def test_cuda_graph_replays_equal_eager_replicas(kernels, models):
+    """(pacgan: StackedNet, the simultaneous update, BatchNorm's running statistics updated inside the graph)"""
+    g, d = _models() if models == "mlp" else _pacgan_models()
     data = _data().cuda()
     opts = _options(device="cuda", kernels=kernels, replicas=4, lr=[1e-3, 2e-4, 5e-4, 1e-4],
-                    instance_noise=[0.0, 0.1, 0.0, 0.05])
+                    instance_noise=[0.0, 0.1, 0.0, 0.05],
+                    **({} if models == "mlp" else {"update": "simultaneous", "real_label": 0.9}))
     graphed = GANTrainer(g, d, data, cuda_graph=True, steps_per_replay=4, graph_warmup=2, **opts)
     eager = GANTrainer(g, d, data, **opts)
     while graphed.step_count < 10:
         graphed.step()
     for _ in range(graphed.step_count):
         eager.step()
-    assert_close(graphed.generator.flat, eager.generator.flat, 1e-5, "G weights")
-    assert_close(graphed.discriminator.flat, eager.discriminator.flat, 1e-5, "D weights")
+    for name in ("generator", "discriminator"):
+        for (key, a), (_, b) in zip(getattr(graphed, name).state_dict().items(),
+                                    getattr(eager, name).state_dict().items()):
+            assert_close(a, b, 1e-5, f"{name}.{key}")

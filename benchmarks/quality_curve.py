@@ -62,8 +62,8 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
           report=None, rejection: float | None = None, check_every: int = 0, calibrate: int = 0,
           checkpoint: Path | None = None, calibrate_lr: float = 1e-4, calibrate_batch: int = 500,
           resume: dict | None = None, first_seed: int = 0, **options) -> list[dict]:
-    """The rows (one per checkpoint); ``report(rows, first, pictures)`` after each (``pictures``: the first seed's samples
-    at that checkpoint), so a run stopped by a time limit keeps what it measured.
+    """The rows (one per checkpoint); ``report(rows, first, pictures)`` after each (``pictures``: the first seed's
+    samples at that checkpoint), so a run stopped by a time limit keeps what it measured.
 
     ``rejection``: each checkpoint is also evaluated with discriminator rejection sampling at that quantile
     (G's samples kept by D's verdict: the replica trainer's ``sample(rejection=...)``), reported apart under
@@ -165,7 +165,8 @@ SETTINGS = {"data": "ring", "variant": "vanilla", "preset": "mixture-benchmark",
 def _saved_settings(payload: dict) -> dict:
     """A results JSON's run settings (as ``SETTINGS``), for ``--resume``."""
     protocol = payload["protocol"]
-    return {"data": payload["data"], "variant": payload["variant"], "preset": protocol.get("preset", "mixture-benchmark"),
+    return {"data": payload["data"], "variant": payload["variant"],
+            "preset": protocol.get("preset", "mixture-benchmark"),
             "seeds": payload["seeds"], "first_seed": payload.get("first_seed", 0), "lr": protocol["lr"],
             "lr_schedule": tuple(map(tuple, protocol.get("lr_schedule") or ())), "batch": protocol["batch"],
             "pack_convention": protocol["pack_convention"], "kernels": payload["kernels"],

@@ -413,7 +413,8 @@ def _activate(h: torch.Tensor, act: str, slope: float) -> torch.Tensor:
 
 
 class ReplicaAdam:
-    """Adam over a ``StackedMLP``'s or ``StackedNet``'s ``(K, P)`` weights with per-replica ``lr`` and ``betas`` (K values each):
+    """Adam over a ``StackedMLP``'s or ``StackedNet``'s ``(K, P)`` weights with per-replica ``lr`` and ``betas``
+    (K values each):
     ``torch.optim.Adam``'s update (no weight decay, no amsgrad) for every replica at once. Where every
     replica has the same lr and betas (a seed sweep) it is PyTorch's fused Adam kernel (``torch._fused_adam_``,
     one launch); otherwise eight whole-buffer ops with ``(K, 1)`` hyper-parameters. The step count lives on

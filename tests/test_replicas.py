@@ -188,20 +188,28 @@ def test_pacgan_models_reset_as_constructed():
     assert g0.net[0].weight.std().item() < 0.05, "N(0, 0.02) weights, not the layers' default init"
 
 
+def _run_and_resume(g, d, data, opts, path, steps):
+    """``a``: 2 x ``steps`` steps, saved to ``path`` halfway; ``b``: loaded from there, then ``steps`` steps."""
+    a = GANTrainer(g, d, data, **opts)
+    for _ in range(steps):
+        a.step()
+    a.save(path)
+    for _ in range(steps):
+        a.step()
+    b = GANTrainer(g, d, data, **opts)
+    b.load(path)
+    assert b.step_count == steps
+    for _ in range(steps):
+        b.step()
+    return a, b
+
+
 def test_pacgan_replica_checkpoints_keep_batchnorm_statistics(tmp_path):
     g, d = _pacgan_models()
     data = _data()
     opts = _options(replicas=2, update="simultaneous", ema=0.9, lr=1e-3)
-    a = GANTrainer(g, d, data, **opts)
-    for _ in range(4):
-        a.step()
-    path = a.save(tmp_path / "r.pt")
-    for _ in range(4):
-        a.step()
-    b = GANTrainer(g, d, data, **opts)
-    b.load(path)
-    for _ in range(4):
-        b.step()
+    path = tmp_path / "r.pt"
+    a, b = _run_and_resume(g, d, data, opts, path, 4)
     for name in ("generator", "discriminator"):
         for (key, x), (_, y) in zip(getattr(a, name).state_dict().items(), getattr(b, name).state_dict().items()):
             assert torch.equal(x, y), f"{name}.{key}"
@@ -261,17 +269,8 @@ def test_save_and_load_resume_exactly(tmp_path):
     g, d = _models()
     data = _data()
     opts = _options(replicas=3, lr=[1e-3, 2e-4, 5e-4], instance_noise=[0.0, 0.1, 0.0], ema=0.9)
-    a = GANTrainer(g, d, data, **opts)
-    for _ in range(5):
-        a.step()
-    path = a.save(tmp_path / "r.pt")
-    for _ in range(5):
-        a.step()
-    b = GANTrainer(g, d, data, **opts)
-    b.load(path)
-    assert b.step_count == 5
-    for _ in range(5):
-        b.step()
+    path = tmp_path / "r.pt"
+    a, b = _run_and_resume(g, d, data, opts, path, 5)
     for name in ("generator", "discriminator"):
         torch.testing.assert_close(getattr(b, name).flat, getattr(a, name).flat, rtol=0, atol=0)
     torch.testing.assert_close(b.ema_flat, a.ema_flat, rtol=0, atol=0)

@@ -67,8 +67,9 @@ cp "$WORK/environment.log" "$WORK/environment.txt"
 if [ "$QUALITY" = 1 ]; then
     # the quality protocol at its own length, each curve saved after every checkpoint (a step stopped at its
     # limit keeps the checkpoints it reached): EMA + pack 2, ring at lr 2e-4 and grid at 3e-4, both rates halved
-    # from 200k steps and a tenth from 300k (the CPU's best recipes: 10 seeds to 400k met both goals on the means
-    # with a D calibrated at the run's final rate, benchmarks/results/cpu/2026-11-28-mixture-probes-3.md); each
+    # from 200k steps and a tenth from 300k (the CPU's best recipes: seeds 0-9 to 400k met both goals on the means
+    # with a D calibrated at the run's final rate, benchmarks/results/cpu/2026-11-28-mixture-probes-3.md; the ring's
+    # fresh seeds 10-19 fell just short, 98.4% HQ and KL 0.026); each
     # checkpoint also with rejection sampling (reported apart); time to quality per seed. The trainer is saved at
     # each checkpoint; the last one saved is then scored with rejection sampling by each D calibrated 2,000 steps
     # (Adam at the final rate, batch 2,000) against its sampled G (a step of its own: eager steps, one replica

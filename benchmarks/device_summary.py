@@ -181,11 +181,12 @@ def quality_curves(folder: Path) -> list[str]:
         for row in data["curve"]:
             m, h, k = (row["summary"][key][0] for key in ("modes", "high_quality", "kl"))
             line = f"  {row['steps']:7d} steps {row['seconds']:6.0f} s: modes {m:5.2f}  HQ {100 * h:5.1f}%  KL {k:.3f}"
-            for key in ("rejection", "calibrated"):   # reported apart: the same checkpoint, rejection sampling
+            for key in ("rejection", "calibrated", "metropolis"):   # reported apart: the same checkpoint, guided
                 if key in row:
                     r = row[key]["summary"]
                     steps_d = f" (D +{row[key]['calibrate']} steps)" if row[key].get("calibrate") else ""
-                    line += (f"  | {key}{steps_d} {row[key]['quantile']:g}: HQ {100 * r['high_quality'][0]:5.1f}%  "
+                    setting = row[key]["quantile"] if key != "metropolis" else row[key]["chain"]
+                    line += (f"  | {key}{steps_d} {setting:g}: HQ {100 * r['high_quality'][0]:5.1f}%  "
                              f"KL {r['kl'][0]:.3f}")
             lines.append(line)
         first = [f for f in data.get("first_reached") or [] if f]
@@ -198,7 +199,9 @@ def quality_curves(folder: Path) -> list[str]:
             lines.append(f"quality: {path.name} unreadable")
             continue
         sampling, mean = report["sampling"], report["metrics"]["mean"]
-        lines.append(f"quality {report['data']}, step {report['step']}, rejection {sampling['rejection_quantile']:g} "
+        how = (f"rejection {sampling['rejection_quantile']:g}" if "rejection_quantile" in sampling
+               else f"Metropolis-Hastings chains of {sampling['metropolis_chain']}")
+        lines.append(f"quality {report['data']}, step {report['step']}, {how} "
                      f"with D calibrated {sampling['calibrate']} steps (mean of {len(report['metrics']['replicas'])}"
                      f" replicas, noise seed {report['seed']}"
                      + (f", calibration Adam {sampling['calibrate_lr']:g} batch {sampling['calibrate_batch']}"

@@ -61,7 +61,8 @@ MODES = {"ring": 8, "grid": 25}
 def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol: dict, device, kernels="torch",
           report=None, rejection: float | None = None, check_every: int = 0, calibrate: int = 0,
           checkpoint: Path | None = None, calibrate_lr: float = 1e-4, calibrate_batch: int = 500,
-          resume: dict | None = None, first_seed: int = 0, **options) -> list[dict]:
+          resume: dict | None = None, first_seed: int = 0, metropolis: int = 0, sharpen: float = 1.0,
+          **options) -> list[dict]:
     """The rows (one per checkpoint); ``report(rows, first, pictures)`` after each (``pictures``: the first seed's
     samples at that checkpoint), so a run stopped by a time limit keeps what it measured.
 
@@ -69,6 +70,8 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
     (G's samples kept by D's verdict: the replica trainer's ``sample(rejection=...)``), reported apart under
     ``row["rejection"]``; with ``calibrate=N`` also with each D first trained N steps against the generator
     sampled from (``sample(calibrate=N, calibrate_lr=..., calibrate_batch=...)``), under ``row["calibrated"]``.
+    ``metropolis=L``: also with Metropolis-Hastings over D's scores, chains of L proposals (``sample(metropolis=L,
+    sharpen=sharpen)``, each D calibrated first when ``calibrate``), under ``row["metropolis"]``.
     ``checkpoint``: the trainer is saved
     there at each checkpoint (to evaluate it again later: ``fastgan evaluate`` reads it). ``check_every``: every
     that many steps, each seed's 2,500 samples (seed 20,000 + k, not the checkpoints') are checked for every mode
@@ -115,22 +118,28 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
         m, h, k = row["summary"]["modes"], row["summary"]["high_quality"], row["summary"]["kl"]
         line = (f"  {kind} {variant} {steps:7d} steps ({seconds:6.0f} s): modes {m[0]:.2f}±{m[1]:.2f}  "
                 f"HQ {100 * h[0]:.1f}±{100 * h[1]:.1f}%  KL {k[0]:.3f}±{k[1]:.3f}")
-        for key, steps_d in (("rejection", 0), ("calibrated", calibrate)):
-            if rejection is None or (key == "calibrated" and not calibrate):
-                continue
+        guides = ([("rejection", 0, {"rejection": rejection})] if rejection is not None else []) + (
+            [("calibrated", calibrate, {"rejection": rejection})] if rejection is not None and calibrate else []) + (
+            [("metropolis", calibrate, {"metropolis": metropolis, "sharpen": sharpen})] if metropolis else [])
+        for key, steps_d, guide in guides:
             kept = []
             for j in range(seeds):
-                guided = trainer.sample(2500, seed=10_000 + first_seed + j, replica=j, rejection=rejection,
-                                        calibrate=steps_d,
-                                        calibrate_lr=calibrate_lr, calibrate_batch=calibrate_batch)
+                guided = trainer.sample(2500, seed=10_000 + first_seed + j, replica=j, calibrate=steps_d,
+                                        calibrate_lr=calibrate_lr, calibrate_batch=calibrate_batch, **guide)
                 kept.append({**metrics.evaluate_mixture(guided, kind), "acceptance": trainer.last_acceptance})
                 if j == 0:
                     what = f", D calibrated {steps_d} steps" if steps_d else ""
-                    pictures[(kind, f"{steps} steps, rejection sampling {rejection:g}{what}")] = guided.cpu()
-            row[key] = {"quantile": rejection, "calibrate": steps_d, "runs": kept, "summary": _summary(kept),
+                    how = (f"rejection sampling {rejection:g}" if key != "metropolis" else
+                           f"Metropolis-Hastings, chains of {metropolis}"
+                           + (f", beta {sharpen:g}" if sharpen != 1 else ""))
+                    pictures[(kind, f"{steps} steps, {how}{what}")] = guided.cpu()
+            row[key] = {**({"quantile": rejection} if key != "metropolis" else
+                           {"chain": metropolis, "sharpen": sharpen}),
+                        "calibrate": steps_d, "runs": kept, "summary": _summary(kept),
                         **({"calibrate_lr": calibrate_lr, "calibrate_batch": calibrate_batch} if steps_d else {})}
             r = row[key]["summary"]
-            line += (f"  | {key} {rejection:g}: HQ {100 * r['high_quality'][0]:.1f}"
+            line += (f"  | {key} {rejection if key != 'metropolis' else metropolis:g}: "
+                     f"HQ {100 * r['high_quality'][0]:.1f}"
                      f"±{100 * r['high_quality'][1]:.1f}%  KL {r['kl'][0]:.3f}  modes {r['modes'][0]:.2f}  "
                      f"kept {100 * r['acceptance'][0]:.0f}%")
         rows.append(row)
@@ -159,7 +168,7 @@ def _check_same_run(saved: dict, ours: fastgan.TrainConfig, path) -> None:
 SETTINGS = {"data": "ring", "variant": "vanilla", "preset": "mixture-benchmark", "seeds": 5, "first_seed": 0,
             "lr": 1e-4, "lr_schedule": (), "batch": 100,
             "pack_convention": "rows", "kernels": "torch", "rejection": None, "check_every": 0, "calibrate": 0,
-            "calibrate_lr": 1e-4, "calibrate_batch": 500}
+            "calibrate_lr": 1e-4, "calibrate_batch": 500, "metropolis": 0, "sharpen": 1.0}
 
 
 def _saved_settings(payload: dict) -> dict:
@@ -172,7 +181,8 @@ def _saved_settings(payload: dict) -> dict:
             "pack_convention": protocol["pack_convention"], "kernels": payload["kernels"],
             "rejection": payload["rejection"], "check_every": payload["check_every"],
             "calibrate": payload.get("calibrate", 0), "calibrate_lr": payload.get("calibrate_lr", 1e-4),
-            "calibrate_batch": payload.get("calibrate_batch", 500)}
+            "calibrate_batch": payload.get("calibrate_batch", 500), "metropolis": payload.get("metropolis", 0),
+            "sharpen": payload.get("sharpen", 1.0)}
 
 
 def _load_resume(args, parser) -> dict:
@@ -276,9 +286,17 @@ def main(argv=None) -> int:
     parser.add_argument("--check-every", type=int, metavar="N",
                         help="every N steps, check each seed for every mode with >= 90%% high-quality samples: "
                              "the first step (and seconds) each seed gets there")
+    parser.add_argument("--metropolis", type=int, metavar="L",
+                        help="also evaluate each checkpoint with Metropolis-Hastings over D's scores, chains of L "
+                             "proposals (e.g. 100; reported apart; with --calibrate each D is calibrated first, "
+                             "as MH needs D's logit to be the density ratio)")
+    parser.add_argument("--sharpen", type=float, metavar="BETA",
+                        help="with --metropolis: the chains sample p_G exp(BETA logit) (default 1, the exact "
+                             "correction; above 1 D's best-scored samples are favoured over the modes' balance)")
     parser.add_argument("--calibrate", type=int, metavar="N",
                         help="with --rejection: also evaluate with each D first trained N steps against the "
-                             "generator sampled from, G held fixed (reported apart; 2000 is a good start)")
+                             "generator sampled from, G held fixed (reported apart; 2000 is a good start); with "
+                             "--metropolis: MH's D is calibrated so")
     parser.add_argument("--calibrate-lr", type=float, metavar="LR",
                         help="with --calibrate: the calibration's Adam rate (default 1e-4; after a step-down "
                              "schedule, the run's final D rate)")
@@ -300,8 +318,12 @@ def main(argv=None) -> int:
             setattr(args, name, value)
     if args.seeds < 1 or args.first_seed < 0:
         parser.error("--seeds must be >= 1 and --first-seed >= 0")
-    if args.calibrate < 0 or (args.calibrate and args.rejection is None):
-        parser.error("--calibrate N needs --rejection Q and N >= 0")
+    if args.calibrate < 0 or (args.calibrate and args.rejection is None and not args.metropolis):
+        parser.error("--calibrate N needs --rejection Q or --metropolis L, and N >= 0")
+    if args.metropolis < 0:
+        parser.error(f"--metropolis must be a chain length >= 1, got {args.metropolis}")
+    if not 1 <= args.sharpen < float("inf") or (args.sharpen != 1 and not args.metropolis):
+        parser.error(f"--sharpen {args.sharpen:g}: Metropolis-Hastings' beta, a finite number >= 1 with --metropolis")
     if not args.calibrate_lr > 0 or args.calibrate_batch < 1:
         parser.error("--calibrate-lr must be > 0 and --calibrate-batch >= 1")
     if args.rejection is not None and not 0 <= args.rejection < 1:
@@ -353,21 +375,30 @@ def main(argv=None) -> int:
                      f"{was.get('card', '?')}, {str(was.get('date', '?'))[:10]}, CPU {was.get('cpu', 'not recorded')}"
                      f"): the rows up to step {old['steps']} are that run's.\n\n")
         text += markdown_table(head, body)
-        for key in ("rejection", "calibrated"):
+        for key in ("rejection", "calibrated", "metropolis"):
             if key not in rows[0]:
                 continue
             body = [[r["steps"], cell(r[key]["summary"], "modes", digits=2),
                      cell(r[key]["summary"], "high_quality", 100, 1), cell(r[key]["summary"], "kl"),
                      cell(r[key]["summary"], "kl_all"), cell(r[key]["summary"], "acceptance", 100, 0)]
                     for r in rows]
-            how = ("G's candidates kept by the trained D's verdict, no retraining" if key == "rejection" else
-                   f"each D first trained {args.calibrate} more steps against the generator sampled from, G held "
-                   f"fixed (`calibrate_discriminator`, Adam {args.calibrate_lr:g}, {args.calibrate_batch} rows of "
-                   "each kind a step), then judging")
-            text += (f"\n\nThe same checkpoints **with discriminator rejection sampling** (quantile "
-                     f"{args.rejection:g}; {how}), apart from the plain figures above:\n\n"
+            calibrated = (f"each D first trained {args.calibrate} more steps against the generator sampled from, G "
+                          f"held fixed (`calibrate_discriminator`, Adam {args.calibrate_lr:g}, {args.calibrate_batch} "
+                          "rows of each kind a step), then judging")
+            if key == "metropolis":
+                beta = f", beta {args.sharpen:g}: p_G exp(beta logit)" if args.sharpen != 1 else ""
+                what = (f"**with Metropolis-Hastings over D's scores** (chains of {args.metropolis} proposals of "
+                        f"G{beta}, each sample a chain's last state; "
+                        f"{calibrated if args.calibrate else 'the trained D'})")
+                rate = "proposals taken %"
+            else:
+                how = (calibrated if key == "calibrated" else
+                       "G's candidates kept by the trained D's verdict, no retraining")
+                what = f"**with discriminator rejection sampling** (quantile {args.rejection:g}; {how})"
+                rate = "candidates kept %"
+            text += (f"\n\nThe same checkpoints {what}, apart from the plain figures above:\n\n"
                      + markdown_table(["steps", "modes", "high-quality %", "KL (high-quality)",
-                                       "KL (all samples)", "candidates kept %"], body))
+                                       "KL (all samples)", rate], body))
         if args.check_every:
             mark = f"{MODES[args.data]}/{MODES[args.data]} modes with >= 90% high-quality samples"
             body = [[args.first_seed + k, f["steps"], f"{f['seconds']:.0f}"] if f else
@@ -380,7 +411,8 @@ def main(argv=None) -> int:
                    "seeds": args.seeds, "first_seed": args.first_seed, "protocol": protocol,
                    "architecture": quality.describe(protocol),
                    "rejection": args.rejection, "calibrate": args.calibrate, "calibrate_lr": args.calibrate_lr,
-                   "calibrate_batch": args.calibrate_batch, "check_every": args.check_every,
+                   "calibrate_batch": args.calibrate_batch, "metropolis": args.metropolis,
+                   "sharpen": args.sharpen, "check_every": args.check_every,
                    "first_reached": first, "curve": rows,
                    "device": device.type,
                    "checkpoint": str(args.save_checkpoint.resolve()) if args.save_checkpoint else None}
@@ -394,7 +426,8 @@ def main(argv=None) -> int:
         curve(args.data, args.variant, args.seeds, args.checkpoints, protocol, device, args.kernels, report=save,
               rejection=args.rejection, check_every=args.check_every, calibrate=args.calibrate,
               calibrate_lr=args.calibrate_lr, calibrate_batch=args.calibrate_batch,
-              checkpoint=args.save_checkpoint, resume=resume, first_seed=args.first_seed, **options)
+              checkpoint=args.save_checkpoint, resume=resume, first_seed=args.first_seed,
+              metropolis=args.metropolis, sharpen=args.sharpen, **options)
     except CheckpointError as error:   # only loading raises it: the resumed trainer does not fit the run
         if resume is None:
             raise

@@ -15,7 +15,7 @@ import torch
 
 from . import data as datasets
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .models import DATA_PRESETS, PRESETS, ModelPreset, calibrate_discriminator, generate, rejection_sample
+from .models import DATA_PRESETS, PRESETS, ModelPreset, _guided_sample, calibrate_discriminator, generate
 from .plots import save_image_grid, save_loss_curve, save_scatter, save_scatter_panels
 from .losses import LOSSES
 from .config import KERNELS, PACK_CONVENTIONS, PER_REPLICA, PRECISIONS, SAMPLERS, UPDATES, TrainConfig
@@ -255,10 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
                           help="discriminator rejection sampling: G's candidates kept by the checkpoint's D, gamma at "
                                "quantile Q in [0, 1) (e.g. 0.5; higher: stricter); the report says so and gives the "
                                "rate kept. Unconditional runs.")
+    evaluate.add_argument("--metropolis", type=_positive(int), default=None, metavar="L",
+                          help="instead of --rejection: Metropolis-Hastings over D's scores, each sample the last "
+                               "state of a chain of L proposals of G (e.g. 100); it weighs G's samples by the density "
+                               "ratio D's logit estimates, so use it with --calibrate. Unconditional runs.")
+    evaluate.add_argument("--sharpen", type=float, default=1.0, metavar="BETA",
+                          help="with --metropolis: the chain samples p_G exp(BETA logit) (default 1, the exact "
+                               "correction; above 1 it favours D's best-scored samples over the modes' balance)")
     evaluate.add_argument("--calibrate", type=_positive(int), default=None, metavar="N",
-                          help="with --rejection: first train a copy of the checkpoint's D N steps (e.g. 2000) "
-                               "against the generator sampled from, G held fixed, on the run's data, so D judges "
-                               "that generator (its EMA weights included) and the modes keep their balance")
+                          help="with --rejection or --metropolis: first train a copy of the checkpoint's D N steps "
+                               "(e.g. 2000) against the generator sampled from, G held fixed, on the run's data, so D "
+                               "judges that generator (its EMA weights included) and the modes keep their balance")
     evaluate.add_argument("--calibrate-lr", type=_positive(float), default=1e-4, metavar="LR",
                           help="with --calibrate: its Adam learning rate (default 1e-4; after a step-down schedule, "
                                "the run's final D rate)")
@@ -600,14 +607,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"fastgan: {args.checkpoint} has no model description (was it written by `fastgan train`?)",
               file=sys.stderr)
         return 2
-    if args.calibrate is not None and args.rejection is None:
-        print("fastgan: --calibrate calibrates D for rejection sampling: add --rejection Q", file=sys.stderr)
+    guided = args.rejection is not None or args.metropolis is not None
+    if args.rejection is not None and args.metropolis is not None:
+        print("fastgan: --rejection and --metropolis are two ways for D to pick the samples: pass one",
+              file=sys.stderr)
+        return 2
+    if args.sharpen != 1.0 and (args.metropolis is None or not 1.0 < args.sharpen < float("inf")):
+        print(f"fastgan: --sharpen {args.sharpen:g}: Metropolis-Hastings' beta, a finite number >= 1 with "
+              "--metropolis L", file=sys.stderr)
+        return 2
+    if args.calibrate is not None and not guided:
+        print("fastgan: --calibrate calibrates D for rejection or Metropolis-Hastings sampling: add --rejection Q "
+              "or --metropolis L", file=sys.stderr)
         return 2
     if model["data"] not in ("digits", "ring", "grid"):
         print("fastgan: evaluate knows digits, ring and grid; MNIST needs its own classifier", file=sys.stderr)
         return 2
-    if args.rejection is not None and model.get("num_classes"):
-        print("fastgan: --rejection is for unconditional runs (this checkpoint's GAN takes labels)", file=sys.stderr)
+    if guided and model.get("num_classes"):
+        option = "--rejection" if args.rejection is not None else "--metropolis"
+        print(f"fastgan: {option} is for unconditional runs (this checkpoint's GAN takes labels)", file=sys.stderr)
         return 2
     device = resolve_device(args.device)
     features = 784 if model["data"] in ("digits", "mnist") else 2
@@ -618,13 +636,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     real = datasets.load(model["data"], device=device) if args.calibrate else None
 
     def draw(g, d):
-        if args.rejection is None:
+        if not guided:
             return generate(g, n, model["latent_dim"], args.seed, device)
         if args.calibrate:
             d = calibrate_discriminator(g, d, real, model["latent_dim"], args.calibrate, args.seed, device,
                                         model.get("pack", 1), lr=args.calibrate_lr, batch=args.calibrate_batch)
-        samples, rate = rejection_sample(g, d, n, model["latent_dim"], args.seed, device, args.rejection,
-                                         pack=model.get("pack", 1))
+        samples, rate = _guided_sample(g, d, n, model["latent_dim"], args.seed, device, args.rejection,
+                                       args.metropolis, model.get("pack", 1), args.sharpen)
         acceptance.append(rate)
         return samples
 
@@ -633,13 +651,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         flat = state["ema"] if state.get("ema") is not None else state["generator"]
         stacked, stacked_d = StackedMLP([generator]), StackedMLP([discriminator])
         flat_d = state["discriminator"]
-        if flat.shape[1] != stacked.flat.shape[1] or (args.rejection is not None and (
+        if flat.shape[1] != stacked.flat.shape[1] or (guided and (
                 flat_d.shape != (flat.shape[0], stacked_d.flat.shape[1]))):
             raise CheckpointError(f"{args.checkpoint}: its weights do not fit the model it describes")
         per_replica = []
         for k in range(flat.shape[0]):
             g = stacked.load_into(generator, k, flat).to(device).eval()
-            d = stacked_d.load_into(discriminator, k, flat_d).to(device).eval() if args.rejection is not None else None
+            d = stacked_d.load_into(discriminator, k, flat_d).to(device).eval() if guided else None
             per_replica.append(_quality(model["data"], draw(g, d)))
         result = replica_summary(per_replica)
         weights = "ema" if state.get("ema") is not None else "generator"
@@ -652,15 +670,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
             samples = generate(generator, n, model["latent_dim"], args.seed, device, labels=labels)
         else:
             labels = None
-            if args.rejection is not None:
+            if guided:
                 discriminator.load_state_dict(state["discriminator"])
                 discriminator.to(device).eval()
             samples = draw(generator, discriminator)
         result = _quality(model["data"], samples, labels)
     report = {"checkpoint": str(args.checkpoint), "step": state["step"], "data": model["data"],
               "weights": weights, "samples": n, "seed": args.seed,
-              "sampling": "plain" if args.rejection is None else {
-                  "rejection_quantile": args.rejection, "calibrate": args.calibrate or 0,
+              "sampling": "plain" if not guided else {
+                  **({"rejection_quantile": args.rejection} if args.rejection is not None
+                     else {"metropolis_chain": args.metropolis, "sharpen": args.sharpen}),
+                  "calibrate": args.calibrate or 0,
                   **({"calibrate_lr": args.calibrate_lr, "calibrate_batch": args.calibrate_batch}
                      if args.calibrate else {}),
                   "acceptance": acceptance[0] if len(acceptance) == 1 else acceptance},

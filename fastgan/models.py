@@ -12,10 +12,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .config import _positive_int
+
 __all__ = ["MLPGenerator", "MLPDiscriminator", "BatchNormGenerator", "MaxoutDiscriminator", "pacgan_models",
            "ConditionalMLPGenerator", "ProjectionDiscriminator", "ModelPreset",
            "PRESETS", "DATA_PRESETS", "first_linear", "last_linear", "check_labels", "rejection_sample",
-           "calibrate_discriminator",
+           "metropolis_sample", "calibrate_discriminator",
            "generate", "check_gan_models"]
 
 
@@ -361,24 +363,9 @@ def rejection_sample(generator: nn.Module, discriminator: nn.Module, n: int, lat
     if getattr(generator, "num_classes", None) is not None:
         raise ValueError("rejection sampling is for unconditional GANs (this generator takes labels)")
     quantile = _check_quantile(quantile)
-    for name, value in (("pack", pack), ("partner_sets", partner_sets)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    score = _candidate_scorer(generator, discriminator, latent_dim, seed, device, pack, partner_sets)
     limit = max_candidates or 200 * n
     decide = torch.Generator(device=device).manual_seed(seed ^ 0x5EED)
-    partners = None
-    if pack > 1:
-        partners = generate(generator, partner_sets * (pack - 1), latent_dim, seed + 2 ** 40, device)
-        partners = partners.reshape(partner_sets, -1)   # a row: pack - 1 samples back to back, as D's packs are
-
-    def score(candidates: torch.Tensor) -> torch.Tensor:
-        if partners is None:
-            return discriminator(candidates).flatten().double()
-        flat = candidates.reshape(candidates.shape[0], -1)
-        total = sum(discriminator(torch.cat([flat, row.expand(flat.shape[0], -1)], dim=1)).flatten().double()
-                    for row in partners)
-        return total / partner_sets
-
     first = generate(generator, batch, latent_dim, seed, device)
     top = score(first).max()
     kept, drawn, round_ = [], 0, 0
@@ -402,6 +389,74 @@ def rejection_sample(generator: nn.Module, discriminator: nn.Module, n: int, lat
     return samples, sum(k.shape[0] for k in kept) / drawn
 
 
+def _candidate_scorer(generator, discriminator, latent_dim, seed, device, pack, partner_sets):
+    """D's score of each candidate (float64): its logit, or with ``pack > 1`` its mean logit packed with
+    ``pack - 1`` partners from each of ``partner_sets`` fixed sets drawn from G once (seed ``seed + 2**40``)."""
+    _positive_int("pack", pack)
+    _positive_int("partner_sets", partner_sets)
+    if pack == 1:
+        return lambda candidates: discriminator(candidates).flatten().double()
+    partners = generate(generator, partner_sets * (pack - 1), latent_dim, seed + 2 ** 40, device)
+    partners = partners.reshape(partner_sets, -1)   # a row: pack - 1 samples back to back, as D's packs are
+
+    def score(candidates: torch.Tensor) -> torch.Tensor:
+        flat = candidates.reshape(candidates.shape[0], -1)
+        total = sum(discriminator(torch.cat([flat, row.expand(flat.shape[0], -1)], dim=1)).flatten().double()
+                    for row in partners)
+        return total / partner_sets
+    return score
+
+
+@torch.no_grad()
+def metropolis_sample(generator: nn.Module, discriminator: nn.Module, n: int, latent_dim: int, seed: int = 0,
+                      device="cpu", chain: int = 100, pack: int = 1, partner_sets: int = 8,
+                      sharpen: float = 1.0) -> tuple[torch.Tensor, float]:
+    """Metropolis-Hastings over D's scores (Turner et al. 2019, MH-GAN): ``(n samples, acceptance rate)``.
+
+    ``n`` independent chains, each started at a sample of G; each of ``chain`` steps proposes a fresh sample
+    of G and moves there with probability min(1, exp(logit' - logit)). With an optimal D (standard loss, real
+    label 1), exp(logit) = p_data / p_G, so this independence sampler's stationary distribution is the data's
+    and each chain's last state is the sample: unlike rejection sampling's quantile cut, which keeps D's
+    best-scored candidates whatever their share, MH weighs them by the ratio itself (a mode D scores evenly
+    keeps its share). It needs D's logit to be that ratio: calibrate D first (``calibrate_discriminator``).
+    Unlike MH-GAN's, no chain starts at a real sample (a chain that never moves returns G's own sample); the
+    acceptance rate is the share of proposals taken. Proposals come from ``generate`` with ``seed + 1``, ...,
+    ``seed + chain`` (the starts: ``seed``), decisions from their own RNG, so the result is reproducible.
+    ``pack > 1``: scores as ``rejection_sample`` gives them (fixed partners shift every logit by one constant,
+    which the chain's differences cancel). Unconditional D only.
+
+    ``sharpen`` (beta >= 1): move with probability min(1, exp(beta (logit' - logit))), so the chain samples
+    p_G exp(beta logit) / Z: 1 is the exact correction; above 1 it favours what D scores best, for a D whose
+    logit is flatter than the true ratio (a finite net underestimates its peaks), at the cost of the modes'
+    balance, as a stricter rejection quantile does.
+    """
+    if getattr(generator, "num_classes", None) is not None:
+        raise ValueError("Metropolis-Hastings sampling is for unconditional GANs (this generator takes labels)")
+    n = _positive_int("n", n)
+    chain = _positive_int("chain", chain)
+    sharpen = _check_sharpen(sharpen)
+    score = _candidate_scorer(generator, discriminator, latent_dim, seed, device, pack, partner_sets)
+    decide = torch.Generator(device=device).manual_seed(seed ^ 0x3E7A)
+
+    def finite(logits: torch.Tensor) -> torch.Tensor:
+        if not torch.isfinite(logits).all():
+            raise FloatingPointError("the discriminator's scores are not all finite: it cannot guide sampling")
+        return logits
+
+    state = generate(generator, n, latent_dim, seed, device)
+    logits = finite(score(state))
+    taken = 0
+    for step in range(1, chain + 1):
+        proposal = generate(generator, n, latent_dim, seed + step, device)
+        proposed = finite(score(proposal))
+        u = torch.rand(n, device=device, generator=decide, dtype=torch.float64)
+        move = torch.log(u) < sharpen * (proposed - logits)
+        state = torch.where(move.view(-1, *[1] * (state.dim() - 1)), proposal, state)
+        logits = torch.where(move, proposed, logits)
+        taken += int(move.sum())
+    return state, taken / (n * chain)
+
+
 def _check_quantile(quantile) -> float:
     if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0.0 <= quantile < 1.0:
         raise ValueError(f"quantile must be a number in [0, 1), got {quantile!r}")
@@ -415,13 +470,47 @@ def _sample_quantile(rejection) -> float | None:
     return 0.8 if rejection is True else _check_quantile(rejection)
 
 
-def _check_calibrate(calibrate, rejection, lr=1e-4, batch=500) -> int:
-    """``sample``'s ``calibrate``: a non-negative int, and only with ``rejection``; its ``calibrate_lr`` (a
-    positive number) and ``calibrate_batch`` (a positive int)."""
+def _check_sharpen(sharpen) -> float:
+    if isinstance(sharpen, bool) or not isinstance(sharpen, (int, float)) or not 1.0 <= sharpen < float("inf"):
+        raise ValueError(f"sharpen must be a finite number >= 1 (1: the exact correction), got {sharpen!r}")
+    return float(sharpen)
+
+
+def _sample_chain(metropolis) -> int | None:
+    """``sample``'s ``metropolis``: 0 / False (none) or a chain length (a positive int)."""
+    if metropolis is False:
+        return None
+    if isinstance(metropolis, bool) or not isinstance(metropolis, int) or metropolis < 0:
+        raise ValueError(f"metropolis must be a chain length (a positive int) or 0, got {metropolis!r}")
+    return metropolis or None
+
+
+def _sample_guide(rejection, metropolis, sharpen=1.0) -> tuple[float | None, int | None, float]:
+    """``sample``'s way of letting D guide it: ``(quantile, chain, sharpen)``, at most one of the first two not
+    None; ``sharpen`` (Metropolis-Hastings' beta) other than 1 only with a chain."""
+    quantile, chain, sharpen = _sample_quantile(rejection), _sample_chain(metropolis), _check_sharpen(sharpen)
+    if quantile is not None and chain is not None:
+        raise ValueError("rejection and metropolis are two ways for D to pick the samples: pass one of them")
+    if sharpen != 1.0 and chain is None:
+        raise ValueError("sharpen is Metropolis-Hastings' beta: pass metropolis=CHAIN with it")
+    return quantile, chain, sharpen
+
+
+def _guided_sample(generator, judge, n, latent_dim, seed, device, quantile, chain, pack, sharpen=1.0):
+    """``(samples, acceptance)`` by rejection (``quantile``) or Metropolis-Hastings (``chain``, ``sharpen``)."""
+    if chain is not None:
+        return metropolis_sample(generator, judge, n, latent_dim, seed, device, chain, pack=pack, sharpen=sharpen)
+    return rejection_sample(generator, judge, n, latent_dim, seed, device, quantile, pack=pack)
+
+
+def _check_calibrate(calibrate, guided: bool, lr=1e-4, batch=500) -> int:
+    """``sample``'s ``calibrate``: a non-negative int, and only when D guides the sampling (``guided``); its
+    ``calibrate_lr`` (a positive number) and ``calibrate_batch`` (a positive int)."""
     if isinstance(calibrate, bool) or not isinstance(calibrate, int) or calibrate < 0:
         raise ValueError(f"calibrate must be a non-negative int (steps), got {calibrate!r}")
-    if calibrate and rejection is False:
-        raise ValueError("calibrate calibrates D for rejection sampling: pass rejection=QUANTILE with it")
+    if calibrate and not guided:
+        raise ValueError("calibrate calibrates D for rejection or Metropolis-Hastings sampling: pass "
+                         "rejection=QUANTILE or metropolis=CHAIN with it")
     _check_calibration_settings(lr, batch, "calibrate_")
     return calibrate
 

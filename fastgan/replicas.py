@@ -38,8 +38,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig, _positive_int, resolve_kernels
-from .models import (_check_calibrate, _sample_quantile, calibrate_discriminator, check_gan_models, generate,
-                     rejection_sample)
+from .models import _check_calibrate, _guided_sample, _sample_guide, calibrate_discriminator, check_gan_models, generate
 from .phases import phase
 
 __all__ = ["replica_models", "stack_models", "StackedMLP", "StackedNet", "ReplicaAdam", "ReplicaTrainer",
@@ -722,16 +721,18 @@ class ReplicaTrainer(GANTrainer):
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, ema: bool | None = None, labels=None, rejection: bool | float = False,
                replica: int | None = None, calibrate: int = 0, calibrate_lr: float = 1e-4,
-               calibrate_batch: int = 500) -> torch.Tensor:
+               calibrate_batch: int = 500, metropolis: int = 0, sharpen: float = 1.0) -> torch.Tensor:
         """Replica ``replica``'s ``n`` samples, as its single run's ``sample(n, seed)`` gives them; with
         ``replica=None``, every replica's: ``(K, n, features)``. EMA weights when kept (``ema=False``: raw).
         ``rejection``: as ``GANTrainer.sample``, each replica judged by its own D; ``self.last_acceptance`` is the
-        rate kept (a list, one per replica, with ``replica=None``). ``calibrate=N``: as ``GANTrainer.sample``, a
-        copy of each replica's D trained N steps against the generator sampled from before it judges (Adam
+        rate kept (a list, one per replica, with ``replica=None``); ``metropolis=L``: Metropolis-Hastings instead
+        (``sharpen``: its beta), as ``GANTrainer.sample``. ``calibrate=N``: as ``GANTrainer.sample``, a copy of
+        each replica's D trained N steps against the generator sampled from before it judges (Adam
         ``calibrate_lr``, ``calibrate_batch`` rows of each kind per step)."""
         n = _positive_int("n", n)
-        quantile = _sample_quantile(rejection)   # bad input refused before any work
-        calibrate = _check_calibrate(calibrate, rejection, calibrate_lr, calibrate_batch)
+        quantile, chain, sharpen = _sample_guide(rejection, metropolis, sharpen)   # refused before any work
+        guided = quantile is not None or chain is not None
+        calibrate = _check_calibrate(calibrate, guided, calibrate_lr, calibrate_batch)
         if labels is not None:
             raise ValueError("replicas are unconditional GANs: no labels")
         if ema and self.ema_flat is None:
@@ -741,12 +742,12 @@ class ReplicaTrainer(GANTrainer):
         out, rates = [], []
         for k in ks:
             g, d = self.replica(k, ema=use_ema)
-            if quantile is not None:
+            if guided:
                 if calibrate:
                     d = calibrate_discriminator(g, d, self.data, self.latent_dim, calibrate, seed, self.device,
                                                 self.config.pack, lr=calibrate_lr, batch=calibrate_batch)
-                samples, rate = rejection_sample(g, d, n, self.latent_dim, seed, self.device, quantile,
-                                                 pack=self.config.pack)
+                samples, rate = _guided_sample(g, d, n, self.latent_dim, seed, self.device, quantile, chain,
+                                               self.config.pack, sharpen)
                 rates.append(rate)
             else:
                 samples = generate(g, n, self.latent_dim, seed, self.device)

@@ -24,8 +24,7 @@ from .ema import EMA
 from .graph import GraphedStep
 from .history import LossLog
 from .losses import bce_with_logits
-from .models import (_check_calibrate, _sample_quantile, calibrate_discriminator, check_gan_models, generate,
-                     rejection_sample)
+from .models import _check_calibrate, _guided_sample, _sample_guide, calibrate_discriminator, check_gan_models, generate
 from .optim import FlatAdam
 from .phases import phase
 from .spectral import SpectralNorm
@@ -428,7 +427,7 @@ class GANTrainer:
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, ema: bool | None = None, labels=None,
                rejection: bool | float = False, calibrate: int = 0, calibrate_lr: float = 1e-4,
-               calibrate_batch: int = 500) -> torch.Tensor:
+               calibrate_batch: int = 500, metropolis: int = 0, sharpen: float = 1.0) -> torch.Tensor:
         """``n`` generator samples from noise drawn with its own ``seed`` (training RNG untouched).
 
         Uses the EMA generator when one is kept (``ema=None`` or ``True``), the raw one with ``ema=False``.
@@ -436,30 +435,35 @@ class GANTrainer:
         ``rejection=True`` (or a quantile in [0, 1), default 0.8): discriminator rejection sampling, G's
         candidates kept by D's verdict (``fastgan.models.rejection_sample``; the rate accepted is in
         ``self.last_acceptance``; a packed D scores each candidate with fixed partners). Not for conditional GANs.
-        ``calibrate=N`` (with ``rejection``): first train a copy of D ``N`` steps against the generator sampled
+        ``metropolis=L`` instead: Metropolis-Hastings over D's scores, chains of ``L`` proposals
+        (``fastgan.models.metropolis_sample``: the share of proposals taken is in ``self.last_acceptance``); it
+        weighs G's samples by the density ratio D's logit estimates, so calibrate D with it; ``sharpen`` (its
+        beta, >= 1) weighs them by that ratio to the power beta.
+        ``calibrate=N`` (with either): first train a copy of D ``N`` steps against the generator sampled
         from, held fixed, on the training data (``fastgan.models.calibrate_discriminator``), so D judges that
-        generator (the EMA one included) and rejection keeps the modes' balance; the trained D is untouched.
+        generator (the EMA one included) and the modes keep their balance; the trained D is untouched.
         The copy trains with Adam at ``calibrate_lr`` on ``calibrate_batch`` real and as many generated rows a step
         (after a run whose rate stepped down, its final D rate with a larger batch kept the modes more even:
         benchmarks/results/cpu/2026-11-28-mixture-probes-3.md).
         """
         n = _positive_int("n", n)
-        quantile = _sample_quantile(rejection)   # bad input refused before any work
-        calibrate = _check_calibrate(calibrate, rejection, calibrate_lr, calibrate_batch)
+        quantile, chain, sharpen = _sample_guide(rejection, metropolis, sharpen)   # refused before any work
+        guided = quantile is not None or chain is not None
+        calibrate = _check_calibrate(calibrate, guided, calibrate_lr, calibrate_batch)
         if ema and self.ema is None:
             raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
         generator = self.ema.module if self.ema is not None and ema is not False else self.generator
-        if quantile is not None:
+        if guided:
             if labels is not None:
-                raise ValueError("rejection sampling is for unconditional GANs")
+                raise ValueError("rejection and Metropolis-Hastings sampling are for unconditional GANs")
             training = self.discriminator.training
             self.discriminator.eval()
             try:
                 judge = self.discriminator if not calibrate else calibrate_discriminator(
                     generator, self.discriminator, self.data, self.latent_dim, calibrate, seed, self.device,
                     self.config.pack, lr=calibrate_lr, batch=calibrate_batch)
-                samples, self.last_acceptance = rejection_sample(generator, judge, n, self.latent_dim,
-                                                                 seed, self.device, quantile, pack=self.config.pack)
+                samples, self.last_acceptance = _guided_sample(generator, judge, n, self.latent_dim, seed,
+                                                               self.device, quantile, chain, self.config.pack, sharpen)
             finally:
                 self.discriminator.train(training)
             return samples

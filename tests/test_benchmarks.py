@@ -381,7 +381,8 @@ def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys, mon
     # the time-to-quality mark (20 steps reach no real one): seed 0 from step 5 (before the stop), seed 1 from 15
     monkeypatch.setattr(quality_curve, "_reached", lambda result, kind: result["steps"] >= (5, 15)[result["seed"]])
     common = ["--data", "ring", "--variant", "ema", "--seeds", "2", "--check-every", "5", "--rejection", "0.5",
-              "--calibrate", "5", "--calibrate-batch", "50", "--lr-schedule", "15:0.5"]
+              "--calibrate", "5", "--calibrate-batch", "50", "--lr-schedule", "15:0.5", "--metropolis", "4",
+              "--sharpen", "1.5"]
     assert quality_curve.main(common + ["--checkpoints", "10", "20", "--save-checkpoint",
                                         str(tmp_path / "whole.pt"), "--out", str(tmp_path / "whole")]) == 0
     assert quality_curve.main(common + ["--checkpoints", "10", "--save-checkpoint", str(tmp_path / "ck.pt"),
@@ -401,6 +402,9 @@ def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys, mon
         return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
     assert [row["steps"] for row in b["curve"]] == [10, 20]
+    assert all(set(row) >= {"rejection", "calibrated", "metropolis"} for row in b["curve"])
+    assert (b["curve"][0]["metropolis"]["chain"], b["curve"][0]["metropolis"]["sharpen"]) == (4, 1.5)
+    assert b["curve"][0]["metropolis"]["calibrate"] == 5
     assert without_seconds(b["curve"]) == without_seconds(a["curve"])
     assert b["curve"][0] == json.loads(before)["curve"][0]
     assert b["curve"][1]["seconds"] >= b["curve"][0]["seconds"]   # training time goes on from the last row's
@@ -483,7 +487,7 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     # D calibrated against each generator first, apart again; the trainer saved for `fastgan evaluate`
     assert quality_curve.main(["--data", "ring", "--variant", "ema", "--seeds", "2", "--checkpoints", "10",
                                "--rejection", "0.5", "--calibrate", "20", "--calibrate-lr", "5e-4",
-                               "--calibrate-batch", "100", "--save-checkpoint",
+                               "--calibrate-batch", "100", "--metropolis", "10", "--save-checkpoint",
                                str(tmp_path / "ck.pt"), "--out", str(tmp_path / "cal")]) == 0
     (json_file,) = (tmp_path / "cal").glob("cpu/*-quality-curve-ring-ema.json")
     row = json.loads(json_file.read_text())["curve"][0]
@@ -494,6 +498,12 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     assert kept["high_quality"] == pytest.approx(row["calibrated"]["runs"][0]["high_quality"], abs=2 / 2500)
     assert "each D first trained 20 more steps" in json_file.with_suffix(".md").read_text()
     assert "Adam 0.0005, 100 rows of each kind" in json_file.with_suffix(".md").read_text()
+    # Metropolis-Hastings over each calibrated D's scores, apart too
+    chained = m.evaluate_mixture(trainer.sample(2500, seed=10_000, metropolis=10, calibrate=20, calibrate_lr=5e-4,
+                                                calibrate_batch=100), "ring")
+    assert (row["metropolis"]["chain"], row["metropolis"]["calibrate"]) == (10, 20)
+    assert chained["high_quality"] == pytest.approx(row["metropolis"]["runs"][0]["high_quality"], abs=2 / 2500)
+    assert "with Metropolis-Hastings over D's scores** (chains of 10" in json_file.with_suffix(".md").read_text()
     from fastgan.cli import main as cli
     assert cli(["evaluate", str(tmp_path / "ck.pt"), "--seed", "10000", "--samples", "2500",
                 "--out", str(tmp_path / "e.json")]) == 0
@@ -512,8 +522,16 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     (line,) = [x for x in device_summary.quality_curves(tmp_path / "dc") if "calibrated" in x]
     assert line.startswith("quality ring, step 10, rejection 0.5 with D calibrated 20 steps (mean of 2 replicas"), line
     assert "calibration Adam 0.0005 batch 100)" in line, line
+    (tmp_path / "mh" / "results").mkdir(parents=True)
+    (tmp_path / "cal" / "cpu").rename(tmp_path / "mh" / "results" / "cpu")
+    assert any("| metropolis (D +20 steps) 10: HQ" in x for x in device_summary.quality_curves(tmp_path / "mh"))
     with pytest.raises(SystemExit):
         quality_curve.main(["--checkpoints", "10", "--calibrate", "5", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        quality_curve.main(["--checkpoints", "10", "--metropolis", "-1", "--out", str(tmp_path)])
+    for bad in (["--sharpen", "2"], ["--metropolis", "5", "--sharpen", "0.5"]):
+        with pytest.raises(SystemExit):
+            quality_curve.main(["--checkpoints", "10", *bad, "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         quality_curve.main(["--checkpoints", "20", "10", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):

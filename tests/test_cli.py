@@ -153,6 +153,28 @@ def test_stabilisation_flags_and_evaluate(tmp_path, capsys):
     assert calibrated["sampling"] == {"rejection_quantile": 0.5, "calibrate": 40, "calibrate_lr": 1e-4,
                                       "calibrate_batch": 500, "acceptance": rate}
     assert quality.evaluate_mixture(kept, "ring") == calibrated["metrics"]
+    # Metropolis-Hastings over the calibrated D's scores instead: the API's metropolis_sample
+    from fastgan.models import metropolis_sample
+    assert main(["evaluate", str(out), "--samples", "500", "--metropolis", "30", "--calibrate", "40"]) == 0
+    chained = json.loads(capsys.readouterr().out)
+    kept, rate = metropolis_sample(g, judge, 500, state["extra"]["model"]["latent_dim"], report["seed"], "cpu", 30,
+                                   pack=2)
+    assert chained["sampling"] == {"metropolis_chain": 30, "sharpen": 1.0, "calibrate": 40, "calibrate_lr": 1e-4,
+                                   "calibrate_batch": 500, "acceptance": rate}
+    assert quality.evaluate_mixture(kept, "ring") == chained["metrics"]
+    assert main(["evaluate", str(out), "--samples", "500", "--metropolis", "30", "--sharpen", "2.5"]) == 0
+    sharper = json.loads(capsys.readouterr().out)
+    kept, rate = metropolis_sample(g, d, 500, state["extra"]["model"]["latent_dim"], report["seed"], "cpu", 30,
+                                   pack=2, sharpen=2.5)
+    assert sharper["sampling"]["sharpen"] == 2.5 and sharper["sampling"]["acceptance"] == rate
+    assert quality.evaluate_mixture(kept, "ring") == sharper["metrics"]
+    for bad in (["--sharpen", "2"], ["--metropolis", "30", "--sharpen", "0.5"]):
+        assert main(["evaluate", str(out), *bad]) == 2
+        assert "Metropolis-Hastings' beta" in capsys.readouterr().err
+    assert main(["evaluate", str(out), "--rejection", "0.5", "--metropolis", "30"]) == 2
+    assert "pass one" in capsys.readouterr().err
+    assert main(["evaluate", str(out), "--calibrate", "40"]) == 2
+    assert "--metropolis L" in capsys.readouterr().err
     # an MNIST run is refused up front, in one line (evaluate has no MNIST classifier, nor --data-root)
     save_checkpoint({**state, "extra": {"model": {**state["extra"]["model"], "data": "mnist"}}}, tmp_path / "m.pt")
     assert main(["evaluate", str(tmp_path / "m.pt"), "--rejection", "0.5", "--calibrate", "40"]) == 2

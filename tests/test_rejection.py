@@ -203,3 +203,113 @@ def test_calibrate_trains_a_fused_triton_discriminator_as_the_plain_one():
         before, after, reference = plain_d(x), fused(x), plain(x)
     assert not torch.allclose(after, before, atol=1e-4)   # it trained
     torch.testing.assert_close(after, reference, rtol=1e-4, atol=1e-5)
+
+
+class _LopsidedRatio(nn.Module):
+    """The exact log density ratio p_data / p_G for _Lopsided against the ring: within a mode both are the same
+    Gaussian, so the ratio is the mode's share in the data (1/8) over its share in G ((k + 1) / 36)."""
+
+    def __init__(self, pack: int = 1):
+        super().__init__()
+        self.pack = pack
+
+    def forward(self, x):
+        x = x.reshape(-1, 2)
+        k = torch.cdist(x, data.ring_centers()).argmin(dim=1)
+        ratio = torch.log(36.0 / (8.0 * (k + 1).float()))
+        return ratio.reshape(-1, self.pack).sum(dim=1, keepdim=True)   # packed: the sum over its samples
+
+
+def test_metropolis_with_the_exact_ratio_samples_the_data_and_rejection_does_not():
+    """MH-GAN's chain weighs G's samples by exp(logit): with the exact ratio its stationary distribution is the
+    data's, so G's 1:8 mode shares come out even. DRS at quantile 0.5 (which cuts at D's ranking) with the same
+    D corrects them only in part."""
+    from fastgan.models import metropolis_sample
+    plain = metrics.evaluate_mixture(_Lopsided()(torch.randn(4000, 3, generator=torch.Generator().manual_seed(5))),
+                                     "ring")
+    chained, rate = metropolis_sample(_Lopsided(), _LopsidedRatio(), 4000, 3, seed=5, chain=50)
+    mh = metrics.evaluate_mixture(chained, "ring")
+    drs = metrics.evaluate_mixture(rejection_sample(_Lopsided(), _LopsidedRatio(), 4000, 3, seed=5, quantile=0.5,
+                                                    max_candidates=10 ** 7)[0], "ring")
+    assert chained.shape == (4000, 2) and 0.5 < rate < 0.9, rate   # E[min(1, w'/w)] for these shares: ~0.71
+    # 4000 samples of 8 even modes: sampling alone gives KL ~ 7 / 8000; G's own shares give 0.14
+    assert plain["kl"] > 0.1 and mh["kl"] < 0.005 and drs["kl"] > 5 * mh["kl"], (plain, mh, drs)
+    # within a mode the ratio is flat: MH moves mass between modes and leaves each mode's spread as G made it
+    assert mh["modes"] == 8 and abs(mh["high_quality"] - plain["high_quality"]) < 0.01, (plain, mh)
+    again, again_rate = metropolis_sample(_Lopsided(), _LopsidedRatio(), 4000, 3, seed=5, chain=50)
+    assert torch.equal(chained, again) and again_rate == rate
+    # a packed D that sums its samples' ratios, scored with fixed partners: the partners' constant cancels in
+    # the chain's differences, so it picks what the unpacked D picks (float32 sums apart)
+    packed, packed_rate = metropolis_sample(_Lopsided(), _LopsidedRatio(pack=2), 4000, 3, seed=5, chain=50, pack=2)
+    same = (packed == chained).all(dim=1).double().mean().item()
+    assert same > 0.99 and abs(packed_rate - rate) < 1e-2, (same, packed_rate, rate)
+    # sharpen=beta samples p_G r^beta: with beta 2, mode k's share is (k + 1) r_k^2 / Z, proportional to 1 / (k + 1)
+    sharper, _ = metropolis_sample(_Lopsided(), _LopsidedRatio(), 4000, 3, seed=5, chain=50, sharpen=2.0)
+    counts = torch.bincount(torch.cdist(sharper, data.ring_centers()).argmin(dim=1), minlength=8).double()
+    expected = 1.0 / torch.arange(1, 9, dtype=torch.float64)
+    torch.testing.assert_close(counts / 4000, expected / expected.sum(), rtol=0, atol=0.025)
+
+
+def test_metropolis_chain_mechanics_and_refusals():
+    from fastgan import ConditionalMLPGenerator
+    from fastgan.models import generate, metropolis_sample
+
+    class Constant(nn.Module):   # no preference: every proposal is taken, the last one is the sample
+        def forward(self, x):
+            return torch.zeros(x.shape[0], 1)
+
+    g = _Spread()
+    kept, rate = metropolis_sample(g, Constant(), 300, 2, seed=7, chain=12)
+    assert rate == 1.0 and torch.equal(kept, generate(g, 300, 2, seed=7 + 12))
+
+    class StartBest(nn.Module):   # the starts scored far above every proposal: no chain ever moves
+        calls = 0
+
+        def forward(self, x):
+            StartBest.calls += 1
+            return torch.zeros(x.shape[0], 1) if StartBest.calls == 1 else torch.full((x.shape[0], 1), -1e4)
+
+    kept, rate = metropolis_sample(g, StartBest(), 300, 2, seed=7, chain=12)
+    assert rate == 0.0 and torch.equal(kept, generate(g, 300, 2, seed=7))   # no chain moved: G's own starts
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 1), float("nan"))
+
+    with pytest.raises(FloatingPointError, match="not all finite"):
+        metropolis_sample(g, Broken(), 10, 2)
+    for kwargs, match in (({"chain": 0}, "chain"), ({"chain": 2.5}, "chain"), ({"n": 0}, "n must"),
+                          ({"pack": 0}, "pack"), ({"partner_sets": 0}, "partner_sets"), ({"sharpen": 0.5}, "sharpen"),
+                          ({"sharpen": float("inf")}, "sharpen"), ({"sharpen": True}, "sharpen")):
+        with pytest.raises(ValueError, match=match):
+            metropolis_sample(g, Constant(), **{"n": 10, "latent_dim": 2, **kwargs})
+    conditional = ConditionalMLPGenerator(latent_dim=2, num_classes=3, hidden=(8,), out_dim=2, output_activation=None)
+    with pytest.raises(ValueError, match="unconditional"):
+        metropolis_sample(conditional, Constant(), 10, 2)
+
+
+def test_trainer_sample_with_metropolis():
+    from fastgan.models import calibrate_discriminator, metropolis_sample
+    torch.manual_seed(0)
+    trainer = GANTrainer(MLPGenerator(latent_dim=4, hidden=(16,), out_dim=2, output_activation=None),
+                         MLPDiscriminator(in_dim=4, hidden=(16,)), data.gaussian_ring(1000), device="cpu", pack=2,
+                         ema=0.9)
+    trainer.fit(5, log_every=5, progress=False)
+    for bad, match in (({"metropolis": -1}, "metropolis"), ({"metropolis": 2.5}, "metropolis"),
+                       ({"metropolis": True}, "metropolis"), ({"metropolis": 5, "rejection": 0.5}, "pass one"),
+                       ({"metropolis": 5, "labels": 1}, "unconditional"), ({"sharpen": 2.0}, "metropolis=CHAIN"),
+                       ({"metropolis": 5, "sharpen": 0.9}, "sharpen")):
+        with pytest.raises(ValueError, match=match):   # refused before any calibration step
+            trainer.sample(10, calibrate=10 ** 9 if "labels" not in bad else 0, **bad)
+    state = [p.detach().clone() for p in trainer.discriminator.parameters()]
+    kept = trainer.sample(300, seed=2, metropolis=25, calibrate=50)
+    assert all(torch.equal(p, q) for p, q in zip(state, trainer.discriminator.parameters()))
+    assert trainer.discriminator.training   # left as it was
+    judge = calibrate_discriminator(trainer.ema.module, trainer.discriminator, trainer.data, 4, 50, 2, pack=2)
+    alone, rate = metropolis_sample(trainer.ema.module, judge, 300, 4, 2, chain=25, pack=2)
+    assert torch.equal(kept, alone) and rate == trainer.last_acceptance and 0 < rate < 1
+    sharper = trainer.sample(300, seed=2, metropolis=25, calibrate=50, sharpen=3.0)
+    assert torch.equal(sharper, metropolis_sample(trainer.ema.module, judge, 300, 4, 2, chain=25, pack=2,
+                                                  sharpen=3.0)[0])
+    # metropolis=0 is plain sampling
+    assert torch.equal(trainer.sample(300, seed=2, metropolis=0), trainer.sample(300, seed=2))

@@ -405,6 +405,15 @@ def test_cli_takes_one_value_per_replica(tmp_path):
         kept = trainer.sample(200, seed=report["seed"], replica=k, rejection=0.5, calibrate=30)
         assert metrics.evaluate_mixture(kept, "ring") == calibrated["metrics"]["replicas"][k]
         assert trainer.last_acceptance == calibrated["sampling"]["acceptance"][k]
+    # Metropolis-Hastings instead, each D calibrated: the same as the replica trainer's sample(metropolis=)
+    assert main(["evaluate", str(tmp_path), "--metropolis", "20", "--calibrate", "30", "--samples", "200",
+                 "--out", str(tmp_path / "m.json")]) == 0
+    chained = json.loads((tmp_path / "m.json").read_text())
+    assert chained["sampling"]["metropolis_chain"] == 20 and "rejection_quantile" not in chained["sampling"]
+    for k in range(2):
+        kept = trainer.sample(200, seed=report["seed"], replica=k, metropolis=20, calibrate=30)
+        assert metrics.evaluate_mixture(kept, "ring") == chained["metrics"]["replicas"][k]
+        assert trainer.last_acceptance == chained["sampling"]["acceptance"][k]
 
 
 def test_models_replicas_cannot_stack_are_refused():

@@ -167,6 +167,13 @@ def profiles(folder: Path, top: int = 8) -> list[str]:
     return lines
 
 
+def _chain(setting: dict) -> str:
+    """A Metropolis-Hastings row's (or evaluate report's) chain length, with its beta and latent step when set."""
+    chain = setting.get("chain", setting.get("metropolis_chain"))
+    sharpen, step = setting.get("sharpen", 1.0), setting.get("step", setting.get("metropolis_step", 1.0))
+    return f"{chain}" + (f" beta {sharpen:g}" if sharpen != 1 else "") + (f" step {step:g}" if step != 1 else "")
+
+
 def quality_curves(folder: Path) -> list[str]:
     """``quality_curve.py`` results (``device_check.sh --quality``): modes / HQ / KL at each checkpoint."""
     lines = []
@@ -185,8 +192,8 @@ def quality_curves(folder: Path) -> list[str]:
                 if key in row:
                     r = row[key]["summary"]
                     steps_d = f" (D +{row[key]['calibrate']} steps)" if row[key].get("calibrate") else ""
-                    setting = row[key]["quantile"] if key != "metropolis" else row[key]["chain"]
-                    line += (f"  | {key}{steps_d} {setting:g}: HQ {100 * r['high_quality'][0]:5.1f}%  "
+                    setting = f"{row[key]['quantile']:g}" if key != "metropolis" else _chain(row[key])
+                    line += (f"  | {key}{steps_d} {setting}: HQ {100 * r['high_quality'][0]:5.1f}%  "
                              f"KL {r['kl'][0]:.3f}")
             lines.append(line)
         first = [f for f in data.get("first_reached") or [] if f]
@@ -200,7 +207,7 @@ def quality_curves(folder: Path) -> list[str]:
             continue
         sampling, mean = report["sampling"], report["metrics"]["mean"]
         how = (f"rejection {sampling['rejection_quantile']:g}" if "rejection_quantile" in sampling
-               else f"Metropolis-Hastings chains of {sampling['metropolis_chain']}")
+               else f"Metropolis-Hastings chains of {_chain(sampling)}")
         lines.append(f"quality {report['data']}, step {report['step']}, {how} "
                      f"with D calibrated {sampling['calibrate']} steps (mean of {len(report['metrics']['replicas'])}"
                      f" replicas, noise seed {report['seed']}"

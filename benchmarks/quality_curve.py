@@ -62,7 +62,7 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
           report=None, rejection: float | None = None, check_every: int = 0, calibrate: int = 0,
           checkpoint: Path | None = None, calibrate_lr: float = 1e-4, calibrate_batch: int = 500,
           resume: dict | None = None, first_seed: int = 0, metropolis: int = 0, sharpen: float = 1.0,
-          **options) -> list[dict]:
+          metropolis_step: float = 1.0, **options) -> list[dict]:
     """The rows (one per checkpoint); ``report(rows, first, pictures)`` after each (``pictures``: the first seed's
     samples at that checkpoint), so a run stopped by a time limit keeps what it measured.
 
@@ -71,7 +71,8 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
     ``row["rejection"]``; with ``calibrate=N`` also with each D first trained N steps against the generator
     sampled from (``sample(calibrate=N, calibrate_lr=..., calibrate_batch=...)``), under ``row["calibrated"]``.
     ``metropolis=L``: also with Metropolis-Hastings over D's scores, chains of L proposals (``sample(metropolis=L,
-    sharpen=sharpen)``, each D calibrated first when ``calibrate``), under ``row["metropolis"]``.
+    sharpen=sharpen, metropolis_step=metropolis_step)``, each D calibrated first when ``calibrate``), under
+    ``row["metropolis"]``.
     ``checkpoint``: the trainer is saved
     there at each checkpoint (to evaluate it again later: ``fastgan evaluate`` reads it). ``check_every``: every
     that many steps, each seed's 2,500 samples (seed 20,000 + k, not the checkpoints') are checked for every mode
@@ -120,7 +121,8 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
                 f"HQ {100 * h[0]:.1f}±{100 * h[1]:.1f}%  KL {k[0]:.3f}±{k[1]:.3f}")
         guides = ([("rejection", 0, {"rejection": rejection})] if rejection is not None else []) + (
             [("calibrated", calibrate, {"rejection": rejection})] if rejection is not None and calibrate else []) + (
-            [("metropolis", calibrate, {"metropolis": metropolis, "sharpen": sharpen})] if metropolis else [])
+            [("metropolis", calibrate, {"metropolis": metropolis, "sharpen": sharpen,
+                                        "metropolis_step": metropolis_step})] if metropolis else [])
         for key, steps_d, guide in guides:
             kept = []
             for j in range(seeds):
@@ -131,10 +133,11 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
                     what = f", D calibrated {steps_d} steps" if steps_d else ""
                     how = (f"rejection sampling {rejection:g}" if key != "metropolis" else
                            f"Metropolis-Hastings, chains of {metropolis}"
-                           + (f", beta {sharpen:g}" if sharpen != 1 else ""))
+                           + (f", beta {sharpen:g}" if sharpen != 1 else "")
+                           + (f", step {metropolis_step:g}" if metropolis_step != 1 else ""))
                     pictures[(kind, f"{steps} steps, {how}{what}")] = guided.cpu()
             row[key] = {**({"quantile": rejection} if key != "metropolis" else
-                           {"chain": metropolis, "sharpen": sharpen}),
+                           {"chain": metropolis, "sharpen": sharpen, "step": metropolis_step}),
                         "calibrate": steps_d, "runs": kept, "summary": _summary(kept),
                         **({"calibrate_lr": calibrate_lr, "calibrate_batch": calibrate_batch} if steps_d else {})}
             r = row[key]["summary"]
@@ -168,7 +171,7 @@ def _check_same_run(saved: dict, ours: fastgan.TrainConfig, path) -> None:
 SETTINGS = {"data": "ring", "variant": "vanilla", "preset": "mixture-benchmark", "seeds": 5, "first_seed": 0,
             "lr": 1e-4, "lr_schedule": (), "batch": 100,
             "pack_convention": "rows", "kernels": "torch", "rejection": None, "check_every": 0, "calibrate": 0,
-            "calibrate_lr": 1e-4, "calibrate_batch": 500, "metropolis": 0, "sharpen": 1.0}
+            "calibrate_lr": 1e-4, "calibrate_batch": 500, "metropolis": 0, "sharpen": 1.0, "metropolis_step": 1.0}
 
 
 def _saved_settings(payload: dict) -> dict:
@@ -182,7 +185,7 @@ def _saved_settings(payload: dict) -> dict:
             "rejection": payload["rejection"], "check_every": payload["check_every"],
             "calibrate": payload.get("calibrate", 0), "calibrate_lr": payload.get("calibrate_lr", 1e-4),
             "calibrate_batch": payload.get("calibrate_batch", 500), "metropolis": payload.get("metropolis", 0),
-            "sharpen": payload.get("sharpen", 1.0)}
+            "sharpen": payload.get("sharpen", 1.0), "metropolis_step": payload.get("metropolis_step", 1.0)}
 
 
 def _load_resume(args, parser) -> dict:
@@ -293,6 +296,10 @@ def main(argv=None) -> int:
     parser.add_argument("--sharpen", type=float, metavar="BETA",
                         help="with --metropolis: the chains sample p_G exp(BETA logit) (default 1, the exact "
                              "correction; above 1 D's best-scored samples are favoured over the modes' balance)")
+    parser.add_argument("--metropolis-step", type=float, metavar="S",
+                        help="with --metropolis: proposals in G's latent space, z' = sqrt(1 - S^2) z + S noise, S in "
+                             "(0, 1] (default 1: independent proposals); a small S (e.g. 0.1) refines each sample "
+                             "within its mode and keeps G's mode shares")
     parser.add_argument("--calibrate", type=int, metavar="N",
                         help="with --rejection: also evaluate with each D first trained N steps against the "
                              "generator sampled from, G held fixed (reported apart; 2000 is a good start); with "
@@ -324,6 +331,9 @@ def main(argv=None) -> int:
         parser.error(f"--metropolis must be a chain length >= 1, got {args.metropolis}")
     if not 1 <= args.sharpen < float("inf") or (args.sharpen != 1 and not args.metropolis):
         parser.error(f"--sharpen {args.sharpen:g}: Metropolis-Hastings' beta, a finite number >= 1 with --metropolis")
+    if not 0 < args.metropolis_step <= 1 or (args.metropolis_step != 1 and not args.metropolis):
+        parser.error(f"--metropolis-step {args.metropolis_step:g}: the proposals' step, a number in (0, 1] with "
+                     "--metropolis")
     if not args.calibrate_lr > 0 or args.calibrate_batch < 1:
         parser.error("--calibrate-lr must be > 0 and --calibrate-batch >= 1")
     if args.rejection is not None and not 0 <= args.rejection < 1:
@@ -387,6 +397,7 @@ def main(argv=None) -> int:
                           "rows of each kind a step), then judging")
             if key == "metropolis":
                 beta = f", beta {args.sharpen:g}: p_G exp(beta logit)" if args.sharpen != 1 else ""
+                beta += (f", latent steps of {args.metropolis_step:g}" if args.metropolis_step != 1 else "")
                 what = (f"**with Metropolis-Hastings over D's scores** (chains of {args.metropolis} proposals of "
                         f"G{beta}, each sample a chain's last state; "
                         f"{calibrated if args.calibrate else 'the trained D'})")
@@ -412,7 +423,7 @@ def main(argv=None) -> int:
                    "architecture": quality.describe(protocol),
                    "rejection": args.rejection, "calibrate": args.calibrate, "calibrate_lr": args.calibrate_lr,
                    "calibrate_batch": args.calibrate_batch, "metropolis": args.metropolis,
-                   "sharpen": args.sharpen, "check_every": args.check_every,
+                   "sharpen": args.sharpen, "metropolis_step": args.metropolis_step, "check_every": args.check_every,
                    "first_reached": first, "curve": rows,
                    "device": device.type,
                    "checkpoint": str(args.save_checkpoint.resolve()) if args.save_checkpoint else None}
@@ -427,7 +438,7 @@ def main(argv=None) -> int:
               rejection=args.rejection, check_every=args.check_every, calibrate=args.calibrate,
               calibrate_lr=args.calibrate_lr, calibrate_batch=args.calibrate_batch,
               checkpoint=args.save_checkpoint, resume=resume, first_seed=args.first_seed,
-              metropolis=args.metropolis, sharpen=args.sharpen, **options)
+              metropolis=args.metropolis, sharpen=args.sharpen, metropolis_step=args.metropolis_step, **options)
     except CheckpointError as error:   # only loading raises it: the resumed trainer does not fit the run
         if resume is None:
             raise

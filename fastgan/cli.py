@@ -262,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--sharpen", type=float, default=1.0, metavar="BETA",
                           help="with --metropolis: the chain samples p_G exp(BETA logit) (default 1, the exact "
                                "correction; above 1 it favours D's best-scored samples over the modes' balance)")
+    evaluate.add_argument("--metropolis-step", type=float, default=1.0, metavar="S",
+                          help="with --metropolis: propose in G's latent space, z' = sqrt(1 - S^2) z + S noise, S in "
+                               "(0, 1] (default 1: independent proposals, MH-GAN's); a small S (e.g. 0.1) refines "
+                               "each sample within its mode and keeps G's mode shares")
     evaluate.add_argument("--calibrate", type=_positive(int), default=None, metavar="N",
                           help="with --rejection or --metropolis: first train a copy of the checkpoint's D N steps "
                                "(e.g. 2000) against the generator sampled from, G held fixed, on the run's data, so D "
@@ -616,6 +620,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"fastgan: --sharpen {args.sharpen:g}: Metropolis-Hastings' beta, a finite number >= 1 with "
               "--metropolis L", file=sys.stderr)
         return 2
+    if args.metropolis_step != 1.0 and (args.metropolis is None or not 0.0 < args.metropolis_step <= 1.0):
+        print(f"fastgan: --metropolis-step {args.metropolis_step:g}: the proposals' step, a number in (0, 1] with "
+              "--metropolis L", file=sys.stderr)
+        return 2
     if args.calibrate is not None and not guided:
         print("fastgan: --calibrate calibrates D for rejection or Metropolis-Hastings sampling: add --rejection Q "
               "or --metropolis L", file=sys.stderr)
@@ -641,8 +649,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.calibrate:
             d = calibrate_discriminator(g, d, real, model["latent_dim"], args.calibrate, args.seed, device,
                                         model.get("pack", 1), lr=args.calibrate_lr, batch=args.calibrate_batch)
-        samples, rate = _guided_sample(g, d, n, model["latent_dim"], args.seed, device, args.rejection,
-                                       args.metropolis, model.get("pack", 1), args.sharpen)
+        guide = {"quantile": args.rejection, "chain": args.metropolis, "sharpen": args.sharpen,
+                 "step_size": args.metropolis_step}
+        samples, rate = _guided_sample(g, d, n, model["latent_dim"], args.seed, device, guide, model.get("pack", 1))
         acceptance.append(rate)
         return samples
 
@@ -679,7 +688,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
               "weights": weights, "samples": n, "seed": args.seed,
               "sampling": "plain" if not guided else {
                   **({"rejection_quantile": args.rejection} if args.rejection is not None
-                     else {"metropolis_chain": args.metropolis, "sharpen": args.sharpen}),
+                     else {"metropolis_chain": args.metropolis, "sharpen": args.sharpen,
+                           "metropolis_step": args.metropolis_step}),
                   "calibrate": args.calibrate or 0,
                   **({"calibrate_lr": args.calibrate_lr, "calibrate_batch": args.calibrate_batch}
                      if args.calibrate else {}),

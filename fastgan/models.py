@@ -6,6 +6,7 @@ recognise them, ``fastgan.fuse`` can fuse them, and their ``state_dict`` keys ar
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -410,7 +411,7 @@ def _candidate_scorer(generator, discriminator, latent_dim, seed, device, pack, 
 @torch.no_grad()
 def metropolis_sample(generator: nn.Module, discriminator: nn.Module, n: int, latent_dim: int, seed: int = 0,
                       device="cpu", chain: int = 100, pack: int = 1, partner_sets: int = 8,
-                      sharpen: float = 1.0) -> tuple[torch.Tensor, float]:
+                      sharpen: float = 1.0, step_size: float = 1.0) -> tuple[torch.Tensor, float]:
     """Metropolis-Hastings over D's scores (Turner et al. 2019, MH-GAN): ``(n samples, acceptance rate)``.
 
     ``n`` independent chains, each started at a sample of G; each of ``chain`` steps proposes a fresh sample
@@ -429,31 +430,50 @@ def metropolis_sample(generator: nn.Module, discriminator: nn.Module, n: int, la
     p_G exp(beta logit) / Z: 1 is the exact correction; above 1 it favours what D scores best, for a D whose
     logit is flatter than the true ratio (a finite net underestimates its peaks), at the cost of the modes'
     balance, as a stricter rejection quantile does.
+
+    ``step_size`` (s in (0, 1]): proposals in G's latent space, z' = sqrt(1 - s^2) z + s e with e fresh
+    standard normal noise (preconditioned Crank-Nicolson: it leaves the latent prior invariant, so the move
+    probability stays min(1, exp(beta (logit' - logit))) and the target is the same). s = 1 is the independence
+    sampler above, draw for draw; a small s makes local moves: a chain of ``chain`` steps refines its start
+    within the start's mode and rarely reaches another, so the modes keep G's shares (sound when G's balance
+    is sound, as it often is where D's verdict across modes is not) while sharpen > 1 sharpens each mode.
     """
     if getattr(generator, "num_classes", None) is not None:
         raise ValueError("Metropolis-Hastings sampling is for unconditional GANs (this generator takes labels)")
     n = _positive_int("n", n)
     chain = _positive_int("chain", chain)
     sharpen = _check_sharpen(sharpen)
+    step_size = _check_step_size(step_size)
+    latent_dim = _positive_int("latent_dim", latent_dim)
     score = _candidate_scorer(generator, discriminator, latent_dim, seed, device, pack, partner_sets)
     decide = torch.Generator(device=device).manual_seed(seed ^ 0x3E7A)
+    keep = math.sqrt(1.0 - step_size * step_size)
 
     def finite(logits: torch.Tensor) -> torch.Tensor:
         if not torch.isfinite(logits).all():
             raise FloatingPointError("the discriminator's scores are not all finite: it cannot guide sampling")
         return logits
 
-    state = generate(generator, n, latent_dim, seed, device)
-    logits = finite(score(state))
-    taken = 0
-    for step in range(1, chain + 1):
-        proposal = generate(generator, n, latent_dim, seed + step, device)
-        proposed = finite(score(proposal))
-        u = torch.rand(n, device=device, generator=decide, dtype=torch.float64)
-        move = torch.log(u) < sharpen * (proposed - logits)
-        state = torch.where(move.view(-1, *[1] * (state.dim() - 1)), proposal, state)
-        logits = torch.where(move, proposed, logits)
-        taken += int(move.sum())
+    def noise(noise_seed: int) -> torch.Tensor:   # as ``generate`` draws it
+        return torch.randn(n, latent_dim, device=device,
+                           generator=torch.Generator(device=device).manual_seed(noise_seed))
+
+    with _eval_mode(generator):
+        z = noise(seed)
+        state = generator(z)
+        logits = finite(score(state))
+        taken = 0
+        for step in range(1, chain + 1):
+            fresh = noise(seed + step)
+            proposal_z = fresh if step_size == 1.0 else keep * z + step_size * fresh
+            proposal = generator(proposal_z)
+            proposed = finite(score(proposal))
+            u = torch.rand(n, device=device, generator=decide, dtype=torch.float64)
+            move = torch.log(u) < sharpen * (proposed - logits)
+            state = torch.where(move.view(-1, *[1] * (state.dim() - 1)), proposal, state)
+            z = torch.where(move.view(-1, 1), proposal_z, z)
+            logits = torch.where(move, proposed, logits)
+            taken += int(move.sum())
     return state, taken / (n * chain)
 
 
@@ -476,6 +496,12 @@ def _check_sharpen(sharpen) -> float:
     return float(sharpen)
 
 
+def _check_step_size(step_size) -> float:
+    if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not 0.0 < step_size <= 1.0:
+        raise ValueError(f"step_size must be a number in (0, 1] (1: independent proposals), got {step_size!r}")
+    return float(step_size)
+
+
 def _sample_chain(metropolis) -> int | None:
     """``sample``'s ``metropolis``: 0 / False (none) or a chain length (a positive int)."""
     if metropolis is False:
@@ -485,22 +511,31 @@ def _sample_chain(metropolis) -> int | None:
     return metropolis or None
 
 
-def _sample_guide(rejection, metropolis, sharpen=1.0) -> tuple[float | None, int | None, float]:
-    """``sample``'s way of letting D guide it: ``(quantile, chain, sharpen)``, at most one of the first two not
-    None; ``sharpen`` (Metropolis-Hastings' beta) other than 1 only with a chain."""
+def _sample_guide(rejection, metropolis, sharpen=1.0, metropolis_step=1.0) -> dict:
+    """``sample``'s way of letting D guide it: ``{"quantile", "chain", "sharpen", "step_size"}``, at most one of
+    the first two not None; ``sharpen`` (Metropolis-Hastings' beta) and ``metropolis_step`` (its proposals'
+    ``step_size``) other than 1 only with a chain."""
     quantile, chain, sharpen = _sample_quantile(rejection), _sample_chain(metropolis), _check_sharpen(sharpen)
+    try:
+        step_size = _check_step_size(metropolis_step)
+    except ValueError as error:
+        raise ValueError(str(error).replace("step_size", "metropolis_step", 1)) from None
     if quantile is not None and chain is not None:
         raise ValueError("rejection and metropolis are two ways for D to pick the samples: pass one of them")
     if sharpen != 1.0 and chain is None:
         raise ValueError("sharpen is Metropolis-Hastings' beta: pass metropolis=CHAIN with it")
-    return quantile, chain, sharpen
+    if step_size != 1.0 and chain is None:
+        raise ValueError("metropolis_step is Metropolis-Hastings' proposal step: pass metropolis=CHAIN with it")
+    return {"quantile": quantile, "chain": chain, "sharpen": sharpen, "step_size": step_size}
 
 
-def _guided_sample(generator, judge, n, latent_dim, seed, device, quantile, chain, pack, sharpen=1.0):
-    """``(samples, acceptance)`` by rejection (``quantile``) or Metropolis-Hastings (``chain``, ``sharpen``)."""
-    if chain is not None:
-        return metropolis_sample(generator, judge, n, latent_dim, seed, device, chain, pack=pack, sharpen=sharpen)
-    return rejection_sample(generator, judge, n, latent_dim, seed, device, quantile, pack=pack)
+def _guided_sample(generator, judge, n, latent_dim, seed, device, guide: dict, pack):
+    """``(samples, acceptance)`` by rejection (``guide["quantile"]``) or Metropolis-Hastings (``guide["chain"]``,
+    ``"sharpen"``, ``"step_size"``): ``guide`` as ``_sample_guide`` gives it."""
+    if guide["chain"] is not None:
+        return metropolis_sample(generator, judge, n, latent_dim, seed, device, guide["chain"], pack=pack,
+                                 sharpen=guide["sharpen"], step_size=guide["step_size"])
+    return rejection_sample(generator, judge, n, latent_dim, seed, device, guide["quantile"], pack=pack)
 
 
 def _check_calibrate(calibrate, guided: bool, lr=1e-4, batch=500) -> int:

@@ -393,10 +393,8 @@ class StackedNet(nn.Module):
         (shaped like the template)."""
         flat = self.flat if flat is None else flat
         seq = _sequential_of(model)
-        start = 0
-        for p in seq.parameters():
-            p.copy_(flat[k, start:start + p.numel()].view_as(p))
-            start += p.numel()
+        for p, piece in zip(seq.parameters(), flat[k].split(self.sizes)):
+            p.copy_(piece.view_as(p))
         for j, m in enumerate(c for c in seq.children() if type(c) is nn.BatchNorm1d):
             for name in ("running_mean", "running_var", "num_batches_tracked"):
                 getattr(m, name).copy_(getattr(self, f"bn{j}_{name}")[k])
@@ -526,9 +524,11 @@ def make_replica_step(t: ReplicaTrainer):
     def d_loss_of_inputs(real, fake):   # two passes, as the single step: its gradient sums, not one over both
         return d_loss(t.discriminator(real), t.discriminator(fake))
 
+    def g_loss(fake_logits):
+        return -fake_logits.mean(dim=(1, 2)) if hinge else _bce(fake_logits, one)
+
     def g_loss_of_input(fake_in):
-        logits = t.discriminator(fake_in)
-        return -logits.mean(dim=(1, 2)) if hinge else _bce(logits, one)
+        return g_loss(t.discriminator(fake_in))
 
     from .config import CUDAGRAPH_COMPILE_MODES
     from .step import compiled_regions, forward_autocast, with_precision
@@ -561,7 +561,7 @@ def make_replica_step(t: ReplicaTrainer):
             real_logits = t.discriminator(real)
             fake_logits = t.discriminator(d_input(fake))
             loss_d = d_loss(real_logits, fake_logits)
-            loss_g = -fake_logits.mean(dim=(1, 2)) if hinge else _bce(fake_logits, one)
+            loss_g = g_loss(fake_logits)
         with phase("D.backward"):
             t.optimizer_d.zero_grad()
             loss_d.sum().backward(inputs=d_params, retain_graph=True)
@@ -572,17 +572,9 @@ def make_replica_step(t: ReplicaTrainer):
             t.optimizer_d.step()
         return loss_d, loss_g
 
-    def step(index: int):
-        if cudagraph_trees:
-            torch.compiler.cudagraph_mark_step_begin()
-        if config.update == "simultaneous":   # (never compiled: TrainConfig says so)
-            loss_d, loss_g = simultaneous_step()
-            with phase("G.optim"):
-                t.optimizer_g.step()
-                if t.ema_flat is not None:
-                    with torch.no_grad():
-                        t.ema_flat.lerp_(t.generator.flat, 1.0 - config.ema)
-            return loss_d.detach().float(), loss_g.detach().float()
+    def alternating_step():
+        """``d_steps`` updates of D, each on a fresh draw, then G's loss and gradient through the last draw's
+        fake batch (D frozen)."""
         for d_step in range(config.d_steps):
             last = d_step == config.d_steps - 1
             real, z = draw()
@@ -609,6 +601,13 @@ def make_replica_step(t: ReplicaTrainer):
                 loss_g.sum().backward()
         finally:
             t.discriminator.requires_grad_(True)
+        return loss_d, loss_g
+
+    def step(index: int):
+        if cudagraph_trees:
+            torch.compiler.cudagraph_mark_step_begin()
+        # the simultaneous step is never compiled (TrainConfig says so)
+        loss_d, loss_g = simultaneous_step() if config.update == "simultaneous" else alternating_step()
         with phase("G.optim"):
             t.optimizer_g.step()
             if t.ema_flat is not None:
@@ -721,17 +720,18 @@ class ReplicaTrainer(GANTrainer):
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, ema: bool | None = None, labels=None, rejection: bool | float = False,
                replica: int | None = None, calibrate: int = 0, calibrate_lr: float = 1e-4,
-               calibrate_batch: int = 500, metropolis: int = 0, sharpen: float = 1.0) -> torch.Tensor:
+               calibrate_batch: int = 500, metropolis: int = 0, sharpen: float = 1.0,
+               metropolis_step: float = 1.0) -> torch.Tensor:
         """Replica ``replica``'s ``n`` samples, as its single run's ``sample(n, seed)`` gives them; with
         ``replica=None``, every replica's: ``(K, n, features)``. EMA weights when kept (``ema=False``: raw).
         ``rejection``: as ``GANTrainer.sample``, each replica judged by its own D; ``self.last_acceptance`` is the
         rate kept (a list, one per replica, with ``replica=None``); ``metropolis=L``: Metropolis-Hastings instead
-        (``sharpen``: its beta), as ``GANTrainer.sample``. ``calibrate=N``: as ``GANTrainer.sample``, a copy of
-        each replica's D trained N steps against the generator sampled from before it judges (Adam
-        ``calibrate_lr``, ``calibrate_batch`` rows of each kind per step)."""
+        (``sharpen``: its beta; ``metropolis_step``: its proposals' step), as ``GANTrainer.sample``.
+        ``calibrate=N``: as ``GANTrainer.sample``, a copy of each replica's D trained N steps against the generator
+        sampled from before it judges (Adam ``calibrate_lr``, ``calibrate_batch`` rows of each kind per step)."""
         n = _positive_int("n", n)
-        quantile, chain, sharpen = _sample_guide(rejection, metropolis, sharpen)   # refused before any work
-        guided = quantile is not None or chain is not None
+        guide = _sample_guide(rejection, metropolis, sharpen, metropolis_step)   # refused before any work
+        guided = guide["quantile"] is not None or guide["chain"] is not None
         calibrate = _check_calibrate(calibrate, guided, calibrate_lr, calibrate_batch)
         if labels is not None:
             raise ValueError("replicas are unconditional GANs: no labels")
@@ -746,8 +746,7 @@ class ReplicaTrainer(GANTrainer):
                 if calibrate:
                     d = calibrate_discriminator(g, d, self.data, self.latent_dim, calibrate, seed, self.device,
                                                 self.config.pack, lr=calibrate_lr, batch=calibrate_batch)
-                samples, rate = _guided_sample(g, d, n, self.latent_dim, seed, self.device, quantile, chain,
-                                               self.config.pack, sharpen)
+                samples, rate = _guided_sample(g, d, n, self.latent_dim, seed, self.device, guide, self.config.pack)
                 rates.append(rate)
             else:
                 samples = generate(g, n, self.latent_dim, seed, self.device)

@@ -427,7 +427,8 @@ class GANTrainer:
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, ema: bool | None = None, labels=None,
                rejection: bool | float = False, calibrate: int = 0, calibrate_lr: float = 1e-4,
-               calibrate_batch: int = 500, metropolis: int = 0, sharpen: float = 1.0) -> torch.Tensor:
+               calibrate_batch: int = 500, metropolis: int = 0, sharpen: float = 1.0,
+               metropolis_step: float = 1.0) -> torch.Tensor:
         """``n`` generator samples from noise drawn with its own ``seed`` (training RNG untouched).
 
         Uses the EMA generator when one is kept (``ema=None`` or ``True``), the raw one with ``ema=False``.
@@ -438,7 +439,9 @@ class GANTrainer:
         ``metropolis=L`` instead: Metropolis-Hastings over D's scores, chains of ``L`` proposals
         (``fastgan.models.metropolis_sample``: the share of proposals taken is in ``self.last_acceptance``); it
         weighs G's samples by the density ratio D's logit estimates, so calibrate D with it; ``sharpen`` (its
-        beta, >= 1) weighs them by that ratio to the power beta.
+        beta, >= 1) weighs them by that ratio to the power beta; ``metropolis_step`` (in (0, 1], default 1:
+        independent proposals) proposes in G's latent space at that step (``step_size``: small steps refine each
+        sample within its mode and keep G's mode shares).
         ``calibrate=N`` (with either): first train a copy of D ``N`` steps against the generator sampled
         from, held fixed, on the training data (``fastgan.models.calibrate_discriminator``), so D judges that
         generator (the EMA one included) and the modes keep their balance; the trained D is untouched.
@@ -447,8 +450,8 @@ class GANTrainer:
         benchmarks/results/cpu/2026-11-28-mixture-probes-3.md).
         """
         n = _positive_int("n", n)
-        quantile, chain, sharpen = _sample_guide(rejection, metropolis, sharpen)   # refused before any work
-        guided = quantile is not None or chain is not None
+        guide = _sample_guide(rejection, metropolis, sharpen, metropolis_step)   # refused before any work
+        guided = guide["quantile"] is not None or guide["chain"] is not None
         calibrate = _check_calibrate(calibrate, guided, calibrate_lr, calibrate_batch)
         if ema and self.ema is None:
             raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
@@ -463,7 +466,7 @@ class GANTrainer:
                     generator, self.discriminator, self.data, self.latent_dim, calibrate, seed, self.device,
                     self.config.pack, lr=calibrate_lr, batch=calibrate_batch)
                 samples, self.last_acceptance = _guided_sample(generator, judge, n, self.latent_dim, seed,
-                                                               self.device, quantile, chain, self.config.pack, sharpen)
+                                                               self.device, guide, self.config.pack)
             finally:
                 self.discriminator.train(training)
             return samples

@@ -382,7 +382,7 @@ def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys, mon
     monkeypatch.setattr(quality_curve, "_reached", lambda result, kind: result["steps"] >= (5, 15)[result["seed"]])
     common = ["--data", "ring", "--variant", "ema", "--seeds", "2", "--check-every", "5", "--rejection", "0.5",
               "--calibrate", "5", "--calibrate-batch", "50", "--lr-schedule", "15:0.5", "--metropolis", "4",
-              "--sharpen", "1.5"]
+              "--sharpen", "1.5", "--metropolis-step", "0.5"]
     assert quality_curve.main(common + ["--checkpoints", "10", "20", "--save-checkpoint",
                                         str(tmp_path / "whole.pt"), "--out", str(tmp_path / "whole")]) == 0
     assert quality_curve.main(common + ["--checkpoints", "10", "--save-checkpoint", str(tmp_path / "ck.pt"),
@@ -404,6 +404,7 @@ def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys, mon
     assert [row["steps"] for row in b["curve"]] == [10, 20]
     assert all(set(row) >= {"rejection", "calibrated", "metropolis"} for row in b["curve"])
     assert (b["curve"][0]["metropolis"]["chain"], b["curve"][0]["metropolis"]["sharpen"]) == (4, 1.5)
+    assert b["curve"][0]["metropolis"]["step"] == 0.5 and b["metropolis_step"] == 0.5
     assert b["curve"][0]["metropolis"]["calibrate"] == 5
     assert without_seconds(b["curve"]) == without_seconds(a["curve"])
     assert b["curve"][0] == json.loads(before)["curve"][0]
@@ -433,6 +434,8 @@ def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys, mon
 
     assert "--lr 0.0002 differs from the resumed run's 0.0001" in refused("--checkpoints", "20", "--lr", "2e-4")
     assert "--variant 'vanilla' differs" in refused("--checkpoints", "20", "--variant", "vanilla")
+    assert "--metropolis-step 0.2 differs from the resumed run's 0.5" in refused(
+        "--checkpoints", "20", "--metropolis-step", "0.2")
     assert "--checkpoints [7] lie before the resumed run's last row" in refused("--checkpoints", "7", "20")
     assert "at 10 steps already" in refused("--checkpoints", "10")
     assert "does not exist" in refused("--checkpoints", "20", "--save-checkpoint", str(tmp_path / "none.pt"))
@@ -529,7 +532,8 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
         quality_curve.main(["--checkpoints", "10", "--calibrate", "5", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         quality_curve.main(["--checkpoints", "10", "--metropolis", "-1", "--out", str(tmp_path)])
-    for bad in (["--sharpen", "2"], ["--metropolis", "5", "--sharpen", "0.5"]):
+    for bad in (["--sharpen", "2"], ["--metropolis", "5", "--sharpen", "0.5"], ["--metropolis-step", "0.5"],
+                ["--metropolis", "5", "--metropolis-step", "0"], ["--metropolis", "5", "--metropolis-step", "2"]):
         with pytest.raises(SystemExit):
             quality_curve.main(["--checkpoints", "10", *bad, "--out", str(tmp_path)])
     with pytest.raises(SystemExit):

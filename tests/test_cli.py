@@ -114,7 +114,7 @@ def test_stabilisation_flags_and_evaluate(tmp_path, capsys):
                  "--lr-d", "3e-4"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["pack"] == 2 and metrics["config"]["loss"] == "hinge"
-    assert set(metrics["quality"]) == {"modes", "high_quality", "kl", "kl_all"}
+    assert set(metrics["quality"]) == {"modes", "high_quality", "kl", "kl_all", "spread"}
     capsys.readouterr()
     assert main(["evaluate", str(out / "checkpoint.pt"), "--samples", "500", "--out", str(tmp_path / "e.json")]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -159,8 +159,8 @@ def test_stabilisation_flags_and_evaluate(tmp_path, capsys):
     chained = json.loads(capsys.readouterr().out)
     kept, rate = metropolis_sample(g, judge, 500, state["extra"]["model"]["latent_dim"], report["seed"], "cpu", 30,
                                    pack=2)
-    assert chained["sampling"] == {"metropolis_chain": 30, "sharpen": 1.0, "calibrate": 40, "calibrate_lr": 1e-4,
-                                   "calibrate_batch": 500, "acceptance": rate}
+    assert chained["sampling"] == {"metropolis_chain": 30, "sharpen": 1.0, "metropolis_step": 1.0, "calibrate": 40,
+                                   "calibrate_lr": 1e-4, "calibrate_batch": 500, "acceptance": rate}
     assert quality.evaluate_mixture(kept, "ring") == chained["metrics"]
     assert main(["evaluate", str(out), "--samples", "500", "--metropolis", "30", "--sharpen", "2.5"]) == 0
     sharper = json.loads(capsys.readouterr().out)
@@ -171,6 +171,19 @@ def test_stabilisation_flags_and_evaluate(tmp_path, capsys):
     for bad in (["--sharpen", "2"], ["--metropolis", "30", "--sharpen", "0.5"]):
         assert main(["evaluate", str(out), *bad]) == 2
         assert "Metropolis-Hastings' beta" in capsys.readouterr().err
+    # local proposals in G's latent space: the API's step_size
+    assert main(["evaluate", str(out), "--samples", "500", "--metropolis", "30", "--sharpen", "2.5",
+                 "--metropolis-step", "0.2"]) == 0
+    local = json.loads(capsys.readouterr().out)
+    kept, rate = metropolis_sample(g, d, 500, state["extra"]["model"]["latent_dim"], report["seed"], "cpu", 30,
+                                   pack=2, sharpen=2.5, step_size=0.2)
+    assert local["sampling"]["metropolis_step"] == 0.2 and local["sampling"]["acceptance"] == rate
+    assert quality.evaluate_mixture(kept, "ring") == local["metrics"]
+    for bad in (["--metropolis-step", "0.5"], ["--metropolis", "30", "--metropolis-step", "0"],
+                ["--metropolis", "30", "--metropolis-step", "1.5"], ["--metropolis", "30", "--metropolis-step", "nan"]):
+        assert main(["evaluate", str(out), *bad]) == 2
+        err = capsys.readouterr().err
+        assert "proposals' step" in err and len(err.strip().splitlines()) == 1, err
     assert main(["evaluate", str(out), "--rejection", "0.5", "--metropolis", "30"]) == 2
     assert "pass one" in capsys.readouterr().err
     assert main(["evaluate", str(out), "--calibrate", "40"]) == 2

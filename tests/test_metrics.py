@@ -13,8 +13,16 @@ def test_mode_coverage_on_the_true_mixture():
     # in 2-D the share of a Gaussian within 3 std is 1 - exp(-4.5) = 98.89%
     assert result["high_quality"] == pytest.approx(1 - math.exp(-4.5), abs=0.004)
     assert result["kl"] < 0.005
+    # spread: E[r^2 | r < 3 std] / (2 std^2) for a 2-D Gaussian is (1 - 5.5 e^-4.5) / (1 - e^-4.5), root 0.974
+    truncated = ((1 - 5.5 * math.exp(-4.5)) / (1 - math.exp(-4.5))) ** 0.5
+    assert result["spread"] == pytest.approx(truncated, abs=0.01)
     grid = metrics.evaluate_mixture(data.gaussian_grid(20_000, seed=2), "grid")
     assert grid["modes"] == 25 and grid["high_quality"] == pytest.approx(1 - math.exp(-4.5), abs=0.004)
+    assert grid["spread"] == pytest.approx(truncated, abs=0.01)
+    # samples half as spread as the data's (all within 3 std): half the spread; on the centres: 0
+    tight = metrics.mode_coverage(data.gaussian_ring(20_000, std=0.005, seed=3), data.ring_centers(), 0.01)
+    assert tight["high_quality"] == 1.0 and tight["spread"] == pytest.approx(0.5, abs=0.01)
+    assert metrics.mode_coverage(data.ring_centers(), data.ring_centers(), 0.01)["spread"] == 0.0
 
 
 def test_mode_coverage_collapsed_and_far():
@@ -24,7 +32,8 @@ def test_mode_coverage_collapsed_and_far():
     assert result["modes"] == 1 and result["kl"] == pytest.approx(math.log(8))
     far = metrics.mode_coverage(torch.full((100, 2), 10.0), centers, 0.01)
     # nothing is high quality (KL over high-quality samples: inf); every sample's nearest mode is one mode
-    assert far == {"modes": 0, "high_quality": 0.0, "kl": math.inf, "kl_all": pytest.approx(math.log(8))}
+    assert far == {"modes": 0, "high_quality": 0.0, "kl": math.inf, "kl_all": pytest.approx(math.log(8)),
+                   "spread": math.inf}
 
 
 def test_the_two_kl_definitions_differ_where_far_samples_fall_near_other_modes():

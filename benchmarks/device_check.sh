@@ -5,7 +5,7 @@
 #   bash benchmarks/device_check.sh [OUT_DIR]          # default run: 530 s of limits (see BUDGET)
 #   bash benchmarks/device_check.sh --full [OUT_DIR]   # the wide sweep (no lease-sized limits)
 #   bash benchmarks/device_check.sh --quality [OUT_DIR]  # issue #14 at PacGAN's length: ring and grid, 10 seeds
-#                                                       # as replicas in a CUDA graph, to 400k steps (<= 9 min)
+#                                                       # as replicas in a CUDA graph, to 400k steps (<= 9.5 min)
 #
 # OUT_DIR (default: $OUT if set, else benchmarks/results/device_check) receives exactly two files, because a
 # leased device returns only a few: summary.txt (what the run found) and device_check.tar.gz (every log and
@@ -73,7 +73,10 @@ if [ "$QUALITY" = 1 ]; then
     # checkpoint also with rejection sampling (reported apart); time to quality per seed. The trainer is saved at
     # each checkpoint; the last one saved is then scored with rejection sampling by each D calibrated 2,000 steps
     # (Adam at the final rate, batch 2,000) against its sampled G (a step of its own: eager steps, one replica
-    # at a time, not timed on a GPU yet, so it cannot cost the curve its 400k row)
+    # at a time, not timed on a GPU yet, so it cannot cost the curve its 400k row), and with Metropolis-Hastings
+    # in G's latent space (steps of 0.02, beta 6: the CPU's choice, which met both goals on every fresh seed,
+    # benchmarks/results/cpu/2026-11-28-latent-mh.md) over each trained D (no calibration: on the CPU it did as
+    # well with the trained D as with a calibrated one)
     for run in "ring ema_pack2 2e-4 2e-5" "grid ema_pack2 3e-4 3e-5"; do
         set -- $run
         step "quality_$1" 215 python3 benchmarks/quality_curve.py --data "$1" --variant "$2" --lr "$3" --seeds 10 \
@@ -83,6 +86,9 @@ if [ "$QUALITY" = 1 ]; then
         step "quality_$1_calibrated" 40 python3 -m fastgan evaluate "$WORK/quality-$1.pt" --seed 10000 \
             --samples 2500 --rejection 0.5 --calibrate 2000 --calibrate-lr "$4" --calibrate-batch 2000 \
             --out "$WORK/results/quality-$1-calibrated.json"
+        step "quality_$1_latent_mh" 20 python3 -m fastgan evaluate "$WORK/quality-$1.pt" --seed 10000 \
+            --samples 2500 --metropolis 100 --sharpen 6 --metropolis-step 0.02 \
+            --out "$WORK/results/quality-$1-latent-mh.json"
     done
 else
     # the native kernels (kernels/, CMake; the image has nvcc, cmake and ninja): built here, then tested and timed

@@ -200,7 +200,9 @@ def quality_curves(folder: Path) -> list[str]:
         if data.get("check_every"):
             lines.append(f"  every mode with >= 90% HQ: {len(first)}/{data['seeds']} seeds"
                          + (f", median step {statistics.median(f['steps'] for f in first):.0f}" if first else ""))
-    for path in sorted(folder.glob("results/quality-*-calibrated.json")):   # fastgan evaluate on the last checkpoint
+    evaluated = sorted(folder.glob("results/quality-*-calibrated.json")) + sorted(
+        folder.glob("results/quality-*-latent-mh.json"))
+    for path in evaluated:   # fastgan evaluate on the last checkpoint
         report = _read(path)
         if report is None or "mean" not in report.get("metrics", {}):
             lines.append(f"quality: {path.name} unreadable")
@@ -208,8 +210,9 @@ def quality_curves(folder: Path) -> list[str]:
         sampling, mean = report["sampling"], report["metrics"]["mean"]
         how = (f"rejection {sampling['rejection_quantile']:g}" if "rejection_quantile" in sampling
                else f"Metropolis-Hastings chains of {_chain(sampling)}")
+        judge = f"D calibrated {sampling['calibrate']} steps" if sampling["calibrate"] else "the trained D"
         lines.append(f"quality {report['data']}, step {report['step']}, {how} "
-                     f"with D calibrated {sampling['calibrate']} steps (mean of {len(report['metrics']['replicas'])}"
+                     f"with {judge} (mean of {len(report['metrics']['replicas'])}"
                      f" replicas, noise seed {report['seed']}"
                      + (f", calibration Adam {sampling['calibrate_lr']:g} batch {sampling['calibrate_batch']}"
                         if "calibrate_lr" in sampling else "") + f"): modes {mean['modes']:5.2f}  "

@@ -525,6 +525,17 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     (line,) = [x for x in device_summary.quality_curves(tmp_path / "dc") if "calibrated" in x]
     assert line.startswith("quality ring, step 10, rejection 0.5 with D calibrated 20 steps (mean of 2 replicas"), line
     assert "calibration Adam 0.0005 batch 100)" in line, line
+    # and with Metropolis-Hastings in G's latent space over each trained D, device_check --quality's last step
+    latent_file = tmp_path / "dc" / "results" / "quality-ring-latent-mh.json"
+    assert cli(["evaluate", str(tmp_path / "ck.pt"), "--seed", "10000", "--samples", "2500", "--metropolis", "10",
+                "--sharpen", "6", "--metropolis-step", "0.02", "--out", str(latent_file)]) == 0
+    local = m.evaluate_mixture(trainer.sample(2500, seed=10_000, metropolis=10, sharpen=6.0, metropolis_step=0.02),
+                               "ring")
+    replica0 = json.loads(latent_file.read_text())["metrics"]["replicas"][0]
+    assert replica0["high_quality"] == pytest.approx(local["high_quality"], abs=4 / 2500), (replica0, local)
+    (line,) = [x for x in device_summary.quality_curves(tmp_path / "dc") if "trained D" in x]
+    assert line.startswith("quality ring, step 10, Metropolis-Hastings chains of 10 beta 6 step 0.02 with the "
+                           "trained D (mean of 2 replicas"), line
     (tmp_path / "mh" / "results").mkdir(parents=True)
     (tmp_path / "cal" / "cpu").rename(tmp_path / "mh" / "results" / "cpu")
     assert any("| metropolis (D +20 steps) 10: HQ" in x for x in device_summary.quality_curves(tmp_path / "mh"))

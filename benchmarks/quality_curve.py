@@ -252,7 +252,7 @@ def _load_resume(args, parser) -> dict:
 
 
 def _summary(runs: list[dict]) -> dict:
-    keys = ("modes", "high_quality", "kl", "kl_all", "acceptance")
+    keys = ("modes", "high_quality", "kl", "kl_all", "spread", "acceptance")
     return {key: quality._mean_se([r[key] for r in runs]) for key in keys if key in runs[0]}
 
 
@@ -363,13 +363,17 @@ def main(argv=None) -> int:
     written = []
 
     def save(rows, first, pictures):
-        def cell(summary, key, scale=1.0, digits=3):
+        def cell(summary, key, scale=1.0, digits=3):   # (a row of an older run may lack a key: "-")
+            if key not in summary:
+                return "-"
             return f"{scale * summary[key][0]:.{digits}f} ± {scale * summary[key][1]:.{digits}f}"
 
+        spread = "spread (data: 0.97)"
         head = ["steps", "training seconds (all seeds)", "modes", "high-quality %", "KL (high-quality)",
-                "KL (all samples)"]
+                "KL (all samples)", spread]
         body = [[r["steps"], f"{r['seconds']:.0f}", cell(r["summary"], "modes", digits=2),
-                 cell(r["summary"], "high_quality", 100, 1), cell(r["summary"], "kl"), cell(r["summary"], "kl_all")]
+                 cell(r["summary"], "high_quality", 100, 1), cell(r["summary"], "kl"), cell(r["summary"], "kl_all"),
+                 cell(r["summary"], "spread", digits=2)]
                 for r in rows]
         graph = f", CUDA graph ({args.steps_per_replay} steps per replay)" if args.cuda_graph else ""
         seeds_text = (f"{args.seeds} seeds" if not args.first_seed else
@@ -390,7 +394,8 @@ def main(argv=None) -> int:
                 continue
             body = [[r["steps"], cell(r[key]["summary"], "modes", digits=2),
                      cell(r[key]["summary"], "high_quality", 100, 1), cell(r[key]["summary"], "kl"),
-                     cell(r[key]["summary"], "kl_all"), cell(r[key]["summary"], "acceptance", 100, 0)]
+                     cell(r[key]["summary"], "kl_all"), cell(r[key]["summary"], "spread", digits=2),
+                     cell(r[key]["summary"], "acceptance", 100, 0)]
                     for r in rows]
             calibrated = (f"each D first trained {args.calibrate} more steps against the generator sampled from, G "
                           f"held fixed (`calibrate_discriminator`, Adam {args.calibrate_lr:g}, {args.calibrate_batch} "
@@ -409,7 +414,7 @@ def main(argv=None) -> int:
                 rate = "candidates kept %"
             text += (f"\n\nThe same checkpoints {what}, apart from the plain figures above:\n\n"
                      + markdown_table(["steps", "modes", "high-quality %", "KL (high-quality)",
-                                       "KL (all samples)", rate], body))
+                                       "KL (all samples)", spread, rate], body))
         if args.check_every:
             mark = f"{MODES[args.data]}/{MODES[args.data]} modes with >= 90% high-quality samples"
             body = [[args.first_seed + k, f["steps"], f"{f['seconds']:.0f}"] if f else

@@ -473,6 +473,8 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     assert [row["steps"] for row in payload["curve"]] == [10, 20]
     assert payload["protocol"]["lr_schedule"] == [[15, 0.5]]   # (the first checkpoint is before its milestone)
     assert "Adam 0.0001 (x0.5 from step 15)" in json_file.with_suffix(".md").read_text()
+    assert "spread" in payload["curve"][0]["summary"] and "spread" in payload["curve"][0]["runs"][0]
+    assert "| spread (data: 0.97) |" in json_file.with_suffix(".md").read_text()
     assert len(payload["first_reached"]) == 2 and payload["check_every"] == 5
     protocol = {**quality.PROTOCOL, "lr": 1e-4, "batch": 100, "pack_convention": "rows"}
     trainer = quality.mixture_trainer("ring", "ema", 0, torch.device("cpu"), protocol=protocol)

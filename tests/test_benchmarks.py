@@ -316,6 +316,7 @@ def test_quality_curve_first_seed_gives_the_larger_runs_later_seeds(tmp_path):
     (a,), (b,) = (list((tmp_path / d).glob("cpu/*.json")) for d in "ab")
     whole, later = json.loads(a.read_text()), json.loads(b.read_text())
     assert later["first_seed"] == 1 and later["seeds"] == 2
+
     def counts(runs):   # the counted metrics, exactly; spread (a mean of distances) to float32 rounding: a batch
         # of 3 replicas and one of 2 round their matmuls differently
         return [{k: v for k, v in r.items() if k != "spread"} for r in runs]

@@ -322,9 +322,13 @@ def _eval_mode(*modules: nn.Module):
             m.train(mode)
 
 
+def _noise(n, latent_dim, seed, device) -> torch.Tensor:
+    """The standard normal noise ``generate`` feeds G: its own RNG seeded with ``seed`` on ``device``."""
+    return torch.randn(n, latent_dim, device=device, generator=torch.Generator(device=device).manual_seed(seed))
+
+
 def _generate(generator, n, latent_dim, seed, device, labels):
-    rng = torch.Generator(device=device).manual_seed(seed)
-    z = torch.randn(n, latent_dim, device=device, generator=rng)
+    z = _noise(n, latent_dim, seed, device)
     classes = getattr(generator, "num_classes", None)
     if classes is None:
         if labels is not None:
@@ -454,17 +458,13 @@ def metropolis_sample(generator: nn.Module, discriminator: nn.Module, n: int, la
             raise FloatingPointError("the discriminator's scores are not all finite: it cannot guide sampling")
         return logits
 
-    def noise(noise_seed: int) -> torch.Tensor:   # as ``generate`` draws it
-        return torch.randn(n, latent_dim, device=device,
-                           generator=torch.Generator(device=device).manual_seed(noise_seed))
-
     with _eval_mode(generator):
-        z = noise(seed)
+        z = _noise(n, latent_dim, seed, device)
         state = generator(z)
         logits = finite(score(state))
         taken = 0
         for step in range(1, chain + 1):
-            fresh = noise(seed + step)
+            fresh = _noise(n, latent_dim, seed + step, device)
             proposal_z = fresh if step_size == 1.0 else keep * z + step_size * fresh
             proposal = generator(proposal_z)
             proposed = finite(score(proposal))
@@ -496,9 +496,9 @@ def _check_sharpen(sharpen) -> float:
     return float(sharpen)
 
 
-def _check_step_size(step_size) -> float:
+def _check_step_size(step_size, name: str = "step_size") -> float:
     if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not 0.0 < step_size <= 1.0:
-        raise ValueError(f"step_size must be a number in (0, 1] (1: independent proposals), got {step_size!r}")
+        raise ValueError(f"{name} must be a number in (0, 1] (1: independent proposals), got {step_size!r}")
     return float(step_size)
 
 
@@ -516,10 +516,7 @@ def _sample_guide(rejection, metropolis, sharpen=1.0, metropolis_step=1.0) -> di
     the first two not None; ``sharpen`` (Metropolis-Hastings' beta) and ``metropolis_step`` (its proposals'
     ``step_size``) other than 1 only with a chain."""
     quantile, chain, sharpen = _sample_quantile(rejection), _sample_chain(metropolis), _check_sharpen(sharpen)
-    try:
-        step_size = _check_step_size(metropolis_step)
-    except ValueError as error:
-        raise ValueError(str(error).replace("step_size", "metropolis_step", 1)) from None
+    step_size = _check_step_size(metropolis_step, "metropolis_step")
     if quantile is not None and chain is not None:
         raise ValueError("rejection and metropolis are two ways for D to pick the samples: pass one of them")
     if sharpen != 1.0 and chain is None:

@@ -15,7 +15,8 @@ import torch
 
 from . import data as datasets
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .models import DATA_PRESETS, PRESETS, ModelPreset, _guided_sample, calibrate_discriminator, generate
+from .models import (DATA_PRESETS, PRESETS, ModelPreset, _guided_sample, _sample_guide, calibrate_discriminator,
+                     generate)
 from .plots import save_image_grid, save_loss_curve, save_scatter, save_scatter_panels
 from .losses import LOSSES
 from .config import KERNELS, PACK_CONVENTIONS, PER_REPLICA, PRECISIONS, SAMPLERS, UPDATES, TrainConfig
@@ -642,6 +643,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     acceptance = []
     real = datasets.load(model["data"], device=device) if args.calibrate else None
+    guide = _sample_guide(False if args.rejection is None else args.rejection, args.metropolis or 0, args.sharpen,
+                          args.metropolis_step)   # (checked above: the one-line errors)
 
     def draw(g, d):
         if not guided:
@@ -649,8 +652,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.calibrate:
             d = calibrate_discriminator(g, d, real, model["latent_dim"], args.calibrate, args.seed, device,
                                         model.get("pack", 1), lr=args.calibrate_lr, batch=args.calibrate_batch)
-        guide = {"quantile": args.rejection, "chain": args.metropolis, "sharpen": args.sharpen,
-                 "step_size": args.metropolis_step}
         samples, rate = _guided_sample(g, d, n, model["latent_dim"], args.seed, device, guide, model.get("pack", 1))
         acceptance.append(rate)
         return samples

@@ -103,10 +103,10 @@ else
     python3 -c "import xdist" 2>/dev/null && parallel="-n 16"
     python3 -c "import pytest_timeout" 2>/dev/null && parallel="$parallel --timeout 45 --session-timeout $((T_TESTS - 45))"
     step gpu_tests "$T_TESTS" env FASTGAN_AUTOTUNE=0 python3 -m pytest -q -rfE $parallel -p no:cacheprovider \
-        --durations=10 --junitxml="$WORK/gpu_tests.xml" tests/test_ops_linear.py tests/test_activations.py tests/test_ops_bce.py \
-        tests/test_ops_head.py tests/test_ops_mlp.py tests/test_optim.py tests/test_graph.py tests/test_native.py \
-        "tests/test_replicas.py::test_cuda_graph_replays_equal_eager_replicas" "tests/test_maxout.py::test_maxout_equals_the_float64_reference" \
-        "tests/test_maxout.py::test_maxout_reads_strided_inputs_and_leading_dimensions" "tests/test_maxout.py::test_maxout_nan_inf_and_ties"
+        --durations=10 --junitxml="$WORK/gpu_tests.xml" tests/ops/test_linear.py tests/ops/test_activations.py tests/ops/test_bce.py \
+        tests/ops/test_head.py tests/ops/test_mlp.py tests/test_optim.py tests/train/test_graph.py tests/ops/test_native.py \
+        "tests/train/test_replicas.py::test_cuda_graph_replays_equal_eager_replicas" "tests/ops/test_maxout.py::test_maxout_equals_the_float64_reference" \
+        "tests/ops/test_maxout.py::test_maxout_reads_strided_inputs_and_leading_dimensions" "tests/ops/test_maxout.py::test_maxout_nan_inf_and_ties"
     if [ "$FULL" = 1 ]; then
         step train_step "$T_TRAIN" python3 benchmarks/train_step.py --time-limit "$L_TRAIN" --out "$WORK/results"
         step kernels "$T_KERNELS" python3 benchmarks/kernels.py --time-limit "$L_KERNELS" --out "$WORK/results"

@@ -37,8 +37,9 @@ from common import environment, markdown_table, new_run, write_results  # noqa: 
 
 import fastgan  # noqa: E402
 from fastgan import data, metrics, ops  # noqa: E402
-from fastgan.cli import lr_milestone, lr_schedule_arg, model_description  # noqa: E402
-from fastgan.models import PRESETS, ModelPreset, pacgan_models  # noqa: E402
+from fastgan.app.args import lr_milestone, lr_schedule_arg  # noqa: E402
+from fastgan.nn.models import pacgan_models  # noqa: E402
+from fastgan.nn.presets import PRESETS, ModelPreset, model_description  # noqa: E402
 
 # GANTrainer options of each variant (D's input widens with pack).
 VARIANTS = {
@@ -270,8 +271,8 @@ def run_digits(variants, steps, device, preset="classic"):
 
 
 def draw(pictures_mix, pictures_digits, folder, stem):
-    from fastgan.plots import _pyplot, _save
-    plt = _pyplot()
+    from fastgan.app.plots import pyplot, save_figure
+    plt = pyplot()
     paths = []
     for kind in ("ring", "grid"):
         variants = [v for (k, v) in pictures_mix if k == kind]
@@ -295,7 +296,7 @@ def draw(pictures_mix, pictures_digits, folder, stem):
             ax.set_ylim(-lim, lim)
         fig.suptitle(f"{kind}: 2,500 samples (seed 0) over the mode centres", fontsize=10)
         fig.tight_layout()
-        paths.append(_save(fig, folder / f"{stem}-{kind}.png"))
+        paths.append(save_figure(fig, folder / f"{stem}-{kind}.png"))
     if pictures_digits:
         columns = len(pictures_digits)
         fig, axes = plt.subplots(1, columns, figsize=(3.2 * columns, 3.5), squeeze=False)
@@ -305,7 +306,7 @@ def draw(pictures_mix, pictures_digits, folder, stem):
             ax.set_title(variant, fontsize=9)
             ax.set_axis_off()
         fig.tight_layout()
-        paths.append(_save(fig, folder / f"{stem}-digits.png"))
+        paths.append(save_figure(fig, folder / f"{stem}-digits.png"))
     return paths
 
 

@@ -46,7 +46,7 @@ from common import environment, markdown_table, new_run, write_results  # noqa: 
 import fastgan  # noqa: E402
 from fastgan import metrics  # noqa: E402
 from fastgan.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from fastgan.cli import lr_milestone, lr_schedule_arg  # noqa: E402
+from fastgan.app.args import lr_milestone, lr_schedule_arg  # noqa: E402
 
 
 def _reached(result: dict, kind: str) -> bool:

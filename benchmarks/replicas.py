@@ -119,11 +119,11 @@ def sweep(ks: list[int], backends: list[str], width: int, batch: int, device, wi
 
 
 def plot(rows: list[dict], path: Path, title: str) -> Path | None:
-    from fastgan.plots import _pyplot, _save
+    from fastgan.app.plots import pyplot, save_figure
     names = list(dict.fromkeys(n for r in rows for n, v in r["backends"].items() if "gan_steps_per_s" in v))
     if not names:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name in names:
         points = [(r["k"], r["backends"][name]["gan_steps_per_s"]) for r in rows
@@ -137,7 +137,7 @@ def plot(rows: list[dict], path: Path, title: str) -> Path | None:
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def main(argv=None) -> int:

@@ -33,7 +33,7 @@ from common import (TimeBudget, environment, markdown_table, new_run, run_steps,
 
 import fastgan  # noqa: E402
 from fastgan import ops  # noqa: E402
-from fastgan.models import PRESETS  # noqa: E402
+from fastgan.nn.presets import PRESETS  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -235,8 +235,8 @@ def table(rows: list[dict]) -> str:
 
 
 def plots(rows: list[dict], folder: Path, stem: str, title: str) -> list[Path]:
-    from fastgan.plots import _pyplot, _save
-    plt = _pyplot()
+    from fastgan.app.plots import pyplot, save_figure
+    plt = pyplot()
     paths = []
     widths = sorted({r["width"] for r in rows})
     names = list(dict.fromkeys(n for r in rows for n, v in r["backends"].items() if "ms_per_step" in v))
@@ -257,7 +257,7 @@ def plots(rows: list[dict], folder: Path, stem: str, title: str) -> list[Path]:
         ax.legend(fontsize=7, ncol=2 if len(names) > 8 else 1)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    paths.append(_save(fig, folder / f"{stem}-steps_per_s.png"))
+    paths.append(save_figure(fig, folder / f"{stem}-steps_per_s.png"))
 
     # one panel per (width, batch) row: a labelled horizontal bar per backend, the fastest on top
     fig, axes = plt.subplots(1, len(rows), figsize=(6.2 * len(rows), 0.32 * len(names) + 1.6), squeeze=False)
@@ -275,7 +275,7 @@ def plots(rows: list[dict], folder: Path, stem: str, title: str) -> list[Path]:
         ax.set_title(f"width {r['width']}, batch {r['batch']}", fontsize=9)
     fig.suptitle(title + " (blue: fastgan's kernels, grey: PyTorch)", fontsize=10)
     fig.tight_layout()
-    paths.append(_save(fig, folder / f"{stem}-speedup.png"))
+    paths.append(save_figure(fig, folder / f"{stem}-speedup.png"))
     return paths
 
 
@@ -343,15 +343,15 @@ def main(argv=None) -> int:
                 else:
                     print(f"  width {width:5d} batch {batch:6d} {r['label']:36s} {r['ms_per_step']:9.3f} ms/step "
                           f"{r.get('speedup_vs_eager', float('nan')):6.2f}x eager", flush=True)
-            json_path, md_path = _save(rows, budget, env, title, note, args, windows, steps_per_window)
+            json_path, md_path = save_figure(rows, budget, env, title, note, args, windows, steps_per_window)
     if json_path is None:
-        json_path, md_path = _save(rows, budget, env, title, note, args, windows, steps_per_window)
+        json_path, md_path = save_figure(rows, budget, env, title, note, args, windows, steps_per_window)
     pictures = plots(rows, json_path.parent, json_path.stem, title) if rows else []
     print(f"wrote {json_path}, {md_path}" + "".join(f", {p}" for p in pictures))
     return 0
 
 
-def _save(rows, budget, env, title, note, args, windows, steps_per_window):
+def save_figure(rows, budget, env, title, note, args, windows, steps_per_window):
     """Written after every row, so a run cut short by a time limit still leaves what it measured."""
     not_run = f"\n\nNot run (time limit {args.time_limit:g} s): {', '.join(budget.skipped)}." if budget.skipped else ""
     text = (f"# {title}\n\ntorch {env['torch']}, triton {env['triton']}, driver {env.get('driver')}; "

@@ -1,6 +1,6 @@
 """``python -m fastgan ...`` (and ``torchrun ... -m fastgan train ...``): the ``fastgan`` command."""
 import sys
 
-from .cli import main
+from .app.cli import main
 
 sys.exit(main())

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "TRAINER_FORMAT", "check_trainer_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError"]
 
 MAGIC = b"FASTGAN-CKPT-v1\n"
 
@@ -69,57 +69,3 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint dict")
     return state
-
-
-# -- the GANTrainer's checkpoint schema -----------------------------------------------------------------
-# {"format": TRAINER_FORMAT, "version": 1, "step": int, "generator"/"discriminator"/"ema": state dicts,
-#  "optimizer_g"/"optimizer_d": torch.optim.Adam or FlatAdam state dicts, "rng": the trainer RNG's state,
-#  "history": {"step", "loss_d", "loss_g": lists}, "config": TrainConfig.to_dict(), "extra": anything}
-
-TRAINER_FORMAT = "fastgan.GANTrainer"
-
-
-def check_trainer_state(state: dict, modules: dict, optimizers: dict, rng_state: torch.Tensor) -> None:
-    """Raise ``ValueError`` (or KeyError/TypeError) if ``state`` does not fit a trainer made of ``modules``
-    (name -> nn.Module: generator, discriminator, ema when kept), ``optimizers`` (name -> optimizer) and an
-    RNG whose state looks like ``rng_state``. Nothing is changed: loading happens after this passes."""
-    from .optim import FlatAdam
-    if state.get("format") != TRAINER_FORMAT:
-        raise ValueError(f"format is {state.get('format')!r}, expected {TRAINER_FORMAT!r}")
-    if "ema" in modules and state.get("ema") is None:
-        raise ValueError("this trainer keeps an EMA generator but the checkpoint has none")
-    for name, module in modules.items():
-        ours, theirs = module.state_dict(), state[name]
-        if set(ours) != set(theirs):
-            raise ValueError(f"{name} parameters differ: missing {sorted(set(ours) - set(theirs))}, "
-                             f"unexpected {sorted(set(theirs) - set(ours))}")
-        for key, value in ours.items():
-            if not isinstance(theirs[key], torch.Tensor) or theirs[key].shape != value.shape:
-                raise ValueError(f"{name}.{key} has shape {getattr(theirs[key], 'shape', None)}, "
-                                 f"expected {tuple(value.shape)}")
-    for name, opt in optimizers.items():
-        if isinstance(opt, FlatAdam):
-            for key in ("exp_avg", "exp_avg_sq"):
-                if not isinstance(state[name].get(key), torch.Tensor) or state[name][key].shape != opt.data.shape:
-                    raise ValueError(f"{name} is not a FlatAdam state of {opt.data.numel()} parameters "
-                                     "(was the checkpoint written with fused_optimizer=False?)")
-            continue
-        if "param_groups" not in state[name]:
-            raise ValueError(f"{name} is not a torch.optim.Adam state (written with fused_optimizer=True?)")
-        groups = state[name]["param_groups"]
-        if [len(g["params"]) for g in groups] != [len(g["params"]) for g in opt.param_groups]:
-            raise ValueError(f"{name} has a different number of parameters")
-        params = [p for g in opt.param_groups for p in g["params"]]
-        ids = [i for g in groups for i in g["params"]]
-        for index, p in zip(ids, params):
-            for key, value in state[name]["state"].get(index, {}).items():
-                if key in ("exp_avg", "exp_avg_sq") and value.shape != p.shape:
-                    raise ValueError(f"{name} state {key} has shape {tuple(value.shape)}, expected {tuple(p.shape)}")
-    rng = state["rng"]
-    if not isinstance(rng, torch.Tensor) or rng.shape != rng_state.shape:
-        raise ValueError("the RNG state has the wrong size")
-    if not isinstance(state["step"], int) or state["step"] < 0:
-        raise ValueError(f"step must be a non-negative integer, got {state['step']!r}")
-    for k in ("step", "loss_d", "loss_g"):
-        if not isinstance(state["history"][k], list):
-            raise ValueError(f"history[{k!r}] must be a list")

@@ -19,7 +19,7 @@ from torch import nn
 from . import data as datasets
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
-__all__ = ["mode_coverage", "frechet_distance", "precision_recall_density_coverage", "class_coverage",
+__all__ = ["evaluate", "default_samples", "replica_summary", "mode_coverage", "frechet_distance", "precision_recall_density_coverage", "class_coverage",
            "DigitsClassifier", "digits_classifier", "evaluate_digits", "evaluate_mixture"]
 
 
@@ -274,3 +274,38 @@ def evaluate_mixture(samples: torch.Tensor, kind: str) -> dict:
     if kind == "grid":
         return mode_coverage(samples, datasets.grid_centers(), 0.05)
     raise ValueError(f"kind must be 'ring' or 'grid', got {kind!r}")
+
+
+# -- what `fastgan train` and `fastgan evaluate` report -------------------------------------------------------
+
+def replica_summary(per_replica: list[dict | None]) -> dict | None:
+    """Each replica's metrics and, for every numeric metric, the mean and its standard error over replicas."""
+    if not per_replica or per_replica[0] is None:
+        return None
+    keys = [k for k, v in per_replica[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    summary = {"replicas": per_replica, "mean": {}, "stderr": {}}
+    for key in keys:
+        values = torch.tensor([float(m[key]) for m in per_replica], dtype=torch.float64)
+        summary["mean"][key] = values.mean().item()
+        summary["stderr"][key] = (values.std() / len(values) ** 0.5).item() if len(values) > 1 else 0.0
+    return summary
+
+
+def default_samples(data_name: str) -> int:
+    """How many samples the metrics of ``data_name`` are computed on."""
+    return 2500 if data_name in ("ring", "grid") else 899  # the protocol's count; digits: the floor's size
+
+
+def evaluate(data_name: str, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict | None:
+    """The quality metrics of ``samples`` for their data set, or None where fastgan has none (MNIST); for
+    a conditional GAN (``labels``: the class each sample was asked for) also the classifier's accuracy."""
+    if data_name in ("ring", "grid"):
+        return evaluate_mixture(samples, data_name)
+    if data_name == "digits":
+        result = evaluate_digits(samples)
+        if labels is not None:
+            result["conditional"] = conditional_accuracy(samples, labels)
+        return result
+    return None
+
+

@@ -1,17 +1,19 @@
-"""FlatAdam: a model's parameters and gradients as views into two flat buffers, Adam in one kernel.
+"""The optimizers: FlatAdam (one model), ReplicaAdam (K stacked replicas), and the EMA of G's weights.
 
-Zeroing the gradients is one fill of the flat gradient buffer (autograd accumulates into the views),
+FlatAdam: a model's parameters and gradients as views into two flat buffers, Adam in one kernel. Zeroing the gradients is one fill of the flat gradient buffer (autograd accumulates into the views),
 and the update is one ``fastgan.ops.adam_step`` launch per model, with its step count on the device:
 what a captured CUDA graph needs. Same update as ``torch.optim.Adam``.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
 
 from .ops.adam import adam_programs, adam_step
 
-__all__ = ["FlatAdam", "flatten_parameters"]
+__all__ = ["FlatAdam", "flatten_parameters", "ReplicaAdam", "EMA"]
 
 
 def flatten_parameters(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,3 +119,100 @@ class FlatAdam:
         # (checkpoints written before these existed had neither)
         self.decoupled_weight_decay = float(state.get("decoupled_weight_decay", 0.0))
         self.l1 = float(state.get("l1", 0.0))
+
+
+class ReplicaAdam:
+    """Adam over a ``StackedMLP``'s or ``StackedNet``'s ``(K, P)`` weights with per-replica ``lr`` and ``betas``
+    (K values each):
+    ``torch.optim.Adam``'s update (no weight decay, no amsgrad) for every replica at once. Where every
+    replica has the same lr and betas (a seed sweep) it is PyTorch's fused Adam kernel (``torch._fused_adam_``,
+    one launch); otherwise eight whole-buffer ops with ``(K, 1)`` hyper-parameters. The step count lives on
+    the device either way (capturable)."""
+
+    def __init__(self, model: nn.Module, lr, betas, eps: float = 1e-8):
+        param = model.flat
+        k = param.shape[0]
+        self.param, self.eps = param, eps
+        lr, betas = [float(v) for v in lr], [tuple(map(float, b)) for b in betas]
+        self.base_lr = lr
+        self.uniform = (lr[0], *betas[0]) if len(set(lr)) == 1 and len(set(betas)) == 1 else None
+        as_col = lambda v: torch.tensor(v, dtype=torch.float32, device=param.device).reshape(k, 1)  # noqa: E731
+        self.lr = as_col(lr)
+        self.beta1 = as_col([b[0] for b in betas])
+        self.beta2 = as_col([b[1] for b in betas])
+        self.exp_avg = torch.zeros_like(param)
+        self.exp_avg_sq = torch.zeros_like(param)
+        self.step_count = torch.zeros((), dtype=torch.float32, device=param.device)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.param.grad = None
+
+    @torch.no_grad()
+    def scale_lr(self, factor: float) -> None:
+        """Every replica's learning rate set to its base value times ``factor`` (a learning-rate schedule)."""
+        lr = [base * factor for base in self.base_lr]
+        self.lr.copy_(torch.tensor(lr, dtype=torch.float32).reshape(self.lr.shape))
+        if self.uniform is not None:
+            self.uniform = (lr[0], *self.uniform[1:])
+
+    @torch.no_grad()
+    def step(self) -> None:
+        grad = self.param.grad
+        if grad is None:
+            return
+        self.step_count += 1   # (the fused kernel reads the count; it does not advance it)
+        if self.uniform is not None:
+            lr, beta1, beta2 = self.uniform
+            torch._fused_adam_([self.param], [grad], [self.exp_avg], [self.exp_avg_sq], [], [self.step_count],
+                               lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=self.eps, amsgrad=False,
+                               maximize=False)
+            return
+        self.exp_avg.lerp_(grad, 1 - self.beta1)
+        self.exp_avg_sq.lerp_(grad.square(), 1 - self.beta2)
+        step_size = self.lr / (1 - self.beta1 ** self.step_count)                  # (K, 1)
+        bias_correction2_sqrt = (1 - self.beta2 ** self.step_count).sqrt()
+        # p -= step_size * m / (sqrt(v) / sqrt(bc2) + eps), with one temporary of the buffer's size
+        denom = self.exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(self.eps).div_(step_size)
+        self.param.addcdiv_(self.exp_avg, denom, value=-1.0)
+
+    def state_dict(self) -> dict:
+        return {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone(),
+                "step": self.step_count.clone()}
+
+    def check_state(self, state: dict) -> None:
+        for key in ("exp_avg", "exp_avg_sq"):
+            if not isinstance(state.get(key), torch.Tensor) or state[key].shape != self.param.shape:
+                raise ValueError(f"the optimizer state's {key} does not have shape {tuple(self.param.shape)}")
+        if not isinstance(state.get("step"), torch.Tensor) or state["step"].numel() != 1:
+            raise ValueError("the optimizer state has no step count")
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        self.check_state(state)
+        self.exp_avg.copy_(state["exp_avg"])
+        self.exp_avg_sq.copy_(state["exp_avg_sq"])
+        self.step_count.copy_(state["step"].reshape(()))
+
+
+class EMA:
+    """``average = decay * average + (1 - decay) * weights`` after every update, on the device.
+
+    ``module`` is a frozen deep copy of the tracked model (same class, fused layers included); buffers are
+    copied as they are. One ``torch._foreach_lerp_`` per update: no host sync.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < decay < 1.0:
+            raise ValueError(f"ema decay must be a number in (0, 1), e.g. 0.999; got {decay!r}")
+        self.decay = float(decay)
+        self.module = copy.deepcopy(model).requires_grad_(False).eval()
+        for m in self.module.modules():   # a deep copy gives each parameter its own buffer: one again,
+            if hasattr(m, "keep_flat"):   # (a FusedMLP) so the whole-MLP op reads them in place, not a copy
+                m.keep_flat()
+        self._averaged = list(self.module.parameters())
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        torch._foreach_lerp_(self._averaged, list(model.parameters()), 1.0 - self.decay)
+        for mine, theirs in zip(self.module.buffers(), model.buffers()):
+            mine.copy_(theirs)

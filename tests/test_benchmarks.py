@@ -282,7 +282,7 @@ def test_quality_protocol_flags_and_replicas(tmp_path):
 def test_quality_pacgan_preset_is_pacgans_protocol(tmp_path):
     """--preset pacgan trains PacGAN's models with its code's settings (a flag still overrides one)."""
     import quality
-    from fastgan.models import BatchNormGenerator, MaxoutDiscriminator
+    from fastgan.nn.models import BatchNormGenerator, MaxoutDiscriminator
     args = ["--no-digits", "--seeds", "1", "--steps", "20", "--preset", "pacgan", "--variants", "pack2",
             "--out", str(tmp_path)]
     assert quality.main(args) == 0
@@ -337,7 +337,7 @@ def test_quality_curve_trains_pacgans_models_as_replicas_and_resumes(tmp_path):
     replica trainer; a stopped run resumes with the preset from its JSON (a contradicting one is an error)."""
     import quality
     import quality_curve
-    from fastgan.replicas import StackedNet
+    from fastgan.nn.stacked import StackedNet
     base = ["--preset", "pacgan", "--data", "ring", "--variant", "pack2", "--seeds", "2", "--out", str(tmp_path)]
     assert quality_curve.main(base + ["--checkpoints", "10", "--save-checkpoint", str(tmp_path / "t.pt")]) == 0
     (first,) = tmp_path.glob("cpu/*-quality-curve-ring-pacgan-pack2.json")
@@ -517,7 +517,7 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     assert (row["metropolis"]["chain"], row["metropolis"]["calibrate"]) == (10, 20)
     assert chained["high_quality"] == pytest.approx(row["metropolis"]["runs"][0]["high_quality"], abs=2 / 2500)
     assert "with Metropolis-Hastings over D's scores** (chains of 10" in json_file.with_suffix(".md").read_text()
-    from fastgan.cli import main as cli
+    from fastgan.app.cli import main as cli
     assert cli(["evaluate", str(tmp_path / "ck.pt"), "--seed", "10000", "--samples", "2500",
                 "--out", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["metrics"]["replicas"][0] == row["runs"][0]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import fastgan.ops.adam as adam_module
-from conftest import DEVICE, assert_close
+from helpers import DEVICE, assert_close
 from fastgan import ops
 from fastgan.optim import FlatAdam, flatten_parameters
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fastgan import GANTrainer, MLPDiscriminator, MLPGenerator, data
-from fastgan.cli import main
+from fastgan.app.cli import main
 from fastgan.profiling import format_table, nsight_commands, profile_trainer
 
 PHASES = {"data", "G.forward", "D.forward.real", "D.forward.fake", "D.backward", "D.optim", "G.loss",

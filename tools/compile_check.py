@@ -213,7 +213,7 @@ def _cases(quick: bool):
     cases.append(("spectral_normalize_ (D's three layers)", spectral))
 
     for rows in (100, 1):   # a size of 1 specialises to a constant unless the kernel says not to
-        cases.append((f"sample_batch from {rows} rows", lambda rows=rows: ops.mlp.sample_batch(
+        cases.append((f"sample_batch from {rows} rows", lambda rows=rows: ops.sampler.sample_batch(
             torch.rand(rows, 784), torch.empty(128, 784), torch.empty(128, 100), torch.tensor([1]),
             torch.zeros(1, dtype=torch.int64))))
 

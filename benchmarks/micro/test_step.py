@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train_step import BACKENDS  # noqa: E402
 
 import fastgan  # noqa: E402
-from fastgan.models import PRESETS  # noqa: E402
+from fastgan.nn.presets import PRESETS  # noqa: E402
 
 BATCH = 128 if DEVICE == "cuda" else 16
 HIDDEN = (128, 128) if DEVICE == "cuda" else (32, 32)

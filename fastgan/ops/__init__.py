@@ -17,19 +17,21 @@ Precision: fp32 matmuls use tf32 tensor cores by default; ``set_matmul_precision
 ``matmul_precision("ieee")`` context manager) makes them exact fp32.
 """
 from ._runtime import (AUTOTUNE, HAS_TRITON, INTERPRET, get_matmul_precision, kernel_launches, matmul_precision,
-                       reference_path, set_matmul_precision, use_triton)
+                       precision_scope, reference_path, set_matmul_precision, use_triton, with_precision)
 from .activations import ACTIVATIONS, activation_from_name
 from .adam import adam_step
 from .bce import sigmoid_bce_with_logits
 from .head import linear_bce_head, linear_bce_head_reference
 from .linear import fused_linear, fused_linear_reference
 from .maxout import maxout, maxout_reference
-from . import mlp, spectral  # ops.mlp: the fused step's launchers; ops.spectral: spectral normalisation
+# submodules: the whole-MLP launchers, the native CUDA binding, the batch sampler, spectral normalisation
+from . import mlp, native, sampler, spectral
 from .mlp import MLPSpec, fused_mlp, fused_mlp_reference
 
-__all__ = ["mlp", "spectral", "adam_step", "fused_linear", "fused_linear_reference", "fused_mlp", "fused_mlp_reference",
+__all__ = ["mlp", "native", "sampler", "spectral", "adam_step", "fused_linear", "fused_linear_reference", "fused_mlp", "fused_mlp_reference",
            "MLPSpec", "maxout", "maxout_reference",
            "sigmoid_bce_with_logits", "linear_bce_head",
            "linear_bce_head_reference", "ACTIVATIONS",
            "activation_from_name", "set_matmul_precision", "get_matmul_precision", "matmul_precision",
-           "kernel_launches", "use_triton", "reference_path", "HAS_TRITON", "INTERPRET", "AUTOTUNE"]
+           "precision_scope", "with_precision", "kernel_launches", "use_triton", "reference_path", "HAS_TRITON",
+           "INTERPRET", "AUTOTUNE"]

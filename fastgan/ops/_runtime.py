@@ -58,6 +58,31 @@ _reference_only = False
 
 
 @contextlib.contextmanager
+def precision_scope(precision: str):
+    """Matmul precision for PyTorch's and fastgan's kernels alike, for the duration of a step.
+
+    fp32: exact fp32 (``ieee``, no TF32 in cuBLAS); tf32: TF32 tensor cores in both; bf16: the same plus
+    autocast of the forward passes (the step builders' ``forward_autocast``).
+    """
+    tf32 = precision != "fp32"
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        with matmul_precision("tf32" if tf32 else "ieee"):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+def with_precision(step, precision: str):
+    """``step`` run inside ``precision_scope(precision)``."""
+    def step_with_precision(index: int):
+        with precision_scope(precision):
+            return step(index)
+    return step_with_precision
+
+
+@contextlib.contextmanager
 def reference_path():
     """Inside this block every fastgan op takes its PyTorch reference path (differentiable twice: the
     trainer computes the R1 penalty, a gradient of a gradient, this way)."""

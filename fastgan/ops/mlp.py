@@ -9,7 +9,7 @@ L and 2L.
 The layers' parameters are read from one flat fp32 buffer, in ``module.parameters()`` order (W_0, b_0,
 W_1, ...), which is the layout ``fastgan.optim.flatten_parameters`` (and so ``FlatAdam``) gives them; when
 they are not laid out like that, the op copies them into one (correct, slower: ``FusedMLP`` keeps them
-flat). ``MLPSpec`` names the shape. The trainer's fused step (``fastgan.mlp_step``) calls the launchers
+flat). ``MLPSpec`` names the shape. The trainer's fused step (``fastgan.train.fused_step``) calls the launchers
 below directly with its own buffers; everyone else calls ``fused_mlp``.
 """
 from __future__ import annotations
@@ -27,11 +27,10 @@ from ._runtime import (check_float_tensor, check_tuned_for_capture, get_matmul_p
 from .activations import activation_from_name
 
 __all__ = ["MLPSpec", "fused_mlp", "fused_mlp_reference", "mlp_forward", "mlp_backward", "mlp_weight_grad",
-           "sample_batch", "weight_grad_splits", "flat_parameters", "back_to_back"]
+           "weight_grad_splits", "flat_parameters", "back_to_back"]
 
 _SPLIT_ROWS = 2048   # rows per batch split of the weight-gradient reduction
 _MAX_SPLITS = 16
-_SAMPLE_BLOCK_M, _SAMPLE_BLOCK_F = 16, 64
 
 
 @dataclass(frozen=True)
@@ -239,30 +238,6 @@ def mlp_weight_grad(x, spec, *, acts, g, grad, loss_partials=None, loss_out=None
     kernel_launches["_mlp_weight_grad_kernel"] += 1
 
 
-def sample_batch(data: torch.Tensor, x: torch.Tensor, z: torch.Tensor, seed: torch.Tensor,
-                 counter: torch.Tensor) -> None:
-    """One launch: ``x[r] = data[i_r]`` with ``i_r`` uniform over data's rows, and ``z`` standard normal.
-
-    ``seed`` and ``counter`` are one-element int64 device tensors; the counter advances by the grid size on
-    every call (a call reads its number from it), so repeated calls and graph replays draw afresh."""
-    batch = x.shape[0]
-    if z.shape[0] != batch or data.shape[1] != x.shape[1] or x.stride(1) != 1 or z.stride(1) != 1:
-        raise ValueError(f"sample_batch: x {tuple(x.shape)} and z {tuple(z.shape)} must have the same rows, "
-                         f"x data's {data.shape[1]} features, both unit column stride")
-    if data.shape[0] >= 2 ** 32:
-        raise ValueError("sample_batch draws 32-bit indices: at most 2^32 - 1 data rows")
-    programs = triton.cdiv(batch, _SAMPLE_BLOCK_M)
-    kernels._sample_kernel[(programs,)](
-        data, data.stride(0), data.stride(1), data.shape[0], data.shape[1], x, x.stride(0), z, z.stride(0),
-        z.shape[1], batch, seed, counter, BLOCK_M=_SAMPLE_BLOCK_M, BLOCK_F=_SAMPLE_BLOCK_F)
-    kernel_launches["_sample_kernel"] += 1
-
-
-def sample_programs(batch: int) -> int:
-    """How much ``sample_batch``'s counter advances per call for ``batch`` rows."""
-    return triton.cdiv(batch, _SAMPLE_BLOCK_M)
-
-
 # -- the op on tensors, with autograd ---------------------------------------------------------------------
 
 def back_to_back(params: list[torch.Tensor]) -> bool:
@@ -360,7 +335,7 @@ _backward_op = torch.library.custom_op("fastgan::mlp_backward", _backward_tensor
 _backward_op.register_fake(_backward_fake)
 
 
-def _split_gradient(grad, params):
+def split_gradient(grad, params):
     out, offset = [], 0
     for p in params:
         out.append(grad[offset:offset + p.numel()].view(p.shape))
@@ -380,7 +355,7 @@ def _op_backward(ctx, dy, _dacts):
     x, y, acts, *params = ctx.saved_tensors
     need_dx = ctx.needs_input_grad[0]
     dx, grad = _backward_op(dy, x, y, acts, params, *ctx.config, need_dx)
-    return (dx if need_dx else None), _split_gradient(grad, params), None, None, None, None, None, None
+    return (dx if need_dx else None), split_gradient(grad, params), None, None, None, None, None, None
 
 
 _forward_op.register_autograd(_op_backward, setup_context=_op_setup_context)
@@ -402,7 +377,7 @@ class _MLPFunction(torch.autograd.Function):
         x, y, *params = ctx.saved_tensors
         need_dx = ctx.needs_input_grad[0]
         dx, grad = _backward_tensors(dy.contiguous(), x, y, ctx.acts, params, *ctx.config, need_dx)
-        return (dx if need_dx else None), None, *_split_gradient(grad, params)
+        return (dx if need_dx else None), None, *split_gradient(grad, params)
 
 
 def fused_mlp(x: torch.Tensor, params: list[torch.Tensor], spec: MLPSpec) -> torch.Tensor:

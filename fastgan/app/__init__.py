@@ -1,0 +1,2 @@
+"""The command line: ``fastgan train | evaluate | profile`` (``cli``), its runs (``train``, ``evaluate``) and
+pictures (``plots``)."""

@@ -1,0 +1,271 @@
+"""``fastgan train``: a run on a bundled or local data set, its checkpoint, pictures and metrics.json; a sweep
+of replicas (sharded over torchrun's ranks) or one GAN, data-parallel across ranks."""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .. import data as datasets
+from .. import metrics as quality_metrics
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..nn.presets import DATA_PRESETS, PRESETS, ModelPreset, build_models, model_description
+from ..train import distributed
+from ..train.checkpoints import SHARDED_FORMAT
+from ..train.config import TrainConfig
+from ..train.trainer import GANTrainer, NonFiniteLossError, TrainingInterrupted
+from .args import IMAGE_RECIPE, QUALITY_SEED, config_from_args, lr_schedule_arg, resolve_device
+from .plots import save_image_grid, save_loss_curve, save_scatter, save_scatter_panels
+
+
+def run_train(args: argparse.Namespace) -> int:
+    out: Path = args.out or Path("runs") / args.data
+    checkpoint = out / "checkpoint.pt"
+    preset = PRESETS[DATA_PRESETS[args.data]]
+    recipe = IMAGE_RECIPE if args.data in ("digits", "mnist") and not args.conditional else {"pack": 1, "ema": None}
+    if args.pack is None:   # (a resumed run keeps the model it was trained with, packing included)
+        args.pack = recipe["pack"]
+    ema_given = args.ema is not None
+    schedule_given = args.lr_schedule is not None
+    args.lr_schedule = lr_schedule_arg(args.lr_schedule) or ()   # (none: a constant rate)
+    args.ema = recipe["ema"] if args.ema is None else (args.ema or None)   # --ema 0: off
+    model_config = model_description(args.data, ModelPreset(args.latent_dim or preset.latent_dim,
+                                                            tuple(args.hidden or preset.hidden),
+                                                            preset.output_activation), args.pack)
+    if args.conditional:
+        if args.data not in ("digits", "mnist"):
+            raise ValueError(f"--conditional needs class labels: --data digits or mnist, not {args.data}")
+        if args.pack > 1:
+            raise ValueError("--conditional does not combine with --pack")
+        model_config["num_classes"] = 10
+    device = resolve_device(args.device)
+    multi = distributed.init(device)
+    rank, world = distributed.rank(), distributed.world_size()
+    sweep = multi and args.replicas is not None
+    shard_path = out / f"checkpoint.rank{rank}-of-{world}.pt" if sweep else checkpoint
+    saved = None
+    if args.resume:
+        if not checkpoint.exists():
+            print(f"fastgan: --resume given but {checkpoint} does not exist", file=sys.stderr)
+            return 2
+        saved = load_checkpoint(checkpoint)
+        if saved.get("format") == SHARDED_FORMAT:
+            if saved["world_size"] != world:
+                raise ValueError(f"{checkpoint} holds a sweep of {saved['replicas']} replicas trained by "
+                                 f"{saved['world_size']} processes; this run has {world}: resume it with "
+                                 f"torchrun --nproc_per_node={saved['world_size']} (each process resumes its shard)")
+        elif sweep:
+            raise ValueError(f"{checkpoint} is not a sweep's index (it was written by one process): resume it "
+                             "without torchrun")
+        model_config = saved.get("extra", {}).get("model", model_config)
+        if not ema_given:   # a run resumes with the EMA it was trained with, whatever today's default
+            args.ema = (saved.get("config") or {}).get("ema")
+        if not schedule_given:   # and with its learning-rate schedule (a function of the step)
+            args.lr_schedule = (saved.get("config") or {}).get("lr_schedule", ())
+        if model_config.get("data") != args.data:
+            print(f"fastgan: {checkpoint} was trained on --data {model_config.get('data')}, not {args.data}",
+                  file=sys.stderr)
+            return 2
+
+    if args.real_label is None:
+        args.real_label = [1.0 if args.loss == "hinge" else 0.9]
+        if args.loss != "hinge" and rank == 0:   # the API's default is 1.0: say which one this run uses, and why
+            print("fastgan: real_label 0.9 (the CLI's default: one-sided label smoothing, steadier on digits; the "
+                  "Python API's default is 1.0, the plain GAN loss: pass --real-label 1.0 for it)")
+    config = config_from_args(args, pack=model_config.get("pack", 1), data_parallel=multi and not sweep)
+    whole = config
+    if multi:   # before anything one rank could refuse alone: every rank at the same collective
+        distributed.check_same_config({**{k: v for k, v in whole.to_dict().items() if k != "device"},
+                                       "model": model_config, "steps": args.steps, "data": args.data})
+    if sweep:   # this rank's slice of the replicas, as a run of its own (each replica keeps its seed)
+        start, stop = distributed.shard(config.replicas, rank, world)
+        config = config.shard(start, stop)
+    conditional = model_config.get("num_classes") is not None   # (a resumed conditional run stays one)
+    loaded = datasets.load(args.data, root=args.data_root, device=config.device, labels=conditional)
+    real, labels = loaded if conditional else (loaded, None)
+    torch.manual_seed(args.seed)
+    g, d = build_models(real.shape[1], {**model_config, "pack": config.pack})
+    trainer = GANTrainer(g, d, real, config, labels=labels)
+    if saved is not None:
+        trainer.load(shard_path)
+        if rank == 0:
+            print(f"fastgan: resumed {checkpoint} at step {trainer.step_count}")
+        changed = whole.changes_from(saved.get("config", {}))
+        if changed and rank == 0:  # a resumed run equals an uninterrupted one only with the same settings
+            print("fastgan: note: settings differ from the checkpoint's run: " +
+                  ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()))
+
+    extra = {"model": model_config}
+    if sweep and rank == 0:   # the index first: an interrupted sweep resumes from it
+        out.mkdir(parents=True, exist_ok=True)
+        save_checkpoint({"format": SHARDED_FORMAT, "world_size": world, "replicas": whole.replicas,
+                         "shards": [f"checkpoint.rank{r}-of-{world}.pt" for r in range(world)],
+                         "config": whole.to_dict(), "extra": extra}, checkpoint)
+    writes_checkpoint = sweep or rank == 0   # data-parallel ranks hold the same state: rank 0 keeps it
+    remaining = args.steps - trainer.step_count
+    start = time.perf_counter()
+    status = "completed"
+    if remaining > 0:
+        if rank == 0:
+            print(f"fastgan: training on {args.data} ({real.shape[0]} samples x {real.shape[1]} features), "
+                  f"{remaining} steps at batch {args.batch_size} on {trainer.device}, kernels={trainer.kernels}"
+                  + ("" if trainer.kernels_run in ("torch", "triton") else f" (running: {trainer.kernels_run})")
+                  + (f", step: {trainer.step_path}" if trainer.kernels == "triton-mlp" else "")
+                  + (f", {whole.replicas} replicas (seeds {args.seed}..{args.seed + whole.replicas - 1})"
+                     if whole.replicas else "")
+                  + (f", {world} processes ({'replicas split over them' if sweep else 'data-parallel'})"
+                     if multi else ""))
+        try:
+            trainer.fit(remaining, log_every=args.log_every, progress=not args.no_progress and rank == 0,
+                        checkpoint=shard_path if writes_checkpoint else None, checkpoint_extra=extra)
+        except NonFiniteLossError as e:
+            print(f"fastgan: stopped: {e}", file=sys.stderr)
+            status = "diverged"
+        except TrainingInterrupted as e:
+            again = args.argv + ([] if "--resume" in args.argv else ["--resume"])
+            if rank == 0:
+                print(f"fastgan: interrupted at step {e.step} of {args.steps}; the checkpoint is {checkpoint}. "
+                      f"Resume with: fastgan {shlex.join(again)}", file=sys.stderr)
+            return 130
+    seconds = time.perf_counter() - start
+    trainer.flush_losses()
+    results = None
+    if whole.replicas is not None:   # every rank's replicas, gathered on rank 0 in replica order
+        parts = distributed.gather(_replica_results(trainer, args, status))
+        results = _merge_replica_results(parts) if rank == 0 else None
+    if rank == 0:
+        if results is not None and results["status"] != "completed" and status == "completed":
+            status = f"diverged ({results['status']})"
+            print(f"fastgan: stopped: {results['status']}: some replicas' losses became non-finite", file=sys.stderr)
+        _write_outputs(trainer, out, args, model_config, status, seconds, max(remaining, 0), results, whole)
+    if status == "completed" and writes_checkpoint:
+        trainer.save(shard_path, extra=extra)
+    if rank == 0:
+        print(f"fastgan: wrote {out}/samples.png, losses.png, metrics.json, checkpoint.pt"
+              + (f" (an index of the {world} ranks' checkpoint.rank*-of-{world}.pt)" if sweep else ""))
+    code = 0 if status == "completed" else 1
+    if multi:
+        _leave_process_group(code)
+    return code
+
+
+def _leave_process_group(code: int) -> None:
+    """The end of a torchrun rank's run: every rank done (rank 0 writes the outputs last), then out of the
+    process without tearing the gloo group down, which was seen to abort a finished rank (SIGABRT,
+    "terminate called without an active exception") and so fail a run that had written everything."""
+    import os
+    torch.distributed.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _replica_results(trainer, args, status: str) -> dict:
+    """What a (sharded) replica run reports, computed where the replicas live: picture samples, each
+    replica's quality (a completed run) and the losses per step."""
+    shown = min(trainer.replicas, PICTURED_REPLICAS)
+    pictures = trainer.sample(2500 if args.data in ("ring", "grid") else 10)[:shown].cpu()
+    quality = None
+    if status == "completed":
+        samples = trainer.sample(quality_metrics.default_samples(args.data), seed=QUALITY_SEED)
+        quality = [quality_metrics.evaluate(args.data, samples[k]) for k in range(trainer.replicas)]
+    return {"pictures": pictures, "quality": quality, "history": trainer.history, "status": status,
+            "weights": "ema" if trainer.ema_flat is not None else "generator"}
+
+
+def _merge_replica_results(parts: list[dict]) -> dict:
+    """The ranks' ``_replica_results`` as one run's: replicas in order (rank 0's first). Where a rank stopped
+    early (a diverged shard), the history is the steps every rank has, the quality is left out, and
+    ``status`` names the ranks that did not complete."""
+    steps = min(len(p["history"]["step"]) for p in parts)
+    history = {"step": parts[0]["history"]["step"][:steps]}
+    for key in ("loss_d", "loss_g"):
+        history[key] = [sum((p["history"][key][i] for p in parts), []) for i in range(steps)]
+    incomplete = [f"rank {r} {p['status']}" for r, p in enumerate(parts) if p["status"] != "completed"]
+    quality = None if incomplete else sum((p["quality"] for p in parts), [])
+    pictures = torch.cat([p["pictures"] for p in parts])[:PICTURED_REPLICAS]
+    return {"pictures": pictures, "quality": quality, "history": history, "weights": parts[0]["weights"],
+            "status": "completed" if not incomplete else ", ".join(incomplete)}
+
+
+def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, status: str, seconds: float,
+                   steps_run: int, results: dict | None = None, config: TrainConfig | None = None) -> None:
+    """samples.png, losses.png and metrics.json. A replica run passes its (gathered) ``results`` and the
+    whole run's ``config`` (a sharded rank's trainer holds only its slice)."""
+    out.mkdir(parents=True, exist_ok=True)
+    config = config or trainer.config
+    replicas = config.replicas
+    if replicas is not None:
+        _replica_pictures(results["pictures"], replicas, trainer, out, args)
+    elif args.data in ("ring", "grid"):
+        centers = datasets.ring_centers() if args.data == "ring" else datasets.grid_centers()
+        save_scatter(trainer.sample(2500), out / "samples.png", centers=centers, real=trainer.data,
+                     title=f"{args.data}: 2,500 samples after {trainer.step_count} steps")
+    elif trainer.num_classes is not None:   # one row per class
+        classes = trainer.num_classes
+        rows = torch.arange(classes, device=trainer.device).repeat_interleave(10)
+        save_image_grid(trainer.sample(10 * classes, labels=rows), out / "samples.png", columns=10,
+                        title=f"{args.data}: one row per class (0 at the top), after {trainer.step_count} steps")
+    else:
+        save_image_grid(trainer.sample(64), out / "samples.png",
+                        title=f"{args.data}: 64 samples after {trainer.step_count} steps")
+    history = trainer.history
+    if replicas is not None:   # the curve of the replicas' mean loss; metrics.json has each one's
+        history = results["history"]
+        history = {"step": history["step"], "loss_d": [sum(v) / len(v) for v in history["loss_d"]],
+                   "loss_g": [sum(v) / len(v) for v in history["loss_g"]]}
+    save_loss_curve(history, out / "losses.png", title=f"{args.data}: losses per step"
+                    + (f" (mean of {replicas} replicas)" if replicas else ""))
+    tail = max(1, min(len(history["step"]), args.log_every))
+    window = list(zip(history["loss_d"][-tail:], history["loss_g"][-tail:]))
+    metrics = {
+        "status": status, "data": args.data, "steps": trainer.step_count, "steps_this_run": steps_run,
+        "seconds_this_run": round(seconds, 3),
+        "steps_per_second": round(steps_run / seconds, 2) if steps_run and seconds > 0 else None,
+        "final_loss_d": sum(d for d, _ in window) / len(window) if window else None,
+        "final_loss_g": sum(g for _, g in window) / len(window) if window else None,
+        "loss_window_steps": tail,
+        "config": {**model_config, **config.to_dict(), "kernels_run": trainer.kernels_run,
+                   "step_path": trainer.step_path},
+        "device": str(trainer.device),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+    }
+    if replicas is not None:
+        last = results["history"]["loss_d"][-1] if results["history"]["loss_d"] else None
+        metrics["final_loss_d_per_replica"] = last
+        metrics["final_loss_g_per_replica"] = results["history"]["loss_g"][-1] if last is not None else None
+    if status == "completed" and replicas is not None:
+        metrics["quality"] = quality_metrics.replica_summary(results["quality"])
+        metrics["quality_samples"] = {"seed": QUALITY_SEED, "device": str(trainer.device),
+                                      "weights": results["weights"]}
+    elif status == "completed":
+        n = quality_metrics.default_samples(args.data)
+        labels = torch.arange(n) % trainer.num_classes if trainer.num_classes else None
+        metrics["quality"] = quality_metrics.evaluate(args.data, trainer.sample(n, seed=QUALITY_SEED, labels=labels), labels)
+        metrics["quality_samples"] = {"seed": QUALITY_SEED, "device": str(trainer.device),
+                                      "weights": "ema" if trainer.ema is not None else "generator"}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+# a sample picture shows at most this many replicas (metrics.json has every one)
+PICTURED_REPLICAS = 16
+
+
+def _replica_pictures(samples: torch.Tensor, replicas: int, trainer, out: Path, args) -> None:
+    """samples.png of a K-replica run: a row of 10 images per replica, or a scatter panel per replica."""
+    shown = samples.shape[0]
+    more = f" (the first {shown} of {replicas})" if shown < replicas else ""
+    if args.data in ("ring", "grid"):
+        centers = datasets.ring_centers() if args.data == "ring" else datasets.grid_centers()
+        save_scatter_panels(samples, out / "samples.png", centers=centers, real=trainer.data,
+                            title=f"{args.data}: 2,500 samples per replica after {trainer.step_count} steps{more}")
+    else:
+        save_image_grid(samples.reshape(-1, samples.shape[-1]), out / "samples.png", columns=10,
+                        title=f"{args.data}: a row per replica (0 at the top), after {trainer.step_count} "
+                              f"steps{more}")

@@ -1,0 +1,184 @@
+"""One object per ``kernels=`` value: what computes a trainer's layers, loss and step.
+
+A ``Backend`` converts the user's modules (``convert``), names the BCE the step uses (``bce``), says whether its
+models train with FlatAdam unless told otherwise (``flat_optimizer``), builds the step (``make_step``), states
+what it supports (``check``: the refusals of combinations, in one place) and what really ran
+(``kernels_run``). ``resolve_backend`` turns the setting into one, once, with ``"auto"`` decided there.
+The trainers ask their backend; nothing else tests the ``kernels`` string.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import ops
+from ..nn.fused import FusedLinear, FusedMLP, fuse
+from ..ops import native
+from ..ops.sampler import DeviceSampler
+from ..optim import FlatAdam
+from .config import TrainConfig
+from .fused_step import make_fused_step
+from .losses import bce_with_logits
+from .parts import StepParts
+from .step import make_step
+
+__all__ = ["Backend", "BACKENDS", "resolve_backend", "AUTO_TRITON_MAX_BATCH", "whole_mlp", "fused_step_blocker"]
+
+# kernels="auto" picks fastgan's per-layer kernels up to this batch in a CUDA graph (docs/benchmarks.md: the
+# measurements behind it)
+AUTO_TRITON_MAX_BATCH = 512
+
+
+def whole_mlp(module: torch.nn.Module) -> FusedMLP | None:
+    """The FusedMLP that *is* ``module``'s forward: the module itself, or the ``.net`` of a class that declares
+    ``forward_is_net`` itself (fastgan's MLPGenerator and MLPDiscriminator; a subclass may override forward, so
+    it does not inherit the claim); None otherwise."""
+    if isinstance(module, FusedMLP):
+        return module
+    if vars(type(module)).get("forward_is_net") and isinstance(module.net, FusedMLP):
+        return module.net
+    return None
+
+
+def fused_step_blocker(config: TrainConfig, generator, discriminator, optimizer_g, optimizer_d,
+                       use_triton: bool) -> str | None:
+    """Why the fused step cannot run this configuration (None: it can)."""
+    if not use_triton:
+        return "Triton cannot run here (no CUDA, no TRITON_INTERPRET=1)"
+    if getattr(generator, "num_classes", None) is not None:
+        return "conditional models (labels) not in the fused step"
+    g, d = whole_mlp(generator), whole_mlp(discriminator)
+    if g is None or d is None:
+        return f"{'G' if g is None else 'D'} is not one whole MLP (fastgan.fuse(model, whole=True) could not fuse it)"
+    if d.spec.dims[-1] != 1 or d.spec.output_activation != "none":
+        return "D's last layer is not Linear(h, 1) without an activation (logits)"
+    flat = isinstance(optimizer_g, FlatAdam) and isinstance(optimizer_d, FlatAdam)
+    blockers = {"update='simultaneous'": config.update != "alternating",
+                "loss='hinge'": config.loss != "non_saturating",
+                "instance_noise": config.instance_noise > 0,
+                "r1_gamma": config.r1_gamma > 0, "augment": bool(config.augment), "compile": bool(config.compile),
+                "fused_optimizer='torch'": not flat}
+    named = [name for name, on in blockers.items() if on]
+    return f"{', '.join(named)} not in the fused step" if named else None
+
+
+class Backend:
+    """PyTorch's own layers and loss (``kernels="torch"``): the reference every other backend is tested against."""
+    name = "torch"
+    flat_optimizer = False      # train with FlatAdam when fused_optimizer is unset
+    replica_kernels = "torch"   # what stacked replicas run (None: replicas refused)
+    bce = staticmethod(bce_with_logits)
+
+    def check(self, config: TrainConfig, device: torch.device) -> None:
+        """``ValueError`` for a setting this backend cannot run with, before anything is built."""
+        if config.sampler == "philox":
+            raise ValueError("sampler='philox' draws batches in triton-mlp's fused step: use kernels='triton-mlp' "
+                             "(or sampler='torch')")
+        if config.replicas is not None and self.replica_kernels is None:
+            raise ValueError(f"with replicas, these settings are not available yet: kernels={self.name!r} "
+                             "(replicas train with the plain step, the torch or per-layer triton kernels and "
+                             "their own batched Adam)")
+
+    def convert(self, module: nn.Module) -> nn.Module:
+        """The module the step runs for the user's ``module`` (parameters shared, ``state_dict`` unchanged)."""
+        return module
+
+    def make_step(self, parts: StepParts) -> tuple:
+        """``(step, sampler, step_path)``: the step function, the Philox sampler it draws with (or None) and
+        which step it is (``"generic"``, ``"fused"``, or ``"generic (why not fused)"``)."""
+        return make_step(parts), None, "generic"
+
+    def kernels_run(self, generator: nn.Module, discriminator: nn.Module, data: torch.Tensor) -> str:
+        """What the step's layers and loss really run (``GANTrainer.kernels_run`` documents the values)."""
+        return "torch"
+
+
+class TritonBackend(Backend):
+    """fastgan's fused per-layer Triton kernels and the fused sigmoid-BCE (``kernels="triton"``)."""
+    name = "triton"
+    replica_kernels = "triton"
+    bce = staticmethod(ops.sigmoid_bce_with_logits)
+
+    def convert(self, module: nn.Module) -> nn.Module:
+        return fuse(module)
+
+    def kernels_run(self, generator, discriminator, data) -> str:
+        if not ops.use_triton(data):
+            return "reference"
+        return "triton" if data.is_cuda else "triton-interpreter"
+
+
+class TritonMLPBackend(TritonBackend):
+    """Whole-MLP kernels, FlatAdam and, where the settings allow, the fused step (``kernels="triton-mlp"``)."""
+    name = "triton-mlp"
+    flat_optimizer = True
+    replica_kernels = None
+
+    def check(self, config, device) -> None:
+        if config.data_parallel:
+            raise ValueError("data_parallel does not combine with kernels='triton-mlp' (its fused step draws and "
+                             "updates the whole batch in one place)")
+        if config.sampler == "philox":   # its sampler: refused in make_step only when the fused step cannot run
+            config = config.replace(sampler="torch")
+        super().check(config, device)
+
+    def convert(self, module: nn.Module) -> nn.Module:
+        return fuse(module, whole=True)
+
+    def make_step(self, parts: StepParts) -> tuple:
+        config = parts.config
+        blocker = fused_step_blocker(config, parts.generator, parts.discriminator, parts.optimizer_g,
+                                     parts.optimizer_d, ops.use_triton(parts.data))
+        if blocker is None:
+            sampler = DeviceSampler(config.seed, parts.data.device) if config.sampler != "torch" else None
+            step = make_fused_step(parts, whole_mlp(parts.generator), whole_mlp(parts.discriminator), sampler)
+            return step, sampler, "fused"
+        if config.sampler == "philox":
+            raise ValueError(f"sampler='philox' needs triton-mlp's fused step, which this run cannot use: {blocker}")
+        return make_step(parts), None, f"generic ({blocker})"
+
+
+class CudaBackend(Backend):
+    """fastgan's native CUDA kernels, whole MLPs (``kernels="cuda"``): a GPU and the CMake build."""
+    name = "cuda"
+    replica_kernels = None
+    bce = staticmethod(native.cuda_bce_with_logits)
+
+    def check(self, config, device) -> None:
+        super().check(config, device)
+        if device.type != "cuda":
+            raise ValueError(f"kernels='cuda' runs fastgan's native CUDA kernels: it needs a CUDA device, but the "
+                             f"trainer runs on {device} (use kernels='torch' or 'triton' there)")
+        native.load()   # the CMake build, or a clear error now
+
+    def convert(self, module: nn.Module) -> nn.Module:
+        return fuse(module, whole=True, backend="cuda")
+
+    def kernels_run(self, generator, discriminator, data) -> str:
+        """``"cuda"``; ``"cuda (D: triton whole-MLP)"`` when a model is wider or deeper than the native kernels
+        take, ``"... triton per layer"`` when it is no plain MLP."""
+        fell_back = []
+        for name, model in (("G", generator), ("D", discriminator)):
+            modules = list(model.modules())
+            if any(isinstance(m, FusedMLP) and m.backend != "cuda" for m in modules):
+                fell_back.append(f"{name}: triton whole-MLP")
+            elif any(isinstance(m, FusedLinear) for m in modules) and not any(isinstance(m, FusedMLP) for m in modules):
+                fell_back.append(f"{name}: triton per layer")
+        return f"cuda ({', '.join(fell_back)})" if fell_back else "cuda"
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (Backend(), TritonBackend(), TritonMLPBackend(), CudaBackend())}
+
+
+def resolve_backend(config: TrainConfig, device: torch.device) -> Backend:
+    """The backend ``config.kernels`` names, checked against ``config`` and ``device``. ``"auto"`` chooses only
+    how the step computes, never what: ``torch`` or ``triton`` (same optimizer, same draws, so a checkpoint
+    resumes under either): ``triton`` on CUDA with Triton installed, in a CUDA graph, at batch size up to
+    ``AUTO_TRITON_MAX_BATCH``; ``torch`` otherwise. Decided once, when the trainer is built."""
+    name = config.kernels
+    if name == "auto":
+        fused = device.type == "cuda" and ops.HAS_TRITON and config.cuda_graph
+        name = "triton" if fused and config.batch_size <= AUTO_TRITON_MAX_BATCH else "torch"
+    backend = BACKENDS[name]
+    backend.check(config, device)
+    return backend

@@ -1,0 +1,412 @@
+"""TrainConfig: every training setting of a GANTrainer, declared once, validated once, serialised once.
+
+``GANTrainer(G, D, data, config)`` takes one; ``GANTrainer(G, D, data, batch_size=64, ...)`` builds one
+from the keywords. It is stored in checkpoints and in the CLI's metrics.json (``to_dict``/``from_dict``),
+and the CLI's ``train`` flags are its fields (``tests/test_cli.py`` checks that none is forgotten).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..checks import positive_int
+from .augment import parse_transforms
+from .losses import LOSSES, check_real_label
+
+__all__ = ["TrainConfig", "config_from", "KERNELS", "COMPILE_MODES", "CUDAGRAPH_COMPILE_MODES", "PRECISIONS", "FUSED_OPTIMIZERS",
+           "SAMPLERS", "PACK_CONVENTIONS", "PER_REPLICA", "UPDATES"]
+
+KERNELS = ("torch", "triton", "triton-mlp", "cuda", "auto")
+SAMPLERS = ("auto", "torch", "philox")
+PACK_CONVENTIONS = ("samples", "rows")
+UPDATES = ("alternating", "simultaneous")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# torch.compile modes that record CUDA graphs of their own (cudagraph trees): each call's outputs are
+# overwritten by the next call, so the step marks its boundaries and copies out what outlives it.
+CUDAGRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")
+PRECISIONS = ("fp32", "tf32", "bf16")
+# False: torch.optim.Adam (for-each); "flat": FlatAdam (True means the same); "torch":
+# torch.optim.Adam(fused=True), PyTorch's own fused Adam, the baseline FlatAdam must beat.
+FUSED_OPTIMIZERS = (False, "flat", "torch")
+# settings that may take one value per replica (a sequence of length ``replicas``); betas: a sequence of pairs
+PER_REPLICA = ("lr", "lr_g", "lr_d", "betas", "real_label", "instance_noise")
+
+
+def _check_betas(value) -> tuple[float, float]:
+    betas = tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0
+                                  for b in betas):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {value!r}")
+    return (float(betas[0]), float(betas[1]))
+
+
+def _finite(name: str, value, minimum: float, strict: bool) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
+        value > minimum if strict else value >= minimum)
+    if not ok:
+        raise ValueError(f"{name} must be a {'positive' if strict and minimum == 0 else 'finite'} number"
+                         f"{'' if strict and minimum == 0 else f' >= {minimum}'}, got {value!r}")
+    return float(value)
+
+
+def _check_lr_schedule(value) -> tuple[tuple[int, float], ...]:
+    """``value`` as a tuple of ``(step, factor)`` pairs, steps positive and increasing, factors positive."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"lr_schedule must be a sequence of (step, factor) pairs, e.g. ((200000, 0.5),), "
+                         f"got {value!r}")
+    pairs, last = [], 0
+    for pair in value:
+        ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], int) and \
+            not isinstance(pair[0], bool) and isinstance(pair[1], (int, float)) and not isinstance(pair[1], bool) \
+            and math.isfinite(pair[1]) and pair[1] > 0
+        if not ok:
+            raise ValueError(f"lr_schedule: each entry is a (step, factor) pair, a positive integer step and a "
+                             f"positive factor, got {pair!r}")
+        if pair[0] <= last:
+            raise ValueError(f"lr_schedule: steps must be positive and increasing, got {pair[0]} after {last}")
+        pairs.append((pair[0], float(pair[1])))
+        last = pair[0]
+    return tuple(pairs)
+
+
+@dataclass
+class TrainConfig:
+    """The settings of one GAN training run; a bad value is a ``ValueError`` naming it, when the config is
+    made (or ``replace``d). ``GANTrainer`` reads:
+
+        batch_size: samples per step, drawn with replacement (so it may exceed N).
+        lr, betas: Adam settings for both models (DCGAN's defaults).
+        seed: seeds the trainer's RNG, which draws every batch and every noise vector.
+        device: defaults to the data's device if it is a tensor on CUDA, else CUDA when present, else CPU.
+        kernels: ``"torch"`` (PyTorch ops), ``"triton"`` (fused Triton layers and loss, via ``fastgan.fuse``),
+            ``"triton-mlp"`` (G and D each one whole-MLP kernel per pass, via ``fuse(whole=True)``, and where
+            the settings allow, the fused 9-launch step of ``fastgan.train.fused_step``; Adam is ``FlatAdam`` unless
+            ``fused_optimizer="torch"``), ``"cuda"`` (fastgan's native CUDA kernels, ``fastgan.ops.native``: G and D
+            each one whole-MLP kernel per pass and the native sigmoid-BCE; needs a GPU and the library built
+            with CMake) or ``"auto"`` (``fastgan.train.backends.resolve_backend``: triton where the
+            step runs in a CUDA graph at batch <= 512, otherwise torch).
+        sampler: how batches and noise are drawn: ``"torch"`` (``torch.randint``/``index_select``/``randn``
+            with the trainer's generator), ``"philox"`` (one Triton kernel, counter-based RNG whose counter
+            lives on the device; triton-mlp's fused step only) or ``"auto"`` (philox where the fused step
+            runs, else torch).
+        compile: ``True`` (or a ``torch.compile`` mode such as ``"reduce-overhead"``) compiles the step's
+            regions (see ``fastgan.step``); the Triton ops enter as opaque custom ops (no graph breaks).
+        cuda_graph: capture whole steps in one CUDA graph (``fastgan.graph``): after ``graph_warmup`` eager
+            warm-up steps, each ``step()`` replays ``steps_per_replay`` steps with one launch. CUDA only.
+        precision: applied alike to PyTorch's and fastgan's kernels, so comparisons are fair: ``"fp32"``
+            (exact fp32), ``"tf32"`` (default: fp32 matmuls on TF32 tensor cores) or ``"bf16"`` (forward
+            passes autocast to bf16: bf16 matmul operands, fp32 accumulation, fp32 weights and Adam state).
+        fused_optimizer: ``True`` or ``"flat"``: ``FlatAdam`` for both models (parameters and gradients in one
+            flat buffer each, the update in one Triton kernel with a device-side step count); ``"torch"``:
+            ``torch.optim.Adam(fused=True)``; ``False`` (default): ``torch.optim.Adam``.
+        latent_dim: checked against the generator's input size when given.
+        real_label: target for real samples in D's loss; < 1 is one-sided label smoothing.
+
+    Stabilisation options (see ``fastgan.step``; all off by default):
+        loss: ``"non_saturating"`` (default) or ``"hinge"``.
+        lr_g, lr_d: separate learning rates (TTUR); each defaults to ``lr``.
+        lr_schedule: a step-down schedule, ``(step, factor)`` pairs with increasing steps: from step ``step``
+            on (the update numbered ``step + 1``; ``step_count`` counts those done) both models' learning
+            rates are their base values times ``factor``, e.g. ``((200_000, 0.5), (300_000, 0.1))``. A pure
+            function of the step, so a resumed run equals an uninterrupted one; default ``()``: constant.
+        d_steps: D updates per G update.
+        ema: decay of an exponential moving average of G's weights (e.g. 0.999), used by ``sample``.
+        pack: PacGAN packing: D sees ``pack`` samples per row, so its input size is ``pack * features``.
+        pack_convention: what ``batch_size`` counts when packing: ``"samples"`` (default, fastgan's: a step
+            draws ``batch_size`` real and fake samples, D sees ``batch_size / pack`` rows of each, and
+            ``batch_size`` must be a multiple of ``pack``) or ``"rows"`` (PacGAN's code: D sees ``batch_size``
+            packed rows of each, so a step draws ``pack * batch_size`` samples).
+        instance_noise: std of Gaussian noise added to D's real and fake inputs.
+        r1_gamma, r1_every: R1 penalty weight on real data, applied every ``r1_every`` steps.
+        update: ``"alternating"`` (default: D's update, then G's loss through the updated D) or
+            ``"simultaneous"`` (both losses from one forward pass of D on the same batch, both updates
+            after it: what PacGAN's code does, through ALI's training algorithm). Simultaneous needs
+            ``d_steps=1`` and runs eagerly (no ``compile``, R1 or data_parallel).
+
+    Weight regularisation, per network (off by default):
+        weight_decay_g, weight_decay_d: decoupled weight decay (AdamW's: each step shrinks the weights by
+            ``lr * weight_decay``), in torch.optim's path and in FlatAdam alike.
+        l1_g, l1_d: an L1 penalty ``l1 * sum |w|``: its (sub)gradient ``l1 * sign(w)`` joins the gradient.
+
+    Differentiable augmentation of what D sees (``fastgan.augment``; off by default):
+        augment: transforms, comma-separated: translation, cutout, brightness, contrast, flip.
+        augment_p: the probability each is applied to a sample; default 1 (always, as DiffAugment), or 0
+            when adaptive (ADA starts there), where it is the starting probability.
+        augment_target: adapt p (ADA) so that E[sign(D(real))] approaches this target, e.g. 0.6.
+
+    K replicas (``fastgan.replicas``; off by default):
+        replicas: train K independent GANs at once in batched kernels (``GANTrainer`` then runs a
+            ``ReplicaTrainer``). Replica k is the single-GAN run with seed ``seed + k`` started from weights
+            ``fastgan.replicas.replica_models`` makes; ``for_replica(k)`` is that run's config. ``lr``, ``lr_g``,
+            ``lr_d``, ``betas``, ``real_label`` and ``instance_noise`` may then be sequences of K values (betas:
+            K pairs), one per replica; a single value applies to all.
+
+    Across processes (``fastgan.distributed``, under ``torchrun``):
+        data_parallel: one GAN, each rank its slice of every batch, gradients averaged over the ranks (needs
+            an initialised process group; ``samples_per_step`` a multiple of world size x pack).
+    """
+    batch_size: int = 128
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    seed: int = 0
+    lr_g: float | None = None
+    lr_d: float | None = None
+    lr_schedule: tuple[tuple[int, float], ...] = ()
+    device: str | None = None
+    kernels: str = "torch"
+    sampler: str = "auto"
+    compile: bool | str = False
+    cuda_graph: bool = False
+    steps_per_replay: int = 1
+    graph_warmup: int = 3
+    precision: str = "tf32"
+    fused_optimizer: bool | str = False
+    latent_dim: int | None = None
+    loss: str = "non_saturating"
+    real_label: float = 1.0
+    d_steps: int = 1
+    ema: float | None = None
+    pack: int = 1
+    pack_convention: str = "samples"
+    instance_noise: float = 0.0
+    r1_gamma: float = 0.0
+    r1_every: int = 16
+    update: str = "alternating"
+    weight_decay_g: float = 0.0
+    weight_decay_d: float = 0.0
+    l1_g: float = 0.0
+    l1_d: float = 0.0
+    augment: str = ""
+    spectral_norm: bool = False
+    augment_p: float | None = None
+    augment_target: float | None = None
+    replicas: int | None = None
+    data_parallel: bool = False
+
+    def __post_init__(self):
+        if self.replicas is not None:
+            positive_int("replicas", self.replicas)
+        if self.kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, got {self.kernels!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(map(repr, SAMPLERS))}, got {self.sampler!r}")
+        if self.compile not in (False, True, *COMPILE_MODES):
+            raise ValueError(f"compile must be False, True or a torch.compile mode name "
+                             f"({', '.join(COMPILE_MODES)}), got {self.compile!r}")
+        if self.fused_optimizer is True:
+            self.fused_optimizer = "flat"
+        if self.fused_optimizer not in FUSED_OPTIMIZERS:
+            raise ValueError(f"fused_optimizer must be False, True (= 'flat': FlatAdam) or 'torch' "
+                             f"(torch.optim.Adam(fused=True)), got {self.fused_optimizer!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {self.precision!r}")
+        for name in ("batch_size", "steps_per_replay", "graph_warmup", "d_steps", "pack", "r1_every"):
+            positive_int(name, getattr(self, name))
+        if self.cuda_graph and self.compile in CUDAGRAPH_COMPILE_MODES:
+            raise ValueError(f"compile={self.compile!r} makes CUDA graphs of its own (cudagraph trees): use it with "
+                             "cuda_graph=False, or compile=True (or 'max-autotune-no-cudagraphs') with "
+                             "cuda_graph=True")
+        if self.cuda_graph and self.r1_gamma:
+            raise ValueError("r1_gamma > 0 with cuda_graph=True is not supported: the R1 steps follow a host-side "
+                             "schedule that one captured graph cannot vary; use cuda_graph=False")
+        self._each("lr", lambda v: _finite("lr", v, 0.0, strict=True))
+        for name in ("lr_g", "lr_d"):
+            if getattr(self, name) is not None:
+                self._each(name, lambda v, name=name: _finite(name, v, 0.0, strict=True))
+        self.lr_schedule = _check_lr_schedule(self.lr_schedule)
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}, got {self.loss!r}")
+        self._each("real_label", check_real_label)
+        if self.loss == "hinge" and any(r != 1.0 for r in self._values("real_label")):
+            raise ValueError("real_label (label smoothing) applies to the BCE loss, not to loss='hinge'")
+        self._each("instance_noise", lambda v: _finite("instance_noise", v, 0.0, strict=False))
+        self.r1_gamma = _finite("r1_gamma", self.r1_gamma, 0.0, strict=False)
+        for name in ("weight_decay_g", "weight_decay_d", "l1_g", "l1_d"):
+            setattr(self, name, _finite(name, getattr(self, name), 0.0, strict=False))
+        parse_transforms(self.augment)
+        if not isinstance(self.spectral_norm, bool):
+            raise ValueError(f"spectral_norm must be True or False, got {self.spectral_norm!r}")
+        if self.augment_p is not None:
+            self.augment_p = _finite("augment_p", self.augment_p, 0.0, strict=False)
+            if self.augment_p > 1.0:
+                raise ValueError(f"augment_p is a probability in [0, 1], got {self.augment_p}")
+        if self.augment_target is not None:
+            if not self.augment:
+                raise ValueError("augment_target adapts the augmentation's p: name the augmentations too "
+                                 "(augment='translation,cutout')")
+            ok = isinstance(self.augment_target, (int, float)) and -1.0 < self.augment_target < 1.0
+            if not ok:
+                raise ValueError(f"augment_target is a target for E[sign(D(real))], in (-1, 1) (ADA uses 0.6), "
+                                 f"got {self.augment_target!r}")
+        self._each("betas", _check_betas)
+        if self.ema is not None and not (isinstance(self.ema, (int, float)) and 0.0 < self.ema < 1.0):
+            raise ValueError(f"ema decay must be in (0, 1), e.g. 0.999, got {self.ema!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if self.latent_dim is not None:
+            positive_int("latent_dim", self.latent_dim)
+        if self.pack_convention not in PACK_CONVENTIONS:
+            raise ValueError(f"pack_convention must be one of {', '.join(map(repr, PACK_CONVENTIONS))}, got "
+                             f"{self.pack_convention!r}")
+        if self.pack_convention == "samples" and self.batch_size % self.pack:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of pack={self.pack} (or count D's "
+                             "rows: pack_convention='rows')")
+        if self.device is not None:
+            try:
+                self.device = str(torch.device(self.device))
+            except (RuntimeError, TypeError, ValueError):
+                raise ValueError(f"device {self.device!r} is not a device: use cpu, cuda or cuda:N") from None
+
+        if self.update not in UPDATES:
+            raise ValueError(f"update must be one of {', '.join(map(repr, UPDATES))}, got {self.update!r}")
+        if self.update == "simultaneous":
+            off = {"d_steps > 1": self.d_steps > 1, "compile": bool(self.compile), "r1_gamma": self.r1_gamma > 0,
+                   "data_parallel": self.data_parallel is True}
+            unsupported = [name for name, on in off.items() if on]
+            if unsupported:
+                raise ValueError(f"update='simultaneous' does not combine with {', '.join(unsupported)} (one "
+                                 "forward pass of D feeds both losses; use update='alternating')")
+        if self.replicas is not None:
+            self._check_replica_options()
+        if not isinstance(self.data_parallel, bool):
+            raise ValueError(f"data_parallel must be True or False, got {self.data_parallel!r}")
+        if self.data_parallel:
+            off = {"replicas": self.replicas is not None, "augment": bool(self.augment),
+                   "fused_optimizer='flat'": self.fused_optimizer == "flat"}
+            unsupported = [name for name, on in off.items() if on]
+            if unsupported:
+                raise ValueError(f"data_parallel does not combine with {', '.join(unsupported)} (a sweep of "
+                                 "replicas shards them over the ranks instead of splitting a batch)")
+
+    @staticmethod
+    def _is_sequence(name: str, value) -> bool:
+        """Whether ``value`` is a per-replica sequence (betas: a sequence of pairs) rather than one value."""
+        if not isinstance(value, (list, tuple)):
+            return False
+        return name != "betas" or (len(value) > 0 and all(isinstance(v, (list, tuple)) for v in value))
+
+    def _each(self, name: str, check) -> None:
+        """Validate ``name``: one value, or with ``replicas`` a sequence of one per replica (kept a tuple)."""
+        value = getattr(self, name)
+        if not self._is_sequence(name, value):
+            setattr(self, name, check(value))
+            return
+        if self.replicas is None:
+            raise ValueError(f"{name} is a sequence of {len(value)} values: one value per replica needs "
+                             f"replicas=K (or give a single value)")
+        if len(value) != self.replicas:
+            raise ValueError(f"{name} has {len(value)} values but replicas={self.replicas}: give one per replica, "
+                             "or a single value for all")
+        setattr(self, name, tuple(check(v) for v in value))
+
+    def _values(self, name: str) -> list:
+        """``name``'s value per replica (one value when there are no replicas)."""
+        value = getattr(self, name)
+        return list(value) if self._is_sequence(name, value) else [value] * (self.replicas or 1)
+
+    def _check_replica_options(self) -> None:
+        off = {"r1_gamma": self.r1_gamma > 0, "augment": bool(self.augment), "spectral_norm": self.spectral_norm,
+               "weight_decay_g": self.weight_decay_g > 0, "weight_decay_d": self.weight_decay_d > 0,
+               "l1_g": self.l1_g > 0, "l1_d": self.l1_d > 0, "fused_optimizer": bool(self.fused_optimizer),
+               "sampler='philox'": self.sampler == "philox"}
+        unsupported = [name for name, on in off.items() if on]
+        if unsupported:
+            raise ValueError(f"with replicas, these settings are not available yet: {', '.join(unsupported)} "
+                             "(replicas train with the plain step, the torch or per-layer triton kernels and "
+                             "their own batched Adam)")
+
+    def for_replica(self, k: int) -> TrainConfig:
+        """The single-GAN config replica ``k`` of this run equals: seed ``seed + k`` and replica k's values of
+        the per-replica settings (``replicas`` unset)."""
+        if self.replicas is None:
+            raise ValueError("for_replica needs a config with replicas=K")
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.replicas:
+            raise ValueError(f"replica must be an integer in [0, {self.replicas}), got {k!r}")
+        return self.replace(replicas=None, seed=self.seed + k,
+                            **{name: self._values(name)[k] for name in PER_REPLICA})
+
+    def shard(self, start: int, stop: int) -> TrainConfig:
+        """The config of replicas ``[start, stop)`` of this run as a run of their own: seed ``seed + start``
+        and those replicas' per-replica values, so each keeps its seed and settings (``fastgan.distributed``)."""
+        if self.replicas is None:
+            raise ValueError("shard needs a config with replicas=K")
+        if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop <= self.replicas):
+            raise ValueError(f"a shard is 0 <= start < stop <= {self.replicas}, got [{start}, {stop})")
+        sliced = {name: tuple(self._values(name)[start:stop]) for name in PER_REPLICA
+                  if self._is_sequence(name, getattr(self, name))}
+        return self.replace(replicas=stop - start, seed=self.seed + start, **sliced)
+
+    @property
+    def augment_start_p(self) -> float:
+        """``augment_p``, or its default: 1 for a fixed augmentation, 0 for an adaptive one."""
+        if self.augment_p is not None:
+            return self.augment_p
+        return 0.0 if self.augment_target is not None else 1.0
+
+    @property
+    def samples_per_step(self) -> int:
+        """Real (and fake) samples one D update draws: ``batch_size``, times ``pack`` when counting rows."""
+        return self.batch_size * self.pack if self.pack_convention == "rows" else self.batch_size
+
+    def lr_factor(self, step: int) -> float:
+        """The factor ``lr_schedule`` sets for the update that follows ``step`` done (1.0 before its first step)."""
+        factor = 1.0
+        for start, f in self.lr_schedule:
+            if step < start:
+                break
+            factor = f
+        return factor
+
+    def lr_changes_within(self, step: int, count: int) -> bool:
+        """Whether the factor changes among the ``count`` updates that follow ``step`` done."""
+        return any(step < start < step + count for start, _ in self.lr_schedule)
+
+    @property
+    def generator_lr(self) -> float:
+        return self.lr if self.lr_g is None else self.lr_g
+
+    @property
+    def discriminator_lr(self) -> float:
+        return self.lr if self.lr_d is None else self.lr_d
+
+    def replace(self, **changes) -> TrainConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Plain values (lists for tuples, nested ones too): what checkpoints and metrics.json store."""
+        def plain(value):
+            return [plain(v) for v in value] if isinstance(value, tuple) else value
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def changes_from(self, saved: dict) -> dict[str, tuple]:
+        """``{name: (saved value, mine)}`` for the settings that differ from ``saved`` (a checkpoint's ``to_dict``):
+        a setting newer than the checkpoint ran with its default; one the checkpoint has and I do not is ignored."""
+        mine, theirs = self.to_dict(), {**TrainConfig().to_dict(), **saved}
+        return {k: (v, mine[k]) for k, v in theirs.items() if k in mine and mine[k] != v}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """The inverse of ``to_dict``; an unknown key is a ``ValueError`` naming it (missing keys: defaults)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig settings: {', '.join(unknown)}")
+        return cls(**values)
+
+    def __getitem__(self, name: str):
+        """``config["pack"]``: dict-style reads, as code written against the earlier settings dict does."""
+        if name not in {f.name for f in dataclasses.fields(self)}:
+            raise KeyError(name)
+        return getattr(self, name)
+
+
+def config_from(config: TrainConfig | None, settings: dict) -> TrainConfig:
+    """A trainer's config: ``config`` with ``settings`` (keywords) replacing its values, or the keywords alone."""
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a fastgan.TrainConfig, got {type(config).__name__} (settings go "
+                        "in as keywords: GANTrainer(G, D, data, batch_size=64, ...))")
+    return TrainConfig(**settings) if config is None else config.replace(**settings)

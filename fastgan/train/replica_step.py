@@ -1,0 +1,150 @@
+"""The replica step: the single-GAN step (``fastgan.train.step``) for K stacked replicas at once."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..phases import phase
+from .config import CUDAGRAPH_COMPILE_MODES
+from ..ops import with_precision
+from .parts import compiled_regions, forward_autocast
+
+__all__ = ["make_replica_step"]
+
+
+def _bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-replica mean sigmoid-BCE of ``(K, N, 1)`` logits against ``(K, 1, 1)`` targets: ``(K,)``."""
+    return F.binary_cross_entropy_with_logits(logits, target.expand_as(logits), reduction="none").mean(dim=(1, 2))
+
+
+def make_replica_step(t):
+    """``step(index) -> (loss_d, loss_g)``, each ``(K,)``: the single-GAN step (``fastgan.step``) for K
+    replicas at once, each drawing from its own generator in the order the single step draws."""
+    config, device = t.config, t.device
+    n, features = t.data.shape
+    pack, K = config.pack, t.replicas
+    per = [config.for_replica(k) for k in range(K)]
+    col = lambda vals: torch.tensor(vals, dtype=torch.float32, device=device).reshape(K, 1, 1)  # noqa: E731
+    real_label = col([c.real_label for c in per])
+    zero, one = torch.zeros_like(real_label), torch.ones_like(real_label)
+    sigmas = [c.instance_noise for c in per]
+    noise_scale = col(sigmas)
+    hinge = config.loss == "hinge"
+
+    def instance_noise(shape) -> list[torch.Tensor | None]:   # each replica's draw; none where its sigma is 0
+        return [torch.randn(shape, device=device, generator=g) if s > 0 else None for g, s in zip(t.generators, sigmas)]
+
+    def add_noise(x: torch.Tensor, draws: list) -> torch.Tensor:   # x: (K, B, features)
+        if not any(sigmas):
+            return x
+        return x + noise_scale * torch.stack([z if z is not None else x.new_zeros(x.shape[1:]) for z in draws])
+
+    def noisy(x: torch.Tensor) -> torch.Tensor:
+        return add_noise(x, instance_noise(x.shape[1:]))
+
+    def d_input(x):
+        x = noisy(x)
+        return x.reshape(K, x.shape[1] // pack, pack * features) if pack > 1 else x
+
+    def d_loss(real_logits, fake_logits):
+        if hinge:
+            return torch.relu(1.0 - real_logits).mean(dim=(1, 2)) + torch.relu(1.0 + fake_logits).mean(dim=(1, 2))
+        return _bce(real_logits, real_label) + _bce(fake_logits, zero)
+
+    def d_loss_of_inputs(real, fake):   # two passes, as the single step: its gradient sums, not one over both
+        return d_loss(t.discriminator(real), t.discriminator(fake))
+
+    def g_loss(fake_logits):
+        return -fake_logits.mean(dim=(1, 2)) if hinge else _bce(fake_logits, one)
+
+    def g_loss_of_input(fake_in):
+        return g_loss(t.discriminator(fake_in))
+
+    generator, d_loss_of_inputs, g_loss_of_input = compiled_regions(config, t.generator, d_loss_of_inputs,
+                                                                    g_loss_of_input)
+    cudagraph_trees = config.compile in CUDAGRAPH_COMPILE_MODES
+    autocast = forward_autocast(config.precision, device)
+
+    def draw():   # the single step's order: batch, its noise, z
+        samples = config.samples_per_step
+        with phase("data"):
+            indices, noise, zs = [], [], []
+            for g, s in zip(t.generators, sigmas):
+                indices.append(torch.randint(0, n, (samples,), device=device, generator=g))
+                noise.append(torch.randn((samples, features), device=device, generator=g) if s > 0 else None)
+                zs.append(torch.randn(samples, t.latent_dim, device=device, generator=g))
+            real = add_noise(t.data.index_select(0, torch.cat(indices)).view(K, samples, features), noise)
+            real = real.reshape(K, samples // pack, pack * features) if pack > 1 else real
+            return real, torch.stack(zs)
+
+    d_params, g_params = [t.discriminator.flat], [t.generator.flat]
+
+    def simultaneous_step():
+        """The single simultaneous step: both losses from one pass of D over real and fake, each network's
+        gradient of its own loss, then both updates (PacGAN's code)."""
+        real, z = draw()
+        with phase("G.forward"), autocast():
+            fake = generator(z)
+        with phase("D.forward"), autocast():
+            real_logits = t.discriminator(real)
+            fake_logits = t.discriminator(d_input(fake))
+            loss_d = d_loss(real_logits, fake_logits)
+            loss_g = g_loss(fake_logits)
+        with phase("D.backward"):
+            t.optimizer_d.zero_grad()
+            loss_d.sum().backward(inputs=d_params, retain_graph=True)
+        with phase("G.backward"):
+            t.optimizer_g.zero_grad()
+            loss_g.sum().backward(inputs=g_params)
+        with phase("D.optim"):
+            t.optimizer_d.step()
+        return loss_d, loss_g
+
+    def alternating_step():
+        """``d_steps`` updates of D, each on a fresh draw, then G's loss and gradient through the last draw's
+        fake batch (D frozen)."""
+        for d_step in range(config.d_steps):
+            last = d_step == config.d_steps - 1
+            real, z = draw()
+            with phase("G.forward"), autocast():
+                if last:
+                    fake = generator(z)
+                else:
+                    with torch.no_grad():
+                        fake = generator(z)
+                fake_for_d = d_input(fake.detach())
+            with phase("D.forward"), autocast():
+                loss_d = d_loss_of_inputs(real, fake_for_d)
+            with phase("D.backward"):
+                t.optimizer_d.zero_grad()
+                loss_d.sum().backward()
+            with phase("D.optim"):
+                t.optimizer_d.step()
+        t.discriminator.requires_grad_(False)
+        try:
+            with phase("G.loss"), autocast():
+                loss_g = g_loss_of_input(d_input(fake))
+            with phase("G.backward"):
+                t.optimizer_g.zero_grad()
+                loss_g.sum().backward()
+        finally:
+            t.discriminator.requires_grad_(True)
+        return loss_d, loss_g
+
+    def step(index: int):
+        if cudagraph_trees:
+            torch.compiler.cudagraph_mark_step_begin()
+        # the simultaneous step is never compiled (TrainConfig says so)
+        loss_d, loss_g = simultaneous_step() if config.update == "simultaneous" else alternating_step()
+        with phase("G.optim"):
+            t.optimizer_g.step()
+            if t.ema_flat is not None:
+                with torch.no_grad():
+                    t.ema_flat.lerp_(t.generator.flat, 1.0 - config.ema)
+        loss_d, loss_g = loss_d.detach().float(), loss_g.detach().float()
+        if cudagraph_trees:
+            loss_d, loss_g = loss_d.clone(), loss_g.clone()
+        return loss_d, loss_g
+
+    return with_precision(step, config.precision)
+

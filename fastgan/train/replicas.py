@@ -1,0 +1,165 @@
+"""K independent GANs trained at once: stacked weights, batched kernels, one step for all.
+
+``GANTrainer(G, D, data, replicas=K, ...)`` returns a ``ReplicaTrainer`` (the layers: ``fastgan.nn.stacked``;
+the step: ``fastgan.train.replica_step``). Its contract:
+
+* **What replica k is.** The single-GAN run ``GANTrainer(G_k, D_k, data, config.for_replica(k))`` where
+  ``(G_k, D_k) = replica_models(G, D, seed, k)``: the template models' structure with weights from
+  ``reset_parameters()`` of every module, in ``modules()`` order (G's first, then D's; a model with a
+  ``reset_parameters()`` of its own: that), under ``torch.manual_seed(seed + k)`` on the CPU (the template's own
+  weights are not used), in the template's train/eval mode, and seed ``seed + k``
+  for the run's RNG (its batches, noise and instance noise). Replica k of ``seed=s`` is therefore the run
+  with ``seed=s + k``: ``replicas=10, seed=0`` trains exactly the ten runs ``seed=0 ... 9``. A replica's
+  per-replica settings are its entries of the sequences given (``config.for_replica``).
+* **How.** Each model's weights sit in one ``(K, P)`` parameter (``StackedMLP``): replica k's row holds its
+  layers back to back; a layer is a strided ``(K, out, in)`` view, run by one batched matmul
+  (``torch.baddbmm``) or, with ``kernels="triton"``, by the fused linear kernel with a grid axis over
+  replicas. No Python loop over replicas touches a matmul, a loss or the optimizer (``ReplicaAdam``: one
+  update of the ``(K, P)`` buffer with per-replica lr and betas). The draws are the exception: replica k's
+  batches and noise come from its own ``torch.Generator`` (that is what makes it equal its single run),
+  so each draw is K small launches; a CUDA graph (``cuda_graph=True``) replays them with the rest.
+* Models: an ``nn.Sequential``, the module itself or its ``.net``. Plain MLPs (``Linear`` layers and
+  activations: ``fuse``'s whole-MLP rule, ``fastgan.nn.fused.whole_mlp_spec``; ``MLPGenerator``,
+  ``MLPDiscriminator``) stack as a ``StackedMLP``, whose backward is written by hand; with ``BatchNorm1d`` and
+  ``fastgan.nn.Maxout`` layers too (PacGAN's ``BatchNormGenerator`` and ``MaxoutDiscriminator``) as a
+  ``StackedNet`` (per-replica batch statistics; autograd's backward). A template with a
+  ``reset_parameters()`` of its own (PacGAN's models: N(0, 0.02) weights) is reset by it rather than layer
+  by layer. Not yet: conditional GANs and the settings ``TrainConfig`` names when refusing.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+
+import torch
+from torch import nn
+
+from .. import data as _data
+from ..checks import positive_int
+from ..nn.checks import check_gan_models
+from ..nn.stacked import check_stackable, replica_models, stack_models
+from ..optim import ReplicaAdam
+from ..sampling import SampleOptions
+from .backends import resolve_backend
+from .checkpoints import load_replicas, replica_state
+from .config import TrainConfig, config_from
+from .loop import Trainer, TrainingLoop, training_device
+from .replica_step import make_replica_step
+
+__all__ = ["ReplicaTrainer"]
+
+
+class ReplicaTrainer(Trainer):
+    """K GANs at once (see the module's docstring). Made by ``GANTrainer(..., replicas=K)``.
+
+    ``step()`` returns ``(K, 2)`` losses (D, G); ``history`` holds lists of K values per step;
+    ``sample(n, replica=k)`` samples replica k as its single run would (``replica=None``: all, ``(K, n, f)``);
+    ``replica(k)`` gives plain ``(G, D)`` modules; ``save``/``load`` resume exactly.
+    """
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, data, config: TrainConfig | None = None, *,
+                 labels=None, **settings):
+        config = config_from(config, settings)
+        if config.replicas is None:
+            raise ValueError("ReplicaTrainer needs replicas=K")
+        if labels is not None:
+            raise ValueError("replicas do not train conditional GANs yet (labels given)")
+        if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
+            raise TypeError("generator and discriminator must be torch.nn.Module instances")
+        self.device = training_device(config, data)
+        self.config = config
+        self.replicas = config.replicas
+        self.data = _data.from_tensor(data, device=self.device)
+        self.latent_dim = check_gan_models(generator, discriminator, self.data.shape[1], config.pack,
+                                           config.latent_dim)
+        check_stackable(generator), check_stackable(discriminator)   # clear errors before any copy
+        self.backend = resolve_backend(config, self.device)
+        self.kernels = self.backend.name
+        self.templates = (copy.deepcopy(generator).cpu(), copy.deepcopy(discriminator).cpu())
+        models = [replica_models(*self.templates, config.seed, k) for k in range(self.replicas)]
+        kernels = self.backend.replica_kernels
+        self.generator = stack_models([g for g, _ in models], kernels).to(self.device)
+        self.discriminator = stack_models([d for _, d in models], kernels).to(self.device)
+        per = [config.for_replica(k) for k in range(self.replicas)]
+        self.optimizer_g = ReplicaAdam(self.generator, [c.generator_lr for c in per], [c.betas for c in per])
+        self.optimizer_d = ReplicaAdam(self.discriminator, [c.discriminator_lr for c in per],
+                                       [c.betas for c in per])
+        self.generators = [torch.Generator(device=self.device).manual_seed(c.seed) for c in per]
+        self.rng = self.generators[0]
+        self.ema_flat = self.generator.flat.detach().clone() if config.ema is not None else None
+        self.step_path = "replicas"
+        self.loop = TrainingLoop(make_replica_step(self), config, self.generators, self.device, self._set_lr_factor,
+                                 lambda row: all(math.isfinite(v) for v in (*row[1], *row[2])),
+                                 lambda row: {"loss_d": f"{sum(row[1]) / len(row[1]):.4f}",
+                                              "loss_g": f"{sum(row[2]) / len(row[2]):.4f}"})
+
+    def _set_lr_factor(self, factor: float) -> None:
+        self.optimizer_g.scale_lr(factor)
+        self.optimizer_d.scale_lr(factor)
+
+    def _set_batch_size(self, value: int) -> None:
+        self.config = self.loop.config = self.config.replace(batch_size=value)
+        self.loop.replace_step(make_replica_step(self))
+
+    @property
+    def kernels_run(self) -> str:
+        """What the stacked layers run (``GANTrainer.kernels_run``'s values)."""
+        return self.backend.kernels_run(self.generator, self.discriminator, self.data)
+
+    def step(self) -> torch.Tensor:
+        """One D update then one G update of every replica; returns ``(K, 2)`` losses (D, G) on the device."""
+        loss_d, loss_g = self.loop.step()
+        return torch.stack((loss_d, loss_g), dim=1)
+
+    def replica(self, k: int, ema: bool = False) -> tuple[nn.Module, nn.Module]:
+        """Replica ``k``'s ``(G, D)`` as plain modules of the templates' classes, on the trainer's device
+        (copies: training does not change them). ``ema=True``: G's EMA weights."""
+        k = self._replica_index(k)
+        if ema and self.ema_flat is None:
+            raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY)")
+        g = self.generator.load_into(copy.deepcopy(self.templates[0]).to(self.device), k,
+                                     self.ema_flat if ema else None)
+        d = self.discriminator.load_into(copy.deepcopy(self.templates[1]).to(self.device), k)
+        return g.eval(), d.eval()
+
+    def _replica_index(self, k) -> int:
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.replicas:
+            raise ValueError(f"replica must be an integer in [0, {self.replicas}), got {k!r}")
+        return k
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, ema: bool | None = None, labels=None, rejection: bool | float = False,
+               replica: int | None = None, calibrate: int = 0, calibrate_lr: float = 1e-4,
+               calibrate_batch: int = 500, metropolis: int = 0, sharpen: float = 1.0,
+               metropolis_step: float = 1.0) -> torch.Tensor:
+        """Replica ``replica``'s ``n`` samples, as its single run's ``sample(n, seed)`` gives them; with
+        ``replica=None``, every replica's: ``(K, n, features)``. EMA weights when kept (``ema=False``: raw).
+        ``rejection``, ``metropolis`` (``sharpen``, ``metropolis_step``) and ``calibrate`` (``calibrate_lr``,
+        ``calibrate_batch``): as ``GANTrainer.sample``, each replica judged by its own D; ``self.last_acceptance``
+        is the rate kept (a list, one per replica, with ``replica=None``)."""
+        n = positive_int("n", n)
+        options = SampleOptions.from_arguments(rejection, metropolis, sharpen, metropolis_step, calibrate,
+                                               calibrate_lr, calibrate_batch)   # refused before any work
+        if labels is not None:
+            raise ValueError("replicas are unconditional GANs: no labels")
+        if ema and self.ema_flat is None:
+            raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
+        use_ema = self.ema_flat is not None and ema is not False
+        ks = range(self.replicas) if replica is None else [self._replica_index(replica)]
+        out, rates = [], []
+        for k in ks:
+            g, d = self.replica(k, ema=use_ema)
+            samples, rate = options.draw(g, d, self.data, n, self.latent_dim, seed, self.device, self.config.pack)
+            out.append(samples)
+            rates.append(rate)
+        if options.guided:
+            self.last_acceptance = rates[0] if replica is not None else rates
+        return out[0] if replica is not None else torch.stack(out)
+
+    # -- checkpoints (the schema: fastgan.train.checkpoints) ----------------------------------------------
+    def state_dict(self) -> dict:
+        return replica_state(self)
+
+    def load(self, path: str | os.PathLike) -> dict:
+        return load_replicas(self, path)

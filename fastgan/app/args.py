@@ -10,8 +10,7 @@ import torch
 
 from .. import data as datasets
 from ..nn.presets import PRESETS
-from ..train.config import KERNELS, PACK_CONVENTIONS, PER_REPLICA, PRECISIONS, SAMPLERS, UPDATES, TrainConfig
-from ..train.losses import LOSSES
+from ..train.config import KERNELS, LOSSES, PACK_CONVENTIONS, PER_REPLICA, PRECISIONS, SAMPLERS, UPDATES, TrainConfig
 
 DESCRIPTION = """\
 fastgan: fast GAN training in PyTorch.

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..ops import activation_from_name, fused_linear, maxout
+from ..ops.activations import activation_of
 from ..ops.mlp import MLPSpec, back_to_back, fused_mlp
 from ..ops.native import check_spec, cuda_mlp
 
@@ -67,19 +68,6 @@ class Maxout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"pieces={self.pieces}"
-
-
-def activation_of(module: nn.Module) -> tuple[str, float] | None:
-    """The fusable activation a module computes, or None (a LeakyReLU with a negative slope is not)."""
-    if type(module) is nn.ReLU:
-        return "relu", 0.0
-    if type(module) is nn.LeakyReLU and module.negative_slope >= 0:
-        return "leaky_relu", float(module.negative_slope)
-    if type(module) is nn.Sigmoid:
-        return "sigmoid", 0.0
-    if type(module) is nn.Tanh:
-        return "tanh", 0.0
-    return None
 
 
 def _is_plain_linear(module: nn.Module) -> bool:
@@ -195,9 +183,11 @@ class FusedMLP(nn.Sequential):
         return f"whole: dims={self.spec.dims}" + (", backend=cuda (native kernels)" if self.backend == "cuda" else "")
 
 
-def _fuse_whole(module: nn.Module, name: str, backend: str) -> nn.Module:
+def _fuse_whole(module: nn.Module, name: str, backend: str, keep: frozenset) -> nn.Module:
     if isinstance(module, (FusedMLP, FusedLinear)):
         return module
+    if isinstance(module, nn.Sequential) and keep.intersection(module.children()):
+        return fuse(module, keep=keep)   # a module kept as it is splits the MLP: per layer
     if isinstance(module, nn.Sequential):
         spec, why = whole_mlp_spec(module)
         if spec is not None and backend == "cuda":
@@ -215,11 +205,11 @@ def _fuse_whole(module: nn.Module, name: str, backend: str) -> nn.Module:
     if _is_plain_linear(module):
         return FusedLinear.from_linear(module)
     for child_name, child in list(module.named_children()):
-        setattr(module, child_name, _fuse_whole(child, f"{name}.{child_name}", backend))
+        setattr(module, child_name, _fuse_whole(child, f"{name}.{child_name}", backend, keep))
     return module
 
 
-def fuse(module: nn.Module, whole: bool = False, backend: str = "triton") -> nn.Module:
+def fuse(module: nn.Module, whole: bool = False, backend: str = "triton", keep=()) -> nn.Module:
     """Replace, in place, every ``nn.Linear`` (and the activation module right after it in an
     ``nn.Sequential``: ``ReLU``, ``LeakyReLU``, ``Sigmoid``, ``Tanh``) by one ``FusedLinear``.
 
@@ -233,25 +223,28 @@ def fuse(module: nn.Module, whole: bool = False, backend: str = "triton") -> nn.
     be fused whole is fused per layer, with a warning saying why. Returns the module to use (a new
     ``FusedMLP`` if ``module`` itself is such a Sequential; otherwise ``module``, changed in place).
     ``backend="cuda"`` (with ``whole=True``): the whole MLPs run fastgan's native CUDA kernels
-    (``fastgan.native``); one deeper or wider than they take runs the Triton kernels, with a warning.
+    (``fastgan.ops.native``); one deeper or wider than they take runs the Triton kernels, with a warning.
+    ``keep``: modules left exactly as they are, not fused into the layer before them (the trainer keeps a
+    discriminator's final ``nn.Sigmoid``, which its losses skip); a Sequential holding one is fused per layer.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
     if backend == "cuda" and not whole:
         raise ValueError("backend='cuda' fuses whole MLPs: pass whole=True")
+    keep = frozenset(keep)
     if whole:
-        return _fuse_whole(module, type(module).__name__, backend)
+        return _fuse_whole(module, type(module).__name__, backend, keep)
     if _is_plain_linear(module):
         return FusedLinear.from_linear(module)
     children = list(module.named_children())
     for i, (name, child) in enumerate(children):
         if not _is_plain_linear(child):
-            if not isinstance(child, FusedLinear):
-                fuse(child)
+            if not isinstance(child, FusedLinear) and child not in keep:
+                fuse(child, keep=keep)
             continue
         activation = None
         if isinstance(module, nn.Sequential) and i + 1 < len(children):
-            activation = activation_of(children[i + 1][1])
+            activation = activation_of(children[i + 1][1]) if children[i + 1][1] not in keep else None
         if activation is None:
             setattr(module, name, FusedLinear.from_linear(child))
         else:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import fused_linear, maxout
+from ..ops import ACTIVATIONS, fused_linear, maxout
 from .fused import FusedLinear, Maxout, activation_of, whole_mlp_spec
 
 __all__ = ["replica_models", "stack_models", "check_stackable", "StackedMLP", "StackedNet"]
@@ -136,28 +136,6 @@ def check_stackable(model: nn.Module) -> None:
         _layer_plan(model)
 
 
-# applied in place: to the fresh output of a matmul
-_ACTIVATIONS = {"none": lambda h, s: h, "relu": lambda h, s: h.relu_(),
-                "leaky_relu": lambda h, s: F.leaky_relu(h, s, inplace=True), "sigmoid": lambda h, s: h.sigmoid_(),
-                "tanh": lambda h, s: h.tanh_()}
-
-
-def _activation_grad(g: torch.Tensor, y: torch.Tensor, act: str, slope: float, inplace: bool) -> torch.Tensor:
-    """``g * act'(x)`` from the layer's output ``y = act(x)`` (PyTorch's own backward kernels); ``inplace``
-    where ``g`` is the backward's own temporary."""
-    if act == "leaky_relu":
-        if inplace:
-            return torch.ops.aten.leaky_relu_backward.grad_input(g, y, slope, True, grad_input=g)
-        return torch.ops.aten.leaky_relu_backward(g, y, slope, True)
-    if act == "relu":
-        return torch.ops.aten.threshold_backward(g, y, 0.0)
-    if act == "sigmoid":
-        return torch.ops.aten.sigmoid_backward(g, y)
-    if act == "tanh":
-        return torch.ops.aten.tanh_backward(g, y)
-    return g
-
-
 def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` batched. CPU BLAS multiplies slowly into a narrow output (N <= 16, e.g. a GAN's 2-wide data)
     from a row-major ``b``: measured 4x faster with ``b`` stored transposed (a tiny copy)."""
@@ -182,7 +160,7 @@ class _StackedForward(torch.autograd.Function):
                     weight, bias = weight.to(dtype), bias.to(dtype) if bias is not None else None
                 h = torch.baddbmm(bias.unsqueeze(1), outputs[-1], weight.transpose(1, 2)) if bias is not None \
                     else torch.bmm(outputs[-1], weight.transpose(1, 2))
-                outputs.append(_ACTIVATIONS[mlp.activation(i)](h, mlp.negative_slope))
+                outputs.append(ACTIVATIONS[mlp.activation(i)].forward_(h, mlp.negative_slope))
         ctx.save_for_backward(flat, *outputs)
         ctx.mlp, ctx.dtype = mlp, dtype
         return outputs[-1]
@@ -198,7 +176,8 @@ class _StackedForward(torch.autograd.Function):
         g = dy.to(outputs[-1].dtype)
         dx = None
         for i in reversed(range(len(layers))):
-            g = _activation_grad(g, outputs[i + 1], mlp.activation(i), mlp.negative_slope, inplace=g is not dy)
+            # g * act'(x) from the layer's output, in place where g is the backward's own temporary
+            g = ACTIVATIONS[mlp.activation(i)].backward(g, outputs[i + 1], mlp.negative_slope, g is not dy)
             x = outputs[i]
             if need_w:
                 weight_grad, bias_grad = grads[i]
@@ -339,9 +318,9 @@ class StackedNet(nn.Module):
                     continue
                 h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2)) if bias is not None else \
                     torch.bmm(h, weight.transpose(1, 2))
-                h = _activate(h, act, slope)
+                h = ACTIVATIONS[act].forward(h, slope)
             elif kind == "act":
-                h = _activate(h, step[1], step[2])
+                h = ACTIVATIONS[step[1]].forward(h, step[2])
             elif kind == "maxout":
                 h = maxout(h, step[1])
             else:
@@ -365,12 +344,3 @@ class StackedNet(nn.Module):
             for name in ("running_mean", "running_var", "num_batches_tracked"):
                 getattr(m, name).copy_(getattr(self, f"bn{j}_{name}")[k])
         return model
-
-
-def _activate(h: torch.Tensor, act: str, slope: float) -> torch.Tensor:
-    if act == "none":
-        return h
-    if act == "leaky_relu":
-        return F.leaky_relu(h, slope)
-    return {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}[act](h)
-

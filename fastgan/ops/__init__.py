@@ -20,7 +20,7 @@ from ._runtime import (AUTOTUNE, HAS_TRITON, INTERPRET, get_matmul_precision, ke
                        precision_scope, reference_path, set_matmul_precision, use_triton, with_precision)
 from .activations import ACTIVATIONS, activation_from_name
 from .adam import adam_step
-from .bce import sigmoid_bce_with_logits
+from .bce import replica_sigmoid_bce_reference, sigmoid_bce_reference, sigmoid_bce_with_logits
 from .head import linear_bce_head, linear_bce_head_reference
 from .linear import fused_linear, fused_linear_reference
 from .maxout import maxout, maxout_reference
@@ -30,7 +30,7 @@ from .mlp import MLPSpec, fused_mlp, fused_mlp_reference
 
 __all__ = ["mlp", "native", "sampler", "spectral", "adam_step", "fused_linear", "fused_linear_reference", "fused_mlp", "fused_mlp_reference",
            "MLPSpec", "maxout", "maxout_reference",
-           "sigmoid_bce_with_logits", "linear_bce_head",
+           "sigmoid_bce_with_logits", "sigmoid_bce_reference", "replica_sigmoid_bce_reference", "linear_bce_head",
            "linear_bce_head_reference", "ACTIVATIONS",
            "activation_from_name", "set_matmul_precision", "get_matmul_precision", "matmul_precision",
            "precision_scope", "with_precision", "kernel_launches", "use_triton", "reference_path", "HAS_TRITON",

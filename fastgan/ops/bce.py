@@ -12,7 +12,7 @@ import torch
 from . import bce_kernels as kernels
 from ._register import register
 from ._runtime import check_float_tensor, kernel_launches, triton, use_triton
-__all__ = ["sigmoid_bce_with_logits"]
+__all__ = ["sigmoid_bce_with_logits", "sigmoid_bce_reference", "replica_sigmoid_bce_reference"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 # Up to this many elements one program reduces everything (deterministic, no zero-fill launch);
@@ -49,6 +49,18 @@ def _grad_target(logits: torch.Tensor, reduction: str, grad_out: torch.Tensor) -
     """d loss / d target = -logits * scale (scale 1/n for ``mean``), times the incoming gradient."""
     scale = 1.0 / logits.numel() if reduction == "mean" else 1.0
     return -logits * scale * grad_out
+
+
+def sigmoid_bce_reference(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """Mean sigmoid-BCE of ``logits`` against a constant ``target``: PyTorch's stable form (the loss
+    ``kernels="torch"`` trains with)."""
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(target)))
+
+
+def replica_sigmoid_bce_reference(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-replica mean sigmoid-BCE of ``(K, N, 1)`` logits against ``(K, 1, 1)`` targets: ``(K,)``."""
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, target.expand_as(logits),
+                                                                reduction="none").mean(dim=(1, 2))
 
 
 def sigmoid_bce_with_logits(logits: torch.Tensor, target: torch.Tensor | float,

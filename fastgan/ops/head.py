@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from . import head_kernels as kernels
-from ._register import compiling, register
+from ._register import register, register_opaque
 from ._runtime import check_float_tensor, check_same, kernel_launches, triton, use_triton
 __all__ = ["linear_bce_head", "linear_bce_head_reference"]
 
@@ -150,16 +150,14 @@ def _backward_fake(g, grad_out, h, weight, need_dh, need_dw, need_db):
 
 
 # the backward's kernel as an opaque op of its own, for when torch.compile traces the backward
-_backward_op = torch.library.custom_op("fastgan::linear_bce_head_backward", _launch_backward, mutates_args=())
-_backward_op.register_fake(_backward_fake)
+_backward_op = register_opaque("fastgan::linear_bce_head_backward", _launch_backward, fake=_backward_fake)
 
 
 def _autograd_backward(ctx, grad_out, _grad_g):
     h, weight, g = ctx.saved_tensors
     need_dh, need_dw, need_db = ctx.needs_input_grad[:3]
     need_db = need_db and ctx.has_bias
-    run = _backward_op if compiling() else _launch_backward
-    dh, dw, db = run(g, grad_out, h, weight, need_dh, need_dw, need_db)
+    dh, dw, db = _backward_op(g, grad_out, h, weight, need_dh, need_dw, need_db)
     return (dh if need_dh else None), (dw if need_dw else None), (db if need_db else None), None, None
 
 

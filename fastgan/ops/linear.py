@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from . import linear_kernels as kernels
-from ._register import compiling, register
+from ._register import register, register_opaque
 from ._runtime import (check_float_tensor, check_same, check_tuned_for_capture, get_matmul_precision,
                        kernel_launches, triton, use_triton)
 from .activations import activation_from_name
@@ -211,16 +211,14 @@ def _backward_fake(dy, y, x, weight, has_bias, activation, negative_slope, need_
 
 
 # the backward's kernels as an opaque op of their own, for when torch.compile traces the backward
-_backward_op = torch.library.custom_op("fastgan::linear_act_backward", _backward_tensors, mutates_args=())
-_backward_op.register_fake(_backward_fake)
+_backward_op = register_opaque("fastgan::linear_act_backward", _backward_tensors, fake=_backward_fake)
 
 
 def _autograd_backward(ctx, dy):
     x, weight, y = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    run = _backward_op if compiling() else _backward_tensors
-    dx, dw, db = run(dy, y, x, weight, ctx.has_bias, ctx.activation, ctx.negative_slope, need_x,
-                     need_w or (need_b and ctx.has_bias))
+    dx, dw, db = _backward_op(dy, y, x, weight, ctx.has_bias, ctx.activation, ctx.negative_slope, need_x,
+                              need_w or (need_b and ctx.has_bias))
     return (dx if need_x else None, dw if need_w else None, db if need_b and ctx.has_bias else None, None, None)
 
 

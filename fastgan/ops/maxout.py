@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from . import maxout_kernels as kernels
-from ._register import register
+from ._register import register, register_opaque
 from ._runtime import check_float_tensor, kernel_launches, triton, use_triton
 
 __all__ = ["maxout", "maxout_reference"]
@@ -88,7 +88,7 @@ def _backward(ctx, dy, _dwinner):
     return dx, None
 
 
-def _backward_forward(dy: torch.Tensor, winner: torch.Tensor, pieces: int) -> torch.Tensor:
+def _launch_backward(dy: torch.Tensor, winner: torch.Tensor, pieces: int) -> torch.Tensor:
     rows, units = winner.shape
     dx = torch.empty((rows, units * pieces), device=dy.device, dtype=dy.dtype)
     n = rows * units
@@ -99,13 +99,12 @@ def _backward_forward(dy: torch.Tensor, winner: torch.Tensor, pieces: int) -> to
     return dx
 
 
-_maxout_backward_op = torch.library.custom_op("fastgan::maxout_backward", _backward_forward, mutates_args=())
-_maxout_backward_op.register_fake(lambda dy, winner, pieces: dy.new_empty((winner.shape[0], winner.shape[1] * pieces)))
+def _backward_fake(dy, winner, pieces):
+    return dy.new_empty((winner.shape[0], winner.shape[1] * pieces))
 
 
-def _maxout_backward(dy, winner, pieces):
-    from ._register import compiling
-    return _maxout_backward_op(dy, winner, pieces) if compiling() else _backward_forward(dy, winner, pieces)
+# the backward's kernel as an opaque op of its own, for when torch.compile traces the backward
+_maxout_backward = register_opaque("fastgan::maxout_backward", _launch_backward, fake=_backward_fake)
 
 
 _maxout_op = register("fastgan::maxout", _forward, fake=_fake, setup_context=_setup_context, backward=_backward)

@@ -21,7 +21,7 @@ from functools import cached_property, lru_cache
 import torch
 
 from . import mlp_kernels as kernels
-from ._register import compiling
+from ._register import register, register_opaque
 from ._runtime import (check_float_tensor, check_tuned_for_capture, get_matmul_precision, kernel_launches, triton,
                        use_triton)
 from .activations import activation_from_name
@@ -329,10 +329,8 @@ def _backward_fake(dy, x, y, acts, params, dims, has_bias, act_hidden, act_out, 
     return (x.new_empty(x.shape) if need_dx else x.new_empty(0)), x.new_empty((spec.numel,), dtype=torch.float32)
 
 
-_forward_op = torch.library.custom_op("fastgan::mlp", _forward_tensors, mutates_args=())
-_forward_op.register_fake(_forward_fake)
-_backward_op = torch.library.custom_op("fastgan::mlp_backward", _backward_tensors, mutates_args=())
-_backward_op.register_fake(_backward_fake)
+# the backward's kernels as an opaque op of their own, for when torch.compile traces the backward
+_backward_op = register_opaque("fastgan::mlp_backward", _backward_tensors, fake=_backward_fake)
 
 
 def split_gradient(grad, params):
@@ -343,7 +341,7 @@ def split_gradient(grad, params):
     return out
 
 
-def _op_setup_context(ctx, inputs, output):
+def _setup_context(ctx, inputs, output):
     x, params, *config = inputs
     y, acts = output
     ctx.save_for_backward(x, y, acts, *params)
@@ -351,33 +349,15 @@ def _op_setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(acts)
 
 
-def _op_backward(ctx, dy, _dacts):
+def _autograd_backward(ctx, dy, _dacts):
     x, y, acts, *params = ctx.saved_tensors
     need_dx = ctx.needs_input_grad[0]
-    dx, grad = _backward_op(dy, x, y, acts, params, *ctx.config, need_dx)
+    dx, grad = _backward_op(dy.contiguous(), x, y, acts, params, *ctx.config, need_dx)
     return (dx if need_dx else None), split_gradient(grad, params), None, None, None, None, None, None
 
 
-_forward_op.register_autograd(_op_backward, setup_context=_op_setup_context)
-
-
-class _MLPFunction(torch.autograd.Function):
-    """The eager twin of the custom op (cheaper dispatch; see ops/_register.py); params as varargs so
-    autograd sees each one."""
-
-    @staticmethod
-    def forward(ctx, x, config, *params):
-        y, acts = _forward_tensors(x, list(params), *config)
-        ctx.save_for_backward(x, y, *params)
-        ctx.acts, ctx.config = acts, config
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, y, *params = ctx.saved_tensors
-        need_dx = ctx.needs_input_grad[0]
-        dx, grad = _backward_tensors(dy.contiguous(), x, y, ctx.acts, params, *ctx.config, need_dx)
-        return (dx if need_dx else None), None, *split_gradient(grad, params)
+_mlp = register("fastgan::mlp", _forward_tensors, fake=_forward_fake, setup_context=_setup_context,
+                backward=_autograd_backward)
 
 
 def fused_mlp(x: torch.Tensor, params: list[torch.Tensor], spec: MLPSpec) -> torch.Tensor:
@@ -396,6 +376,4 @@ def fused_mlp(x: torch.Tensor, params: list[torch.Tensor], spec: MLPSpec) -> tor
     bf16 = torch.is_autocast_enabled(x.device.type)
     config = (list(spec.dims), spec.has_bias, spec.hidden_activation, spec.output_activation, spec.negative_slope,
               bf16)
-    if compiling():
-        return _forward_op(x, params, *config)[0]
-    return _MLPFunction.apply(x, tuple(config), *params)
+    return _mlp(x, params, *config)[0]

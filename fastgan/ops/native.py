@@ -8,8 +8,9 @@ one ``NativeKernelsUnavailable`` naming the build command. The ops:
   (the gradient chain with dX, then every layer's dW and db), autograd-aware;
 * ``cuda_bce_with_logits(logits, target)``: the mean sigmoid-BCE, forward and backward one launch each.
 
-Both are ``torch.library`` custom ops (``fastgan::cuda_mlp``, ``fastgan::cuda_bce``, and their backward
-ops) with fake implementations, so ``torch.compile`` treats them as opaque calls (no graph breaks). Every
+Both are registered like every op (``ops/_register.py``): ``torch.library`` custom ops (``fastgan::cuda_mlp``,
+``fastgan::cuda_bce``, and their backward ops) with fake implementations, so ``torch.compile`` treats them
+as opaque calls (no graph breaks), and an autograd.Function of the same functions for eager calls. Every
 call passes PyTorch's current stream and does nothing but launch kernels (no allocation in the library, no
 synchronisation), so a CUDA graph captures it. Arguments are checked in Python, with ``ValueError`` or
 ``TypeError``, before anything is launched; the library checks them again and its error text becomes a
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ._register import register, register_opaque
 from ._runtime import get_matmul_precision
 from .mlp import MLPSpec, flat_parameters, split_gradient
 
@@ -213,10 +215,8 @@ def _mlp_backward_fake(dy, x, params, out, dims, has_bias, hidden, output, slope
             x.new_empty((numel,)) if need_params else x.new_empty(0))
 
 
-_forward_op = torch.library.custom_op("fastgan::cuda_mlp", _mlp_forward, mutates_args=())
-_forward_op.register_fake(_mlp_forward_fake)
-_backward_op = torch.library.custom_op("fastgan::cuda_mlp_backward", _mlp_backward, mutates_args=())
-_backward_op.register_fake(_mlp_backward_fake)
+# the backward's launches as an opaque op of their own, for when torch.compile traces the backward
+_backward_op = register_opaque("fastgan::cuda_mlp_backward", _mlp_backward, fake=_mlp_backward_fake)
 
 
 def _mlp_setup(ctx, inputs, output):
@@ -240,7 +240,8 @@ def _mlp_autograd_backward(ctx, d_out):
     return (dx if need_x else None), grads, None, None, None, None, None, None
 
 
-_forward_op.register_autograd(_mlp_autograd_backward, setup_context=_mlp_setup)
+_forward_op = register("fastgan::cuda_mlp", _mlp_forward, fake=_mlp_forward_fake, setup_context=_mlp_setup,
+                       backward=_mlp_autograd_backward)
 
 
 def cuda_mlp(x: torch.Tensor, params, spec: MLPSpec) -> torch.Tensor:
@@ -289,10 +290,9 @@ def _bce_backward(d_loss: torch.Tensor, logits: torch.Tensor, target: float) -> 
     return d_logits
 
 
-_bce_op = torch.library.custom_op("fastgan::cuda_bce", _bce, mutates_args=())
-_bce_op.register_fake(lambda logits, target: logits.new_empty((), dtype=torch.float32))
-_bce_backward_op = torch.library.custom_op("fastgan::cuda_bce_backward", _bce_backward, mutates_args=())
-_bce_backward_op.register_fake(lambda d_loss, logits, target: torch.empty_like(logits))
+# the backward's launch as an opaque op of its own, for when torch.compile traces the backward
+_bce_backward_op = register_opaque("fastgan::cuda_bce_backward", _bce_backward,
+                                   fake=lambda d_loss, logits, target: torch.empty_like(logits))
 
 
 def _bce_setup(ctx, inputs, output):
@@ -305,7 +305,8 @@ def _bce_autograd_backward(ctx, d_loss):
     return _bce_backward_op(d_loss, logits, ctx.target), None
 
 
-_bce_op.register_autograd(_bce_autograd_backward, setup_context=_bce_setup)
+_bce_op = register("fastgan::cuda_bce", _bce, fake=lambda logits, target: logits.new_empty((), dtype=torch.float32),
+                   setup_context=_bce_setup, backward=_bce_autograd_backward)
 
 
 def cuda_bce_with_logits(logits: torch.Tensor, target: float) -> torch.Tensor:

@@ -18,7 +18,6 @@ from ..ops.sampler import DeviceSampler
 from ..optim import FlatAdam
 from .config import TrainConfig
 from .fused_step import make_fused_step
-from .losses import bce_with_logits
 from .parts import StepParts
 from .step import make_step
 
@@ -67,7 +66,7 @@ class Backend:
     name = "torch"
     flat_optimizer = False      # train with FlatAdam when fused_optimizer is unset
     replica_kernels = "torch"   # what stacked replicas run (None: replicas refused)
-    bce = staticmethod(bce_with_logits)
+    bce = staticmethod(ops.sigmoid_bce_reference)
 
     def check(self, config: TrainConfig, device: torch.device) -> None:
         """``ValueError`` for a setting this backend cannot run with, before anything is built."""
@@ -79,8 +78,9 @@ class Backend:
                              "(replicas train with the plain step, the torch or per-layer triton kernels and "
                              "their own batched Adam)")
 
-    def convert(self, module: nn.Module) -> nn.Module:
-        """The module the step runs for the user's ``module`` (parameters shared, ``state_dict`` unchanged)."""
+    def convert(self, module: nn.Module, keep=()) -> nn.Module:
+        """The module the step runs for the user's ``module`` (parameters shared, ``state_dict`` unchanged);
+        the modules in ``keep`` stay as they are."""
         return module
 
     def make_step(self, parts: StepParts) -> tuple:
@@ -99,8 +99,8 @@ class TritonBackend(Backend):
     replica_kernels = "triton"
     bce = staticmethod(ops.sigmoid_bce_with_logits)
 
-    def convert(self, module: nn.Module) -> nn.Module:
-        return fuse(module)
+    def convert(self, module: nn.Module, keep=()) -> nn.Module:
+        return fuse(module, keep=keep)
 
     def kernels_run(self, generator, discriminator, data) -> str:
         if not ops.use_triton(data):
@@ -122,8 +122,8 @@ class TritonMLPBackend(TritonBackend):
             config = config.replace(sampler="torch")
         super().check(config, device)
 
-    def convert(self, module: nn.Module) -> nn.Module:
-        return fuse(module, whole=True)
+    def convert(self, module: nn.Module, keep=()) -> nn.Module:
+        return fuse(module, whole=True, keep=keep)
 
     def make_step(self, parts: StepParts) -> tuple:
         config = parts.config
@@ -151,8 +151,8 @@ class CudaBackend(Backend):
                              f"trainer runs on {device} (use kernels='torch' or 'triton' there)")
         native.load()   # the CMake build, or a clear error now
 
-    def convert(self, module: nn.Module) -> nn.Module:
-        return fuse(module, whole=True, backend="cuda")
+    def convert(self, module: nn.Module, keep=()) -> nn.Module:
+        return fuse(module, whole=True, backend="cuda", keep=keep)
 
     def kernels_run(self, generator, discriminator, data) -> str:
         """``"cuda"``; ``"cuda (D: triton whole-MLP)"`` when a model is wider or deeper than the native kernels

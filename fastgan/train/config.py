@@ -14,9 +14,9 @@ import torch
 
 from ..checks import positive_int
 from .augment import parse_transforms
-from .losses import LOSSES, check_real_label
 
-__all__ = ["TrainConfig", "config_from", "KERNELS", "COMPILE_MODES", "CUDAGRAPH_COMPILE_MODES", "PRECISIONS", "FUSED_OPTIMIZERS",
+__all__ = ["TrainConfig", "config_from", "check_real_label", "LOSSES", "KERNELS", "COMPILE_MODES",
+           "CUDAGRAPH_COMPILE_MODES", "PRECISIONS", "FUSED_OPTIMIZERS",
            "SAMPLERS", "PACK_CONVENTIONS", "PER_REPLICA", "UPDATES"]
 
 KERNELS = ("torch", "triton", "triton-mlp", "cuda", "auto")
@@ -28,11 +28,18 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 # overwritten by the next call, so the step marks its boundaries and copies out what outlives it.
 CUDAGRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")
 PRECISIONS = ("fp32", "tf32", "bf16")
+LOSSES = ("non_saturating", "hinge")
 # False: torch.optim.Adam (for-each); "flat": FlatAdam (True means the same); "torch":
 # torch.optim.Adam(fused=True), PyTorch's own fused Adam, the baseline FlatAdam must beat.
 FUSED_OPTIMIZERS = (False, "flat", "torch")
 # settings that may take one value per replica (a sequence of length ``replicas``); betas: a sequence of pairs
 PER_REPLICA = ("lr", "lr_g", "lr_d", "betas", "real_label", "instance_noise")
+
+
+def check_real_label(real_label: float) -> float:
+    if not isinstance(real_label, (int, float)) or not 0.0 < real_label <= 1.0:
+        raise ValueError(f"real_label must be a number in (0, 1], got {real_label!r}")
+    return float(real_label)
 
 
 def _check_betas(value) -> tuple[float, float]:

@@ -12,44 +12,43 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
-__all__ = ["bce_with_logits", "discriminator_loss", "generator_loss", "hinge_discriminator_loss",
-           "hinge_generator_loss", "check_real_label", "LOSSES"]
+from ..ops.bce import sigmoid_bce_reference
+from .config import check_real_label
+
+__all__ = ["discriminator_loss", "generator_loss", "hinge_discriminator_loss", "hinge_generator_loss", "gan_losses"]
 
 Bce = Callable[[torch.Tensor, float], torch.Tensor]
 
 
-def bce_with_logits(logits: torch.Tensor, target: float) -> torch.Tensor:
-    """Mean sigmoid-BCE of ``logits`` against a constant ``target`` (PyTorch's stable form)."""
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(target)))
-
-
-def check_real_label(real_label: float) -> float:
-    if not isinstance(real_label, (int, float)) or not 0.0 < real_label <= 1.0:
-        raise ValueError(f"real_label must be a number in (0, 1], got {real_label!r}")
-    return float(real_label)
-
-
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: float = 1.0,
-                       bce: Bce = bce_with_logits) -> torch.Tensor:
+                       bce: Bce = sigmoid_bce_reference) -> torch.Tensor:
     """``BCE(D(real), real_label) + BCE(D(fake), 0)``; ``real_label < 1`` is one-sided label smoothing."""
     return bce(real_logits, check_real_label(real_label)) + bce(fake_logits, 0.0)
 
 
-def generator_loss(fake_logits: torch.Tensor, bce: Bce = bce_with_logits) -> torch.Tensor:
+def generator_loss(fake_logits: torch.Tensor, bce: Bce = sigmoid_bce_reference) -> torch.Tensor:
     """Non-saturating generator loss ``BCE(D(G(z)), 1) = -mean(log sigmoid(D(G(z))))``."""
     return bce(fake_logits, 1.0)
 
 
-def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, mean=torch.mean) -> torch.Tensor:
     """Hinge loss for D (Lim & Ye 2017; SAGAN): ``mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))``."""
-    return torch.relu(1.0 - real_logits).mean() + torch.relu(1.0 + fake_logits).mean()
+    return mean(torch.relu(1.0 - real_logits)) + mean(torch.relu(1.0 + fake_logits))
 
 
-def hinge_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+def hinge_generator_loss(fake_logits: torch.Tensor, mean=torch.mean) -> torch.Tensor:
     """Hinge loss for G: ``-mean(D(G(z)))``."""
-    return -fake_logits.mean()
+    return -mean(fake_logits)
 
 
-LOSSES = ("non_saturating", "hinge")
+def gan_losses(loss: str, real_label, bce: Bce, mean=torch.mean, fake_label=0.0, generator_label=1.0):
+    """The ``(d_loss(real_logits, fake_logits), g_loss(fake_logits))`` pair every step builder trains with:
+    ``loss`` (``"non_saturating"``: ``bce`` against ``real_label``/``fake_label`` for D, ``generator_label`` for G;
+    ``"hinge"``: over ``mean``). The replica step passes per-replica forms: a ``(K,)``-valued ``bce`` and ``mean``,
+    ``(K, 1, 1)`` labels."""
+    if loss == "hinge":
+        return (lambda real, fake: hinge_discriminator_loss(real, fake, mean),
+                lambda fake: hinge_generator_loss(fake, mean))
+    return (lambda real, fake: bce(real, real_label) + bce(fake, fake_label),
+            lambda fake: bce(fake, generator_label))

@@ -10,9 +10,6 @@ from torch import nn
 
 __all__ = ["StepParts", "forward_autocast", "compiled_regions"]
 
-Bce = Callable[[torch.Tensor, float], torch.Tensor]
-
-
 @dataclass
 class StepParts:
     """What one step works on; its settings are the run's ``TrainConfig`` (read at each step, so a new
@@ -24,7 +21,8 @@ class StepParts:
     data: torch.Tensor            # (N, features), on the training device
     latent_dim: int
     rng: torch.Generator          # draws batch indices, noise and instance noise, on the training device
-    bce: Bce
+    d_loss: Callable          # (real_logits, fake_logits) -> D's loss (fastgan.train.losses.gan_losses)
+    g_loss: Callable          # fake_logits -> G's loss
     config: object                # the run's TrainConfig
     ema: object | None = None     # fastgan.optim.EMA
     augment: object | None = None  # fastgan.train.augment.Augment

@@ -2,19 +2,14 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..phases import phase
 from .config import CUDAGRAPH_COMPILE_MODES
-from ..ops import with_precision
+from ..ops import replica_sigmoid_bce_reference, with_precision
+from .losses import gan_losses
 from .parts import compiled_regions, forward_autocast
 
 __all__ = ["make_replica_step"]
-
-
-def _bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-replica mean sigmoid-BCE of ``(K, N, 1)`` logits against ``(K, 1, 1)`` targets: ``(K,)``."""
-    return F.binary_cross_entropy_with_logits(logits, target.expand_as(logits), reduction="none").mean(dim=(1, 2))
 
 
 def make_replica_step(t):
@@ -26,10 +21,8 @@ def make_replica_step(t):
     per = [config.for_replica(k) for k in range(K)]
     col = lambda vals: torch.tensor(vals, dtype=torch.float32, device=device).reshape(K, 1, 1)  # noqa: E731
     real_label = col([c.real_label for c in per])
-    zero, one = torch.zeros_like(real_label), torch.ones_like(real_label)
     sigmas = [c.instance_noise for c in per]
     noise_scale = col(sigmas)
-    hinge = config.loss == "hinge"
 
     def instance_noise(shape) -> list[torch.Tensor | None]:   # each replica's draw; none where its sigma is 0
         return [torch.randn(shape, device=device, generator=g) if s > 0 else None for g, s in zip(t.generators, sigmas)]
@@ -46,16 +39,11 @@ def make_replica_step(t):
         x = noisy(x)
         return x.reshape(K, x.shape[1] // pack, pack * features) if pack > 1 else x
 
-    def d_loss(real_logits, fake_logits):
-        if hinge:
-            return torch.relu(1.0 - real_logits).mean(dim=(1, 2)) + torch.relu(1.0 + fake_logits).mean(dim=(1, 2))
-        return _bce(real_logits, real_label) + _bce(fake_logits, zero)
+    d_loss, g_loss = gan_losses(config.loss, real_label, replica_sigmoid_bce_reference, lambda x: x.mean(dim=(1, 2)),
+                                fake_label=torch.zeros_like(real_label), generator_label=torch.ones_like(real_label))
 
     def d_loss_of_inputs(real, fake):   # two passes, as the single step: its gradient sums, not one over both
         return d_loss(t.discriminator(real), t.discriminator(fake))
-
-    def g_loss(fake_logits):
-        return -fake_logits.mean(dim=(1, 2)) if hinge else _bce(fake_logits, one)
 
     def g_loss_of_input(fake_in):
         return g_loss(t.discriminator(fake_in))

@@ -38,6 +38,7 @@ from torch import nn
 from .. import data as _data
 from ..checks import positive_int
 from ..nn.checks import check_gan_models
+from ..nn.logits import final_sigmoid
 from ..nn.stacked import check_stackable, replica_models, stack_models
 from ..optim import ReplicaAdam
 from ..sampling import SampleOptions
@@ -77,6 +78,10 @@ class ReplicaTrainer(Trainer):
         self.backend = resolve_backend(config, self.device)
         self.kernels = self.backend.name
         self.templates = (copy.deepcopy(generator).cpu(), copy.deepcopy(discriminator).cpu())
+        if final_sigmoid(self.templates[1], self.data[: config.pack].reshape(1, -1).cpu()) is not None:
+            raise ValueError(f"replicas train a discriminator that returns logits, but {type(discriminator).__name__} "
+                             "ends in nn.Sigmoid: drop it (the loss applies the sigmoid; a single GANTrainer folds "
+                             "it for you)")
         models = [replica_models(*self.templates, config.seed, k) for k in range(self.replicas)]
         kernels = self.backend.replica_kernels
         self.generator = stack_models([g for g, _ in models], kernels).to(self.device)

@@ -38,8 +38,6 @@ import torch
 from .. import ops
 from ..phases import phase
 from .config import CUDAGRAPH_COMPILE_MODES
-from .losses import (discriminator_loss, generator_loss, hinge_discriminator_loss,
-                     hinge_generator_loss)
 
 from .parts import StepParts, compiled_regions, forward_autocast
 
@@ -55,7 +53,6 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
     device = p.data.device
     n, features = p.data.shape
     d_params = list(p.discriminator.parameters())
-    hinge = p.config.loss == "hinge"
     conditional = p.labels is not None
 
     def discriminate(x, y):
@@ -80,10 +77,7 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
     def local(t):   # this rank's rows of a whole-batch tensor (all of them in one process)
         return t if parallel is None or t is None else parallel.rows(t)
 
-    def d_loss(real_logits, fake_logits):
-        if hinge:
-            return hinge_discriminator_loss(real_logits, fake_logits)
-        return discriminator_loss(real_logits, fake_logits, p.config.real_label, p.bce)
+    d_loss, g_loss = p.d_loss, p.g_loss
 
     def d_loss_of_inputs(real, fake, y_real, y_fake):
         real_logits = discriminate(real, y_real)
@@ -91,7 +85,7 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
 
     def g_loss_of_input(fake_in, y_fake):
         fake_logits = discriminate(fake_in, y_fake)
-        return hinge_generator_loss(fake_logits) if hinge else generator_loss(fake_logits, p.bce)
+        return g_loss(fake_logits)
 
     autocast = forward_autocast(p.config.precision, device)
     generator, d_loss_of_inputs, g_loss_of_input = compiled_regions(p.config, p.generator, d_loss_of_inputs,
@@ -129,7 +123,7 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
             real_logits = discriminate(real, y_real)
             fake_logits = discriminate(d_input(fake, local=True), y_fake)
             loss_d = d_loss(real_logits, fake_logits)
-            loss_g = hinge_generator_loss(fake_logits) if hinge else generator_loss(fake_logits, p.bce)
+            loss_g = g_loss(fake_logits)
         with phase("D.backward"):
             p.optimizer_d.zero_grad(set_to_none=True)
             loss_d.backward(inputs=d_params, retain_graph=True)

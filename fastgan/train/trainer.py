@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import torch
 from torch import nn
 
 from .. import data as _data
 from ..checks import positive_int
+from ..log import say
 from ..nn.checks import check_gan_models, check_labels
+from ..nn.logits import Logits, final_activation, final_sigmoid
 from ..nn.spectral import SpectralNorm
 from ..optim import EMA, FlatAdam
 from ..sampling import SampleOptions
@@ -23,6 +26,7 @@ from .augment import Augment, parse_transforms
 from .backends import resolve_backend
 from .checkpoints import load_trainer, trainer_state
 from .config import TrainConfig, config_from
+from .losses import gan_losses
 from .loop import NonFiniteLossError, Trainer, TrainingInterrupted, TrainingLoop, training_device
 from .replicas import ReplicaTrainer
 from .parts import StepParts
@@ -77,8 +81,12 @@ class GANTrainer(Trainer):
         self.labels, self.num_classes = self._check_labels(generator, discriminator, labels, config)
         self.backend = resolve_backend(config, self.device)
         self.kernels = self.backend.name
-        self.generator = self.backend.convert(generator.to(self.device))
-        self.discriminator = self.backend.convert(discriminator.to(self.device))
+        generator, discriminator = generator.to(self.device), discriminator.to(self.device)
+        sigmoid = self._check_outputs(generator, discriminator)
+        self.generator = self.backend.convert(generator)
+        self.discriminator = self.backend.convert(discriminator, keep=(sigmoid,) if sigmoid is not None else ())
+        # what the losses and D-guided sampling read: D's logits (its own final Sigmoid, if any, skipped)
+        self.judge = Logits(self.discriminator, sigmoid) if sigmoid is not None else self.discriminator
         # data-parallel: the ranks' settings compared, rank 0's weights given to all, before anything is built
         self.parallel = self._data_parallel(config) if config.data_parallel else None
         self.rng = torch.Generator(device=self.device).manual_seed(config.seed)
@@ -92,9 +100,10 @@ class GANTrainer(Trainer):
         if self.parallel is not None:   # every gradient averaged over the ranks before each update
             self.parallel.average(self.optimizer_d)
             self.parallel.average(self.optimizer_g)
-        self._parts = StepParts(self.generator, self.discriminator, self.optimizer_g, self.optimizer_d, self.data,
-                                self.latent_dim, self.rng, self.backend.bce, config, self.ema, self.augment,
-                                self.spectral, self.labels, self.parallel)
+        losses = gan_losses(config.loss, config.real_label, self.backend.bce)
+        self._parts = StepParts(self.generator, self.judge, self.optimizer_g, self.optimizer_d, self.data,
+                                self.latent_dim, self.rng, *losses, config, self.ema, self.augment, self.spectral,
+                                self.labels, self.parallel)
         step, self.sampler, self.step_path = self.backend.make_step(self._parts)
         self.loop = TrainingLoop(step, config, self.rng, self.device, self._set_lr_factor,
                                  lambda row: math.isfinite(row[1]) and math.isfinite(row[2]),
@@ -123,6 +132,26 @@ class GANTrainer(Trainer):
             labels = torch.as_tensor(labels)
         check_labels(labels, g_classes, self.data.shape[0])
         return labels.to(self.device, torch.int64).contiguous(), g_classes
+
+    def _check_outputs(self, generator: nn.Module, discriminator: nn.Module) -> nn.Sigmoid | None:
+        """D's final ``nn.Sigmoid`` (trained through its logits, said in one line), or None; a warning for a G
+        whose final activation cannot reach the data's range. One probe forward of each, before training."""
+        real = self.data[: self.config.pack].reshape(1, -1)
+        z = torch.zeros(1, self.latent_dim, device=self.device)
+        labels = (self.labels[:1],) if self.labels is not None else ()
+        sigmoid = final_sigmoid(discriminator, real, *labels)
+        if sigmoid is not None:
+            say(f"the discriminator ({type(discriminator).__name__}) ends in nn.Sigmoid: its losses read the logits "
+                "before it (the sigmoid folded into the sigmoid-BCE); the module itself is unchanged")
+        output = final_activation(generator, z, *labels)
+        if output is not None:
+            low, high = (0.0, 1.0) if isinstance(output, nn.Sigmoid) else (-1.0, 1.0)
+            data_low, data_high = self.data.min().item(), self.data.max().item()
+            if data_low < low or data_high > high:
+                warnings.warn(f"the generator ends in nn.{type(output).__name__}, whose outputs lie in ({low:g}, "
+                              f"{high:g}), but the data spans [{data_low:.3g}, {data_high:.3g}]: G cannot reach it "
+                              "(rescale the data, or change G's output activation)", stacklevel=3)
+        return sigmoid
 
     def _data_parallel(self, config: TrainConfig):
         """This rank's ``DataParallel``: the ranks' settings compared (every rank reaches that collective
@@ -218,7 +247,7 @@ class GANTrainer(Trainer):
         if ema and self.ema is None:
             raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
         generator = self.ema.module if self.ema is not None and ema is not False else self.generator
-        samples, acceptance = options.draw(generator, self.discriminator, self.data, n, self.latent_dim, seed,
+        samples, acceptance = options.draw(generator, self.judge, self.data, n, self.latent_dim, seed,
                                            self.device, self.config.pack, labels)
         if acceptance is not None:
             self.last_acceptance = acceptance

@@ -238,7 +238,7 @@ def test_cuda_mlp_matches_float64(dims, rows, acts, bias, precision, seed):
     gradient by O(1) (the first GPU run failed only the ReLU cases on exactly that, when the reference took
     its own float64 masks). x is non-contiguous; the outputs NaN-free (every element written: the library
     writes into fresh torch.empty buffers)."""
-    from test_ops_mlp import _expected_backward
+    from test_mlp import _expected_backward
     spec = MLPSpec(dims, bias, acts[0], acts[1], 0.2)
     g = torch.Generator().manual_seed(seed)
     params64 = []

@@ -1,0 +1,121 @@
+"""GANs as users write them: a discriminator ending in nn.Sigmoid (for nn.BCELoss) is trained on its logits, a
+generator that cannot reach the data's range is warned about, on every backend."""
+import copy
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from fastgan import GANTrainer
+from fastgan.nn.logits import final_sigmoid
+
+FEATURES, LATENT, BATCH = 6, 4, 32
+
+
+def _data(n=200):
+    return torch.rand(n, FEATURES, generator=torch.Generator().manual_seed(1)) * 2 - 1   # in [-1, 1]
+
+
+def _models(g_out=nn.Tanh):
+    torch.manual_seed(0)
+    g = nn.Sequential(nn.Linear(LATENT, 16), nn.ReLU(inplace=True), nn.Linear(16, FEATURES), g_out())
+    d = nn.Sequential(nn.Linear(FEATURES, 16), nn.LeakyReLU(0.2, inplace=True), nn.Linear(16, 1), nn.Sigmoid())
+    return g, d
+
+
+@pytest.fixture
+def said():
+    notes = []
+    handler = logging.Handler()
+    handler.emit = lambda record: notes.append(record.getMessage())
+    logger = logging.getLogger("fastgan")
+    logger.addHandler(handler)
+    yield notes
+    logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("kernels", ["torch", "triton", "triton-mlp"])
+def test_a_sigmoid_discriminator_trains_like_a_plain_bceloss_loop(kernels, said):
+    """The first step's losses equal a plain PyTorch loop with nn.BCELoss on D's probabilities, on the same batch
+    and noise (the trainer's RNG draws the batch's rows, then G's noise); the user's D keeps its Sigmoid."""
+    g, d = _models()
+    ref_g, ref_d = copy.deepcopy(g), copy.deepcopy(d)
+    data, seed, lr, betas = _data(), 3, 2e-4, (0.5, 0.999)
+    trainer = GANTrainer(g, d, data, batch_size=BATCH, lr=lr, betas=betas, seed=seed, kernels=kernels,
+                         real_label=1.0, device="cpu")
+    loss_d, loss_g = (float(v) for v in trainer.step())
+
+    rng = torch.Generator().manual_seed(seed)
+    real = data[torch.randint(0, len(data), (BATCH,), generator=rng)]
+    z = torch.randn(BATCH, LATENT, generator=rng)
+    bce, opt_d = nn.BCELoss(), torch.optim.Adam(ref_d.parameters(), lr=lr, betas=betas)
+    fake = ref_g(z)
+    real_p, fake_p = ref_d(real), ref_d(fake.detach())
+    expected_d = bce(real_p, torch.ones_like(real_p)) + bce(fake_p, torch.zeros_like(fake_p))
+    opt_d.zero_grad()
+    expected_d.backward()
+    opt_d.step()
+    fake_p = ref_d(fake)
+    expected_g = bce(fake_p, torch.ones_like(fake_p))
+
+    assert loss_d == pytest.approx(expected_d.item(), abs=1e-6), kernels
+    assert loss_g == pytest.approx(expected_g.item(), abs=1e-6), kernels
+    assert trainer.discriminator is d and type(d[-1]) is nn.Sigmoid   # the user's module, still a Sigmoid D
+    probabilities = trainer.discriminator(data[:5])
+    assert ((probabilities > 0) & (probabilities < 1)).all()
+    assert any("ends in nn.Sigmoid" in note for note in said), said
+
+
+def test_a_discriminator_saying_one_half_gives_ln2():
+    """The new user's check: a Sigmoid D that says 0.5 for everything gives G the loss ln 2, not 0.474."""
+    g, d = _models()
+    nn.init.zeros_(d[2].weight), nn.init.zeros_(d[2].bias)
+    trainer = GANTrainer(g, d, _data(), batch_size=BATCH, lr=1e-12, seed=0, real_label=1.0, device="cpu")
+    loss_d, loss_g = trainer.step()
+    assert float(loss_g) == pytest.approx(0.6931472, abs=1e-6)
+    assert float(loss_d) == pytest.approx(2 * 0.6931472, abs=1e-6)
+
+
+def test_final_sigmoid_finds_only_the_output_sigmoid():
+    x = torch.randn(3, FEATURES)
+    _, d = _models()
+    assert final_sigmoid(d, x) is d[3]
+
+    class Viewed(nn.Module):   # the sigmoid's output through a view, as popular D's write `.view(-1, 1).squeeze(1)`
+        def __init__(self):
+            super().__init__()
+            self.model = nn.Sequential(nn.Linear(FEATURES, 8), nn.Sigmoid(), nn.Linear(8, 1), nn.Sigmoid())
+
+        def forward(self, x):
+            return self.model(x).view(-1, 1).squeeze(1)
+
+    viewed = Viewed()
+    assert final_sigmoid(viewed, x) is viewed.model[3]
+    inner = nn.Sequential(nn.Linear(FEATURES, 8), nn.Sigmoid(), nn.Linear(8, 1))   # a Sigmoid inside, logits out
+    assert final_sigmoid(inner, x) is None
+    assert final_sigmoid(nn.Sequential(nn.Linear(FEATURES, 1)), x) is None
+    batchnorm = nn.Sequential(nn.Linear(FEATURES, 8), nn.BatchNorm1d(8), nn.Linear(8, 1), nn.Sigmoid())
+    before = batchnorm[1].running_mean.clone()
+    assert final_sigmoid(batchnorm, x) is batchnorm[3] and batchnorm.training
+    assert torch.equal(batchnorm[1].running_mean, before)   # the probe changes no statistics
+
+
+def test_sampling_guided_by_a_sigmoid_discriminator_reads_its_logits():
+    g, d = _models()
+    trainer = GANTrainer(g, d, _data(), batch_size=BATCH, seed=0, device="cpu")
+    trainer.step()
+    samples = trainer.sample(40, rejection=True)
+    assert samples.shape == (40, FEATURES) and 0 < trainer.last_acceptance <= 1
+
+
+def test_a_generator_that_cannot_reach_the_data_is_warned_about():
+    g, d = _models(g_out=nn.Sigmoid)   # outputs in (0, 1), data in [-1, 1]
+    with pytest.warns(UserWarning, match=r"ends in nn.Sigmoid, whose outputs lie in \(0, 1\), but the data spans"):
+        GANTrainer(g, d, _data(), batch_size=BATCH, device="cpu")
+
+
+def test_replicas_refuse_a_sigmoid_discriminator_with_the_reason():
+    g, d = _models()
+    with pytest.raises(ValueError, match="ends in nn.Sigmoid: drop it"):
+        GANTrainer(g, d, _data(), batch_size=BATCH, replicas=2, device="cpu")

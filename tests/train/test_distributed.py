@@ -4,7 +4,6 @@ rank are errors (not hangs), and the CLI under torchrun (sweep, data-parallel, r
 import datetime
 import json
 import os
-import re
 import socket
 import subprocess
 import sys

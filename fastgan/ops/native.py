@@ -27,6 +27,7 @@ import torch
 
 from ._register import register, register_opaque
 from ._runtime import get_matmul_precision
+from .activations import ACTIVATIONS as TABLE
 from .mlp import MLPSpec, flat_parameters, split_gradient
 
 __all__ = ["NativeKernelsUnavailable", "library_path", "load", "available", "cuda_mlp", "cuda_bce_with_logits",
@@ -35,7 +36,8 @@ __all__ = ["NativeKernelsUnavailable", "library_path", "load", "available", "cud
 ABI_VERSION = 1                     # FG_ABI_VERSION of kernels/fastgan_kernels.h
 MAX_LAYERS, MAX_WIDTH = 8, 1024     # FG_MAX_LAYERS, FG_MAX_WIDTH
 BUILD_COMMAND = "cmake -S . -B build && cmake --build build"
-ACTIVATIONS = {"none": 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4}
+# fg_activation of kernels/fastgan_kernels.h: the activation table's rows in order (FG_NONE = 0, ..., FG_TANH = 4)
+ACTIVATIONS = {name: index for index, name in enumerate(TABLE)}
 PRECISIONS = {"fp32": 0, "tf32": 1, "bf16": 2}
 REPO = Path(__file__).resolve().parents[2]
 

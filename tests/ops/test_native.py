@@ -339,3 +339,12 @@ def test_kernels_cuda_in_a_cuda_graph_equals_eager():
         eager.step()
     for a, b in zip(graphed.generator.state_dict().values(), eager.generator.state_dict().values()):
         assert_close(a, b, 1e-5, "G weights")
+
+
+def test_activation_ids_are_the_headers():
+    """The ids native.py passes for each activation are kernels/fastgan_kernels.h's fg_activation values."""
+    import re
+    from pathlib import Path
+    header = (Path(native.__file__).resolve().parents[2] / "kernels" / "fastgan_kernels.h").read_text()
+    enum = dict(re.findall(r"FG_(NONE|RELU|LEAKY_RELU|SIGMOID|TANH) = (\d)", header))
+    assert {name.upper(): str(i) for name, i in native.ACTIVATIONS.items()} == enum

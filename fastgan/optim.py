@@ -13,7 +13,7 @@ from torch import nn
 
 from .ops.adam import adam_programs, adam_step
 
-__all__ = ["FlatAdam", "flatten_parameters", "ReplicaAdam", "EMA"]
+__all__ = ["FlatAdam", "flatten_parameters", "ReplicaAdam", "EMA", "adam_state", "load_adam_state", "check_adam_state"]
 
 
 def flatten_parameters(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,3 +216,65 @@ class EMA:
         torch._foreach_lerp_(self._averaged, list(model.parameters()), 1.0 - self.decay)
         for mine, theirs in zip(self.module.buffers(), model.buffers()):
             mine.copy_(theirs)
+
+
+# -- one form of an Adam's state, whichever Adam holds it ----------------------------------------------------
+# A checkpoint stores a single GAN's optimizers as {"adam": 1, "step", "lr", "betas", "exp_avg", "exp_avg_sq"}
+# (the moments one tensor per parameter, in module.parameters() order), so a run saved with FlatAdam resumes
+# with torch.optim.Adam/AdamW and back, and on another device.
+
+def _parameters(optimizer) -> list[torch.Tensor]:
+    return optimizer.params if isinstance(optimizer, FlatAdam) else [p for g in optimizer.param_groups
+                                                                     for p in g["params"]]
+
+
+def adam_state(optimizer) -> dict:
+    """``optimizer``'s state (a ``FlatAdam``, or a ``torch.optim.Adam``/``AdamW`` of one group) in the one form."""
+    params = _parameters(optimizer)
+    if isinstance(optimizer, FlatAdam):
+        sizes = [p.numel() for p in params]
+        moments = [[m.view_as(p).clone() for m, p in zip(buffer.split(sizes), params)]
+                   for buffer in (optimizer.exp_avg, optimizer.exp_avg_sq)]
+        return {"adam": 1, "step": optimizer.steps_taken, "lr": optimizer.lr, "betas": list(optimizer.betas),
+                "exp_avg": moments[0], "exp_avg_sq": moments[1]}
+    group = optimizer.param_groups[0]
+    states = [optimizer.state.get(p, {}) for p in params]
+    step = max((int(s["step"]) for s in states if "step" in s), default=0)
+    return {"adam": 1, "step": step, "lr": float(group["lr"]), "betas": [float(b) for b in group["betas"]],
+            "exp_avg": [s["exp_avg"].clone() if "exp_avg" in s else torch.zeros_like(p) for s, p in zip(states, params)],
+            "exp_avg_sq": [s["exp_avg_sq"].clone() if "exp_avg_sq" in s else torch.zeros_like(p)
+                           for s, p in zip(states, params)]}
+
+
+def check_adam_state(optimizer, state: dict) -> None:
+    """``ValueError`` unless ``state`` (the one form) fits ``optimizer``'s parameters."""
+    params = _parameters(optimizer)
+    for key in ("exp_avg", "exp_avg_sq"):
+        moments = state.get(key)
+        if not isinstance(moments, list) or len(moments) != len(params):
+            raise ValueError(f"its {key} holds {len(moments) if isinstance(moments, list) else 'no'} tensors for "
+                             f"{len(params)} parameters")
+        for i, (m, p) in enumerate(zip(moments, params)):
+            if not isinstance(m, torch.Tensor) or m.shape != p.shape:
+                raise ValueError(f"its {key}[{i}] has shape {tuple(getattr(m, 'shape', ()))}, expected {tuple(p.shape)}")
+    if isinstance(state.get("step"), bool) or not isinstance(state.get("step"), int) or state["step"] < 0:
+        raise ValueError(f"its step must be a non-negative int, got {state.get('step')!r}")
+
+
+@torch.no_grad()
+def load_adam_state(optimizer, state: dict) -> None:
+    """Set ``optimizer`` (FlatAdam, or torch's Adam/AdamW) from ``state`` in the one form (``adam_state``)."""
+    check_adam_state(optimizer, state)
+    if isinstance(optimizer, FlatAdam):
+        optimizer.exp_avg.copy_(torch.cat([m.reshape(-1) for m in state["exp_avg"]]))
+        optimizer.exp_avg_sq.copy_(torch.cat([m.reshape(-1) for m in state["exp_avg_sq"]]))
+        optimizer.counter.fill_(state["step"] * adam_programs(optimizer.data.numel()))
+        optimizer.lr, optimizer.betas = float(state["lr"]), tuple(state["betas"])
+        return
+    native = optimizer.state_dict()   # its own layout, filled in: load_state_dict then places every tensor
+    for group in native["param_groups"]:
+        group["lr"], group["betas"] = float(state["lr"]), tuple(state["betas"])
+    native["state"] = {} if state["step"] == 0 else {
+        i: {"step": torch.tensor(float(state["step"])), "exp_avg": m, "exp_avg_sq": v}
+        for i, (m, v) in enumerate(zip(state["exp_avg"], state["exp_avg_sq"]))}
+    optimizer.load_state_dict(native)

@@ -4,8 +4,9 @@
 Four small fixed-seed GANs on the 2-d ring mixture (latent 8, hidden (32, 32), batch 64, seed 0):
 ``torch``, ``triton`` and ``triton-mlp`` kernels (Triton's CPU interpreter) and ``replicas`` (3 replicas,
 torch kernels). Each runs 10 steps, saves a checkpoint, runs 10 more. Recorded: every step's losses as
-exact float hex, and a SHA-256 of every final tensor (G's and D's state_dicts, and the trainer's own
-state_dict: optimizer states, RNG). Only the stable public API is used (``fastgan.GANTrainer``,
+exact float hex, and a SHA-256 of every final tensor: G's and D's state_dicts, both Adams' moments one tensor per
+parameter (whatever the optimizer's own layout or its checkpoint form) with their step counts, the RNGs' and the
+Philox sampler's states. Only the stable public API is used (``fastgan.GANTrainer``,
 ``MLPGenerator``, ``MLPDiscriminator``, ``data``, ``step``/``flush_losses``/``save``/``load``), so one
 script runs on both sides of a refactor. It runs on one CPU thread: the numbers do not depend on the core count.
 
@@ -82,10 +83,30 @@ def digest(t: torch.Tensor) -> str:
     return f"{t.dtype} {list(t.shape)} {hashlib.sha256(raw).hexdigest()}"
 
 
+def adam(optimizer) -> dict:
+    """An Adam's numbers, the same whatever holds them: moments per parameter (FlatAdam's flat buffers split in
+    parameter order; a replica Adam's (K, P) buffers as they are) and the number of updates taken."""
+    if hasattr(optimizer, "param_groups"):   # torch.optim
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        states = [optimizer.state.get(p, {}) for p in params]
+        return {"exp_avg": [s.get("exp_avg") for s in states], "exp_avg_sq": [s.get("exp_avg_sq") for s in states],
+                "step": torch.tensor([float(s["step"]) for s in states if "step" in s][:1], dtype=torch.float64)}
+    if hasattr(optimizer, "params"):   # FlatAdam
+        sizes = [p.numel() for p in optimizer.params]
+        return {"exp_avg": list(optimizer.exp_avg.split(sizes)), "exp_avg_sq": list(optimizer.exp_avg_sq.split(sizes)),
+                "step": torch.tensor([float(optimizer.steps_taken)], dtype=torch.float64)}
+    return {"exp_avg": optimizer.exp_avg, "exp_avg_sq": optimizer.exp_avg_sq,   # the replica Adam
+            "step": optimizer.step_count.double().reshape(1)}
+
+
 def case_numbers(name: str, trainer, rows: list, start: int) -> dict:
     """One case's record: its settings, step rows from ``start + 1`` on, and its final tensors' hashes."""
+    generators = getattr(trainer, "generators", None) or [trainer.rng]
+    sampler = getattr(trainer, "sampler", None)
     final = {"G": trainer.generator.state_dict(), "D": trainer.discriminator.state_dict(),
-             "state": trainer.state_dict()}
+             "adam_g": adam(trainer.optimizer_g), "adam_d": adam(trainer.optimizer_d),
+             "rng": [g.get_state() for g in generators],
+             "sampler": sampler.state_dict() if sampler is not None else None}
     return {"settings": CASES[name], "start": start, "steps": rows,
             "tensors": {key: digest(t) for key, t in tensors(final, "")},
             "kernels_run": str(getattr(trainer, "kernels_run", "?")),

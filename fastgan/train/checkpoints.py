@@ -7,7 +7,7 @@ import os
 import torch
 
 from ..checkpoint import CheckpointError, load_checkpoint
-from ..optim import FlatAdam
+from ..optim import FlatAdam, adam_state, check_adam_state, load_adam_state
 
 __all__ = ["TRAINER_FORMAT", "REPLICA_FORMAT", "SHARDED_FORMAT", "trainer_state", "load_trainer",
            "replica_state", "load_replicas", "check_trainer_state"]
@@ -18,7 +18,8 @@ SHARDED_FORMAT = "fastgan.ShardedReplicas"
 
 # -- the GANTrainer's checkpoint schema -----------------------------------------------------------------
 # {"format": TRAINER_FORMAT, "version": 1, "step": int, "generator"/"discriminator"/"ema": state dicts,
-#  "optimizer_g"/"optimizer_d": torch.optim.Adam or FlatAdam state dicts, "rng": the trainer RNG's state,
+#  "optimizer_g"/"optimizer_d": fastgan.optim.adam_state's one form (any Adam loads it; files written before it
+#  hold torch.optim.Adam or FlatAdam state dicts, which load into the same kind), "rng": the trainer RNG's state,
 #  "history": {"step", "loss_d", "loss_g": lists}, "config": TrainConfig.to_dict(), "extra": anything}
 
 TRAINER_FORMAT = "fastgan.GANTrainer"
@@ -43,6 +44,10 @@ def check_trainer_state(state: dict, modules: dict, optimizers: dict, rng_state:
                 raise ValueError(f"{name}.{key} has shape {getattr(theirs[key], 'shape', None)}, "
                                  f"expected {tuple(value.shape)}")
     for name, opt in optimizers.items():
+        if "adam" in state[name]:   # the one form (fastgan.optim.adam_state): any Adam loads it
+            check_adam_state(opt, state[name])
+            continue
+        # a checkpoint written before the one form: the optimizer's own state dict
         if isinstance(opt, FlatAdam):
             for key in ("exp_avg", "exp_avg_sq"):
                 if not isinstance(state[name].get(key), torch.Tensor) or state[name][key].shape != opt.data.shape:
@@ -76,7 +81,7 @@ def trainer_state(t) -> dict:
     return {
         "format": TRAINER_FORMAT, "version": 1, "step": t.step_count,
         "generator": t.generator.state_dict(), "discriminator": t.discriminator.state_dict(),
-        "optimizer_g": t.optimizer_g.state_dict(), "optimizer_d": t.optimizer_d.state_dict(),
+        "optimizer_g": adam_state(t.optimizer_g), "optimizer_d": adam_state(t.optimizer_d),
         "rng": t.rng.get_state(), "history": t.history,
         "ema": t.ema.module.state_dict() if t.ema is not None else None,
         "augment": t.augment.state_dict() if t.augment is not None else None,
@@ -111,8 +116,9 @@ def load_trainer(t, path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path} does not fit this trainer: {e}") from e
     for name, module in modules.items():
         module.load_state_dict(state[name])
-    t.optimizer_g.load_state_dict(state["optimizer_g"])
-    t.optimizer_d.load_state_dict(state["optimizer_d"])
+    for name in ("optimizer_g", "optimizer_d"):
+        optimizer = getattr(t, name)
+        (load_adam_state if "adam" in state[name] else type(optimizer).load_state_dict)(optimizer, state[name])
     if t.augment is not None:
         t.augment.load_state_dict(state["augment"])
     if t.sampler is not None:

@@ -212,8 +212,9 @@ def test_resume_with_the_fused_optimizer(tmp_path, regularisers):
     resumed.fit(4, log_every=4, progress=False)
     assert_same_state(straight, resumed)
     assert torch.equal(straight.optimizer_d.exp_avg_sq, resumed.optimizer_d.exp_avg_sq)
-    with pytest.raises(CheckpointError, match="fused_optimizer"):
-        ring_trainer().load(tmp_path / "c.pt")
+    other = ring_trainer(**regularisers)   # torch.optim's Adam resumes it too: the state is saved in one form
+    other.load(tmp_path / "c.pt")
+    assert other.step_count == 4 and int(other.optimizer_d.state_dict()["state"][0]["step"]) == 4
 
 
 def test_batch_size_can_change_between_steps():

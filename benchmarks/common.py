@@ -1,12 +1,15 @@
 """Shared pieces of the benchmark scripts: the card's name, versions, ceilings, timing, result files."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import platform
 import re
+import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -123,47 +126,225 @@ def measure_ceilings() -> dict:
     return ceilings
 
 
-# (folder, name) -> stem this run writes to: a run rewrites its own files as it goes (after every group of
-# rows), never a file it did not write.
-_stems: dict[tuple[Path, str], str] = {}
+# Results, per card folder (``results/<card>/``): ``runs.jsonl``, one record per run, in the order the runs started,
+# append-only; ``<benchmark>.json``/``.md``/``-<kind>.png``, the latest run of each benchmark, drawn from it;
+# ``runs.md``, every run's table, drawn from it; ``runs/``, each run's pictures (and logs), named by its run id.
+RUNS_FILE, RUNS_TABLES, RUN_FILES = "runs.jsonl", "runs.md", "runs"
+VERSIONS = ("python", "torch", "triton", "cuda", "driver")
+
+# (folder, benchmark) -> this process's current run of it: a run replaces its own record as it goes (after every
+# group of rows), never another run's.
+_run_ids: dict[tuple[Path, str], str] = {}
 
 
 def new_run() -> None:
-    """A benchmark's ``main`` starts a run: its results get stems of their own, not those of an earlier run in
-    the same process (which would overwrite that run's files)."""
-    _stems.clear()
+    """A benchmark's ``main`` starts a run: its results get a record of their own, not that of an earlier run in
+    the same process (which would replace that run's record)."""
+    _run_ids.clear()
 
 
-def write_results(name: str, payload: dict, table: str, out_dir: Path | None = None,
-                  quick: bool = False) -> tuple[Path, Path]:
-    """``results/<card>/<date>-<name>[-quick][-N].json`` and ``.md``; returns both paths.
+def write_results(name: str, payload: dict, table: str, out_dir: Path | None = None, quick: bool = False,
+                  draw=None, label: str | None = None) -> tuple[Path, ...]:
+    """Record a run: its line in ``results/<card>/runs.jsonl`` and the latest files of its benchmark,
+    ``<name>[-quick].json`` (the record) and ``.md`` (the table); returns their paths, then the pictures'.
 
-    Committed results are never overwritten: the first write of a run picks a stem whose files do not
-    exist yet (``-2``, ``-3``, ... after the date), and later writes of the same run reuse it. Quick runs
-    carry ``-quick`` in the name, so they never pass for a full run.
+    A run's first write appends its record, with an id new to the file (``<date>-<benchmark>[-<label>][-N]``);
+    its later writes replace that record in place. No other line is ever changed: committed results are never
+    overwritten. Quick runs are the benchmark ``<name>-quick``, so they never replace the latest full result.
+    ``draw(folder, stem)`` draws the run's pictures as ``folder / f"{stem}-<kind>.png"`` and returns their
+    paths: they are kept as ``runs/<run id>-<kind>.png`` and copied to ``<benchmark>-<kind>.png``.
     """
     folder = (out_dir or RESULTS) / card_slug()
+    benchmark = name + ("-quick" if quick else "")
+    env = payload.get("environment") or environment()
+    with _locked(folder):
+        lines = _lines(folder)
+        records = [json.loads(line) for line in lines]
+        key = (folder.resolve(), benchmark)
+        if key not in _run_ids:
+            day = (env.get("date") or _dt.date.today().isoformat())[:10]   # (the day the record says)
+            base = "-".join([day, benchmark] + ([label] if label else []))
+            taken, run, n = {r["run"] for r in records}, base, 1
+            while run in taken:
+                n += 1
+                run = f"{base}-{n}"
+            _run_ids[key] = run
+        run = _run_ids[key]
+        before = next((r for r in records if r["run"] == run), {})
+        if draw is not None:
+            (folder / RUN_FILES).mkdir(exist_ok=True)
+            files = [Path(p).relative_to(folder).as_posix() for p in draw(folder / RUN_FILES, run)]
+        else:   # (pictures drawn by an earlier write of the run stay its own)
+            files = before.get("files", [])
+        record = {"run": run, "benchmark": benchmark, "date": env.get("date"), "card": env.get("card") or card_name(),
+                  "quick": quick, "versions": {k: env[k] for k in VERSIONS if k in env}, "files": files,
+                  "table": table, "payload": payload}
+        records = _save_record(folder, lines, records, record)
+        written = write_latest(folder, benchmark, records)
+        write_runs_table(folder, records)
+    return written
+
+
+def read_runs(folder: Path | None = None, benchmark: str | None = None) -> list[dict]:
+    """The records of ``folder/runs.jsonl`` (default: this machine's card), in the order the runs started;
+    only ``benchmark``'s when given. Each: ``run`` (its id), ``benchmark``, ``date``, ``card``, ``quick``,
+    ``versions``, ``files`` (under ``runs/``), ``table`` (markdown or None), ``payload`` (what it measured)."""
+    records = [json.loads(line) for line in _lines(folder or RESULTS / card_slug())]
+    return [r for r in records if benchmark is None or r["benchmark"] == benchmark]
+
+
+def write_latest(folder: Path, benchmark: str, records: list[dict] | None = None) -> tuple[Path, ...]:
+    """``<benchmark>.json`` (the record), ``.md`` (its table) and ``-<kind>.png`` (copies of its pictures) from the
+    benchmark's last run in ``runs.jsonl``; the pictures of the run they replace go (they stay under ``runs/``)."""
+    record = [r for r in (read_runs(folder) if records is None else records) if r["benchmark"] == benchmark][-1]
+    json_path, md_path = folder / f"{benchmark}.json", folder / f"{benchmark}.md"
+    pictures = {folder / f"{benchmark}{Path(f).name[len(record['run']):]}": folder / f
+                for f in record["files"] if f.endswith(".png")}
+    if json_path.exists():
+        old = json.loads(json_path.read_text(encoding="utf-8"))
+        for f in old.get("files", []):
+            stale = folder / f"{benchmark}{Path(f).name[len(old['run']):]}"
+            if f.endswith(".png") and stale not in pictures:
+                stale.unlink(missing_ok=True)
+    _write_atomically(json_path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    if record["table"] is not None:
+        _write_atomically(md_path, record["table"] + "\n")
+    else:
+        md_path.unlink(missing_ok=True)
+    for latest, kept in pictures.items():
+        shutil.copyfile(kept, latest)
+    return (json_path, md_path, *pictures)
+
+
+def write_runs_table(folder: Path, records: list[dict] | None = None) -> Path:
+    """``runs.md``: an index of ``runs.jsonl`` and every run's table, each under a heading named by its run id
+    (a link to ``runs.md#<run id>`` stays valid: the file only grows)."""
+    return _write_atomically(folder / RUNS_TABLES, runs_table(folder, records))
+
+
+def runs_table(folder: Path, records: list[dict] | None = None) -> str:
+    """What ``write_runs_table`` writes, drawn from ``records`` (default: ``folder``'s runs.jsonl)."""
+    records = read_runs(folder) if records is None else records
+    lines = [f"# Every run: {folder.name}", "",
+             f"Drawn from [`{RUNS_FILE}`]({RUNS_FILE}) by `benchmarks/common.py` (run N is its line N); the "
+             "tables as each run wrote them, its pictures under `runs/`. Do not edit: the next run redraws it.", "",
+             "| # | run | benchmark | date | versions |", "|---|---|---|---|---|"]
+    lines += [f"| {i} | [{r['run']}](#{r['run']}) | {r['benchmark']} | "
+              f"{(r['date'] or '')[:16]} | {_versions(r)} |" for i, r in enumerate(records, 1)]
+    for i, r in enumerate(records, 1):
+        lines += ["", f"## {r['run']}", "",
+                  f"Run {i}: {r['benchmark']}, {r['date']}, {r['card']}; {_versions(r)}."
+                  + (" Files: " + ", ".join(f"[{Path(f).name}]({f})" for f in r["files"]) + "." if r["files"] else "")]
+        if r.get("note"):   # (a record folded in from before runs.jsonl: the lab note that tells its story)
+            note = os.path.relpath(RESULTS.parents[1] / r["note"], folder)
+            lines[-1] += f" Described in [{Path(note).name}]({note})."
+        lines += ["", _demoted(r["table"]) if r["table"] is not None else
+                  f"No table: the data is line {i} of `{RUNS_FILE}`."]
+    return "\n".join(lines) + "\n"
+
+
+def merge_results(source: Path, into: Path | None = None) -> int:
+    """Add the runs of another results folder (a device_check archive's ``results/``) to ``into`` (default
+    ``benchmarks/results``), card by card: records appended (an id already taken by another run gets ``-N``), their
+    files copied, the latest files and ``runs.md`` redrawn. A run already there is left as it is. Returns how many
+    runs were added."""
+    added = 0
+    for runs_file in sorted(Path(source).glob(f"*/{RUNS_FILE}")):
+        folder = (into or RESULTS) / runs_file.parent.name
+        with _locked(folder):
+            lines = _lines(folder)
+            records = [json.loads(line) for line in lines]
+            taken = {r["run"]: r for r in records}
+            here = [_measured(r) for r in records]
+            touched = []
+            for record in read_runs(runs_file.parent):
+                if _measured(record) in here:
+                    continue
+                run, n = record["run"], 1
+                while run in taken:
+                    n += 1
+                    run = f"{record['run']}-{n}"
+                (folder / RUN_FILES).mkdir(exist_ok=True)
+                files = []
+                for f in record["files"]:
+                    name = run + Path(f).name[len(record["run"]):]
+                    shutil.copyfile(runs_file.parent / f, folder / RUN_FILES / name)
+                    files.append(f"{RUN_FILES}/{name}")
+                record = {**record, "run": run, "files": files}
+                records = _save_record(folder, lines, records, record)
+                taken[run] = record
+                touched.append(record["benchmark"])
+                added += 1
+            for benchmark in dict.fromkeys(touched):
+                write_latest(folder, benchmark, records)
+            if touched:
+                write_runs_table(folder, records)
+    return added
+
+
+def _measured(record: dict) -> dict:
+    """A record without its id and file names: the same run, wherever it was recorded."""
+    return {k: v for k, v in record.items() if k not in ("run", "files")}
+
+
+def _lines(folder: Path) -> list[str]:
+    path = folder / RUNS_FILE
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line] if path.exists() else []
+
+
+def _save_record(folder: Path, lines: list[str], records: list[dict], record: dict) -> list[dict]:
+    """The run's line replaced where it is, or appended; every other line kept byte for byte. ``lines`` and
+    ``records``: the file as read under the same lock, updated in place; returns the records."""
+    line = json.dumps(record, ensure_ascii=False)
+    mine = [i for i, old in enumerate(records) if old["run"] == record["run"]]
+    if mine:
+        lines[mine[0]], records[mine[0]] = line, record
+    else:
+        lines.append(line)
+        records.append(record)
+    _write_atomically(folder / RUNS_FILE, "\n".join(lines) + "\n")
+    return records
+
+
+def _versions(record: dict) -> str:
+    v = record.get("versions")
+    if not v:
+        return "versions not recorded"
+    return ", ".join(f"{'CUDA' if k == 'cuda' else k} {v[k]}" for k in VERSIONS if v.get(k))
+
+
+def _demoted(table: str) -> str:
+    """A run's table inside ``runs.md``: its headings two levels down, under the run's own."""
+    out, fenced = [], False
+    for line in table.splitlines():
+        fenced ^= line.startswith("```")
+        out.append("##" + line if not fenced and re.match(r"#{1,4} ", line) else line)
+    return "\n".join(out)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """One writer at a time per card folder (two benchmarks of one machine may run side by side)."""
     folder.mkdir(parents=True, exist_ok=True)
-    key = (folder.resolve(), name + ("-quick" if quick else ""))
-    if key not in _stems:
-        base = f"{_dt.date.today().isoformat()}-{key[1]}"
-        stem, n = base, 1
-        while any(folder.glob(f"{stem}.*")) or any(folder.glob(f"{stem}-*.png")):
-            n += 1
-            stem = f"{base}-{n}"
-        _stems[key] = stem
-    stem = _stems[key]
-    json_path, md_path = folder / f"{stem}.json", folder / f"{stem}.md"
-    _write_atomically(json_path, json.dumps(payload, indent=2) + "\n")
-    _write_atomically(md_path, table + "\n")
-    return json_path, md_path
+    try:
+        import fcntl
+    except ImportError:   # (Windows: no lock)
+        yield
+        return
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)   # (releases the lock)
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, text: str) -> Path:
     """A run killed while writing leaves the previous version whole, never half a file."""
     part = path.with_name(path.name + ".part")
-    part.write_text(text)
+    part.write_text(text, encoding="utf-8")
     os.replace(part, path)
+    return path
 
 
 class TimeBudget:
@@ -231,3 +412,10 @@ def interleaved_ms(contenders: dict, warmup: int = 10, repeats: int = 15, inner:
         result[name] = {"median_ms": statistics.median(w), "min_ms": w[0], "max_ms": w[-1],
                         "p20_ms": w[len(w) // 5], "p80_ms": w[(4 * len(w)) // 5]}
     return result
+
+
+if __name__ == "__main__":
+    # python benchmarks/common.py merge SOURCE: add a device_check archive's results (SOURCE/<card>/runs.jsonl)
+    if len(sys.argv) != 3 or sys.argv[1] != "merge":
+        sys.exit("usage: python benchmarks/common.py merge RESULTS_FOLDER   (e.g. device_check's results/)")
+    print(f"{merge_results(Path(sys.argv[2]))} runs added to {RESULTS}")

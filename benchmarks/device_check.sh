@@ -9,8 +9,10 @@
 #
 # OUT_DIR (default: $OUT if set, else benchmarks/results/device_check) receives exactly two files, because a
 # leased device returns only a few: summary.txt (what the run found) and device_check.tar.gz (every log and
-# every result file: results/<card>/*.json|md|png, environment.txt, *.log). Unpack the archive to commit
-# the results under benchmarks/results/<card>/.
+# every result file: results/<card>/runs.jsonl with the latest files and runs/, environment.txt, *.log). Unpack
+# the archive and add its runs to benchmarks/results/<card>/ with `python benchmarks/common.py merge
+# UNPACKED/results` (appended to runs.jsonl, the latest files redrawn; never copy its runs.jsonl over ours); the
+# logs go under benchmarks/results/<card>/runs/<date>-device_check/.
 #
 # BUDGET (default run; by construction each step is killed at its limit, 10 s after a TERM, and the
 # benchmarks start no row that would end past theirs, writing their JSON after every row):
@@ -68,14 +70,14 @@ if [ "$QUALITY" = 1 ]; then
     # the quality protocol at its own length, each curve saved after every checkpoint (a step stopped at its
     # limit keeps the checkpoints it reached): EMA + pack 2, ring at lr 2e-4 and grid at 3e-4, both rates halved
     # from 200k steps and a tenth from 300k (the CPU's best recipes: seeds 0-9 to 400k met both goals on the means
-    # with a D calibrated at the run's final rate, benchmarks/results/cpu/2026-11-28-mixture-probes-3.md; the ring's
+    # with a D calibrated at the run's final rate, docs/notes/2026-11-28-mixture-probes-3.md; the ring's
     # fresh seeds 10-19 fell just short, 98.4% HQ and KL 0.026); each
     # checkpoint also with rejection sampling (reported apart); time to quality per seed. The trainer is saved at
     # each checkpoint; the last one saved is then scored with rejection sampling by each D calibrated 2,000 steps
     # (Adam at the final rate, batch 2,000) against its sampled G (a step of its own: eager steps, one replica
     # at a time, not timed on a GPU yet, so it cannot cost the curve its 400k row), and with Metropolis-Hastings
     # in G's latent space (steps of 0.02, beta 6: the CPU's choice, which met both goals on every fresh seed,
-    # benchmarks/results/cpu/2026-11-28-latent-mh.md) over each trained D (no calibration: on the CPU it did as
+    # docs/notes/2026-11-28-latent-mh.md) over each trained D (no calibration: on the CPU it did as
     # well with the trained D as with a calibrated one)
     for run in "ring ema_pack2 2e-4 2e-5" "grid ema_pack2 3e-4 3e-5"; do
         set -- $run

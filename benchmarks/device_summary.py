@@ -12,6 +12,9 @@ import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RUNS_FILE, read_runs  # noqa: E402
+
 HEADLINE_BATCHES = (128, 4096)
 
 
@@ -37,9 +40,16 @@ def _read(path: Path) -> dict | None:
         return None
 
 
-def _latest(folder: Path, pattern: str) -> dict | None:
-    files = sorted(folder.glob(f"results/*/{pattern}"), key=lambda p: p.stat().st_mtime)
-    return _read(files[-1]) if files else None
+def _runs(folder: Path, benchmarks: tuple[str, ...]) -> list[dict]:
+    """The run's records of these benchmarks (or whose name starts with one ending in ``-``), in the order the
+    runs started: from each card folder's ``runs.jsonl`` under ``folder/results`` (the scripts' ``--out``)."""
+    return [r for path in sorted(folder.glob(f"results/*/{RUNS_FILE}")) for r in read_runs(path.parent)
+            if r["benchmark"] in benchmarks or r["benchmark"].startswith(tuple(b for b in benchmarks if b[-1] == "-"))]
+
+
+def _latest(folder: Path, benchmarks: tuple[str, ...]) -> dict | None:
+    runs = _runs(folder, benchmarks)
+    return runs[-1]["payload"] if runs else None
 
 
 def tests(folder: Path) -> list[str]:
@@ -66,14 +76,10 @@ def tests(folder: Path) -> list[str]:
 
 def train_step(folder: Path) -> list[str]:
     """Every train_step result of the run (device_check runs batch 128 and 4096 as steps of their own)."""
-    files = sorted(folder.glob("results/*/*-train_step*.json"), key=lambda p: p.stat().st_mtime)
-    if not files:
+    runs = _runs(folder, ("train_step", "train_step-quick"))
+    if not runs:
         return ["train_step: no results"]
-    lines = []
-    for path in files:
-        payload = _read(path)
-        lines += _train_step_file(payload) if payload is not None else [f"train_step: {path.name} unreadable"]
-    return lines
+    return [line for run in runs for line in _train_step_file(run["payload"])]
 
 
 def _train_step_file(payload: dict) -> list[str]:
@@ -100,7 +106,7 @@ def _train_step_file(payload: dict) -> list[str]:
 
 
 def kernels(folder: Path) -> list[str]:
-    payload = _latest(folder, "*-kernels*.json")
+    payload = _latest(folder, ("kernels", "kernels-quick"))
     if payload is None:
         return ["kernels: no results"]
     ceilings = payload["ceilings"]
@@ -125,7 +131,7 @@ def kernels(folder: Path) -> list[str]:
 
 
 def replicas(folder: Path) -> list[str]:
-    payload = _latest(folder, "*-replicas*.json")
+    payload = _latest(folder, ("replicas", "replicas-quick"))
     if payload is None:
         return ["replicas: no results"]
     lines = ["replicas: aggregate GAN-steps/s against K (mixture GANs, batch "
@@ -177,11 +183,8 @@ def _chain(setting: dict) -> str:
 def quality_curves(folder: Path) -> list[str]:
     """``quality_curve.py`` results (``device_check.sh --quality``): modes / HQ / KL at each checkpoint."""
     lines = []
-    for path in sorted(folder.glob("results/*/*-quality-curve-*.json")):
-        data = _read(path)
-        if data is None:
-            lines.append(f"quality: {path.name} unreadable")
-            continue
+    for run in _runs(folder, ("quality_curve-",)):
+        data = run["payload"]
         lr = data.get("protocol", {}).get("lr")
         lines.append(f"quality {data['data']} {data['variant']} ({data['seeds']} seeds, mean"
                      + (f", lr {lr:g}" if lr else "") + "):")

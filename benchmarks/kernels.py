@@ -5,7 +5,7 @@ the same, at the MLP GAN's shapes and at large ones; one whole G or D pass (``fu
 per-layer fused ops and PyTorch; the fused loss vs
 ``F.binary_cross_entropy_with_logits``. All contenders of one row are timed interleaved (CUDA events,
 warm-up, median of windows). Achieved TFLOP/s and GB/s are reported against the card's ceilings,
-measured in the same run. Writes ``results/<card>/<date>-kernels.{json,md}``.
+measured in the same run. Records the run in ``results/<card>/runs.jsonl``; the latest: ``kernels[-quick].{json,md}``.
 
     python benchmarks/kernels.py            # the full grid
     python benchmarks/kernels.py --quick    # the GAN's layers at batch 128 and 4096, batch-16384 rows vs the ceilings
@@ -265,7 +265,7 @@ def main(argv=None) -> int:
                                          "quick": args.quick, "not_run": budget.skipped}, text, args.out,
                              quick=args.quick)
 
-    json_path, md_path = save()
+    json_path, md_path = save()[:2]
     for group in groups:
         rows_of_group = group()
         while budget.allows("the next row"):
@@ -274,10 +274,10 @@ def main(argv=None) -> int:
                 break
             budget.done()
             rows.append(row)
-            json_path, md_path = save()
+            save()
         if budget.skipped:
             break
-    json_path, md_path = save()
+    json_path, md_path = save()[:2]
     print(f"wrote {json_path} and {md_path}" + (f"; stopped by --time-limit after {len(rows)} rows"
                                                  if budget.skipped else ""))
     return 0

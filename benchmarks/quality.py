@@ -17,7 +17,8 @@ until ring-8 shows 8/8 modes with >= 90% high-quality samples, per backend.
 Every protocol setting is a flag: --lr --lr-schedule --betas --batch --steps --latent-dim --preset
 --pack-convention --update --seeds; --replicas trains a variant's seeds as one K-replica trainer
 (fastgan.replicas: the same runs, seeds 0..K-1, each on the seed-0 data set) instead of one after another.
-Writes results/<card>/<date>-quality.{json,md} and -quality-{ring,grid,digits}.png.
+Records the run in results/<card>/runs.jsonl; the latest run: quality[-quick].{json,md} and
+-{ring,grid,digits}.png.
 """
 from __future__ import annotations
 
@@ -395,17 +396,15 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--render", type=Path, default=None, metavar="JSON",
-                        help="only rewrite the markdown table of an earlier run's JSON, next to it")
+                        help="only print the markdown table of a saved run (its record, e.g. quality.json, or its "
+                             "payload) as this version draws it; the run's own table stays as it was")
     args = parser.parse_args(argv)
     if args.render is not None:
         payload = json.loads(args.render.read_text())
-        env = payload["environment"]
-        args.render.with_suffix(".md").write_text(_report(env, payload["seeds"], payload["steps"],
-                                                          payload["digits_steps"], payload["mixtures"],
-                                                          payload["digits"], payload["time_to_quality"],
-                                                          payload.get("architecture", ""),
-                                                          payload.get("digits_preset", "classic")) + "\n")
-        print(f"wrote {args.render.with_suffix('.md')}")
+        payload = payload.get("payload", payload)   # (a record of runs.jsonl, or a bare payload)
+        print(_report(payload["environment"], payload["seeds"], payload["steps"], payload["digits_steps"],
+                      payload["mixtures"], payload["digits"], payload["time_to_quality"],
+                      payload.get("architecture", ""), payload.get("digits_preset", "classic")))
         return 0
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     seeds = args.seeds or (2 if args.quick else 10)
@@ -445,8 +444,9 @@ def main(argv=None) -> int:
                "mixtures": mixtures, "digits": digits_results, "time_to_quality": ttq,
                "published_pacgan_table1": {f"{k}/{n}": v for (k, n), v in PACGAN_TABLE1.items()},
                "interpreter": ops.INTERPRET}
-    json_path, md_path = write_results("quality", payload, text, args.out, quick=args.quick)
-    pictures = draw(mix_pictures, digit_pictures, json_path.parent, json_path.stem)
+    json_path, md_path, *pictures = write_results(
+        "quality", payload, text, args.out, quick=args.quick,
+        draw=lambda folder, stem: draw(mix_pictures, digit_pictures, folder, stem))
     print(f"wrote {json_path}, {md_path}, " + ", ".join(map(str, pictures)))
     return 0
 

@@ -12,22 +12,23 @@ chosen on seeds 0-9, each what seed S+k of one larger run would be.
         --checkpoints 100000 200000 400000    # a GPU: PacGAN's length, 10 seeds at once
     python benchmarks/quality_curve.py --data ring --variant ema_pack2 --lr 2e-4 --seeds 10 \
         --lr-schedule 200000:0.5 300000:0.1 --checkpoints 200000 300000 400000   # step-down rates
-    python benchmarks/quality_curve.py --resume results/cpu/2026-11-28-quality-curve-ring-pack2-2.json \
+    python benchmarks/quality_curve.py --resume 2026-11-28-quality-curve-ring-pack2-2 \
         --checkpoints 300000 400000    # go on from the last checkpoint a run saved (--save-checkpoint)
     python benchmarks/quality_curve.py --preset pacgan --data ring --variant pack2 --seeds 10 --cuda-graph \
         --checkpoints 100000 200000 400000    # PacGAN's own models and settings (a GPU: 10 at once)
 
 Defaults are PacGAN's settings on our models (``quality.py``'s mixture-benchmark preset): Adam 1e-4
 (0.5, 0.999), batch 100 packed rows, 5 seeds. ``--preset pacgan``: PacGAN's own models (4 x 400 BatchNorm G,
-maxout D) and settings (Adam 1e-4 (0.8, 0.999), simultaneous updates), stacked as replicas too. Writes
-results/<card>/<date>-quality-curve-<data>-<variant>.{json,md} (``-pacgan-`` before the variant with that
-preset).
+maxout D) and settings (Adam 1e-4 (0.8, 0.999), simultaneous updates), stacked as replicas too. Records the
+run in results/<card>/runs.jsonl (id ``<date>-quality_curve-<data>-<variant>[-N]``, ``pacgan-`` before the
+variant with that preset); the latest run of each data set: quality_curve-<data>.{json,md} and -<data>.png.
 
-``--resume RESULTS.json`` goes on with a run stopped after a checkpoint (a time limit, Ctrl-C, a session's
-end): the trainer it saved there (``--save-checkpoint``, recorded in the JSON) is loaded, the run's settings are
-taken from the JSON (a flag that contradicts them is an error), its rows and time-to-quality marks are kept,
-and the curve continues to the checkpoints given past its last one — the same rows an unbroken run gives, in
-a new results file (the old one stays as it was). Training seconds go on from the last row's.
+``--resume RUN`` goes on with a run stopped after a checkpoint (a time limit, Ctrl-C, a session's end); RUN is
+its id in runs.jsonl (of ``--out``'s card folder) or a results file (a record, as quality_curve-ring.json, or its
+payload): the trainer it saved there (``--save-checkpoint``, recorded in the run) is loaded, the run's settings
+are taken from it (a flag that contradicts them is an error), its rows and time-to-quality marks are kept, and
+the curve continues to the checkpoints given past its last one — the same rows an unbroken run gives, as a new
+run (the stopped run's record stays as it was). Training seconds go on from the last row's.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
-from common import environment, markdown_table, new_run, write_results  # noqa: E402
+from common import RESULTS, RUNS_FILE, card_slug, environment, markdown_table, new_run, read_runs, write_results  # noqa: E402
 
 import fastgan  # noqa: E402
 from fastgan import metrics  # noqa: E402
@@ -189,11 +190,18 @@ def _saved_settings(payload: dict) -> dict:
 
 
 def _load_resume(args, parser) -> dict:
-    """``--resume``: the stopped run's JSON, checked; fills ``args``' settings from it (a contradiction is an
-    error) and returns what ``main`` continues from."""
+    """``--resume``: the stopped run (its id in runs.jsonl, or a results file), checked; fills ``args``' settings
+    from it (a contradiction is an error) and returns what ``main`` continues from."""
     path = args.resume
     try:
-        payload = json.loads(path.read_text())
+        if path.exists() or path.suffix == ".json":
+            record = json.loads(path.read_text())
+        else:   # a run's id
+            folder = (args.out or RESULTS) / card_slug()
+            record = next((r for r in read_runs(folder) if r["run"] == str(path)), None)
+            if record is None:
+                parser.error(f"--resume {path}: neither a file nor a run of {folder / RUNS_FILE}")
+        payload = record.get("payload", record)   # (a record, or a bare payload)
         saved = _saved_settings(payload)
         rows, first = payload["curve"], payload["first_reached"]
     except (OSError, ValueError) as error:
@@ -245,8 +253,9 @@ def _load_resume(args, parser) -> dict:
     if args.checkpoints[-1] <= done[-1]:
         parser.error(f"--checkpoints: the resumed run is at {done[-1]} steps already; give checkpoints past it")
     history = payload.get("resumed_from", []) + [{
-        "results": path.name, "steps": done[-1], "environment": payload.get("environment"), "device": saved_device,
-        "cuda_graph": payload.get("cuda_graph"), "steps_per_replay": payload.get("steps_per_replay")}]
+        "results": record.get("run", path.name), "steps": done[-1], "environment": payload.get("environment"),
+        "device": saved_device, "cuda_graph": payload.get("cuda_graph"),
+        "steps_per_replay": payload.get("steps_per_replay")}]
     return {"checkpoint": checkpoint, "rows": rows, "first": first, "history": history,
             "protocol": payload["protocol"]}
 
@@ -312,9 +321,9 @@ def main(argv=None) -> int:
     parser.add_argument("--save-checkpoint", type=Path, default=None, metavar="PATH",
                         help="save the trainer there at each checkpoint (--resume goes on from it; fastgan "
                              "evaluate reads it, but for --preset pacgan, whose models the CLI does not build)")
-    parser.add_argument("--resume", type=Path, default=None, metavar="RESULTS.json",
-                        help="go on with the run that wrote RESULTS.json from its last checkpoint (its settings, "
-                             "rows and saved trainer; --checkpoints past its last)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="RUN",
+                        help="go on with a run from its last checkpoint (its settings, rows and saved trainer; "
+                             "--checkpoints past its last): its id in runs.jsonl, or its results file")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.checkpoints and (sorted(set(args.checkpoints)) != args.checkpoints or args.checkpoints[0] < 1):
@@ -435,8 +444,9 @@ def main(argv=None) -> int:
         if resume:
             payload["resumed_from"] = resume["history"]
         preset = "pacgan-" if protocol["preset"] == "pacgan" else ""
-        written[:] = write_results(f"quality-curve-{args.data}-{preset}{args.variant}", payload, text, args.out)
-        written[2:] = quality.draw(pictures, {}, written[0].parent, written[0].stem)
+        written[:] = write_results(f"quality_curve-{args.data}", payload, text, args.out,
+                                   draw=lambda folder, stem: quality.draw(pictures, {}, folder, stem),
+                                   label=f"{preset}{args.variant}")
 
     try:
         curve(args.data, args.variant, args.seeds, args.checkpoints, protocol, device, args.kernels, report=save,

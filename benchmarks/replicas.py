@@ -11,9 +11,9 @@ Two measurements, each timed interleaved (window after window, contender after c
     python benchmarks/replicas.py --quick         # tiny windows (CI)
     python benchmarks/train_step.py --replicas 1 4 16 64 256     # the sweep alone, from train_step.py
 
-Writes results/<card>/<date>-replicas[-quick].{json,md} and -replicas-gan_steps_per_s.png (never
-overwriting earlier results). Seconds per step: CUDA events on a GPU, the wall clock on a CPU; set-up (the
-first steps: compile, capture, autotune) is timed apart and not in the medians.
+Records the run in results/<card>/runs.jsonl (never overwriting earlier runs); the latest run:
+replicas[-quick].{json,md} and -gan_steps_per_s.png. Seconds per step: CUDA events on a GPU, the wall clock on a
+CPU; set-up (the first steps: compile, capture, autotune) is timed apart and not in the medians.
 """
 from __future__ import annotations
 
@@ -197,10 +197,11 @@ def main(argv=None) -> int:
         text.append(markdown_table(["K", *backends], table_rows))
         if budget.skipped:
             text.append(f"\nNot run (time limit): {', '.join(budget.skipped)}.")
-    json_path, md_path = write_results("replicas", payload, "\n".join(text), args.out, quick=args.quick)
-    picture = plot(rows, json_path.parent / f"{json_path.stem}-gan_steps_per_s.png",
-                   f"K GANs at once — {env['card']}") if rows else None
-    print(f"wrote {json_path}, {md_path}" + (f", {picture}" if picture else ""))
+    draw = (lambda folder, stem: [plot(rows, folder / f"{stem}-gan_steps_per_s.png",
+                                       f"K GANs at once — {env['card']}")]) if rows else None
+    json_path, md_path, *pictures = write_results("replicas", payload, "\n".join(text), args.out, quick=args.quick,
+                                                  draw=draw)
+    print(f"wrote {json_path}, {md_path}" + "".join(f", {p}" for p in pictures))
     return 0
 
 

@@ -13,7 +13,8 @@ with the reason; nothing is faked.
     python benchmarks/train_step.py               # GPU: widths 128/512/1024 x batch 64..16384
     python benchmarks/train_step.py --replicas 1 4 16 64 256   # K GANs at once: aggregate GAN-steps/s
                                                   # against K per backend (benchmarks/replicas.py's sweep)
-Writes results/<card>/<date>-train_step.{json,md} and -train_step-{steps_per_s,speedup}.png.
+Records the run in results/<card>/runs.jsonl; the latest run: train_step[-quick].{json,md} and
+-{steps_per_s,speedup}.png (the pictures of every run under runs/, named by its id: benchmarks/results/README.md).
 """
 from __future__ import annotations
 
@@ -326,7 +327,7 @@ def main(argv=None) -> int:
     else:
         note = ""
     budget = TimeBudget(args.time_limit)
-    rows, json_path = [], None
+    rows = []
     for width in widths:
         for batch in batches:
             if not budget.allows(f"width {width} batch {batch}"):
@@ -343,15 +344,15 @@ def main(argv=None) -> int:
                 else:
                     print(f"  width {width:5d} batch {batch:6d} {r['label']:36s} {r['ms_per_step']:9.3f} ms/step "
                           f"{r.get('speedup_vs_eager', float('nan')):6.2f}x eager", flush=True)
-            json_path, md_path = save_figure(rows, budget, env, title, note, args, windows, steps_per_window)
-    if json_path is None:
-        json_path, md_path = save_figure(rows, budget, env, title, note, args, windows, steps_per_window)
-    pictures = plots(rows, json_path.parent, json_path.stem, title) if rows else []
+            save(rows, budget, env, title, note, args, windows, steps_per_window)
+    # the last write draws the plots, from the rows as saved
+    draw = (lambda folder, stem: plots(rows, folder, stem, title)) if rows else None
+    json_path, md_path, *pictures = save(rows, budget, env, title, note, args, windows, steps_per_window, draw)
     print(f"wrote {json_path}, {md_path}" + "".join(f", {p}" for p in pictures))
     return 0
 
 
-def save_figure(rows, budget, env, title, note, args, windows, steps_per_window):
+def save(rows, budget, env, title, note, args, windows, steps_per_window, draw=None):
     """Written after every row, so a run cut short by a time limit still leaves what it measured."""
     not_run = f"\n\nNot run (time limit {args.time_limit:g} s): {', '.join(budget.skipped)}." if budget.skipped else ""
     text = (f"# {title}\n\ntorch {env['torch']}, triton {env['triton']}, driver {env.get('driver')}; "
@@ -362,7 +363,7 @@ def save_figure(rows, budget, env, title, note, args, windows, steps_per_window)
             f"working memory of its own steps.\n\n{note}{table(rows)}{not_run}")
     payload = {"environment": env, "interpreter": ops.INTERPRET, "precision": args.precision, "quick": args.quick,
                "windows": windows, "steps_per_window": steps_per_window, "rows": rows, "not_run": budget.skipped}
-    return write_results("train_step", payload, text, args.out, quick=args.quick)
+    return write_results("train_step", payload, text, args.out, quick=args.quick, draw=draw)
 
 
 if __name__ == "__main__":

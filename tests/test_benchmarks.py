@@ -8,7 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import common  # noqa: E402,F401
+import common  # noqa: E402
 import kernels  # noqa: E402
 import train_step  # noqa: E402
 
@@ -28,8 +28,11 @@ def test_step_flop_count_matches_what_pytorch_executes():
 
 def test_train_step_quick_runs_on_cpu_and_writes_results(tmp_path):
     assert train_step.main(["--quick", "--windows", "2", "--steps-per-window", "1", "--out", str(tmp_path)]) == 0
-    (json_file,) = tmp_path.glob("cpu/*-train_step-quick.json")
-    payload = json.loads(json_file.read_text())
+    (json_file,) = tmp_path.glob("cpu/*.json")
+    (run,) = common.read_runs(tmp_path / "cpu")   # the run's record, and the latest file is that record
+    assert json_file.name == "train_step-quick.json" and json.loads(json_file.read_text()) == run
+    assert run["benchmark"] == "train_step-quick" and run["quick"] and run["versions"]["torch"] == torch.__version__
+    payload = run["payload"]
     backends = payload["rows"][0]["backends"]
     assert backends["eager"]["ms_per_step"] > 0 and backends["eager"]["speedup_vs_eager"] == 1.0
     # every layer and loss ran in Triton (the interpreter, and the row says so)
@@ -39,9 +42,12 @@ def test_train_step_quick_runs_on_cpu_and_writes_results(tmp_path):
     assert "needs a CUDA device" in backends["triton+graph"]["skipped"]
     assert backends["compile"]["ms_per_step"] > 0 and backends["compile"]["setup_s"] > 0
     assert "CUDA" in backends["eager+graph"]["skipped"]
-    assert json_file.with_suffix(".md").read_text().count("|") > 20
-    for picture in ("steps_per_s", "speedup"):
-        assert (json_file.parent / f"{json_file.stem}-{picture}.png").read_bytes().startswith(b"\x89PNG")
+    assert json_file.with_suffix(".md").read_text() == run["table"] + "\n" and run["table"].count("|") > 20
+    assert run["files"] == [f"runs/{run['run']}-steps_per_s.png", f"runs/{run['run']}-speedup.png"]
+    for picture in ("steps_per_s", "speedup"):   # kept under the run's id, and the latest copy
+        latest = (json_file.parent / f"train_step-quick-{picture}.png").read_bytes()
+        kept = (json_file.parent / "runs" / f"{run['run']}-{picture}.png").read_bytes()
+        assert latest.startswith(b"\x89PNG") and latest == kept
 
 
 def test_a_failing_backend_is_a_row_not_the_end(tmp_path, monkeypatch):
@@ -49,28 +55,121 @@ def test_a_failing_backend_is_a_row_not_the_end(tmp_path, monkeypatch):
     monkeypatch.setattr(train_step, "BACKENDS", [train_step.BACKENDS[0], broken])
     assert train_step.main(["--quick", "--windows", "1", "--steps-per-window", "1", "--batches", "16", "4096",
                             "--out", str(tmp_path)]) == 0
-    payload = json.loads(next(tmp_path.glob("cpu/*-train_step-quick.json")).read_text())
+    payload = json.loads((tmp_path / "cpu" / "train_step-quick.json").read_text())["payload"]
     assert [r["batch"] for r in payload["rows"]] == [16, 4096]  # batch 4096 > the 1,797 digits: it ran
     for row in payload["rows"]:
         assert "lr must be" in row["backends"]["broken"]["failed"] and row["backends"]["eager"]["ms_per_step"] > 0
 
 
+def pictures(**texts):
+    """A script's ``draw`` stand-in: a small file per kind of picture, named as the scripts name theirs."""
+    def draw(folder, stem):
+        paths = {kind: folder / f"{stem}-{kind}.png" for kind in texts}
+        for kind, path in paths.items():
+            path.write_text(texts[kind])
+        return list(paths.values())
+    return draw
+
+
 def test_results_are_never_overwritten(tmp_path):
-    import common
-    first = common.write_results("thing", {"a": 1}, "first", tmp_path)
+    """Each run is one record of runs.jsonl, appended; a run replaces only its own record as it goes; the latest
+    files are the last run's; a quick run is a benchmark of its own; each run's pictures stay under its id."""
+    folder = tmp_path / "cpu"
+    first = common.write_results("thing", {"a": 1}, "first", tmp_path, draw=pictures(plot="one"))
+    line = (folder / "runs.jsonl").read_text()
     common.new_run()  # a later run of the same day
     second = common.write_results("thing", {"a": 2}, "second", tmp_path)
-    again = common.write_results("thing", {"a": 3}, "second, updated", tmp_path)  # the same run rewrites its own
+    again = common.write_results("thing", {"a": 3}, "second, updated", tmp_path,   # its own record, rewritten
+                                 draw=pictures(plot="two"))
     quick = common.write_results("thing", {"a": 4}, "quick", tmp_path, quick=True)
-    assert first[0] != second[0] == again[0] and json.loads(first[0].read_text()) == {"a": 1}
-    assert second[0].name.endswith("-thing-2.json") and json.loads(second[0].read_text()) == {"a": 3}
-    assert quick[0].name.endswith("-thing-quick.json")
+    assert first[:2] == second[:2] == again[:2] == (folder / "thing.json", folder / "thing.md")
+    assert quick[:2] == (folder / "thing-quick.json", folder / "thing-quick.md")
+    runs = common.read_runs(folder)
+    assert [(r["benchmark"], r["payload"], r["table"], r["quick"]) for r in runs] == [
+        ("thing", {"a": 1}, "first", False), ("thing", {"a": 3}, "second, updated", False),
+        ("thing-quick", {"a": 4}, "quick", True)]
+    assert runs[0]["run"].endswith("-thing") and runs[1]["run"] == runs[0]["run"] + "-2"
+    assert runs[2]["run"].endswith("-thing-quick") and runs[2]["run"][:10] == runs[0]["run"][:10]
+    assert (folder / "runs.jsonl").read_text().startswith(line)   # the first run's line, byte for byte
+    assert runs[0]["versions"]["torch"] == torch.__version__ and runs[0]["card"] == common.card_name()
+    # the latest files: the last full run (not the quick one), its table and its picture
+    assert json.loads((folder / "thing.json").read_text()) == runs[1]
+    assert (folder / "thing.md").read_text() == "second, updated\n"
+    assert json.loads((folder / "thing-quick.json").read_text()) == runs[2]
+    assert again[2:] == (folder / "thing-plot.png",) and (folder / "thing-plot.png").read_text() == "two"
+    assert [r["files"] for r in runs] == [[f"runs/{runs[0]['run']}-plot.png"], [f"runs/{runs[1]['run']}-plot.png"], []]
+    assert [(folder / r["files"][0]).read_text() for r in runs[:2]] == ["one", "two"]
+    # runs.md: every run's table under its id
+    tables = (folder / "runs.md").read_text()
+    assert all(f"\n## {r['run']}\n" in tables and r["table"] in tables for r in runs)
+
+
+def test_a_latest_picture_the_new_run_lacks_goes(tmp_path):
+    """The latest files are one run's: a picture of the run before that the new one did not draw is removed
+    from them (it stays under runs/)."""
+    common.new_run()
+    common.write_results("thing", {"a": 1}, "first", tmp_path, draw=pictures(ring="1", grid="1"))
+    common.new_run()
+    common.write_results("thing", {"a": 2}, "second", tmp_path, draw=pictures(ring="2"))
+    folder = tmp_path / "cpu"
+    assert sorted(p.name for p in folder.glob("*.png")) == ["thing-ring.png"]
+    assert len(list((folder / "runs").glob("*-grid.png"))) == 1 and len(list((folder / "runs").glob("*.png"))) == 3
+
+
+def test_merge_adds_another_folders_runs_once(tmp_path):
+    """A device_check archive's results join the committed ones: its records appended, an id taken by another run
+    renamed with its files, a run already there left alone; the latest files and runs.md redrawn."""
+    ours, device = tmp_path / "ours", tmp_path / "device"
+    common.new_run()
+    common.write_results("thing", {"a": 1}, "ours", ours)
+    common.new_run()
+    common.write_results("thing", {"a": 2}, "device", device, draw=pictures(plot="device"))   # (the same id)
+    committed = (ours / "cpu" / "runs.jsonl").read_text()
+    assert common.merge_results(device, ours) == 1
+    assert common.merge_results(device, ours) == 0   # already there
+    mine, theirs = common.read_runs(ours / "cpu")
+    assert (ours / "cpu" / "runs.jsonl").read_text().startswith(committed)
+    assert theirs["run"] == mine["run"] + "-2" and theirs["payload"] == {"a": 2}
+    assert theirs["files"] == [f"runs/{theirs['run']}-plot.png"]
+    assert (ours / "cpu" / theirs["files"][0]).read_text() == "device"
+    assert json.loads((ours / "cpu" / "thing.json").read_text()) == theirs
+    assert (ours / "cpu" / "thing-plot.png").read_text() == "device"
+    assert f"## {theirs['run']}" in (ours / "cpu" / "runs.md").read_text()
+
+
+@pytest.mark.parametrize("card", ["cpu", "nvidia-h200"])
+def test_committed_results_are_whole(card):
+    """benchmarks/results/<card>/: runs.jsonl (every run, ids unique, files present), runs.md drawn from it, and
+    for each benchmark script the latest files, which are its last run's; nothing else."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / card
+    runs = common.read_runs(folder)
+    assert len({r["run"] for r in runs}) == len(runs) > 0
+    keys = ["run", "benchmark", "date", "card", "quick", "versions", "files", "table", "payload"]
+    for r in runs:
+        assert [k for k in r if k != "note"] == keys and r["run"].startswith(r["date"][:10]), r["run"]
+        assert all((folder / f).is_file() for f in r["files"]), r["run"]
+        assert r.get("note") is None or (folder.parents[2] / r["note"]).is_file(), r["run"]
+    tables = (folder / "runs.md").read_text()
+    assert tables == common.runs_table(folder) and all(f"\n## {r['run']}\n" in tables for r in runs)
+    expected = {"runs.jsonl", "runs.md", "runs"}
+    for benchmark in dict.fromkeys(r["benchmark"] for r in runs):
+        if benchmark.split("-")[0] not in ("train_step", "kernels", "replicas", "quality", "quality_curve"):
+            continue   # (fastgan train/evaluate reports and one-off probes: records only)
+        last = [r for r in runs if r["benchmark"] == benchmark][-1]
+        assert json.loads((folder / f"{benchmark}.json").read_text()) == last
+        assert (folder / f"{benchmark}.md").read_text() == last["table"] + "\n"
+        expected |= {f"{benchmark}.json", f"{benchmark}.md"}
+        for f in last["files"]:
+            latest = folder / f"{benchmark}{Path(f).name[len(last['run']):]}"
+            assert latest.read_bytes() == (folder / f).read_bytes()
+            expected.add(latest.name)
+    assert {p.name for p in folder.iterdir()} == expected
 
 
 def test_time_limit_starts_no_row_it_cannot_finish(tmp_path):
     assert train_step.main(["--quick", "--windows", "1", "--steps-per-window", "1", "--batches", "16", "32",
                             "--backends", "eager", "--time-limit", "0", "--out", str(tmp_path)]) == 0
-    payload = json.loads(next(tmp_path.glob("cpu/*-train_step-quick.json")).read_text())
+    payload = json.loads((tmp_path / "cpu" / "train_step-quick.json").read_text())["payload"]
     assert payload["rows"] == [] and payload["not_run"] == ["width 32 batch 16", "width 32 batch 32"]
 
 
@@ -87,8 +186,8 @@ def test_kernel_benchmark_saves_after_every_row_and_keeps_to_its_time_limit(tmp_
 
     def fake_rows(*args, **kwargs):
         for i in range(3):
-            files = list(tmp_path.glob("*/*-kernels-quick.json"))
-            saved_rows.append(len(json.loads(files[0].read_text())["rows"]) if files else None)
+            files = list(tmp_path.glob("*/kernels-quick.json"))
+            saved_rows.append(len(json.loads(files[0].read_text())["payload"]["rows"]) if files else None)
             yield {"op": "fused_linear", "mode": "fwd", "batch": 128, "in": 100, "out": 128,
                    "activation": "leaky_relu", "dtype": "float32", "precision": "tf32", "flops": 2 * 128 * 100 * 128,
                    "bytes": 1000, "timings": {"torch": {"median_ms": 0.02}, "fastgan": {"median_ms": 0.01}}}
@@ -104,12 +203,17 @@ def test_kernel_benchmark_saves_after_every_row_and_keeps_to_its_time_limit(tmp_
                                                          "torch": "x", "triton": "y"})
     monkeypatch.setattr(common, "card_name", lambda: "Test Card")
     assert kernels.main(["--quick", "--out", str(tmp_path)]) == 0
-    payload = json.loads(next(tmp_path.glob("*/*-kernels-quick.json")).read_text())
+    folder = tmp_path / "test-card"
+    payload = json.loads((folder / "kernels-quick.json").read_text())["payload"]
     assert len(payload["rows"]) == 15 and saved_rows[:4] == [0, 1, 2, 3]   # 5 groups of 3 rows
-    assert "% matmul ceiling" in next(tmp_path.glob("*/*-kernels-quick.md")).read_text()
+    assert "% matmul ceiling" in (folder / "kernels-quick.md").read_text()
+    (whole,) = common.read_runs(folder)   # one record, replaced after every row
+    assert whole["payload"] == payload and whole["card"] == "Test Card"
     assert kernels.main(["--quick", "--time-limit", "0", "--out", str(tmp_path)]) == 0
-    stopped = json.loads(next(tmp_path.glob("*/*-kernels-quick-2.json")).read_text())
-    assert stopped["rows"] == [] and stopped["not_run"]
+    first, stopped = common.read_runs(folder)   # a second run: a record of its own, the first one kept
+    assert first == whole and stopped["run"] == whole["run"] + "-2"
+    assert stopped["payload"]["rows"] == [] and stopped["payload"]["not_run"]
+    assert json.loads((folder / "kernels-quick.json").read_text()) == stopped   # the latest run
 
 
 def test_micro_benchmarks_run(tmp_path):
@@ -162,15 +266,16 @@ def test_device_check_script_parses_and_its_summary_reads_every_part(tmp_path, c
         '<failure message="boom">trace</failure></testcase><testcase classname="t" name="c"/></testsuite></testsuites>')
     assert train_step.main(["--quick", "--windows", "1", "--steps-per-window", "1", "--backends", "eager", "triton",
                             "--out", str(tmp_path / "results")]) == 0
-    card = next((tmp_path / "results").iterdir())
-    (card / "2026-11-27-kernels-quick.json").write_text(json.dumps({
+    common.write_results("kernels", {   # stand-ins for the GPU runs, recorded as the scripts record them
         "ceilings": {"tf32_matmul_TFLOPs": 400.0, "bf16_matmul_TFLOPs": 700.0, "fp32_matmul_TFLOPs": 50.0},
         "rows": [{"op": "fused_linear", "mode": "fwd+bwd", "dtype": "float32", "precision": "tf32", "batch": 16384,
                   "in": 784, "out": 128, "flops": 6 * 16384 * 784 * 128,
-                  "timings": {"fastgan": {"median_ms": 0.05}, "torch": {"median_ms": 0.1}}}], "not_run": []}))
-    (card / "2026-11-27-replicas-quick.json").write_text(json.dumps({"batch": 100, "sweep": [
+                  "timings": {"fastgan": {"median_ms": 0.05}, "torch": {"median_ms": 0.1}}}], "not_run": []},
+        "table", tmp_path / "results", quick=True)
+    common.write_results("replicas", {"batch": 100, "sweep": [
         {"k": 16, "backends": {"torch": {"gan_steps_per_s": 1234.0}, "triton": {"failed": "x"},
-                               "torch+graph": {"skipped": "needs a CUDA device"}}}]}))
+                               "torch+graph": {"skipped": "needs a CUDA device"}}}]}, "table", tmp_path / "results",
+        quick=True)
     (tmp_path / "results" / "micro.json").write_text(json.dumps({"benchmarks": [
         {"name": "test_train_step[eager]", "group": "train step batch 128", "extra_info": {"inner_calls": 20},
          "stats": {"median": 0.02}}]}))
@@ -204,27 +309,28 @@ def test_device_summary_reads_a_micro_json_cut_short(tmp_path):
 
 
 def test_device_summary_reads_quality_curves(tmp_path):
-    """device_check.sh --quality: the summary lists each curve's checkpoints (here a committed CPU curve)."""
-    import shutil
+    """device_check.sh --quality: the summary lists each curve's checkpoints (here committed CPU curves, read from
+    the runs.jsonl of a results folder holding only them)."""
     import device_summary
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    committed = {r["run"]: r for r in common.read_runs(results / "cpu")}
     (tmp_path / "results" / "cpu").mkdir(parents=True)
-    shutil.copy(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu" /
-                "2026-11-27-quality-curve-ring-ema.json", tmp_path / "results" / "cpu")
+
+    def only(*runs):
+        (tmp_path / "results" / "cpu" / "runs.jsonl").write_text("".join(json.dumps(committed[r]) + "\n" for r in runs))
+
+    only("2026-11-27-quality-curve-ring-ema")
     lines = device_summary.quality_curves(tmp_path)
     assert lines[0] == "quality ring ema (5 seeds, mean, lr 0.0001):"
     assert lines[-1] == "   200000 steps   1094 s: modes  8.00  HQ  92.5%  KL 0.002"
     # a curve with rejection sampling and time to quality (the 10-seed ring of 2026-11-28)
-    shutil.copy(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu" /
-                "2026-11-28-quality-curve-ring-ema.json", tmp_path / "results" / "cpu")
+    only("2026-11-27-quality-curve-ring-ema", "2026-11-28-quality-curve-ring-ema")
     lines = device_summary.quality_curves(tmp_path)
     assert "quality ring ema (10 seeds, mean, lr 0.0002):" in lines
     assert any(line.startswith("   400000 steps") and "| rejection 0.5: HQ  99.4%" in line for line in lines), lines
     assert lines[-1] == "  every mode with >= 90% HQ: 10/10 seeds, median step 115000"
     # and its rerun with a calibrated D as well (the same plain and rejection figures, then the calibrated ones)
-    for old in (tmp_path / "results" / "cpu").glob("*.json"):
-        old.unlink()
-    shutil.copy(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu" /
-                "2026-11-28-quality-curve-ring-ema-2.json", tmp_path / "results" / "cpu")
+    only("2026-11-28-quality-curve-ring-ema-2")
     lines = device_summary.quality_curves(tmp_path)
     assert lines[-2] == ("   400000 steps   2716 s: modes  7.90  HQ  93.4%  KL 0.074  | rejection 0.5: HQ  99.4%  "
                          "KL 0.111  | calibrated (D +2000 steps) 0.5: HQ  99.2%  KL 0.087"), lines
@@ -233,22 +339,27 @@ def test_device_summary_reads_quality_curves(tmp_path):
 def test_replicas_benchmark_quick_runs_on_cpu_and_writes_results(tmp_path):
     import replicas
     assert replicas.main(["--quick", "--k", "3", "--width", "16", "--windows", "2", "--out", str(tmp_path)]) == 0
-    (json_file,) = tmp_path.glob("cpu/*-replicas-quick.json")
-    payload = json.loads(json_file.read_text())
+    (json_file,) = tmp_path.glob("cpu/*.json")
+    assert json_file.name == "replicas-quick.json"
+    run = json.loads(json_file.read_text())
+    payload = run["payload"]
     seq = payload["sequential"]
     assert seq["k"] == 3 and seq["replicas_ms_per_step"] > 0
     assert seq["speedup"] == pytest.approx(seq["sequential_ms_per_step"] / seq["replicas_ms_per_step"])
     assert [row["k"] for row in payload["sweep"]] == [1, 4]
     torch_row = payload["sweep"][1]["backends"]["torch"]
     assert torch_row["gan_steps_per_s"] == pytest.approx(4 / (torch_row["median_ms"] / 1e3))
-    assert list(tmp_path.glob("cpu/*-replicas-quick-gan_steps_per_s.png"))
+    picture = (tmp_path / "cpu" / "replicas-quick-gan_steps_per_s.png").read_bytes()
+    assert picture.startswith(b"\x89PNG") and run["files"] == [f"runs/{run['run']}-gan_steps_per_s.png"]
+    assert (tmp_path / "cpu" / run["files"][0]).read_bytes() == picture
 
 
 def test_train_step_replicas_flag_runs_the_sweep(tmp_path):
     assert train_step.main(["--replicas", "2", "--quick", "--windows", "1", "--steps-per-window", "1",
                             "--out", str(tmp_path)]) == 0
-    (json_file,) = tmp_path.glob("cpu/*-replicas-quick.json")
-    payload = json.loads(json_file.read_text())
+    (json_file,) = tmp_path.glob("cpu/*.json")
+    assert json_file.name == "replicas-quick.json"
+    payload = json.loads(json_file.read_text())["payload"]
     assert "sequential" not in payload and [row["k"] for row in payload["sweep"]] == [2]
 
 
@@ -260,8 +371,9 @@ def test_quality_protocol_flags_and_replicas(tmp_path):
             "0.9", "--latent-dim", "4", "--pack-convention", "rows", "--variants", "pack2", "--lr-schedule", "20:0.5",
             "--out", str(tmp_path)]
     assert quality.main(args + ["--replicas"]) == 0
-    (json_file,) = tmp_path.glob("cpu/*-quality.json")
-    payload = json.loads(json_file.read_text())
+    (json_file,) = tmp_path.glob("cpu/*.json")
+    assert json_file.name == "quality.json"
+    payload = json.loads(json_file.read_text())["payload"]
     assert payload["protocol"] == {"lr": 1e-3, "betas": [0.5, 0.9], "batch": 40, "latent_dim": 4,
                                    "preset": "mixture-benchmark", "pack_convention": "rows", "update": "alternating",
                                    "lr_schedule": [[20, 0.5]], "replicas": True}
@@ -286,8 +398,9 @@ def test_quality_pacgan_preset_is_pacgans_protocol(tmp_path):
     args = ["--no-digits", "--seeds", "1", "--steps", "20", "--preset", "pacgan", "--variants", "pack2",
             "--out", str(tmp_path)]
     assert quality.main(args) == 0
-    (json_file,) = tmp_path.glob("cpu/*-quality.json")
-    payload = json.loads(json_file.read_text())
+    (json_file,) = tmp_path.glob("cpu/*.json")
+    assert json_file.name == "quality.json"
+    payload = json.loads(json_file.read_text())["payload"]
     assert payload["protocol"] == {"lr": 1e-4, "betas": [0.8, 0.999], "batch": 100, "latent_dim": 2,
                                    "preset": "pacgan", "pack_convention": "rows", "update": "simultaneous",
                                    "lr_schedule": [], "replicas": False}
@@ -301,8 +414,9 @@ def test_quality_pacgan_preset_is_pacgans_protocol(tmp_path):
     with pytest.raises(SystemExit):
         quality.main(args + ["--latent-dim", "3"])
     assert quality.main(args + ["--replicas", "--no-time-to-quality"]) == 0   # PacGAN's models stack as replicas
-    (replicas_json,) = set(tmp_path.glob("cpu/*-quality*.json")) - {json_file}
-    assert json.loads(replicas_json.read_text())["protocol"]["replicas"] is True
+    first, second = common.read_runs(tmp_path / "cpu")   # two runs, the first kept as it was
+    assert first["payload"] == payload and second["payload"]["protocol"]["replicas"] is True
+    assert json.loads(json_file.read_text()) == second
 
 
 def test_quality_curve_first_seed_gives_the_larger_runs_later_seeds(tmp_path):
@@ -314,7 +428,7 @@ def test_quality_curve_first_seed_gives_the_larger_runs_later_seeds(tmp_path):
     assert quality_curve.main(common + ["--seeds", "3", "--out", str(tmp_path / "a")]) == 0
     assert quality_curve.main(common + ["--seeds", "2", "--first-seed", "1", "--out", str(tmp_path / "b")]) == 0
     (a,), (b,) = (list((tmp_path / d).glob("cpu/*.json")) for d in "ab")
-    whole, later = json.loads(a.read_text()), json.loads(b.read_text())
+    whole, later = json.loads(a.read_text())["payload"], json.loads(b.read_text())["payload"]
     assert later["first_seed"] == 1 and later["seeds"] == 2
 
     def counts(runs):   # the counted metrics, exactly; spread (a mean of distances) to float32 rounding: a batch
@@ -340,8 +454,11 @@ def test_quality_curve_trains_pacgans_models_as_replicas_and_resumes(tmp_path):
     from fastgan.nn.stacked import StackedNet
     base = ["--preset", "pacgan", "--data", "ring", "--variant", "pack2", "--seeds", "2", "--out", str(tmp_path)]
     assert quality_curve.main(base + ["--checkpoints", "10", "--save-checkpoint", str(tmp_path / "t.pt")]) == 0
-    (first,) = tmp_path.glob("cpu/*-quality-curve-ring-pacgan-pack2.json")
-    payload = json.loads(first.read_text())
+    (first,) = tmp_path.glob("cpu/*.json")
+    assert first.name == "quality_curve-ring.json"
+    stopped = json.loads(first.read_text())
+    assert stopped["run"].endswith("-quality_curve-ring-pacgan-pack2")
+    payload = stopped["payload"]
     assert payload["protocol"]["preset"] == "pacgan" and payload["protocol"]["update"] == "simultaneous"
     assert payload["protocol"]["betas"] == [0.8, 0.999] and "maxout" in payload["architecture"]
     with pytest.raises(SystemExit):
@@ -349,8 +466,9 @@ def test_quality_curve_trains_pacgans_models_as_replicas_and_resumes(tmp_path):
     with pytest.raises(SystemExit):   # d_steps 2 with simultaneous updates: refused before any training
         quality_curve.main(["--preset", "pacgan", "--variant", "d_steps2", "--checkpoints", "10"])
     assert quality_curve.main(["--resume", str(first), "--checkpoints", "20", "--out", str(tmp_path)]) == 0
-    (second,) = tmp_path.glob("cpu/*-quality-curve-ring-pacgan-pack2-2.json")
-    resumed = json.loads(second.read_text())
+    kept, second = common.read_runs(tmp_path / "cpu")
+    assert kept == stopped and second["run"] == stopped["run"] + "-2"
+    resumed = second["payload"]
     assert [r["steps"] for r in resumed["curve"]] == [10, 20] and resumed["curve"][0] == payload["curve"][0]
     trainer = quality.mixture_trainer("ring", "pack2", 0, torch.device("cpu"), protocol=payload["protocol"],
                                       replicas=2)
@@ -372,18 +490,18 @@ def test_quality_curve_time_to_quality_counts_steps_and_training_seconds(tmp_pat
     monkeypatch.setattr(quality_curve, "_reached", reached)
     assert quality_curve.main(["--data", "ring", "--variant", "vanilla", "--seeds", "2", "--checkpoints", "15",
                                "--check-every", "5", "--out", str(tmp_path)]) == 0
-    payload = json.loads(next(tmp_path.glob("cpu/*-quality-curve-ring-vanilla.json")).read_text())
+    payload = json.loads((tmp_path / "cpu" / "quality_curve-ring.json").read_text())["payload"]
     first = payload["first_reached"]
     assert first[0] is None and first[1]["steps"] == 10
     assert 0 < first[1]["seconds"] <= payload["curve"][0]["seconds"]
-    text = next(tmp_path.glob("cpu/*-quality-curve-ring-vanilla.md")).read_text()
+    text = (tmp_path / "cpu" / "quality_curve-ring.md").read_text()
     assert "| 1 | 10 |" in text and "| 0 | not within 15 | - |" in text
 
 
 def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys, monkeypatch):
-    """--resume: a run stopped after its first checkpoint, resumed from its JSON and saved trainer, gives the
-    rows and time-to-quality marks of the run that never stopped (plain, rejection and calibrated), in a new
-    file; settings come from the JSON, and what contradicts the run is a one-line error."""
+    """--resume: a run stopped after its first checkpoint, resumed from its record and saved trainer, gives the
+    rows and time-to-quality marks of the run that never stopped (plain, rejection and calibrated), as a new
+    run; settings come from the record, and what contradicts the run is a one-line error."""
     import shutil
     import quality_curve
     # the time-to-quality mark (20 steps reach no real one): seed 0 from step 5 (before the stop), seed 1 from 15
@@ -395,16 +513,20 @@ def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys, mon
                                         str(tmp_path / "whole.pt"), "--out", str(tmp_path / "whole")]) == 0
     assert quality_curve.main(common + ["--checkpoints", "10", "--save-checkpoint", str(tmp_path / "ck.pt"),
                                         "--out", str(tmp_path / "part")]) == 0
-    (stopped,) = (tmp_path / "part").glob("cpu/*.json")
-    before = stopped.read_text()
-    assert json.loads(before)["checkpoint"] == str(tmp_path / "ck.pt") and json.loads(before)["device"] == "cpu"
+    (line,) = (tmp_path / "part" / "cpu" / "runs.jsonl").read_text().splitlines()
+    stopped = json.loads(line)
+    before = stopped["payload"]
+    assert before["checkpoint"] == str(tmp_path / "ck.pt") and before["device"] == "cpu"
     shutil.copy(tmp_path / "ck.pt", tmp_path / "ck10.pt")
-    assert quality_curve.main(["--resume", str(stopped), "--checkpoints", "10", "20",
+    (tmp_path / "stopped.json").write_text(line)   # the stopped run's record, as a results file
+    assert quality_curve.main(["--resume", stopped["run"], "--checkpoints", "10", "20",   # (its id in runs.jsonl)
                                "--out", str(tmp_path / "part")]) == 0
-    assert stopped.read_text() == before   # the stopped run's file stays as it was
-    (whole,) = (tmp_path / "whole").glob("cpu/*.json")
-    (resumed,) = set((tmp_path / "part").glob("cpu/*.json")) - {stopped}
-    a, b = json.loads(whole.read_text()), json.loads(resumed.read_text())
+    kept, resumed = (tmp_path / "part" / "cpu" / "runs.jsonl").read_text().splitlines()
+    assert kept == line   # the stopped run's record stays as it was, byte for byte
+    whole = tmp_path / "whole" / "cpu" / "quality_curve-ring.json"
+    resumed = json.loads(resumed)
+    assert json.loads((tmp_path / "part" / "cpu" / "quality_curve-ring.json").read_text()) == resumed   # the latest
+    a, b = json.loads(whole.read_text())["payload"], resumed["payload"]
 
     def without_seconds(rows):
         return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
@@ -415,14 +537,15 @@ def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys, mon
     assert b["curve"][0]["metropolis"]["step"] == 0.5 and b["metropolis_step"] == 0.5
     assert b["curve"][0]["metropolis"]["calibrate"] == 5
     assert without_seconds(b["curve"]) == without_seconds(a["curve"])
-    assert b["curve"][0] == json.loads(before)["curve"][0]
+    assert b["curve"][0] == before["curve"][0]
     assert b["curve"][1]["seconds"] >= b["curve"][0]["seconds"]   # training time goes on from the last row's
     assert [f["steps"] for f in b["first_reached"]] == [f["steps"] for f in a["first_reached"]] == [5, 15]
-    assert b["first_reached"][0] == json.loads(before)["first_reached"][0]
+    assert b["first_reached"][0] == before["first_reached"][0]
     assert b["curve"][0]["seconds"] <= b["first_reached"][1]["seconds"] <= b["curve"][1]["seconds"]
     assert b["protocol"] == a["protocol"] and b["resumed_from"][0]["steps"] == 10
-    assert b["resumed_from"][0]["results"] == stopped.name
-    assert f"Resumed at step 10 from `{stopped.name}`" in resumed.with_suffix(".md").read_text()
+    assert b["resumed_from"][0]["results"] == stopped["run"]
+    assert f"Resumed at step 10 from `{stopped['run']}`" in resumed["table"]
+    assert resumed["table"] + "\n" == (tmp_path / "part" / "cpu" / "quality_curve-ring.md").read_text()
     # the trainer it went on saving (where the stopped run saved) is the unbroken run's, bit for bit
     from fastgan.checkpoint import load_checkpoint
     ours, theirs = load_checkpoint(tmp_path / "ck.pt"), load_checkpoint(tmp_path / "whole.pt")
@@ -436,7 +559,8 @@ def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys, mon
     def refused(*args):   # (the stopped run's trainer file now holds the resumed run's: its copy at step 10)
         trainer = [] if "--save-checkpoint" in args else ["--save-checkpoint", str(tmp_path / "ck10.pt")]
         with pytest.raises(SystemExit) as exit_info:
-            quality_curve.main(["--resume", str(stopped), *args, *trainer, "--out", str(tmp_path / "refused")])
+            quality_curve.main(["--resume", str(tmp_path / "stopped.json"), *args, *trainer,
+                                "--out", str(tmp_path / "refused")])
         assert exit_info.value.code == 2
         return capsys.readouterr().err.strip().splitlines()[-1]
 
@@ -457,6 +581,7 @@ def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys, mon
     assert "other settings than this run's: lr 0.0002 (this run: 0.0001)" in refused(
         "--checkpoints", "20", "--save-checkpoint", str(tmp_path / "other-lr.pt"))
     assert "the resumed run trained on cpu" in refused("--checkpoints", "20", "--device", "cuda")
+    assert "neither a file nor a run of" in refused("--resume", "2026-01-01-no-such-run", "--checkpoints", "20")
     assert not (tmp_path / "refused").exists()
     # a kill after a row was written but before the trainer was saved: the trainer's row is where it goes on
     capsys.readouterr()
@@ -464,7 +589,7 @@ def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys, mon
                                str(tmp_path / "ck10.pt"), "--out", str(tmp_path / "again")]) == 0
     assert "the rows after it are measured again" in capsys.readouterr().out
     (again,) = (tmp_path / "again").glob("cpu/*.json")
-    c = json.loads(again.read_text())
+    c = json.loads(again.read_text())["payload"]
     assert without_seconds(c["curve"]) == without_seconds(a["curve"]) and c["resumed_from"][0]["steps"] == 10
     assert [f["steps"] for f in c["first_reached"]] == [5, 15]
 
@@ -476,8 +601,9 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     assert quality_curve.main(["--data", "ring", "--variant", "ema", "--seeds", "2", "--checkpoints", "10", "20",
                                "--rejection", "0.5", "--check-every", "5", "--lr-schedule", "15:0.5",
                                "--out", str(tmp_path)]) == 0
-    (json_file,) = tmp_path.glob("cpu/*-quality-curve-ring-ema.json")
-    payload = json.loads(json_file.read_text())
+    (json_file,) = tmp_path.glob("cpu/*.json")
+    assert json_file.name == "quality_curve-ring.json"
+    payload = json.loads(json_file.read_text())["payload"]
     assert [row["steps"] for row in payload["curve"]] == [10, 20]
     assert payload["protocol"]["lr_schedule"] == [[15, 0.5]]   # (the first checkpoint is before its milestone)
     assert "Adam 0.0001 (x0.5 from step 15)" in json_file.with_suffix(".md").read_text()
@@ -502,8 +628,8 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
                                "--rejection", "0.5", "--calibrate", "20", "--calibrate-lr", "5e-4",
                                "--calibrate-batch", "100", "--metropolis", "10", "--save-checkpoint",
                                str(tmp_path / "ck.pt"), "--out", str(tmp_path / "cal")]) == 0
-    (json_file,) = (tmp_path / "cal").glob("cpu/*-quality-curve-ring-ema.json")
-    row = json.loads(json_file.read_text())["curve"][0]
+    (json_file,) = (tmp_path / "cal").glob("cpu/*.json")
+    row = json.loads(json_file.read_text())["payload"]["curve"][0]
     kept = m.evaluate_mixture(trainer.sample(2500, seed=10_000, rejection=0.5, calibrate=20, calibrate_lr=5e-4,
                                              calibrate_batch=100), "ring")
     assert row["calibrated"]["calibrate"] == 20 and row["rejection"]["calibrate"] == 0

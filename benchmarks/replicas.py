@@ -68,7 +68,7 @@ def _interleaved(trainers: dict, windows: int, steps: int, warmup: int) -> dict:
 def sequential(k: int, width: int, batch: int, device, windows: int, steps: int) -> dict:
     """One K-replica step against K single-GAN steps: seconds per step of each, and the ratio."""
     data = gaussian_ring(20_000, device=device)
-    options = {"batch_size": batch, "lr": 1e-4, "device": str(device), "precision": "fp32"}
+    options = {"batch_size": batch, "lr": 1e-4, "device": str(device), "precision": "fp32", "fast": False}
     trainers = {"replicas": GANTrainer(*_models(width), data, replicas=k, **options),
                 "single": GANTrainer(*_models(width), data, **options)}
     timed = _interleaved(trainers, windows, steps, warmup=5)
@@ -98,7 +98,7 @@ def sweep(ks: list[int], backends: list[str], width: int, batch: int, device, wi
                 continue
             try:
                 trainers[name] = GANTrainer(*_models(width), data, replicas=k, batch_size=batch, lr=1e-4,
-                                            device=str(device), **options)
+                                            device=str(device), fast=False, **options)
             except Exception as e:  # noqa: BLE001 - a backend that cannot run is a result
                 row["backends"][name] = {"failed": f"{type(e).__name__}: {e}"[:300]}
         try:

@@ -42,6 +42,8 @@ def test_train_step_quick_runs_on_cpu_and_writes_results(tmp_path):
     assert "needs a CUDA device" in backends["triton+graph"]["skipped"]
     assert backends["compile"]["ms_per_step"] > 0 and backends["compile"]["setup_s"] > 0
     assert "CUDA" in backends["eager+graph"]["skipped"]
+    # GANTrainer's defaults: on a CPU the fast path keeps the plain eager step
+    assert backends["defaults"]["ms_per_step"] > 0 and backends["defaults"]["kernels_run"] == "torch"
     assert json_file.with_suffix(".md").read_text() == run["table"] + "\n" and run["table"].count("|") > 20
     assert run["files"] == [f"runs/{run['run']}-steps_per_s.png", f"runs/{run['run']}-speedup.png"]
     for picture in ("steps_per_s", "speedup"):   # kept under the run's id, and the latest copy

@@ -98,25 +98,30 @@ def lr_schedule_arg(milestones) -> tuple[tuple[int, float], ...] | None:
 def _add_fast_step_options(parser: argparse.ArgumentParser) -> None:
     """Where and how the step runs: the same options for `train` and `profile`."""
     group = parser.add_argument_group("fast step")
-    group.add_argument("--kernels", choices=KERNELS, default="torch",
-                       help="torch (default), triton (fused per layer; fastest in a CUDA graph with "
-                            "--fused-optimizer), triton-mlp (each network one fused kernel per pass: the fastest "
-                            "without a graph), cuda (fastgan's native CUDA kernels: a GPU and the CMake build) or "
-                            "auto: triton in a CUDA graph at batch <= 512, else torch")
+    group.add_argument("--kernels", choices=KERNELS, default="auto",
+                       help="torch, triton (fused per layer; fastest in a CUDA graph with FlatAdam), triton-mlp "
+                            "(each network one fused kernel per pass: the fastest without a graph), cuda (fastgan's "
+                            "native CUDA kernels: a GPU and the CMake build) or auto (default: triton in a CUDA graph "
+                            "at batch <= 512, else torch)")
+    group.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
+                       help="decide the settings left unset (kernels, --cuda-graph, --steps-per-replay, "
+                            "--fused-optimizer) for the fastest measured step on this device, said in one line "
+                            "(default); --no-fast: the plain eager step")
     group.add_argument("--sampler", choices=SAMPLERS, default="auto",
                        help="batch and noise draws: torch (PyTorch's generator), philox (one Triton kernel; "
                             "triton-mlp) or auto (default: philox where triton-mlp's fused step runs)")
     group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     group.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
                        help="torch.compile the step (optionally a mode: reduce-overhead, max-autotune)")
-    group.add_argument("--fused-optimizer", nargs="?", const="flat", default=False, choices=["flat", "torch"],
+    group.add_argument("--fused-optimizer", nargs="?", const="flat", default=None, choices=["flat", "torch"],
                        help="flat (the default when given): FlatAdam, flat parameter buffers and Adam in one "
-                            "Triton kernel per model; torch: torch.optim.Adam(fused=True)")
+                            "Triton kernel per model; torch: torch.optim.Adam(fused=True) (unset: --fast decides)")
     group.add_argument("--precision", choices=PRECISIONS, default="tf32",
                        help="matmul precision for every kernel: exact fp32, tf32 (default) or bf16 autocast")
-    group.add_argument("--cuda-graph", action="store_true", help="capture whole steps in a CUDA graph (CUDA only)")
-    group.add_argument("--steps-per-replay", type=_positive(int), default=1,
-                       help="steps captured per graph replay (with --cuda-graph; default: 1)")
+    group.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                       help="capture whole steps in a CUDA graph (CUDA only; unset: --fast decides)")
+    group.add_argument("--steps-per-replay", type=_positive(int), default=None,
+                       help="steps captured per graph replay (with a CUDA graph; unset: --fast decides)")
 
 
 # TrainConfig's fields that `fastgan train` takes from elsewhere than a flag of the same name, and why.

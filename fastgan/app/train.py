@@ -116,7 +116,7 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"fastgan: training on {args.data} ({real.shape[0]} samples x {real.shape[1]} features), "
                   f"{remaining} steps at batch {args.batch_size} on {trainer.device}, kernels={trainer.kernels}"
                   + ("" if trainer.kernels_run in ("torch", "triton") else f" (running: {trainer.kernels_run})")
-                  + (f", step: {trainer.step_path}" if trainer.kernels == "triton-mlp" else "")
+                  + (f", step: {trainer.step_path}" if trainer.step_path not in ("generic", "replicas") else "")
                   + (f", {whole.replicas} replicas (seeds {args.seed}..{args.seed + whole.replicas - 1})"
                      if whole.replicas else "")
                   + (f", {world} processes ({'replicas split over them' if sweep else 'data-parallel'})"

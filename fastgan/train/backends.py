@@ -16,16 +16,17 @@ from ..nn.fused import FusedLinear, FusedMLP, fuse
 from ..ops import native
 from ..ops.sampler import DeviceSampler
 from ..optim import FlatAdam
-from .config import TrainConfig
+from .config import CUDAGRAPH_COMPILE_MODES, TrainConfig
 from .fused_step import make_fused_step
 from .parts import StepParts
 from .step import make_step
 
-__all__ = ["Backend", "BACKENDS", "resolve_backend", "AUTO_TRITON_MAX_BATCH", "whole_mlp", "fused_step_blocker"]
+__all__ = ["Backend", "BACKENDS", "resolve_backend", "fast_path", "AUTO_TRITON_MAX_BATCH", "FAST_STEPS_PER_REPLAY", "whole_mlp", "fused_step_blocker"]
 
-# kernels="auto" picks fastgan's per-layer kernels up to this batch in a CUDA graph (docs/benchmarks.md: the
-# measurements behind it)
+# kernels="auto" picks fastgan's per-layer kernels up to this batch in a CUDA graph, and the fast path replays
+# this many steps per graph launch (docs/benchmarks.md: the measurements behind both)
 AUTO_TRITON_MAX_BATCH = 512
+FAST_STEPS_PER_REPLAY = 8
 
 
 def whole_mlp(module: torch.nn.Module) -> FusedMLP | None:
@@ -170,15 +171,51 @@ class CudaBackend(Backend):
 BACKENDS: dict[str, Backend] = {b.name: b for b in (Backend(), TritonBackend(), TritonMLPBackend(), CudaBackend())}
 
 
+def fast_path(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, str | None]:
+    """``config`` with the settings it leaves automatic decided for ``device``, and the line that says so (None
+    where nothing was automatic, or off CUDA). With ``fast`` on CUDA: a CUDA graph of ``FAST_STEPS_PER_REPLAY``
+    steps per replay unless R1 (a host-side schedule), a compile mode with CUDA graphs of its own or data
+    parallelism rules it out; FlatAdam up to batch ``AUTO_TRITON_MAX_BATCH`` unless replicas or data parallelism
+    rule it out; the kernels ``resolve_backend`` picks for a graphed step. Off CUDA, or with ``fast=False``: the
+    plain eager step with torch.optim.Adam."""
+    fast = config.fast and device.type == "cuda"
+    graph_blocker = next((why for why, on in (
+        ("r1_gamma's host-side schedule", config.r1_gamma > 0),
+        (f"compile={config.compile!r} makes CUDA graphs of its own", config.compile in CUDAGRAPH_COMPILE_MODES),
+        ("data_parallel's collectives", config.data_parallel)) if on), None)
+    flat_blocker = next((why for why, on in (("replicas", config.replicas is not None),
+                                              ("data_parallel", config.data_parallel)) if on), None)
+    chosen = {}
+    if config.cuda_graph is None:
+        chosen["cuda_graph"] = fast and graph_blocker is None
+    graph = chosen.get("cuda_graph", config.cuda_graph)
+    if config.steps_per_replay is None:
+        chosen["steps_per_replay"] = FAST_STEPS_PER_REPLAY if graph else 1
+    if config.fused_optimizer is None:   # (measured ahead up to batch 512; beyond, torch's Adam in the graph)
+        small = config.batch_size <= AUTO_TRITON_MAX_BATCH
+        chosen["fused_optimizer"] = "flat" if fast and small and flat_blocker is None else False
+    resolved = config.replace(**chosen) if chosen else config
+    if not fast or not chosen and config.kernels != "auto":
+        return resolved, None
+    backend = _auto_kernels(resolved, device) if config.kernels == "auto" else config.kernels
+    parts = [f"{backend} + CUDA graph (k={resolved.steps_per_replay})" if resolved.cuda_graph else backend]
+    if resolved.fused_optimizer == "flat":
+        parts.append("FlatAdam")
+    held = [f"no CUDA graph: {graph_blocker}" for _ in [0] if "cuda_graph" in chosen and graph_blocker] + \
+           [f"no FlatAdam: {flat_blocker}" for _ in [0] if "fused_optimizer" in chosen and flat_blocker]
+    return resolved, "fast path: " + " + ".join(parts) + (f" ({'; '.join(held)})" if held else "")
+
+
+def _auto_kernels(config: TrainConfig, device: torch.device) -> str:
+    fused = device.type == "cuda" and ops.HAS_TRITON and config.cuda_graph
+    return "triton" if fused and config.batch_size <= AUTO_TRITON_MAX_BATCH else "torch"
+
+
 def resolve_backend(config: TrainConfig, device: torch.device) -> Backend:
     """The backend ``config.kernels`` names, checked against ``config`` and ``device``. ``"auto"`` chooses only
     how the step computes, never what: ``torch`` or ``triton`` (same optimizer, same draws, so a checkpoint
     resumes under either): ``triton`` on CUDA with Triton installed, in a CUDA graph, at batch size up to
     ``AUTO_TRITON_MAX_BATCH``; ``torch`` otherwise. Decided once, when the trainer is built."""
-    name = config.kernels
-    if name == "auto":
-        fused = device.type == "cuda" and ops.HAS_TRITON and config.cuda_graph
-        name = "triton" if fused and config.batch_size <= AUTO_TRITON_MAX_BATCH else "torch"
-    backend = BACKENDS[name]
+    backend = BACKENDS[_auto_kernels(config, device) if config.kernels == "auto" else config.kernels]
     backend.check(config, device)
     return backend

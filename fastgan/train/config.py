@@ -32,6 +32,8 @@ LOSSES = ("non_saturating", "hinge")
 # False: torch.optim.Adam (for-each); "flat": FlatAdam (True means the same); "torch":
 # torch.optim.Adam(fused=True), PyTorch's own fused Adam, the baseline FlatAdam must beat.
 FUSED_OPTIMIZERS = (False, "flat", "torch")
+# the settings ``fast`` decides when they are left at these values (fastgan.train.backends.fast_path)
+AUTOMATIC = {"kernels": "auto", "cuda_graph": None, "steps_per_replay": None, "fused_optimizer": None}
 # settings that may take one value per replica (a sequence of length ``replicas``); betas: a sequence of pairs
 PER_REPLICA = ("lr", "lr_g", "lr_d", "betas", "real_label", "instance_noise")
 
@@ -101,14 +103,19 @@ class TrainConfig:
             runs, else torch).
         compile: ``True`` (or a ``torch.compile`` mode such as ``"reduce-overhead"``) compiles the step's
             regions (see ``fastgan.step``); the Triton ops enter as opaque custom ops (no graph breaks).
-        cuda_graph: capture whole steps in one CUDA graph (``fastgan.graph``): after ``graph_warmup`` eager
-            warm-up steps, each ``step()`` replays ``steps_per_replay`` steps with one launch. CUDA only.
+        cuda_graph: capture whole steps in one CUDA graph (``fastgan.train.graph``): after ``graph_warmup``
+            eager warm-up steps, each ``step()`` replays ``steps_per_replay`` steps with one launch. CUDA only.
+        fast: leave ``kernels`` (``"auto"``), ``cuda_graph``, ``steps_per_replay`` and ``fused_optimizer`` (None)
+            unset and the trainer picks the fastest measured configuration for the device once, and says it in
+            one line (``fastgan.train.backends.fast_path``): on CUDA a CUDA graph of 8 steps per replay, FlatAdam
+            and triton's kernels up to batch 512, each falling back with its reason where a setting rules it out;
+            on a CPU the plain eager step. ``fast=False``: the plain eager step everywhere.
         precision: applied alike to PyTorch's and fastgan's kernels, so comparisons are fair: ``"fp32"``
             (exact fp32), ``"tf32"`` (default: fp32 matmuls on TF32 tensor cores) or ``"bf16"`` (forward
             passes autocast to bf16: bf16 matmul operands, fp32 accumulation, fp32 weights and Adam state).
         fused_optimizer: ``True`` or ``"flat"``: ``FlatAdam`` for both models (parameters and gradients in one
             flat buffer each, the update in one Triton kernel with a device-side step count); ``"torch"``:
-            ``torch.optim.Adam(fused=True)``; ``False`` (default): ``torch.optim.Adam``.
+            ``torch.optim.Adam(fused=True)``; ``False``: ``torch.optim.Adam``; None (default): ``fast`` decides.
         latent_dim: checked against the generator's input size when given.
         real_label: target for real samples in D's loss; < 1 is one-sided label smoothing.
 
@@ -163,14 +170,15 @@ class TrainConfig:
     lr_d: float | None = None
     lr_schedule: tuple[tuple[int, float], ...] = ()
     device: str | None = None
-    kernels: str = "torch"
+    kernels: str = "auto"
     sampler: str = "auto"
     compile: bool | str = False
-    cuda_graph: bool = False
-    steps_per_replay: int = 1
+    cuda_graph: bool | None = None
+    steps_per_replay: int | None = None
     graph_warmup: int = 3
     precision: str = "tf32"
-    fused_optimizer: bool | str = False
+    fused_optimizer: bool | str | None = None
+    fast: bool = True
     latent_dim: int | None = None
     loss: str = "non_saturating"
     real_label: float = 1.0
@@ -205,13 +213,19 @@ class TrainConfig:
                              f"({', '.join(COMPILE_MODES)}), got {self.compile!r}")
         if self.fused_optimizer is True:
             self.fused_optimizer = "flat"
-        if self.fused_optimizer not in FUSED_OPTIMIZERS:
+        if self.fused_optimizer is not None and self.fused_optimizer not in FUSED_OPTIMIZERS:
             raise ValueError(f"fused_optimizer must be False, True (= 'flat': FlatAdam) or 'torch' "
                              f"(torch.optim.Adam(fused=True)), got {self.fused_optimizer!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {self.precision!r}")
-        for name in ("batch_size", "steps_per_replay", "graph_warmup", "d_steps", "pack", "r1_every"):
+        for name in ("batch_size", "graph_warmup", "d_steps", "pack", "r1_every"):
             positive_int(name, getattr(self, name))
+        if self.steps_per_replay is not None:
+            positive_int("steps_per_replay", self.steps_per_replay)
+        for name in ("cuda_graph", "fast"):
+            if getattr(self, name) not in ((None, True, False) if name == "cuda_graph" else (True, False)):
+                raise ValueError(f"{name} must be True or False{' (or None: automatic)' if name == 'cuda_graph' else ''}"
+                                 f", got {getattr(self, name)!r}")
         if self.cuda_graph and self.compile in CUDAGRAPH_COMPILE_MODES:
             raise ValueError(f"compile={self.compile!r} makes CUDA graphs of its own (cudagraph trees): use it with "
                              "cuda_graph=False, or compile=True (or 'max-autotune-no-cudagraphs') with "
@@ -391,9 +405,11 @@ class TrainConfig:
 
     def changes_from(self, saved: dict) -> dict[str, tuple]:
         """``{name: (saved value, mine)}`` for the settings that differ from ``saved`` (a checkpoint's ``to_dict``):
-        a setting newer than the checkpoint ran with its default; one the checkpoint has and I do not is ignored."""
+        a setting newer than the checkpoint ran with its default; one the checkpoint has and I do not is ignored;
+        one I leave automatic (``AUTOMATIC``) matches whatever the checkpoint's run resolved it to."""
         mine, theirs = self.to_dict(), {**TrainConfig().to_dict(), **saved}
-        return {k: (v, mine[k]) for k, v in theirs.items() if k in mine and mine[k] != v}
+        return {k: (v, mine[k]) for k, v in theirs.items()
+                if k in mine and mine[k] != v and mine[k] != AUTOMATIC.get(k, object())}
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import save_checkpoint
 from ..checks import positive_int
+from ..log import say
 from ..phases import phase
 from .config import TrainConfig
 from .graph import GraphedStep
@@ -89,8 +90,10 @@ class TrainingLoop:
 
     def __init__(self, step: Callable[[int], tuple], config: TrainConfig, rngs, device: torch.device,
                  set_lr_factor: Callable[[float], None], row_is_finite: Callable[[tuple], bool],
-                 postfix: Callable[[tuple], dict]):
+                 postfix: Callable[[tuple], dict], graph_optional: bool = False):
         self.config = config
+        # the graph was the fast path's choice: a step it cannot capture then runs eagerly, said in one line
+        self.graph_optional = graph_optional
         self.set_lr_factor = set_lr_factor
         self.row_is_finite, self.postfix = row_is_finite, postfix
         self.graphed = GraphedStep(step, rngs, device, config.steps_per_replay,
@@ -142,7 +145,15 @@ class TrainingLoop:
             for loss_d, loss_g in self.graphed.warm_up(self.count):
                 self.count += 1
                 self.losses.add_step(self.count, loss_d, loss_g)
-            self.graphed.capture(self.count)
+            try:
+                self.graphed.capture(self.count)
+            except Exception as e:  # noqa: BLE001 - whatever a module does that a graph cannot hold
+                if not self.graph_optional:
+                    raise
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                say(f"no CUDA graph: the step cannot be captured ({reason}); it runs eagerly from here")
+                self.graphed = None
+                return loss_d, loss_g
         with phase("graph.replay"):
             losses = self.graphed.replay()
         self.losses.add_replay(self.count + 1, losses)

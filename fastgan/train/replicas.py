@@ -42,7 +42,8 @@ from ..nn.logits import final_sigmoid
 from ..nn.stacked import check_stackable, replica_models, stack_models
 from ..optim import ReplicaAdam
 from ..sampling import SampleOptions
-from .backends import resolve_backend
+from ..log import say
+from .backends import fast_path, resolve_backend
 from .checkpoints import load_replicas, replica_state
 from .config import TrainConfig, config_from
 from .loop import Trainer, TrainingLoop, training_device
@@ -69,6 +70,8 @@ class ReplicaTrainer(Trainer):
         if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
             raise TypeError("generator and discriminator must be torch.nn.Module instances")
         self.device = training_device(config, data)
+        graph_optional = config.cuda_graph is None   # (the fast path's to choose, and to drop if capture fails)
+        config, fast = fast_path(config, self.device)
         self.config = config
         self.replicas = config.replicas
         self.data = _data.from_tensor(data, device=self.device)
@@ -77,6 +80,8 @@ class ReplicaTrainer(Trainer):
         check_stackable(generator), check_stackable(discriminator)   # clear errors before any copy
         self.backend = resolve_backend(config, self.device)
         self.kernels = self.backend.name
+        if fast is not None:
+            say(fast)
         self.templates = (copy.deepcopy(generator).cpu(), copy.deepcopy(discriminator).cpu())
         if final_sigmoid(self.templates[1], self.data[: config.pack].reshape(1, -1).cpu()) is not None:
             raise ValueError(f"replicas train a discriminator that returns logits, but {type(discriminator).__name__} "
@@ -97,7 +102,8 @@ class ReplicaTrainer(Trainer):
         self.loop = TrainingLoop(make_replica_step(self), config, self.generators, self.device, self._set_lr_factor,
                                  lambda row: all(math.isfinite(v) for v in (*row[1], *row[2])),
                                  lambda row: {"loss_d": f"{sum(row[1]) / len(row[1]):.4f}",
-                                              "loss_g": f"{sum(row[2]) / len(row[2]):.4f}"})
+                                              "loss_g": f"{sum(row[2]) / len(row[2]):.4f}"},
+                                 graph_optional=graph_optional)
 
     def _set_lr_factor(self, factor: float) -> None:
         self.optimizer_g.scale_lr(factor)

@@ -23,7 +23,7 @@ from ..optim import EMA, FlatAdam
 from ..sampling import SampleOptions
 from . import distributed
 from .augment import Augment, parse_transforms
-from .backends import resolve_backend
+from .backends import fast_path, resolve_backend
 from .checkpoints import load_trainer, trainer_state
 from .config import TrainConfig, config_from
 from .losses import gan_losses
@@ -74,6 +74,8 @@ class GANTrainer(Trainer):
         if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
             raise TypeError("generator and discriminator must be torch.nn.Module instances")
         self.device = training_device(config, data)
+        graph_optional = config.cuda_graph is None   # (the fast path's to choose, and to drop if capture fails)
+        config, fast = fast_path(config, self.device)
         self.config = config
         self.data = _data.from_tensor(data, device=self.device)
         self.latent_dim = check_gan_models(generator, discriminator, self.data.shape[1], config.pack,
@@ -81,6 +83,8 @@ class GANTrainer(Trainer):
         self.labels, self.num_classes = self._check_labels(generator, discriminator, labels, config)
         self.backend = resolve_backend(config, self.device)
         self.kernels = self.backend.name
+        if fast is not None:
+            say(fast)
         generator, discriminator = generator.to(self.device), discriminator.to(self.device)
         sigmoid = self._check_outputs(generator, discriminator)
         self.generator = self.backend.convert(generator)
@@ -107,7 +111,8 @@ class GANTrainer(Trainer):
         step, self.sampler, self.step_path = self.backend.make_step(self._parts)
         self.loop = TrainingLoop(step, config, self.rng, self.device, self._set_lr_factor,
                                  lambda row: math.isfinite(row[1]) and math.isfinite(row[2]),
-                                 lambda row: {"loss_d": f"{row[1]:.4f}", "loss_g": f"{row[2]:.4f}"})
+                                 lambda row: {"loss_d": f"{row[1]:.4f}", "loss_g": f"{row[2]:.4f}"},
+                                 graph_optional=graph_optional)
 
     def _check_labels(self, generator, discriminator, labels, config) -> tuple[torch.Tensor | None, int | None]:
         """The labels on the device (int64), and the number of classes; ValueError where models and labels

@@ -56,7 +56,9 @@ def test_trainer_takes_a_config_or_keywords_alike(tmp_path):
     assert by_config.history == by_keywords.history == overridden.history
     by_config.save(tmp_path / "c.pt")
     from fastgan.checkpoint import load_checkpoint
-    assert TrainConfig.from_dict(load_checkpoint(tmp_path / "c.pt")["config"]) == config
+    saved = TrainConfig.from_dict(load_checkpoint(tmp_path / "c.pt")["config"])
+    assert saved == by_config.config == config.replace(cuda_graph=False, steps_per_replay=1, fused_optimizer=False)
+    assert config.changes_from(saved.to_dict()) == {}   # what the run decided for itself is no change of settings
     with pytest.raises(TypeError, match="config must be a fastgan.TrainConfig"):
         GANTrainer(*_models(), data.gaussian_ring(512), {"batch_size": 32})
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from .. import ops
 from ..nn.fused import FusedLinear, FusedMLP, fuse
+from ..log import say
 from ..ops import native
 from ..ops.sampler import DeviceSampler
 from ..optim import FlatAdam
@@ -21,7 +22,7 @@ from .fused_step import make_fused_step
 from .parts import StepParts
 from .step import make_step
 
-__all__ = ["Backend", "BACKENDS", "resolve_backend", "fast_path", "AUTO_TRITON_MAX_BATCH", "FAST_STEPS_PER_REPLAY", "whole_mlp", "fused_step_blocker"]
+__all__ = ["Backend", "BACKENDS", "plan", "resolve_backend", "fast_path", "AUTO_TRITON_MAX_BATCH", "FAST_STEPS_PER_REPLAY", "whole_mlp", "fused_step_blocker"]
 
 # kernels="auto" picks fastgan's per-layer kernels up to this batch in a CUDA graph, and the fast path replays
 # this many steps per graph launch (docs/benchmarks.md: the measurements behind both)
@@ -209,6 +210,17 @@ def fast_path(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, s
 def _auto_kernels(config: TrainConfig, device: torch.device) -> str:
     fused = device.type == "cuda" and ops.HAS_TRITON and config.cuda_graph
     return "triton" if fused and config.batch_size <= AUTO_TRITON_MAX_BATCH else "torch"
+
+
+def plan(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, Backend, bool]:
+    """A trainer's settings for ``device`` (``fast_path``'s, said in one line) and its backend; and whether its
+    CUDA graph was the fast path's choice (a step the graph cannot capture then runs eagerly)."""
+    graph_optional = config.cuda_graph is None
+    config, line = fast_path(config, device)
+    backend = resolve_backend(config, device)
+    if line is not None:
+        say(line)
+    return config, backend, graph_optional
 
 
 def resolve_backend(config: TrainConfig, device: torch.device) -> Backend:

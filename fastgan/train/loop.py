@@ -14,11 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
+from .. import data as _data
 from ..checkpoint import save_checkpoint
 from ..checks import positive_int
 from ..log import say
+from ..nn.checks import check_gan_models
 from ..phases import phase
 from .config import TrainConfig
 from .graph import GraphedStep
@@ -231,6 +234,16 @@ class Trainer:
     batch_size = property(lambda self: self.config.batch_size,
                           lambda self, value: self._set_batch_size(value),
                           doc="settable: a new batch size takes effect at the next step (a graph is recorded anew)")
+
+    def _take(self, generator: nn.Module, discriminator: nn.Module, data, config: TrainConfig) -> None:
+        """What every trainer does first: the models' types checked, the device the run takes, the data on it,
+        G and D checked against it (``ValueError``/``TypeError`` naming the problem, before anything is built)."""
+        if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
+            raise TypeError("generator and discriminator must be torch.nn.Module instances")
+        self.device = training_device(config, data)
+        self.data = _data.from_tensor(data, device=self.device)
+        self.latent_dim = check_gan_models(generator, discriminator, self.data.shape[1], config.pack,
+                                           config.latent_dim)
 
     def flush_losses(self) -> list[tuple]:
         """Read the losses of the steps since the last flush (one host sync) into ``history``."""

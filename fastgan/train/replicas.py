@@ -35,18 +35,15 @@ import os
 import torch
 from torch import nn
 
-from .. import data as _data
 from ..checks import positive_int
-from ..nn.checks import check_gan_models
 from ..nn.logits import final_sigmoid
 from ..nn.stacked import check_stackable, replica_models, stack_models
 from ..optim import ReplicaAdam
 from ..sampling import SampleOptions
-from ..log import say
-from .backends import fast_path, resolve_backend
+from .backends import plan
 from .checkpoints import load_replicas, replica_state
 from .config import TrainConfig, config_from
-from .loop import Trainer, TrainingLoop, training_device
+from .loop import Trainer, TrainingLoop
 from .replica_step import make_replica_step
 
 __all__ = ["ReplicaTrainer"]
@@ -67,21 +64,11 @@ class ReplicaTrainer(Trainer):
             raise ValueError("ReplicaTrainer needs replicas=K")
         if labels is not None:
             raise ValueError("replicas do not train conditional GANs yet (labels given)")
-        if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
-            raise TypeError("generator and discriminator must be torch.nn.Module instances")
-        self.device = training_device(config, data)
-        graph_optional = config.cuda_graph is None   # (the fast path's to choose, and to drop if capture fails)
-        config, fast = fast_path(config, self.device)
-        self.config = config
-        self.replicas = config.replicas
-        self.data = _data.from_tensor(data, device=self.device)
-        self.latent_dim = check_gan_models(generator, discriminator, self.data.shape[1], config.pack,
-                                           config.latent_dim)
+        self._take(generator, discriminator, data, config)
         check_stackable(generator), check_stackable(discriminator)   # clear errors before any copy
-        self.backend = resolve_backend(config, self.device)
-        self.kernels = self.backend.name
-        if fast is not None:
-            say(fast)
+        config, self.backend, graph_optional = plan(config, self.device)
+        self.config, self.kernels = config, self.backend.name
+        self.replicas = config.replicas
         self.templates = (copy.deepcopy(generator).cpu(), copy.deepcopy(discriminator).cpu())
         if final_sigmoid(self.templates[1], self.data[: config.pack].reshape(1, -1).cpu()) is not None:
             raise ValueError(f"replicas train a discriminator that returns logits, but {type(discriminator).__name__} "

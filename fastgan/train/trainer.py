@@ -13,21 +13,20 @@ import warnings
 import torch
 from torch import nn
 
-from .. import data as _data
 from ..checks import positive_int
 from ..log import say
-from ..nn.checks import check_gan_models, check_labels
+from ..nn.checks import check_labels
 from ..nn.logits import Logits, final_activation, final_sigmoid
 from ..nn.spectral import SpectralNorm
 from ..optim import EMA, FlatAdam
 from ..sampling import SampleOptions
 from . import distributed
 from .augment import Augment, parse_transforms
-from .backends import fast_path, resolve_backend
+from .backends import plan
 from .checkpoints import load_trainer, trainer_state
 from .config import TrainConfig, config_from
 from .losses import gan_losses
-from .loop import NonFiniteLossError, Trainer, TrainingInterrupted, TrainingLoop, training_device
+from .loop import NonFiniteLossError, Trainer, TrainingInterrupted, TrainingLoop
 from .replicas import ReplicaTrainer
 from .parts import StepParts
 
@@ -71,20 +70,10 @@ class GANTrainer(Trainer):
         if config.replicas is not None:   # (GANTrainer itself makes a ReplicaTrainer; a subclass of it cannot)
             raise ValueError(f"replicas={config.replicas} trains with fastgan.train.ReplicaTrainer: subclass "
                              f"that one (a {type(self).__name__} trains one GAN)")
-        if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
-            raise TypeError("generator and discriminator must be torch.nn.Module instances")
-        self.device = training_device(config, data)
-        graph_optional = config.cuda_graph is None   # (the fast path's to choose, and to drop if capture fails)
-        config, fast = fast_path(config, self.device)
-        self.config = config
-        self.data = _data.from_tensor(data, device=self.device)
-        self.latent_dim = check_gan_models(generator, discriminator, self.data.shape[1], config.pack,
-                                           config.latent_dim)
+        self._take(generator, discriminator, data, config)
         self.labels, self.num_classes = self._check_labels(generator, discriminator, labels, config)
-        self.backend = resolve_backend(config, self.device)
-        self.kernels = self.backend.name
-        if fast is not None:
-            say(fast)
+        config, self.backend, graph_optional = plan(config, self.device)
+        self.config, self.kernels = config, self.backend.name
         generator, discriminator = generator.to(self.device), discriminator.to(self.device)
         sigmoid = self._check_outputs(generator, discriminator)
         self.generator = self.backend.convert(generator)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["check_gan_models", "check_labels", "first_linear", "last_linear"]
+__all__ = ["check_gan_models", "check_labels", "first_linear", "last_linear", "convolutional_latent"]
 
 
 def check_labels(labels: torch.Tensor, num_classes: int, rows: int | None = None, what: str = "labels") -> None:
@@ -36,10 +36,24 @@ def last_linear(module: nn.Module) -> nn.Linear | None:
     return found
 
 
+def _first_layer(module: nn.Module) -> nn.Module | None:
+    """The first module (registration order) that holds parameters of its own."""
+    return next((m for m in module.modules() if any(True for _ in m.parameters(recurse=False))), None)
+
+
+def convolutional_latent(generator: nn.Module) -> bool:
+    """Whether G begins with a convolution (DCGAN's ``ConvTranspose2d(nz, ...)``): it takes its noise as
+    ``(N, nz, 1, 1)``, not ``(N, nz)``."""
+    return isinstance(_first_layer(generator), nn.modules.conv._ConvNd)
+
+
 def _in_features(module: nn.Module, attribute: str) -> int | None:
     value = getattr(module, attribute, None)
     if isinstance(value, int):
         return value
+    first = _first_layer(module)
+    if isinstance(first, nn.modules.conv._ConvNd):   # G: the noise's channels; D: its input size is a shape
+        return first.in_channels if attribute == "latent_dim" else None
     linear = first_linear(module)
     if linear is None or isinstance(linear, nn.modules.lazy.LazyModuleMixin):
         return None  # unknown until the first forward
@@ -52,8 +66,8 @@ def check_gan_models(generator: nn.Module, discriminator: nn.Module, features: i
     row) and ``latent_dim`` (if given) against G's input; returns G's latent size. ``ValueError`` if not."""
     g_in = _in_features(generator, "latent_dim")
     if g_in is None:
-        raise ValueError("cannot infer the generator's latent size: give it a `latent_dim` attribute "
-                         "or an nn.Linear first layer")
+        raise ValueError("cannot infer the generator's latent size: give it a `latent_dim` attribute, "
+                         "or an nn.Linear or convolution first layer")
     if latent_dim is not None and latent_dim != g_in:
         raise ValueError(f"latent_dim={latent_dim} does not match the generator, which takes {g_in} inputs")
     d_in = _in_features(discriminator, "in_dim")
@@ -61,7 +75,9 @@ def check_gan_models(generator: nn.Module, discriminator: nn.Module, features: i
         packed = f" x pack={pack} = {pack * features}" if pack > 1 else ""
         raise ValueError(f"data has {features} features per sample{packed} but the discriminator takes {d_in}")
     g_out = getattr(generator, "out_dim", None)
-    if not isinstance(g_out, int):
+    if any(isinstance(m, nn.modules.conv._ConvNd) for m in generator.modules()):
+        g_out = None   # a convolutional G's output size is a shape: the step checks it
+    elif not isinstance(g_out, int):
         g_out = last_linear(generator).out_features if last_linear(generator) is not None else None
     if g_out is not None and g_out != features:
         raise ValueError(f"the generator makes {g_out} features per sample but the data has {features}")

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -241,6 +242,9 @@ class Trainer:
         if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
             raise TypeError("generator and discriminator must be torch.nn.Module instances")
         self.device = training_device(config, data)
+        shape = tuple(data.shape if hasattr(data, "shape") else np.shape(data))
+        # (C, H, W) of image data (its samples reach D in that shape), None for rows of features
+        self.sample_shape = shape[1:] if len(shape) > 2 else None
         self.data = _data.from_tensor(data, device=self.device)
         self.latent_dim = check_gan_models(generator, discriminator, self.data.shape[1], config.pack,
                                            config.latent_dim)

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..checks import positive_int
-from ..nn.logits import final_sigmoid
+from ..nn.adapters import final_sigmoid
 from ..nn.stacked import check_stackable, replica_models, stack_models
 from ..optim import ReplicaAdam
 from ..sampling import SampleOptions

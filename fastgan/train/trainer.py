@@ -15,8 +15,8 @@ from torch import nn
 
 from ..checks import positive_int
 from ..log import say
-from ..nn.checks import check_labels
-from ..nn.logits import Logits, final_activation, final_sigmoid
+from ..nn.checks import check_labels, convolutional_latent
+from ..nn.adapters import Logits, Shaped, final_activation, final_sigmoid
 from ..nn.spectral import SpectralNorm
 from ..optim import EMA, FlatAdam
 from ..sampling import SampleOptions
@@ -78,8 +78,10 @@ class GANTrainer(Trainer):
         sigmoid = self._check_outputs(generator, discriminator)
         self.generator = self.backend.convert(generator)
         self.discriminator = self.backend.convert(discriminator, keep=(sigmoid,) if sigmoid is not None else ())
-        # what the losses and D-guided sampling read: D's logits (its own final Sigmoid, if any, skipped)
-        self.judge = Logits(self.discriminator, sigmoid) if sigmoid is not None else self.discriminator
+        # what the losses and D-guided sampling read: D's logits (its own final Sigmoid, if any, skipped), and its
+        # samples in the data's shape; what the step draws from: G, given DCGAN-style noise where it wants it
+        self.judge = self._as_judge(Logits(self.discriminator, sigmoid) if sigmoid is not None else self.discriminator)
+        self.drawn_from = self._as_drawn_from(self.generator)
         # data-parallel: the ranks' settings compared, rank 0's weights given to all, before anything is built
         self.parallel = self._data_parallel(config) if config.data_parallel else None
         self.rng = torch.Generator(device=self.device).manual_seed(config.seed)
@@ -94,7 +96,7 @@ class GANTrainer(Trainer):
             self.parallel.average(self.optimizer_d)
             self.parallel.average(self.optimizer_g)
         losses = gan_losses(config.loss, config.real_label, self.backend.bce)
-        self._parts = StepParts(self.generator, self.judge, self.optimizer_g, self.optimizer_d, self.data,
+        self._parts = StepParts(self.drawn_from, self.judge, self.optimizer_g, self.optimizer_d, self.data,
                                 self.latent_dim, self.rng, *losses, config, self.ema, self.augment, self.spectral,
                                 self.labels, self.parallel)
         step, self.sampler, self.step_path = self.backend.make_step(self._parts)
@@ -127,17 +129,25 @@ class GANTrainer(Trainer):
         check_labels(labels, g_classes, self.data.shape[0])
         return labels.to(self.device, torch.int64).contiguous(), g_classes
 
+    def _as_judge(self, discriminator: nn.Module) -> nn.Module:
+        """D given its samples in the data's shape (image data; packed samples side by side in channels)."""
+        return Shaped(discriminator, (-1, *self.sample_shape[1:])) if self.sample_shape else discriminator
+
+    def _as_drawn_from(self, generator: nn.Module) -> nn.Module:
+        """G given its noise as ``(N, nz, 1, 1)`` where it begins with a convolution (DCGAN)."""
+        return Shaped(generator, (-1, 1, 1)) if convolutional_latent(generator) else generator
+
     def _check_outputs(self, generator: nn.Module, discriminator: nn.Module) -> nn.Sigmoid | None:
         """D's final ``nn.Sigmoid`` (trained through its logits, said in one line), or None; a warning for a G
         whose final activation cannot reach the data's range. One probe forward of each, before training."""
         real = self.data[: self.config.pack].reshape(1, -1)
         z = torch.zeros(1, self.latent_dim, device=self.device)
         labels = (self.labels[:1],) if self.labels is not None else ()
-        sigmoid = final_sigmoid(discriminator, real, *labels)
+        sigmoid = final_sigmoid(self._as_judge(discriminator), real, *labels)
         if sigmoid is not None:
             say(f"the discriminator ({type(discriminator).__name__}) ends in nn.Sigmoid: its losses read the logits "
                 "before it (the sigmoid folded into the sigmoid-BCE); the module itself is unchanged")
-        output = final_activation(generator, z, *labels)
+        output = final_activation(self._as_drawn_from(generator), z, *labels)
         if output is not None:
             low, high = (0.0, 1.0) if isinstance(output, nn.Sigmoid) else (-1.0, 1.0)
             data_low, data_high = self.data.min().item(), self.data.max().item()
@@ -240,7 +250,7 @@ class GANTrainer(Trainer):
                                                calibrate_lr, calibrate_batch)   # refused before any work
         if ema and self.ema is None:
             raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
-        generator = self.ema.module if self.ema is not None and ema is not False else self.generator
+        generator = self._as_drawn_from(self.ema.module if self.ema is not None and ema is not False else self.generator)
         samples, acceptance = options.draw(generator, self.judge, self.data, n, self.latent_dim, seed,
                                            self.device, self.config.pack, labels)
         if acceptance is not None:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from fastgan import GANTrainer
-from fastgan.nn.logits import final_sigmoid
+from fastgan.nn.adapters import final_sigmoid
 
 FEATURES, LATENT, BATCH = 6, 4, 32
 
@@ -119,3 +119,101 @@ def test_replicas_refuse_a_sigmoid_discriminator_with_the_reason():
     g, d = _models()
     with pytest.raises(ValueError, match="ends in nn.Sigmoid: drop it"):
         GANTrainer(g, d, _data(), batch_size=BATCH, replicas=2, device="cpu")
+
+
+def _dcgan_28(nz=16, channels=1, pack=1):
+    """A DCGAN for 28x28 images as popular GAN collections write it: noise (N, nz, 1, 1) into transposed
+    convolutions with BatchNorm (its own eps and momentum) and in-place ReLUs; D with Dropout, BatchNorm, a
+    Flatten, and a Sigmoid at the end."""
+    torch.manual_seed(0)
+    g = nn.Sequential(nn.ConvTranspose2d(nz, 32, 7, 1, 0, bias=False), nn.BatchNorm2d(32), nn.ReLU(True),
+                      nn.ConvTranspose2d(32, 16, 4, 2, 1, bias=False), nn.BatchNorm2d(16, eps=1e-3, momentum=0.2),
+                      nn.ReLU(True), nn.ConvTranspose2d(16, channels, 4, 2, 1), nn.Tanh())
+    d = nn.Sequential(nn.Conv2d(pack * channels, 16, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True), nn.Dropout(0.3),
+                      nn.Conv2d(16, 32, 4, 2, 1, bias=False), nn.BatchNorm2d(32), nn.LeakyReLU(0.2, inplace=True),
+                      nn.Flatten(), nn.Linear(32 * 7 * 7, 1), nn.Sigmoid())
+    return g, d
+
+
+class _Generator64(nn.Module):
+    """DCGAN's 64x64 generator, written as a class whose forward calls its main Sequential."""
+
+    def __init__(self, nz=8, width=4):
+        super().__init__()
+        layers, channels = [nn.ConvTranspose2d(nz, 8 * width, 4, 1, 0, bias=False)], 8 * width
+        for _ in range(3):
+            layers += [nn.BatchNorm2d(channels), nn.ReLU(True), nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1,
+                                                                                     bias=False)]
+            channels //= 2
+        self.main = nn.Sequential(*layers, nn.BatchNorm2d(channels), nn.ReLU(True),
+                                  nn.ConvTranspose2d(channels, 3, 4, 2, 1, bias=False), nn.Tanh())
+
+    def forward(self, z):
+        return self.main(z)
+
+
+class _Discriminator64(nn.Module):
+    """DCGAN's 64x64 discriminator, its output squeezed to (N,) as popular code does."""
+
+    def __init__(self, width=4):
+        super().__init__()
+        layers, channels = [nn.Conv2d(3, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)], width
+        for _ in range(3):
+            layers += [nn.Conv2d(channels, 2 * channels, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * channels),
+                       nn.LeakyReLU(0.2, inplace=True)]
+            channels *= 2
+        self.main = nn.Sequential(*layers, nn.Conv2d(channels, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.main(x).view(-1, 1).squeeze(1)
+
+
+@pytest.mark.parametrize("kernels", ["torch", "triton", "triton-mlp"])
+@pytest.mark.parametrize("model", ["dcgan28", "dcgan28-pack2", "dcgan64"])
+def test_conv_gans_train_on_every_backend(kernels, model):
+    pack = 2 if model.endswith("pack2") else 1
+    if model == "dcgan64":
+        g, d = _Generator64(), _Discriminator64()
+        images = torch.rand(24, 3, 64, 64, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    else:
+        g, d = _dcgan_28(pack=pack)
+        images = torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    before = {name: p.detach().clone() for name, p in [*g.named_parameters(), *d.named_parameters()]}
+    trainer = GANTrainer(g, d, images, batch_size=8, pack=pack, lr=1e-3, seed=0, kernels=kernels, device="cpu")
+    for _ in range(3):
+        loss_d, loss_g = trainer.step()
+        assert torch.isfinite(loss_d) and torch.isfinite(loss_g)
+    after = dict([*trainer.generator.named_parameters(), *trainer.discriminator.named_parameters()])
+    assert all(not torch.equal(before[name], after[name]) for name in before), "every parameter trained"
+    samples = trainer.sample(5)
+    assert samples.shape == (5, *images.shape[1:]) and samples.abs().max() <= 1
+    assert trainer.discriminator is d and type(list(d.modules())[-1]) is nn.Sigmoid
+
+
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+def test_a_dcgan_step_equals_a_plain_pytorch_loop(kernels):
+    """The DCGAN's first step (BatchNorm in train mode, Dropout, the Sigmoid folded) equals a plain PyTorch loop
+    with nn.BCELoss on the same images, noise and dropout masks."""
+    g, d = _dcgan_28()
+    ref_g, ref_d = copy.deepcopy(g), copy.deepcopy(d)
+    images = torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    trainer = GANTrainer(g, d, images, batch_size=BATCH, lr=2e-4, betas=(0.5, 0.999), seed=7, kernels=kernels,
+                         real_label=1.0, device="cpu")
+    torch.manual_seed(11)   # the dropout masks
+    loss_d, loss_g = (float(v) for v in trainer.step())
+
+    rng = torch.Generator().manual_seed(7)
+    real = images[torch.randint(0, len(images), (BATCH,), generator=rng)]
+    z = torch.randn(BATCH, 16, generator=rng).view(BATCH, 16, 1, 1)
+    bce, opt_d = nn.BCELoss(), torch.optim.Adam(ref_d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    torch.manual_seed(11)
+    fake = ref_g(z)
+    real_p, fake_p = ref_d(real), ref_d(fake.detach())
+    expected_d = bce(real_p, torch.ones_like(real_p)) + bce(fake_p, torch.zeros_like(fake_p))
+    opt_d.zero_grad()
+    expected_d.backward()
+    opt_d.step()
+    fake_p = ref_d(fake)
+    expected_g = bce(fake_p, torch.ones_like(fake_p))
+    assert loss_d == pytest.approx(expected_d.item(), abs=1e-6)
+    assert loss_g == pytest.approx(expected_g.item(), abs=1e-6)

@@ -1,13 +1,16 @@
-"""Discriminators written the way most PyTorch GAN code writes them: ending in ``nn.Sigmoid`` (for
-``nn.BCELoss``). fastgan's losses take logits, so such a D would be trained with a second sigmoid; instead its
-final Sigmoid is found (``final_sigmoid``) and skipped while the losses read D (``Logits``): the sigmoid is folded
-into the sigmoid-BCE, which is stable at any logit. The module itself is left as the user wrote it."""
+"""How a trainer reads GANs written the way popular PyTorch GAN code writes them, leaving the modules as they are.
+
+A discriminator ending in ``nn.Sigmoid`` (for ``nn.BCELoss``): fastgan's losses take logits, so such a D would be
+trained with a second sigmoid; instead its final Sigmoid is found (``final_sigmoid``) and skipped while the
+losses read D (``Logits``): the sigmoid is folded into the sigmoid-BCE, stable at any logit. Image GANs: the
+trainer keeps samples as rows; ``Shaped`` gives a D its samples in the data's shape (packed samples side by side
+in channels, as PacGAN packs images) and a DCGAN G its noise as ``(N, nz, 1, 1)``."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["final_sigmoid", "final_activation", "Logits"]
+__all__ = ["final_sigmoid", "final_activation", "Logits", "Shaped"]
 
 
 def final_activation(model: nn.Module, *inputs, kinds=(nn.Sigmoid, nn.Tanh)) -> nn.Module | None:
@@ -59,3 +62,17 @@ class Logits(nn.Module):
             return self.discriminator(*inputs)
         finally:
             hook.remove()
+
+
+class Shaped(nn.Module):
+    """``module`` given its input reshaped to ``(rows, *shape)`` (``shape[0] = -1``: the channels follow from
+    the row's size, so ``pack`` samples of ``(C, H, W)`` side by side become ``pack * C`` channels); for a G, the
+    noise ``(N, nz)`` as ``(N, nz, 1, 1)``. Its parameters and buffers are the module's own."""
+
+    def __init__(self, module: nn.Module, shape: tuple[int, ...]):
+        super().__init__()
+        self.module, self.shape = module, tuple(shape)
+        self.num_classes = getattr(module, "num_classes", None)
+
+    def forward(self, x: torch.Tensor, *rest) -> torch.Tensor:
+        return self.module(x.reshape(x.shape[0], *self.shape), *rest)

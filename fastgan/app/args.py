@@ -230,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--log-every", type=_positive(int), default=200,
                        help="read losses and checkpoint every N steps (default: 200)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--tensorboard", type=Path, default=None, metavar="DIR",
+                       help="also log the losses, a sample grid and the quality metrics to TensorBoard in DIR "
+                            '(pip install "fastgan[tensorboard]")')
     train.set_defaults(run="train")
 
     evaluate = sub.add_parser("evaluate", help="quality metrics of a checkpoint's generator",

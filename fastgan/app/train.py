@@ -19,6 +19,7 @@ from ..nn.presets import DATA_PRESETS, PRESETS, ModelPreset, build_models, model
 from ..train import distributed
 from ..train.checkpoints import SHARDED_FORMAT
 from ..train.config import TrainConfig
+from ..train.tensorboard import Board
 from ..train.trainer import GANTrainer, NonFiniteLossError, TrainingInterrupted
 from .args import IMAGE_RECIPE, QUALITY_SEED, config_from_args, lr_schedule_arg, resolve_device
 from .plots import save_image_grid, save_loss_curve, save_scatter, save_scatter_panels
@@ -123,7 +124,8 @@ def run_train(args: argparse.Namespace) -> int:
                      if multi else ""))
         try:
             trainer.fit(remaining, log_every=args.log_every, progress=not args.no_progress and rank == 0,
-                        checkpoint=shard_path if writes_checkpoint else None, checkpoint_extra=extra)
+                        checkpoint=shard_path if writes_checkpoint else None, checkpoint_extra=extra,
+                        log_dir=args.tensorboard if rank == 0 else None)
         except NonFiniteLossError as e:
             print(f"fastgan: stopped: {e}", file=sys.stderr)
             status = "diverged"
@@ -247,10 +249,15 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
     elif status == "completed":
         n = quality_metrics.default_samples(args.data)
         labels = torch.arange(n) % trainer.num_classes if trainer.num_classes else None
-        metrics["quality"] = quality_metrics.evaluate(args.data, trainer.sample(n, seed=QUALITY_SEED, labels=labels), labels)
+        samples = trainer.sample(n, seed=QUALITY_SEED, labels=labels)
+        metrics["quality"] = quality_metrics.evaluate(args.data, samples, labels)
         metrics["quality_samples"] = {"seed": QUALITY_SEED, "device": str(trainer.device),
                                       "weights": "ema" if trainer.ema is not None else "generator"}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if args.tensorboard is not None and metrics.get("quality"):
+        board = Board(args.tensorboard)
+        board.metrics(metrics["quality"].get("mean", metrics["quality"]), trainer.step_count)
+        board.close()
 
 
 # a sample picture shows at most this many replicas (metrics.json has every one)

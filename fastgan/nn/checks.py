@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["check_gan_models", "check_labels", "first_linear", "last_linear", "convolutional_latent"]
+__all__ = ["check_gan_models", "check_labels", "first_linear", "last_linear", "begins_with_convolution"]
 
 
 def check_labels(labels: torch.Tensor, num_classes: int, rows: int | None = None, what: str = "labels") -> None:
@@ -41,10 +41,10 @@ def _first_layer(module: nn.Module) -> nn.Module | None:
     return next((m for m in module.modules() if any(True for _ in m.parameters(recurse=False))), None)
 
 
-def convolutional_latent(generator: nn.Module) -> bool:
-    """Whether G begins with a convolution (DCGAN's ``ConvTranspose2d(nz, ...)``): it takes its noise as
-    ``(N, nz, 1, 1)``, not ``(N, nz)``."""
-    return isinstance(_first_layer(generator), nn.modules.conv._ConvNd)
+def begins_with_convolution(model: nn.Module) -> bool:
+    """Whether ``model``'s first layer is a convolution: a DCGAN G (``ConvTranspose2d(nz, ...)``) takes its noise
+    as ``(N, nz, 1, 1)``, a convolutional D its samples as images."""
+    return isinstance(_first_layer(model), nn.modules.conv._ConvNd)
 
 
 def _in_features(module: nn.Module, attribute: str) -> int | None:

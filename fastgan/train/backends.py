@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .. import ops
+from ..nn.adapters import Shaped
 from ..nn.fused import FusedLinear, FusedMLP, fuse
 from ..log import say
 from ..ops import native
@@ -34,6 +35,8 @@ def whole_mlp(module: torch.nn.Module) -> FusedMLP | None:
     """The FusedMLP that *is* ``module``'s forward: the module itself, or the ``.net`` of a class that declares
     ``forward_is_net`` itself (fastgan's MLPGenerator and MLPDiscriminator; a subclass may override forward, so
     it does not inherit the claim); None otherwise."""
+    if isinstance(module, Shaped) and module.shape == (-1,):   # image rows flattened for an MLP D: the same MLP
+        module = module.module
     if isinstance(module, FusedMLP):
         return module
     if vars(type(module)).get("forward_is_net") and isinstance(module.net, FusedMLP):

@@ -27,6 +27,7 @@ from ..phases import phase
 from .config import TrainConfig
 from .graph import GraphedStep
 from .history import LossLog
+from .tensorboard import SAMPLES, Board
 
 __all__ = ["Trainer", "TrainingLoop", "NonFiniteLossError", "TrainingInterrupted", "training_device"]
 
@@ -179,8 +180,9 @@ class TrainingLoop:
 
     def fit(self, steps: int, save: Callable[[str | os.PathLike, dict | None], object], *, log_every: int = 100,
             progress: bool = True, checkpoint: str | os.PathLike | None = None, checkpoint_every: int | None = None,
-            checkpoint_extra: dict | None = None) -> dict:
-        """``steps`` more steps (the trainers' ``fit`` documents it); ``save(path, extra)`` writes a checkpoint."""
+            checkpoint_extra: dict | None = None, on_log: Callable[[list], None] | None = None) -> dict:
+        """``steps`` more steps (the trainers' ``fit`` documents it); ``save(path, extra)`` writes a checkpoint,
+        ``on_log(rows)`` gets each log point's finite loss rows."""
         steps = positive_int("steps", steps)
         log_every = positive_int("log_every", log_every)
         checkpoint_every = positive_int("checkpoint_every", checkpoint_every or log_every)
@@ -210,6 +212,8 @@ class TrainingLoop:
                                              f"(loss_d={bad[1]}, loss_g={bad[2]}){kept}")
                 if rows:
                     bar.set_postfix(self.postfix(rows[-1]), refresh=False)
+                    if on_log is not None:
+                        on_log(rows)
                 if checkpoint is not None and (self.count // checkpoint_every > before // checkpoint_every
                                                or at_end):
                     save(checkpoint, checkpoint_extra)
@@ -255,7 +259,7 @@ class Trainer:
 
     def fit(self, steps: int, *, log_every: int = 100, progress: bool = True,
             checkpoint: str | os.PathLike | None = None, checkpoint_every: int | None = None,
-            checkpoint_extra: dict | None = None) -> dict:
+            checkpoint_extra: dict | None = None, log_dir: str | os.PathLike | None = None) -> dict:
         """Run ``steps`` more steps with a progress bar; losses are read every ``log_every`` steps.
 
         With ``checkpoint``, a checkpoint is written atomically every ``checkpoint_every`` steps (default:
@@ -266,9 +270,25 @@ class Trainer:
 
         Ctrl-C (SIGINT, in the main thread) lets the step in flight finish, checks the losses, writes the
         checkpoint and raises ``TrainingInterrupted`` (a ``KeyboardInterrupt``); a second Ctrl-C stops at once.
+
+        ``log_dir``: the losses go to TensorBoard at every log point, and a grid of samples at the end
+        (``fastgan.train.tensorboard``; the optional extra ``fastgan[tensorboard]``).
         """
-        return self.loop.fit(steps, self.save, log_every=log_every, progress=progress, checkpoint=checkpoint,
-                             checkpoint_every=checkpoint_every, checkpoint_extra=checkpoint_extra)
+        board = Board(log_dir) if log_dir is not None else None
+        try:
+            history = self.loop.fit(steps, self.save, log_every=log_every, progress=progress, checkpoint=checkpoint,
+                                    checkpoint_every=checkpoint_every, checkpoint_extra=checkpoint_extra,
+                                    on_log=board.losses if board is not None else None)
+            if board is not None:
+                board.samples(self._pictured(SAMPLES), self.sample_shape, self.step_count)
+        finally:
+            if board is not None:
+                board.close()
+        return history
+
+    def _pictured(self, n: int) -> torch.Tensor:
+        """The ``n`` samples a picture of the run shows."""
+        return self.sample(n)
 
     def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
         """Write everything needed to resume exactly (models, optimizer states, RNG, step, history)."""

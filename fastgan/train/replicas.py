@@ -155,6 +155,9 @@ class ReplicaTrainer(Trainer):
             self.last_acceptance = rates[0] if replica is not None else rates
         return out[0] if replica is not None else torch.stack(out)
 
+    def _pictured(self, n: int) -> torch.Tensor:
+        return self.sample(n, replica=0)
+
     # -- checkpoints (the schema: fastgan.train.checkpoints) ----------------------------------------------
     def state_dict(self) -> dict:
         return replica_state(self)

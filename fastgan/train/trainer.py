@@ -15,7 +15,7 @@ from torch import nn
 
 from ..checks import positive_int
 from ..log import say
-from ..nn.checks import check_labels, convolutional_latent
+from ..nn.checks import begins_with_convolution, check_labels
 from ..nn.adapters import Logits, Shaped, final_activation, final_sigmoid
 from ..nn.spectral import SpectralNorm
 from ..optim import EMA, FlatAdam
@@ -130,12 +130,16 @@ class GANTrainer(Trainer):
         return labels.to(self.device, torch.int64).contiguous(), g_classes
 
     def _as_judge(self, discriminator: nn.Module) -> nn.Module:
-        """D given its samples in the data's shape (image data; packed samples side by side in channels)."""
-        return Shaped(discriminator, (-1, *self.sample_shape[1:])) if self.sample_shape else discriminator
+        """For image data, D given its samples as images (packed samples side by side in channels) where it begins
+        with a convolution, else as rows (whatever shape G's samples have)."""
+        if self.sample_shape is None:
+            return discriminator
+        conv = begins_with_convolution(discriminator)
+        return Shaped(discriminator, (-1, *self.sample_shape[1:]) if conv else (-1,))
 
     def _as_drawn_from(self, generator: nn.Module) -> nn.Module:
         """G given its noise as ``(N, nz, 1, 1)`` where it begins with a convolution (DCGAN)."""
-        return Shaped(generator, (-1, 1, 1)) if convolutional_latent(generator) else generator
+        return Shaped(generator, (-1, 1, 1)) if begins_with_convolution(generator) else generator
 
     def _check_outputs(self, generator: nn.Module, discriminator: nn.Module) -> nn.Sigmoid | None:
         """D's final ``nn.Sigmoid`` (trained through its logits, said in one line), or None; a warning for a G

@@ -217,3 +217,16 @@ def test_a_dcgan_step_equals_a_plain_pytorch_loop(kernels):
     expected_g = bce(fake_p, torch.ones_like(fake_p))
     assert loss_d == pytest.approx(expected_d.item(), abs=1e-6)
     assert loss_g == pytest.approx(expected_g.item(), abs=1e-6)
+
+
+def test_image_data_with_mlp_models_stays_rows_and_fused():
+    """Images given to MLP models reach D as rows (as they always have), and triton-mlp's fused step still runs."""
+    from fastgan import MLPDiscriminator, MLPGenerator
+    images = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    for kernels, path in (("torch", "generic"), ("triton-mlp", "fused")):
+        torch.manual_seed(0)
+        trainer = GANTrainer(MLPGenerator(latent_dim=4, hidden=(16,), out_dim=64),
+                             MLPDiscriminator(in_dim=64, hidden=(16,)), images, batch_size=16, kernels=kernels,
+                             device="cpu")
+        loss_d, loss_g = trainer.step()
+        assert trainer.step_path == path and torch.isfinite(loss_d) and torch.isfinite(loss_g)

@@ -104,7 +104,7 @@ else
     parallel=""
     python3 -c "import xdist" 2>/dev/null && parallel="-n 16"
     python3 -c "import pytest_timeout" 2>/dev/null && parallel="$parallel --timeout 45 --session-timeout $((T_TESTS - 45))"
-    step gpu_tests "$T_TESTS" env FASTGAN_AUTOTUNE=0 python3 -m pytest -q -rfE $parallel -p no:cacheprovider \
+    step gpu_tests "$T_TESTS" env FASTGAN_AUTOTUNE=0 python3 -m pytest -o addopts="" -q -rfE $parallel -p no:cacheprovider \
         --durations=10 --junitxml="$WORK/gpu_tests.xml" tests/ops/test_linear.py tests/ops/test_activations.py tests/ops/test_bce.py \
         tests/ops/test_head.py tests/ops/test_mlp.py tests/test_optim.py tests/train/test_graph.py tests/ops/test_native.py \
         "tests/train/test_replicas.py::test_cuda_graph_replays_equal_eager_replicas" "tests/ops/test_maxout.py::test_maxout_equals_the_float64_reference" \
@@ -133,7 +133,7 @@ else
         step replicas "$T_REPLICAS" python3 benchmarks/replicas.py --no-sequential --replicas $REPLICA_KS \
             --backends torch triton torch+graph triton+graph --time-limit "$L_REPLICAS" --out "$WORK/results"
         # the pytest-benchmark set, saved as JSON a later run compares with (--benchmark-compare)
-        step micro "$T_MICRO" python3 -m pytest benchmarks/micro --benchmark-only -q -p no:cacheprovider \
+        step micro "$T_MICRO" python3 -m pytest -o addopts="" benchmarks/micro --benchmark-only -q -p no:cacheprovider \
             --benchmark-json="$WORK/results/micro.json"
     fi
 fi

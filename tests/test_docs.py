@@ -7,7 +7,7 @@ alone. A block that must not run here says so in the document, on the line befor
 ``<!-- not run: needs a CUDA device -->``; its test skips with that reason. Cheap settings: ``fit`` trains at
 most ``FIT_STEPS`` steps, files are written under a temporary folder, and fastgan's ops take their PyTorch
 reference path (the kernels have tests of their own; under Triton's interpreter one step of the digits GAN
-takes seconds).
+takes seconds); D's calibration for sampling, like ``fit``, trains at most ``FIT_STEPS`` steps.
 """
 import re
 from pathlib import Path
@@ -36,6 +36,11 @@ def at_most(fit):
     return fit_at_most
 
 
+def at_most_calibrated(generator, discriminator, real, latent_dim, steps=2000, *args,
+                       _calibrate=fastgan.sampling.calibrate_discriminator, **kwargs):
+    return _calibrate(generator, discriminator, real, latent_dim, min(steps, FIT_STEPS), *args, **kwargs)
+
+
 CASES = [pytest.param(path, index, id=f"{path.relative_to(ROOT)}:{line}")
          for path in DOCUMENTS for index, (line, _, _) in enumerate(blocks(path))]
 namespaces: dict[Path, tuple[dict, int]] = {}   # each document's namespace, and how many of its blocks ran
@@ -49,6 +54,7 @@ def test_python_block(path, index, monkeypatch, tmp_path_factory):
         pytest.skip(f"{path.name}:{line}: {reason}")
     for trainer in (fastgan.GANTrainer, fastgan.train.ReplicaTrainer):
         monkeypatch.setattr(trainer, "fit", at_most(trainer.fit))
+    monkeypatch.setattr(fastgan.sampling, "calibrate_discriminator", at_most_calibrated)
     folder = tmp_path_factory.getbasetemp() / "documents" / path.stem
     folder.mkdir(parents=True, exist_ok=True)
     monkeypatch.chdir(folder)

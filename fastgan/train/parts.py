@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["StepParts", "forward_autocast", "compiled_regions"]
+__all__ = ["StepParts", "forward_autocast", "compiled_regions", "packed"]
 
 @dataclass
 class StepParts:
@@ -45,3 +45,9 @@ def compiled_regions(config, *regions):
         return regions
     options = {} if config.compile is True else {"mode": config.compile}
     return tuple(torch.compile(region, **options) for region in regions)
+
+
+def packed(x: torch.Tensor, pack: int, leading: int = 0) -> torch.Tensor:
+    """PacGAN's packing: the samples along dimension ``leading`` (after ``leading`` replica dimensions), each a row
+    or an image, ``pack`` at a time side by side in one row of ``pack * features`` (unchanged for ``pack == 1``)."""
+    return x.reshape(*x.shape[:leading], x.shape[leading] // pack, -1) if pack > 1 else x

@@ -7,7 +7,7 @@ from ..phases import phase
 from .config import CUDAGRAPH_COMPILE_MODES
 from ..ops import replica_sigmoid_bce_reference, with_precision
 from .losses import gan_losses
-from .parts import compiled_regions, forward_autocast
+from .parts import compiled_regions, forward_autocast, packed
 
 __all__ = ["make_replica_step"]
 
@@ -36,8 +36,7 @@ def make_replica_step(t):
         return add_noise(x, instance_noise(x.shape[1:]))
 
     def d_input(x):
-        x = noisy(x)
-        return x.reshape(K, x.shape[1] // pack, pack * features) if pack > 1 else x
+        return packed(noisy(x), pack, leading=1)
 
     d_loss, g_loss = gan_losses(config.loss, real_label, replica_sigmoid_bce_reference, lambda x: x.mean(dim=(1, 2)),
                                 fake_label=torch.zeros_like(real_label), generator_label=torch.ones_like(real_label))
@@ -62,8 +61,7 @@ def make_replica_step(t):
                 noise.append(torch.randn((samples, features), device=device, generator=g) if s > 0 else None)
                 zs.append(torch.randn(samples, t.latent_dim, device=device, generator=g))
             real = add_noise(t.data.index_select(0, torch.cat(indices)).view(K, samples, features), noise)
-            real = real.reshape(K, samples // pack, pack * features) if pack > 1 else real
-            return real, torch.stack(zs)
+            return packed(real, pack, leading=1), torch.stack(zs)
 
     d_params, g_params = [t.discriminator.flat], [t.generator.flat]
 

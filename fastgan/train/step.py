@@ -39,7 +39,7 @@ from .. import ops
 from ..phases import phase
 from .config import CUDAGRAPH_COMPILE_MODES
 
-from .parts import StepParts, compiled_regions, forward_autocast
+from .parts import StepParts, compiled_regions, forward_autocast, packed
 
 __all__ = ["make_step"]
 
@@ -51,7 +51,7 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
     ``index`` is the 0-based number of the step, which decides the R1 steps without reading the device.
     """
     device = p.data.device
-    n, features = p.data.shape
+    n = p.data.shape[0]
     d_params = list(p.discriminator.parameters())
     conditional = p.labels is not None
 
@@ -72,7 +72,7 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
             else:
                 noise = torch.randn(x.shape, device=device, generator=p.rng)
             x = x + p.config.instance_noise * noise
-        return x.reshape(x.shape[0] // p.config.pack, p.config.pack * features) if p.config.pack > 1 else x
+        return packed(x, p.config.pack)
 
     def local(t):   # this rank's rows of a whole-batch tensor (all of them in one process)
         return t if parallel is None or t is None else parallel.rows(t)

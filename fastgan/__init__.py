@@ -7,7 +7,8 @@ paths), ``nn``, ``data``, ``losses``, ``metrics`` (generation quality), ``optim`
 """
 from . import data, metrics, nn, ops, optim, profiling, sampling, train
 from .checkpoint import CheckpointError
-from .nn import ConditionalMLPGenerator, FusedLinear, FusedMLP, MLPDiscriminator, MLPGenerator, ProjectionDiscriminator, fuse
+from .nn import (ConditionalMLPGenerator, FusedLinear, FusedMLP, MLPDiscriminator, MLPGenerator,
+                 ProjectionDiscriminator, fuse)
 from .train import GANTrainer, NonFiniteLossError, TrainConfig, TrainingInterrupted, losses
 
 __version__ = "0.1.0"

@@ -19,7 +19,8 @@ from torch import nn
 from . import data as datasets
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
-__all__ = ["evaluate", "default_samples", "replica_summary", "mode_coverage", "frechet_distance", "precision_recall_density_coverage", "class_coverage",
+__all__ = ["evaluate", "default_samples", "replica_summary",
+           "mode_coverage", "frechet_distance", "precision_recall_density_coverage", "class_coverage",
            "DigitsClassifier", "digits_classifier", "evaluate_digits", "evaluate_mixture"]
 
 

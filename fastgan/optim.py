@@ -1,6 +1,7 @@
 """The optimizers: FlatAdam (one model), ReplicaAdam (K stacked replicas), and the EMA of G's weights.
 
-FlatAdam: a model's parameters and gradients as views into two flat buffers, Adam in one kernel. Zeroing the gradients is one fill of the flat gradient buffer (autograd accumulates into the views),
+FlatAdam: a model's parameters and gradients as views into two flat buffers, Adam in one kernel. Zeroing the
+gradients is one fill of the flat gradient buffer (autograd accumulates into the views),
 and the update is one ``fastgan.ops.adam_step`` launch per model, with its step count on the device:
 what a captured CUDA graph needs. Same update as ``torch.optim.Adam``.
 """
@@ -241,9 +242,8 @@ def adam_state(optimizer) -> dict:
     states = [optimizer.state.get(p, {}) for p in params]
     step = max((int(s["step"]) for s in states if "step" in s), default=0)
     return {"adam": 1, "step": step, "lr": float(group["lr"]), "betas": [float(b) for b in group["betas"]],
-            "exp_avg": [s["exp_avg"].clone() if "exp_avg" in s else torch.zeros_like(p) for s, p in zip(states, params)],
-            "exp_avg_sq": [s["exp_avg_sq"].clone() if "exp_avg_sq" in s else torch.zeros_like(p)
-                           for s, p in zip(states, params)]}
+            **{key: [s[key].clone() if key in s else torch.zeros_like(p) for s, p in zip(states, params)]
+               for key in ("exp_avg", "exp_avg_sq")}}
 
 
 def check_adam_state(optimizer, state: dict) -> None:
@@ -256,7 +256,8 @@ def check_adam_state(optimizer, state: dict) -> None:
                              f"{len(params)} parameters")
         for i, (m, p) in enumerate(zip(moments, params)):
             if not isinstance(m, torch.Tensor) or m.shape != p.shape:
-                raise ValueError(f"its {key}[{i}] has shape {tuple(getattr(m, 'shape', ()))}, expected {tuple(p.shape)}")
+                raise ValueError(f"its {key}[{i}] has shape {tuple(getattr(m, 'shape', ()))}, "
+                                 f"expected {tuple(p.shape)}")
     if isinstance(state.get("step"), bool) or not isinstance(state.get("step"), int) or state["step"] < 0:
         raise ValueError(f"its step must be a non-negative int, got {state.get('step')!r}")
 

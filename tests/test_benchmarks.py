@@ -223,8 +223,8 @@ def test_micro_benchmarks_run(tmp_path):
     import os
     import subprocess
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/micro", "-n", "0", "-q", "-p", "no:cacheprovider",
-                             "--benchmark-disable"], cwd=root, capture_output=True, text=True, timeout=600,
+    result = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/micro", "-n", "0", "-q", "-p",
+                             "no:cacheprovider", "--benchmark-disable"], cwd=root, capture_output=True, text=True, timeout=600,
                             env=dict(os.environ, TRITON_INTERPRET="1"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout.splitlines()[-1]

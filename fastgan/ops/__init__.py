@@ -28,7 +28,8 @@ from .maxout import maxout, maxout_reference
 from . import mlp, native, sampler, spectral
 from .mlp import MLPSpec, fused_mlp, fused_mlp_reference
 
-__all__ = ["mlp", "native", "sampler", "spectral", "adam_step", "fused_linear", "fused_linear_reference", "fused_mlp", "fused_mlp_reference",
+__all__ = ["mlp", "native", "sampler", "spectral",
+           "adam_step", "fused_linear", "fused_linear_reference", "fused_mlp", "fused_mlp_reference",
            "MLPSpec", "maxout", "maxout_reference",
            "sigmoid_bce_with_logits", "sigmoid_bce_reference", "replica_sigmoid_bce_reference", "linear_bce_head",
            "linear_bce_head_reference", "ACTIVATIONS",

@@ -3,7 +3,8 @@
 A ``Backend`` converts the user's modules (``convert``), names the BCE the step uses (``bce``), says whether its
 models train with FlatAdam unless told otherwise (``flat_optimizer``), builds the step (``make_step``), states
 what it supports (``check``: the refusals of combinations, in one place) and what really ran
-(``kernels_run``). ``resolve_backend`` turns the setting into one, once, with ``"auto"`` decided there.
+(``kernels_run``). ``resolve_backend`` turns the setting into one, once, with ``"auto"`` decided there;
+``fast_path`` decides the settings a run leaves unset for its device; ``plan`` does both for a trainer.
 The trainers ask their backend; nothing else tests the ``kernels`` string.
 """
 from __future__ import annotations
@@ -12,9 +13,9 @@ import torch
 from torch import nn
 
 from .. import ops
+from ..log import say
 from ..nn.adapters import Shaped
 from ..nn.fused import FusedLinear, FusedMLP, fuse
-from ..log import say
 from ..ops import native
 from ..ops.sampler import DeviceSampler
 from ..optim import FlatAdam
@@ -23,7 +24,8 @@ from .fused_step import make_fused_step
 from .parts import StepParts
 from .step import make_step
 
-__all__ = ["Backend", "BACKENDS", "plan", "resolve_backend", "fast_path", "AUTO_TRITON_MAX_BATCH", "FAST_STEPS_PER_REPLAY", "whole_mlp", "fused_step_blocker"]
+__all__ = ["Backend", "BACKENDS", "plan", "resolve_backend", "fast_path", "AUTO_TRITON_MAX_BATCH",
+           "FAST_STEPS_PER_REPLAY", "whole_mlp", "fused_step_blocker"]
 
 # kernels="auto" picks fastgan's per-layer kernels up to this batch in a CUDA graph, and the fast path replays
 # this many steps per graph launch (docs/benchmarks.md: the measurements behind both)

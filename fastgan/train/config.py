@@ -222,10 +222,10 @@ class TrainConfig:
             positive_int(name, getattr(self, name))
         if self.steps_per_replay is not None:
             positive_int("steps_per_replay", self.steps_per_replay)
-        for name in ("cuda_graph", "fast"):
-            if getattr(self, name) not in ((None, True, False) if name == "cuda_graph" else (True, False)):
-                raise ValueError(f"{name} must be True or False{' (or None: automatic)' if name == 'cuda_graph' else ''}"
-                                 f", got {getattr(self, name)!r}")
+        if self.cuda_graph not in (None, True, False):
+            raise ValueError(f"cuda_graph must be True, False or None (automatic), got {self.cuda_graph!r}")
+        if self.fast not in (True, False):
+            raise ValueError(f"fast must be True or False, got {self.fast!r}")
         if self.cuda_graph and self.compile in CUDAGRAPH_COMPILE_MODES:
             raise ValueError(f"compile={self.compile!r} makes CUDA graphs of its own (cudagraph trees): use it with "
                              "cuda_graph=False, or compile=True (or 'max-autotune-no-cudagraphs') with "

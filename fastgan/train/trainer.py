@@ -254,7 +254,8 @@ class GANTrainer(Trainer):
                                                calibrate_lr, calibrate_batch)   # refused before any work
         if ema and self.ema is None:
             raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
-        generator = self._as_drawn_from(self.ema.module if self.ema is not None and ema is not False else self.generator)
+        generator = self.ema.module if self.ema is not None and ema is not False else self.generator
+        generator = self._as_drawn_from(generator)
         samples, acceptance = options.draw(generator, self.judge, self.data, n, self.latent_dim, seed,
                                            self.device, self.config.pack, labels)
         if acceptance is not None:

@@ -22,8 +22,8 @@ def _read(log_dir):
 def test_fit_logs_history_and_a_sample_grid(tmp_path):
     torch.manual_seed(0)
     images = torch.rand(64, 1, 8, 8)
-    trainer = GANTrainer(MLPGenerator(latent_dim=4, hidden=(16,), out_dim=64), MLPDiscriminator(in_dim=64, hidden=(16,)),
-                         images, batch_size=16, device="cpu")
+    g, d = MLPGenerator(latent_dim=4, hidden=(16,), out_dim=64), MLPDiscriminator(in_dim=64, hidden=(16,))
+    trainer = GANTrainer(g, d, images, batch_size=16, device="cpu")
     history = trainer.fit(6, log_every=2, progress=False, log_dir=tmp_path)
     events = _read(tmp_path)
     assert [e.step for e in events.Scalars("loss/D")] == history["step"] == [1, 2, 3, 4, 5, 6]

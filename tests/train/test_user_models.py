@@ -24,6 +24,23 @@ def _models(g_out=nn.Tanh):
     return g, d
 
 
+def _plain_bceloss_step(g, d, data, seed, latent, lr, betas, noise_shape=()):
+    """The first step as a plain PyTorch loop writes it (nn.BCELoss on D's probabilities, D's Adam update, then G's
+    loss through the updated D), on the batch and noise the trainer's RNG draws: ``(loss_d, loss_g)``."""
+    rng = torch.Generator().manual_seed(seed)
+    real = data[torch.randint(0, len(data), (BATCH,), generator=rng)]
+    z = torch.randn(BATCH, latent, generator=rng).view(BATCH, latent, *noise_shape)
+    bce, opt_d = nn.BCELoss(), torch.optim.Adam(d.parameters(), lr=lr, betas=betas)
+    fake = g(z)
+    real_p, fake_p = d(real), d(fake.detach())
+    loss_d = bce(real_p, torch.ones_like(real_p)) + bce(fake_p, torch.zeros_like(fake_p))
+    opt_d.zero_grad()
+    loss_d.backward()
+    opt_d.step()
+    fake_p = d(fake)
+    return loss_d.item(), bce(fake_p, torch.ones_like(fake_p)).item()
+
+
 @pytest.fixture
 def said():
     notes = []
@@ -46,21 +63,9 @@ def test_a_sigmoid_discriminator_trains_like_a_plain_bceloss_loop(kernels, said)
                          real_label=1.0, device="cpu")
     loss_d, loss_g = (float(v) for v in trainer.step())
 
-    rng = torch.Generator().manual_seed(seed)
-    real = data[torch.randint(0, len(data), (BATCH,), generator=rng)]
-    z = torch.randn(BATCH, LATENT, generator=rng)
-    bce, opt_d = nn.BCELoss(), torch.optim.Adam(ref_d.parameters(), lr=lr, betas=betas)
-    fake = ref_g(z)
-    real_p, fake_p = ref_d(real), ref_d(fake.detach())
-    expected_d = bce(real_p, torch.ones_like(real_p)) + bce(fake_p, torch.zeros_like(fake_p))
-    opt_d.zero_grad()
-    expected_d.backward()
-    opt_d.step()
-    fake_p = ref_d(fake)
-    expected_g = bce(fake_p, torch.ones_like(fake_p))
-
-    assert loss_d == pytest.approx(expected_d.item(), abs=1e-6), kernels
-    assert loss_g == pytest.approx(expected_g.item(), abs=1e-6), kernels
+    expected_d, expected_g = _plain_bceloss_step(ref_g, ref_d, data, seed, LATENT, lr, betas)
+    assert loss_d == pytest.approx(expected_d, abs=1e-6), kernels
+    assert loss_g == pytest.approx(expected_g, abs=1e-6), kernels
     assert trainer.discriminator is d and type(d[-1]) is nn.Sigmoid   # the user's module, still a Sigmoid D
     probabilities = trainer.discriminator(data[:5])
     assert ((probabilities > 0) & (probabilities < 1)).all()
@@ -202,21 +207,10 @@ def test_a_dcgan_step_equals_a_plain_pytorch_loop(kernels):
     torch.manual_seed(11)   # the dropout masks
     loss_d, loss_g = (float(v) for v in trainer.step())
 
-    rng = torch.Generator().manual_seed(7)
-    real = images[torch.randint(0, len(images), (BATCH,), generator=rng)]
-    z = torch.randn(BATCH, 16, generator=rng).view(BATCH, 16, 1, 1)
-    bce, opt_d = nn.BCELoss(), torch.optim.Adam(ref_d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     torch.manual_seed(11)
-    fake = ref_g(z)
-    real_p, fake_p = ref_d(real), ref_d(fake.detach())
-    expected_d = bce(real_p, torch.ones_like(real_p)) + bce(fake_p, torch.zeros_like(fake_p))
-    opt_d.zero_grad()
-    expected_d.backward()
-    opt_d.step()
-    fake_p = ref_d(fake)
-    expected_g = bce(fake_p, torch.ones_like(fake_p))
-    assert loss_d == pytest.approx(expected_d.item(), abs=1e-6)
-    assert loss_g == pytest.approx(expected_g.item(), abs=1e-6)
+    expected_d, expected_g = _plain_bceloss_step(ref_g, ref_d, images, 7, 16, 2e-4, (0.5, 0.999), noise_shape=(1, 1))
+    assert loss_d == pytest.approx(expected_d, abs=1e-6)
+    assert loss_g == pytest.approx(expected_g, abs=1e-6)
 
 
 def test_image_data_with_mlp_models_stays_rows_and_fused():

@@ -207,8 +207,11 @@ def fast_path(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, s
     parts = [f"{backend} + CUDA graph (k={resolved.steps_per_replay})" if resolved.cuda_graph else backend]
     if resolved.fused_optimizer == "flat":
         parts.append("FlatAdam")
-    held = [f"no CUDA graph: {graph_blocker}" for _ in [0] if "cuda_graph" in chosen and graph_blocker] + \
-           [f"no FlatAdam: {flat_blocker}" for _ in [0] if "fused_optimizer" in chosen and flat_blocker]
+    held = []   # what the fast path would have chosen but a setting ruled out, with the reason
+    if "cuda_graph" in chosen and graph_blocker:
+        held.append(f"no CUDA graph: {graph_blocker}")
+    if "fused_optimizer" in chosen and flat_blocker:
+        held.append(f"no FlatAdam: {flat_blocker}")
     return resolved, "fast path: " + " + ".join(parts) + (f" ({'; '.join(held)})" if held else "")
 
 

@@ -142,7 +142,8 @@ def test_merge_adds_another_folders_runs_once(tmp_path):
 @pytest.mark.parametrize("card", ["cpu", "nvidia-h200"])
 def test_committed_results_are_whole(card):
     """benchmarks/results/<card>/: runs.jsonl (every run, ids unique, files present), runs.md drawn from it, and
-    for each benchmark script the latest files, which are its last run's; nothing else."""
+    for each benchmark script the latest files, which are its last run's; the performance model's fit to a
+    run (tools/perf_model.py --refit), naming a run that is there; nothing else."""
     folder = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / card
     runs = common.read_runs(folder)
     assert len({r["run"] for r in runs}) == len(runs) > 0
@@ -165,6 +166,10 @@ def test_committed_results_are_whole(card):
             latest = folder / f"{benchmark}{Path(f).name[len(last['run']):]}"
             assert latest.read_bytes() == (folder / f).read_bytes()
             expected.add(latest.name)
+    fit = folder / "perf_model_fit.json"
+    if fit.exists():
+        assert json.loads(fit.read_text())["run"] in {r["run"] for r in runs}
+        expected.add(fit.name)
     assert {p.name for p in folder.iterdir()} == expected
 
 
@@ -393,6 +398,18 @@ def test_quality_protocol_flags_and_replicas(tmp_path):
     assert alone["modes"] == runs[0]["modes"] and alone["kl"] == pytest.approx(runs[0]["kl"], abs=1e-6)
 
 
+def test_quality_render_draws_an_older_run_without_the_newer_columns(tmp_path, capsys):
+    """--render of a committed CPU quality run with mixtures (measured before spread and SWD were summarised):
+    their columns drawn, with "-"."""
+    import quality
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu"
+    record = [r for r in common.read_runs(folder, "quality") if r["payload"]["mixtures"]][-1]
+    (tmp_path / "record.json").write_text(json.dumps(record))
+    assert quality.main(["--render", str(tmp_path / "record.json")]) == 0
+    table = capsys.readouterr().out
+    assert "| spread (data: 1) | SWD / floor (data: 1) |" in table and "| - | - |" in table
+
+
 def test_quality_pacgan_preset_is_pacgans_protocol(tmp_path):
     """--preset pacgan trains PacGAN's models with its code's settings (a flag still overrides one)."""
     import quality
@@ -433,15 +450,18 @@ def test_quality_curve_first_seed_gives_the_larger_runs_later_seeds(tmp_path):
     whole, later = json.loads(a.read_text())["payload"], json.loads(b.read_text())["payload"]
     assert later["first_seed"] == 1 and later["seeds"] == 2
 
-    def counts(runs):   # the counted metrics, exactly; spread (a mean of distances) to float32 rounding: a batch
+    distances = ("spread", "spread_per_mode", "swd", "swd_ratio")
+
+    def counts(runs):   # the counted metrics, exactly; the distances (spread, SWD) to float32 rounding: a batch
         # of 3 replicas and one of 2 round their matmuls differently
-        return [{k: v for k, v in r.items() if k != "spread"} for r in runs]
+        return [{k: v for k, v in r.items() if k not in distances} for r in runs]
 
     for row_a, row_b in zip(whole["curve"], later["curve"]):
         for runs_a, runs_b in ((row_a["runs"][1:], row_b["runs"]),
                                (row_a["rejection"]["runs"][1:], row_b["rejection"]["runs"])):
             assert counts(runs_a) == counts(runs_b)
-            assert [r["spread"] for r in runs_a] == pytest.approx([r["spread"] for r in runs_b], rel=1e-4)
+            for key in ("spread", "swd", "swd_ratio"):
+                assert [r[key] for r in runs_a] == pytest.approx([r[key] for r in runs_b], rel=1e-4)
     assert [f and f["steps"] for f in whole["first_reached"][1:]] == [f and f["steps"] for f in later["first_reached"]]
     assert "2 seeds (1 to 2" in b.with_suffix(".md").read_text()
     with pytest.raises(SystemExit):
@@ -609,8 +629,9 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     assert [row["steps"] for row in payload["curve"]] == [10, 20]
     assert payload["protocol"]["lr_schedule"] == [[15, 0.5]]   # (the first checkpoint is before its milestone)
     assert "Adam 0.0001 (x0.5 from step 15)" in json_file.with_suffix(".md").read_text()
-    assert "spread" in payload["curve"][0]["summary"] and "spread" in payload["curve"][0]["runs"][0]
-    assert "| spread (data: 0.97) |" in json_file.with_suffix(".md").read_text()
+    for key in ("spread", "swd", "swd_floor", "swd_ratio"):
+        assert key in payload["curve"][0]["summary"] and key in payload["curve"][0]["runs"][0]
+    assert "| spread (data: 1) | SWD / floor (data: 1) |" in json_file.with_suffix(".md").read_text()
     assert len(payload["first_reached"]) == 2 and payload["check_every"] == 5
     protocol = {**quality.PROTOCOL, "lr": 1e-4, "batch": 100, "pack_convention": "rows"}
     trainer = quality.mixture_trainer("ring", "ema", 0, torch.device("cpu"), protocol=protocol)

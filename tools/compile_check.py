@@ -72,18 +72,23 @@ class _CompileOnlyDriver:
         raise RuntimeError(f"compile-only driver: {name} needs a GPU")
 
 
-def _recording(launches: list):
-    """Patch Triton so a launch is recorded (kernel, args, kwargs), not run; returns the undo function."""
+def _recording(launches: list, grids: list | None = None):
+    """Patch Triton so a launch is recorded (kernel, args, kwargs), not run, and its grid appended to ``grids``
+    if given (a tuple, or Triton's callable of the launch's meta-parameters); returns the undo function."""
     from triton.runtime.autotuner import Autotuner
     from triton.runtime.jit import JITFunction
     saved = (JITFunction.run, Autotuner.run)
 
     def record_jit(self, *args, grid=None, warmup=False, **kwargs):
         launches.append((self, args, kwargs))
+        if grids is not None:
+            grids.append(grid)
 
     def record_autotuned(self, *args, **kwargs):
-        kwargs.pop("grid", None), kwargs.pop("warmup", None)
+        grid, _ = kwargs.pop("grid", None), kwargs.pop("warmup", None)
         launches.append((self, args, kwargs))
+        if grids is not None:
+            grids.append(grid)
 
     JITFunction.run, Autotuner.run = record_jit, record_autotuned
 
@@ -253,20 +258,31 @@ def _resource_usage(cubin: bytes) -> dict:
     return {key: int(m.group(1)) for key in ("REG", "LOCAL", "SHARED") if (m := re.search(rf"\b{key}:(\d+)", text))}
 
 
-def _worker(arch: int, quick: bool, share: int, shares: int) -> dict:
-    """Record every case's launches, compile this worker's share of (launch, config) units."""
+def _dot_kind(ptx: str) -> str:
+    """What tl.dot became in the PTX: Hopper's wgmma, mma.sync, or "-" (no tensor-core instruction)."""
+    return "wgmma" if "wgmma.mma_async" in ptx else "mma" if re.search(r"\bmma\.sync", ptx) else "-"
+
+
+def _compile_only(arch: int) -> None:
+    """This process compiles for ``sm_<arch>`` with no GPU, and fastgan's CPU tensors take the Triton path
+    (whose launches are then recorded, never run). Call it before triton is used; torch comes first."""
     import torch  # noqa: F401 - imported before triton, as fastgan does
-    import triton
     from triton.backends.compiler import GPUTarget
-    from triton.runtime.autotuner import Autotuner
     from triton.runtime.driver import driver
 
     sys.path.insert(0, str(REPO))
     driver.set_active(_CompileOnlyDriver(GPUTarget("cuda", arch, 32)))
     import fastgan.ops._runtime as runtime
     modules = [m for name, m in sys.modules.items() if name.startswith("fastgan") and hasattr(m, "use_triton")]
-    for module in modules:  # CPU tensors take the Triton path (whose launches are recorded, never run)
+    for module in modules:
         module.use_triton = lambda tensor: runtime.HAS_TRITON and not runtime._reference_only
+
+
+def _worker(arch: int, quick: bool, share: int, shares: int) -> dict:
+    """Record every case's launches, compile this worker's share of (launch, config) units."""
+    _compile_only(arch)
+    import triton
+    from triton.runtime.autotuner import Autotuner
 
     notes, launches, labels = [], [], []
     undo = _recording(launches)
@@ -305,7 +321,7 @@ def _worker(arch: int, quick: bool, share: int, shares: int) -> dict:
             ptx = compiled.asm.get("ptx", "")
             entry.update(hash=compiled.hash, shared=compiled.metadata.shared, seconds=time.time() - start,
                          usage=_resource_usage(compiled.asm.get("cubin", b"")),
-                         dot="wgmma" if "wgmma.mma_async" in ptx else "mma" if re.search(r"\bmma\.sync", ptx) else "-",
+                         dot=_dot_kind(ptx),
                          approximate=sorted(set(APPROXIMATE_MATH.findall(ptx))))
             results.append(entry)
     # every kernel of the package (by convention, the @triton.jit functions named *_kernel) must be launched

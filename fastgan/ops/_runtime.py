@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections import Counter
 
@@ -100,6 +101,15 @@ def use_triton(tensor: torch.Tensor) -> bool:
     if not HAS_TRITON or _reference_only:
         return False
     return tensor.is_cuda or (INTERPRET and tensor.device.type == "cpu")
+
+
+@functools.lru_cache(maxsize=None)
+def multiprocessors(device: torch.device) -> int:
+    """The SM count a launch on ``device`` should fill: the GPU's own, or an H100/H200's 132 for the CPU
+    (the interpreter and the compile lane plan the GPU's grids)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 132
 
 
 def matmul_configs(gpu: list[dict], interpreter: dict) -> list:

@@ -4,7 +4,9 @@ Forward: ``_mlp_rows_kernel`` runs a block of rows through every layer and saves
 (as the per-layer op saves its output). Backward: the same kernel runs the gradient chain down the layers
 per row block (and to dX), then ``_mlp_weight_grad_kernel`` reduces dW and db of every layer over the batch
 in one launch. So one MLP costs 1 launch forward and 2 backward, whatever its depth; the per-layer ops cost
-L and 2L.
+L and 2L. At GAN batch sizes the row blocks alone would occupy a few of a GPU's SMs: ``slice_plan`` cuts
+the MLP's wide end (>= 256 columns) into slices, a program each, until the grid reaches the SM count, and
+the slices' partial sums meet in a ``Scratch`` (see ``mlp_kernels``).
 
 The layers' parameters are read from one flat fp32 buffer, in ``module.parameters()`` order (W_0, b_0,
 W_1, ...), which is the layout ``fastgan.optim.flatten_parameters`` (and so ``FlatAdam``) gives them; when
@@ -22,12 +24,12 @@ import torch
 
 from . import mlp_kernels as kernels
 from ._register import register, register_opaque
-from ._runtime import (check_float_tensor, check_tuned_for_capture, get_matmul_precision, kernel_launches, triton,
-                       use_triton)
+from ._runtime import (check_float_tensor, check_tuned_for_capture, get_matmul_precision, kernel_launches,
+                       multiprocessors, triton, use_triton)
 from .activations import activation_from_name
 
-__all__ = ["MLPSpec", "fused_mlp", "fused_mlp_reference", "mlp_forward", "mlp_backward", "mlp_weight_grad",
-           "weight_grad_splits", "flat_parameters", "back_to_back"]
+__all__ = ["MLPSpec", "Scratch", "SlicePlan", "slice_plan", "fused_mlp", "fused_mlp_reference", "mlp_forward",
+           "mlp_backward", "mlp_weight_grad", "weight_grad_splits", "flat_parameters", "back_to_back"]
 
 _SPLIT_ROWS = 2048   # rows per batch split of the weight-gradient reduction
 _MAX_SPLITS = 16
@@ -162,30 +164,98 @@ def _rows_key(dims: tuple[int, ...], forward: bool, loss: bool, backward: bool, 
     return zlib.crc32(repr((dims, forward, loss, backward, dx)).encode()) & 0x7FFFFFFF
 
 
-def _launch_rows(x, flat, spec, *, acts, y, g, dy=None, dx=None, loss=None, loss_partials=None, forward=True,
-                 backward=False, bf16=False):
+_WIDE = 256        # an MLP end this wide (layer 0's inputs, the last layer's outputs) is cut into slices
+_SLICE_MIN = 32    # the narrowest slice, in columns
+
+
+@dataclass(frozen=True)
+class SlicePlan:
+    """How a pass cuts the MLP's wide end: ``split`` "input" (layer 0's reduction), "output" (the last
+    layer's outputs) or "none"; ``slices`` programs per row block, ``width`` columns each; ``partial`` is the
+    width of the partial sums they exchange (layer 0's outputs, or the last layer's inputs)."""
+    split: str
+    slices: int
+    width: int
+    partial: int
+
+
+@lru_cache(maxsize=None)
+def slice_plan(spec: MLPSpec, rows: int, forward: bool, loss: bool, sms: int) -> SlicePlan:
+    """Enough slices that the row blocks of the largest BLOCK_M times the slices reach ``sms`` programs;
+    none when the row blocks alone do or the MLP has no wide end. The wider end is cut: the output end (a
+    generator: forward by slice, backward's first product reduced over the slices; not with the loss, whose
+    output is one column), or the input end when the pass runs the forward (a discriminator: layer 0's
+    reduction over the slices)."""
+    dims = spec.dims
+    ends = [("output", dims[-1], dims[-2])] if not loss else []
+    ends += [("input", dims[0], dims[1])] if forward else []
+    ends = [end for end in ends if end[1] >= _WIDE]
+    if not ends:
+        return SlicePlan("none", 1, max(dims[0], dims[-1]), 0)
+    split, wide, partial = max(ends, key=lambda end: end[1])   # the wider end; the output end on a tie
+    wanted = triton.cdiv(sms, triton.cdiv(max(rows, 1), kernels.ROWS_BLOCK_MAX))
+    if wanted < 2:
+        return SlicePlan("none", 1, wide, 0)
+    width = triton.cdiv(triton.cdiv(wide, wanted), _SLICE_MIN) * _SLICE_MIN
+    return SlicePlan(split, triton.cdiv(wide, width), width, partial)
+
+
+class Scratch:
+    """What the slices of the passes over ``rows`` (row counts) exchange: their partial sums and one arrival
+    count per row block (zero between launches: the last program to arrive resets it). A step keeps one per
+    MLP and reuses it across its passes (they run in order on one stream)."""
+
+    def __init__(self, spec: MLPSpec, rows: tuple[int, ...], device: torch.device):
+        sms = multiprocessors(device)
+        plans = [(r, slice_plan(spec, r, forward, loss, sms)) for r in rows
+                 for forward, loss in ((True, False), (False, False), (True, True))]
+        self.rows = tuple(rows)
+        self.part = torch.empty(max(p.slices * r * p.partial for r, p in plans), device=device, dtype=torch.float32)
+        self.counts = torch.zeros(triton.cdiv(max(rows), 16), device=device, dtype=torch.int32)
+
+
+def _launch_rows(x, flat, spec, *, acts, y, g, dy=None, dy_linear=None, dx=None, loss=None, loss_partials=None,
+                 forward=True, backward=False, bf16=False, scratch=None):
     _check_launch(x, flat, spec, acts, y, g, dy, dx, loss, loss_partials)
     M = x.shape[0]
+    if dy_linear is not None:
+        dy_g, dy_w = dy_linear
+        if dy_g.dtype != torch.float32 or dy_g.dim() != 2 or dy_g.shape[0] != M or dy_g.stride(1) != 1 or \
+                dy_w.dtype != torch.float32 or tuple(dy_w.shape) != (dy_g.shape[1], spec.dims[-1]) or \
+                not dy_w.is_contiguous():
+            raise ValueError(f"dy_linear must be float32 ({M}, k) rows with unit column stride and a contiguous "
+                             f"(k, {spec.dims[-1]}) matrix, got {tuple(dy_g.shape)} and {tuple(dy_w.shape)}")
     if M == 0:
         if loss_partials is not None:
             loss_partials[:1].zero_()   # no program ran: the loss of no rows is 0
         return
+    plan = slice_plan(spec, M, forward, loss is not None, multiprocessors(x.device))
+    if plan.split != "none":
+        if scratch is None:
+            scratch = Scratch(spec, (M,), x.device)
+        elif M not in scratch.rows or scratch.part.device != x.device:
+            raise ValueError(f"scratch is for passes over {scratch.rows} rows on {scratch.part.device}, this one has "
+                             f"{M} on {x.device}")
     key = _rows_key(spec.dims, forward, loss is not None, backward, dx is not None)
-    check_tuned_for_capture("_mlp_rows_kernel", (M, key), x)
+    check_tuned_for_capture("_mlp_rows_kernel", (M, key, plan.slices), x)
     dummy = y
     dy_t = dy if dy is not None else dummy
     dx_t = dx if dx is not None else dummy
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]),)  # noqa: E731
+    dy_g, dy_w = dy_linear if dy_linear is not None else (dummy, dummy)
+    part, counts = (scratch.part, scratch.counts) if plan.split != "none" else (dummy, dummy)
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), plan.slices)  # noqa: E731
     kernels._mlp_rows_kernel[grid](
         x, x.stride(0), x.stride(1), flat, _table(spec, x.device),
         acts if acts.numel() else dummy, acts.stride(0) if acts.numel() else 0, y, y.stride(0),
         g if g is not None else dummy, g.stride(0) if g is not None else 0,
         dy_t, dy_t.stride(0), dy_t.stride(1), dx_t, dx_t.stride(0), dx_t.stride(1),
         loss_partials if loss_partials is not None else dummy,
-        M, key, *_loss_args(loss), spec.negative_slope,
+        part, M * plan.partial, plan.partial, counts, dy_g, dy_g.stride(0), dy_w, dy_g.shape[1] if dy_linear else 0,
+        M, key, plan.slices, plan.width, *_loss_args(loss), spec.negative_slope,
         NUM_LAYERS=spec.num_layers, HAS_BIAS=spec.has_bias, ACT_HIDDEN=spec.hidden_activation,
         ACT_OUT=spec.output_activation, FORWARD=forward, LOSS=loss is not None, BACKWARD=backward,
-        NEED_DX=dx is not None, PRECISION=_precision(bf16), BF16=bf16)
+        NEED_DX=dx is not None, SPLIT=plan.split, DY_LINEAR=dy_linear is not None, PRECISION=_precision(bf16),
+        BF16=bf16)
     kernel_launches["_mlp_rows_kernel"] += 1
 
 
@@ -195,19 +265,22 @@ def loss_buffer_size(rows: int) -> int:
     return 1 + triton.cdiv(rows, 16)
 
 
-def mlp_forward(x, flat, spec, *, acts, y, bf16=False):
-    """Forward only: ``y`` (rows, out) and the hidden outputs ``acts`` (rows, spec.hidden_columns)."""
-    _launch_rows(x, flat, spec, acts=acts, y=y, g=None, bf16=bf16)
+def mlp_forward(x, flat, spec, *, acts, y, bf16=False, scratch=None):
+    """Forward only: ``y`` (rows, out) and the hidden outputs ``acts`` (rows, spec.hidden_columns).
+    ``scratch``: the MLP's ``Scratch`` (made for the call when None and the pass is sliced)."""
+    _launch_rows(x, flat, spec, acts=acts, y=y, g=None, bf16=bf16, scratch=scratch)
 
 
-def mlp_backward(x, flat, spec, *, acts, y, g, dy=None, dx=None, loss=None, loss_partials=None, forward=False,
-                 bf16=False):
-    """The gradient chain per row block into ``g`` (rows, spec.gradient_columns), from ``dy`` or from the
-    loss (``loss = (split_row, target_a, target_b, weight_a, weight_b)``: the last layer must be
-    Linear(h, 1) without activation; each program's weighted loss sum goes to ``loss_partials``), and dX
-    into ``dx`` if given. ``forward=True`` runs the forward first in the same launch (writing acts, y)."""
-    _launch_rows(x, flat, spec, acts=acts, y=y, g=g, dy=dy, dx=dx, loss=loss, loss_partials=loss_partials,
-                 forward=forward, backward=True, bf16=bf16)
+def mlp_backward(x, flat, spec, *, acts, y, g, dy=None, dy_linear=None, dx=None, loss=None, loss_partials=None,
+                 forward=False, bf16=False, scratch=None):
+    """The gradient chain per row block into ``g`` (rows, spec.gradient_columns), from ``dy``, from
+    ``dy_linear = (h, w)`` meaning dy = h @ w (the gradient a next layer w would send down: D's layer-0 g
+    and weight, for G), or from the loss (``loss = (split_row, target_a, target_b, weight_a, weight_b)``:
+    the last layer must be Linear(h, 1) without activation; each row block's weighted loss sum goes to
+    ``loss_partials``), and dX into ``dx`` if given. ``forward=True`` runs the forward first in the same
+    launch (writing acts, y)."""
+    _launch_rows(x, flat, spec, acts=acts, y=y, g=g, dy=dy, dy_linear=dy_linear, dx=dx, loss=loss,
+                 loss_partials=loss_partials, forward=forward, backward=True, bf16=bf16, scratch=scratch)
 
 
 def mlp_weight_grad(x, spec, *, acts, g, grad, loss_partials=None, loss_out=None, bf16=False):

@@ -5,14 +5,16 @@ one flat fp32 buffer (layer l: W_l row-major (d_out, d_in), then b_l) and an int
 rows ``(d_in, d_out, w_offset, column)``: ``column`` is where layer l's outputs sit in the (rows, S)
 buffers of saved outputs ``acts`` (hidden layers) and pre-activation gradients ``g`` (every layer).
 
-``_mlp_rows_kernel``: one program owns ``BLOCK_M`` rows and runs them through every layer — forward
-(each layer's output saved, as the per-layer op saves its output), then optionally the sigmoid-BCE loss of
-a width-1 last layer (per-row targets and weights; the loss's partial sum per program, its gradient as the
-last layer's g) and the backward chain g_{l-1} = (g_l W_l) * act'(y_{l-1}), down to dX if asked. Rows never
-meet rows, so no program waits for another; a layer's outputs are written by some warps and read by others
-of the same program, hence ``tl.debug_barrier()`` (``__syncthreads``) between layers. The tiles of the
-running layer stay in registers; what crosses layers goes through the program's own rows of ``acts``/``g``,
-which stay in L1/L2 at GAN sizes.
+``_mlp_rows_kernel``: a block of ``BLOCK_M`` rows through every layer — forward (each layer's output
+saved, as the per-layer op saves its output), then optionally the sigmoid-BCE loss of a width-1 last layer
+(per-row targets and weights; the loss's partial sum per row block, its gradient as the last layer's g) and
+the backward chain g_{l-1} = (g_l W_l) * act'(y_{l-1}), down to dX if asked. A layer's outputs are written
+by some warps and read by others of the same program, hence ``tl.debug_barrier()`` (``__syncthreads``)
+between layers; what crosses layers goes through the row block's own rows of ``acts``/``g`` (L1/L2 at GAN
+sizes). Row blocks never meet, but at GAN batch sizes they are a few programs for a GPU of 132 SMs: so
+the grid's second axis cuts the MLP's wide end (D's 784 inputs, G's 784 outputs) into slices, one program
+each. Their partial sums meet through ``part``: the last program of a row block to arrive (an atomic
+count) adds them in slice order (deterministic) and runs the narrow rest alone; no program ever waits.
 
 ``_mlp_weight_grad_kernel``: dW_l = g_l^T Y_{l-1} and db_l = sum g_l for every layer in one launch (grid:
 tile x layer x batch split). Written, never accumulated: split s writes its own copy of the gradient
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 from . import _math
 from ._runtime import HAS_TRITON, matmul_configs, triton, tl
+
+ROWS_BLOCK_MAX = 32   # the rows kernel's largest BLOCK_M: the launcher sizes the slices for it
 
 if HAS_TRITON:
     from .linear_kernels import _activate, _activation_grad
@@ -36,25 +40,70 @@ if HAS_TRITON:
             return tl.dot(a, b, acc, input_precision=PRECISION)
 
     @triton.jit
-    def _layer_forward(in_ptr, stride_im, stride_ik, w_ptr, out_ptr, stride_om, rows, mask_m, d_in, d_out,
-                       negative_slope, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
+    def _xw_tile(in_ptr, stride_im, stride_ik, w_ptr, d_in, rows, mask_m, n, mask_n, k_lo, k_hi,
+                 PRECISION: tl.constexpr, BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 BLOCK_K: tl.constexpr):
+        """in[rows, k_lo:k_hi] @ W[n, k_lo:k_hi]^T for one tile of outputs ``n``; W (d_out, d_in) row-major."""
+        offs_k = tl.arange(0, BLOCK_K).to(tl.int64)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(k_lo, k_hi, BLOCK_K):
+            k = k0 + offs_k
+            mask_k = k < k_hi
+            a = tl.load(in_ptr + rows[:, None] * stride_im + k[None, :] * stride_ik,
+                        mask=mask_m[:, None] & mask_k[None, :], other=0.0).to(tl.float32)
+            w = tl.load(w_ptr + n[None, :] * d_in + k[:, None], mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+            acc = _dot(a, w, acc, PRECISION, BF16)
+        return acc
+
+    @triton.jit
+    def _gw_tile(g_ptr, stride_gm, w_ptr, d_in, rows, mask_m, c, mask_c, r_lo, r_hi, PRECISION: tl.constexpr,
+                 BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """g[rows, r_lo:r_hi] @ W[r_lo:r_hi, c] for one tile of columns ``c``; W (d_out, d_in) row-major."""
+        offs_r = tl.arange(0, BLOCK_K).to(tl.int64)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for r0 in range(r_lo, r_hi, BLOCK_K):
+            r = r0 + offs_r
+            mask_r = r < r_hi
+            g = tl.load(g_ptr + rows[:, None] * stride_gm + r[None, :], mask=mask_m[:, None] & mask_r[None, :],
+                        other=0.0)
+            w = tl.load(w_ptr + r[:, None] * d_in + c[None, :], mask=mask_r[:, None] & mask_c[None, :], other=0.0)
+            acc = _dot(g, w, acc, PRECISION, BF16)
+        return acc
+
+    @triton.jit
+    def _sum_slices(part_ptr, stride_ps, stride_pm, rows, mask, n, slices, BLOCK_M: tl.constexpr,
+                    BLOCK_N: tl.constexpr):
+        """The slices' partial sums of one tile, added in slice order (deterministic), 8 loads in flight at a
+        time. Read through L2 (.cg): other programs wrote them."""
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for s0 in range(0, slices, 8):
+            for j in tl.static_range(8):
+                s = s0 + j   # (compared as a tensor: a scalar bool in a mask fails in the interpreter)
+                acc += tl.load(part_ptr + s * stride_ps + rows[:, None] * stride_pm + n[None, :],
+                               mask=mask & (n[None, :] * 0 + s < slices), other=0.0, cache_modifier=".cg")
+        return acc
+
+    @triton.jit
+    def _arrive(count_ptr, pid):
+        """Counts this program in among its row block's slices; True for the last to arrive, which then
+        sees every slice's partial sums (release/acquire at GPU scope) and resets the count for the next
+        launch. The first programs never wait, so the interpreter (programs in turn) runs it too."""
+        tl.debug_barrier()   # every thread's partial-sum stores are issued before the count goes up
+        seen = tl.atomic_add(count_ptr + pid, 1, sem="acq_rel", scope="gpu")
+        return seen == tl.num_programs(1) - 1
+
+    @triton.jit
+    def _layer_forward(in_ptr, stride_im, stride_ik, w_ptr, out_ptr, stride_om, rows, mask_m, d_in, d_out, n_lo,
+                       n_hi, negative_slope, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
                        PRECISION: tl.constexpr, BF16: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        """out[rows, :] = act(in[rows, :] W^T + b); W at w_ptr (d_out, d_in) row-major, b right after it."""
+        """out[rows, n] = act(in[rows, :] W[n]^T + b[n]) for outputs n in [n_lo, n_hi); b right after W."""
         offs_n = tl.arange(0, BLOCK_N).to(tl.int64)
-        offs_k = tl.arange(0, BLOCK_K).to(tl.int64)
-        for n0 in range(0, d_out, BLOCK_N):
+        for n0 in range(n_lo, n_hi, BLOCK_N):
             n = n0 + offs_n
-            mask_n = n < d_out
-            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            for k0 in range(0, d_in, BLOCK_K):
-                k = k0 + offs_k
-                mask_k = k < d_in
-                a = tl.load(in_ptr + rows[:, None] * stride_im + k[None, :] * stride_ik,
-                            mask=mask_m[:, None] & mask_k[None, :], other=0.0).to(tl.float32)
-                w = tl.load(w_ptr + n[None, :] * d_in + k[:, None], mask=mask_k[:, None] & mask_n[None, :],
-                            other=0.0)
-                acc = _dot(a, w, acc, PRECISION, BF16)
+            mask_n = n < n_hi
+            acc = _xw_tile(in_ptr, stride_im, stride_ik, w_ptr, d_in, rows, mask_m, n, mask_n, 0, d_in,
+                           PRECISION, BF16, BLOCK_M, BLOCK_N, BLOCK_K)
             if HAS_BIAS:
                 acc += tl.load(w_ptr + d_out * d_in + n, mask=mask_n, other=0.0)[None, :]
             acc = _activate(acc, ACTIVATION, negative_slope)
@@ -68,19 +117,11 @@ if HAS_TRITON:
         """out[rows, :] = (g[rows, :] W) * act'(y[rows, :]): the gradient one layer down (ACTIVATION of
         that layer, recovered from its saved output y; "none" gives dX)."""
         offs_c = tl.arange(0, BLOCK_N).to(tl.int64)
-        offs_r = tl.arange(0, BLOCK_K).to(tl.int64)
         for c0 in range(0, d_in, BLOCK_N):        # output columns: the layer's inputs
             c = c0 + offs_c
             mask_c = c < d_in
-            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            for r0 in range(0, d_out, BLOCK_K):   # reduction over the layer's outputs
-                r = r0 + offs_r
-                mask_r = r < d_out
-                g = tl.load(g_ptr + rows[:, None] * stride_gm + r[None, :], mask=mask_m[:, None] & mask_r[None, :],
-                            other=0.0)
-                w = tl.load(w_ptr + r[:, None] * d_in + c[None, :], mask=mask_r[:, None] & mask_c[None, :],
-                            other=0.0)
-                acc = _dot(g, w, acc, PRECISION, BF16)
+            acc = _gw_tile(g_ptr, stride_gm, w_ptr, d_in, rows, mask_m, c, mask_c, 0, d_out, PRECISION, BF16,
+                           BLOCK_M, BLOCK_N, BLOCK_K)
             mask = mask_m[:, None] & mask_c[None, :]
             if ACTIVATION != "none":
                 y = tl.load(y_ptr + rows[:, None] * stride_ym + c[None, :], mask=mask, other=0.0)
@@ -88,97 +129,196 @@ if HAS_TRITON:
             tl.store(out_ptr + rows[:, None] * stride_om + c[None, :] * stride_ok,
                      acc.to(out_ptr.dtype.element_ty), mask=mask)
 
-    # Small row blocks first: at GAN batch sizes more programs beat bigger tiles (the step is launch- and
-    # latency-bound); 64 rows for large batches. (Wider tiles compiled at 255 registers: no gain to expect.)
+    @triton.jit
+    def _backward_chain(p_ptr, meta_ptr, acts_ptr, stride_am, g_ptr, stride_gm, dx_ptr, stride_dxm, stride_dxk,
+                        rows, mask_m, negative_slope, TOP: tl.constexpr, ACT_HIDDEN: tl.constexpr,
+                        NEED_DX: tl.constexpr, PRECISION: tl.constexpr, BF16: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """From layer TOP's g (in the g buffer) down the layers: each layer below's g, then dX if asked."""
+        for lb in tl.static_range(TOP, -1, -1):
+            d_in = tl.load(meta_ptr + 4 * lb)
+            d_out = tl.load(meta_ptr + 4 * lb + 1)
+            w_ptr = p_ptr + tl.load(meta_ptr + 4 * lb + 2)
+            g_l = g_ptr + tl.load(meta_ptr + 4 * lb + 3)
+            if lb > 0:
+                below = tl.load(meta_ptr + 4 * (lb - 1) + 3)
+                _layer_backward(g_l, stride_gm, w_ptr, acts_ptr + below, stride_am, g_ptr + below, stride_gm, 1,
+                                rows, mask_m, d_in, d_out, negative_slope, ACT_HIDDEN, PRECISION, BF16,
+                                BLOCK_M, BLOCK_N, BLOCK_K)
+                tl.debug_barrier()
+            elif NEED_DX:
+                _layer_backward(g_l, stride_gm, w_ptr, acts_ptr, stride_am, dx_ptr, stride_dxm, stride_dxk,
+                                rows, mask_m, d_in, d_out, negative_slope, "none", PRECISION, BF16,
+                                BLOCK_M, BLOCK_N, BLOCK_K)
+
+    # Row blocks of 16-32 rows (ROWS_BLOCK_MAX): at GAN batch sizes the grid's second axis (slices of the
+    # wide end) supplies the programs.
     _ROWS_CONFIGS = matmul_configs(
-        gpu=[dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=2),
-             dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=2),
-             dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=2)],
+        gpu=[dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=2),
+             dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_warps=4, num_stages=2),
+             dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=2)],
         interpreter=dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32))
 
-    @triton.autotune(configs=_ROWS_CONFIGS, key=["M", "shape_key"])
+    @triton.autotune(configs=_ROWS_CONFIGS, key=["M", "shape_key", "slices"])
     @triton.jit
     def _mlp_rows_kernel(x_ptr, stride_xm, stride_xk, p_ptr, meta_ptr, acts_ptr, stride_am, y_ptr, stride_ym,
                          g_ptr, stride_gm, dy_ptr, stride_dym, stride_dyn, dx_ptr, stride_dxm, stride_dxk, loss_ptr,
-                         M, shape_key, split_row, target_a, target_b, weight_a, weight_b, negative_slope,
-                         NUM_LAYERS: tl.constexpr, HAS_BIAS: tl.constexpr, ACT_HIDDEN: tl.constexpr,
-                         ACT_OUT: tl.constexpr, FORWARD: tl.constexpr, LOSS: tl.constexpr,
-                         BACKWARD: tl.constexpr, NEED_DX: tl.constexpr, PRECISION: tl.constexpr,
-                         BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                         part_ptr, stride_ps, stride_pm, count_ptr, dyg_ptr, stride_dygm, dyw_ptr, dy_k,
+                         M, shape_key, slices, slice_width, split_row, target_a, target_b, weight_a, weight_b,
+                         negative_slope, NUM_LAYERS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                         ACT_HIDDEN: tl.constexpr, ACT_OUT: tl.constexpr, FORWARD: tl.constexpr, LOSS: tl.constexpr,
+                         BACKWARD: tl.constexpr, NEED_DX: tl.constexpr, SPLIT: tl.constexpr,
+                         DY_LINEAR: tl.constexpr, PRECISION: tl.constexpr, BF16: tl.constexpr,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """Rows [pid * BLOCK_M, ...) through the MLP: FORWARD, then LOSS (targets/weights: a below
-        ``split_row``, b from it), then BACKWARD (from the loss, or from dy), to dX if NEED_DX.
+        ``split_row``, b from it), then BACKWARD (from the loss, from dy, or with DY_LINEAR from
+        dy = dyg @ dyw, a (rows, dy_k) by (dy_k, out) product), to dX if NEED_DX.
 
-        ``shape_key`` only keys the autotuning (the MLP's widths and the pass's flags, hashed on the host).
-        ``loss_ptr`` receives [number of programs, each program's loss sum...]."""
+        The grid's second axis cuts the MLP's wide end in ``slices`` of ``slice_width`` columns:
+        SPLIT="input": layer 0's reduction; each program writes its partial pre-activations to ``part``,
+        the last to arrive (``count``) adds them and runs the rest. SPLIT="output": the last layer's
+        outputs; every program runs the layers below (the same values: each writes the same ``acts``),
+        its slice of the last layer and of its gradient, whose product with that slice of W goes to
+        ``part``; the last to arrive adds them and runs the chain down. ``shape_key`` keys the autotuning.
+        ``loss_ptr`` receives [number of row blocks, each row block's loss sum...]."""
         pid = tl.program_id(0).to(tl.int64)  # int64 offsets: rows * stride passes 2^31 for large M
+        sl = tl.program_id(1).to(tl.int64)
         rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
         mask_m = rows < M
+        offs_n = tl.arange(0, BLOCK_N).to(tl.int64)
+        last_in = tl.load(meta_ptr + 4 * (NUM_LAYERS - 1))
         last_out = tl.load(meta_ptr + 4 * (NUM_LAYERS - 1) + 1)
+        last_w = p_ptr + tl.load(meta_ptr + 4 * (NUM_LAYERS - 1) + 2)
         last_col = tl.load(meta_ptr + 4 * (NUM_LAYERS - 1) + 3)
-        if FORWARD:
-            for li in tl.static_range(NUM_LAYERS):
-                d_in = tl.load(meta_ptr + 4 * li)
-                d_out = tl.load(meta_ptr + 4 * li + 1)
-                w_ptr = p_ptr + tl.load(meta_ptr + 4 * li + 2)
-                col = tl.load(meta_ptr + 4 * li + 3)
-                if li == 0:
-                    in_ptr, stride_im, stride_ik = x_ptr, stride_xm, stride_xk
-                else:
-                    in_ptr = acts_ptr + tl.load(meta_ptr + 4 * (li - 1) + 3)
-                    stride_im, stride_ik = stride_am, 1
-                if li == NUM_LAYERS - 1:
-                    _layer_forward(in_ptr, stride_im, stride_ik, w_ptr, y_ptr, stride_ym, rows, mask_m, d_in,
-                                   d_out, negative_slope, HAS_BIAS, ACT_OUT, PRECISION, BF16,
-                                   BLOCK_M, BLOCK_N, BLOCK_K)
-                else:
-                    _layer_forward(in_ptr, stride_im, stride_ik, w_ptr, acts_ptr + col, stride_am, rows, mask_m,
-                                   d_in, d_out, negative_slope, HAS_BIAS, ACT_HIDDEN, PRECISION, BF16,
-                                   BLOCK_M, BLOCK_N, BLOCK_K)
-                tl.debug_barrier()
-        if LOSS:  # the last layer is Linear(h, 1) with no activation: y holds the logits
-            z = tl.load(y_ptr + rows * stride_ym, mask=mask_m, other=0.0)
-            first = rows < split_row
-            t = tl.where(first, target_a, target_b)
-            scale = tl.where(mask_m, tl.where(first, weight_a, weight_b), 0.0)
-            loss, grad = _math.bce_with_logits(z, t)
-            # loss buffer: [number of programs, their sums...]; the weight-gradient kernel adds them up
-            tl.store(loss_ptr + 1 + pid, tl.sum(loss * scale, axis=0))
-            if pid == 0:
-                tl.store(loss_ptr, tl.num_programs(0).to(tl.float32))
-            tl.store(g_ptr + rows * stride_gm + last_col, grad * scale, mask=mask_m)
-        if BACKWARD:
-            if not LOSS:  # g of the last layer from the incoming gradient
-                offs_n = tl.arange(0, BLOCK_N).to(tl.int64)
-                for n0 in range(0, last_out, BLOCK_N):
+        lo = sl * slice_width   # this program's slice of the wide end
+        go = True
+        if SPLIT == "input":      # layer 0's partial pre-activations over this slice of its inputs
+            d_in0 = tl.load(meta_ptr)
+            d_out0 = tl.load(meta_ptr + 1)
+            for n0 in range(0, d_out0, BLOCK_N):
+                n = n0 + offs_n
+                mask_n = n < d_out0
+                acc = _xw_tile(x_ptr, stride_xm, stride_xk, p_ptr, d_in0, rows, mask_m, n, mask_n, lo,
+                               tl.minimum(lo + slice_width, d_in0), PRECISION, BF16, BLOCK_M, BLOCK_N, BLOCK_K)
+                tl.store(part_ptr + sl * stride_ps + rows[:, None] * stride_pm + n[None, :], acc,
+                         mask=mask_m[:, None] & mask_n[None, :])
+            go = _arrive(count_ptr, pid)
+        if go:
+            if SPLIT == "input":  # the last program of the row block: layer 0 from the slices' sums
+                tl.atomic_xchg(count_ptr + pid, 0)
+                for n0 in range(0, d_out0, BLOCK_N):
                     n = n0 + offs_n
-                    mask = mask_m[:, None] & (n < last_out)[None, :]
-                    dy = tl.load(dy_ptr + rows[:, None] * stride_dym + n[None, :] * stride_dyn, mask=mask,
-                                 other=0.0).to(tl.float32)
-                    y = tl.load(y_ptr + rows[:, None] * stride_ym + n[None, :], mask=mask, other=0.0)
-                    tl.store(g_ptr + rows[:, None] * stride_gm + last_col + n[None, :],
-                             _activation_grad(dy, y, ACT_OUT, negative_slope), mask=mask)
-            tl.debug_barrier()
-            for lb in tl.static_range(NUM_LAYERS - 1, -1, -1):   # down the layers
-                d_in = tl.load(meta_ptr + 4 * lb)
-                d_out = tl.load(meta_ptr + 4 * lb + 1)
-                w_ptr = p_ptr + tl.load(meta_ptr + 4 * lb + 2)
-                g_l = g_ptr + tl.load(meta_ptr + 4 * lb + 3)
-                if lb > 0:
-                    below = tl.load(meta_ptr + 4 * (lb - 1) + 3)
-                    _layer_backward(g_l, stride_gm, w_ptr, acts_ptr + below, stride_am, g_ptr + below, stride_gm, 1,
-                                    rows, mask_m, d_in, d_out, negative_slope, ACT_HIDDEN, PRECISION, BF16,
-                                    BLOCK_M, BLOCK_N, BLOCK_K)
+                    mask_n = n < d_out0
+                    mask = mask_m[:, None] & mask_n[None, :]
+                    acc = _sum_slices(part_ptr, stride_ps, stride_pm, rows, mask, n, slices, BLOCK_M, BLOCK_N)
+                    if HAS_BIAS:
+                        acc += tl.load(p_ptr + d_out0 * d_in0 + n, mask=mask_n, other=0.0)[None, :]
+                    if NUM_LAYERS == 1:
+                        tl.store(y_ptr + rows[:, None] * stride_ym + n[None, :],
+                                 _activate(acc, ACT_OUT, negative_slope), mask=mask)
+                    else:
+                        tl.store(acts_ptr + rows[:, None] * stride_am + n[None, :],
+                                 _activate(acc, ACT_HIDDEN, negative_slope), mask=mask)
+                tl.debug_barrier()
+            if FORWARD:
+                for li in tl.static_range(1 if SPLIT == "input" else 0, NUM_LAYERS):
+                    d_in = tl.load(meta_ptr + 4 * li)
+                    d_out = tl.load(meta_ptr + 4 * li + 1)
+                    w_ptr = p_ptr + tl.load(meta_ptr + 4 * li + 2)
+                    col = tl.load(meta_ptr + 4 * li + 3)
+                    if li == 0:
+                        in_ptr, stride_im, stride_ik = x_ptr, stride_xm, stride_xk
+                    else:
+                        in_ptr = acts_ptr + tl.load(meta_ptr + 4 * (li - 1) + 3)
+                        stride_im, stride_ik = stride_am, 1
+                    if li == NUM_LAYERS - 1:
+                        n_lo, n_hi = 0, d_out
+                        if SPLIT == "output":
+                            n_lo, n_hi = lo, tl.minimum(lo + slice_width, d_out)
+                        _layer_forward(in_ptr, stride_im, stride_ik, w_ptr, y_ptr, stride_ym, rows, mask_m, d_in,
+                                       d_out, n_lo, n_hi, negative_slope, HAS_BIAS, ACT_OUT, PRECISION, BF16,
+                                       BLOCK_M, BLOCK_N, BLOCK_K)
+                    else:
+                        _layer_forward(in_ptr, stride_im, stride_ik, w_ptr, acts_ptr + col, stride_am, rows,
+                                       mask_m, d_in, d_out, 0, d_out, negative_slope, HAS_BIAS, ACT_HIDDEN,
+                                       PRECISION, BF16, BLOCK_M, BLOCK_N, BLOCK_K)
                     tl.debug_barrier()
-                elif NEED_DX:
-                    _layer_backward(g_l, stride_gm, w_ptr, acts_ptr, stride_am, dx_ptr, stride_dxm, stride_dxk,
-                                    rows, mask_m, d_in, d_out, negative_slope, "none", PRECISION, BF16,
-                                    BLOCK_M, BLOCK_N, BLOCK_K)
+            if LOSS:  # the last layer is Linear(h, 1) with no activation: y holds the logits
+                z = tl.load(y_ptr + rows * stride_ym, mask=mask_m, other=0.0)
+                first = rows < split_row
+                t = tl.where(first, target_a, target_b)
+                scale = tl.where(mask_m, tl.where(first, weight_a, weight_b), 0.0)
+                loss, grad = _math.bce_with_logits(z, t)
+                # loss buffer: [number of row blocks, their sums...]; the weight-gradient kernel adds them up
+                tl.store(loss_ptr + 1 + pid, tl.sum(loss * scale, axis=0))
+                if pid == 0:
+                    tl.store(loss_ptr, tl.num_programs(0).to(tl.float32))
+                tl.store(g_ptr + rows * stride_gm + last_col, grad * scale, mask=mask_m)
+                tl.debug_barrier()
+            if BACKWARD:
+                if not LOSS:  # g of the last layer (of this program's slice) from the incoming gradient
+                    n_lo, n_hi = 0, last_out
+                    if SPLIT == "output":
+                        n_lo, n_hi = lo, tl.minimum(lo + slice_width, last_out)
+                    for n0 in range(n_lo, n_hi, BLOCK_N):
+                        n = n0 + offs_n
+                        mask_n = n < n_hi
+                        mask = mask_m[:, None] & mask_n[None, :]
+                        if DY_LINEAR:
+                            dy = _gw_tile(dyg_ptr, stride_dygm, dyw_ptr, last_out, rows, mask_m, n, mask_n, 0, dy_k,
+                                          PRECISION, BF16, BLOCK_M, BLOCK_N, BLOCK_K)
+                        else:
+                            dy = tl.load(dy_ptr + rows[:, None] * stride_dym + n[None, :] * stride_dyn, mask=mask,
+                                         other=0.0).to(tl.float32)
+                        y = tl.load(y_ptr + rows[:, None] * stride_ym + n[None, :], mask=mask, other=0.0)
+                        tl.store(g_ptr + rows[:, None] * stride_gm + last_col + n[None, :],
+                                 _activation_grad(dy, y, ACT_OUT, negative_slope), mask=mask)
+                    tl.debug_barrier()
+                if SPLIT == "output":
+                    # this slice's share of the gradient one layer down (or of dX): g[:, slice] @ W[slice, :]
+                    if NUM_LAYERS > 1 or NEED_DX:
+                        hi = tl.minimum(lo + slice_width, last_out)
+                        for c0 in range(0, last_in, BLOCK_N):
+                            c = c0 + offs_n
+                            mask_c = c < last_in
+                            acc = _gw_tile(g_ptr + last_col, stride_gm, last_w, last_in, rows, mask_m, c, mask_c, lo,
+                                           hi, PRECISION, BF16, BLOCK_M, BLOCK_N, BLOCK_K)
+                            tl.store(part_ptr + sl * stride_ps + rows[:, None] * stride_pm + c[None, :], acc,
+                                     mask=mask_m[:, None] & mask_c[None, :])
+                        if _arrive(count_ptr, pid):
+                            tl.atomic_xchg(count_ptr + pid, 0)
+                            if NUM_LAYERS > 1:
+                                below = tl.load(meta_ptr + 4 * (NUM_LAYERS - 2) + 3)
+                                out_ptr, stride_om, stride_ok = g_ptr + below, stride_gm, 1
+                            else:
+                                out_ptr, stride_om, stride_ok = dx_ptr, stride_dxm, stride_dxk
+                            for c0 in range(0, last_in, BLOCK_N):
+                                c = c0 + offs_n
+                                mask = mask_m[:, None] & (c < last_in)[None, :]
+                                acc = _sum_slices(part_ptr, stride_ps, stride_pm, rows, mask, c, slices, BLOCK_M,
+                                                  BLOCK_N)
+                                if NUM_LAYERS > 1:
+                                    y = tl.load(acts_ptr + below + rows[:, None] * stride_am + c[None, :], mask=mask,
+                                                other=0.0)
+                                    acc = _activation_grad(acc, y, ACT_HIDDEN, negative_slope)
+                                tl.store(out_ptr + rows[:, None] * stride_om + c[None, :] * stride_ok,
+                                         acc.to(out_ptr.dtype.element_ty), mask=mask)
+                            if NUM_LAYERS > 1:
+                                tl.debug_barrier()
+                                _backward_chain(p_ptr, meta_ptr, acts_ptr, stride_am, g_ptr, stride_gm, dx_ptr,
+                                                stride_dxm, stride_dxk, rows, mask_m, negative_slope, NUM_LAYERS - 2,
+                                                ACT_HIDDEN, NEED_DX, PRECISION, BF16, BLOCK_M, BLOCK_N, BLOCK_K)
+                else:
+                    _backward_chain(p_ptr, meta_ptr, acts_ptr, stride_am, g_ptr, stride_gm, dx_ptr, stride_dxm,
+                                    stride_dxk, rows, mask_m, negative_slope, NUM_LAYERS - 1, ACT_HIDDEN, NEED_DX,
+                                    PRECISION, BF16, BLOCK_M, BLOCK_N, BLOCK_K)
 
+    # 32 x 32 weight tiles: the classic GAN's weight gradients at batch 128 are >= 120 programs (D: 784 -> 128
+    # is 4 x 25 tiles) where 64-wide tiles left half an H100's SMs idle; the configs differ in rows per step.
     _WEIGHT_CONFIGS = matmul_configs(
-        gpu=[dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
+        gpu=[dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=32, num_warps=4, num_stages=3),
              dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, num_warps=2, num_stages=3),
-             dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=64, num_warps=4, num_stages=3),
-             dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=64, num_warps=8, num_stages=2)],
+             dict(BLOCK_M=128, BLOCK_N=32, BLOCK_K=32, num_warps=4, num_stages=3)],
         interpreter=dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32))
 
     @triton.autotune(configs=_WEIGHT_CONFIGS, key=["M", "shape_key", "rows_per_split"])

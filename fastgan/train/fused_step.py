@@ -12,8 +12,9 @@ whole-MLP kernels directly on buffers it owns, with no autograd:
     4  D's dW, db (every layer, one launch; also sums the loss)
     5  Adam on all of D's parameters (FlatAdam's buffer)
   G update, through the updated D, on the last D update's fake batch
-    6  D forward + loss (target 1) + backward to D's input (no weight gradient for D)
-    7  G's gradient chain from there
+    6  D forward + loss (target 1) + backward to D's first layer (no weight gradient for D)
+    7  G's gradient chain from there: dy = g_D0 W_D0 formed slice by slice inside it (with pack > 1, step 6
+       writes D's input gradient instead)
     8  G's dW, db (and the loss)
     9  Adam on all of G's parameters
 
@@ -56,7 +57,11 @@ class _Buffers:
         self.acts_d = torch.empty((rows_d, d_spec.hidden_columns), **f32)
         self.y_d = torch.empty((rows_d, 1), **f32)
         self.g_d = torch.empty((rows_d, d_spec.gradient_columns), **f32)
-        self.dfake = torch.empty((batch, features), **f32)
+        # D's input gradient reaches G as dy = g_D0 @ W_D0 inside G's backward (dy_linear); packed rows
+        # mix samples, so with pack > 1 D's pass writes it here instead
+        self.dfake = torch.empty((batch, features), **f32) if pack > 1 else None
+        self.scratch_g = M.Scratch(g_spec, (batch,), device)     # the slices' partial sums (see ops.mlp)
+        self.scratch_d = M.Scratch(d_spec, (rows_d, rows_d // 2), device)
         self.loss_d = torch.empty(M.loss_buffer_size(rows_d), **f32)
         self.loss_g = torch.empty(M.loss_buffer_size(rows_d // 2), **f32)
         self.splits_d = M.weight_grad_splits(rows_d)
@@ -96,7 +101,7 @@ def make_fused_step(p: StepParts, g_mlp, d_mlp, sampler: DeviceSampler | None,
         grad_d = b.partial_d if b.partial_d is not None else opt_d.grad
         grad_g = b.partial_g if b.partial_g is not None else opt_g.grad
         if sampler is not None:   # (host-side; it only touches the device when the batch size changed)
-            sampler.realign(sample_programs(batch))
+            sampler.realign(sample_programs(batch, max(features, p.latent_dim)))
         for _ in range(config.d_steps):
             with phase("data"):
                 if sampler is not None:
@@ -106,11 +111,11 @@ def make_fused_step(p: StepParts, g_mlp, d_mlp, sampler: DeviceSampler | None,
                     torch.index_select(data, 0, rows, out=b.x_d[:batch])
                     b.z.normal_(generator=p.rng)
             with phase("G.forward"):
-                M.mlp_forward(b.z, opt_g.data, g_spec, acts=b.acts_g, y=fake, bf16=bf16)
+                M.mlp_forward(b.z, opt_g.data, g_spec, acts=b.acts_g, y=fake, bf16=bf16, scratch=b.scratch_g)
             with phase("D.forward+backward"):
                 M.mlp_backward(x_d, opt_d.data, d_spec, acts=b.acts_d, y=b.y_d, g=b.g_d, forward=True,
                                loss=(rows_fake, config.real_label, 0.0, weight, weight), loss_partials=b.loss_d,
-                               bf16=bf16)
+                               bf16=bf16, scratch=b.scratch_d)
                 M.mlp_weight_grad(x_d, d_spec, acts=b.acts_d, g=b.g_d, grad=grad_d.view(b.splits_d, -1),
                                   loss_partials=b.loss_d, loss_out=loss_d, bf16=bf16)
             with phase("D.optim"):
@@ -118,10 +123,14 @@ def make_fused_step(p: StepParts, g_mlp, d_mlp, sampler: DeviceSampler | None,
                 if p.spectral is not None:   # one more launch: all of D's layers normalised
                     p.spectral.step()
         with phase("G.loss+backward"):
+            dx = None if pack == 1 else b.dfake.view(rows_fake, pack * features)
             M.mlp_backward(x_fake, opt_d.data, d_spec, acts=b.acts_d[:rows_fake], y=b.y_d[:rows_fake],
-                           g=b.g_d[:rows_fake], dx=b.dfake.view(rows_fake, pack * features), forward=True,
-                           loss=(rows_fake, 1.0, 1.0, weight, weight), loss_partials=b.loss_g, bf16=bf16)
-            M.mlp_backward(b.z, opt_g.data, g_spec, acts=b.acts_g, y=fake, g=b.g_g, dy=b.dfake, bf16=bf16)
+                           g=b.g_d[:rows_fake], dx=dx, forward=True, loss=(rows_fake, 1.0, 1.0, weight, weight),
+                           loss_partials=b.loss_g, bf16=bf16, scratch=b.scratch_d)
+            d_layer0 = (b.g_d[:rows_fake, :d_spec.dims[1]], opt_d.data[:d_spec.dims[1] * d_spec.dims[0]].view(
+                d_spec.dims[1], d_spec.dims[0])) if pack == 1 else None
+            M.mlp_backward(b.z, opt_g.data, g_spec, acts=b.acts_g, y=fake, g=b.g_g, dy=b.dfake, dy_linear=d_layer0,
+                           bf16=bf16, scratch=b.scratch_g)
             M.mlp_weight_grad(b.z, g_spec, acts=b.acts_g, g=b.g_g, grad=grad_g.view(b.splits_g, -1),
                               loss_partials=b.loss_g, loss_out=loss_g, bf16=bf16)
         with phase("G.optim"):

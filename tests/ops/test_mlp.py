@@ -78,9 +78,11 @@ def _expected_backward(spec, x64, params64, outs, dy64):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c[0])) + f"-{c[2]}-{c[3]}-b{int(c[1])}")
 @pytest.mark.parametrize("rows", ROWS)
-def test_kernels_match_float64(case, rows, seed, ieee):
+def test_kernels_match_float64(case, rows, seed, ieee, slicing):
     dims, bias, hidden, out = case
     spec = MLPSpec(dims, bias, hidden, out, 0.2)
+    if slicing == "sliced" and max(dims[0], dims[-1]) > 8:
+        assert M.slice_plan(spec, rows, True, False, 132).slices > 1
     x64, p64, dy64 = _make(spec, rows, seed, noncontiguous=rows == 7)
     x = x64.float().to(DEVICE)
     flat = torch.cat([p.reshape(-1) for p in p64]).float().to(DEVICE)
@@ -107,6 +109,13 @@ def test_kernels_match_float64(case, rows, seed, ieee):
     g_buf, dx = _nan(rows, spec.gradient_columns), _nan(*x.shape)
     dy = dy64.float().to(DEVICE)
     M.mlp_backward(x, flat, spec, acts=acts, y=y, g=g_buf, dy=dy, dx=dx)
+    # the same from dy = h @ w, formed inside the kernel (how G's backward takes D's layer-0 gradient)
+    h, w = torch.randn(rows, 5, device=DEVICE), torch.randn(5, dims[-1], device=DEVICE)
+    g_linear = _nan(rows, spec.gradient_columns)
+    M.mlp_backward(x, flat, spec, acts=acts, y=y, g=g_linear, dy_linear=(h, w))
+    g_expect = _nan(rows, spec.gradient_columns)
+    M.mlp_backward(x, flat, spec, acts=acts, y=y, g=g_expect, dy=h @ w)
+    assert_close(g_linear, g_expect, 1e-5, "g from dy_linear")
     grad = _nan(1, spec.numel)
     M.mlp_weight_grad(x, spec, acts=acts, g=g_buf, grad=grad)
     gs, allow_g, dx64, allow_dx, grads = _expected_backward(spec, x.double().cpu(), params_f, outs, dy.double().cpu())
@@ -124,7 +133,7 @@ def test_kernels_match_float64(case, rows, seed, ieee):
     assert offset == spec.numel
 
 
-def test_loss_epilogue_and_split_reduction(seed, ieee, monkeypatch):
+def test_loss_epilogue_and_split_reduction(seed, ieee, monkeypatch, slicing):
     """D's pass: BCE of the logits against per-row targets (real_label for the first rows, 0 after) and
     weights, its gradient as the last layer's g, the loss summed by the weight-gradient kernel; the weight
     gradient reduced in batch splits whose sum is the whole gradient."""
@@ -238,7 +247,7 @@ def test_sampler_draws_data_rows_and_normal_noise_afresh_each_call_and_reproduci
 
     counter = torch.zeros(1, dtype=torch.int64, device=DEVICE)
     x1, z1 = draw(counter)
-    assert int(counter) == sampler.sample_programs(64)
+    assert int(counter) == sampler.sample_programs(64, 40)
     x2, z2 = draw(counter)
     # every row is a data row
     for x in (x1, x2):
@@ -254,6 +263,13 @@ def test_sampler_draws_data_rows_and_normal_noise_afresh_each_call_and_reproduci
     assert used.unique().numel() > 35   # 128 draws over 50 rows: ~46 distinct expected
     with pytest.raises(ValueError, match="same rows"):
         sampler.sample_batch(data, _nan(4, 9), _nan(5, 3), seed, counter)
+    # wider than one program's 64 columns (the grid's second axis): whole data rows, every noise column drawn
+    wide, counter = torch.randn(50, 130, device=DEVICE), torch.zeros(1, dtype=torch.int64, device=DEVICE)
+    x, z = _nan(64, 130), _nan(64, 100)
+    sampler.sample_batch(wide, x, z, seed, counter)
+    assert int(counter) == sampler.sample_programs(64, 130) == 4 * 3
+    assert (x[:, None, :] == wide[None]).all(-1).any(1).all()
+    assert not torch.isnan(z).any() and abs(z.std().item() - 1) < 0.1
 
 
 def test_adam_adds_partial_gradients_in_the_kernel():

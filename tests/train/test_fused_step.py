@@ -40,8 +40,9 @@ def _assert_same_training(a, b, tolerance=1e-5):
 
 @pytest.mark.parametrize("options", [{}, {"pack": 2, "d_steps": 2, "real_label": 0.9, "ema": 0.9,
                                           "output_activation": None}], ids=["plain", "pack-dsteps-ema"])
-def test_fused_step_trains_like_the_per_layer_and_torch_paths(options):
-    """20 steps at fp32, same initial weights, same batches (sampler="torch"): losses and weights to 1e-5."""
+def test_fused_step_trains_like_the_per_layer_and_torch_paths(options, slicing):
+    """20 steps at fp32, same initial weights, same batches (sampler="torch"): losses and weights to 1e-5;
+    "sliced": G's 20 outputs and D's 20 (40 packed) inputs cut into slices, as GAN widths are."""
     options = dict(options)
     models = _models(pack=options.get("pack", 1), output_activation=options.pop("output_activation", "sigmoid"))
     runs = {}

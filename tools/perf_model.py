@@ -67,7 +67,10 @@ def cdiv(a: int, b: int) -> int:
 
 
 def _layers(meta) -> list[tuple[int, int]]:
-    """(d_in, d_out) per layer, from the whole-MLP kernels' table (``MLPSpec.table``: d_in, d_out, offset, column)."""
+    """(d_in, d_out) per layer: the rows kernel's constexpr ``DIMS``, or the whole-MLP kernels' table
+    (``MLPSpec.table``: d_in, d_out, offset, column; the rows kernel's too at e33d711)."""
+    if "DIMS" in meta:
+        return list(zip(meta["DIMS"][:-1], meta["DIMS"][1:]))
     return [(d_in, d_out) for d_in, d_out, _, _ in meta["meta_ptr"].view(-1, 4).tolist()]
 
 

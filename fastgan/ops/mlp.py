@@ -93,6 +93,13 @@ class MLPSpec:
         return rows
 
     @cached_property   # (the launchers read it on every call)
+    def layout(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Each layer's offset in the flat parameters, and its column in the acts/g buffers (the rows
+        kernel's compile-time constants, with ``dims``)."""
+        table = self.table()
+        return tuple(row[2] for row in table), tuple(row[3] for row in table)
+
+    @cached_property   # (the launchers read it on every call)
     def shape_key(self) -> int:
         return zlib.crc32(repr(self.dims).encode()) & 0x7FFFFFFF
 
@@ -244,14 +251,16 @@ def _launch_rows(x, flat, spec, *, acts, y, g, dy=None, dy_linear=None, dx=None,
     dy_g, dy_w = dy_linear if dy_linear is not None else (dummy, dummy)
     part, counts = (scratch.part, scratch.counts) if plan.split != "none" else (dummy, dummy)
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), plan.slices)  # noqa: E731
+    w_offsets, columns = spec.layout
     kernels._mlp_rows_kernel[grid](
-        x, x.stride(0), x.stride(1), flat, _table(spec, x.device),
+        x, x.stride(0), x.stride(1), flat,
         acts if acts.numel() else dummy, acts.stride(0) if acts.numel() else 0, y, y.stride(0),
         g if g is not None else dummy, g.stride(0) if g is not None else 0,
         dy_t, dy_t.stride(0), dy_t.stride(1), dx_t, dx_t.stride(0), dx_t.stride(1),
         loss_partials if loss_partials is not None else dummy,
         part, M * plan.partial, plan.partial, counts, dy_g, dy_g.stride(0), dy_w, dy_g.shape[1] if dy_linear else 0,
         M, key, plan.slices, plan.width, *_loss_args(loss), spec.negative_slope,
+        DIMS=spec.dims, W_OFFS=w_offsets, COLS=columns,
         NUM_LAYERS=spec.num_layers, HAS_BIAS=spec.has_bias, ACT_HIDDEN=spec.hidden_activation,
         ACT_OUT=spec.output_activation, FORWARD=forward, LOSS=loss is not None, BACKWARD=backward,
         NEED_DX=dx is not None, SPLIT=plan.split, DY_LINEAR=dy_linear is not None, PRECISION=_precision(bf16),

@@ -1,9 +1,12 @@
 """Triton kernels of the whole-MLP op (``ops/mlp.py`` holds the launchers, checks and autograd glue).
 
 An MLP of L layers ``y_l = act_l(y_{l-1} W_l^T + b_l)`` is described to the kernels by its parameters in
-one flat fp32 buffer (layer l: W_l row-major (d_out, d_in), then b_l) and an int64 table ``meta`` of L
-rows ``(d_in, d_out, w_offset, column)``: ``column`` is where layer l's outputs sit in the (rows, S)
-buffers of saved outputs ``acts`` (hidden layers) and pre-activation gradients ``g`` (every layer).
+one flat fp32 buffer (layer l: W_l row-major (d_out, d_in), then b_l) and per layer ``(d_in, d_out,
+w_offset, column)``: ``column`` is where layer l's outputs sit in the (rows, S) buffers of saved outputs
+``acts`` (hidden layers) and pre-activation gradients ``g`` (every layer). The rows kernel takes them as
+compile-time constants (``DIMS``, ``W_OFFS``, ``COLS``: one compile per model shape, whose loop bounds and
+offsets the compiler knows: 16-byte loads, software pipelining); the weight-gradient kernel, whose grid
+walks the layers, reads them from an int64 table ``meta``.
 
 ``_mlp_rows_kernel``: a block of ``BLOCK_M`` rows through every layer — forward (each layer's output
 saved, as the per-layer op saves its output), then optionally the sigmoid-BCE loss of a width-1 last layer
@@ -130,18 +133,19 @@ if HAS_TRITON:
                      acc.to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _backward_chain(p_ptr, meta_ptr, acts_ptr, stride_am, g_ptr, stride_gm, dx_ptr, stride_dxm, stride_dxk,
-                        rows, mask_m, negative_slope, TOP: tl.constexpr, ACT_HIDDEN: tl.constexpr,
+    def _backward_chain(p_ptr, acts_ptr, stride_am, g_ptr, stride_gm, dx_ptr, stride_dxm, stride_dxk, rows, mask_m,
+                        negative_slope, DIMS: tl.constexpr, W_OFFS: tl.constexpr, COLS: tl.constexpr,
+                        TOP: tl.constexpr, ACT_HIDDEN: tl.constexpr,
                         NEED_DX: tl.constexpr, PRECISION: tl.constexpr, BF16: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """From layer TOP's g (in the g buffer) down the layers: each layer below's g, then dX if asked."""
         for lb in tl.static_range(TOP, -1, -1):
-            d_in = tl.load(meta_ptr + 4 * lb)
-            d_out = tl.load(meta_ptr + 4 * lb + 1)
-            w_ptr = p_ptr + tl.load(meta_ptr + 4 * lb + 2)
-            g_l = g_ptr + tl.load(meta_ptr + 4 * lb + 3)
+            d_in = DIMS[lb]
+            d_out = DIMS[lb + 1]
+            w_ptr = p_ptr + W_OFFS[lb]
+            g_l = g_ptr + COLS[lb]
             if lb > 0:
-                below = tl.load(meta_ptr + 4 * (lb - 1) + 3)
+                below = COLS[lb - 1]
                 _layer_backward(g_l, stride_gm, w_ptr, acts_ptr + below, stride_am, g_ptr + below, stride_gm, 1,
                                 rows, mask_m, d_in, d_out, negative_slope, ACT_HIDDEN, PRECISION, BF16,
                                 BLOCK_M, BLOCK_N, BLOCK_K)
@@ -152,20 +156,21 @@ if HAS_TRITON:
                                 BLOCK_M, BLOCK_N, BLOCK_K)
 
     # Row blocks of 16-32 rows (ROWS_BLOCK_MAX): at GAN batch sizes the grid's second axis (slices of the
-    # wide end) supplies the programs.
+    # wide end) supplies the programs. Three stages: cp.async.wait_group 2 in the sm_90 PTX (prefetch).
     _ROWS_CONFIGS = matmul_configs(
-        gpu=[dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=2),
-             dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_warps=4, num_stages=2),
-             dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=2)],
+        gpu=[dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3),
+             dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32, num_warps=4, num_stages=3),
+             dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=32, num_warps=4, num_stages=3)],
         interpreter=dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=32))
 
     @triton.autotune(configs=_ROWS_CONFIGS, key=["M", "shape_key", "slices"])
     @triton.jit
-    def _mlp_rows_kernel(x_ptr, stride_xm, stride_xk, p_ptr, meta_ptr, acts_ptr, stride_am, y_ptr, stride_ym,
+    def _mlp_rows_kernel(x_ptr, stride_xm, stride_xk, p_ptr, acts_ptr, stride_am, y_ptr, stride_ym,
                          g_ptr, stride_gm, dy_ptr, stride_dym, stride_dyn, dx_ptr, stride_dxm, stride_dxk, loss_ptr,
                          part_ptr, stride_ps, stride_pm, count_ptr, dyg_ptr, stride_dygm, dyw_ptr, dy_k,
                          M, shape_key, slices, slice_width, split_row, target_a, target_b, weight_a, weight_b,
-                         negative_slope, NUM_LAYERS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                         negative_slope, DIMS: tl.constexpr, W_OFFS: tl.constexpr, COLS: tl.constexpr,
+                         NUM_LAYERS: tl.constexpr, HAS_BIAS: tl.constexpr,
                          ACT_HIDDEN: tl.constexpr, ACT_OUT: tl.constexpr, FORWARD: tl.constexpr, LOSS: tl.constexpr,
                          BACKWARD: tl.constexpr, NEED_DX: tl.constexpr, SPLIT: tl.constexpr,
                          DY_LINEAR: tl.constexpr, PRECISION: tl.constexpr, BF16: tl.constexpr,
@@ -186,15 +191,15 @@ if HAS_TRITON:
         rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
         mask_m = rows < M
         offs_n = tl.arange(0, BLOCK_N).to(tl.int64)
-        last_in = tl.load(meta_ptr + 4 * (NUM_LAYERS - 1))
-        last_out = tl.load(meta_ptr + 4 * (NUM_LAYERS - 1) + 1)
-        last_w = p_ptr + tl.load(meta_ptr + 4 * (NUM_LAYERS - 1) + 2)
-        last_col = tl.load(meta_ptr + 4 * (NUM_LAYERS - 1) + 3)
+        last_in = DIMS[NUM_LAYERS - 1]
+        last_out = DIMS[NUM_LAYERS]
+        last_w = p_ptr + W_OFFS[NUM_LAYERS - 1]
+        last_col = COLS[NUM_LAYERS - 1]
         lo = sl * slice_width   # this program's slice of the wide end
         go = True
         if SPLIT == "input":      # layer 0's partial pre-activations over this slice of its inputs
-            d_in0 = tl.load(meta_ptr)
-            d_out0 = tl.load(meta_ptr + 1)
+            d_in0 = DIMS[0]
+            d_out0 = DIMS[1]
             for n0 in range(0, d_out0, BLOCK_N):
                 n = n0 + offs_n
                 mask_n = n < d_out0
@@ -222,14 +227,14 @@ if HAS_TRITON:
                 tl.debug_barrier()
             if FORWARD:
                 for li in tl.static_range(1 if SPLIT == "input" else 0, NUM_LAYERS):
-                    d_in = tl.load(meta_ptr + 4 * li)
-                    d_out = tl.load(meta_ptr + 4 * li + 1)
-                    w_ptr = p_ptr + tl.load(meta_ptr + 4 * li + 2)
-                    col = tl.load(meta_ptr + 4 * li + 3)
+                    d_in = DIMS[li]
+                    d_out = DIMS[li + 1]
+                    w_ptr = p_ptr + W_OFFS[li]
+                    col = COLS[li]
                     if li == 0:
                         in_ptr, stride_im, stride_ik = x_ptr, stride_xm, stride_xk
                     else:
-                        in_ptr = acts_ptr + tl.load(meta_ptr + 4 * (li - 1) + 3)
+                        in_ptr = acts_ptr + COLS[li - 1]
                         stride_im, stride_ik = stride_am, 1
                     if li == NUM_LAYERS - 1:
                         n_lo, n_hi = 0, d_out
@@ -288,7 +293,7 @@ if HAS_TRITON:
                         if _arrive(count_ptr, pid):
                             tl.atomic_xchg(count_ptr + pid, 0)
                             if NUM_LAYERS > 1:
-                                below = tl.load(meta_ptr + 4 * (NUM_LAYERS - 2) + 3)
+                                below = COLS[NUM_LAYERS - 2]
                                 out_ptr, stride_om, stride_ok = g_ptr + below, stride_gm, 1
                             else:
                                 out_ptr, stride_om, stride_ok = dx_ptr, stride_dxm, stride_dxk
@@ -305,12 +310,13 @@ if HAS_TRITON:
                                          acc.to(out_ptr.dtype.element_ty), mask=mask)
                             if NUM_LAYERS > 1:
                                 tl.debug_barrier()
-                                _backward_chain(p_ptr, meta_ptr, acts_ptr, stride_am, g_ptr, stride_gm, dx_ptr,
-                                                stride_dxm, stride_dxk, rows, mask_m, negative_slope, NUM_LAYERS - 2,
+                                _backward_chain(p_ptr, acts_ptr, stride_am, g_ptr, stride_gm, dx_ptr, stride_dxm,
+                                                stride_dxk, rows, mask_m, negative_slope, DIMS, W_OFFS, COLS,
+                                                NUM_LAYERS - 2,
                                                 ACT_HIDDEN, NEED_DX, PRECISION, BF16, BLOCK_M, BLOCK_N, BLOCK_K)
                 else:
-                    _backward_chain(p_ptr, meta_ptr, acts_ptr, stride_am, g_ptr, stride_gm, dx_ptr, stride_dxm,
-                                    stride_dxk, rows, mask_m, negative_slope, NUM_LAYERS - 1, ACT_HIDDEN, NEED_DX,
+                    _backward_chain(p_ptr, acts_ptr, stride_am, g_ptr, stride_gm, dx_ptr, stride_dxm, stride_dxk,
+                                    rows, mask_m, negative_slope, DIMS, W_OFFS, COLS, NUM_LAYERS - 1, ACT_HIDDEN, NEED_DX,
                                     PRECISION, BF16, BLOCK_M, BLOCK_N, BLOCK_K)
 
     # 32 x 32 weight tiles: the classic GAN's weight gradients at batch 128 are >= 120 programs (D: 784 -> 128

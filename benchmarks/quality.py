@@ -2,7 +2,8 @@
 
 Mixtures (PacGAN Table 1 protocol): ring-8 (radius 1, std 0.01) and grid-25 (means {-4,-2,0,2,4}^2,
 std 0.05), 100k training points, 2,500 generated samples evaluated, several seeds, mean ± standard
-error of modes / high-quality share / KL, for the vanilla GAN and each stabilisation option.
+error of modes / high-quality share / KL / within-mode spread / sliced Wasserstein over its real-vs-real floor,
+for the vanilla GAN and each stabilisation option.
 Digits: Fréchet distance, precision/recall/density/coverage and class coverage of the MLP GAN with
 and without options, beside the real-vs-real floor. Time to quality: wall-clock (evaluation excluded)
 until ring-8 shows 8/8 modes with >= 90% high-quality samples, per backend.
@@ -163,6 +164,10 @@ def mixture_trainer(kind: str, variant: str, seed: int, device, kernels="torch",
     return fastgan.GANTrainer(g, d, real, seed=seed, device=device, kernels=kernels, **settings, **options)
 
 
+# the per-seed figures a mixture row averages (metrics.evaluate_mixture's numbers)
+SUMMARY_KEYS = ("modes", "high_quality", "kl", "kl_all", "spread", "spread_excluded", "swd", "swd_floor", "swd_ratio")
+
+
 def _mean_se(values):
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
@@ -201,12 +206,14 @@ def run_mixtures(kinds, variants, seeds, steps, device, protocol=None, replicas=
                     runs.append({**metrics.evaluate_mixture(samples, kind), "seconds": seconds})
                     if seed == 0:
                         pictures[(kind, variant)] = samples.cpu()
-            summary = {key: _mean_se([r[key] for r in runs]) for key in ("modes", "high_quality", "kl", "kl_all")}
+            summary = {key: _mean_se([r[key] for r in runs]) for key in SUMMARY_KEYS}
             results[f"{kind}/{variant}"] = {"runs": runs, "summary": summary}
             m, h, k, a = summary["modes"], summary["high_quality"], summary["kl"], summary["kl_all"]
+            w, d = summary["spread"], summary["swd_ratio"]
             print(f"  {kind:4s} {variant:16s} modes {m[0]:5.2f}±{m[1]:.2f}  HQ {100 * h[0]:5.1f}±{100 * h[1]:.1f}%  "
-                  f"KL {k[0]:.3f}±{k[1]:.3f} (all samples {a[0]:.3f})  "
-                  f"({statistics.fmean(r['seconds'] for r in runs):.1f} s/run)", flush=True)
+                  f"KL {k[0]:.3f}±{k[1]:.3f} (all samples {a[0]:.3f})  spread {w[0]:.2f}±{w[1]:.2f}  "
+                  f"SWD/floor {d[0]:.2f}±{d[1]:.2f}  ({statistics.fmean(r['seconds'] for r in runs):.1f} s/run)",
+                  flush=True)
     return results, pictures
 
 
@@ -319,14 +326,20 @@ def tables(mixtures, digits, ttq, architecture="", digits_preset="classic"):
         for key, r in mixtures.items():
             kind, variant = key.split("/")
             m, h, k = (r["summary"][x] for x in ("modes", "high_quality", "kl"))
-            a = r["summary"].get("kl_all")
+            a, w, d = (r["summary"].get(x) for x in ("kl_all", "spread", "swd_ratio"))   # (older runs: "-")
             body.append([kind, variant, len(r["runs"]), f"{m[0]:.2f} ± {m[1]:.2f}",
                          f"{100 * h[0]:.1f} ± {100 * h[1]:.1f}", f"{k[0]:.3f} ± {k[1]:.3f}",
-                         "-" if a is None else f"{a[0]:.3f} ± {a[1]:.3f}"])
+                         "-" if a is None else f"{a[0]:.3f} ± {a[1]:.3f}",
+                         "-" if w is None else f"{w[0]:.2f} ± {w[1]:.2f}",
+                         "-" if d is None else f"{d[0]:.2f} ± {d[1]:.2f}"])
         for (kind, name), (m, h, k) in PACGAN_TABLE1.items():
-            body.append([kind, f"published {name} (PacGAN Table 1)", "-", f"{m}", f"{h}", f"{k}", "-"])
+            body.append([kind, f"published {name} (PacGAN Table 1)", "-", f"{m}", f"{h}", f"{k}", "-", "-", "-"])
         lines.append(markdown_table(["data", "variant", "seeds", "modes", "high-quality %", "KL (high-quality, "
-                                     "PacGAN's)", "KL (all samples)"], body))
+                                     "PacGAN's)", "KL (all samples)", "spread (data: 1)", "SWD / floor (data: 1)"],
+                                    body))
+        lines.append("\nspread: the high-quality samples' RMS distance to their mode, over the data's, mean over the "
+                     "modes; SWD / floor: sliced Wasserstein-1 to the mixture over what real samples of that size score "
+                     "([api.md](../../../docs/api.md#quality-metrics)).")
     if digits:
         hidden = "-".join(map(str, PRESETS[digits_preset].hidden))
         lines += ["", f"## Digits (`{digits_preset}` models: G 100-{hidden}-784, D 784-{hidden}-1; floor = real vs "

@@ -1,4 +1,5 @@
-"""Quality along training: a mixture protocol's modes / high-quality share / KL at several step counts.
+"""Quality along training: a mixture protocol's modes / high-quality share / KL / spread / SWD at several step
+counts.
 
 The seeds of one variant train at once as a K-replica trainer (``fastgan.replicas``: replica k is the
 single run with seed k) and are evaluated at each checkpoint on 2,500 samples (noise seed 10,000 + k),
@@ -261,7 +262,7 @@ def _load_resume(args, parser) -> dict:
 
 
 def _summary(runs: list[dict]) -> dict:
-    keys = ("modes", "high_quality", "kl", "kl_all", "spread", "acceptance")
+    keys = quality.SUMMARY_KEYS + ("acceptance",)
     return {key: quality._mean_se([r[key] for r in runs]) for key in keys if key in runs[0]}
 
 
@@ -377,13 +378,19 @@ def main(argv=None) -> int:
                 return "-"
             return f"{scale * summary[key][0]:.{digits}f} ± {scale * summary[key][1]:.{digits}f}"
 
-        spread = "spread (data: 0.97)"
-        head = ["steps", "training seconds (all seeds)", "modes", "high-quality %", "KL (high-quality)",
-                "KL (all samples)", spread]
-        body = [[r["steps"], f"{r['seconds']:.0f}", cell(r["summary"], "modes", digits=2),
-                 cell(r["summary"], "high_quality", 100, 1), cell(r["summary"], "kl"), cell(r["summary"], "kl_all"),
-                 cell(r["summary"], "spread", digits=2)]
-                for r in rows]
+        def spread(summary):   # a row measured before 2026-12-05 (no swd): the older, pooled spread, marked
+            return cell(summary, "spread", digits=2) + ("" if "swd_ratio" in summary or "spread" not in summary
+                                                        else " *")
+
+        quality_head = ["modes", "high-quality %", "KL (high-quality)", "KL (all samples)", "spread (data: 1)",
+                        "SWD / floor (data: 1)"]
+        head = ["steps", "training seconds (all seeds)"] + quality_head
+
+        def figures(summary):
+            return [cell(summary, "modes", digits=2), cell(summary, "high_quality", 100, 1), cell(summary, "kl"),
+                    cell(summary, "kl_all"), spread(summary), cell(summary, "swd_ratio", digits=2)]
+
+        body = [[r["steps"], f"{r['seconds']:.0f}"] + figures(r["summary"]) for r in rows]
         graph = f", CUDA graph ({args.steps_per_replay} steps per replay)" if args.cuda_graph else ""
         seeds_text = (f"{args.seeds} seeds" if not args.first_seed else
                       f"{args.seeds} seeds ({args.first_seed} to {args.first_seed + args.seeds - 1}, on seed 0's data)")
@@ -401,10 +408,7 @@ def main(argv=None) -> int:
         for key in ("rejection", "calibrated", "metropolis"):
             if key not in rows[0]:
                 continue
-            body = [[r["steps"], cell(r[key]["summary"], "modes", digits=2),
-                     cell(r[key]["summary"], "high_quality", 100, 1), cell(r[key]["summary"], "kl"),
-                     cell(r[key]["summary"], "kl_all"), cell(r[key]["summary"], "spread", digits=2),
-                     cell(r[key]["summary"], "acceptance", 100, 0)]
+            body = [[r["steps"]] + figures(r[key]["summary"]) + [cell(r[key]["summary"], "acceptance", 100, 0)]
                     for r in rows]
             calibrated = (f"each D first trained {args.calibrate} more steps against the generator sampled from, G "
                           f"held fixed (`calibrate_discriminator`, Adam {args.calibrate_lr:g}, {args.calibrate_batch} "
@@ -422,8 +426,10 @@ def main(argv=None) -> int:
                 what = f"**with discriminator rejection sampling** (quantile {args.rejection:g}; {how})"
                 rate = "candidates kept %"
             text += (f"\n\nThe same checkpoints {what}, apart from the plain figures above:\n\n"
-                     + markdown_table(["steps", "modes", "high-quality %", "KL (high-quality)",
-                                       "KL (all samples)", spread, rate], body))
+                     + markdown_table(["steps"] + quality_head + [rate], body))
+        if any("spread" in r["summary"] and "swd_ratio" not in r["summary"] for r in rows):
+            text += ("\n\n\\* spread as measured before 2026-12-05: the high-quality samples' RMS distance to their "
+                     "mode over std·√2, pooled over the modes (the data: 0.97).")
         if args.check_every:
             mark = f"{MODES[args.data]}/{MODES[args.data]} modes with >= 90% high-quality samples"
             body = [[args.first_seed + k, f["steps"], f"{f['seconds']:.0f}"] if f else

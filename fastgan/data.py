@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["digits", "mnist", "gaussian_ring", "gaussian_grid", "ring_centers", "grid_centers",
+__all__ = ["digits", "mnist", "gaussian_ring", "gaussian_grid", "mixture", "ring_centers", "grid_centers",
            "from_tensor", "load"]
 
 
@@ -153,27 +153,31 @@ def grid_centers(side: int = 5, spacing: float = 2.0) -> torch.Tensor:
     return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1).float()
 
 
-def _mixture(n: int, centers: torch.Tensor, std: float, seed: int, device) -> torch.Tensor:
+def mixture(n: int, centers: torch.Tensor, std: float, seed: int = 0, device=None) -> torch.Tensor:
+    """``(n, D)`` points from equal Gaussians of ``std`` at ``centers`` (K, D): each point's mode drawn
+    uniformly, then its offset, both from ``seed``. The ring and the grid are this mixture."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if not std >= 0:
         raise ValueError(f"std must be >= 0, got {std!r}")
+    if centers.dim() != 2 or centers.shape[0] < 1:
+        raise ValueError(f"centers must be (K >= 1, D), got {tuple(centers.shape)}")
     gen = torch.Generator().manual_seed(seed)
     which = torch.randint(0, centers.shape[0], (n,), generator=gen)
-    points = centers[which] + std * torch.randn(n, 2, generator=gen)
+    points = centers[which] + std * torch.randn(n, centers.shape[1], generator=gen)
     return points.to(device)
 
 
 def gaussian_ring(n: int = 100_000, modes: int = 8, radius: float = 1.0, std: float = 0.01, seed: int = 0,
                   device=None) -> torch.Tensor:
     """``(n, 2)`` points from ``modes`` equal Gaussians on a ring (the PacGAN/VEEGAN ring-8 protocol)."""
-    return _mixture(n, ring_centers(modes, radius), std, seed, device)
+    return mixture(n, ring_centers(modes, radius), std, seed, device)
 
 
 def gaussian_grid(n: int = 100_000, side: int = 5, spacing: float = 2.0, std: float = 0.05, seed: int = 0,
                   device=None) -> torch.Tensor:
     """``(n, 2)`` points from ``side**2`` equal Gaussians on a grid (the PacGAN grid-25 protocol)."""
-    return _mixture(n, grid_centers(side, spacing), std, seed, device)
+    return mixture(n, grid_centers(side, spacing), std, seed, device)
 
 
 DATASETS = ("digits", "mnist", "ring", "grid")

@@ -1,6 +1,7 @@
 """Generation quality, by the protocols the literature uses, offline.
 
-Mixtures of Gaussians (PacGAN / VEEGAN protocol): ``mode_coverage``.
+Mixtures of Gaussians (PacGAN / VEEGAN protocol): ``mode_coverage`` (modes, high-quality share, KL, within-mode
+spread) and ``mixture_distance`` (sliced Wasserstein to the mixture, with its real-vs-real floor).
 Digits: a small classifier trained on scikit-learn's digits (cached in the user's cache folder) whose
 penultimate features give ``frechet_distance``, ``precision_recall_density_coverage`` (Kynkäänniemi et
 al. 2019; Naeem et al. 2020) and whose predictions give ``class_coverage``. ``evaluate_digits`` reports
@@ -9,10 +10,12 @@ Everything is batched torch and runs on CPU or GPU.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,7 +23,8 @@ from . import data as datasets
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 __all__ = ["evaluate", "default_samples", "replica_summary",
-           "mode_coverage", "frechet_distance", "precision_recall_density_coverage", "class_coverage",
+           "mode_coverage", "sliced_wasserstein", "mixture_distance", "frechet_distance",
+           "precision_recall_density_coverage", "class_coverage",
            "DigitsClassifier", "digits_classifier", "evaluate_digits", "evaluate_mixture"]
 
 
@@ -31,6 +35,21 @@ def _kl_to_uniform(counts: torch.Tensor) -> float:
     p = counts.double() / total
     nonzero = p > 0
     return float((p[nonzero] * (p[nonzero] * counts.numel()).log()).sum())
+
+
+# PacGAN's cut: a sample within this many std of its nearest mode is high quality
+HIGH_QUALITY_STDS = 3.0
+# a mode's spread is measured from this many high-quality samples on (fewer: left out, and counted)
+SPREAD_MIN_SAMPLES = 2
+
+
+def _trimmed_rms(dim: int) -> float:
+    """sqrt(E[r^2 | r < 3 std] / (dim std^2)) for a ``dim``-D Gaussian: the RMS a mode of the data itself keeps
+    after the high-quality cut, per axis, in std. r^2 / std^2 is chi-square with ``dim`` degrees of freedom and
+    E[X; X < c] = dim P(chi2_{dim+2} < c), so it is the ratio of two regularised incomplete gammas (0.974 in 2-D)."""
+    half = torch.tensor(dim / 2, dtype=torch.float64)
+    cut = torch.tensor(HIGH_QUALITY_STDS ** 2 / 2, dtype=torch.float64)
+    return float((torch.special.gammainc(half + 1, cut) / torch.special.gammainc(half, cut)).sqrt())
 
 
 def mode_coverage(samples: torch.Tensor, centers: torch.Tensor, std: float) -> dict:
@@ -44,9 +63,17 @@ def mode_coverage(samples: torch.Tensor, centers: torch.Tensor, std: float) -> d
       and reports that histogram's entropy H (and JSD) against uniform; KL = log(modes) - H.
     * ``kl_all``: over every sample's nearest mode, far ones included (VEEGAN-style reading).
 
-    and ``spread``: the high-quality samples' RMS distance to their mode over the data's, std * sqrt(D) (``inf``
-    when there are none). Samples of the data itself give about 0.97 in 2-D (the 3-std cut trims the tail); a
-    sampler that concentrates samples at the modes' centres scores below that, which HQ and KL do not show.
+    and the within-mode spread, which HQ and KL cannot see (samples piled on the centres score 100% HQ):
+
+    * ``spread_per_mode``: per mode, the RMS distance of its high-quality samples to its centre over
+      ``std * sqrt(D)``, divided by the same figure for the data itself after the 3-std cut (``_trimmed_rms``,
+      0.974 in 2-D), so that samples of the data score 1 (their mean square exactly, in expectation). A mode
+      shrunk towards its centre by a factor s <= 0.5 scores s / 0.974 (its samples no longer reach the cut).
+      ``None`` for a mode with fewer than ``SPREAD_MIN_SAMPLES`` high-quality samples.
+    * ``spread``: the mean over the modes that have one (``inf`` when none has); ``spread_excluded``: how
+      many modes were left out.
+
+    ``samples`` (N, D) and ``centers`` (K, D), any float dtype and device; computed in float64.
     """
     if samples.dim() != 2 or centers.dim() != 2 or samples.shape[1] != centers.shape[1]:
         raise ValueError(f"samples {tuple(samples.shape)} and centers {tuple(centers.shape)} must be "
@@ -55,14 +82,127 @@ def mode_coverage(samples: torch.Tensor, centers: torch.Tensor, std: float) -> d
         raise ValueError(f"std must be > 0, got {std!r}")
     samples = samples.detach().double()
     centers = centers.to(samples.device, torch.float64)
+    modes, dim = centers.shape
     distance, nearest = torch.cdist(samples, centers).min(dim=1)
-    good = distance < 3 * std
-    counts = torch.bincount(nearest[good], minlength=centers.shape[0])
-    every = torch.bincount(nearest, minlength=centers.shape[0])
-    spread = (float(distance[good].square().mean().sqrt()) / (std * centers.shape[1] ** 0.5) if good.any()
-              else math.inf)
+    good = distance < HIGH_QUALITY_STDS * std
+    counts = torch.bincount(nearest[good], minlength=modes)
+    every = torch.bincount(nearest, minlength=modes)
+    squares = torch.zeros(modes, dtype=torch.float64, device=samples.device).index_add_(
+        0, nearest[good], distance[good].square())
+    per_mode = (squares / counts.clamp_min(1)).sqrt() / (std * dim ** 0.5 * _trimmed_rms(dim))
+    measured = counts >= SPREAD_MIN_SAMPLES
+    spread_per_mode = [float(v) if m else None for v, m in zip(per_mode.tolist(), measured.tolist())]
+    spread = float(per_mode[measured].mean()) if measured.any() else math.inf
     return {"modes": int((counts > 0).sum()), "high_quality": float(good.double().mean()) if len(good) else 0.0,
-            "kl": _kl_to_uniform(counts), "kl_all": _kl_to_uniform(every), "spread": spread}
+            "kl": _kl_to_uniform(counts), "kl_all": _kl_to_uniform(every), "spread": spread,
+            "spread_per_mode": spread_per_mode, "spread_excluded": int((~measured).sum())}
+
+
+def _projection_directions(dim: int, projections: int, seed: int) -> torch.Tensor:
+    """``(projections, dim)`` unit vectors, Gaussian directions from a fixed seed (float64, CPU)."""
+    directions = torch.randn(projections, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return directions / directions.norm(dim=1, keepdim=True)
+
+
+def _sorted_projections(x: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """``(projections, N)``: each projection of the rows of ``x``, sorted."""
+    projected = directions.to(x.device) @ x.T
+    if projected.device.type == "cpu":   # numpy's sort: about 14x torch's on a CPU, which also builds indices
+        return torch.from_numpy(np.sort(projected.numpy(), axis=1))
+    return projected.sort(dim=1).values
+
+
+def _check_points(x: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a non-empty (N, D) tensor, got {shape}")
+    x = x.detach().to(torch.float64)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} holds NaN or inf ({int((~torch.isfinite(x)).sum())} values)")
+    return x
+
+
+def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int = 128, seed: int = 0) -> float:
+    """Sliced Wasserstein-1 distance between two point sets of one size, ``a`` and ``b`` (N, D).
+
+    The mean over ``projections`` unit directions (Gaussian, drawn from ``seed``: the same directions every
+    call, so the figure is deterministic) of the 1-D Wasserstein-1 distance between the projected sets: the
+    mean absolute difference of their sorted projections. In the units of the points; float64, on ``a``'s
+    device, the projections taken in blocks of about 32 MB whatever N. Raises ``ValueError`` for other shapes,
+    sets of different sizes (subsample the larger one) or NaN/inf values.
+    """
+    a, b = _check_points(a, "a"), _check_points(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"a {tuple(a.shape)} and b {tuple(b.shape)} must be point sets of one size and width")
+    return _mean_distances([a], [b.to(a.device)], projections, seed)[0]
+
+
+def _mean_distances(sets: list, references: list, projections: int, seed: int) -> list[float]:
+    """For each of ``sets``, its sliced Wasserstein-1 to each of ``references`` (all (N, D) float64 on one
+    device), averaged over the references: each reference's projections sorted once per block of directions."""
+    if not isinstance(projections, int) or projections < 1:
+        raise ValueError(f"projections must be a positive integer, got {projections!r}")
+    directions = _projection_directions(sets[0].shape[1], projections, seed)
+    totals = [0.0] * len(sets)
+    for block in directions.split(max(1, 4_000_000 // sets[0].shape[0])):   # about 32 MB per sorted block
+        sorted_references = [_sorted_projections(r, block) for r in references]
+        for i, x in enumerate(sets):
+            ours = _sorted_projections(x, block)
+            totals[i] += sum(float((ours - r).abs().mean(dim=1).sum()) for r in sorted_references)
+    return [total / (projections * len(references)) for total in totals]
+
+
+# the mixture's own samples the distance compares with: fixed seeds, apart from any training set's (seed 0)
+REFERENCE_SEED, FLOOR_SEED = 1_000_000, 2_000_000
+# real sets the floor averages over: one real set's distance varies by about 25% (the modes' shares in N points
+# vary), so the floor needs many to be one number
+FLOOR_SETS = 32
+
+
+def _references(n: int, centers: torch.Tensor, std: float, draws: int, device=None) -> list[torch.Tensor]:
+    return [datasets.mixture(n, centers, std, seed=REFERENCE_SEED + j, device=device) for j in range(draws)]
+
+
+@functools.lru_cache(maxsize=32)
+def _mixture_floor(n: int, centers: tuple, std: float, draws: int, projections: int, seed: int) -> float:
+    """The mean, over ``FLOOR_SETS`` independent n-point sets of the mixture, of their distance to the references
+    (``mixture_distance``'s ``swd`` of real samples, in the points' units), on the CPU: the same number whatever
+    device the samples are on; cached, as it depends on n, not on the samples."""
+    centers = torch.tensor(centers, dtype=torch.float64)
+    real = [datasets.mixture(n, centers, std, seed=FLOOR_SEED + i) for i in range(FLOOR_SETS)]
+    return sum(_mean_distances(real, _references(n, centers, std, draws), projections, seed)) / FLOOR_SETS
+
+
+def mixture_distance(samples: torch.Tensor, centers: torch.Tensor, std: float, draws: int = 4,
+                     projections: int = 128, seed: int = 0) -> dict:
+    """How far ``samples`` (N, D) are from the mixture of equal Gaussians of ``std`` at ``centers`` (K, D), beside
+    how far samples of the mixture itself are at that size.
+
+    ``swd``: the mean over ``draws`` reference sets (N points of the mixture each, fixed seeds) of
+    ``sliced_wasserstein(samples, reference, projections, seed)``, in units of ``std``; ``swd_floor``: the same
+    figure for real samples, the mean over ``FLOOR_SETS`` independent N-point sets of the mixture (fixed seeds
+    too): what a perfect generator scores, since finite samples never coincide; ``swd_ratio``:
+    ``swd / swd_floor``, 1 in expectation for samples of the data (against these references, so whatever they
+    happen to be). The floor falls as N grows (about 1/sqrt(N)): compare ratios, not distances, across sample
+    counts. Unlike HQ and KL the distance weighs every sample (far ones, the modes' shares, their width) by how
+    far it is; samples with NaN or inf are infinitely far (``swd`` and ``swd_ratio`` inf), as they are never
+    high quality.
+    """
+    if samples.dim() != 2 or centers.dim() != 2 or samples.shape[1] != centers.shape[1] or samples.shape[0] < 1:
+        raise ValueError(f"samples {tuple(samples.shape)} and centers {tuple(centers.shape)} must be "
+                         "(N >= 1, D) and (K, D)")
+    if not std > 0:
+        raise ValueError(f"std must be > 0, got {std!r}")
+    if not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be a positive integer, got {draws!r}")
+    n = samples.shape[0]
+    centers = centers.detach().to("cpu", torch.float64)
+    floor = _mixture_floor(n, tuple(map(tuple, centers.tolist())), float(std), draws, projections, seed) / std
+    if not bool(torch.isfinite(samples).all()):
+        return {"swd": math.inf, "swd_floor": floor, "swd_ratio": math.inf}
+    references = _references(n, centers, std, draws, samples.device)
+    swd = _mean_distances([samples.detach().to(torch.float64)], references, projections, seed)[0] / std
+    return {"swd": swd, "swd_floor": floor, "swd_ratio": swd / floor}
 
 
 def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -269,12 +409,15 @@ def conditional_accuracy(samples: torch.Tensor, labels: torch.Tensor, classes: i
 
 
 def evaluate_mixture(samples: torch.Tensor, kind: str) -> dict:
-    """``mode_coverage`` for the ``ring`` (8 modes, std 0.01) or ``grid`` (25 modes, std 0.05) protocol."""
+    """``mode_coverage`` and ``mixture_distance`` for the ``ring`` (8 modes, std 0.01) or ``grid`` (25 modes,
+    std 0.05) protocol."""
     if kind == "ring":
-        return mode_coverage(samples, datasets.ring_centers(), 0.01)
-    if kind == "grid":
-        return mode_coverage(samples, datasets.grid_centers(), 0.05)
-    raise ValueError(f"kind must be 'ring' or 'grid', got {kind!r}")
+        centers, std = datasets.ring_centers(), 0.01
+    elif kind == "grid":
+        centers, std = datasets.grid_centers(), 0.05
+    else:
+        raise ValueError(f"kind must be 'ring' or 'grid', got {kind!r}")
+    return {**mode_coverage(samples, centers, std), **mixture_distance(samples, centers, std)}
 
 
 # -- what `fastgan train` and `fastgan evaluate` report -------------------------------------------------------

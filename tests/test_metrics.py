@@ -1,9 +1,16 @@
 import math
+import re
 
 import pytest
 import torch
 
 from fastgan import data, metrics
+
+
+def _spread_tolerance(n: int) -> float:
+    """4.5 standard errors of a spread measured on n samples of the data: r^2 / (2 std^2) is exponential with
+    variance about 0.77 after the 3-std cut, so the RMS's relative error is about 0.46 / sqrt(n)."""
+    return 4.5 * 0.46 / n ** 0.5
 
 
 def test_mode_coverage_on_the_true_mixture():
@@ -13,16 +20,49 @@ def test_mode_coverage_on_the_true_mixture():
     # in 2-D the share of a Gaussian within 3 std is 1 - exp(-4.5) = 98.89%
     assert result["high_quality"] == pytest.approx(1 - math.exp(-4.5), abs=0.004)
     assert result["kl"] < 0.005
-    # spread: E[r^2 | r < 3 std] / (2 std^2) for a 2-D Gaussian is (1 - 5.5 e^-4.5) / (1 - e^-4.5), root 0.974
-    truncated = ((1 - 5.5 * math.exp(-4.5)) / (1 - math.exp(-4.5))) ** 0.5
-    assert result["spread"] == pytest.approx(truncated, abs=0.01)
     grid = metrics.evaluate_mixture(data.gaussian_grid(20_000, seed=2), "grid")
     assert grid["modes"] == 25 and grid["high_quality"] == pytest.approx(1 - math.exp(-4.5), abs=0.004)
-    assert grid["spread"] == pytest.approx(truncated, abs=0.01)
-    # samples half as spread as the data's (all within 3 std): half the spread; on the centres: 0
-    tight = metrics.mode_coverage(data.gaussian_ring(20_000, std=0.005, seed=3), data.ring_centers(), 0.01)
-    assert tight["high_quality"] == 1.0 and tight["spread"] == pytest.approx(0.5, abs=0.01)
-    assert metrics.mode_coverage(data.ring_centers(), data.ring_centers(), 0.01)["spread"] == 0.0
+
+
+def test_spread_of_the_data_is_one_and_of_shrunk_modes_their_factor(seed):
+    # the data's own figure after the 3-std cut, E[r^2 | r < 3 std] / (2 std^2) = (1 - 5.5 e^-4.5) / (1 - e^-4.5),
+    # is what the spread divides by
+    assert metrics._trimmed_rms(2) == pytest.approx(((1 - 5.5 * math.exp(-4.5)) / (1 - math.exp(-4.5))) ** 0.5)
+    assert metrics._trimmed_rms(2) == pytest.approx(0.974, abs=5e-4)
+    for kind, make, centers, std in (("ring", data.gaussian_ring, data.ring_centers(), 0.01),
+                                     ("grid", data.gaussian_grid, data.grid_centers(), 0.05)):
+        n = 20_000
+        samples = make(n, seed=seed)
+        result = metrics.mode_coverage(samples, centers, std)
+        assert result["spread"] == pytest.approx(1.0, abs=_spread_tolerance(n)), kind
+        assert result["spread_excluded"] == 0 and len(result["spread_per_mode"]) == centers.shape[0]
+        per_mode = _spread_tolerance(n // centers.shape[0])
+        assert all(v == pytest.approx(1.0, abs=per_mode) for v in result["spread_per_mode"]), result
+        # each sample pulled halfway to its mode: all within the cut, so half the untrimmed RMS over the trimmed one
+        nearest = centers[torch.cdist(samples, centers).argmin(dim=1)]
+        shrunk = metrics.mode_coverage(nearest + 0.5 * (samples - nearest), centers, std)
+        assert shrunk["high_quality"] == 1.0
+        assert shrunk["spread"] == pytest.approx(0.5 / metrics._trimmed_rms(2), abs=_spread_tolerance(n) / 2), kind
+        on_centres = metrics.mode_coverage(nearest, centers, std)
+        assert (on_centres["spread"], on_centres["high_quality"], on_centres["modes"]) == (0.0, 1.0, centers.shape[0])
+    # the figure the issue quotes: samples at 0.37 of the data's std per axis score 0.37 / 0.974
+    tight = metrics.mode_coverage(data.gaussian_ring(20_000, std=0.0037, seed=3), data.ring_centers(), 0.01)
+    assert tight["spread"] == pytest.approx(0.37 / 0.974, abs=_spread_tolerance(20_000))
+
+
+def test_spread_leaves_out_modes_with_too_few_samples_and_counts_them():
+    centers = data.ring_centers()
+    g = torch.Generator().manual_seed(0)
+    one = centers[3] + 0.01 * torch.randn(4000, 2, generator=g)          # mode 3 only, the data's width
+    lone = centers[5:6] + torch.tensor([[0.005, 0.0]])                     # one sample at mode 5: left out
+    pair = centers[6] + torch.tensor([[0.01, 0.0], [-0.01, 0.0]])          # two at mode 6: RMS 1 std
+    result = metrics.mode_coverage(torch.cat([one, lone, pair]), centers, 0.01)
+    assert result["modes"] == 3 and result["spread_excluded"] == 6
+    per_mode = result["spread_per_mode"]
+    assert [i for i, v in enumerate(per_mode) if v is not None] == [3, 6]
+    assert per_mode[3] == pytest.approx(1.0, abs=_spread_tolerance(4000))
+    assert per_mode[6] == pytest.approx(1 / (2 ** 0.5 * metrics._trimmed_rms(2)))
+    assert result["spread"] == pytest.approx((per_mode[3] + per_mode[6]) / 2)
 
 
 def test_mode_coverage_collapsed_and_far():
@@ -33,7 +73,7 @@ def test_mode_coverage_collapsed_and_far():
     far = metrics.mode_coverage(torch.full((100, 2), 10.0), centers, 0.01)
     # nothing is high quality (KL over high-quality samples: inf); every sample's nearest mode is one mode
     assert far == {"modes": 0, "high_quality": 0.0, "kl": math.inf, "kl_all": pytest.approx(math.log(8)),
-                   "spread": math.inf}
+                   "spread": math.inf, "spread_per_mode": [None] * 8, "spread_excluded": 8}
 
 
 def test_the_two_kl_definitions_differ_where_far_samples_fall_near_other_modes():
@@ -48,6 +88,87 @@ def test_the_two_kl_definitions_differ_where_far_samples_fall_near_other_modes()
     assert result["kl"] == pytest.approx(math.log(8)) and result["kl_all"] == pytest.approx(math.log(4))
     with pytest.raises(ValueError):
         metrics.mode_coverage(torch.zeros(3, 3), centers, 0.01)
+
+
+def test_sliced_wasserstein_known_cases(seed):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(5000, 2, generator=g, dtype=torch.float64)
+    assert metrics.sliced_wasserstein(a, a) == 0.0
+    b = torch.randn(5000, 2, generator=g, dtype=torch.float64)
+    assert metrics.sliced_wasserstein(a, b) == metrics.sliced_wasserstein(b, a)   # symmetric
+    assert metrics.sliced_wasserstein(a, b) == metrics.sliced_wasserstein(a.clone(), b.clone())   # deterministic
+    assert metrics.sliced_wasserstein(a, b, seed=1) != metrics.sliced_wasserstein(a, b)   # other directions
+    # a shift by v moves every projection by <theta, v>: the mean of |<theta, v>| over the directions, whose
+    # expectation for uniform directions in 2-D is |v| 2/pi; the row order does not matter
+    v = torch.tensor([3.0, 4.0], dtype=torch.float64)
+    shifted = metrics.sliced_wasserstein(a, (a + v)[torch.randperm(5000, generator=g)])
+    assert shifted == pytest.approx(5.0 * 2 / math.pi, rel=0.1)
+    # float32 points give the float64 figure to float32 rounding
+    assert metrics.sliced_wasserstein(a.float(), b.float()) == pytest.approx(metrics.sliced_wasserstein(a, b),
+                                                                             rel=1e-5)
+
+
+def test_sliced_wasserstein_refuses_bad_input():
+    x = torch.zeros(10, 2)
+    for a, b, words in ((torch.zeros(10), x, "(N, D)"), (x, torch.zeros(10, 3), "one size"),
+                        (x, torch.zeros(11, 2), "one size"), (torch.zeros(0, 2), x, "non-empty")):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            metrics.sliced_wasserstein(a, b)
+    bad = x.clone()
+    bad[3, 1] = math.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        metrics.sliced_wasserstein(x, bad)
+    with pytest.raises(ValueError, match="projections"):
+        metrics.sliced_wasserstein(x, x, projections=0)
+
+
+def test_mixture_distance_real_samples_at_the_floor_and_far_ones_above(seed):
+    centers, std = data.ring_centers(), 0.01
+    n = 2500
+    # samples of the data itself: the floor in expectation (one sample's ratio has a standard deviation of about
+    # 0.26 on the ring: the modes' shares in 2,500 points vary)
+    ratios = [metrics.evaluate_mixture(data.gaussian_ring(n, seed=seed + k), "ring")["swd_ratio"] for k in range(8)]
+    assert sum(ratios) / 8 == pytest.approx(1.0, abs=0.35), ratios
+    real = data.gaussian_ring(n, seed=seed)
+    result = metrics.mixture_distance(real, centers, std)
+    assert result == metrics.mixture_distance(real.clone(), centers, std)   # deterministic
+    metrics._mixture_floor.cache_clear()
+    assert result == metrics.mixture_distance(real, centers, std)           # the floor too, not only its cache
+    # the distance is sliced_wasserstein's to each reference, averaged
+    references = [data.mixture(n, centers.double(), std, seed=metrics.REFERENCE_SEED + j) for j in range(4)]
+    assert result["swd"] == pytest.approx(sum(metrics.sliced_wasserstein(real, r) for r in references) / (4 * std),
+                                          rel=1e-12)
+    assert result["swd_floor"] == metrics.mixture_distance(real[:, [1, 0]], centers, std)["swd_floor"]  # N's only
+    assert metrics.mixture_distance(real[:1000], centers, std)["swd_floor"] > result["swd_floor"]   # fewer: higher
+    # every sample on one mode, half the modes empty, the ring shifted by 10 std: far above the floor (about 39,
+    # 6.8 and 5 times it; the largest of 200 real samples' ratios was 2.12)
+    nearest_mode = torch.cdist(real, centers).argmin(dim=1)
+    nearest = centers[nearest_mode]
+    collapsed = real - nearest + centers[0]
+    halved = real - nearest + centers[2 * (nearest_mode // 2)]
+    for far, above in ((collapsed, 20), (halved, 4), (real + 10 * std, 3.5)):
+        assert metrics.mixture_distance(far, centers, std)["swd_ratio"] > above
+    # within-mode collapse moves it far less than the modes' shares do: what the spread is for
+    squeezed = [metrics.mixture_distance(nearest + s * (real - nearest), centers, std)["swd"] for s in (1.0, 0.5, 0.0)]
+    assert squeezed[0] < squeezed[1] < squeezed[2] < 2 * squeezed[0]
+    # NaN or inf samples are infinitely far, as they are never high quality; shapes are checked
+    broken = real.clone()
+    broken[7] = math.inf
+    assert metrics.mixture_distance(broken, centers, std)["swd"] == math.inf
+    for bad in (real[:, :1], real[0]):
+        with pytest.raises(ValueError, match="must be"):
+            metrics.mixture_distance(bad, centers, std)
+    with pytest.raises(ValueError, match="draws"):
+        metrics.mixture_distance(real, centers, std, draws=0)
+
+
+def test_evaluate_mixture_reports_every_figure_once():
+    result = metrics.evaluate_mixture(data.gaussian_grid(2500, seed=4), "grid")
+    assert set(result) == {"modes", "high_quality", "kl", "kl_all", "spread", "spread_per_mode", "spread_excluded",
+                           "swd", "swd_floor", "swd_ratio"}
+    assert result["swd_ratio"] == result["swd"] / result["swd_floor"]
+    with pytest.raises(ValueError, match="ring' or 'grid"):
+        metrics.evaluate_mixture(data.gaussian_grid(10), "moons")
 
 
 def test_frechet_distance_known_cases():

@@ -12,7 +12,8 @@
 # every result file: results/<card>/runs.jsonl with the latest files and runs/, environment.txt, *.log). Unpack
 # the archive and add its runs to benchmarks/results/<card>/ with `python benchmarks/common.py merge
 # UNPACKED/results` (appended to runs.jsonl, the latest files redrawn; never copy its runs.jsonl over ours); the
-# logs go under benchmarks/results/<card>/runs/<date>-device_check/.
+# logs go under benchmarks/results/<card>/runs/<date>-device_check/. Then, on the commit the run measured,
+# `python tools/perf_model.py --refit --card <card>` refits the performance model to its step times.
 #
 # BUDGET (default run; by construction each step is killed at its limit, 10 s after a TERM, and the
 # benchmarks start no row that would end past theirs, writing their JSON after every row):

@@ -14,15 +14,16 @@ uses. For each launch and each autotune config Triton would try (after the kerne
   132 SMs hold at once (per SM: registers, shared memory, 64 warps, 32 blocks).
 
 The two constants are fitted, exactly, to the H200 step times at batch 128 of ``triton-mlp+graph(k=8)`` and
-``triton+graph(k=8)+flat_adam``, read from the newest train_step run in benchmarks/results/nvidia-h200/runs.jsonl,
-and to the launches of the code that run measured: ``--refit`` records this code's (kernels, serial work) per
-backend in perf_model_fit.json beside it. A GPU run refits after it measures; later code is predicted with
-those constants, so old and new kernels compare side by side. A step's prediction is the sum over its Triton launches (each
+``triton+graph(k=8)+flat_adam``, read from the newest train_step run in benchmarks/results/<card>/runs.jsonl
+(``--card``, default nvidia-h200), and to the launches of the code that run measured: ``--refit`` records this
+code's (kernels, serial work) per backend in perf_model_fit.json beside it. After a GPU run's results are
+merged, ``--refit --card <card>`` on the commit it measured refits; later code is predicted with those
+constants, so old and new kernels compare side by side. A step's prediction is the sum over its Triton launches (each
 at its best-predicted config) plus ``c_node`` for each PyTorch kernel of the step (counted by
 ``fastgan.profiling.count_launches``). The gate (``--gate``): every launch of the fused step at batch 128 that
 does matmuls must give at least half the SMs active CTAs under every config it may be tuned to.
 
-    python tools/perf_model.py [--batch 128] [--gate] [--no-compile] [--json out.json] [--refit]
+    python tools/perf_model.py [--batch 128] [--gate] [--no-compile] [--json out.json] [--refit] [--card CARD]
 
 ``--no-compile`` skips the compiles (no PTX columns; occupancy from warps alone). Exit status: 0, 1 when the
 gate fails, 2 when the tool cannot run.
@@ -45,8 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compile_check  # noqa: E402 - tools/ is not a package
 
 REPO = compile_check.REPO
-RESULTS = REPO / "benchmarks" / "results" / "nvidia-h200" / "runs.jsonl"
-FIT = RESULTS.with_name("perf_model_fit.json")   # the measured code's (nodes, work) per backend (--refit)
+RESULTS = REPO / "benchmarks" / "results"
+CARD = "nvidia-h200"                                # the card whose step times fit the constants (--card)
+FIT = RESULTS / CARD / "perf_model_fit.json"       # the measured code's (nodes, work) per backend (--refit)
 BACKENDS = {"fused": dict(kernels="triton-mlp"), "per-layer": dict(kernels="triton", fused_optimizer="flat")}
 MEASURED = {"fused": "triton-mlp+graph(k=8)", "per-layer": "triton+graph(k=8)+flat_adam"}   # their rows in a run
 FIT_BATCH = 128
@@ -258,11 +260,12 @@ def step_terms(step: dict) -> tuple[int, int]:
     return len(step["launches"]) + step["torch_kernels"], sum(best_work(launch) or 0 for launch in step["launches"])
 
 
-def measured_steps(batch: int) -> dict:
-    """``{label: (µs per step, kernels per step, run id)}`` from the newest train_step run on the H200 that has
+def measured_steps(batch: int, card: str = CARD) -> dict:
+    """``{label: (µs per step, kernels per step, run id)}`` from the newest train_step run on ``card`` that has
     the backend at this batch (width 128)."""
     found = {}
-    lines = RESULTS.read_text().splitlines() if RESULTS.exists() else []
+    runs = RESULTS / card / "runs.jsonl"
+    lines = runs.read_text().splitlines() if runs.exists() else []
     for record in map(json.loads, reversed(lines)):
         if not record.get("benchmark", "").startswith("train_step"):
             continue
@@ -354,40 +357,43 @@ def main(argv=None) -> int:
     parser.add_argument("--no-compile", action="store_true", help="grids and work only: no PTX, registers, smem")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--refit", action="store_true",
-                        help=f"fit the constants to this code's launches (run it on the code a GPU run measured; "
-                             f"writes {FIT.relative_to(REPO)})")
+                        help="fit the constants to this code's launches (run it on the code a GPU run measured, "
+                             "its results merged; writes perf_model_fit.json in the card's results folder)")
+    parser.add_argument("--card", default=CARD, help=f"the card whose train_step run fits the constants "
+                                                     f"(benchmarks/results/CARD; default {CARD})")
     args = parser.parse_args(argv)
+    fit_file = RESULTS / args.card / "perf_model_fit.json"
     started = time.time()
     # before triton is imported: compile for real, every autotune config kept
     os.environ.update(TRITON_INTERPRET="0", FASTGAN_AUTOTUNE="1")
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     try:
-        measured = measured_steps(FIT_BATCH)
+        measured = measured_steps(FIT_BATCH, args.card)
         if set(measured) != set(MEASURED):
-            raise RuntimeError(f"{RESULTS.relative_to(REPO)} has no train_step run at batch {FIT_BATCH} with "
+            raise RuntimeError(f"benchmarks/results/{args.card} has no train_step run at batch {FIT_BATCH} with "
                                f"{' and '.join(MEASURED.values())}: the constants cannot be fitted")
         compile_check._compile_only(90)
         cache: dict = {}
         batches = dict.fromkeys((FIT_BATCH, args.batch))
         steps = {(label, batch): model_step(settings, batch, not args.no_compile, cache)
                  for batch in batches for label, settings in BACKENDS.items()}
-        if args.refit:   # the code here is the code the H200 run measured
+        if args.refit:   # the code here is the code the GPU run measured
             terms = {label: step_terms(steps[label, FIT_BATCH]) for label in BACKENDS}
             commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                                     text=True).stdout.strip()
-            FIT.write_text(json.dumps({"commit": commit, "run": measured["fused"][2], "terms": terms}, indent=1)
+            fit_file.write_text(json.dumps({"commit": commit, "run": measured["fused"][2], "terms": terms}, indent=1)
                            + "\n")
-        fitted = json.loads(FIT.read_text())
+        fitted = json.loads(fit_file.read_text())
         c_node, c_iter = fit(fitted["terms"], measured)
         predicted = {key: predict(step, c_node, c_iter) for key, step in steps.items()}
     except Exception:  # noqa: BLE001
         print("ERROR the performance model could not run:\n" + traceback.format_exc(), flush=True)
         return 2
-    print(f"performance model: sm_90, {SMS} SMs, {'no compiles' if args.no_compile else f'{len(cache)} compiles'}; "
+    print(f"performance model: sm_90, {SMS} SMs, the {args.card} run's constants, {'no compiles' if args.no_compile else f'{len(cache)} compiles'}; "
           f"fitted to {', '.join(f'{MEASURED[k]} {v[0]:.1f} µs' for k, v in measured.items())} "
           f"(run {measured['fused'][2]}, batch {FIT_BATCH}) as launched by the code at {fitted['commit']}")
     print(f"c_node = {c_node:.3f} µs per kernel, c_iter = {c_iter:.3f} µs per serial iteration per wave")
-    measured_here = measured if args.batch == FIT_BATCH else measured_steps(args.batch)
+    measured_here = measured if args.batch == FIT_BATCH else measured_steps(args.batch, args.card)
     for label in BACKENDS:
         print_step(label, steps[label, args.batch], predicted[label, args.batch], measured_here.get(label),
                    fitted["commit"])

@@ -338,8 +338,8 @@ def tables(mixtures, digits, ttq, architecture="", digits_preset="classic"):
                                      "PacGAN's)", "KL (all samples)", "spread (data: 1)", "SWD / floor (data: 1)"],
                                     body))
         lines.append("\nspread: the high-quality samples' RMS distance to their mode, over the data's, mean over the "
-                     "modes; SWD / floor: sliced Wasserstein-1 to the mixture over what real samples of that size score "
-                     "([api.md](../../../docs/api.md#quality-metrics)).")
+                     "modes; SWD / floor: sliced Wasserstein-1 to the mixture over what real samples of that size "
+                     "score ([api.md](../../../docs/api.md#quality-metrics)).")
     if digits:
         hidden = "-".join(map(str, PRESETS[digits_preset].hidden))
         lines += ["", f"## Digits (`{digits_preset}` models: G 100-{hidden}-784, D 784-{hidden}-1; floor = real vs "

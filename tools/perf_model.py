@@ -389,7 +389,8 @@ def main(argv=None) -> int:
     except Exception:  # noqa: BLE001
         print("ERROR the performance model could not run:\n" + traceback.format_exc(), flush=True)
         return 2
-    print(f"performance model: sm_90, {SMS} SMs, the {args.card} run's constants, {'no compiles' if args.no_compile else f'{len(cache)} compiles'}; "
+    compiles = "no compiles" if args.no_compile else f"{len(cache)} compiles"
+    print(f"performance model: sm_90, {SMS} SMs, the {args.card} run's constants, {compiles}; "
           f"fitted to {', '.join(f'{MEASURED[k]} {v[0]:.1f} µs' for k, v in measured.items())} "
           f"(run {measured['fused'][2]}, batch {FIT_BATCH}) as launched by the code at {fitted['commit']}")
     print(f"c_node = {c_node:.3f} µs per kernel, c_iter = {c_iter:.3f} µs per serial iteration per wave")

@@ -312,12 +312,12 @@ if HAS_TRITON:
                                 tl.debug_barrier()
                                 _backward_chain(p_ptr, acts_ptr, stride_am, g_ptr, stride_gm, dx_ptr, stride_dxm,
                                                 stride_dxk, rows, mask_m, negative_slope, DIMS, W_OFFS, COLS,
-                                                NUM_LAYERS - 2,
-                                                ACT_HIDDEN, NEED_DX, PRECISION, BF16, BLOCK_M, BLOCK_N, BLOCK_K)
+                                                NUM_LAYERS - 2, ACT_HIDDEN, NEED_DX, PRECISION, BF16, BLOCK_M,
+                                                BLOCK_N, BLOCK_K)
                 else:
                     _backward_chain(p_ptr, acts_ptr, stride_am, g_ptr, stride_gm, dx_ptr, stride_dxm, stride_dxk,
-                                    rows, mask_m, negative_slope, DIMS, W_OFFS, COLS, NUM_LAYERS - 1, ACT_HIDDEN, NEED_DX,
-                                    PRECISION, BF16, BLOCK_M, BLOCK_N, BLOCK_K)
+                                    rows, mask_m, negative_slope, DIMS, W_OFFS, COLS, NUM_LAYERS - 1, ACT_HIDDEN,
+                                    NEED_DX, PRECISION, BF16, BLOCK_M, BLOCK_N, BLOCK_K)
 
     # 32 x 32 weight tiles: the classic GAN's weight gradients at batch 128 are >= 120 programs (D: 784 -> 128
     # is 4 x 25 tiles) where 64-wide tiles left half an H100's SMs idle; the configs differ in rows per step.

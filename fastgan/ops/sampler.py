@@ -27,17 +27,22 @@ def sample_batch(data: torch.Tensor, x: torch.Tensor, z: torch.Tensor, seed: tor
                          f"x data's {data.shape[1]} features, both unit column stride")
     if data.shape[0] >= 2 ** 32:
         raise ValueError("sample_batch draws 32-bit indices: at most 2^32 - 1 data rows")
-    grid = (triton.cdiv(batch, _SAMPLE_BLOCK_M), triton.cdiv(max(x.shape[1], z.shape[1], 1), _SAMPLE_BLOCK_F))
-    kernels._sample_kernel[grid](
+    kernels._sample_kernel[_grid(batch, x.shape[1], z.shape[1])](
         data, data.stride(0), data.stride(1), data.shape[0], data.shape[1], x, x.stride(0), z, z.stride(0),
         z.shape[1], batch, seed, counter, BLOCK_M=_SAMPLE_BLOCK_M, BLOCK_F=_SAMPLE_BLOCK_F)
     kernel_launches["_sample_kernel"] += 1
 
 
-def sample_programs(batch: int, columns: int) -> int:
-    """How much ``sample_batch``'s counter advances per call for ``batch`` rows of ``columns`` (the wider of
-    the data's features and the noise's): one per program."""
-    return triton.cdiv(batch, _SAMPLE_BLOCK_M) * triton.cdiv(max(columns, 1), _SAMPLE_BLOCK_F)
+def _grid(batch: int, features: int, latent: int) -> tuple[int, int]:
+    """Row blocks x column blocks of the wider of x (the data's features) and z (the noise)."""
+    return triton.cdiv(batch, _SAMPLE_BLOCK_M), triton.cdiv(max(features, latent, 1), _SAMPLE_BLOCK_F)
+
+
+def sample_programs(batch: int, features: int, latent: int) -> int:
+    """How much ``sample_batch``'s counter advances per call for ``batch`` rows of ``features`` data columns
+    and ``latent`` noise columns: one per program."""
+    rows, columns = _grid(batch, features, latent)
+    return rows * columns
 
 
 class DeviceSampler:

@@ -101,7 +101,7 @@ def make_fused_step(p: StepParts, g_mlp, d_mlp, sampler: DeviceSampler | None,
         grad_d = b.partial_d if b.partial_d is not None else opt_d.grad
         grad_g = b.partial_g if b.partial_g is not None else opt_g.grad
         if sampler is not None:   # (host-side; it only touches the device when the batch size changed)
-            sampler.realign(sample_programs(batch, max(features, p.latent_dim)))
+            sampler.realign(sample_programs(batch, features, p.latent_dim))
         for _ in range(config.d_steps):
             with phase("data"):
                 if sampler is not None:

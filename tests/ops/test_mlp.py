@@ -247,7 +247,7 @@ def test_sampler_draws_data_rows_and_normal_noise_afresh_each_call_and_reproduci
 
     counter = torch.zeros(1, dtype=torch.int64, device=DEVICE)
     x1, z1 = draw(counter)
-    assert int(counter) == sampler.sample_programs(64, 40)
+    assert int(counter) == sampler.sample_programs(64, 9, 40)
     x2, z2 = draw(counter)
     # every row is a data row
     for x in (x1, x2):
@@ -267,7 +267,7 @@ def test_sampler_draws_data_rows_and_normal_noise_afresh_each_call_and_reproduci
     wide, counter = torch.randn(50, 130, device=DEVICE), torch.zeros(1, dtype=torch.int64, device=DEVICE)
     x, z = _nan(64, 130), _nan(64, 100)
     sampler.sample_batch(wide, x, z, seed, counter)
-    assert int(counter) == sampler.sample_programs(64, 130) == 4 * 3
+    assert int(counter) == sampler.sample_programs(64, 130, 100) == 4 * 3
     assert (x[:, None, :] == wide[None]).all(-1).any(1).all()
     assert not torch.isnan(z).any() and abs(z.std().item() - 1) < 0.1
 

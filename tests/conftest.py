@@ -143,13 +143,13 @@ def slicing(request, monkeypatch):
     """Run a test twice: with the whole-MLP kernels' own plan (the wide end of a GAN-sized MLP, >= 256
     columns, is cut into slices), and with every MLP's end cut into slices of 8 columns, so the small test
     MLPs run the sliced paths: partial sums, the last program to arrive, the arrival counts reset."""
-    from fastgan.ops import mlp
+    from fastgan.ops import mlp_slices
     if request.param == "sliced":
-        monkeypatch.setattr(mlp, "_WIDE", 1)
-        monkeypatch.setattr(mlp, "_SLICE_MIN", 8)
-    mlp.slice_plan.cache_clear()
+        monkeypatch.setattr(mlp_slices, "_WIDE", 1)
+        monkeypatch.setattr(mlp_slices, "_SLICE_MIN", 8)
+    mlp_slices.slice_plan.cache_clear()
     yield request.param
-    mlp.slice_plan.cache_clear()
+    mlp_slices.slice_plan.cache_clear()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ per row block (and to dX), then ``_mlp_weight_grad_kernel`` reduces dW and db of
 in one launch. So one MLP costs 1 launch forward and 2 backward, whatever its depth; the per-layer ops cost
 L and 2L. At GAN batch sizes the row blocks alone would occupy a few of a GPU's SMs: ``slice_plan`` cuts
 the MLP's wide end (>= 256 columns) into slices, a program each, until the grid reaches the SM count, and
-the slices' partial sums meet in a ``Scratch`` (see ``mlp_kernels``).
+the slices' partial sums meet in a ``Scratch`` (``mlp_slices``; the kernels: ``mlp_kernels``).
 
 The layers' parameters are read from one flat fp32 buffer, in ``module.parameters()`` order (W_0, b_0,
 W_1, ...), which is the layout ``fastgan.optim.flatten_parameters`` (and so ``FlatAdam``) gives them; when
@@ -27,6 +27,7 @@ from ._register import register, register_opaque
 from ._runtime import (check_float_tensor, check_tuned_for_capture, get_matmul_precision, kernel_launches,
                        multiprocessors, triton, use_triton)
 from .activations import activation_from_name
+from .mlp_slices import Scratch, SlicePlan, slice_plan
 
 __all__ = ["MLPSpec", "Scratch", "SlicePlan", "slice_plan", "fused_mlp", "fused_mlp_reference", "mlp_forward",
            "mlp_backward", "mlp_weight_grad", "weight_grad_splits", "flat_parameters", "back_to_back"]
@@ -169,56 +170,6 @@ def _check_launch(x, flat, spec, acts, y, g, dy, dx, loss, loss_partials):
 def _rows_key(dims: tuple[int, ...], forward: bool, loss: bool, backward: bool, dx: bool) -> int:
     """The rows kernel's autotune key for a shape and pass (hashed once, not on every launch)."""
     return zlib.crc32(repr((dims, forward, loss, backward, dx)).encode()) & 0x7FFFFFFF
-
-
-_WIDE = 256        # an MLP end this wide (layer 0's inputs, the last layer's outputs) is cut into slices
-_SLICE_MIN = 32    # the narrowest slice, in columns
-
-
-@dataclass(frozen=True)
-class SlicePlan:
-    """How a pass cuts the MLP's wide end: ``split`` "input" (layer 0's reduction), "output" (the last
-    layer's outputs) or "none"; ``slices`` programs per row block, ``width`` columns each; ``partial`` is the
-    width of the partial sums they exchange (layer 0's outputs, or the last layer's inputs)."""
-    split: str
-    slices: int
-    width: int
-    partial: int
-
-
-@lru_cache(maxsize=None)
-def slice_plan(spec: MLPSpec, rows: int, forward: bool, loss: bool, sms: int) -> SlicePlan:
-    """Enough slices that the row blocks of the largest BLOCK_M times the slices reach ``sms`` programs;
-    none when the row blocks alone do or the MLP has no wide end. The wider end is cut: the output end (a
-    generator: forward by slice, backward's first product reduced over the slices; not with the loss, whose
-    output is one column), or the input end when the pass runs the forward (a discriminator: layer 0's
-    reduction over the slices)."""
-    dims = spec.dims
-    ends = [("output", dims[-1], dims[-2])] if not loss else []
-    ends += [("input", dims[0], dims[1])] if forward else []
-    ends = [end for end in ends if end[1] >= _WIDE]
-    if not ends:
-        return SlicePlan("none", 1, max(dims[0], dims[-1]), 0)
-    split, wide, partial = max(ends, key=lambda end: end[1])   # the wider end; the output end on a tie
-    wanted = triton.cdiv(sms, triton.cdiv(max(rows, 1), kernels.ROWS_BLOCK_MAX))
-    if wanted < 2:
-        return SlicePlan("none", 1, wide, 0)
-    width = triton.cdiv(triton.cdiv(wide, wanted), _SLICE_MIN) * _SLICE_MIN
-    return SlicePlan(split, triton.cdiv(wide, width), width, partial)
-
-
-class Scratch:
-    """What the slices of the passes over ``rows`` (row counts) exchange: their partial sums and one arrival
-    count per row block (zero between launches: the last program to arrive resets it). A step keeps one per
-    MLP and reuses it across its passes (they run in order on one stream)."""
-
-    def __init__(self, spec: MLPSpec, rows: tuple[int, ...], device: torch.device):
-        sms = multiprocessors(device)
-        plans = [(r, slice_plan(spec, r, forward, loss, sms)) for r in rows
-                 for forward, loss in ((True, False), (False, False), (True, True))]
-        self.rows = tuple(rows)
-        self.part = torch.empty(max(p.slices * r * p.partial for r, p in plans), device=device, dtype=torch.float32)
-        self.counts = torch.zeros(triton.cdiv(max(rows), 16), device=device, dtype=torch.int32)
 
 
 def _launch_rows(x, flat, spec, *, acts, y, g, dy=None, dy_linear=None, dx=None, loss=None, loss_partials=None,

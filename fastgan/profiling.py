@@ -56,6 +56,12 @@ class LaunchCount:
     def total(self) -> int:
         return sum(self.triton.values()) + sum(self.torch_ops.values())
 
+    def __eq__(self, other) -> bool:
+        return isinstance(other, LaunchCount) and (dict(self.triton), dict(self.torch_ops)) == (
+            dict(other.triton), dict(other.torch_ops))
+
+    __hash__ = None
+
     def __repr__(self) -> str:
         return f"LaunchCount(total={self.total}, triton={dict(self.triton)}, torch={dict(self.torch_ops)})"
 

@@ -2,7 +2,9 @@
 
 ``_sample_kernel``: draws a batch on the device — row indices, the gathered data rows and the noise — from
 Philox keyed by (seed, call number, element); the call number comes from an int64 counter every program
-increments atomically (as ``adam_step``'s step count), so a CUDA graph replays fresh draws.
+increments atomically (as ``adam_step``'s step count), so a CUDA graph replays fresh draws. A third grid axis
+runs K replicas' batches in the same launch, each keyed by its own seed: replica k's draws are those of a
+one-replica call with its seed.
 """
 from __future__ import annotations
 
@@ -11,18 +13,24 @@ from ._runtime import HAS_TRITON, triton, tl
 if HAS_TRITON:
     # (sizes not specialised: a value of 1 would become a compile-time constant, with no .to())
     @triton.jit(do_not_specialize=["n_data", "features", "latent", "batch"])
-    def _sample_kernel(data_ptr, stride_dm, stride_df, n_data, features, x_ptr, stride_xm, z_ptr, stride_zm, latent,
-                       batch, seed_ptr, counter_ptr, BLOCK_M: tl.constexpr, BLOCK_F: tl.constexpr):
-        """x[r, cols] = data[idx_r, cols], z[r, cols] ~ N(0, 1) for this program's rows r and BLOCK_F columns
-        (the grid: row blocks x column blocks of the wider of x and z); idx_r uniform in [0, n_data).
+    def _sample_kernel(data_ptr, stride_dm, stride_df, n_data, features, x_ptr, stride_xk, stride_xm, z_ptr,
+                       stride_zk, stride_zm, latent, batch, seed_ptr, counter_ptr,
+                       BLOCK_M: tl.constexpr, BLOCK_F: tl.constexpr):
+        """x[k, r, cols] = data[idx_kr, cols], z[k, r, cols] ~ N(0, 1) for this program's replica k, rows r
+        and BLOCK_F columns (the grid: row blocks x column blocks of the wider of x and z x replicas); idx_kr
+        uniform in [0, n_data).
 
         Philox counters: (element, call number, stream, 0), stream 0 for indices and 1 for noise; the key is
-        the seed. idx = (u32 * n_data) >> 32 (Lemire): bias below n_data / 2^32."""
+        the replica's seed. idx = (u32 * n_data) >> 32 (Lemire): bias below n_data / 2^32. The call number is
+        the counter over the whole grid, so it counts calls alike for one replica and for K."""
         pid = tl.program_id(0)
         chunk = tl.program_id(1).to(tl.int64)   # this program's BLOCK_F columns of x and of z
+        replica = tl.program_id(2).to(tl.int64)
         old = tl.atomic_add(counter_ptr, 1)
-        call = (old // (tl.num_programs(0) * tl.num_programs(1))).to(tl.uint32)
-        seed = tl.load(seed_ptr)
+        call = (old // (tl.num_programs(0) * tl.num_programs(1) * tl.num_programs(2))).to(tl.uint32)
+        seed = tl.load(seed_ptr + replica)
+        x_ptr += replica * stride_xk
+        z_ptr += replica * stride_zk
         rows = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
         mask_m = rows < batch
         zero = tl.zeros((BLOCK_M,), dtype=tl.uint32)

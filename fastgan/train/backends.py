@@ -68,6 +68,15 @@ def fused_step_blocker(config: TrainConfig, generator, discriminator, optimizer_
     return f"{', '.join(named)} not in the fused step" if named else None
 
 
+def _philox(parts: StepParts) -> DeviceSampler | None:
+    """The generic step's Philox sampler where ``sampler="philox"`` (``"auto"`` there is PyTorch's generator)."""
+    if parts.config.sampler != "philox":
+        return None
+    if parts.labels is not None:
+        raise ValueError("sampler='philox' draws no labels: a conditional GAN draws with sampler='torch'")
+    return DeviceSampler(parts.config.seed, parts.data.device)
+
+
 class Backend:
     """PyTorch's own layers and loss (``kernels="torch"``): the reference every other backend is tested against."""
     name = "torch"
@@ -78,8 +87,11 @@ class Backend:
     def check(self, config: TrainConfig, device: torch.device) -> None:
         """``ValueError`` for a setting this backend cannot run with, before anything is built."""
         if config.sampler == "philox":
-            raise ValueError("sampler='philox' draws batches in triton-mlp's fused step: use kernels='triton-mlp' "
-                             "(or sampler='torch')")
+            if not ops.use_triton(torch.empty(0, device=device)):
+                raise ValueError(f"sampler='philox' draws with a Triton kernel, which cannot run on {device} here "
+                                 "(a CUDA device with Triton, or TRITON_INTERPRET=1 on the CPU): use sampler='torch'")
+            if config.data_parallel:
+                raise ValueError("sampler='philox' does not combine with data_parallel yet: use sampler='torch'")
         if config.replicas is not None and self.replica_kernels is None:
             raise ValueError(f"with replicas, these settings are not available yet: kernels={self.name!r} "
                              "(replicas train with the plain step, the torch or per-layer triton kernels and "
@@ -93,7 +105,8 @@ class Backend:
     def make_step(self, parts: StepParts) -> tuple:
         """``(step, sampler, step_path)``: the step function, the Philox sampler it draws with (or None) and
         which step it is (``"generic"``, ``"fused"``, or ``"generic (why not fused)"``)."""
-        return make_step(parts), None, "generic"
+        sampler = _philox(parts)
+        return make_step(parts, sampler), sampler, "generic"
 
     def kernels_run(self, generator: nn.Module, discriminator: nn.Module, data: torch.Tensor) -> str:
         """What the step's layers and loss really run (``GANTrainer.kernels_run`` documents the values)."""
@@ -125,8 +138,6 @@ class TritonMLPBackend(TritonBackend):
         if config.data_parallel:
             raise ValueError("data_parallel does not combine with kernels='triton-mlp' (its fused step draws and "
                              "updates the whole batch in one place)")
-        if config.sampler == "philox":   # its sampler: refused in make_step only when the fused step cannot run
-            config = config.replace(sampler="torch")
         super().check(config, device)
 
     def convert(self, module: nn.Module, keep=()) -> nn.Module:
@@ -140,9 +151,8 @@ class TritonMLPBackend(TritonBackend):
             sampler = DeviceSampler(config.seed, parts.data.device) if config.sampler != "torch" else None
             step = make_fused_step(parts, whole_mlp(parts.generator), whole_mlp(parts.discriminator), sampler)
             return step, sampler, "fused"
-        if config.sampler == "philox":
-            raise ValueError(f"sampler='philox' needs triton-mlp's fused step, which this run cannot use: {blocker}")
-        return make_step(parts), None, f"generic ({blocker})"
+        sampler = _philox(parts)
+        return make_step(parts, sampler), sampler, f"generic ({blocker})"
 
 
 class CudaBackend(Backend):
@@ -200,6 +210,8 @@ def fast_path(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, s
     if config.fused_optimizer is None:   # (measured ahead up to batch 512; beyond, torch's Adam in the graph)
         small = config.batch_size <= AUTO_TRITON_MAX_BATCH
         chosen["fused_optimizer"] = "flat" if fast and small and flat_blocker is None else False
+    if config.sampler == "auto" and config.replicas is not None:   # K replicas' draws in one launch
+        chosen["sampler"] = "philox" if fast and ops.HAS_TRITON and not config.data_parallel else "torch"
     resolved = config.replace(**chosen) if chosen else config
     if not fast or not chosen and config.kernels != "auto":
         return resolved, None
@@ -207,6 +219,8 @@ def fast_path(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, s
     parts = [f"{backend} + CUDA graph (k={resolved.steps_per_replay})" if resolved.cuda_graph else backend]
     if resolved.fused_optimizer == "flat":
         parts.append("FlatAdam")
+    if resolved.replicas is not None and resolved.sampler == "philox":
+        parts.append("Philox draws")
     held = []   # what the fast path would have chosen but a setting ruled out, with the reason
     if "cuda_graph" in chosen and graph_blocker:
         held.append(f"no CUDA graph: {graph_blocker}")

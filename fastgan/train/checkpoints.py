@@ -107,11 +107,7 @@ def load_trainer(t, path: str | os.PathLike) -> dict:
         if t.spectral is not None:
             if state["spectral_norm"]["u"].shape != t.spectral.u.shape:
                 raise ValueError("the checkpoint's spectral-norm state does not fit this discriminator")
-        if t.sampler is not None:
-            if not isinstance(state.get("sampler"), dict):
-                raise ValueError("this trainer draws batches with the Philox sampler but the checkpoint has no "
-                                 "sampler state (it was written by another sampler: pass sampler='torch')")
-            t.sampler.check_state(state["sampler"])
+        _check_sampler(t.sampler, state.get("sampler"))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path} does not fit this trainer: {e}") from e
     for name, module in modules.items():
@@ -132,6 +128,15 @@ def load_trainer(t, path: str | os.PathLike) -> dict:
     return state
 
 
+def _check_sampler(sampler, state) -> None:
+    """ValueError unless a trainer drawing with ``sampler`` (None: PyTorch's generator) can resume ``state``."""
+    if sampler is not None:
+        if not isinstance(state, dict):
+            raise ValueError("this trainer draws batches with the Philox sampler but the checkpoint has no "
+                             "sampler state (it was written by another sampler: pass sampler='torch')")
+        sampler.check_state(state)
+
+
 def replica_state(t) -> dict:
     """Everything a ``ReplicaTrainer`` needs to resume exactly."""
     t.flush_losses()
@@ -141,6 +146,7 @@ def replica_state(t) -> dict:
         "discriminator": t.discriminator.flat.detach().clone(),
         "optimizer_g": t.optimizer_g.state_dict(), "optimizer_d": t.optimizer_d.state_dict(),
         "rng": [g.get_state() for g in t.generators], "history": t.history,
+        "sampler": t.sampler.state_dict() if t.sampler is not None else None,
         "ema": t.ema_flat.clone() if t.ema_flat is not None else None,
         "buffers": {name: {key: b.clone() for key, b in getattr(t, name).named_buffers()}
                     for name in ("generator", "discriminator")},
@@ -182,8 +188,11 @@ def load_replicas(t, path: str | os.PathLike) -> dict:
                              "saved on another kind of device)")
         if not isinstance(state["step"], int) or state["step"] < 0:
             raise ValueError(f"step must be a non-negative integer, got {state['step']!r}")
+        _check_sampler(t.sampler, state.get("sampler"))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path} does not fit this trainer: {e}") from e
+    if t.sampler is not None:
+        t.sampler.load_state_dict(state["sampler"])
     with torch.no_grad():
         t.generator.flat.copy_(state["generator"])
         t.discriminator.flat.copy_(state["discriminator"])

@@ -99,8 +99,9 @@ class TrainConfig:
             step runs in a CUDA graph at batch <= 512, otherwise torch).
         sampler: how batches and noise are drawn: ``"torch"`` (``torch.randint``/``index_select``/``randn``
             with the trainer's generator), ``"philox"`` (one Triton kernel, counter-based RNG whose counter
-            lives on the device; triton-mlp's fused step only) or ``"auto"`` (philox where the fused step
-            runs, else torch).
+            lives on the device, wherever Triton runs; with replicas one launch draws all K, replica k what the
+            single run with its seed draws) or ``"auto"`` (philox where triton-mlp's fused step runs, and for
+            replicas on the CUDA fast path; else torch).
         compile: ``True`` (or a ``torch.compile`` mode such as ``"reduce-overhead"``) compiles the step's
             regions (see ``fastgan.step``); the Triton ops enter as opaque custom ops (no graph breaks).
         cuda_graph: capture whole steps in one CUDA graph (``fastgan.train.graph``): after ``graph_warmup``
@@ -331,8 +332,7 @@ class TrainConfig:
     def _check_replica_options(self) -> None:
         off = {"r1_gamma": self.r1_gamma > 0, "augment": bool(self.augment), "spectral_norm": self.spectral_norm,
                "weight_decay_g": self.weight_decay_g > 0, "weight_decay_d": self.weight_decay_d > 0,
-               "l1_g": self.l1_g > 0, "l1_d": self.l1_d > 0, "fused_optimizer": bool(self.fused_optimizer),
-               "sampler='philox'": self.sampler == "philox"}
+               "l1_g": self.l1_g > 0, "l1_d": self.l1_d > 0, "fused_optimizer": bool(self.fused_optimizer)}
         unsupported = [name for name, on in off.items() if on]
         if unsupported:
             raise ValueError(f"with replicas, these settings are not available yet: {', '.join(unsupported)} "

@@ -35,7 +35,7 @@ import torch
 
 from ..ops import mlp as M
 from ..ops import precision_scope
-from ..ops.sampler import DeviceSampler, sample_batch, sample_programs
+from ..ops.sampler import DeviceSampler
 from ..phases import phase
 from .parts import StepParts
 
@@ -100,12 +100,10 @@ def make_fused_step(p: StepParts, g_mlp, d_mlp, sampler: DeviceSampler | None,
         loss_g = torch.empty((), device=device, dtype=torch.float32)
         grad_d = b.partial_d if b.partial_d is not None else opt_d.grad
         grad_g = b.partial_g if b.partial_g is not None else opt_g.grad
-        if sampler is not None:   # (host-side; it only touches the device when the batch size changed)
-            sampler.realign(sample_programs(batch, features, p.latent_dim))
         for _ in range(config.d_steps):
             with phase("data"):
                 if sampler is not None:
-                    sample_batch(data, b.x_d[:batch], b.z, sampler.seed, sampler.counter)
+                    sampler.draw(data, b.x_d[:batch], b.z)
                 else:
                     rows = torch.randint(0, n, (batch,), device=device, generator=p.rng)
                     torch.index_select(data, 0, rows, out=b.x_d[:batch])

@@ -55,6 +55,11 @@ def make_replica_step(t):
     def draw():   # the single step's order: batch, its noise, z
         samples = config.samples_per_step
         with phase("data"):
+            if t.sampler is not None:   # one launch for every replica; then their instance noise, as the single step
+                x = torch.empty((K, samples, features), device=device)
+                z = torch.empty((K, samples, t.latent_dim), device=device)
+                t.sampler.draw(t.data, x, z)
+                return d_input(x), z
             indices, noise, zs = [], [], []
             for g, s in zip(t.generators, sigmas):
                 indices.append(torch.randint(0, n, (samples,), device=device, generator=g))

@@ -15,9 +15,11 @@ the step: ``fastgan.train.replica_step``). Its contract:
   layers back to back; a layer is a strided ``(K, out, in)`` view, run by one batched matmul
   (``torch.baddbmm``) or, with ``kernels="triton"``, by the fused linear kernel with a grid axis over
   replicas. No Python loop over replicas touches a matmul, a loss or the optimizer (``ReplicaAdam``: one
-  update of the ``(K, P)`` buffer with per-replica lr and betas). The draws are the exception: replica k's
-  batches and noise come from its own ``torch.Generator`` (that is what makes it equal its single run),
-  so each draw is K small launches; a CUDA graph (``cuda_graph=True``) replays them with the rest.
+  update of the ``(K, P)`` buffer with per-replica lr and betas). The draws: with ``sampler="philox"`` (the
+  CUDA fast path's choice) every replica's batch and noise in one launch, replica k keyed by its seed as
+  the single run with ``sampler="philox"`` is; with ``sampler="torch"`` each replica's from its own
+  ``torch.Generator``, K small launches a draw. Instance noise always comes from the replica's generator
+  (K launches where it is on). The kernels a step launches are otherwise the same for every K.
 * Models: an ``nn.Sequential``, the module itself or its ``.net``. Plain MLPs (``Linear`` layers and
   activations: ``fuse``'s whole-MLP rule, ``fastgan.nn.fused.whole_mlp_spec``; ``MLPGenerator``,
   ``MLPDiscriminator``) stack as a ``StackedMLP``, whose backward is written by hand; with ``BatchNorm1d`` and
@@ -38,6 +40,7 @@ from torch import nn
 from ..checks import positive_int
 from ..nn.adapters import final_sigmoid
 from ..nn.stacked import check_stackable, replica_models, stack_models
+from ..ops.sampler import DeviceSampler
 from ..optim import ReplicaAdam
 from ..sampling import SampleOptions
 from .backends import plan
@@ -84,6 +87,7 @@ class ReplicaTrainer(Trainer):
                                        [c.betas for c in per])
         self.generators = [torch.Generator(device=self.device).manual_seed(c.seed) for c in per]
         self.rng = self.generators[0]
+        self.sampler = DeviceSampler(config.seed, self.device, self.replicas) if config.sampler == "philox" else None
         self.ema_flat = self.generator.flat.detach().clone() if config.ema is not None else None
         self.step_path = "replicas"
         self.loop = TrainingLoop(make_replica_step(self), config, self.generators, self.device, self._set_lr_factor,

@@ -36,6 +36,7 @@ from collections.abc import Callable
 import torch
 
 from .. import ops
+from ..ops.sampler import DeviceSampler
 from ..phases import phase
 from .config import CUDAGRAPH_COMPILE_MODES
 
@@ -44,9 +45,10 @@ from .parts import StepParts, compiled_regions, forward_autocast, packed
 __all__ = ["make_step"]
 
 
-def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+def make_step(p: StepParts, sampler: DeviceSampler | None = None) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
     """A step function ``step(index) -> (loss_d, loss_g)`` (detached 0-d device tensors), eager or with
-    its regions compiled (``p.config.compile``); a ``GraphedStep`` can capture either.
+    its regions compiled (``p.config.compile``); a ``GraphedStep`` can capture either. ``sampler`` (Philox,
+    ``sampler="philox"``) draws the real rows and G's noise in one launch instead of ``p.rng``.
 
     ``index`` is the 0-based number of the step, which decides the R1 steps without reading the device.
     """
@@ -103,6 +105,11 @@ def make_step(p: StepParts) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]
         the real rows' classes and the fake rows' (from the data's label distribution)."""
         with phase("data"):
             samples = p.config.samples_per_step
+            if sampler is not None:   # (no labels: the trainer refuses philox for conditional GANs)
+                x = torch.empty((samples, p.data.shape[1]), device=device)
+                z = torch.empty((samples, p.latent_dim), device=device)
+                sampler.draw(p.data, x, z)
+                return local(d_input(x)), local(z), None, None
             batch = torch.randint(0, n, (samples,), device=device, generator=p.rng)
             real = local(d_input(p.data.index_select(0, batch)))
             z = local(torch.randn(samples, p.latent_dim, device=device, generator=p.rng))

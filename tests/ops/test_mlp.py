@@ -261,7 +261,7 @@ def test_sampler_draws_data_rows_and_normal_noise_afresh_each_call_and_reproduci
     assert abs(z.std().item() - 1) < 4 * (0.5 / len(z)) ** 0.5
     used = torch.cat([(x1[:, None, :] == data[None]).all(-1).nonzero()[:, 1] for x1 in (x1, x2)])
     assert used.unique().numel() > 35   # 128 draws over 50 rows: ~46 distinct expected
-    with pytest.raises(ValueError, match="same rows"):
+    with pytest.raises(ValueError, match="same replicas and rows"):
         sampler.sample_batch(data, _nan(4, 9), _nan(5, 3), seed, counter)
     # wider than one program's 64 columns (the grid's second axis): whole data rows, every noise column drawn
     wide, counter = torch.randn(50, 130, device=DEVICE), torch.zeros(1, dtype=torch.int64, device=DEVICE)
@@ -270,6 +270,33 @@ def test_sampler_draws_data_rows_and_normal_noise_afresh_each_call_and_reproduci
     assert int(counter) == sampler.sample_programs(64, 130, 100) == 4 * 3
     assert (x[:, None, :] == wide[None]).all(-1).any(1).all()
     assert not torch.isnan(z).any() and abs(z.std().item() - 1) < 0.1
+
+
+def test_sampler_draws_every_replica_in_one_launch_as_its_single_run_draws():
+    """K replicas in one call (a third grid axis): replica k's rows and noise are bit-identical to a one-replica
+    call with seed seed + k at the same call number, also after the batch size changes (the counter realigns
+    over the whole grid); the replicas' draws differ; the launch count is one a call for any K."""
+    data = torch.randn(37, 5, device=DEVICE)
+    K = 3
+    many = sampler.DeviceSampler(40, DEVICE, replicas=K)
+    ones = [sampler.DeviceSampler(40 + k, DEVICE) for k in range(K)]
+    for batch in (20, 20, 70, 9):
+        x, z = _nan(K, batch, 5), _nan(K, batch, 66)   # 66 noise columns: two column blocks
+        before = ops.kernel_launches["_sample_kernel"]
+        many.draw(data, x, z)
+        assert ops.kernel_launches["_sample_kernel"] == before + 1
+        for k, one in enumerate(ones):
+            xk, zk = _nan(batch, 5), _nan(batch, 66)
+            one.draw(data, xk, zk)
+            assert torch.equal(x[k], xk) and torch.equal(z[k], zk), (batch, k)
+        assert not torch.equal(z[0], z[1]) and not torch.equal(x[0], x[2])
+    assert int(many.counter) == sampler.sample_programs(9, 5, 66, K) * 4   # at P's boundary: 4 calls
+    with pytest.raises(ValueError, match="one seed per replica"):
+        sampler.sample_batch(data, _nan(2, 4, 5), _nan(2, 4, 3), many.seed, many.counter)
+    with pytest.raises(ValueError, match="both"):
+        sampler.sample_batch(data, _nan(2, 4, 5), _nan(4, 3), many.seed[:2], many.counter)
+    with pytest.raises(ValueError, match="not a Philox sampler state"):
+        many.check_state(ones[0].state_dict())   # one seed where three are needed
 
 
 def test_adam_adds_partial_gradients_in_the_kernel():

@@ -91,6 +91,12 @@ def test_triton_kernels_train_a_conditional_gan_like_torch():
                          1e-5, f"{kernels} {key}")
 
 
+def test_philox_draws_no_labels_so_a_conditional_gan_refuses_it():
+    x, y = _data()
+    with pytest.raises(ValueError, match="sampler='philox' draws no labels"):
+        GANTrainer(*_pair(), x, labels=y, device="cpu", kernels="torch", sampler="philox")
+
+
 @pytest.mark.slow
 def test_compiled_conditional_step_with_spectral_norm_has_no_graph_breaks_and_trains_like_eager():
     from torch._dynamo.utils import counters

@@ -61,6 +61,18 @@ def test_fused_step_trains_like_the_per_layer_and_torch_paths(options, slicing):
     assert moved > 1e-2 * models[0].net[0].weight.norm()
 
 
+def test_the_generic_step_draws_what_the_fused_step_draws():
+    """sampler="philox" outside the fused step (PyTorch's layers, the generic step) draws the fused step's
+    batches: 20 steps agree as with PyTorch's generator above."""
+    models = _models()
+    runs = [_trainer(kernels, models, sampler="philox", fused_optimizer="flat") for kernels in ("torch", "triton-mlp")]
+    assert [t.step_path for t in runs] == ["generic", "fused"]
+    for trainer in runs:
+        trainer.fit(STEPS, log_every=5, progress=False)
+    assert torch.equal(runs[0].sampler.counter, runs[1].sampler.counter)
+    _assert_same_training(*runs)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
 def test_classic_gan_step_is_at_most_12_kernels(precision):
     """The classic GAN (G 100-128-128-784, D 784-128-128-1): Triton launches plus every PyTorch op that would
@@ -134,10 +146,13 @@ def test_options_outside_the_fused_step_run_the_modules_and_say_why():
     before = ops.kernel_launches["_mlp_rows_kernel"]
     trainer.fit(2, log_every=2, progress=False)
     assert ops.kernel_launches["_mlp_rows_kernel"] > before   # the whole-MLP op ran inside the generic step
-    with pytest.raises(ValueError, match="philox"):
-        _trainer("triton-mlp", loss="hinge", sampler="philox")
-    with pytest.raises(ValueError, match="sampler='philox'"):
-        _trainer("triton", sampler="philox")
+    # the Philox sampler draws wherever Triton runs: in the generic step too
+    assert _trainer("triton-mlp", loss="hinge", sampler="philox").sampler is not None
+    assert _trainer("triton", sampler="philox").step_path == "generic"
+    with ops.reference_path(), pytest.raises(ValueError, match="sampler='philox' draws with a Triton kernel"):
+        _trainer("torch", sampler="philox")
+    with pytest.raises(ValueError, match="sampler='philox' does not combine with data_parallel"):
+        _trainer("torch", sampler="philox", data_parallel=True)
     with pytest.raises(ValueError, match="sampler must be"):
         _trainer("triton-mlp", sampler="numpy")
 

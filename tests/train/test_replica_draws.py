@@ -1,0 +1,70 @@
+"""K replicas' draws in one launch (``sampler="philox"``): replica k equals its single run with the same
+sampler, checkpoints resume the counter, and a step launches the same kernels for every K."""
+import pytest
+import torch
+
+from fastgan import CheckpointError, GANTrainer, TrainConfig, ops
+from fastgan.profiling import count_launches
+from fastgan.train.backends import fast_path
+from test_replicas import STEPS, _data, _models, _options, _run_and_resume, _single_runs_match
+
+
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+def test_philox_replicas_equal_their_single_runs(kernels):
+    """Per-replica lr, label smoothing and instance noise (from each replica's generator), d_steps 2, packed
+    rows, EMA: every replica against ``GANTrainer(..., config.for_replica(k))``, whose generic step draws
+    with the one-replica Philox sampler."""
+    g, d = _models(pack=2)
+    data = _data()
+    trainer = GANTrainer(g, d, data, replicas=3, kernels=kernels, sampler="philox", **_options(
+        lr=[1e-3, 2e-4, 5e-4], real_label=[1.0, 0.9, 1.0], instance_noise=[0.0, 0.1, 0.05], d_steps=2, ema=0.9,
+        pack=2, pack_convention="rows"))
+    assert trainer.sampler is not None and trainer.config.for_replica(1).sampler == "philox"
+    for _ in range(STEPS):
+        trainer.step()
+    _single_runs_match(trainer, g, d, data, STEPS)
+
+
+def test_philox_replicas_resume_exactly_and_refuse_a_checkpoint_without_the_sampler(tmp_path):
+    g, d = _models()
+    data = _data()
+    opts = _options(replicas=3, lr=[1e-3, 2e-4, 5e-4], sampler="philox")
+    a, b = _run_and_resume(g, d, data, opts, tmp_path / "r.pt", 4)
+    assert torch.equal(a.sampler.counter, b.sampler.counter) and b.history == a.history
+    for name in ("generator", "discriminator"):
+        assert torch.equal(getattr(b, name).flat, getattr(a, name).flat)
+    torch_drawn = GANTrainer(g, d, data, **{**opts, "sampler": "torch"}).save(tmp_path / "torch.pt")
+    before = b.generator.flat.clone()
+    with pytest.raises(CheckpointError, match="no sampler state"):
+        b.load(torch_drawn)
+    assert torch.equal(b.generator.flat, before)
+
+
+def _step_launches(replicas: int, sampler: str, kernels: str):
+    """One step's kernels (``count_launches``: PyTorch's that would launch one on a GPU, and Triton's), after
+    a first step, which creates the optimizers' state."""
+    trainer = GANTrainer(*_models(), _data(), replicas=replicas, kernels=kernels, sampler=sampler,
+                         **_options(batch_size=8, ema=0.9))
+    trainer.step()
+    return count_launches(trainer.step)[1]
+
+
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+def test_a_step_launches_the_same_kernels_for_every_k(kernels):
+    """K = 1, 8 and 128 with the Philox draws: the same ATen ops and Triton launches a step (the sampler once);
+    PyTorch's generators (a draw per replica) grow with K, which shows the count sees them."""
+    counts = {k: _step_launches(k, "philox", kernels) for k in (1, 8, 128)}
+    assert counts[1] == counts[8] == counts[128], counts
+    assert counts[1].triton["_sample_kernel"] == 1
+    assert _step_launches(8, "torch", kernels).total > _step_launches(1, "torch", kernels).total
+
+
+def test_the_cuda_fast_path_draws_replicas_with_philox():
+    config = TrainConfig(replicas=4)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    chosen, line = fast_path(config, cuda)
+    assert chosen.sampler == ("philox" if ops.HAS_TRITON else "torch")
+    assert ops.HAS_TRITON is False or "Philox draws" in line
+    assert fast_path(config, cpu)[0].sampler == "torch"
+    assert fast_path(config.replace(fast=False), cuda)[0].sampler == "torch"
+    assert fast_path(config.replace(sampler="torch"), cuda)[0].sampler == "torch"

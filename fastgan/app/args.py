@@ -10,6 +10,7 @@ import torch
 
 from .. import data as datasets
 from ..nn.presets import PRESETS
+from .sweep import sweep_of
 from ..train.config import KERNELS, LOSSES, PACK_CONVENTIONS, PER_REPLICA, PRECISIONS, SAMPLERS, UPDATES, TrainConfig
 
 DESCRIPTION = """\
@@ -31,9 +32,8 @@ examples:
   fastgan train                                 # digits, default steps, into runs/digits
   fastgan train --data ring --steps 3000        # the 8-Gaussian ring, 2-D scatter plot
   fastgan train --data mnist --data-root ~/mnist --steps 20000
-  fastgan train --out runs/digits --steps 8000 --resume   # continue a run up to 8000 steps"""
-
-# The index checkpoint.pt of a sweep whose replicas were split over processes (each wrote its own shard)
+  fastgan train --out runs/digits --steps 8000 --resume   # continue a run up to 8000 steps
+  fastgan train --data ring --lr 1e-4 2e-4 4e-4 --real-label 0.9 1.0 --seeds 10   # a sweep: 60 GANs at once"""
 
 # The noise seed of the samples the quality metrics are computed on: `fastgan train` (metrics.json) and
 # `fastgan evaluate` use the same one, so one checkpoint gives the same figures on the same device.
@@ -129,7 +129,8 @@ def _add_fast_step_options(parser: argparse.ArgumentParser) -> None:
 NOT_TRAIN_FLAGS = {
     "betas": "DCGAN's (0.5, 0.999), as every run in the benchmarks",
     "graph_warmup": "3 eager steps before a CUDA-graph capture, enough to create and tune everything",
-    "data_parallel": "set by the process count: under torchrun a run without --replicas is data-parallel",
+    "data_parallel": "set by the process count: under torchrun a run that is not a sweep is data-parallel",
+    "replicas": "set by the sweep: --seeds times the product of the swept flags' value counts",
 }
 # Flags whose default is not TrainConfig's, and why (the others share it: tests/test_config.py checks).
 CLI_DEFAULTS = {"real_label": "0.9 (one-sided label smoothing) with the BCE loss, 1.0 with hinge",
@@ -144,11 +145,15 @@ IMAGE_RECIPE = {"pack": 2, "ema": 0.999}
 
 def config_from_args(args: argparse.Namespace, **fixed) -> TrainConfig:
     """The TrainConfig of a command: every field whose flag the command has (same name), then ``fixed``.
-    A per-replica flag given several values (``--lr 1e-4 2e-4``) becomes a per-replica sequence."""
+    Flags given several values (``--lr 1e-4 2e-4``) and ``--seeds`` make a sweep (``fastgan.app.sweep``): replicas,
+    each swept flag a per-replica sequence."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    sweep = sweep_of(args) if hasattr(args, "seeds") else None
     for name in PER_REPLICA:
         if isinstance(values.get(name), list):
-            values[name] = values[name][0] if len(values[name]) == 1 else tuple(values[name])
+            values[name] = sweep.values(name) if sweep is not None and name in sweep.swept else values[name][0]
+    if sweep is not None:
+        values["replicas"] = sweep.replicas
     values.update(fixed, device=str(resolve_device(args.device)))
     return TrainConfig(**values)
 
@@ -172,12 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "has one row per class and metrics.json the classifier's per-class accuracy")
     train.add_argument("--batch-size", type=_positive(int), default=128, help="default: 128")
     train.add_argument("--lr", type=_positive(float), nargs="+", default=2e-4, metavar="LR",
-                       help="Adam learning rate (default: 2e-4); with --replicas K, K values give one per replica")
-    train.add_argument("--replicas", type=_positive(int), default=None, metavar="K",
-                       help="train K GANs at once (replica k: seed + k, its own init, batches and noise); "
-                            "samples.png gets a row (a panel) per replica, metrics.json each replica's quality and "
-                            "their mean +- standard error. --lr, --lr-g, --lr-d, --real-label, --instance-noise "
-                            "take K values for a sweep")
+                       help="Adam learning rate (default: 2e-4); several values sweep them (see --seeds)")
+    train.add_argument("--seeds", type=_positive(int), default=1, metavar="N",
+                       help="train N GANs per setting (seeds --seed, --seed + 1, ...; default: 1). With N > 1, or "
+                            "several values for --lr, --lr-g, --lr-d, --real-label or --instance-noise (their "
+                            "product), the run is a sweep: every GAN at once as replicas of one trainer, each "
+                            "exactly its single run; samples.png gets a row (a panel) per replica, metrics.json "
+                            "each replica's quality, sweep.md a table per setting and per replica, "
+                            "sweep_<setting>.png the metrics against each swept setting")
     train.add_argument("--hidden", type=_positive(int), nargs="+", default=None,
                        help="hidden widths of G and D (default: the data set's preset, 256 256; the classic GAN "
                             "is 128 128)")

@@ -23,6 +23,7 @@ from ..train.tensorboard import Board
 from ..train.trainer import GANTrainer, NonFiniteLossError, TrainingInterrupted
 from .args import IMAGE_RECIPE, QUALITY_SEED, config_from_args, lr_schedule_arg, resolve_device
 from .plots import save_image_grid, save_loss_curve, save_scatter, save_scatter_panels
+from .sweep import headline, summary_table, sweep_of, write_sweep
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -48,7 +49,8 @@ def run_train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     multi = distributed.init(device)
     rank, world = distributed.rank(), distributed.world_size()
-    sweep = multi and args.replicas is not None
+    grid = sweep_of(args)   # (a ValueError for a bad grid, before anything starts)
+    sweep = multi and grid is not None
     shard_path = out / f"checkpoint.rank{rank}-of-{world}.pt" if sweep else checkpoint
     saved = None
     if args.resume:
@@ -146,10 +148,12 @@ def run_train(args: argparse.Namespace) -> int:
             status = f"diverged ({results['status']})"
             print(f"fastgan: stopped: {results['status']}: some replicas' losses became non-finite", file=sys.stderr)
         _write_outputs(trainer, out, args, model_config, status, seconds, max(remaining, 0), results, whole)
+        reported = _report_sweep(out, grid, args, results, trainer.step_count) if grid is not None else []
     if status == "completed" and writes_checkpoint:
         trainer.save(shard_path, extra=extra)
     if rank == 0:
         print(f"fastgan: wrote {out}/samples.png, losses.png, metrics.json, checkpoint.pt"
+              + "".join(f", {path.name}" for path in reported)
               + (f" (an index of the {world} ranks' checkpoint.rank*-of-{world}.pt)" if sweep else ""))
     code = 0 if status == "completed" else 1
     if multi:
@@ -179,6 +183,21 @@ def _replica_results(trainer, args, status: str) -> dict:
         quality = [quality_metrics.evaluate(args.data, samples[k]) for k in range(trainer.replicas)]
     return {"pictures": pictures, "quality": quality, "history": trainer.history, "status": status,
             "weights": "ema" if trainer.ema_flat is not None else "generator"}
+
+
+def _report_sweep(out: Path, grid, args, results: dict, steps: int) -> list[Path]:
+    """sweep.md and the sweep's plots from the gathered results (the files written), and the per-setting table
+    on stdout: each replica's headline metrics (its final losses where there are none: MNIST, a diverged run)."""
+    figures = [headline(args.data, q) for q in results["quality"] or [None] * grid.replicas]
+    if not figures[0]:
+        if not results["history"]["loss_d"]:
+            return []
+        figures = [{"loss_d": d, "loss_g": g} for d, g in zip(results["history"]["loss_d"][-1],
+                                                            results["history"]["loss_g"][-1])]
+    written = write_sweep(out, grid, args.seed, figures, f"{args.data}: {steps} steps")
+    print("fastgan: per setting, mean ± s.e. over its seeds (every replica: sweep.md)\n"
+          + summary_table(grid, figures), end="")
+    return written
 
 
 def _merge_replica_results(parts: list[dict]) -> dict:

@@ -196,7 +196,7 @@ def _torchrun(args, cwd, extra_env=None):
 
 
 def test_cli_sweep_under_torchrun_writes_every_replica_and_resumes_only_on_its_world_size(tmp_path):
-    common = ["--data", "ring", "--replicas", "4", "--lr", "1e-3", "2e-3", "5e-4", "1e-4", "--hidden", "16", "16",
+    common = ["--data", "ring", "--lr", "1e-3", "2e-3", "5e-4", "1e-4", "--hidden", "16", "16",
               "--batch-size", "32", "--no-progress", "--out", str(tmp_path / "run")]
     done = _torchrun([*common, "--steps", "30"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -235,7 +235,7 @@ def test_cli_data_parallel_and_an_uneven_sweep_under_torchrun(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 processes (data-parallel)" in done.stdout and "Traceback" not in done.stderr
     assert json.loads((tmp_path / "dp" / "metrics.json").read_text())["steps"] == 20
-    uneven = _torchrun(["--data", "ring", "--replicas", "3", "--steps", "5", "--out", str(tmp_path / "u")], tmp_path)
+    uneven = _torchrun(["--data", "ring", "--seeds", "3", "--steps", "5", "--out", str(tmp_path / "u")], tmp_path)
     assert uneven.returncode != 0
     # one line from fastgan; torchrun then prints its own report (with a traceback of its launcher)
     assert "do not divide evenly over 2 processes" in uneven.stderr

@@ -374,14 +374,13 @@ def test_a_subclass_of_gantrainer_refuses_replicas_instead_of_training_one_gan()
     assert MyReplicas(*_models(), _data(), replicas=2, **_options()).replicas == 2
 
 
-def test_cli_takes_one_value_per_replica(tmp_path):
+def test_cli_sweeps_a_flag_and_evaluates_each_replica_with_its_own_d(tmp_path):
     from fastgan.app.cli import main
-    assert main(["train", "--data", "ring", "--replicas", "2", "--real-label", "0.9", "1.0", "--lr", "1e-3",
-                 "--instance-noise", "0", "0.05", "--hidden", "8", "--steps", "3", "--no-progress",
-                 "--out", str(tmp_path)]) == 0
+    assert main(["train", "--data", "ring", "--real-label", "0.9", "1.0", "--lr", "1e-3", "--instance-noise", "0.05",
+                 "--hidden", "8", "--steps", "3", "--no-progress", "--out", str(tmp_path)]) == 0
     import json
     config = json.loads((tmp_path / "metrics.json").read_text())["config"]
-    assert (config["real_label"], config["lr"], config["instance_noise"]) == ([0.9, 1.0], 1e-3, [0.0, 0.05])
+    assert (config["real_label"], config["lr"], config["instance_noise"]) == ([0.9, 1.0], 1e-3, 0.05)
     assert len(json.loads((tmp_path / "metrics.json").read_text())["quality"]["replicas"]) == 2
     # evaluate with rejection sampling: each replica's own D judges its own G's candidates
     assert main(["evaluate", str(tmp_path), "--rejection", "0.5", "--samples", "200",

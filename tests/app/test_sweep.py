@@ -1,0 +1,68 @@
+"""``fastgan train``'s sweeps: the grid (a product of the flags' values, --seeds runs each), trained as
+replicas, and its report (sweep.md, a plot per swept setting, the per-setting table on stdout)."""
+import argparse
+import json
+import math
+
+import pytest
+
+from fastgan.app.cli import main
+from fastgan.app.sweep import summary_table, sweep_of
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _args(seeds=1, **flags):
+    return argparse.Namespace(seeds=seeds, lr=flags.pop("lr", 2e-4), **flags)
+
+
+def test_the_grid_is_the_product_of_the_swept_flags_seeds_fastest():
+    grid = sweep_of(_args(seeds=2, lr=[1e-4, 2e-4, 4e-4], real_label=[0.9, 1.0], instance_noise=[0.0]))
+    assert grid.swept == {"lr": (1e-4, 2e-4, 4e-4), "real_label": (0.9, 1.0)} and grid.replicas == 12
+    assert grid.values("lr") == (1e-4,) * 4 + (2e-4,) * 4 + (4e-4,) * 4
+    assert grid.values("real_label") == (0.9, 0.9, 1.0, 1.0) * 3
+    assert sweep_of(_args(seeds=3)).replicas == 3 and sweep_of(_args(seeds=3)).swept == {}
+    assert sweep_of(_args(lr=[2e-4], real_label=[0.9])) is None   # one GAN
+    with pytest.raises(ValueError, match="--real-label has a value twice"):
+        sweep_of(_args(real_label=[0.9, 0.9]))
+
+
+def test_the_table_averages_each_settings_seeds_and_says_when_a_value_was_not_finite():
+    grid = sweep_of(_args(seeds=2, lr=[1e-4, 2e-4]))
+    table = summary_table(grid, [{"kl": 1.0}, {"kl": 3.0}, {"kl": 2.0}, {"kl": math.inf}])
+    assert "| 0.0001 | 2 ± 1 |" in table      # mean 2, standard error 1
+    assert "| 0.0002 | 2 ± 0 (1 of 2) |" in table
+
+
+def test_a_sweep_on_the_command_line_trains_the_product_as_replicas_and_reports_it(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["train", "--data", "ring", "--lr", "1e-3", "2e-3", "--real-label", "0.9", "1.0", "--seeds", "2",
+                 "--hidden", "8", "--steps", "3", "--seed", "4", "--no-progress", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = metrics["config"]
+    assert config["replicas"] == 8 and config["seed"] == 4
+    assert config["lr"] == [1e-3] * 4 + [2e-3] * 4 and config["real_label"] == [0.9, 0.9, 1.0, 1.0] * 2
+    per_replica = metrics["quality"]["replicas"]
+    assert len(per_replica) == 8
+    report = (out / "sweep.md").read_text()
+    # replica 5: seed 4 + 5, lr 2e-3, real_label 0.9 (the second seed of the third setting), its own figures
+    q = per_replica[5]
+    assert (f"| 5 | 9 | 0.002 | 0.9 | {q['modes']} | {q['high_quality']:.4g} | {q['kl']:.4g} | {q['spread']:.4g} | "
+            f"{q['swd_ratio']:.4g} |") in report
+    # each setting's modes: the mean over its two seeds
+    for start, (lr, label) in zip(range(0, 8, 2), [("0.001", "0.9"), ("0.001", "1"), ("0.002", "0.9"),
+                                                   ("0.002", "1")]):
+        modes = (per_replica[start]["modes"] + per_replica[start + 1]["modes"]) / 2
+        assert f"| {lr} | {label} | {modes:.4g} ± " in report
+        assert f"| {lr} | {label} | {modes:.4g} ± " in printed
+    for name in ("sweep_lr.png", "sweep_real_label.png", "samples.png"):
+        assert (out / name).read_bytes().startswith(PNG), name
+    assert "sweep.md, sweep_lr.png, sweep_real_label.png" in printed
+
+
+def test_a_bad_grid_is_one_line_before_training(tmp_path, capsys):
+    assert main(["train", "--data", "ring", "--lr", "1e-3", "1e-3", "--steps", "3", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--lr has a value twice" in err and "Traceback" not in err
+    assert not (tmp_path / "checkpoint.pt").exists()

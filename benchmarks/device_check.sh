@@ -132,7 +132,12 @@ else
         # K GANs at once: aggregate GAN-steps/s against K per backend (the sweep's headline on a GPU)
         # shellcheck disable=SC2086
         step replicas "$T_REPLICAS" python3 benchmarks/replicas.py --no-sequential --replicas $REPLICA_KS \
-            --backends torch triton torch+graph triton+graph --time-limit "$L_REPLICAS" --out "$WORK/results"
+            --backends torch triton torch+graph triton+graph triton+graph+generators --time-limit "$L_REPLICAS" \
+            --out "$WORK/results"
+        # shellcheck disable=SC2086
+        step replicas_classic "$T_REPLICAS" python3 benchmarks/replicas.py --no-sequential --model classic \
+            --batch 128 --replicas 1 8 32 128 --backends torch+graph triton+graph triton+graph+generators \
+            --time-limit "$L_REPLICAS" --out "$WORK/results"
         # the pytest-benchmark set, saved as JSON a later run compares with (--benchmark-compare)
         step micro "$T_MICRO" python3 -m pytest -o addopts="" benchmarks/micro --benchmark-only -q -p no:cacheprovider \
             --benchmark-json="$WORK/results/micro.json"

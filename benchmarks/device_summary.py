@@ -131,15 +131,17 @@ def kernels(folder: Path) -> list[str]:
 
 
 def replicas(folder: Path) -> list[str]:
-    payload = _latest(folder, ("replicas", "replicas-quick"))
-    if payload is None:
-        return ["replicas: no results"]
-    lines = ["replicas: aggregate GAN-steps/s against K (mixture GANs, batch "
-             f"{payload.get('batch')} per GAN)"]
-    for row in payload.get("sweep", []):
-        cells = [f"{name} {t['gan_steps_per_s']:,.0f}" if "gan_steps_per_s" in t else f"{name} -"
-                 for name, t in row["backends"].items() if "skipped" not in t]
-        lines.append(f"  K={row['k']:4d}  " + "  ".join(cells))
+    lines = []
+    for names, what in ((("replicas", "replicas-quick"), "mixture GANs"), (("replicas-classic",), "classic MLP GANs")):
+        payload = _latest(folder, names)
+        if payload is None:
+            lines.append(f"replicas ({what}): no results")
+            continue
+        lines.append(f"replicas: aggregate GAN-steps/s against K ({what}, batch {payload.get('batch')} per GAN)")
+        for row in payload.get("sweep", []):
+            cells = [f"{name} {t['gan_steps_per_s']:,.0f}" if "gan_steps_per_s" in t else f"{name} -"
+                     for name, t in row["backends"].items() if "skipped" not in t]
+            lines.append(f"  K={row['k']:4d}  " + "  ".join(cells))
     return lines
 
 

@@ -9,6 +9,8 @@ Two measurements, each timed interleaved (window after window, contender after c
 
     python benchmarks/replicas.py                 # both, default sizes (CPU: a few minutes)
     python benchmarks/replicas.py --quick         # tiny windows (CI)
+    python benchmarks/replicas.py --model classic --batch 128 --no-sequential --replicas 1 8 32 128   # the
+        # classic MLP GAN (100-128-128-784), #41's target: K = 128 at >= 0.3 M GAN-steps/s on one H100/H200
     python benchmarks/train_step.py --replicas 1 4 16 64 256     # the sweep alone, from train_step.py
 
 Records the run in results/<card>/runs.jsonl (never overwriting earlier runs); the latest run:
@@ -31,19 +33,34 @@ from common import TimeBudget, environment, markdown_table, new_run, seconds_per
 from fastgan import GANTrainer, MLPDiscriminator, MLPGenerator, ops  # noqa: E402
 from fastgan.data import gaussian_ring  # noqa: E402
 
+PHILOX = {"sampler": "philox"}   # every replica's draws in one launch (on the CPU: PyTorch's generators)
 BACKENDS = {   # name -> (GANTrainer options, needs CUDA)
     "torch": ({"kernels": "torch"}, False),
     "torch+compile": ({"kernels": "torch", "compile": True}, False),
-    "triton": ({"kernels": "triton"}, True),
-    "torch+graph": ({"kernels": "torch", "cuda_graph": True}, True),
-    "triton+graph": ({"kernels": "triton", "cuda_graph": True}, True),
+    "triton": ({"kernels": "triton", **PHILOX}, True),
+    "torch+graph": ({"kernels": "torch", "cuda_graph": True, **PHILOX}, True),
+    "triton+graph": ({"kernels": "triton", "cuda_graph": True, **PHILOX}, True),
+    # the draws as before the Philox sampler took them: K generators, 2-3 launches each per draw
+    "triton+graph+generators": ({"kernels": "triton", "cuda_graph": True, "sampler": "torch"}, True),
 }
+# the GANs: the mixture GAN 2-W-W-2 (latent 2) on the ring, or the classic MLP GAN 100-W-W-784 on uniform
+# 784-wide rows (speed only: what the rows hold does not change the work)
+MODELS = ("mixture", "classic")
 SWEEP = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 
-def _models(width: int):
+def _models(model: str, width: int):
+    if model == "classic":
+        return (MLPGenerator(latent_dim=100, hidden=(width, width), out_dim=784),
+                MLPDiscriminator(in_dim=784, hidden=(width, width)))
     return (MLPGenerator(latent_dim=2, hidden=(width, width), out_dim=2, output_activation=None),
             MLPDiscriminator(in_dim=2, hidden=(width, width)))
+
+
+def _data(model: str, device):
+    if model == "classic":
+        return torch.rand(20_000, 784, generator=torch.Generator().manual_seed(0)).to(device)
+    return gaussian_ring(20_000, device=device)
 
 
 def _interleaved(trainers: dict, windows: int, steps: int, warmup: int) -> dict:
@@ -65,12 +82,12 @@ def _interleaved(trainers: dict, windows: int, steps: int, warmup: int) -> dict:
     return result
 
 
-def sequential(k: int, width: int, batch: int, device, windows: int, steps: int) -> dict:
+def sequential(k: int, model: str, width: int, batch: int, device, windows: int, steps: int) -> dict:
     """One K-replica step against K single-GAN steps: seconds per step of each, and the ratio."""
-    data = gaussian_ring(20_000, device=device)
+    data = _data(model, device)
     options = {"batch_size": batch, "lr": 1e-4, "device": str(device), "precision": "fp32", "fast": False}
-    trainers = {"replicas": GANTrainer(*_models(width), data, replicas=k, **options),
-                "single": GANTrainer(*_models(width), data, **options)}
+    trainers = {"replicas": GANTrainer(*_models(model, width), data, replicas=k, **options),
+                "single": GANTrainer(*_models(model, width), data, **options)}
     timed = _interleaved(trainers, windows, steps, warmup=5)
     replicas_ms, single_ms = timed["replicas"]["median_ms"], timed["single"]["median_ms"]
     return {"k": k, "width": width, "batch": batch, "replicas_ms_per_step": replicas_ms,
@@ -78,10 +95,10 @@ def sequential(k: int, width: int, batch: int, device, windows: int, steps: int)
             "speedup": k * single_ms / replicas_ms, "spread": timed}
 
 
-def sweep(ks: list[int], backends: list[str], width: int, batch: int, device, windows: int, steps: int,
-          budget: TimeBudget) -> list[dict]:
+def sweep(ks: list[int], backends: list[str], model: str, width: int, batch: int, device, windows: int,
+          steps: int, budget: TimeBudget) -> list[dict]:
     """Aggregate GAN-steps/s (K x steps/s) of a K-replica trainer, per backend and K."""
-    data = gaussian_ring(20_000, device=device)
+    data = _data(model, device)
     rows = []
     for k in ks:
         if not budget.allows(f"K={k}"):
@@ -97,7 +114,7 @@ def sweep(ks: list[int], backends: list[str], width: int, batch: int, device, wi
                                                     "interpreter, which times Python, not kernels)"}
                 continue
             try:
-                trainers[name] = GANTrainer(*_models(width), data, replicas=k, batch_size=batch, lr=1e-4,
+                trainers[name] = GANTrainer(*_models(model, width), data, replicas=k, batch_size=batch, lr=1e-4,
                                             device=str(device), fast=False, **options)
             except Exception as e:  # noqa: BLE001 - a backend that cannot run is a result
                 row["backends"][name] = {"failed": f"{type(e).__name__}: {e}"[:300]}
@@ -148,6 +165,8 @@ def main(argv=None) -> int:
     parser.add_argument("--replicas", type=int, nargs="+", default=None, metavar="K",
                         help=f"the sweep's K values (default: {' '.join(map(str, SWEEP))})")
     parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), default=None)
+    parser.add_argument("--model", choices=MODELS, default="mixture",
+                        help="the mixture GAN 2-W-W-2 (default) or the classic MLP GAN 100-W-W-784")
     parser.add_argument("--width", type=int, default=128, help="hidden width of G and D (default: 128)")
     parser.add_argument("--batch", type=int, default=100, help="batch size per GAN (default: 100)")
     parser.add_argument("--windows", type=int, default=None)
@@ -169,13 +188,17 @@ def main(argv=None) -> int:
     print(f"card: {env['card']} | torch {env['torch']} | triton {env['triton']} | threads {torch.get_num_threads()}",
           flush=True)
     payload = {"environment": env, "threads": torch.get_num_threads(), "quick": args.quick, "windows": windows,
-               "steps_per_window": steps, "width": args.width, "batch": args.batch, "interpreter": ops.INTERPRET}
+               "steps_per_window": steps, "model": args.model, "width": args.width, "batch": args.batch,
+               "interpreter": ops.INTERPRET}
+    shape = (f"mixture GANs 2-{args.width}-{args.width}-2" if args.model == "mixture" else
+             f"classic MLP GANs 100-{args.width}-{args.width}-784")
     text = [f"# K GANs at once — {env['card']}, {env['date'][:10]}\n",
-            f"torch {env['torch']}, {torch.get_num_threads()} threads; mixture GANs 2-{args.width}-{args.width}-2 "
-            f"(leaky-ReLU), batch {args.batch} per GAN, fp32; {windows} interleaved windows of {steps} steps, "
-            "medians (20-80% spread in the JSON); set-up timed apart.\n"]
+            f"torch {env['torch']}, {torch.get_num_threads()} threads; {shape} (leaky-ReLU), batch {args.batch} "
+            f"per GAN, fp32; {windows} interleaved windows of {steps} steps, medians (20-80% spread in the JSON); "
+            "set-up timed apart. On CUDA the draws are the Philox sampler's (one launch for all K) except in "
+            "the +generators column (each replica's generator).\n"]
     if not args.no_sequential:
-        result = sequential(args.k, args.width, args.batch, device, windows, steps)
+        result = sequential(args.k, args.model, args.width, args.batch, device, windows, steps)
         payload["sequential"] = result
         print(f"K={args.k} replicas: {result['replicas_ms_per_step']:.3f} ms/step; {args.k} sequential runs: "
               f"{result['sequential_ms_per_step']:.3f} ms/step ({result['single_ms_per_step']:.3f} each): "
@@ -187,7 +210,7 @@ def main(argv=None) -> int:
     budget = TimeBudget(args.time_limit)
     rows = []
     if not args.no_sweep:
-        rows = sweep(ks, backends, args.width, args.batch, device, windows, steps, budget)
+        rows = sweep(ks, backends, args.model, args.width, args.batch, device, windows, steps, budget)
         payload["sweep"] = rows
         payload["not_run"] = budget.skipped
         text.append("## Aggregate GAN-steps/s against K\n")
@@ -199,7 +222,8 @@ def main(argv=None) -> int:
             text.append(f"\nNot run (time limit): {', '.join(budget.skipped)}.")
     draw = (lambda folder, stem: [plot(rows, folder / f"{stem}-gan_steps_per_s.png",
                                        f"K GANs at once — {env['card']}")]) if rows else None
-    json_path, md_path, *pictures = write_results("replicas", payload, "\n".join(text), args.out, quick=args.quick,
+    name = "replicas" if args.model == "mixture" else "replicas-classic"
+    json_path, md_path, *pictures = write_results(name, payload, "\n".join(text), args.out, quick=args.quick,
                                                   draw=draw)
     print(f"wrote {json_path}, {md_path}" + "".join(f", {p}" for p in pictures))
     return 0

@@ -283,6 +283,8 @@ def test_device_check_script_parses_and_its_summary_reads_every_part(tmp_path, c
         {"k": 16, "backends": {"torch": {"gan_steps_per_s": 1234.0}, "triton": {"failed": "x"},
                                "torch+graph": {"skipped": "needs a CUDA device"}}}]}, "table", tmp_path / "results",
         quick=True)
+    common.write_results("replicas-classic", {"batch": 128, "sweep": [
+        {"k": 128, "backends": {"triton+graph": {"gan_steps_per_s": 300000.0}}}]}, "table", tmp_path / "results")
     (tmp_path / "results" / "micro.json").write_text(json.dumps({"benchmarks": [
         {"name": "test_train_step[eager]", "group": "train step batch 128", "extra_info": {"inner_calls": 20},
          "stats": {"median": 0.02}}]}))
@@ -298,6 +300,7 @@ def test_device_check_script_parses_and_its_summary_reads_every_part(tmp_path, c
                      "width 32 batch 16", "eager", "triton [Triton interpreter]",
                      "784->128 batch 16384: 197.3 TFLOP/s = 49% of tf32_matmul_TFLOPs, 2.00x torch",
                      "33 kernels / - launches", "K=  16  torch 1,234  triton -",
+                     "(classic MLP GANs, batch 128 per GAN)", "K= 128  triton+graph 300,000",
                      "test_train_step[eager]                                       1000.0 us per training step",
                      "gpu_tests    exit   1",
                      "profile profile-triton-b4096 (cuda:0, kernels=triton): 128.0 us of kernel time per step",
@@ -346,8 +349,11 @@ def test_device_summary_reads_quality_curves(tmp_path):
 def test_replicas_benchmark_quick_runs_on_cpu_and_writes_results(tmp_path):
     import replicas
     assert replicas.main(["--quick", "--k", "3", "--width", "16", "--windows", "2", "--out", str(tmp_path)]) == 0
-    (json_file,) = tmp_path.glob("cpu/*.json")
-    assert json_file.name == "replicas-quick.json"
+    assert replicas.main(["--quick", "--model", "classic", "--no-sequential", "--replicas", "2", "--width", "8",
+                          "--windows", "1", "--out", str(tmp_path)]) == 0
+    classic = json.loads((tmp_path / "cpu" / "replicas-classic-quick.json").read_text())["payload"]
+    assert classic["model"] == "classic" and classic["sweep"][0]["backends"]["torch"]["gan_steps_per_s"] > 0
+    json_file = tmp_path / "cpu" / "replicas-quick.json"
     run = json.loads(json_file.read_text())
     payload = run["payload"]
     seq = payload["sequential"]
@@ -364,8 +370,7 @@ def test_replicas_benchmark_quick_runs_on_cpu_and_writes_results(tmp_path):
 def test_train_step_replicas_flag_runs_the_sweep(tmp_path):
     assert train_step.main(["--replicas", "2", "--quick", "--windows", "1", "--steps-per-window", "1",
                             "--out", str(tmp_path)]) == 0
-    (json_file,) = tmp_path.glob("cpu/*.json")
-    assert json_file.name == "replicas-quick.json"
+    json_file = tmp_path / "cpu" / "replicas-quick.json"
     payload = json.loads(json_file.read_text())["payload"]
     assert "sequential" not in payload and [row["k"] for row in payload["sweep"]] == [2]
 

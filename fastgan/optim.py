@@ -124,16 +124,17 @@ class FlatAdam:
 
 class ReplicaAdam:
     """Adam over a ``StackedMLP``'s or ``StackedNet``'s ``(K, P)`` weights with per-replica ``lr`` and ``betas``
-    (K values each):
-    ``torch.optim.Adam``'s update (no weight decay, no amsgrad) for every replica at once. Where every
-    replica has the same lr and betas (a seed sweep) it is PyTorch's fused Adam kernel (``torch._fused_adam_``,
+    (K values each): ``torch.optim.Adam``'s update (no amsgrad) for every replica at once, or with
+    ``weight_decay`` ``torch.optim.AdamW``'s (decoupled: ``p *= 1 - lr * weight_decay`` first); ``l1`` adds
+    ``l1 * sign(p)`` to the gradient first (the single trainer's L1 hook). Where every replica has the same lr
+    and betas (a seed sweep) it is PyTorch's fused Adam(W) kernel (``torch._fused_adam_``/``_fused_adamw_``,
     one launch); otherwise eight whole-buffer ops with ``(K, 1)`` hyper-parameters. The step count lives on
     the device either way (capturable)."""
 
-    def __init__(self, model: nn.Module, lr, betas, eps: float = 1e-8):
+    def __init__(self, model: nn.Module, lr, betas, eps: float = 1e-8, weight_decay: float = 0.0, l1: float = 0.0):
         param = model.flat
         k = param.shape[0]
-        self.param, self.eps = param, eps
+        self.param, self.eps, self.weight_decay, self.l1 = param, eps, float(weight_decay), float(l1)
         lr, betas = [float(v) for v in lr], [tuple(map(float, b)) for b in betas]
         self.base_lr = lr
         self.uniform = (lr[0], *betas[0]) if len(set(lr)) == 1 and len(set(betas)) == 1 else None
@@ -161,13 +162,18 @@ class ReplicaAdam:
         grad = self.param.grad
         if grad is None:
             return
+        if self.l1:
+            grad.add_(self.param.sign(), alpha=self.l1)
         self.step_count += 1   # (the fused kernel reads the count; it does not advance it)
         if self.uniform is not None:
             lr, beta1, beta2 = self.uniform
-            torch._fused_adam_([self.param], [grad], [self.exp_avg], [self.exp_avg_sq], [], [self.step_count],
-                               lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=self.eps, amsgrad=False,
-                               maximize=False)
+            fused = torch._fused_adamw_ if self.weight_decay else torch._fused_adam_
+            fused([self.param], [grad], [self.exp_avg], [self.exp_avg_sq], [], [self.step_count], lr=lr,
+                  beta1=beta1, beta2=beta2, weight_decay=self.weight_decay, eps=self.eps, amsgrad=False,
+                  maximize=False)
             return
+        if self.weight_decay:
+            self.param.mul_(1 - self.lr * self.weight_decay)
         self.exp_avg.lerp_(grad, 1 - self.beta1)
         self.exp_avg_sq.lerp_(grad.square(), 1 - self.beta2)
         step_size = self.lr / (1 - self.beta1 ** self.step_count)                  # (K, 1)

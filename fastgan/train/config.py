@@ -331,8 +331,7 @@ class TrainConfig:
 
     def _check_replica_options(self) -> None:
         off = {"r1_gamma": self.r1_gamma > 0, "augment": bool(self.augment), "spectral_norm": self.spectral_norm,
-               "weight_decay_g": self.weight_decay_g > 0, "weight_decay_d": self.weight_decay_d > 0,
-               "l1_g": self.l1_g > 0, "l1_d": self.l1_d > 0, "fused_optimizer": bool(self.fused_optimizer)}
+               "fused_optimizer": bool(self.fused_optimizer)}
         unsupported = [name for name, on in off.items() if on]
         if unsupported:
             raise ValueError(f"with replicas, these settings are not available yet: {', '.join(unsupported)} "

@@ -82,9 +82,10 @@ class ReplicaTrainer(Trainer):
         self.generator = stack_models([g for g, _ in models], kernels).to(self.device)
         self.discriminator = stack_models([d for _, d in models], kernels).to(self.device)
         per = [config.for_replica(k) for k in range(self.replicas)]
-        self.optimizer_g = ReplicaAdam(self.generator, [c.generator_lr for c in per], [c.betas for c in per])
+        self.optimizer_g = ReplicaAdam(self.generator, [c.generator_lr for c in per], [c.betas for c in per],
+                                       weight_decay=config.weight_decay_g, l1=config.l1_g)
         self.optimizer_d = ReplicaAdam(self.discriminator, [c.discriminator_lr for c in per],
-                                       [c.betas for c in per])
+                                       [c.betas for c in per], weight_decay=config.weight_decay_d, l1=config.l1_d)
         self.generators = [torch.Generator(device=self.device).manual_seed(c.seed) for c in per]
         self.rng = self.generators[0]
         self.sampler = DeviceSampler(config.seed, self.device, self.replicas) if config.sampler == "philox" else None

@@ -67,8 +67,11 @@ def test_each_replica_equals_its_single_run(kernels):
 
 
 @pytest.mark.parametrize("options", [dict(pack=2), dict(pack=2, pack_convention="rows"),
-                                     dict(lr=2e-3, betas=(0.0, 0.9)), dict(loss="hinge")],
-                         ids=["pack", "pack-rows", "uniform-fused-adam", "hinge"])
+                                     dict(lr=2e-3, betas=(0.0, 0.9)), dict(loss="hinge"),
+                                     dict(lr=2e-3, weight_decay_g=0.5, l1_d=1e-2),
+                                     dict(lr=[2e-3, 1e-3], weight_decay_d=0.5, l1_g=1e-2)],
+                         ids=["pack", "pack-rows", "uniform-fused-adam", "hinge", "decay-l1-fused-adamw",
+                              "decay-l1-per-replica"])
 def test_replicas_equal_single_runs_with_options(options):
     """(hinge: while every logit is inside the margin, D's gradient on some weights cancels exactly between
     the real and the fake pass; the replicas run the two passes apart, as the single step does, or that zero

@@ -102,11 +102,7 @@ def load_trainer(t, path: str | os.PathLike) -> dict:
                             t.rng.get_state())
         if t.augment is not None and not isinstance(state.get("augment"), dict):
             raise ValueError("this trainer augments D's inputs but the checkpoint has no augmentation state")
-        if t.spectral is not None and not isinstance(state.get("spectral_norm"), dict):
-            raise ValueError("this trainer normalises D spectrally but the checkpoint has no spectral-norm state")
-        if t.spectral is not None:
-            if state["spectral_norm"]["u"].shape != t.spectral.u.shape:
-                raise ValueError("the checkpoint's spectral-norm state does not fit this discriminator")
+        _check_spectral(t.spectral, state.get("spectral_norm"))
         _check_sampler(t.sampler, state.get("sampler"))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path} does not fit this trainer: {e}") from e
@@ -137,6 +133,15 @@ def _check_sampler(sampler, state) -> None:
         sampler.check_state(state)
 
 
+def _check_spectral(spectral, state) -> None:
+    """ValueError unless a trainer normalising D with ``spectral`` (None: not at all) can resume ``state``."""
+    if spectral is not None:
+        if not isinstance(state, dict):
+            raise ValueError("this trainer normalises D spectrally but the checkpoint has no spectral-norm state")
+        if not isinstance(state.get("u"), torch.Tensor) or state["u"].shape != spectral.u.shape:
+            raise ValueError("the checkpoint's spectral-norm state does not fit this discriminator")
+
+
 def replica_state(t) -> dict:
     """Everything a ``ReplicaTrainer`` needs to resume exactly."""
     t.flush_losses()
@@ -147,11 +152,13 @@ def replica_state(t) -> dict:
         "optimizer_g": t.optimizer_g.state_dict(), "optimizer_d": t.optimizer_d.state_dict(),
         "rng": [g.get_state() for g in t.generators], "history": t.history,
         "sampler": t.sampler.state_dict() if t.sampler is not None else None,
+        "spectral_norm": t.spectral.state_dict() if t.spectral is not None else None,
         "ema": t.ema_flat.clone() if t.ema_flat is not None else None,
         "buffers": {name: {key: b.clone() for key, b in getattr(t, name).named_buffers()}
                     for name in ("generator", "discriminator")},
         "config": t.config.to_dict(),
     }
+
 
 def load_replicas(t, path: str | os.PathLike) -> dict:
     """Resume ``ReplicaTrainer`` ``t`` from ``path``: everything is validated before anything is changed."""
@@ -189,10 +196,13 @@ def load_replicas(t, path: str | os.PathLike) -> dict:
         if not isinstance(state["step"], int) or state["step"] < 0:
             raise ValueError(f"step must be a non-negative integer, got {state['step']!r}")
         _check_sampler(t.sampler, state.get("sampler"))
+        _check_spectral(t.spectral, state.get("spectral_norm"))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path} does not fit this trainer: {e}") from e
     if t.sampler is not None:
         t.sampler.load_state_dict(state["sampler"])
+    if t.spectral is not None:
+        t.spectral.load_state_dict(state["spectral_norm"])
     with torch.no_grad():
         t.generator.flat.copy_(state["generator"])
         t.discriminator.flat.copy_(state["discriminator"])

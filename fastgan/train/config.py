@@ -330,7 +330,7 @@ class TrainConfig:
         return list(value) if self._is_sequence(name, value) else [value] * (self.replicas or 1)
 
     def _check_replica_options(self) -> None:
-        off = {"r1_gamma": self.r1_gamma > 0, "augment": bool(self.augment), "spectral_norm": self.spectral_norm,
+        off = {"r1_gamma": self.r1_gamma > 0, "augment": bool(self.augment),
                "fused_optimizer": bool(self.fused_optimizer)}
         unsupported = [name for name, on in off.items() if on]
         if unsupported:

@@ -89,6 +89,8 @@ def make_replica_step(t):
             loss_g.sum().backward(inputs=g_params)
         with phase("D.optim"):
             t.optimizer_d.step()
+            if t.spectral is not None:   # one power iteration, weights divided by their spectral norm
+                t.spectral.step()
         return loss_d, loss_g
 
     def alternating_step():
@@ -111,6 +113,8 @@ def make_replica_step(t):
                 loss_d.sum().backward()
             with phase("D.optim"):
                 t.optimizer_d.step()
+            if t.spectral is not None:   # one power iteration, weights divided by their spectral norm
+                t.spectral.step()
         t.discriminator.requires_grad_(False)
         try:
             with phase("G.loss"), autocast():

@@ -39,6 +39,7 @@ from torch import nn
 
 from ..checks import positive_int
 from ..nn.adapters import final_sigmoid
+from ..nn.spectral import ReplicaSpectralNorm
 from ..nn.stacked import check_stackable, replica_models, stack_models
 from ..ops.sampler import DeviceSampler
 from ..optim import ReplicaAdam
@@ -82,6 +83,7 @@ class ReplicaTrainer(Trainer):
         self.generator = stack_models([g for g, _ in models], kernels).to(self.device)
         self.discriminator = stack_models([d for _, d in models], kernels).to(self.device)
         per = [config.for_replica(k) for k in range(self.replicas)]
+        self.spectral = ReplicaSpectralNorm(self.discriminator, config.seed) if config.spectral_norm else None
         self.optimizer_g = ReplicaAdam(self.generator, [c.generator_lr for c in per], [c.betas for c in per],
                                        weight_decay=config.weight_decay_g, l1=config.l1_g)
         self.optimizer_d = ReplicaAdam(self.discriminator, [c.discriminator_lr for c in per],

@@ -69,9 +69,11 @@ def test_each_replica_equals_its_single_run(kernels):
 @pytest.mark.parametrize("options", [dict(pack=2), dict(pack=2, pack_convention="rows"),
                                      dict(lr=2e-3, betas=(0.0, 0.9)), dict(loss="hinge"),
                                      dict(lr=2e-3, weight_decay_g=0.5, l1_d=1e-2),
-                                     dict(lr=[2e-3, 1e-3], weight_decay_d=0.5, l1_g=1e-2)],
+                                     dict(lr=[2e-3, 1e-3], weight_decay_d=0.5, l1_g=1e-2),
+                                     dict(spectral_norm=True, lr=2e-3, d_steps=2),
+                                     dict(spectral_norm=True, update="simultaneous", kernels="triton")],
                          ids=["pack", "pack-rows", "uniform-fused-adam", "hinge", "decay-l1-fused-adamw",
-                              "decay-l1-per-replica"])
+                              "decay-l1-per-replica", "spectral-norm", "spectral-norm-simultaneous-triton"])
 def test_replicas_equal_single_runs_with_options(options):
     """(hinge: while every logit is inside the margin, D's gradient on some weights cancels exactly between
     the real and the fake pass; the replicas run the two passes apart, as the single step does, or that zero
@@ -300,6 +302,21 @@ def test_save_and_load_resume_exactly(tmp_path):
     assert torch.equal(b.generator.flat, before)
 
 
+def test_spectral_norm_replicas_stay_normalised_and_resume_exactly(tmp_path):
+    g, d = _models()
+    data = _data()
+    opts = _options(replicas=3, spectral_norm=True, lr=[1e-3, 2e-3, 5e-4])
+    a, b = _run_and_resume(g, d, data, opts, tmp_path / "sn.pt", 4)
+    assert torch.equal(a.spectral.u, b.spectral.u) and torch.equal(a.discriminator.flat, b.discriminator.flat)
+    sigmas = torch.tensor(a.spectral.sigmas())   # (replicas, layers): each weight just divided by its estimate
+    assert sigmas.shape == (3, 3) and torch.allclose(sigmas, torch.ones_like(sigmas), atol=0.05), sigmas
+    without = GANTrainer(g, d, data, **{**opts, "spectral_norm": False}).save(tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="no spectral-norm state"):
+        b.load(without)
+    with pytest.raises(ValueError, match="spectral_norm with replicas normalises plain MLP discriminators"):
+        GANTrainer(*_pacgan_models(), data, **opts)
+
+
 def test_sample_and_replica_modules():
     g, d = _models()
     trainer = GANTrainer(g, d, _data(), replicas=3, **_options(ema=0.5))
@@ -342,7 +359,6 @@ def test_compile_has_no_graph_breaks_and_equals_eager():
     (dict(replicas=2, loss="hinge", real_label=[1.0, 0.9]), "applies to the BCE loss"),
     (dict(replicas=0), "replicas must be a positive integer"),
     (dict(replicas=2, r1_gamma=1.0), "not available yet: r1_gamma"),
-    (dict(replicas=2, spectral_norm=True), "spectral_norm"),
 ])
 def test_bad_replica_settings_are_clear_errors(settings, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

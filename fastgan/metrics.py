@@ -423,13 +423,15 @@ def evaluate_mixture(samples: torch.Tensor, kind: str) -> dict:
 # -- what `fastgan train` and `fastgan evaluate` report -------------------------------------------------------
 
 def replica_summary(per_replica: list[dict | None]) -> dict | None:
-    """Each replica's metrics and, for every numeric metric, the mean and its standard error over replicas."""
-    if not per_replica or per_replica[0] is None:
+    """Each replica's metrics (None where it has none: a diverged replica) and, for every numeric metric, the
+    mean and its standard error over the replicas that have them."""
+    evaluated = [m for m in per_replica if m is not None]
+    if not evaluated:
         return None
-    keys = [k for k, v in per_replica[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    keys = [k for k, v in evaluated[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     summary = {"replicas": per_replica, "mean": {}, "stderr": {}}
     for key in keys:
-        values = torch.tensor([float(m[key]) for m in per_replica], dtype=torch.float64)
+        values = torch.tensor([float(m[key]) for m in evaluated], dtype=torch.float64)
         summary["mean"][key] = values.mean().item()
         summary["stderr"][key] = (values.std() / len(values) ** 0.5).item() if len(values) > 1 else 0.0
     return summary
@@ -441,8 +443,11 @@ def default_samples(data_name: str) -> int:
 
 
 def evaluate(data_name: str, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict | None:
-    """The quality metrics of ``samples`` for their data set, or None where fastgan has none (MNIST); for
-    a conditional GAN (``labels``: the class each sample was asked for) also the classifier's accuracy."""
+    """The quality metrics of ``samples`` for their data set, or None where fastgan has none (MNIST) or the
+    samples are not finite (a diverged replica's); for a conditional GAN (``labels``: the class each sample
+    was asked for) also the classifier's accuracy."""
+    if not bool(torch.isfinite(samples).all()):
+        return None
     if data_name in ("ring", "grid"):
         return evaluate_mixture(samples, data_name)
     if data_name == "digits":

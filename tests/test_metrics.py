@@ -223,3 +223,15 @@ def test_digits_metrics_real_vs_noise(tmp_path, monkeypatch):
     assert noise["generated"]["frechet_distance"] > 20 * good["generated"]["frechet_distance"]
     assert noise["generated"]["precision@5"] < 0.1 < good["generated"]["precision@5"]
     assert noise["real_floor"] == floor  # the floor does not depend on the samples
+
+
+def test_non_finite_samples_have_no_metrics_and_the_replica_summary_leaves_them_out():
+    """A diverged replica's NaN samples: no metrics (digits' FD would fail in its eigen-solver), and the mean and
+    standard error over replicas are those of the others."""
+    ring = metrics.evaluate("ring", torch.zeros(100, 2))
+    assert metrics.evaluate("ring", torch.full((100, 2), float("nan"))) is None
+    assert metrics.evaluate("digits", torch.full((899, 784), float("nan"))) is None
+    summary = metrics.replica_summary([ring, None, {**ring, "modes": ring["modes"] + 2}])
+    assert summary["replicas"][1] is None
+    assert summary["mean"]["modes"] == ring["modes"] + 1 and summary["stderr"]["modes"] == 1.0
+    assert metrics.replica_summary([None, None]) is None

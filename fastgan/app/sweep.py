@@ -85,8 +85,9 @@ def _figure(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _rows(sweep: Sweep, first_seed: int, figures: list[dict]) -> list[dict]:
-    return [{"replica": k, "seed": first_seed + k, **sweep.settings[k], **figures[k]} for k in range(sweep.replicas)]
+def _rows(sweep: Sweep, first_seed: int, figures: list[dict], diverged: dict) -> list[dict]:
+    return [{"replica": k, "seed": first_seed + k, **sweep.settings[k], **figures[k],
+             **({"diverged at step": diverged.get(k, "")} if diverged else {})} for k in range(sweep.replicas)]
 
 
 def _per_setting(sweep: Sweep, figures: list[dict]) -> list[tuple[dict, dict]]:
@@ -115,10 +116,12 @@ def summary_table(sweep: Sweep, figures: list[dict]) -> str:
     return _markdown([*sweep.swept, *metrics], rows)
 
 
-def write_sweep(out: Path, sweep: Sweep, first_seed: int, figures: list[dict], title: str) -> list[Path]:
+def write_sweep(out: Path, sweep: Sweep, first_seed: int, figures: list[dict], title: str,
+                diverged: dict | None = None) -> list[Path]:
     """``sweep.md`` (per setting, then per replica) and a ``sweep_<setting>.png`` per swept setting; returns
-    the files written. ``figures[k]``: replica k's metrics (``headline``, or its final losses)."""
-    rows = _rows(sweep, first_seed, figures)
+    the files written. ``figures[k]``: replica k's metrics (``headline``, or its final losses; NaN where it
+    has none); ``diverged``: ``{replica: step}`` of those whose losses became non-finite."""
+    rows = _rows(sweep, first_seed, figures, diverged or {})
     header = list(rows[0])
     parts = [f"# {title}\n", f"{len(sweep.settings) // sweep.seeds} settings x {sweep.seeds} seeds; replica k ran "
              f"seed {first_seed} + k. Per setting (mean ± standard error over its seeds):\n",

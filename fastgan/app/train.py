@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import shlex
 import sys
@@ -19,6 +20,7 @@ from ..nn.presets import DATA_PRESETS, PRESETS, ModelPreset, build_models, model
 from ..train import distributed
 from ..train.checkpoints import SHARDED_FORMAT
 from ..train.config import TrainConfig
+from ..train.replicas import diverged_replicas
 from ..train.tensorboard import Board
 from ..train.trainer import GANTrainer, NonFiniteLossError, TrainingInterrupted
 from .args import IMAGE_RECIPE, QUALITY_SEED, config_from_args, lr_schedule_arg, resolve_device
@@ -188,13 +190,17 @@ def _replica_results(trainer, args, status: str) -> dict:
 def _report_sweep(out: Path, grid, args, results: dict, steps: int) -> list[Path]:
     """sweep.md and the sweep's plots from the gathered results (the files written), and the per-setting table
     on stdout: each replica's headline metrics (its final losses where there are none: MNIST, a diverged run)."""
-    figures = [headline(args.data, q) for q in results["quality"] or [None] * grid.replicas]
-    if not figures[0]:
-        if not results["history"]["loss_d"]:
-            return []
+    quality = results["quality"] or [None] * grid.replicas
+    keys = next((list(headline(args.data, q)) for q in quality if q), None)
+    if keys:   # (a diverged replica has none: NaN in its row, left out of its setting's mean)
+        figures = [headline(args.data, q) if q else dict.fromkeys(keys, math.nan) for q in quality]
+    elif results["history"]["loss_d"]:
         figures = [{"loss_d": d, "loss_g": g} for d, g in zip(results["history"]["loss_d"][-1],
                                                             results["history"]["loss_g"][-1])]
-    written = write_sweep(out, grid, args.seed, figures, f"{args.data}: {steps} steps")
+    else:
+        return []
+    written = write_sweep(out, grid, args.seed, figures, f"{args.data}: {steps} steps",
+                          diverged_replicas(results["history"]))
     print("fastgan: per setting, mean ± s.e. over its seeds (every replica: sweep.md)\n"
           + summary_table(grid, figures), end="")
     return written
@@ -258,6 +264,11 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
     if replicas is not None:
+        diverged = diverged_replicas(results["history"])
+        if diverged:   # they trained on as NaNs; the others are unaffected (their metrics stand)
+            metrics["diverged_replicas"] = {str(k): step for k, step in diverged.items()}
+            print(f"fastgan: {len(diverged)} of {replicas} replicas diverged (replica: first non-finite step) "
+                  f"{diverged}; the others trained on, unaffected", file=sys.stderr)
         last = results["history"]["loss_d"][-1] if results["history"]["loss_d"] else None
         metrics["final_loss_d_per_replica"] = last
         metrics["final_loss_g_per_replica"] = results["history"]["loss_g"][-1] if last is not None else None

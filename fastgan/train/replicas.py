@@ -50,7 +50,29 @@ from .config import TrainConfig, config_from
 from .loop import Trainer, TrainingLoop
 from .replica_step import make_replica_step
 
-__all__ = ["ReplicaTrainer"]
+__all__ = ["ReplicaTrainer", "diverged_replicas"]
+
+
+def diverged_replicas(history: dict) -> dict[int, int]:
+    """``{replica: step}`` of a replica run's ``history``: each replica whose losses became non-finite, at the
+    first step they did."""
+    out = {}
+    for step, row_d, row_g in zip(*(history[key] for key in ("step", "loss_d", "loss_g"))):
+        for k, (d, g) in enumerate(zip(row_d, row_g)):
+            if k not in out and not _finite(d, g):
+                out[k] = step
+    return dict(sorted(out.items()))
+
+
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+def _postfix(row) -> dict:
+    """The progress bar's losses: the mean over the replicas still finite."""
+    pairs = [(d, g) for d, g in zip(row[1], row[2]) if _finite(d, g)] or [(math.nan, math.nan)]
+    return {"loss_d": f"{sum(d for d, _ in pairs) / len(pairs):.4f}",
+            "loss_g": f"{sum(g for _, g in pairs) / len(pairs):.4f}"}
 
 
 class ReplicaTrainer(Trainer):
@@ -93,11 +115,18 @@ class ReplicaTrainer(Trainer):
         self.sampler = DeviceSampler(config.seed, self.device, self.replicas) if config.sampler == "philox" else None
         self.ema_flat = self.generator.flat.detach().clone() if config.ema is not None else None
         self.step_path = "replicas"
+        # a replica whose losses went non-finite goes on as NaNs, alone (nothing mixes replicas); the run stops
+        # only when every replica has (``diverged`` says which and when)
         self.loop = TrainingLoop(make_replica_step(self), config, self.generators, self.device, self._set_lr_factor,
-                                 lambda row: all(math.isfinite(v) for v in (*row[1], *row[2])),
-                                 lambda row: {"loss_d": f"{sum(row[1]) / len(row[1]):.4f}",
-                                              "loss_g": f"{sum(row[2]) / len(row[2]):.4f}"},
+                                 lambda row: any(_finite(d, g) for d, g in zip(row[1], row[2])), _postfix,
                                  graph_optional=graph_optional)
+
+    @property
+    def diverged(self) -> dict[int, int]:
+        """``{replica: step}``: the replicas whose logged losses became non-finite, each at its first such step
+        (from ``history``, so a resumed run knows them too). The others train on unaffected."""
+        self.flush_losses()
+        return diverged_replicas(self.history)
 
     def _set_lr_factor(self, factor: float) -> None:
         self.optimizer_g.scale_lr(factor)

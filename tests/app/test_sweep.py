@@ -61,6 +61,18 @@ def test_a_sweep_on_the_command_line_trains_the_product_as_replicas_and_reports_
     assert "sweep.md, sweep_lr.png, sweep_real_label.png" in printed
 
 
+def test_a_diverged_replica_is_named_and_left_out_of_its_settings_mean(tmp_path):
+    from fastgan.app.sweep import write_sweep
+    grid = sweep_of(_args(seeds=2, lr=[1e-4, 2e-4]))
+    nan = float("nan")
+    figures = [{"fd": 4.0}, {"fd": 6.0}, {"fd": nan}, {"fd": 5.0}]
+    paths = write_sweep(tmp_path, grid, 10, figures, "digits: 20 steps", diverged={2: 1500})
+    assert [p.name for p in paths] == ["sweep.md", "sweep_lr.png"]
+    report = (tmp_path / "sweep.md").read_text()
+    assert "| 0.0001 | 5 ± 1 |" in report and "| 0.0002 | 5 ± 0 (1 of 2) |" in report
+    assert "| 2 | 12 | 0.0002 | nan | 1500 |" in report and "| 3 | 13 | 0.0002 | 5 |  |" in report
+
+
 def test_a_bad_grid_is_one_line_before_training(tmp_path, capsys):
     assert main(["train", "--data", "ring", "--lr", "1e-3", "1e-3", "--steps", "3", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -317,6 +317,31 @@ def test_spectral_norm_replicas_stay_normalised_and_resume_exactly(tmp_path):
         GANTrainer(*_pacgan_models(), data, **opts)
 
 
+def test_a_diverged_replica_trains_on_alone_and_the_run_stops_only_when_all_have():
+    """Replica 1's D poisoned with NaN after 3 steps: the run goes on, ``diverged`` names it at step 4, and
+    replicas 0 and 2 train exactly as in a run without it (nothing mixes replicas)."""
+    from fastgan.train.trainer import NonFiniteLossError
+    g, d = _models()
+    data = _data()
+    opts = _options(replicas=3, lr=[1e-3, 2e-3, 5e-4])
+    clean, poisoned = GANTrainer(g, d, data, **opts), GANTrainer(g, d, data, **opts)
+    for trainer in (clean, poisoned):
+        trainer.fit(3, log_every=3, progress=False)
+    with torch.no_grad():
+        poisoned.discriminator.flat[1] = float("nan")
+    for trainer in (clean, poisoned):
+        trainer.fit(5, log_every=1, progress=False)
+    assert poisoned.diverged == {1: 4} and clean.diverged == {}
+    for k in (0, 2):
+        assert [row[k] for row in poisoned.history["loss_d"]] == [row[k] for row in clean.history["loss_d"]]
+        assert torch.equal(poisoned.generator.flat[k], clean.generator.flat[k])
+    assert torch.isnan(poisoned.sample(8, replica=1)).all() and torch.isfinite(poisoned.sample(8, replica=0)).all()
+    with torch.no_grad():
+        poisoned.discriminator.flat[:] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        poisoned.fit(2, log_every=1, progress=False)
+
+
 def test_sample_and_replica_modules():
     g, d = _models()
     trainer = GANTrainer(g, d, _data(), replicas=3, **_options(ema=0.5))

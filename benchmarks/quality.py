@@ -79,6 +79,12 @@ PACGAN_TABLE1 = {  # published (Lin et al. 2018, Table 1): modes, high-quality %
 
 def describe(protocol: dict) -> str:
     """The models and optimiser of a protocol, in words (the results table's preamble)."""
+    ema = protocol.get("ema")
+    return _describe_models(protocol) + ("" if ema is None else
+                                         f" The variant's EMA replaced: {f'decay {ema:g}' if ema else 'none'}.")
+
+
+def _describe_models(protocol: dict) -> str:
     if protocol["preset"] == "pacgan":
         return ("PacGAN's protocol (`--preset pacgan`, its code's settings): G 2-d noise -> 4 x 400 (bias-free "
                 "Linear, BatchNorm, ReLU) -> 2, D (2*pack) -> 3 x 200 maxout (5 pieces) -> 1, weights N(0, 0.02); "
@@ -116,6 +122,8 @@ def _trainer_settings(variant: str, protocol: dict) -> tuple[dict, int]:
         settings["latent_dim"] = protocol["latent_dim"]
     if protocol.get("lr_schedule"):
         settings["lr_schedule"] = tuple(map(tuple, protocol["lr_schedule"]))
+    if protocol.get("ema") is not None:   # the variant's EMA overridden (0: none)
+        settings["ema"] = protocol["ema"] or None
     return settings, pack
 
 

@@ -283,6 +283,9 @@ def main(argv=None) -> int:
                              "(PacGAN's 4x400 BatchNorm G and maxout D, with its betas (0.8, 0.999) and "
                              "simultaneous updates)")
     parser.add_argument("--lr", type=float, help="default 1e-4")
+    parser.add_argument("--latent-dim", type=int, metavar="N", help="G's noise size (default: the preset's)")
+    parser.add_argument("--ema", type=float, metavar="DECAY",
+                        help="an EMA of G's weights with this decay in place of the variant's (0: none)")
     parser.add_argument("--lr-schedule", type=lr_milestone, nargs="+", metavar="STEP:FACTOR",
                         help="step-down learning rates: x FACTOR from STEP on, e.g. 200000:0.5 300000:0.1")
     parser.add_argument("--batch", type=int, help="default 100")
@@ -361,7 +364,11 @@ def main(argv=None) -> int:
     # (betas, models, update: the preset's, or the resumed run's)
     base = resume["protocol"] if resume else quality.PACGAN_PROTOCOL if args.preset == "pacgan" else quality.PROTOCOL
     protocol = {**base, "lr": args.lr, "batch": args.batch, "pack_convention": args.pack_convention,
-                "lr_schedule": lr_schedule_arg(args.lr_schedule)}
+                "lr_schedule": lr_schedule_arg(args.lr_schedule),
+                "latent_dim": args.latent_dim if args.latent_dim is not None else base["latent_dim"],
+                "ema": args.ema if args.ema is not None else base.get("ema")}
+    if protocol["preset"] == "pacgan" and protocol["latent_dim"] != 2:
+        parser.error("--preset pacgan: its G takes 2-d noise (no --latent-dim)")
     try:   # settings the trainer refuses (a schedule, a variant the preset cannot take) fail here, before hours
         fastgan.TrainConfig(**quality._trainer_settings(args.variant, protocol)[0], replicas=args.seeds)
     except ValueError as error:

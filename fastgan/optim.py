@@ -12,7 +12,7 @@ import copy
 import torch
 from torch import nn
 
-from .ops.adam import adam_programs, adam_step
+from .ops.adam import adam_programs, adam_step, replica_adam_hyper, replica_adam_step
 
 __all__ = ["FlatAdam", "flatten_parameters", "ReplicaAdam", "EMA", "adam_state", "load_adam_state", "check_adam_state"]
 
@@ -126,17 +126,19 @@ class ReplicaAdam:
     """Adam over a ``StackedMLP``'s or ``StackedNet``'s ``(K, P)`` weights with per-replica ``lr`` and ``betas``
     (K values each): ``torch.optim.Adam``'s update (no amsgrad) for every replica at once, or with
     ``weight_decay`` ``torch.optim.AdamW``'s (decoupled: ``p *= 1 - lr * weight_decay`` first); ``l1`` adds
-    ``l1 * sign(p)`` to the gradient first (the single trainer's L1 hook). Where every replica has the same lr
-    and betas (a seed sweep) it is PyTorch's fused Adam(W) kernel (``torch._fused_adam_``/``_fused_adamw_``,
-    one launch); otherwise eight whole-buffer ops with ``(K, 1)`` hyper-parameters. The step count lives on
-    the device either way (capturable)."""
+    ``l1 * sign(p)`` to the gradient first (the single trainer's L1 hook). With ``flat=True`` it is FlatAdam's
+    kernel with a replica axis (``ops.replica_adam_step``: one launch, each replica's arithmetic its single
+    run's FlatAdam's); otherwise, where every replica has the same lr and betas (a seed sweep), PyTorch's fused
+    Adam(W) kernel (``torch._fused_adam_``/``_fused_adamw_``, one launch), else eight whole-buffer ops with
+    ``(K, 1)`` hyper-parameters. The step count lives on the device either way (capturable)."""
 
-    def __init__(self, model: nn.Module, lr, betas, eps: float = 1e-8, weight_decay: float = 0.0, l1: float = 0.0):
+    def __init__(self, model: nn.Module, lr, betas, eps: float = 1e-8, weight_decay: float = 0.0, l1: float = 0.0,
+                 flat: bool = False):
         param = model.flat
         k = param.shape[0]
         self.param, self.eps, self.weight_decay, self.l1 = param, eps, float(weight_decay), float(l1)
         lr, betas = [float(v) for v in lr], [tuple(map(float, b)) for b in betas]
-        self.base_lr = lr
+        self.base_lr, self.base_betas, self.flat = lr, betas, flat
         self.uniform = (lr[0], *betas[0]) if len(set(lr)) == 1 and len(set(betas)) == 1 else None
         as_col = lambda v: torch.tensor(v, dtype=torch.float32, device=param.device).reshape(k, 1)  # noqa: E731
         self.lr = as_col(lr)
@@ -145,6 +147,10 @@ class ReplicaAdam:
         self.exp_avg = torch.zeros_like(param)
         self.exp_avg_sq = torch.zeros_like(param)
         self.step_count = torch.zeros((), dtype=torch.float32, device=param.device)
+        if flat:   # the kernel's table and counter (advancing by its grid size per update)
+            self.hyper = replica_adam_hyper(lr, betas, self.weight_decay).to(param.device)
+            self.counter = torch.zeros(1, dtype=torch.int64, device=param.device)
+            self.programs = adam_programs(param.shape[1]) * k
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.param.grad = None
@@ -156,11 +162,17 @@ class ReplicaAdam:
         self.lr.copy_(torch.tensor(lr, dtype=torch.float32).reshape(self.lr.shape))
         if self.uniform is not None:
             self.uniform = (lr[0], *self.uniform[1:])
+        if self.flat:
+            self.hyper.copy_(replica_adam_hyper(lr, self.base_betas, self.weight_decay))
 
     @torch.no_grad()
     def step(self) -> None:
         grad = self.param.grad
         if grad is None:
+            return
+        if self.flat:
+            replica_adam_step(self.param, grad, self.exp_avg, self.exp_avg_sq, self.counter, self.hyper, self.eps,
+                              self.l1)
             return
         if self.l1:
             grad.add_(self.param.sign(), alpha=self.l1)
@@ -183,8 +195,10 @@ class ReplicaAdam:
         self.param.addcdiv_(self.exp_avg, denom, value=-1.0)
 
     def state_dict(self) -> dict:
-        return {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone(),
-                "step": self.step_count.clone()}
+        """The moments and the update count (``step``, as a float tensor: the same for both arithmetics, so a
+        checkpoint resumes under either)."""
+        step = (self.counter // self.programs).float().reshape(()) if self.flat else self.step_count.clone()
+        return {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone(), "step": step}
 
     def check_state(self, state: dict) -> None:
         for key in ("exp_avg", "exp_avg_sq"):
@@ -199,6 +213,8 @@ class ReplicaAdam:
         self.exp_avg.copy_(state["exp_avg"])
         self.exp_avg_sq.copy_(state["exp_avg_sq"])
         self.step_count.copy_(state["step"].reshape(()))
+        if self.flat:
+            self.counter.copy_(state["step"].reshape(1).to(torch.int64) * self.programs)
 
 
 class EMA:

@@ -235,6 +235,9 @@ def _cases(quick: bool):
     cases.append(("adam_step from 4 partial sums", lambda: ops.adam_step(
         torch.randn(1000), torch.randn(4000), torch.zeros(1000), torch.zeros(1000), torch.zeros((), dtype=torch.int64),
         1e-3, 0.5, 0.999, 1e-8, partials=4)))
+    cases.append(("replica_adam_step, 8 replicas", lambda: ops.adam.replica_adam_step(
+        torch.randn(8, 1000), torch.randn(8, 1000), torch.zeros(8, 1000), torch.zeros(8, 1000),
+        torch.zeros(1, dtype=torch.int64), ops.adam.replica_adam_hyper([1e-3] * 8, [(0.5, 0.999)] * 8), 1e-8, 0.01)))
     return cases
 
 

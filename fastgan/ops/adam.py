@@ -22,7 +22,8 @@ import torch
 from . import adam_kernels as kernels
 from ._runtime import kernel_launches, use_triton
 
-__all__ = ["adam_step", "adam_programs", "adam_step_reference"]
+__all__ = ["adam_step", "adam_programs", "adam_step_reference", "replica_adam_step", "replica_adam_hyper",
+           "replica_adam_step_reference"]
 
 _BLOCK = 1024
 _MAX_PROGRAMS = 1024
@@ -89,3 +90,54 @@ def adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, ex
         float(eps), float(weight_decay), 1.0 - float(lr) * float(decoupled_weight_decay), float(l1), BLOCK=_BLOCK,
         PARTIALS=partials)
     kernel_launches["_adam_step_kernel"] += 1
+
+
+def replica_adam_hyper(lrs, betas, decoupled_weight_decay: float = 0.0) -> torch.Tensor:
+    """``replica_adam_step``'s ``(K, 7)`` table from K learning rates and K (beta1, beta2) pairs: each row
+    (lr, 1 - beta1, beta2, 1 - beta2, log beta1, log beta2, 1 - lr * decoupled_weight_decay), formed in float64
+    and rounded to fp32 once, as ``adam_step`` passes its scalars."""
+    rows = [(lr, 1.0 - b1, b2, 1.0 - b2, math.log(b1) if b1 > 0 else -math.inf,
+             math.log(b2) if b2 > 0 else -math.inf, 1.0 - lr * decoupled_weight_decay)
+            for lr, (b1, b2) in zip(map(float, lrs), (tuple(map(float, b)) for b in betas))]
+    return torch.tensor(rows, dtype=torch.float64).float()
+
+
+def replica_adam_step_reference(param, grad, exp_avg, exp_avg_sq, counter, hyper, eps, l1):
+    """``replica_adam_step`` with PyTorch ops (each replica's hyper-parameters a ``(K, 1)`` column)."""
+    programs = adam_programs(param.shape[1]) * param.shape[0]
+    counter.add_(programs)
+    step = counter.div(programs, rounding_mode="floor").to(param.dtype)
+    lr, one_minus_beta1, beta2, one_minus_beta2, log_beta1, log_beta2, shrink = hyper.unsqueeze(2).unbind(1)
+    g = grad.add(param.sign(), alpha=l1) if l1 else grad
+    param.mul_(shrink)
+    exp_avg.add_(one_minus_beta1 * (g - exp_avg))
+    exp_avg_sq.mul_(beta2).add_(one_minus_beta2 * g * g)
+    step_size = lr / -torch.expm1(step * log_beta1)
+    bias_correction2_sqrt = (-torch.expm1(step * log_beta2)).sqrt()
+    param.sub_(step_size * exp_avg / (exp_avg_sq.sqrt() / bias_correction2_sqrt + eps))
+
+
+def replica_adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+                      counter: torch.Tensor, hyper: torch.Tensor, eps: float, l1: float = 0.0) -> None:
+    """``adam_step`` (AdamW's decoupled decay, L1) of K replicas' ``(K, n)`` buffers in one launch, replica k
+    with row k of ``hyper`` (``replica_adam_hyper``): its arithmetic is ``adam_step``'s with those values.
+    The counter advances by the grid size (``adam_programs(n) * K``) per call."""
+    K, n = param.shape if param.dim() == 2 else (0, 0)
+    for name, t in (("param", param), ("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
+        if t.dtype != torch.float32 or t.shape != param.shape or param.dim() != 2 or not t.is_contiguous() \
+                or t.device != param.device:
+            raise ValueError(f"{name} must be a contiguous (replicas, n) float32 tensor on param's device, like "
+                             f"param {tuple(param.shape)}; got {tuple(t.shape)}")
+    if hyper.dtype != torch.float32 or tuple(hyper.shape) != (K, 7) or not hyper.is_contiguous() or \
+            hyper.device != param.device:
+        raise ValueError(f"hyper must be a contiguous ({K}, 7) float32 tensor on param's device (replica_adam_hyper)")
+    if counter.dtype != torch.int64 or counter.numel() != 1 or counter.device != param.device:
+        raise ValueError("counter must be a one-element int64 tensor on param's device")
+    if not (eps > 0 and l1 >= 0):
+        raise ValueError(f"bad Adam hyper-parameters: eps={eps}, l1={l1}")
+    if not use_triton(param):
+        replica_adam_step_reference(param, grad, exp_avg, exp_avg_sq, counter, hyper, eps, l1)
+        return
+    kernels._replica_adam_kernel[(adam_programs(n), K)](
+        param, grad, exp_avg, exp_avg_sq, counter, hyper, n, float(eps), float(l1), BLOCK=_BLOCK)
+    kernel_launches["_replica_adam_kernel"] += 1

@@ -45,3 +45,44 @@ if HAS_TRITON:
             tl.store(param_ptr + offs, p, mask=mask)
             tl.store(exp_avg_ptr + offs, m, mask=mask)
             tl.store(exp_avg_sq_ptr + offs, v, mask=mask)
+
+    @triton.jit
+    def _replica_adam_kernel(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, counter_ptr, hyper_ptr, n, eps, l1,
+                             BLOCK: tl.constexpr):
+        """``_adam_step_kernel``'s update of K replicas' ``(K, n)`` buffers, each row with its own
+        hyper-parameters: ``hyper`` is ``(K, 7)``, (lr, 1 - beta1, beta2, 1 - beta2, log beta1, log beta2,
+        1 - lr * decoupled weight decay) per replica, formed on the host in float64 as that kernel's arguments
+        are, so a replica's arithmetic is its single run's FlatAdam's. The grid: programs over a row x
+        replicas; the step count is the counter over the whole grid."""
+        pid = tl.program_id(0)
+        replica = tl.program_id(1).to(tl.int64)
+        programs = tl.num_programs(0)
+        old = tl.atomic_add(counter_ptr, 1)
+        step = (old // (programs * tl.num_programs(1)) + 1).to(tl.float32)
+        h = hyper_ptr + replica * 7
+        lr = tl.load(h)
+        one_minus_beta1 = tl.load(h + 1)
+        beta2 = tl.load(h + 2)
+        one_minus_beta2 = tl.load(h + 3)
+        log_beta1 = tl.load(h + 4)
+        log_beta2 = tl.load(h + 5)
+        shrink = tl.load(h + 6)
+        bias_correction1 = -_math.expm1(step * log_beta1)
+        bias_correction2_sqrt = tl.sqrt_rn(-_math.expm1(step * log_beta2))
+        step_size = tl.div_rn(lr, bias_correction1)
+        row = replica * n.to(tl.int64)
+        for start in range(pid * BLOCK, n, programs * BLOCK):
+            offs = start + tl.arange(0, BLOCK).to(tl.int64)
+            mask = offs < n
+            p = tl.load(param_ptr + row + offs, mask=mask, other=0.0)
+            g = tl.load(grad_ptr + row + offs, mask=mask, other=0.0)
+            g += l1 * tl.where(p > 0, 1.0, tl.where(p < 0, -1.0, 0.0))
+            p = p * shrink
+            m = tl.load(exp_avg_ptr + row + offs, mask=mask, other=0.0)
+            v = tl.load(exp_avg_sq_ptr + row + offs, mask=mask, other=0.0)
+            m = m + one_minus_beta1 * (g - m)
+            v = v * beta2 + one_minus_beta2 * g * g
+            p = p - step_size * tl.div_rn(m, tl.div_rn(tl.sqrt_rn(v), bias_correction2_sqrt) + eps)
+            tl.store(param_ptr + row + offs, p, mask=mask)
+            tl.store(exp_avg_ptr + row + offs, m, mask=mask)
+            tl.store(exp_avg_sq_ptr + row + offs, v, mask=mask)

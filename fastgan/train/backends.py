@@ -191,16 +191,15 @@ def fast_path(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, s
     """``config`` with the settings it leaves automatic decided for ``device``, and the line that says so (None
     where nothing was automatic, or off CUDA). With ``fast`` on CUDA: a CUDA graph of ``FAST_STEPS_PER_REPLAY``
     steps per replay unless R1 (a host-side schedule), a compile mode with CUDA graphs of its own or data
-    parallelism rules it out; FlatAdam up to batch ``AUTO_TRITON_MAX_BATCH`` unless replicas or data parallelism
-    rule it out; the kernels ``resolve_backend`` picks for a graphed step. Off CUDA, or with ``fast=False``: the
+    parallelism rules it out; FlatAdam up to batch ``AUTO_TRITON_MAX_BATCH`` unless data parallelism rules it out
+    (replicas: its kernel with a replica axis, and their draws in one launch); the kernels ``resolve_backend`` picks for a graphed step. Off CUDA, or with ``fast=False``: the
     plain eager step with torch.optim.Adam."""
     fast = config.fast and device.type == "cuda"
     graph_blocker = next((why for why, on in (
         ("r1_gamma's host-side schedule", config.r1_gamma > 0),
         (f"compile={config.compile!r} makes CUDA graphs of its own", config.compile in CUDAGRAPH_COMPILE_MODES),
         ("data_parallel's collectives", config.data_parallel)) if on), None)
-    flat_blocker = next((why for why, on in (("replicas", config.replicas is not None),
-                                              ("data_parallel", config.data_parallel)) if on), None)
+    flat_blocker = "data_parallel" if config.data_parallel else None
     chosen = {}
     if config.cuda_graph is None:
         chosen["cuda_graph"] = fast and graph_blocker is None

@@ -117,6 +117,8 @@ class TrainConfig:
         fused_optimizer: ``True`` or ``"flat"``: ``FlatAdam`` for both models (parameters and gradients in one
             flat buffer each, the update in one Triton kernel with a device-side step count); ``"torch"``:
             ``torch.optim.Adam(fused=True)``; ``False``: ``torch.optim.Adam``; None (default): ``fast`` decides.
+            With replicas: ``"flat"`` is FlatAdam's kernel with a replica axis (``ReplicaAdam(flat=True)``),
+            anything else PyTorch's Adam arithmetic on the stacked buffer.
         latent_dim: checked against the generator's input size when given.
         real_label: target for real samples in D's loss; < 1 is one-sided label smoothing.
 
@@ -330,8 +332,7 @@ class TrainConfig:
         return list(value) if self._is_sequence(name, value) else [value] * (self.replicas or 1)
 
     def _check_replica_options(self) -> None:
-        off = {"r1_gamma": self.r1_gamma > 0, "augment": bool(self.augment),
-               "fused_optimizer": bool(self.fused_optimizer)}
+        off = {"r1_gamma": self.r1_gamma > 0, "augment": bool(self.augment)}
         unsupported = [name for name, on in off.items() if on]
         if unsupported:
             raise ValueError(f"with replicas, these settings are not available yet: {', '.join(unsupported)} "

@@ -31,7 +31,8 @@ def test_cuda_gets_the_fastest_measured_step():
     (dict(r1_gamma=1.0), (False, 1, "flat"), "no CUDA graph: r1_gamma's host-side schedule"),
     (dict(compile="reduce-overhead"), (False, 1, "flat"),
      "no CUDA graph: compile='reduce-overhead' makes CUDA graphs of its own"),
-    (dict(replicas=4), (True, FAST_STEPS_PER_REPLAY, False), "no FlatAdam: replicas"),
+    (dict(data_parallel=True), (False, 1, False), "no CUDA graph: data_parallel's collectives; no FlatAdam: "
+                                                   "data_parallel"),
 ])
 def test_each_fallback_says_why(settings, decided, reason):
     got, line = _decided(**settings)

@@ -40,31 +40,35 @@ def test_philox_replicas_resume_exactly_and_refuse_a_checkpoint_without_the_samp
     assert torch.equal(b.generator.flat, before)
 
 
-def _step_launches(replicas: int, sampler: str, kernels: str):
+def _step_launches(replicas: int, sampler: str, kernels: str, **options):
     """One step's kernels (``count_launches``: PyTorch's that would launch one on a GPU, and Triton's), after
     a first step, which creates the optimizers' state."""
     trainer = GANTrainer(*_models(), _data(), replicas=replicas, kernels=kernels, sampler=sampler,
-                         **_options(batch_size=8, ema=0.9))
+                         **_options(batch_size=8, ema=0.9, **options))
     trainer.step()
     return count_launches(trainer.step)[1]
 
 
-@pytest.mark.parametrize("kernels", ["torch", "triton"])
-def test_a_step_launches_the_same_kernels_for_every_k(kernels):
-    """K = 1, 8 and 128 with the Philox draws: the same ATen ops and Triton launches a step (the sampler once);
-    PyTorch's generators (a draw per replica) grow with K, which shows the count sees them."""
-    counts = {k: _step_launches(k, "philox", kernels) for k in (1, 8, 128)}
+@pytest.mark.parametrize("kernels, options", [("torch", {}), ("triton", {}), ("triton", {"fused_optimizer": "flat"})],
+                         ids=["torch", "triton", "triton-flatadam"])
+def test_a_step_launches_the_same_kernels_for_every_k(kernels, options):
+    """K = 1, 8 and 128 with the Philox draws: the same ATen ops and Triton launches a step (the sampler once;
+    with FlatAdam's kernel, one update launch per model); PyTorch's generators (a draw per replica) grow with K,
+    which shows the count sees them."""
+    counts = {k: _step_launches(k, "philox", kernels, **options) for k in (1, 8, 128)}
     assert counts[1] == counts[8] == counts[128], counts
     assert counts[1].triton["_sample_kernel"] == 1
+    if options:
+        assert counts[1].triton["_replica_adam_kernel"] == 2
     assert _step_launches(8, "torch", kernels).total > _step_launches(1, "torch", kernels).total
 
 
-def test_the_cuda_fast_path_draws_replicas_with_philox():
+def test_the_cuda_fast_path_draws_replicas_with_philox_and_updates_them_with_flatadams_kernel():
     config = TrainConfig(replicas=4)
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     chosen, line = fast_path(config, cuda)
-    assert chosen.sampler == ("philox" if ops.HAS_TRITON else "torch")
-    assert ops.HAS_TRITON is False or "Philox draws" in line
+    assert chosen.sampler == ("philox" if ops.HAS_TRITON else "torch") and chosen.fused_optimizer == "flat"
+    assert ops.HAS_TRITON is False or line.endswith("FlatAdam + Philox draws")
     assert fast_path(config, cpu)[0].sampler == "torch"
     assert fast_path(config.replace(fast=False), cuda)[0].sampler == "torch"
     assert fast_path(config.replace(sampler="torch"), cuda)[0].sampler == "torch"

@@ -71,9 +71,12 @@ def test_each_replica_equals_its_single_run(kernels):
                                      dict(lr=2e-3, weight_decay_g=0.5, l1_d=1e-2),
                                      dict(lr=[2e-3, 1e-3], weight_decay_d=0.5, l1_g=1e-2),
                                      dict(spectral_norm=True, lr=2e-3, d_steps=2),
-                                     dict(spectral_norm=True, update="simultaneous", kernels="triton")],
+                                     dict(spectral_norm=True, update="simultaneous", kernels="triton"),
+                                     dict(fused_optimizer="flat", lr=[2e-3, 1e-3], betas=[(0.5, 0.999), (0.0, 0.9)],
+                                          weight_decay_g=0.5, l1_d=1e-2, kernels="triton", lr_schedule=((10, 0.5),))],
                          ids=["pack", "pack-rows", "uniform-fused-adam", "hinge", "decay-l1-fused-adamw",
-                              "decay-l1-per-replica", "spectral-norm", "spectral-norm-simultaneous-triton"])
+                              "decay-l1-per-replica", "spectral-norm", "spectral-norm-simultaneous-triton",
+                              "flatadam-per-replica"])
 def test_replicas_equal_single_runs_with_options(options):
     """(hinge: while every logit is inside the margin, D's gradient on some weights cancels exactly between
     the real and the fake pass; the replicas run the two passes apart, as the single step does, or that zero
@@ -300,6 +303,27 @@ def test_save_and_load_resume_exactly(tmp_path):
     with pytest.raises(CheckpointError, match="not those of cpu generators"):
         b.load(save_checkpoint(state, tmp_path / "other-device.pt"))
     assert torch.equal(b.generator.flat, before)
+
+
+@pytest.mark.parametrize("first, then", [("flat", "flat"), ("flat", False), (False, "flat")])
+def test_flatadam_replicas_resume_exactly_and_their_checkpoints_load_under_either_adam(tmp_path, first, then):
+    """ReplicaAdam's state holds the update count, not its kernel's counter: a checkpoint written with FlatAdam's
+    kernel resumes under PyTorch's arithmetic and back (to fp32 rounding), and under its own exactly."""
+    g, d = _models()
+    data = _data()
+    opts = _options(replicas=2, lr=[1e-3, 2e-3], fused_optimizer=first)
+    a = GANTrainer(g, d, data, **opts)
+    a.fit(3, log_every=3, progress=False)
+    path = a.save(tmp_path / "a.pt")
+    a.fit(3, log_every=3, progress=False)
+    b = GANTrainer(g, d, data, **{**opts, "fused_optimizer": then})
+    b.load(path)
+    assert b.optimizer_g.state_dict()["step"].item() == 3
+    b.fit(3, log_every=3, progress=False)
+    assert b.optimizer_g.state_dict()["step"].item() == 6
+    for name in ("generator", "discriminator"):
+        ours, theirs = getattr(b, name).flat, getattr(a, name).flat
+        assert torch.equal(ours, theirs) if first == then else torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
 def test_spectral_norm_replicas_stay_normalised_and_resume_exactly(tmp_path):

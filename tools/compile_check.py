@@ -221,6 +221,8 @@ def _cases(quick: bool):
         cases.append((f"sample_batch from {rows} rows", lambda rows=rows: ops.sampler.sample_batch(
             torch.rand(rows, 784), torch.empty(128, 784), torch.empty(128, 100), torch.tensor([1]),
             torch.zeros(1, dtype=torch.int64))))
+    cases.append(("normal_noise, 8 replicas", lambda: ops.sampler.normal_noise(
+        torch.empty(8, 100, 2), torch.arange(8), torch.zeros(1, dtype=torch.int64))))
     cases.append(("sample_batch, 8 replicas", lambda: ops.sampler.sample_batch(
         torch.rand(100, 2), torch.empty(8, 100, 2), torch.empty(8, 100, 16), torch.arange(8),
         torch.zeros(1, dtype=torch.int64))))

@@ -11,7 +11,7 @@ import torch
 from . import sampler_kernels as kernels
 from ._runtime import kernel_launches, triton
 
-__all__ = ["sample_batch", "sample_programs", "DeviceSampler"]
+__all__ = ["sample_batch", "sample_programs", "normal_noise", "DeviceSampler"]
 
 _SAMPLE_BLOCK_M, _SAMPLE_BLOCK_F = 16, 64
 
@@ -57,6 +57,22 @@ def sample_programs(batch: int, features: int, latent: int, replicas: int = 1) -
     return rows * columns * replicas
 
 
+def normal_noise(out: torch.Tensor, seed: torch.Tensor, counter: torch.Tensor) -> torch.Tensor:
+    """One launch: ``out`` (``(rows, columns)``, or ``(K, rows, columns)`` with ``seed`` ``(K,)``) filled with
+    standard normal draws, replica k's those of a one-replica call with seed ``seed[k]`` at the same call
+    number; ``counter`` advances by the grid size. Returns ``out``."""
+    out3 = out if out.dim() == 3 else out.unsqueeze(0)
+    if out.dim() not in (2, 3) or out.dtype != torch.float32 or out3.stride(2) != 1 or \
+            seed.numel() != out3.shape[0] or counter.numel() != 1:
+        raise ValueError(f"normal_noise: out must be float32 (rows, columns) or (replicas, rows, columns) with unit "
+                         f"column stride and one seed per replica, got {tuple(out.shape)} and {seed.numel()} seeds")
+    kernels._normal_kernel[_grid(out3.shape[1], out3.shape[2], 0, out3.shape[0])](
+        out3, out3.stride(0), out3.stride(1), out3.shape[1], out3.shape[2], seed, counter,
+        BLOCK_M=_SAMPLE_BLOCK_M, BLOCK_F=_SAMPLE_BLOCK_F)
+    kernel_launches["_normal_kernel"] += 1
+    return out
+
+
 class DeviceSampler:
     """The Philox sampler's state: a seed (``replicas`` seeds: ``seed + k`` for replica k) and a counter, int64
     on the device (so a graph replays fresh draws). Each of a call's P programs adds 1 to the counter, and a
@@ -70,6 +86,9 @@ class DeviceSampler:
         self.seed = torch.tensor(seeds, dtype=torch.int64, device=device)
         self.counter = torch.zeros(1, dtype=torch.int64, device=device)
         self.programs: int | None = None    # P of the calls so far (None: no call yet)
+        # instance noise: calls of its own kernel, counted apart (a run without noise never touches them)
+        self.noise_counter = torch.zeros(1, dtype=torch.int64, device=device)
+        self.noise_programs: int | None = None
 
     def draw(self, data: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> None:
         """``sample_batch`` into ``x`` and ``z`` (2-d; ``(K, batch, columns)`` for K replicas), the counter
@@ -77,16 +96,22 @@ class DeviceSampler:
         self.realign(sample_programs(x.shape[-2], x.shape[-1], z.shape[-1], self.replicas or 1))
         sample_batch(data, x, z, self.seed, self.counter)
 
+    def normal(self, like: torch.Tensor) -> torch.Tensor:
+        """Instance noise of ``like``'s shape (``(rows, columns)``; ``(K, rows, columns)`` for K replicas): one
+        ``normal_noise`` launch, its counter realigned as ``draw``'s."""
+        out = torch.empty(like.shape, device=like.device, dtype=torch.float32)
+        programs = sample_programs(out.shape[-2], out.shape[-1], 0, self.replicas or 1)
+        self.noise_programs = _realign(self.noise_counter, self.noise_programs, programs)
+        return normal_noise(out, self.seed, self.noise_counter)
+
     def realign(self, programs: int) -> None:
         """Before calls with ``programs`` programs each: a no-op when P is unchanged (the common case, and
         inside a graph capture); otherwise counter = ceil(counter / P_old) * P_new, on the device."""
-        if self.programs is not None and self.programs != programs:
-            calls = (self.counter + (self.programs - 1)) // self.programs
-            self.counter.copy_(calls * programs)
-        self.programs = programs
+        self.programs = _realign(self.counter, self.programs, programs)
 
     def state_dict(self) -> dict:
-        return {"seed": self.seed.clone(), "counter": self.counter.clone(), "programs": self.programs}
+        return {"seed": self.seed.clone(), "counter": self.counter.clone(), "programs": self.programs,
+                "noise_counter": self.noise_counter.clone(), "noise_programs": self.noise_programs}
 
     def check_state(self, state) -> None:
         """ValueError unless ``state`` is a state of this sampler (checked before a load changes anything)."""
@@ -102,3 +127,14 @@ class DeviceSampler:
         self.seed.copy_(state["seed"])
         self.counter.copy_(state["counter"])
         self.programs = state["programs"]
+        if "noise_counter" in state:   # (written before instance noise was drawn here: none drawn yet)
+            self.noise_counter.copy_(state["noise_counter"])
+            self.noise_programs = state["noise_programs"]
+
+
+def _realign(counter: torch.Tensor, old: int | None, programs: int) -> int:
+    """``counter`` moved to the next call boundary of ``programs`` per call when that differs from ``old``
+    (ceil(counter / old) * programs, on the device; host-side no-op otherwise); returns ``programs``."""
+    if old is not None and old != programs:
+        counter.copy_((counter + (old - 1)) // old * programs)
+    return programs

@@ -46,3 +46,24 @@ if HAS_TRITON:
         u0, u1, _u2, _u3 = tl.philox(seed, element, zero2 + call, zero2 + 1, zero2)
         normal, _other = tl.pair_uniform_to_normal(tl.uint_to_uniform_float(u0), tl.uint_to_uniform_float(u1))
         tl.store(z_ptr + rows[:, None] * stride_zm + f[None, :], normal, mask=mask)
+
+    @triton.jit(do_not_specialize=["rows", "columns"])
+    def _normal_kernel(out_ptr, stride_ok, stride_om, rows, columns, seed_ptr, counter_ptr,
+                       BLOCK_M: tl.constexpr, BLOCK_F: tl.constexpr):
+        """out[k, r, c] ~ N(0, 1) (instance noise), replica k keyed by its seed: Philox counters (element,
+        call number, stream 2, 0), the call number from its own counter over the whole grid (as
+        ``_sample_kernel``'s), so replica k draws what a one-replica call with its seed draws."""
+        pid = tl.program_id(0).to(tl.int64)
+        chunk = tl.program_id(1).to(tl.int64)
+        replica = tl.program_id(2).to(tl.int64)
+        old = tl.atomic_add(counter_ptr, 1)
+        call = (old // (tl.num_programs(0) * tl.num_programs(1) * tl.num_programs(2))).to(tl.uint32)
+        seed = tl.load(seed_ptr + replica)
+        r = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+        f = chunk * BLOCK_F + tl.arange(0, BLOCK_F).to(tl.int64)
+        mask = (r < rows)[:, None] & (f < columns)[None, :]
+        element = (r[:, None] * columns + f[None, :]).to(tl.uint32)
+        zero = tl.zeros((BLOCK_M, BLOCK_F), dtype=tl.uint32)
+        u0, u1, _u2, _u3 = tl.philox(seed, element, zero + call, zero + 2, zero)
+        normal, _other = tl.pair_uniform_to_normal(tl.uint_to_uniform_float(u0), tl.uint_to_uniform_float(u1))
+        tl.store(out_ptr + replica * stride_ok + r[:, None] * stride_om + f[None, :], normal, mask=mask)

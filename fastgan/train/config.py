@@ -99,8 +99,8 @@ class TrainConfig:
             step runs in a CUDA graph at batch <= 512, otherwise torch).
         sampler: how batches and noise are drawn: ``"torch"`` (``torch.randint``/``index_select``/``randn``
             with the trainer's generator), ``"philox"`` (one Triton kernel, counter-based RNG whose counter
-            lives on the device, wherever Triton runs; with replicas one launch draws all K, replica k what the
-            single run with its seed draws) or ``"auto"`` (philox where triton-mlp's fused step runs, and for
+            lives on the device, wherever Triton runs, instance noise included; with replicas one launch draws
+            all K, replica k what the single run with its seed draws) or ``"auto"`` (philox where triton-mlp's fused step runs, and for
             replicas on the CUDA fast path; else torch).
         compile: ``True`` (or a ``torch.compile`` mode such as ``"reduce-overhead"``) compiles the step's
             regions (see ``fastgan.step``); the Triton ops enter as opaque custom ops (no graph breaks).

@@ -33,6 +33,8 @@ def make_replica_step(t):
         return x + noise_scale * torch.stack([z if z is not None else x.new_zeros(x.shape[1:]) for z in draws])
 
     def noisy(x: torch.Tensor) -> torch.Tensor:
+        if t.sampler is not None and any(sigmas):   # every replica's noise in one launch (Philox)
+            return x + noise_scale * t.sampler.normal(x)
         return add_noise(x, instance_noise(x.shape[1:]))
 
     def d_input(x):
@@ -55,7 +57,7 @@ def make_replica_step(t):
     def draw():   # the single step's order: batch, its noise, z
         samples = config.samples_per_step
         with phase("data"):
-            if t.sampler is not None:   # one launch for every replica; then their instance noise, as the single step
+            if t.sampler is not None:   # one launch for every replica (and one for their instance noise)
                 x = torch.empty((K, samples, features), device=device)
                 z = torch.empty((K, samples, t.latent_dim), device=device)
                 t.sampler.draw(t.data, x, z)

@@ -18,8 +18,8 @@ the step: ``fastgan.train.replica_step``). Its contract:
   update of the ``(K, P)`` buffer with per-replica lr and betas). The draws: with ``sampler="philox"`` (the
   CUDA fast path's choice) every replica's batch and noise in one launch, replica k keyed by its seed as
   the single run with ``sampler="philox"`` is; with ``sampler="torch"`` each replica's from its own
-  ``torch.Generator``, K small launches a draw. Instance noise always comes from the replica's generator
-  (K launches where it is on). The kernels a step launches are otherwise the same for every K.
+  ``torch.Generator``, K small launches a draw. With Philox the instance noise is one launch too, and the
+  kernels a step launches are the same for every K.
 * Models: an ``nn.Sequential``, the module itself or its ``.net``. Plain MLPs (``Linear`` layers and
   activations: ``fuse``'s whole-MLP rule, ``fastgan.nn.fused.whole_mlp_spec``; ``MLPGenerator``,
   ``MLPDiscriminator``) stack as a ``StackedMLP``, whose backward is written by hand; with ``BatchNorm1d`` and

@@ -68,7 +68,9 @@ def make_step(p: StepParts, sampler: DeviceSampler | None = None) -> Callable[[i
         if p.augment is not None:  # the same random transforms for real and fake, in D's and G's updates
             x = p.augment(x)
         if p.config.instance_noise > 0:
-            if local and parallel is not None:
+            if sampler is not None:   # (Philox: one launch, as K replicas draw theirs; never data-parallel)
+                noise = sampler.normal(x)
+            elif local and parallel is not None:
                 noise = parallel.rows(torch.randn((x.shape[0] * parallel.world, *x.shape[1:]), device=device,
                                                   generator=p.rng))
             else:

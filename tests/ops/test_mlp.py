@@ -291,6 +291,13 @@ def test_sampler_draws_every_replica_in_one_launch_as_its_single_run_draws():
             assert torch.equal(x[k], xk) and torch.equal(z[k], zk), (batch, k)
         assert not torch.equal(z[0], z[1]) and not torch.equal(x[0], x[2])
     assert int(many.counter) == sampler.sample_programs(9, 5, 66, K) * 4   # at P's boundary: 4 calls
+    # instance noise: the same rule, a counter of its own; standard normal, fresh each call
+    for rows in (20, 20, 33):
+        noise = many.normal(_nan(K, rows, 70))
+        alone = [one.normal(_nan(rows, 70)) for one in ones]
+        assert all(torch.equal(noise[k], alone[k]) for k in range(K)) and not torch.isnan(noise).any()
+    assert not torch.equal(noise[0], noise[1]) and abs(noise.std().item() - 1) < 0.05
+    assert not torch.equal(ones[0].normal(_nan(33, 70)), ones[0].normal(_nan(33, 70)))   # a new call, new draws
     with pytest.raises(ValueError, match="one seed per replica"):
         sampler.sample_batch(data, _nan(2, 4, 5), _nan(2, 4, 3), many.seed, many.counter)
     with pytest.raises(ValueError, match="both"):

@@ -28,9 +28,10 @@ def test_philox_replicas_equal_their_single_runs(kernels):
 def test_philox_replicas_resume_exactly_and_refuse_a_checkpoint_without_the_sampler(tmp_path):
     g, d = _models()
     data = _data()
-    opts = _options(replicas=3, lr=[1e-3, 2e-4, 5e-4], sampler="philox")
+    opts = _options(replicas=3, lr=[1e-3, 2e-4, 5e-4], instance_noise=[0.0, 0.1, 0.1], sampler="philox")
     a, b = _run_and_resume(g, d, data, opts, tmp_path / "r.pt", 4)
     assert torch.equal(a.sampler.counter, b.sampler.counter) and b.history == a.history
+    assert torch.equal(a.sampler.noise_counter, b.sampler.noise_counter) and int(b.sampler.noise_counter) > 0
     for name in ("generator", "discriminator"):
         assert torch.equal(getattr(b, name).flat, getattr(a, name).flat)
     torch_drawn = GANTrainer(g, d, data, **{**opts, "sampler": "torch"}).save(tmp_path / "torch.pt")
@@ -49,17 +50,18 @@ def _step_launches(replicas: int, sampler: str, kernels: str, **options):
     return count_launches(trainer.step)[1]
 
 
-@pytest.mark.parametrize("kernels, options", [("torch", {}), ("triton", {}), ("triton", {"fused_optimizer": "flat"})],
-                         ids=["torch", "triton", "triton-flatadam"])
+@pytest.mark.parametrize("kernels, options", [("torch", {}), ("triton", {"instance_noise": 0.1}),
+                                              ("triton", {"fused_optimizer": "flat"})],
+                         ids=["torch", "triton-instance-noise", "triton-flatadam"])
 def test_a_step_launches_the_same_kernels_for_every_k(kernels, options):
     """K = 1, 8 and 128 with the Philox draws: the same ATen ops and Triton launches a step (the sampler once;
-    with FlatAdam's kernel, one update launch per model); PyTorch's generators (a draw per replica) grow with K,
-    which shows the count sees them."""
+    instance noise one launch for each of D's three inputs; with FlatAdam's kernel, one update launch per model);
+    PyTorch's generators (a draw per replica) grow with K, which shows the count sees them."""
     counts = {k: _step_launches(k, "philox", kernels, **options) for k in (1, 8, 128)}
     assert counts[1] == counts[8] == counts[128], counts
     assert counts[1].triton["_sample_kernel"] == 1
-    if options:
-        assert counts[1].triton["_replica_adam_kernel"] == 2
+    assert counts[1].triton.get("_normal_kernel", 0) == (3 if "instance_noise" in options else 0)
+    assert counts[1].triton.get("_replica_adam_kernel", 0) == (2 if "fused_optimizer" in options else 0)
     assert _step_launches(8, "torch", kernels).total > _step_launches(1, "torch", kernels).total
 
 

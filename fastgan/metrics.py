@@ -422,16 +422,28 @@ def evaluate_mixture(samples: torch.Tensor, kind: str) -> dict:
 
 # -- what `fastgan train` and `fastgan evaluate` report -------------------------------------------------------
 
+def _numbers(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """The numeric entries of ``metrics``, those of nested dicts as ``outer.inner`` (the digits' ``generated``
+    and ``real_floor`` figures)."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            out.update(_numbers(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[prefix + key] = float(value)
+    return out
+
+
 def replica_summary(per_replica: list[dict | None]) -> dict | None:
-    """Each replica's metrics (None where it has none: a diverged replica) and, for every numeric metric, the
-    mean and its standard error over the replicas that have them."""
-    evaluated = [m for m in per_replica if m is not None]
+    """Each replica's metrics (None where it has none: a diverged replica) and, for every numeric metric (a
+    nested one as ``outer.inner``: ``generated.frechet_distance``), the mean and its standard error over the
+    replicas that have them."""
+    evaluated = [_numbers(m) for m in per_replica if m is not None]
     if not evaluated:
         return None
-    keys = [k for k, v in evaluated[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     summary = {"replicas": per_replica, "mean": {}, "stderr": {}}
-    for key in keys:
-        values = torch.tensor([float(m[key]) for m in evaluated], dtype=torch.float64)
+    for key in evaluated[0]:
+        values = torch.tensor([m[key] for m in evaluated], dtype=torch.float64)
         summary["mean"][key] = values.mean().item()
         summary["stderr"][key] = (values.std() / len(values) ** 0.5).item() if len(values) > 1 else 0.0
     return summary

@@ -235,3 +235,11 @@ def test_non_finite_samples_have_no_metrics_and_the_replica_summary_leaves_them_
     assert summary["replicas"][1] is None
     assert summary["mean"]["modes"] == ring["modes"] + 1 and summary["stderr"]["modes"] == 1.0
     assert metrics.replica_summary([None, None]) is None
+
+
+def test_the_replica_summary_averages_nested_figures_too():
+    """The digits' figures sit in nested dicts (generated, real_floor): their means are ``outer.inner``."""
+    per = [{"samples": 899, "generated": {"frechet_distance": fd, "per_class": [1]}} for fd in (4.0, 6.0)]
+    summary = metrics.replica_summary(per)
+    assert summary["mean"] == {"samples": 899.0, "generated.frechet_distance": 5.0}
+    assert summary["stderr"]["generated.frechet_distance"] == 1.0

@@ -117,13 +117,15 @@ def summary_table(sweep: Sweep, figures: list[dict]) -> str:
 
 
 def write_sweep(out: Path, sweep: Sweep, first_seed: int, figures: list[dict], title: str,
-                diverged: dict | None = None) -> list[Path]:
+                diverged: dict | None = None, command: str | None = None) -> list[Path]:
     """``sweep.md`` (per setting, then per replica) and a ``sweep_<setting>.png`` per swept setting; returns
     the files written. ``figures[k]``: replica k's metrics (``headline``, or its final losses; NaN where it
-    has none); ``diverged``: ``{replica: step}`` of those whose losses became non-finite."""
+    has none); ``diverged``: ``{replica: step}`` of those whose losses became non-finite; ``command``: the
+    command line that ran it."""
     rows = _rows(sweep, first_seed, figures, diverged or {})
     header = list(rows[0])
-    parts = [f"# {title}\n", f"{len(sweep.settings) // sweep.seeds} settings x {sweep.seeds} seeds; replica k ran "
+    parts = [f"# {title}\n", *([f"`{command}`\n"] if command else []),
+             f"{len(sweep.settings) // sweep.seeds} settings x {sweep.seeds} seeds; replica k ran "
              f"seed {first_seed} + k. Per setting (mean ± standard error over its seeds):\n",
              summary_table(sweep, figures), "\nPer replica:\n",
              _markdown(header, [[_figure(r[h]) for h in header] for r in rows])]

@@ -200,7 +200,7 @@ def _report_sweep(out: Path, grid, args, results: dict, steps: int) -> list[Path
     else:
         return []
     written = write_sweep(out, grid, args.seed, figures, f"{args.data}: {steps} steps",
-                          diverged_replicas(results["history"]))
+                          diverged_replicas(results["history"]), "fastgan " + shlex.join(args.argv))
     print("fastgan: per setting, mean ± s.e. over its seeds (every replica: sweep.md)\n"
           + summary_table(grid, figures), end="")
     return written

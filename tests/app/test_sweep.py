@@ -46,6 +46,7 @@ def test_a_sweep_on_the_command_line_trains_the_product_as_replicas_and_reports_
     per_replica = metrics["quality"]["replicas"]
     assert len(per_replica) == 8
     report = (out / "sweep.md").read_text()
+    assert "`fastgan train --data ring --lr 1e-3 2e-3 --real-label 0.9 1.0 --seeds 2" in report
     # replica 5: seed 4 + 5, lr 2e-3, real_label 0.9 (the second seed of the third setting), its own figures
     q = per_replica[5]
     assert (f"| 5 | 9 | 0.002 | 0.9 | {q['modes']} | {q['high_quality']:.4g} | {q['kl']:.4g} | {q['spread']:.4g} | "

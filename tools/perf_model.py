@@ -128,6 +128,8 @@ WORK = {
     "_linear_act_bwd_input_kernel": lambda m: (math.prod(m["grid"]), cdiv(m["N"], m["BLOCK_N"])),  # loop over N
     "_linear_act_bwd_weight_kernel": lambda m: (math.prod(m["grid"]), cdiv(m["M"], m["BLOCK_M"])),  # loop over M
     "_adam_step_kernel": lambda m: _grid_stride(m, m["n"], m["BLOCK"]),             # grid-stride over the buffer
+    "_replica_adam_kernel": lambda m: (m["grid"][0] * m["grid"][1], cdiv(m["n"], m["grid"][0] * m["BLOCK"])),
+    # ^ programs over a replica's row x replicas, each a grid-stride loop over its row
     "_sigmoid_bce_fwd_kernel": lambda m: _grid_stride(m, m["n"], m["BLOCK"]),       # grid-stride over the logits
     "_linear_bce_head_fwd_kernel": lambda m: (m["grid"][0], cdiv(m["M"], m["grid"][0] * m["BLOCK_M"])
                                               * cdiv(m["H"], m["BLOCK_H"])),        # row blocks x width blocks
@@ -138,6 +140,7 @@ WORK = {
     "_sample_kernel": lambda m: (math.prod(m["grid"]), cdiv(m["features"], m["BLOCK_F"] * m["grid"][1])
                                  + cdiv(m["latent"], m["BLOCK_F"] * m["grid"][1])),
     # ^ BLOCK_M rows x (grid[1] = 1 at e33d711: every) BLOCK_F columns per CTA: the gathered features, the noise
+    "_normal_kernel": lambda m: (math.prod(m["grid"]), 1),   # one BLOCK_M x BLOCK_F tile of noise per CTA
     "_spectral_normalize_kernel": lambda m: (m["grid"][0], max(  # one CTA per layer: three passes over W's tiles
         3 * cdiv(d_out, m["BLOCK_N"]) * cdiv(d_in, m["BLOCK_K"])
         for d_out, d_in, *_ in m["meta_ptr"].view(-1, 5).tolist())),

@@ -10,8 +10,8 @@ import torch
 
 from .. import data as datasets
 from ..nn.presets import PRESETS
-from .sweep import sweep_of
 from ..train.config import KERNELS, LOSSES, PACK_CONVENTIONS, PER_REPLICA, PRECISIONS, SAMPLERS, UPDATES, TrainConfig
+from .sweep import sweep_of
 
 DESCRIPTION = """\
 fastgan: fast GAN training in PyTorch.

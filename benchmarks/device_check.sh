@@ -109,6 +109,7 @@ else
         --durations=10 --junitxml="$WORK/gpu_tests.xml" tests/ops/test_linear.py tests/ops/test_activations.py tests/ops/test_bce.py \
         tests/ops/test_head.py tests/ops/test_mlp.py tests/test_optim.py tests/train/test_graph.py tests/ops/test_native.py \
         "tests/train/test_replicas.py::test_cuda_graph_replays_equal_eager_replicas" "tests/ops/test_maxout.py::test_maxout_equals_the_float64_reference" \
+        "tests/train/test_fused_replicas.py::test_fused_replicas_on_a_gpu_replay_in_a_graph_as_eager_and_equal_their_single_runs" \
         "tests/ops/test_maxout.py::test_maxout_reads_strided_inputs_and_leading_dimensions" "tests/ops/test_maxout.py::test_maxout_nan_inf_and_ties"
     if [ "$FULL" = 1 ]; then
         step train_step "$T_TRAIN" python3 benchmarks/train_step.py --time-limit "$L_TRAIN" --out "$WORK/results"
@@ -132,12 +133,12 @@ else
         # K GANs at once: aggregate GAN-steps/s against K per backend (the sweep's headline on a GPU)
         # shellcheck disable=SC2086
         step replicas "$T_REPLICAS" python3 benchmarks/replicas.py --no-sequential --replicas $REPLICA_KS \
-            --backends torch triton torch+graph triton+graph triton+graph+generators --time-limit "$L_REPLICAS" \
-            --out "$WORK/results"
+            --backends torch triton torch+graph triton+graph triton-mlp+graph triton+graph+generators \
+            --time-limit "$L_REPLICAS" --out "$WORK/results"
         # shellcheck disable=SC2086
         step replicas_classic "$T_REPLICAS" python3 benchmarks/replicas.py --no-sequential --model classic \
-            --batch 128 --replicas 1 8 32 128 --backends torch+graph triton+graph triton+graph+generators \
-            --time-limit "$L_REPLICAS" --out "$WORK/results"
+            --batch 128 --replicas 1 8 32 128 --backends torch+graph triton+graph triton-mlp+graph \
+            triton+graph+generators --time-limit "$L_REPLICAS" --out "$WORK/results"
         # the pytest-benchmark set, saved as JSON a later run compares with (--benchmark-compare)
         step micro "$T_MICRO" python3 -m pytest -o addopts="" benchmarks/micro --benchmark-only -q -p no:cacheprovider \
             --benchmark-json="$WORK/results/micro.json"

@@ -42,6 +42,8 @@ BACKENDS = {   # name -> (GANTrainer options, needs CUDA)
     "triton+graph": ({"kernels": "triton", "cuda_graph": True, **PHILOX}, True),
     # the draws as before the Philox sampler took them: K generators, 2-3 launches each per draw
     "triton+graph+generators": ({"kernels": "triton", "cuda_graph": True, "sampler": "torch"}, True),
+    # the fused step for K replicas: 7 launches a step for every K (whole-MLP kernels, FlatAdam folded in)
+    "triton-mlp+graph": ({"kernels": "triton-mlp", "cuda_graph": True, **PHILOX}, True),
 }
 # the GANs: the mixture GAN 2-W-W-2 (latent 2) on the ring, or the classic MLP GAN 100-W-W-784 on uniform
 # 784-wide rows (speed only: what the rows hold does not change the work)

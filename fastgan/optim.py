@@ -12,7 +12,8 @@ import copy
 import torch
 from torch import nn
 
-from .ops.adam import adam_programs, adam_step, replica_adam_hyper, replica_adam_step
+from .ops.adam import (AdamFold, adam_fold, adam_programs, adam_step, replica_adam_fold, replica_adam_hyper,
+                       replica_adam_step)
 
 __all__ = ["FlatAdam", "flatten_parameters", "ReplicaAdam", "EMA", "adam_state", "load_adam_state", "check_adam_state"]
 
@@ -81,6 +82,12 @@ class FlatAdam:
         adam_step(self.data, grad, self.exp_avg, self.exp_avg_sq, self.counter, self.lr, *self.betas, self.eps,
                   self.weight_decay, self.decoupled_weight_decay, self.l1, partials=partials)
 
+    def fold(self, arrivals: torch.Tensor) -> AdamFold:
+        """This update for the kernel that forms the gradient to apply (``ops.mlp.mlp_weight_grad(adam=...)``):
+        the same arithmetic and counter as ``step_with``; ``arrivals`` a zero int32 the kernel counts in."""
+        return adam_fold(self.data, self.exp_avg, self.exp_avg_sq, self.counter, arrivals, self.lr, *self.betas,
+                         self.eps, self.weight_decay, self.decoupled_weight_decay, self.l1)
+
     def _reattach_gradients(self) -> None:
         """Autograd accumulates into the gradient views in place, except where it cannot (a backward with
         ``create_graph=True``, or ``.grad`` set to None or replaced by the user): such gradients are copied
@@ -136,63 +143,83 @@ class ReplicaAdam:
                  flat: bool = False):
         param = model.flat
         k = param.shape[0]
-        self.param, self.eps, self.weight_decay, self.l1 = param, eps, float(weight_decay), float(l1)
+        self.data, self.eps, self.weight_decay, self.l1 = param, eps, float(weight_decay), float(l1)
         lr, betas = [float(v) for v in lr], [tuple(map(float, b)) for b in betas]
         self.base_lr, self.base_betas, self.flat = lr, betas, flat
-        self.uniform = (lr[0], *betas[0]) if len(set(lr)) == 1 and len(set(betas)) == 1 else None
-        as_col = lambda v: torch.tensor(v, dtype=torch.float32, device=param.device).reshape(k, 1)  # noqa: E731
-        self.lr = as_col(lr)
-        self.beta1 = as_col([b[0] for b in betas])
-        self.beta2 = as_col([b[1] for b in betas])
         self.exp_avg = torch.zeros_like(param)
         self.exp_avg_sq = torch.zeros_like(param)
-        self.step_count = torch.zeros((), dtype=torch.float32, device=param.device)
         if flat:   # the kernel's table and counter (advancing by its grid size per update)
             self.hyper = replica_adam_hyper(lr, betas, self.weight_decay).to(param.device)
             self.counter = torch.zeros(1, dtype=torch.int64, device=param.device)
             self.programs = adam_programs(param.shape[1]) * k
+        else:   # PyTorch's arithmetic: (K, 1) columns (or one fused call where all are equal), a float count
+            self.uniform = (lr[0], *betas[0]) if len(set(lr)) == 1 and len(set(betas)) == 1 else None
+            as_col = lambda v: torch.tensor(v, dtype=torch.float32, device=param.device).reshape(k, 1)  # noqa: E731
+            self.lr = as_col(lr)
+            self.beta1 = as_col([b[0] for b in betas])
+            self.beta2 = as_col([b[1] for b in betas])
+            self.step_count = torch.zeros((), dtype=torch.float32, device=param.device)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        self.param.grad = None
+        self.data.grad = None
 
     @torch.no_grad()
     def scale_lr(self, factor: float) -> None:
         """Every replica's learning rate set to its base value times ``factor`` (a learning-rate schedule)."""
         lr = [base * factor for base in self.base_lr]
+        if self.flat:
+            self.hyper.copy_(replica_adam_hyper(lr, self.base_betas, self.weight_decay))
+            return
         self.lr.copy_(torch.tensor(lr, dtype=torch.float32).reshape(self.lr.shape))
         if self.uniform is not None:
             self.uniform = (lr[0], *self.uniform[1:])
-        if self.flat:
-            self.hyper.copy_(replica_adam_hyper(lr, self.base_betas, self.weight_decay))
 
     @torch.no_grad()
     def step(self) -> None:
-        grad = self.param.grad
+        grad = self.data.grad
         if grad is None:
             return
         if self.flat:
-            replica_adam_step(self.param, grad, self.exp_avg, self.exp_avg_sq, self.counter, self.hyper, self.eps,
-                              self.l1)
+            self.step_with(grad)
             return
         if self.l1:
-            grad.add_(self.param.sign(), alpha=self.l1)
+            grad.add_(self.data.sign(), alpha=self.l1)
         self.step_count += 1   # (the fused kernel reads the count; it does not advance it)
         if self.uniform is not None:
             lr, beta1, beta2 = self.uniform
             fused = torch._fused_adamw_ if self.weight_decay else torch._fused_adam_
-            fused([self.param], [grad], [self.exp_avg], [self.exp_avg_sq], [], [self.step_count], lr=lr,
+            fused([self.data], [grad], [self.exp_avg], [self.exp_avg_sq], [], [self.step_count], lr=lr,
                   beta1=beta1, beta2=beta2, weight_decay=self.weight_decay, eps=self.eps, amsgrad=False,
                   maximize=False)
             return
         if self.weight_decay:
-            self.param.mul_(1 - self.lr * self.weight_decay)
+            self.data.mul_(1 - self.lr * self.weight_decay)
         self.exp_avg.lerp_(grad, 1 - self.beta1)
         self.exp_avg_sq.lerp_(grad.square(), 1 - self.beta2)
         step_size = self.lr / (1 - self.beta1 ** self.step_count)                  # (K, 1)
         bias_correction2_sqrt = (1 - self.beta2 ** self.step_count).sqrt()
         # p -= step_size * m / (sqrt(v) / sqrt(bc2) + eps), with one temporary of the buffer's size
         denom = self.exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(self.eps).div_(step_size)
-        self.param.addcdiv_(self.exp_avg, denom, value=-1.0)
+        self.data.addcdiv_(self.exp_avg, denom, value=-1.0)
+
+    @torch.no_grad()
+    def step_with(self, grad: torch.Tensor, partials: int = 1) -> None:
+        """The update (``flat=True``: FlatAdam's replica kernel) from ``grad`` instead of ``data.grad``: ``(K, n)``,
+        or each replica's ``partials`` partial sums (``(K, partials * n)`` or ``(K, partials, n)``) added in the
+        kernel, as a split gradient reduction writes them."""
+        if not self.flat:
+            raise ValueError("step_with is the flat kernel's update: ReplicaAdam(..., flat=True)")
+        K, n = self.data.shape
+        replica_adam_step(self.data, grad.view(K, n) if partials == 1 else grad.view(K, partials, n), self.exp_avg,
+                          self.exp_avg_sq, self.counter, self.hyper, self.eps, self.l1, partials=partials)
+
+    def fold(self, arrivals: torch.Tensor) -> AdamFold:
+        """``FlatAdam.fold`` for the replicas (``flat=True``): ``step_with``'s update, applied by the kernel that
+        forms the gradient."""
+        if not self.flat:
+            raise ValueError("fold is the flat kernel's update: ReplicaAdam(..., flat=True)")
+        return replica_adam_fold(self.data, self.exp_avg, self.exp_avg_sq, self.counter, arrivals, self.hyper,
+                                 self.eps, self.l1)
 
     def state_dict(self) -> dict:
         """The moments and the update count (``step``, as a float tensor: the same for both arithmetics, so a
@@ -202,8 +229,8 @@ class ReplicaAdam:
 
     def check_state(self, state: dict) -> None:
         for key in ("exp_avg", "exp_avg_sq"):
-            if not isinstance(state.get(key), torch.Tensor) or state[key].shape != self.param.shape:
-                raise ValueError(f"the optimizer state's {key} does not have shape {tuple(self.param.shape)}")
+            if not isinstance(state.get(key), torch.Tensor) or state[key].shape != self.data.shape:
+                raise ValueError(f"the optimizer state's {key} does not have shape {tuple(self.data.shape)}")
         if not isinstance(state.get("step"), torch.Tensor) or state["step"].numel() != 1:
             raise ValueError("the optimizer state has no step count")
 
@@ -212,9 +239,10 @@ class ReplicaAdam:
         self.check_state(state)
         self.exp_avg.copy_(state["exp_avg"])
         self.exp_avg_sq.copy_(state["exp_avg_sq"])
-        self.step_count.copy_(state["step"].reshape(()))
         if self.flat:
             self.counter.copy_(state["step"].reshape(1).to(torch.int64) * self.programs)
+        else:
+            self.step_count.copy_(state["step"].reshape(()))
 
 
 class EMA:
@@ -239,6 +267,19 @@ class EMA:
         torch._foreach_lerp_(self._averaged, list(model.parameters()), 1.0 - self.decay)
         for mine, theirs in zip(self.module.buffers(), model.buffers()):
             mine.copy_(theirs)
+
+
+class ReplicaEMA:
+    """``EMA`` of K replicas' stacked weights: ``flat`` ``(K, P)`` moved toward the model's ``flat`` after every
+    update (one lerp), each replica's row its single run's ``EMA``."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = float(decay)
+        self.flat = model.flat.detach().clone()
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.flat.lerp_(model.flat, 1.0 - self.decay)
 
 
 # -- one form of an Adam's state, whichever Adam holds it ----------------------------------------------------

@@ -185,8 +185,8 @@ def test_decoupled_weight_decay_matches_adamw_and_l1_matches_its_subgradient(pat
 
 def test_replica_adam_kernel_is_each_replicas_flatadam_arithmetic():
     """K rows, each its own lr, betas (beta1 = 0 included) and decoupled decay, with L1: bit for bit what
-    ``adam_step`` does to each row alone (the same fp32 operations), the counter advancing by the whole grid;
-    the PyTorch reference to fp32 rounding."""
+    ``adam_step`` does to each row alone (the same fp32 operations; the gradient also as 2 partial sums),
+    the counter advancing by the whole grid; the PyTorch reference to fp32 rounding."""
     K, n = 3, 2500   # three programs per row: the last one partial
     g = torch.Generator().manual_seed(0)
     lrs, betas = [1e-3, 2e-4, 5e-3], [(0.5, 0.999), (0.0, 0.9), (0.8, 0.99)]
@@ -197,13 +197,17 @@ def test_replica_adam_kernel_is_each_replicas_flatadam_arithmetic():
     reference = [t.clone() for t in state] + [counter.clone()]
     rows = [[param[k].clone(), torch.zeros(n, device=DEVICE), torch.zeros(n, device=DEVICE),
              torch.zeros((), dtype=torch.int64, device=DEVICE)] for k in range(K)]
-    for _ in range(3):
-        grad = torch.randn(K, n, generator=g).to(DEVICE)
-        adam_module.replica_adam_step(state[0], grad, state[1], state[2], counter, hyper, 1e-8, l1=0.01)
-        adam_module.replica_adam_step_reference(reference[0], grad, reference[1], reference[2], reference[3], hyper,
-                                                1e-8, 0.01)
+    for step in range(3):
+        parts = 1 + step % 2
+        grad = torch.randn(K, parts, n, generator=g).to(DEVICE)
+        grad = grad[:, 0] if parts == 1 else grad
+        adam_module.replica_adam_step(state[0], grad, state[1], state[2], counter, hyper, 1e-8, l1=0.01,
+                                      partials=parts)
+        adam_module.replica_adam_step_reference(reference[0], grad if parts == 1 else grad.sum(1), reference[1],
+                                                reference[2], reference[3], hyper, 1e-8, 0.01)
         for k, (p, m, v, c) in enumerate(rows):
-            ops.adam_step(p, grad[k].clone(), m, v, c, lrs[k], *betas[k], 1e-8, 0.0, 0.1, 0.01)
+            ops.adam_step(p, grad[k].reshape(-1).clone(), m, v, c, lrs[k], *betas[k], 1e-8, 0.0, 0.1, 0.01,
+                          partials=parts)
     for k, row in enumerate(rows):
         for ours, alone in zip(state, row):
             assert torch.equal(ours[k], alone), k
@@ -212,3 +216,5 @@ def test_replica_adam_kernel_is_each_replicas_flatadam_arithmetic():
     assert int(counter) == int(reference[3]) == 3 * K * adam_module.adam_programs(n)
     with pytest.raises(ValueError, match="hyper must be"):
         adam_module.replica_adam_step(state[0], grad, state[1], state[2], counter, hyper[:2], 1e-8)
+    with pytest.raises(ValueError, match="grad must be a contiguous \\(3, 2, 2500\\)"):
+        adam_module.replica_adam_step(state[0], grad, state[1], state[2], counter, hyper, 1e-8, partials=2)

@@ -24,7 +24,8 @@ def cdiv(a, b):
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("perf_model") / "model.json"
-    done = subprocess.run([sys.executable, str(ROOT / "tools" / "perf_model.py"), "--no-compile", "--json", str(out)],
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "perf_model.py"), "--no-compile", "--json", str(out),
+                           "--replicas", "8"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(out.read_text())
@@ -60,6 +61,19 @@ def test_weight_gradient_grid_of_the_fused_step(report):
             assert config["ctas"] == max(tiles) * len(layers), config
             assert config["active"] == sum(tiles), config
             assert config["serial"] == cdiv(rows, m) + 1, config   # + program 0's sum of the loss partials
+
+
+def test_the_fused_step_of_8_replicas_launches_its_kernels_once_for_all(report):
+    """The same launches as one GAN's step; the weight gradients' active CTAs and Adam's bytes 8 times one's
+    (Adam: value and two moments read and written, the gradient written or read, 4 bytes each, per parameter)."""
+    one, eight = step(report, "fused"), step(report, "fused x 8 replicas")
+    assert [launch["kernel"] for launch in eight["launches"]] == [launch["kernel"] for launch in one["launches"]]
+    parameters = sum(d_in * d_out + d_out for dims in ((784, 128, 128, 1), (100, 128, 128, 784))
+                     for d_in, d_out in zip(dims[:-1], dims[1:]))
+    assert one["adam_bytes"] == 28 * parameters and eight["adam_bytes"] == 8 * one["adam_bytes"]
+    for a, b in zip(one["launches"], eight["launches"]):
+        if a["kernel"] == "_mlp_weight_grad_kernel":
+            assert [c["active"] * 8 for c in a["configs"]] == [c["active"] for c in b["configs"]]
 
 
 def test_fit_reproduces_the_measured_step_times(report):

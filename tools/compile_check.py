@@ -120,6 +120,11 @@ def _cases(quick: bool):
     # K replicas: the fused linear kernels with their grid axis over replicas (strided stacked weights)
     cases += [(f"trainer replicas=3 {precision}", trainer_step(precision, False, replicas=3))
               for precision in ("fp32", "tf32", "bf16")]
+    # triton-mlp's fused step for 8 replicas: the whole-MLP kernels' replica axis, a real label per replica,
+    # FlatAdam's replica kernel (adding 8 partial sums at batch 16,384)
+    cases += [(f"trainer triton-mlp replicas=8 {precision} batch={batch}",
+               trainer_step(precision, False, "triton-mlp", batch, replicas=8, real_label=[0.9, 1.0] * 4))
+              for precision, batch in (("tf32", 128), ("bf16", 128), ("tf32", 16_384))]
 
     # PacGAN's D: ops.maxout, values + winner forward, the whole input gradient backward
     def maxout(rows, units, pieces, dtype, strided):
@@ -240,6 +245,10 @@ def _cases(quick: bool):
     cases.append(("replica_adam_step, 8 replicas", lambda: ops.adam.replica_adam_step(
         torch.randn(8, 1000), torch.randn(8, 1000), torch.zeros(8, 1000), torch.zeros(8, 1000),
         torch.zeros(1, dtype=torch.int64), ops.adam.replica_adam_hyper([1e-3] * 8, [(0.5, 0.999)] * 8), 1e-8, 0.01)))
+    cases.append(("replica_adam_step, 8 replicas from 3 partial sums", lambda: ops.adam.replica_adam_step(
+        torch.randn(8, 1000), torch.randn(8, 3, 1000), torch.zeros(8, 1000), torch.zeros(8, 1000),
+        torch.zeros(1, dtype=torch.int64), ops.adam.replica_adam_hyper([1e-3] * 8, [(0.5, 0.999)] * 8), 1e-8,
+        partials=3)))
     return cases
 
 

@@ -24,6 +24,7 @@ at its best-predicted config) plus ``c_node`` for each PyTorch kernel of the ste
 does matmuls must give at least half the SMs active CTAs under every config it may be tuned to.
 
     python tools/perf_model.py [--batch 128] [--gate] [--no-compile] [--json out.json] [--refit] [--card CARD]
+                               [--replicas K ...]   # the step of K GANs at once, and its bandwidth floor
 
 ``--no-compile`` skips the compiles (no PTX columns; occupancy from warps alone). Exit status: 0, 1 when the
 gate fails, 2 when the tool cannot run.
@@ -51,8 +52,11 @@ CARD = "nvidia-h200"                                # the card whose step times 
 FIT = RESULTS / CARD / "perf_model_fit.json"       # the measured code's (nodes, work) per backend (--refit)
 BACKENDS = {"fused": dict(kernels="triton-mlp"), "per-layer": dict(kernels="triton", fused_optimizer="flat")}
 MEASURED = {"fused": "triton-mlp+graph(k=8)", "per-layer": "triton+graph(k=8)+flat_adam"}   # their rows in a run
+# K replicas (--replicas): the fused step, and the per-layer step as the CUDA fast path runs replicas
+REPLICA_BACKENDS = {"fused": BACKENDS["fused"], "per-layer": dict(BACKENDS["per-layer"], sampler="philox")}
 FIT_BATCH = 128
 SMS = 132                       # H100 SXM and H200
+HBM_BYTES_PER_S = {"nvidia-h200": 4.8e12, "nvidia-h100": 3.35e12}   # peak memory bandwidth (the cards' data sheets)
 REGISTERS_PER_SM = 65_536
 SHARED_MEMORY_PER_SM = 233_472  # 228 KB
 WARPS_PER_SM, BLOCKS_PER_SM = 64, 32
@@ -232,7 +236,8 @@ def model_step(settings: dict, batch: int, compile_: bool, cache: dict) -> dict:
     for index, (kernel, args, kwargs, grid) in enumerate(launches):
         jit = kernel.fn if isinstance(kernel, Autotuner) else kernel
         launch = {"index": index, "kernel": jit.__name__, "variant": compile_check._describe(kernel, args, kwargs),
-                  "modelled": jit.__name__ in WORK, "configs": []}
+                  "modelled": jit.__name__ in WORK, "configs": [],
+                  "meta": evaluate(jit, args, kwargs, grid, surviving_configs(kernel, args, kwargs)[0][1])}
         for config_index, config in surviving_configs(kernel, args, kwargs):
             meta = evaluate(jit, args, kwargs, grid, config)
             row = {"config": "-" if config is None else f"cfg {config_index}/{len(kernel.configs)}",
@@ -307,6 +312,33 @@ def predict(step: dict, c_node: float, c_iter: float) -> float:
         + c_node * step["torch_kernels"]
 
 
+def adam_bytes(step: dict) -> int:
+    """Bytes FlatAdam's updates of a step move: each parameter's value and two moments (read and written) and
+    its gradient (its partial sums read by Adam's kernel; written by the weight-gradient kernel that folds the
+    update in), 4 bytes each."""
+    total = 0
+    for launch in step["launches"]:
+        meta = launch["meta"]
+        if launch["kernel"] in ("_adam_step_kernel", "_replica_adam_kernel"):
+            replicas = meta["grid"][1] if launch["kernel"] == "_replica_adam_kernel" else 1
+            total += 4 * replicas * meta["n"] * (6 + meta.get("PARTIALS", 1))
+        elif launch["kernel"] == "_mlp_weight_grad_kernel" and meta.get("ADAM"):
+            n = sum(d_in * d_out + (d_out if meta["HAS_BIAS"] else 0) for d_in, d_out in _layers(meta))
+            total += 4 * (meta["grid"][2] // meta["splits"]) * n * 7
+    return total
+
+
+def print_replicas(label: str, replicas: int, step: dict, predicted: float, card: str) -> None:
+    """The K-replica step's summary: the latency model's µs, the floor Adam's traffic sets at the card's peak
+    bandwidth (the latency model knows no bandwidth: at large K the step is bound by memory), GAN-steps/s."""
+    floor = adam_bytes(step) / HBM_BYTES_PER_S[card] * 1e6 if card in HBM_BYTES_PER_S else None
+    bound = max(predicted, floor or 0.0)
+    floor_text = "no bandwidth figure for this card" if floor is None else \
+        f"Adam's {adam_bytes(step) / 1e6:.1f} MB at {HBM_BYTES_PER_S[card] / 1e12:.2f} TB/s: >= {floor:.1f} µs"
+    print(f"{label}: latency model {predicted:.1f} µs a step; {floor_text}; so >= {bound:.1f} µs, "
+          f"<= {replicas / bound:.2f} M GAN-steps/s (predicted, not measured)")
+
+
 def gate(step: dict) -> list[str]:
     """FAIL lines for matmul launches of which some config gives fewer active CTAs than half the SMs."""
     failures = []
@@ -362,6 +394,9 @@ def main(argv=None) -> int:
     parser.add_argument("--refit", action="store_true",
                         help="fit the constants to this code's launches (run it on the code a GPU run measured, "
                              "its results merged; writes perf_model_fit.json in the card's results folder)")
+    parser.add_argument("--replicas", type=int, nargs="+", default=[], metavar="K",
+                        help="also model the step of K classic GANs at once (replicas=K; the fused and the per-layer "
+                             "step) at --batch: µs a step, the floor of Adam's memory traffic, GAN-steps/s")
     parser.add_argument("--card", default=CARD, help=f"the card whose train_step run fits the constants "
                                                      f"(benchmarks/results/CARD; default {CARD})")
     args = parser.parse_args(argv)
@@ -380,6 +415,9 @@ def main(argv=None) -> int:
         batches = dict.fromkeys((FIT_BATCH, args.batch))
         steps = {(label, batch): model_step(settings, batch, not args.no_compile, cache)
                  for batch in batches for label, settings in BACKENDS.items()}
+        steps.update({(f"{label} x {k} replicas", args.batch): model_step(dict(REPLICA_BACKENDS[label], replicas=k),
+                                                                          args.batch, not args.no_compile, cache)
+                      for k in args.replicas for label in REPLICA_BACKENDS})
         if args.refit:   # the code here is the code the GPU run measured
             terms = {label: step_terms(steps[label, FIT_BATCH]) for label in BACKENDS}
             commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
@@ -401,6 +439,11 @@ def main(argv=None) -> int:
     for label in BACKENDS:
         print_step(label, steps[label, args.batch], predicted[label, args.batch], measured_here.get(label),
                    fitted["commit"])
+    for k in args.replicas:
+        for backend in REPLICA_BACKENDS:
+            label = f"{backend} x {k} replicas"
+            print_step(label, steps[label, args.batch], predicted[label, args.batch], None, fitted["commit"])
+            print_replicas(label, k, steps[label, args.batch], predicted[label, args.batch], args.card)
     failures = gate(steps["fused", FIT_BATCH])
     print()
     for line in failures:
@@ -413,7 +456,8 @@ def main(argv=None) -> int:
             "sms": SMS, "fit_batch": FIT_BATCH, "c_node_us": c_node, "c_iter_us": c_iter,
             "compiled": not args.no_compile,
             "measured": {label: dict(zip(("us", "kernels_per_step", "run"), m)) for label, m in measured.items()},
-            "steps": [dict(step, label=label, predicted_us=predicted[label, batch])
+            "steps": [dict(step, label=label, predicted_us=predicted[label, batch], adam_bytes=adam_bytes(step),
+                           launches=[{k: v for k, v in launch.items() if k != "meta"} for launch in step["launches"]])
                       for (label, batch), step in steps.items()],
             "gate": failures}, indent=1))
     return 1 if failures and args.gate else 0

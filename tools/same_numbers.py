@@ -96,7 +96,7 @@ def adam(optimizer) -> dict:
         return {"exp_avg": list(optimizer.exp_avg.split(sizes)), "exp_avg_sq": list(optimizer.exp_avg_sq.split(sizes)),
                 "step": torch.tensor([float(optimizer.steps_taken)], dtype=torch.float64)}
     return {"exp_avg": optimizer.exp_avg, "exp_avg_sq": optimizer.exp_avg_sq,   # the replica Adam
-            "step": optimizer.step_count.double().reshape(1)}
+            "step": optimizer.state_dict()["step"].double().reshape(1)}
 
 
 def case_numbers(name: str, trainer, rows: list, start: int) -> dict:

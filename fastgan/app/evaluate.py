@@ -17,7 +17,9 @@ from ..nn.stacked import StackedMLP
 from ..sampling import SampleOptions, generate
 from ..train.checkpoints import REPLICA_FORMAT, SHARDED_FORMAT
 from ..train.trainer import GANTrainer
+from ..train.config import TrainConfig
 from .args import config_from_args, resolve_device
+from .sweep import headline, per_setting, summary_table, sweep_from_config
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -29,7 +31,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     state = load_checkpoint(args.checkpoint)
     if state.get("format") == SHARDED_FORMAT:   # a sweep split over processes: its shards, in replica order
         shards = [load_checkpoint(args.checkpoint.parent / name) for name in state["shards"]]
-        state = {**shards[0], "extra": state["extra"],
+        state = {**shards[0], "extra": state["extra"], "config": state["config"],
                  "generator": torch.cat([s["generator"] for s in shards]),
                  "discriminator": torch.cat([s["discriminator"] for s in shards]),
                  "ema": torch.cat([s["ema"] for s in shards]) if shards[0].get("ema") is not None else None}
@@ -93,7 +95,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             per_replica.append(quality_metrics.evaluate(model["data"], draw(g, d)))
         result = quality_metrics.replica_summary(per_replica)
         weights = "ema" if state.get("ema") is not None else "generator"
+        grid = sweep_from_config(TrainConfig.from_dict(state["config"]))   # its settings and seeds
+        figures = [headline(model["data"], q) for q in per_replica]
     else:
+        grid = None
         weights = "ema" if state.get("ema") else "generator"
         generator.load_state_dict(state.get("ema") or state["generator"])
         generator.to(device).eval()
@@ -118,11 +123,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
                      if args.calibrate else {}),
                   "acceptance": acceptance[0] if len(acceptance) == 1 else acceptance},
               "device": str(device), "metrics": result,
+              **({"per_setting": per_setting(grid, figures)} if grid is not None else {}),
               "seconds": round(time.perf_counter() - start, 2)}
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
+    if grid is not None:   # the per-setting table for the reader (stderr: stdout stays one JSON document)
+        print(f"fastgan: per setting, mean ± s.e. over its {grid.seeds} seed(s)\n" + summary_table(grid, figures),
+              end="", file=sys.stderr)
     return 0
 
 

@@ -56,6 +56,28 @@ def sweep_of(args: argparse.Namespace) -> Sweep | None:
     return Sweep(swept, args.seeds, settings)
 
 
+def sweep_from_config(config) -> Sweep:
+    """The grid a replica run's ``TrainConfig`` was trained as (what ``fastgan evaluate`` reads back from a
+    checkpoint): the per-replica settings that vary, in ``sweep_of``'s order (settings slowest); as many seeds a
+    setting as its first run of equal replicas is long, or one each where the replicas do not form such a
+    grid."""
+    per = {name: config.per_replica(name) for name in SWEPT}
+    names = [name for name in SWEPT if len(set(per[name])) > 1]
+    settings = tuple({name: per[name][k] for name in names} for k in range(config.replicas))
+    seeds = next((k for k in range(1, len(settings)) if settings[k] != settings[0]), len(settings))
+    if len(settings) % seeds or any(settings[k] != settings[k - k % seeds] for k in range(len(settings))):
+        seeds = 1
+    return Sweep({name: tuple(dict.fromkeys(per[name])) for name in names}, seeds, settings)
+
+
+def per_setting(sweep: Sweep, figures: list[dict]) -> list[dict]:
+    """Each setting's values and its metrics' mean, standard error and count of finite values over its seeds
+    (the JSON form of ``summary_table``)."""
+    return [{"setting": setting, "seeds": sweep.seeds,
+             "metrics": {key: dict(zip(("mean", "stderr", "n"), stats)) for key, stats in figures_of.items()}}
+            for setting, figures_of in _per_setting(sweep, figures)]
+
+
 def headline(data_name: str, quality: dict | None) -> dict:
     """The figures a sweep compares, from one replica's ``metrics.evaluate`` (empty where there are none)."""
     if not quality:

@@ -7,6 +7,11 @@ program adds 1 to an int64 counter atomically and reads the old value: during up
 each of the P programs sees an old value in [(t-1)P, tP), so ``old // P + 1 = t`` exactly, in one
 launch. The grid size P depends only on the buffer's length, so it is the same every update.
 
+``AdamFold`` hands the same update to a kernel that forms the gradient (the whole-MLP weight-gradient
+kernel, ``ops.mlp.mlp_weight_grad(adam=...)``): each of its programs updates the parameters whose gradient
+it has just formed, reading the counter first; the last program to arrive (an atomic arrival count) adds P
+(FlatAdam's own grid size, so the counter means the same) and resets the count. One launch fewer per update.
+
 Math as ``torch.optim.Adam`` (single-tensor path, no amsgrad), with the regularisers of
 ``torch.optim.Adam`` (``weight_decay``: L2 added to the gradient), ``torch.optim.AdamW``
 (``decoupled_weight_decay``: the parameter shrinks by ``lr * wd`` first) and an L1 term:
@@ -16,6 +21,7 @@ Math as ``torch.optim.Adam`` (single-tensor path, no amsgrad), with the regulari
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -23,7 +29,7 @@ from . import adam_kernels as kernels
 from ._runtime import kernel_launches, use_triton
 
 __all__ = ["adam_step", "adam_programs", "adam_step_reference", "replica_adam_step", "replica_adam_hyper",
-           "replica_adam_step_reference"]
+           "replica_adam_step_reference", "AdamFold", "adam_fold", "replica_adam_fold"]
 
 _BLOCK = 1024
 _MAX_PROGRAMS = 1024
@@ -32,6 +38,11 @@ _MAX_PROGRAMS = 1024
 def adam_programs(n: int) -> int:
     """The grid size used for a buffer of ``n`` elements (fixed per buffer: the counter relies on it)."""
     return max(1, min(-(-n // _BLOCK), _MAX_PROGRAMS))
+
+
+def _check_partials(partials) -> None:
+    if isinstance(partials, bool) or not isinstance(partials, int) or partials < 1:
+        raise ValueError(f"partials must be a positive int, got {partials!r}")
 
 
 def adam_step_reference(param, grad, exp_avg, exp_avg_sq, counter, lr, beta1, beta2, eps, weight_decay,
@@ -62,8 +73,7 @@ def adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, ex
     ``weight_decay``: L2 in the gradient (``torch.optim.Adam``'s); ``decoupled_weight_decay``: AdamW's;
     ``l1``: ``l1 * sign(p)`` added to the gradient. ``partials``: ``grad`` holds that many partial sums
     of the gradient back to back (``partials * n`` elements), added in order inside the kernel."""
-    if isinstance(partials, bool) or not isinstance(partials, int) or partials < 1:
-        raise ValueError(f"partials must be a positive int, got {partials!r}")
+    _check_partials(partials)
     n = param.numel()
     for name, t, size in (("param", param, n), ("grad", grad, partials * n), ("exp_avg", exp_avg, n),
                           ("exp_avg_sq", exp_avg_sq, n)):
@@ -72,12 +82,8 @@ def adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, ex
                              + (f" ({partials} partial sums of {n})" if name == "grad" and partials > 1 else ""))
         if t.device != param.device:
             raise ValueError(f"{name} is on {t.device} but param is on {param.device}")
-    if counter.dtype != torch.int64 or counter.numel() != 1 or counter.device != param.device:
-        raise ValueError("counter must be a one-element int64 tensor on param's device")
-    if not (lr > 0 and 0 <= beta1 < 1 and 0 <= beta2 < 1 and eps > 0 and weight_decay >= 0
-            and decoupled_weight_decay >= 0 and l1 >= 0):
-        raise ValueError(f"bad Adam hyper-parameters: lr={lr}, betas=({beta1}, {beta2}), eps={eps}, "
-                         f"weight_decay={weight_decay}, decoupled_weight_decay={decoupled_weight_decay}, l1={l1}")
+    _check_counter(counter, param)
+    scalars = _scalars(lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, l1)
     if not use_triton(param):
         if partials > 1:
             grad = grad.view(partials, n).sum(0)
@@ -85,11 +91,72 @@ def adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, ex
                             decoupled_weight_decay, l1)
         return
     kernels._adam_step_kernel[(adam_programs(param.numel()),)](
-        param, grad, exp_avg, exp_avg_sq, counter, param.numel(), float(lr), 1.0 - float(beta1), float(beta2),
-        1.0 - float(beta2), math.log(beta1) if beta1 > 0 else -math.inf, math.log(beta2) if beta2 > 0 else -math.inf,
-        float(eps), float(weight_decay), 1.0 - float(lr) * float(decoupled_weight_decay), float(l1), BLOCK=_BLOCK,
-        PARTIALS=partials)
+        param, grad, exp_avg, exp_avg_sq, counter, param.numel(), *scalars, BLOCK=_BLOCK, PARTIALS=partials)
     kernel_launches["_adam_step_kernel"] += 1
+
+
+def _check_counter(counter: torch.Tensor, param: torch.Tensor) -> None:
+    if counter.dtype != torch.int64 or counter.numel() != 1 or counter.device != param.device:
+        raise ValueError("counter must be a one-element int64 tensor on param's device")
+
+
+def _scalars(lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, l1) -> tuple[float, ...]:
+    """The kernel's scalars, (lr, 1 - beta1, beta2, 1 - beta2, log beta1, log beta2, eps, weight decay,
+    1 - lr * decoupled weight decay, l1), formed in float64; ValueError for bad values."""
+    if not (lr > 0 and 0 <= beta1 < 1 and 0 <= beta2 < 1 and eps > 0 and weight_decay >= 0
+            and decoupled_weight_decay >= 0 and l1 >= 0):
+        raise ValueError(f"bad Adam hyper-parameters: lr={lr}, betas=({beta1}, {beta2}), eps={eps}, "
+                         f"weight_decay={weight_decay}, decoupled_weight_decay={decoupled_weight_decay}, l1={l1}")
+    return (float(lr), 1.0 - float(beta1), float(beta2), 1.0 - float(beta2),
+            math.log(beta1) if beta1 > 0 else -math.inf, math.log(beta2) if beta2 > 0 else -math.inf,
+            float(eps), float(weight_decay), 1.0 - float(lr) * float(decoupled_weight_decay), float(l1))
+
+
+@dataclass(frozen=True)
+class AdamFold:
+    """An Adam update for the kernel that forms the gradient to apply (``adam_step``'s, or with ``hyper``
+    ``replica_adam_step``'s, arithmetic): the state ``param``, ``exp_avg``, ``exp_avg_sq`` (1-d, or ``(K, n)``),
+    the counter (advanced by ``programs`` per update, as those kernels advance it), ``arrivals`` (one zero
+    int32 the kernel counts its programs in and resets), the scalars of ``_scalars`` (a replica run: lr,
+    betas and decay from ``hyper``, ``(K, 7)``; eps, weight decay 0 and l1 from the scalars)."""
+    param: torch.Tensor
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
+    counter: torch.Tensor
+    arrivals: torch.Tensor
+    programs: int
+    scalars: tuple[float, ...]
+    hyper: torch.Tensor | None = None
+
+
+def _check_fold(param, exp_avg, exp_avg_sq, counter, arrivals) -> None:
+    for name, t in (("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
+        if t.shape != param.shape or t.dtype != torch.float32 or not t.is_contiguous() or t.device != param.device:
+            raise ValueError(f"{name} must be a contiguous float32 tensor like param {tuple(param.shape)}")
+    if param.dtype != torch.float32 or not param.is_contiguous():
+        raise ValueError("param must be a contiguous float32 tensor")
+    _check_counter(counter, param)
+    if arrivals.dtype != torch.int32 or arrivals.numel() != 1 or arrivals.device != param.device:
+        raise ValueError("arrivals must be a one-element int32 tensor (zero) on param's device")
+
+
+def adam_fold(param, exp_avg, exp_avg_sq, counter, arrivals, lr, beta1, beta2, eps, weight_decay=0.0,
+              decoupled_weight_decay=0.0, l1=0.0) -> AdamFold:
+    """``adam_step(param, <the gradient>, exp_avg, exp_avg_sq, counter, ...)`` as an ``AdamFold``."""
+    _check_fold(param, exp_avg, exp_avg_sq, counter, arrivals)
+    return AdamFold(param, exp_avg, exp_avg_sq, counter, arrivals, adam_programs(param.numel()),
+                    _scalars(lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, l1))
+
+
+def replica_adam_fold(param, exp_avg, exp_avg_sq, counter, arrivals, hyper, eps, l1=0.0) -> AdamFold:
+    """``replica_adam_step(param, <the gradient>, exp_avg, exp_avg_sq, counter, hyper, eps, l1)`` as an
+    ``AdamFold``."""
+    _check_fold(param, exp_avg, exp_avg_sq, counter, arrivals)
+    K = param.shape[0]
+    if hyper.dtype != torch.float32 or tuple(hyper.shape) != (K, 7) or not hyper.is_contiguous():
+        raise ValueError(f"hyper must be a contiguous ({K}, 7) float32 tensor (replica_adam_hyper)")
+    return AdamFold(param, exp_avg, exp_avg_sq, counter, arrivals, adam_programs(param.shape[1]) * K,
+                    _scalars(1.0, 0.0, 0.0, eps, 0.0, 0.0, l1), hyper)
 
 
 def replica_adam_hyper(lrs, betas, decoupled_weight_decay: float = 0.0) -> torch.Tensor:
@@ -118,26 +185,33 @@ def replica_adam_step_reference(param, grad, exp_avg, exp_avg_sq, counter, hyper
 
 
 def replica_adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
-                      counter: torch.Tensor, hyper: torch.Tensor, eps: float, l1: float = 0.0) -> None:
+                      counter: torch.Tensor, hyper: torch.Tensor, eps: float, l1: float = 0.0,
+                      partials: int = 1) -> None:
     """``adam_step`` (AdamW's decoupled decay, L1) of K replicas' ``(K, n)`` buffers in one launch, replica k
     with row k of ``hyper`` (``replica_adam_hyper``): its arithmetic is ``adam_step``'s with those values.
-    The counter advances by the grid size (``adam_programs(n) * K``) per call."""
+    The counter advances by the grid size (``adam_programs(n) * K``) per call. ``partials``: ``grad`` holds
+    each replica's gradient as that many partial sums, ``(K, partials, n)``, added in order in the kernel."""
+    _check_partials(partials)
     K, n = param.shape if param.dim() == 2 else (0, 0)
-    for name, t in (("param", param), ("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
-        if t.dtype != torch.float32 or t.shape != param.shape or param.dim() != 2 or not t.is_contiguous() \
+    grad_shape = param.shape if partials == 1 else torch.Size((K, partials, n))
+    for name, t, shape in (("param", param, param.shape), ("grad", grad, grad_shape),
+                           ("exp_avg", exp_avg, param.shape), ("exp_avg_sq", exp_avg_sq, param.shape)):
+        if t.dtype != torch.float32 or t.shape != shape or param.dim() != 2 or not t.is_contiguous() \
                 or t.device != param.device:
-            raise ValueError(f"{name} must be a contiguous (replicas, n) float32 tensor on param's device, like "
-                             f"param {tuple(param.shape)}; got {tuple(t.shape)}")
+            raise ValueError(f"{name} must be a contiguous {tuple(shape)} float32 tensor on param's device "
+                             f"(param: (replicas, n); grad with partials: (replicas, partials, n)); got "
+                             f"{tuple(t.shape)}")
     if hyper.dtype != torch.float32 or tuple(hyper.shape) != (K, 7) or not hyper.is_contiguous() or \
             hyper.device != param.device:
         raise ValueError(f"hyper must be a contiguous ({K}, 7) float32 tensor on param's device (replica_adam_hyper)")
-    if counter.dtype != torch.int64 or counter.numel() != 1 or counter.device != param.device:
-        raise ValueError("counter must be a one-element int64 tensor on param's device")
+    _check_counter(counter, param)
     if not (eps > 0 and l1 >= 0):
         raise ValueError(f"bad Adam hyper-parameters: eps={eps}, l1={l1}")
     if not use_triton(param):
-        replica_adam_step_reference(param, grad, exp_avg, exp_avg_sq, counter, hyper, eps, l1)
+        replica_adam_step_reference(param, grad if partials == 1 else grad.sum(1), exp_avg, exp_avg_sq, counter,
+                                    hyper, eps, l1)
         return
     kernels._replica_adam_kernel[(adam_programs(n), K)](
-        param, grad, exp_avg, exp_avg_sq, counter, hyper, n, float(eps), float(l1), BLOCK=_BLOCK)
+        param, grad, exp_avg, exp_avg_sq, counter, hyper, n, float(eps), float(l1), BLOCK=_BLOCK,
+        PARTIALS=partials)
     kernel_launches["_replica_adam_kernel"] += 1

@@ -6,6 +6,36 @@ from ._runtime import HAS_TRITON, triton, tl
 
 if HAS_TRITON:
     @triton.jit
+    def adam_factors(step, lr, log_beta1, log_beta2):
+        """``(step_size, sqrt(bias correction 2))`` of update number ``step`` (fp32)."""
+        # 1 - beta^t as -expm1(t log beta): 1 - exp(t log beta) loses ~1e-4 relative at t = 1, beta2 = 0.999
+        # on a GPU, whose exp is approximate; sqrt_rn and div_rn round as torch.optim.Adam's CUDA math does.
+        bias_correction1 = -_math.expm1(step * log_beta1)
+        bias_correction2_sqrt = tl.sqrt_rn(-_math.expm1(step * log_beta2))
+        return tl.div_rn(lr, bias_correction1), bias_correction2_sqrt
+
+    @triton.jit
+    def adam_update(p, g, m, v, step_size, bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps,
+                    weight_decay, shrink, l1):
+        """One Adam update of values ``p`` with gradient ``g`` and moments ``m``, ``v``: ``(p, m, v)`` after it.
+        Every kernel that updates parameters calls this, so they agree bit for bit."""
+        g += weight_decay * p
+        g += l1 * tl.where(p > 0, 1.0, tl.where(p < 0, -1.0, 0.0))
+        p = p * shrink
+        m = m + one_minus_beta1 * (g - m)
+        v = v * beta2 + one_minus_beta2 * g * g
+        p = p - step_size * tl.div_rn(m, tl.div_rn(tl.sqrt_rn(v), bias_correction2_sqrt) + eps)
+        return p, m, v
+
+    @triton.jit
+    def adam_hyper_row(hyper_ptr, replica):
+        """Replica ``replica``'s row of a ``replica_adam_hyper`` table: (lr, 1 - beta1, beta2, 1 - beta2,
+        log beta1, log beta2, 1 - lr * decoupled weight decay)."""
+        h = hyper_ptr + replica * 7
+        return tl.load(h), tl.load(h + 1), tl.load(h + 2), tl.load(h + 3), tl.load(h + 4), tl.load(h + 5), \
+            tl.load(h + 6)
+
+    @triton.jit
     def _adam_step_kernel(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, counter_ptr, n,
                           lr, one_minus_beta1, beta2, one_minus_beta2, log_beta1, log_beta2, eps, weight_decay,
                           shrink, l1,
@@ -22,11 +52,7 @@ if HAS_TRITON:
         programs = tl.num_programs(0)
         old = tl.atomic_add(counter_ptr, 1)
         step = (old // programs + 1).to(tl.float32)
-        # 1 - beta^t as -expm1(t log beta): 1 - exp(t log beta) loses ~1e-4 relative at t = 1, beta2 = 0.999
-        # on a GPU, whose exp is approximate; sqrt_rn and div_rn round as torch.optim.Adam's CUDA math does.
-        bias_correction1 = -_math.expm1(step * log_beta1)
-        bias_correction2_sqrt = tl.sqrt_rn(-_math.expm1(step * log_beta2))
-        step_size = tl.div_rn(lr, bias_correction1)
+        step_size, bias_correction2_sqrt = adam_factors(step, lr, log_beta1, log_beta2)
         for start in range(pid * BLOCK, n, programs * BLOCK):
             offs = start + tl.arange(0, BLOCK).to(tl.int64)
             mask = offs < n
@@ -34,55 +60,42 @@ if HAS_TRITON:
             g = tl.load(grad_ptr + offs, mask=mask, other=0.0)
             for s in tl.static_range(1, PARTIALS):
                 g += tl.load(grad_ptr + s * n.to(tl.int64) + offs, mask=mask, other=0.0)
-            g += weight_decay * p
-            g += l1 * tl.where(p > 0, 1.0, tl.where(p < 0, -1.0, 0.0))
-            p = p * shrink
             m = tl.load(exp_avg_ptr + offs, mask=mask, other=0.0)
             v = tl.load(exp_avg_sq_ptr + offs, mask=mask, other=0.0)
-            m = m + one_minus_beta1 * (g - m)
-            v = v * beta2 + one_minus_beta2 * g * g
-            p = p - step_size * tl.div_rn(m, tl.div_rn(tl.sqrt_rn(v), bias_correction2_sqrt) + eps)
+            p, m, v = adam_update(p, g, m, v, step_size, bias_correction2_sqrt, one_minus_beta1, beta2,
+                                  one_minus_beta2, eps, weight_decay, shrink, l1)
             tl.store(param_ptr + offs, p, mask=mask)
             tl.store(exp_avg_ptr + offs, m, mask=mask)
             tl.store(exp_avg_sq_ptr + offs, v, mask=mask)
 
     @triton.jit
     def _replica_adam_kernel(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, counter_ptr, hyper_ptr, n, eps, l1,
-                             BLOCK: tl.constexpr):
+                             BLOCK: tl.constexpr, PARTIALS: tl.constexpr = 1):
         """``_adam_step_kernel``'s update of K replicas' ``(K, n)`` buffers, each row with its own
         hyper-parameters: ``hyper`` is ``(K, 7)``, (lr, 1 - beta1, beta2, 1 - beta2, log beta1, log beta2,
         1 - lr * decoupled weight decay) per replica, formed on the host in float64 as that kernel's arguments
         are, so a replica's arithmetic is its single run's FlatAdam's. The grid: programs over a row x
-        replicas; the step count is the counter over the whole grid."""
+        replicas; the step count is the counter over the whole grid. With PARTIALS > 1 replica r's gradient
+        is the sum of its PARTIALS copies ``n`` apart (``grad`` is ``(K, PARTIALS, n)``), added in order."""
         pid = tl.program_id(0)
         replica = tl.program_id(1).to(tl.int64)
         programs = tl.num_programs(0)
         old = tl.atomic_add(counter_ptr, 1)
         step = (old // (programs * tl.num_programs(1)) + 1).to(tl.float32)
-        h = hyper_ptr + replica * 7
-        lr = tl.load(h)
-        one_minus_beta1 = tl.load(h + 1)
-        beta2 = tl.load(h + 2)
-        one_minus_beta2 = tl.load(h + 3)
-        log_beta1 = tl.load(h + 4)
-        log_beta2 = tl.load(h + 5)
-        shrink = tl.load(h + 6)
-        bias_correction1 = -_math.expm1(step * log_beta1)
-        bias_correction2_sqrt = tl.sqrt_rn(-_math.expm1(step * log_beta2))
-        step_size = tl.div_rn(lr, bias_correction1)
+        lr, one_minus_beta1, beta2, one_minus_beta2, log_beta1, log_beta2, shrink = adam_hyper_row(hyper_ptr, replica)
+        step_size, bias_correction2_sqrt = adam_factors(step, lr, log_beta1, log_beta2)
         row = replica * n.to(tl.int64)
         for start in range(pid * BLOCK, n, programs * BLOCK):
             offs = start + tl.arange(0, BLOCK).to(tl.int64)
             mask = offs < n
             p = tl.load(param_ptr + row + offs, mask=mask, other=0.0)
-            g = tl.load(grad_ptr + row + offs, mask=mask, other=0.0)
-            g += l1 * tl.where(p > 0, 1.0, tl.where(p < 0, -1.0, 0.0))
-            p = p * shrink
+            g = tl.load(grad_ptr + row * PARTIALS + offs, mask=mask, other=0.0)
+            for s in tl.static_range(1, PARTIALS):
+                g += tl.load(grad_ptr + (row * PARTIALS + s * n.to(tl.int64)) + offs, mask=mask, other=0.0)
             m = tl.load(exp_avg_ptr + row + offs, mask=mask, other=0.0)
             v = tl.load(exp_avg_sq_ptr + row + offs, mask=mask, other=0.0)
-            m = m + one_minus_beta1 * (g - m)
-            v = v * beta2 + one_minus_beta2 * g * g
-            p = p - step_size * tl.div_rn(m, tl.div_rn(tl.sqrt_rn(v), bias_correction2_sqrt) + eps)
+            p, m, v = adam_update(p, g, m, v, step_size, bias_correction2_sqrt, one_minus_beta1, beta2,
+                                  one_minus_beta2, eps, 0.0, shrink, l1)
             tl.store(param_ptr + row + offs, p, mask=mask)
             tl.store(exp_avg_ptr + row + offs, m, mask=mask)
             tl.store(exp_avg_sq_ptr + row + offs, v, mask=mask)

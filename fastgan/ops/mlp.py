@@ -25,9 +25,10 @@ import torch
 from . import mlp_kernels as kernels
 from ._register import register, register_opaque
 from ._runtime import (check_float_tensor, check_tuned_for_capture, get_matmul_precision, kernel_launches,
-                       multiprocessors, triton, use_triton)
+                       triton, use_triton)
 from .activations import activation_from_name
-from .mlp_slices import Scratch, SlicePlan, slice_plan
+from .adam import AdamFold
+from .mlp_slices import Scratch, SlicePlan, slice_plan, sms_per_replica
 
 __all__ = ["MLPSpec", "Scratch", "SlicePlan", "slice_plan", "fused_mlp", "fused_mlp_reference", "mlp_forward",
            "mlp_backward", "mlp_weight_grad", "weight_grad_splits", "flat_parameters", "back_to_back"]
@@ -129,10 +130,22 @@ def weight_grad_splits(rows: int) -> int:
 
 
 def _loss_args(loss):
+    """The loss's scalars for the kernel (target a 0.0 when it is a tensor of per-replica labels)."""
     if loss is None:
         return 0, 0.0, 0.0, 0.0, 0.0
     split_row, target_a, target_b, weight_a, weight_b = loss
-    return int(split_row), float(target_a), float(target_b), float(weight_a), float(weight_b)
+    target_a = 0.0 if isinstance(target_a, torch.Tensor) else float(target_a)
+    return int(split_row), target_a, float(target_b), float(weight_a), float(weight_b)
+
+
+def _replica(K: int | None, name: str, t: torch.Tensor | None) -> tuple[torch.Tensor | None, int]:
+    """A buffer of K replicas as (replica 0's view, the elements between replicas); one MLP's: (it, 0)."""
+    if K is None or t is None:
+        return t, 0
+    if t.dim() < 2 or t.shape[0] != K:
+        raise ValueError(f"{name} must have a leading dimension of {K} replicas (x is {K} replicas' rows), got "
+                         f"{tuple(t.shape)}")
+    return t[0], t.stride(0)
 
 
 def _check_buffer(name, t, rows, columns):
@@ -147,8 +160,9 @@ def _check_launch(x, flat, spec, acts, y, g, dy, dx, loss, loss_partials):
     M = x.shape[0]
     if x.dim() != 2 or x.shape[1] != spec.dims[0]:
         raise ValueError(f"x must be (rows, {spec.dims[0]}), got {tuple(x.shape)}")
-    if flat.dtype != torch.float32 or flat.numel() < spec.numel or not flat.is_contiguous():
-        raise ValueError(f"the flat parameters must be a contiguous float32 buffer of >= {spec.numel} elements")
+    if flat.dtype != torch.float32 or flat.dim() != 1 or flat.numel() < spec.numel or not flat.is_contiguous():
+        raise ValueError(f"the flat parameters must be a contiguous 1-D float32 buffer of >= {spec.numel} elements "
+                         "(K replicas: (K, n) with 3-d rows)")
     _check_buffer("acts", acts, M, spec.hidden_columns)
     _check_buffer("y", y, M, spec.dims[-1])
     if g is not None:
@@ -160,6 +174,11 @@ def _check_launch(x, flat, spec, acts, y, g, dy, dx, loss, loss_partials):
     if loss is not None:
         if spec.dims[-1] != 1 or spec.output_activation != "none":
             raise ValueError("the loss epilogue needs a last layer Linear(h, 1) without activation (logits)")
+        labels = loss[1]
+        if isinstance(labels, torch.Tensor) and (labels.dtype != torch.float32 or labels.dim() != 1 or
+                                                 not labels.is_contiguous() or labels.device != x.device):
+            raise ValueError("per-replica targets must be a contiguous 1-D float32 tensor (one per replica) on x's "
+                             "device")
         if loss_partials is None or loss_partials.dtype != torch.float32 or \
                 loss_partials.numel() < loss_buffer_size(M) or not loss_partials.is_contiguous():
             raise ValueError(f"loss_partials must be a contiguous float32 buffer of >= {loss_buffer_size(M)} "
@@ -167,41 +186,53 @@ def _check_launch(x, flat, spec, acts, y, g, dy, dx, loss, loss_partials):
 
 
 @lru_cache(maxsize=None)
-def _rows_key(dims: tuple[int, ...], forward: bool, loss: bool, backward: bool, dx: bool) -> int:
-    """The rows kernel's autotune key for a shape and pass (hashed once, not on every launch)."""
-    return zlib.crc32(repr((dims, forward, loss, backward, dx)).encode()) & 0x7FFFFFFF
+def _rows_key(dims: tuple[int, ...], forward: bool, loss: bool, backward: bool, dx: bool, replicas: int | None) -> int:
+    """The rows kernel's autotune key for a shape, pass and replica count (hashed once, not on every launch)."""
+    what = (dims, forward, loss, backward, dx) + ((replicas,) if replicas is not None else ())
+    return zlib.crc32(repr(what).encode()) & 0x7FFFFFFF
 
 
 def _launch_rows(x, flat, spec, *, acts, y, g, dy=None, dy_linear=None, dx=None, loss=None, loss_partials=None,
                  forward=True, backward=False, bf16=False, scratch=None):
+    K = x.shape[0] if x.dim() == 3 else None   # K replicas: every buffer (K, ...), flat (K, n)
+    all_partials = loss_partials
+    dy_g, dy_w = dy_linear if dy_linear is not None else (None, None)
+    (x, rep_x), (flat, rep_p), (acts, rep_a), (y, rep_y), (g, rep_g), (dy, rep_dy), (dx, rep_dx), \
+        (loss_partials, rep_loss), (dy_g, rep_dyg), (dy_w, rep_dyw) = (_replica(K, name, t) for name, t in (
+            ("x", x), ("flat", flat), ("acts", acts), ("y", y), ("g", g), ("dy", dy), ("dx", dx),
+            ("loss_partials", loss_partials), ("dy_linear's rows", dy_g), ("dy_linear's matrix", dy_w)))
     _check_launch(x, flat, spec, acts, y, g, dy, dx, loss, loss_partials)
+    labels = loss[1] if loss is not None and isinstance(loss[1], torch.Tensor) else None
+    if labels is not None and labels.numel() != (K or 1):
+        raise ValueError(f"per-replica targets: one per replica ({K or 1}), got {labels.numel()}")
     M = x.shape[0]
     if dy_linear is not None:
-        dy_g, dy_w = dy_linear
         if dy_g.dtype != torch.float32 or dy_g.dim() != 2 or dy_g.shape[0] != M or dy_g.stride(1) != 1 or \
                 dy_w.dtype != torch.float32 or tuple(dy_w.shape) != (dy_g.shape[1], spec.dims[-1]) or \
                 not dy_w.is_contiguous():
             raise ValueError(f"dy_linear must be float32 ({M}, k) rows with unit column stride and a contiguous "
                              f"(k, {spec.dims[-1]}) matrix, got {tuple(dy_g.shape)} and {tuple(dy_w.shape)}")
     if M == 0:
-        if loss_partials is not None:
-            loss_partials[:1].zero_()   # no program ran: the loss of no rows is 0
+        if all_partials is not None:
+            all_partials[..., :1].zero_()   # no program ran: the loss of no rows is 0
         return
-    plan = slice_plan(spec, M, forward, loss is not None, multiprocessors(x.device))
+    plan = slice_plan(spec, M, forward, loss is not None, sms_per_replica(x.device, K or 1))
     if plan.split != "none":
         if scratch is None:
-            scratch = Scratch(spec, (M,), x.device)
-        elif M not in scratch.rows or scratch.part.device != x.device:
-            raise ValueError(f"scratch is for passes over {scratch.rows} rows on {scratch.part.device}, this one has "
-                             f"{M} on {x.device}")
-    key = _rows_key(spec.dims, forward, loss is not None, backward, dx is not None)
+            scratch = Scratch(spec, (M,), x.device, K or 1)
+        elif M not in scratch.rows or scratch.part.device != x.device or scratch.replicas != (K or 1):
+            raise ValueError(f"scratch is for passes of {scratch.replicas} replicas over {scratch.rows} rows on "
+                             f"{scratch.part.device}, this one has {K or 1} over {M} on {x.device}")
+    key = _rows_key(spec.dims, forward, loss is not None, backward, dx is not None, K)
     check_tuned_for_capture("_mlp_rows_kernel", (M, key, plan.slices), x)
     dummy = y
     dy_t = dy if dy is not None else dummy
     dx_t = dx if dx is not None else dummy
-    dy_g, dy_w = dy_linear if dy_linear is not None else (dummy, dummy)
-    part, counts = (scratch.part, scratch.counts) if plan.split != "none" else (dummy, dummy)
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), plan.slices)  # noqa: E731
+    dy_g, dy_w = (dy_g, dy_w) if dy_linear is not None else (dummy, dummy)
+    sliced = plan.split != "none"
+    part, counts = (scratch.part, scratch.counts) if sliced else (dummy, dummy)
+    rep_part, rep_count = (scratch.part_stride, scratch.count_stride) if sliced else (0, 0)
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), plan.slices, K or 1)  # noqa: E731
     w_offsets, columns = spec.layout
     kernels._mlp_rows_kernel[grid](
         x, x.stride(0), x.stride(1), flat,
@@ -210,12 +241,14 @@ def _launch_rows(x, flat, spec, *, acts, y, g, dy=None, dy_linear=None, dx=None,
         dy_t, dy_t.stride(0), dy_t.stride(1), dx_t, dx_t.stride(0), dx_t.stride(1),
         loss_partials if loss_partials is not None else dummy,
         part, M * plan.partial, plan.partial, counts, dy_g, dy_g.stride(0), dy_w, dy_g.shape[1] if dy_linear else 0,
+        rep_x, rep_p, rep_a if acts.numel() else 0, rep_y, rep_g, rep_dy, rep_dx, rep_loss, rep_part, rep_count,
+        rep_dyg, rep_dyw, labels if labels is not None else dummy,
         M, key, plan.slices, plan.width, *_loss_args(loss), spec.negative_slope,
         DIMS=spec.dims, W_OFFS=w_offsets, COLS=columns,
         NUM_LAYERS=spec.num_layers, HAS_BIAS=spec.has_bias, ACT_HIDDEN=spec.hidden_activation,
         ACT_OUT=spec.output_activation, FORWARD=forward, LOSS=loss is not None, BACKWARD=backward,
-        NEED_DX=dx is not None, SPLIT=plan.split, DY_LINEAR=dy_linear is not None, PRECISION=_precision(bf16),
-        BF16=bf16)
+        NEED_DX=dx is not None, SPLIT=plan.split, DY_LINEAR=dy_linear is not None, LABELS=labels is not None,
+        PRECISION=_precision(bf16), BF16=bf16)
     kernel_launches["_mlp_rows_kernel"] += 1
 
 
@@ -227,7 +260,11 @@ def loss_buffer_size(rows: int) -> int:
 
 def mlp_forward(x, flat, spec, *, acts, y, bf16=False, scratch=None):
     """Forward only: ``y`` (rows, out) and the hidden outputs ``acts`` (rows, spec.hidden_columns).
-    ``scratch``: the MLP's ``Scratch`` (made for the call when None and the pass is sliced)."""
+    ``scratch``: the MLP's ``Scratch`` (made for the call when None and the pass is sliced).
+
+    K MLPs of one shape in one launch (replicas): ``x`` ``(K, rows, in)``, ``flat`` ``(K, n)`` (one MLP's
+    parameters a row), and every other buffer with the same leading K (``loss_partials`` ``(K, size)``; this
+    and ``mlp_backward``'s per-replica loss target: a ``(K,)`` tensor as ``loss``'s target a)."""
     _launch_rows(x, flat, spec, acts=acts, y=y, g=None, bf16=bf16, scratch=scratch)
 
 
@@ -243,32 +280,72 @@ def mlp_backward(x, flat, spec, *, acts, y, g, dy=None, dy_linear=None, dx=None,
                  loss_partials=loss_partials, forward=forward, backward=True, bf16=bf16, scratch=scratch)
 
 
-def mlp_weight_grad(x, spec, *, acts, g, grad, loss_partials=None, loss_out=None, bf16=False):
+def mlp_weight_grad(x, spec, *, acts, g, grad, loss_partials=None, loss_out=None, bf16=False,
+                    adam: AdamFold | None = None):
     """dW, db of every layer into ``grad`` ((splits, spec.numel), splits = ``weight_grad_splits(rows)``):
-    each split's sum over its rows; with ``loss_out``, also the sum of ``loss_partials`` into it."""
+    each split's sum over its rows; with ``loss_out``, also the sum of ``loss_partials`` into it. K replicas:
+    ``x``, ``acts``, ``g`` ``(K, rows, ...)``, ``grad`` ``(K, splits, spec.numel)``, ``loss_partials``
+    ``(K, size)`` and ``loss_out`` ``(K,)``: one launch. ``adam`` (``ops.adam.adam_fold`` /
+    ``replica_adam_fold``, one split only): the same launch applies that Adam update with the gradient it
+    forms, bit for bit as ``adam_step`` / ``replica_adam_step`` would after it."""
+    K = x.shape[0] if x.dim() == 3 else None
+    all_grad, all_loss_out = grad, loss_out
+    (x, rep_x), (acts, rep_a), (g, rep_g), (grad, rep_grad), (loss_partials, rep_loss) = (
+        _replica(K, name, t) for name, t in (("x", x), ("acts", acts), ("g", g), ("grad", grad),
+                                             ("loss_partials", loss_partials)))
     M = x.shape[0]
-    if grad.dim() != 2 or grad.shape[1] != spec.numel or grad.dtype != torch.float32 or not grad.is_contiguous():
-        raise ValueError(f"grad must be a contiguous float32 (splits, {spec.numel}) buffer, got {tuple(grad.shape)}")
+    if grad.dim() != 2 or grad.shape[1] != spec.numel or grad.dtype != torch.float32 or not grad.is_contiguous() \
+            or not all_grad.is_contiguous():
+        raise ValueError(f"grad must be a contiguous float32 (splits, {spec.numel}) buffer (K replicas: (K, splits, "
+                         f"{spec.numel})), got {tuple(all_grad.shape)}")
     _check_buffer("acts", acts, M, spec.hidden_columns)
     _check_buffer("g", g, M, spec.gradient_columns)
     if (loss_out is None) != (loss_partials is None):
         raise ValueError("loss_partials and loss_out go together")
+    if loss_out is not None and (loss_out.numel() != (K or 1) or not loss_out.is_contiguous()):
+        raise ValueError(f"loss_out must be a contiguous tensor of {K or 1} element(s), one per replica")
     splits = grad.shape[0]
+    if adam is not None:
+        _check_fold(adam, spec, K, splits, x.device)
     rows_per_split = max(1, triton.cdiv(M, splits))
-    check_tuned_for_capture("_mlp_weight_grad_kernel", (M, spec.shape_key, rows_per_split), x)
+    key = spec.shape_key if K is None else _rows_key(spec.dims, False, False, False, False, K)
+    check_tuned_for_capture("_mlp_weight_grad_kernel", (M, key, rows_per_split), x)
 
     def grid(meta):
         tiles = max(triton.cdiv(d_out, meta["BLOCK_N"]) * triton.cdiv(d_in, meta["BLOCK_K"])
                     for d_in, d_out in zip(spec.dims[:-1], spec.dims[1:]))
-        return tiles, spec.num_layers, splits
+        return tiles, spec.num_layers, splits * (K or 1)
 
     has_loss = loss_out is not None
     kernels._mlp_weight_grad_kernel[grid](
         x, x.stride(0), x.stride(1), acts if acts.numel() else g, acts.stride(0) if acts.numel() else 0, g,
-        g.stride(0), _table(spec, x.device), grad, grad.stride(0), M, spec.shape_key, rows_per_split,
-        loss_partials if has_loss else g, loss_out if has_loss else g,
-        HAS_BIAS=spec.has_bias, HAS_LOSS=has_loss, PRECISION=_precision(bf16), BF16=bf16)
+        g.stride(0), _table(spec, x.device), grad, grad.stride(0), M, key, rows_per_split,
+        loss_partials if has_loss else g, all_loss_out if has_loss else g,
+        splits, rep_x, rep_a if acts.numel() else 0, rep_g, rep_grad, rep_loss,
+        *(_fold_args(adam) if adam is not None else (g, g, g, 0, g, g, 1, g) + (0.0,) * 10),
+        ADAM=adam is not None, HYPER=adam is not None and adam.hyper is not None, HAS_BIAS=spec.has_bias, HAS_LOSS=has_loss, PRECISION=_precision(bf16), BF16=bf16)
     kernel_launches["_mlp_weight_grad_kernel"] += 1
+
+
+def _check_fold(adam, spec, K, splits, device) -> None:
+    if not isinstance(adam, AdamFold):
+        raise TypeError(f"adam must be an ops.adam.AdamFold (adam_fold, replica_adam_fold), got {type(adam).__name__}")
+    shape = (spec.numel,) if K is None else (K, spec.numel)
+    if tuple(adam.param.shape) != shape or adam.param.device != device:
+        raise ValueError(f"the folded Adam's parameters must be {shape} on {device}, like the MLP's, got "
+                         f"{tuple(adam.param.shape)} on {adam.param.device}")
+    if (adam.hyper is not None) != (K is not None):
+        raise ValueError("K replicas fold replica_adam_fold's update; one MLP adam_fold's")
+    if splits != 1:
+        raise ValueError(f"the Adam update folds into a weight gradient of one split, not {splits} (partial sums)")
+
+
+def _fold_args(adam: AdamFold) -> tuple:
+    """The weight-gradient kernel's Adam arguments, from ``param`` to ``l1``."""
+    lr, one_minus_beta1, beta2, one_minus_beta2, log_beta1, log_beta2, eps, weight_decay, shrink, l1 = adam.scalars
+    return (adam.param, adam.exp_avg, adam.exp_avg_sq, adam.param.stride(0) if adam.param.dim() == 2 else 0,
+            adam.counter, adam.arrivals, adam.programs, adam.hyper if adam.hyper is not None else adam.param,
+            lr, one_minus_beta1, beta2, one_minus_beta2, log_beta1, log_beta2, eps, weight_decay, shrink, l1)
 
 
 # -- the op on tensors, with autograd ---------------------------------------------------------------------

@@ -32,6 +32,7 @@ from ._runtime import HAS_TRITON, matmul_configs, triton, tl
 ROWS_BLOCK_MAX = 32   # the rows kernel's largest BLOCK_M: the launcher sizes the slices for it
 
 if HAS_TRITON:
+    from .adam_kernels import adam_factors, adam_hyper_row, adam_update
     from .linear_kernels import _activate, _activation_grad
 
     @triton.jit
@@ -168,13 +169,15 @@ if HAS_TRITON:
     def _mlp_rows_kernel(x_ptr, stride_xm, stride_xk, p_ptr, acts_ptr, stride_am, y_ptr, stride_ym,
                          g_ptr, stride_gm, dy_ptr, stride_dym, stride_dyn, dx_ptr, stride_dxm, stride_dxk, loss_ptr,
                          part_ptr, stride_ps, stride_pm, count_ptr, dyg_ptr, stride_dygm, dyw_ptr, dy_k,
+                         rep_x, rep_p, rep_a, rep_y, rep_g, rep_dy, rep_dx, rep_loss, rep_part, rep_count, rep_dyg,
+                         rep_dyw, labels_ptr,
                          M, shape_key, slices, slice_width, split_row, target_a, target_b, weight_a, weight_b,
                          negative_slope, DIMS: tl.constexpr, W_OFFS: tl.constexpr, COLS: tl.constexpr,
                          NUM_LAYERS: tl.constexpr, HAS_BIAS: tl.constexpr,
                          ACT_HIDDEN: tl.constexpr, ACT_OUT: tl.constexpr, FORWARD: tl.constexpr, LOSS: tl.constexpr,
                          BACKWARD: tl.constexpr, NEED_DX: tl.constexpr, SPLIT: tl.constexpr,
-                         DY_LINEAR: tl.constexpr, PRECISION: tl.constexpr, BF16: tl.constexpr,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                         DY_LINEAR: tl.constexpr, LABELS: tl.constexpr, PRECISION: tl.constexpr,
+                         BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """Rows [pid * BLOCK_M, ...) through the MLP: FORWARD, then LOSS (targets/weights: a below
         ``split_row``, b from it), then BACKWARD (from the loss, from dy, or with DY_LINEAR from
         dy = dyg @ dyw, a (rows, dy_k) by (dy_k, out) product), to dX if NEED_DX.
@@ -185,9 +188,27 @@ if HAS_TRITON:
         outputs; every program runs the layers below (the same values: each writes the same ``acts``),
         its slice of the last layer and of its gradient, whose product with that slice of W goes to
         ``part``; the last to arrive adds them and runs the chain down. ``shape_key`` keys the autotuning.
-        ``loss_ptr`` receives [number of row blocks, each row block's loss sum...]."""
+        ``loss_ptr`` receives [number of row blocks, each row block's loss sum...].
+
+        The grid's third axis: replicas (K MLPs of one shape, each with its own buffers ``rep_*`` elements
+        apart: 0 for one MLP); with LABELS, replica r's target ``a`` is ``labels[r]``."""
         pid = tl.program_id(0).to(tl.int64)  # int64 offsets: rows * stride passes 2^31 for large M
         sl = tl.program_id(1).to(tl.int64)
+        r = tl.program_id(2).to(tl.int64)
+        x_ptr += r * rep_x
+        p_ptr += r * rep_p
+        acts_ptr += r * rep_a
+        y_ptr += r * rep_y
+        g_ptr += r * rep_g
+        dy_ptr += r * rep_dy
+        dx_ptr += r * rep_dx
+        loss_ptr += r * rep_loss
+        part_ptr += r * rep_part
+        count_ptr += r * rep_count
+        dyg_ptr += r * rep_dyg
+        dyw_ptr += r * rep_dyw
+        if LABELS:
+            target_a = tl.load(labels_ptr + r)
         rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
         mask_m = rows < M
         offs_n = tl.arange(0, BLOCK_N).to(tl.int64)
@@ -319,6 +340,19 @@ if HAS_TRITON:
                                     rows, mask_m, negative_slope, DIMS, W_OFFS, COLS, NUM_LAYERS - 1, ACT_HIDDEN,
                                     NEED_DX, PRECISION, BF16, BLOCK_M, BLOCK_N, BLOCK_K)
 
+    @triton.jit
+    def _adam_tile(offs, mask, g, param_ptr, exp_avg_ptr, exp_avg_sq_ptr, step_size, bias_correction2_sqrt,
+                   one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, shrink, l1):
+        """The Adam update of the parameters at ``offs`` from their gradient ``g`` (``adam_update``)."""
+        p, m, v = adam_update(tl.load(param_ptr + offs, mask=mask, other=0.0), g,
+                              tl.load(exp_avg_ptr + offs, mask=mask, other=0.0),
+                              tl.load(exp_avg_sq_ptr + offs, mask=mask, other=0.0), step_size,
+                              bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay,
+                              shrink, l1)
+        tl.store(param_ptr + offs, p, mask=mask)
+        tl.store(exp_avg_ptr + offs, m, mask=mask)
+        tl.store(exp_avg_sq_ptr + offs, v, mask=mask)
+
     # 32 x 32 weight tiles: the classic GAN's weight gradients at batch 128 are >= 120 programs (D: 784 -> 128
     # is 4 x 25 tiles) where 64-wide tiles left half an H100's SMs idle; the configs differ in rows per step.
     _WEIGHT_CONFIGS = matmul_configs(
@@ -331,15 +365,42 @@ if HAS_TRITON:
     @triton.jit
     def _mlp_weight_grad_kernel(x_ptr, stride_xm, stride_xk, acts_ptr, stride_am, g_ptr, stride_gm, meta_ptr,
                                 grad_ptr, split_stride, M, shape_key, rows_per_split, loss_ptr, loss_out_ptr,
-                                HAS_BIAS: tl.constexpr, HAS_LOSS: tl.constexpr, PRECISION: tl.constexpr,
-                                BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                                BLOCK_K: tl.constexpr):
+                                splits, rep_x, rep_a, rep_g, rep_grad, rep_loss,
+                                param_ptr, exp_avg_ptr, exp_avg_sq_ptr, rep_param, counter_ptr, arrivals_ptr,
+                                adam_programs, hyper_ptr, lr, one_minus_beta1, beta2, one_minus_beta2, log_beta1,
+                                log_beta2, eps, weight_decay, shrink, l1,
+                                HAS_BIAS: tl.constexpr, HAS_LOSS: tl.constexpr, ADAM: tl.constexpr,
+                                HYPER: tl.constexpr, PRECISION: tl.constexpr, BF16: tl.constexpr,
+                                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """grad[split, layer's W tile] = sum over the split's rows of g^T Y_in; db from the k-tile-0 programs.
 
-        Grid: (max tiles over layers, layers, splits); programs past their layer's tile count return."""
+        Grid: (max tiles over layers, layers, replicas x splits); programs past their layer's tile count
+        return. Replica r's buffers are ``rep_*`` elements after replica 0's (0 for one MLP), its loss
+        ``loss_out[r]``.
+
+        ADAM (one split): each program also updates the parameters of its tile (``ops.adam.AdamFold``: the
+        update number from ``counter``, read before this program arrives; the last program to arrive adds
+        ``adam_programs`` to the counter and resets ``arrivals``); HYPER: replica r's lr, betas and decay
+        from row r of ``hyper``."""
         tile = tl.program_id(0)
         layer = tl.program_id(1)
-        split = tl.program_id(2).to(tl.int64)
+        r = (tl.program_id(2) // splits).to(tl.int64)
+        split = (tl.program_id(2) % splits).to(tl.int64)
+        x_ptr += r * rep_x
+        acts_ptr += r * rep_a
+        g_ptr += r * rep_g
+        grad_ptr += r * rep_grad
+        loss_ptr += r * rep_loss
+        loss_out_ptr += r
+        if ADAM:   # (every program reads the count before any adds to it: the last to arrive adds)
+            step = (tl.load(counter_ptr) // adam_programs + 1).to(tl.float32)
+            if HYPER:
+                lr, one_minus_beta1, beta2, one_minus_beta2, log_beta1, log_beta2, shrink = \
+                    adam_hyper_row(hyper_ptr, r)
+            step_size, bias_correction2_sqrt = adam_factors(step, lr, log_beta1, log_beta2)
+            param_ptr += r * rep_param
+            exp_avg_ptr += r * rep_param
+            exp_avg_sq_ptr += r * rep_param
         if HAS_LOSS:  # the loss of the pass, from the rows kernel's per-program sums (fixed order)
             if tile == 0 and layer == 0 and split == 0:
                 n_loss = tl.load(loss_ptr).to(tl.int32)
@@ -383,7 +444,25 @@ if HAS_TRITON:
                              mask=(m < end_acts)[:, None] & mask_k[None, :], other=0.0)
                 acc = _dot(g_t, a, acc, PRECISION, BF16)
             out = grad_ptr + split * split_stride + w_off
-            tl.store(out + offs_n[:, None] * d_in + offs_k[None, :], acc, mask=mask_n[:, None] & mask_k[None, :])
+            offs_w = offs_n[:, None] * d_in + offs_k[None, :]
+            mask_w = mask_n[:, None] & mask_k[None, :]
+            tl.store(out + offs_w, acc, mask=mask_w)
+            if ADAM:
+                _adam_tile(w_off + offs_w, mask_w, acc, param_ptr, exp_avg_ptr, exp_avg_sq_ptr, step_size,
+                           bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay,
+                           shrink, l1)
             if HAS_BIAS:
                 if pid_k == 0:
                     tl.store(out + d_out * d_in + offs_n, bias_acc, mask=mask_n)
+                    if ADAM:   # (db read back: triton 3.6's thread-locality pass wants the sum's loop result used once)
+                        tl.debug_barrier()
+                        db = tl.load(out + d_out * d_in + offs_n, mask=mask_n, other=0.0)
+                        _adam_tile(w_off + d_out * d_in + offs_n, mask_n, db, param_ptr, exp_avg_ptr,
+                                   exp_avg_sq_ptr, step_size, bias_correction2_sqrt, one_minus_beta1, beta2,
+                                   one_minus_beta2, eps, weight_decay, shrink, l1)
+        if ADAM:   # the update counted once: by the last program to arrive, which then resets the count
+            tl.debug_barrier()
+            seen = tl.atomic_add(arrivals_ptr, 1, sem="acq_rel", scope="gpu")
+            if seen == tl.num_programs(0) * tl.num_programs(1) * tl.num_programs(2) - 1:
+                tl.atomic_add(counter_ptr, adam_programs)
+                tl.atomic_xchg(arrivals_ptr, 0)

@@ -14,7 +14,7 @@ import torch
 from ._runtime import multiprocessors, triton
 from .mlp_kernels import ROWS_BLOCK_MAX
 
-__all__ = ["SlicePlan", "slice_plan", "Scratch"]
+__all__ = ["SlicePlan", "slice_plan", "Scratch", "sms_per_replica"]
 
 _WIDE = 256        # an MLP end this wide (layer 0's inputs, the last layer's outputs) is cut into slices
 _SLICE_MIN = 32    # the narrowest slice, in columns
@@ -52,15 +52,24 @@ def slice_plan(spec, rows: int, forward: bool, loss: bool, sms: int) -> SlicePla
     return SlicePlan(split, triton.cdiv(wide, width), width, partial)
 
 
+def sms_per_replica(device: torch.device, replicas: int) -> int:
+    """The SMs one of ``replicas`` MLPs launched together should fill (``slice_plan``'s ``sms``): K replicas'
+    row blocks share the GPU (the classic D's 256 rows at K = 32 fill an H100 with no slices)."""
+    return triton.cdiv(multiprocessors(device), replicas)
+
+
 class Scratch:
     """What the slices of the passes over ``rows`` (row counts) exchange: their partial sums and one arrival
     count per row block (zero between launches: the last program to arrive resets it). A step keeps one per
-    MLP and reuses it across its passes (they run in order on one stream)."""
+    MLP and reuses it across its passes (they run in order on one stream). ``replicas``: K MLPs of the spec,
+    each with its own, ``part_stride`` and ``count_stride`` elements apart."""
 
-    def __init__(self, spec, rows: tuple[int, ...], device: torch.device):
-        sms = multiprocessors(device)
+    def __init__(self, spec, rows: tuple[int, ...], device: torch.device, replicas: int = 1):
+        sms = sms_per_replica(device, replicas)
         plans = [(r, slice_plan(spec, r, forward, loss, sms)) for r in rows
                  for forward, loss in ((True, False), (False, False), (True, True))]
-        self.rows = tuple(rows)
-        self.part = torch.empty(max(p.slices * r * p.partial for r, p in plans), device=device, dtype=torch.float32)
-        self.counts = torch.zeros(triton.cdiv(max(rows), 16), device=device, dtype=torch.int32)
+        self.rows, self.replicas = tuple(rows), replicas
+        self.part_stride = max(p.slices * r * p.partial for r, p in plans)
+        self.count_stride = triton.cdiv(max(rows), 16)
+        self.part = torch.empty(replicas * self.part_stride, device=device, dtype=torch.float32)
+        self.counts = torch.zeros(replicas * self.count_stride, device=device, dtype=torch.int32)

@@ -18,7 +18,8 @@ from ..nn.adapters import Shaped
 from ..nn.fused import FusedLinear, FusedMLP, fuse
 from ..ops import native
 from ..ops.sampler import DeviceSampler
-from ..optim import FlatAdam
+from ..ops.mlp import MLPSpec
+from ..optim import FlatAdam, ReplicaAdam
 from .config import CUDAGRAPH_COMPILE_MODES, TrainConfig
 from .fused_step import make_fused_step
 from .parts import StepParts
@@ -46,24 +47,26 @@ def whole_mlp(module: torch.nn.Module) -> FusedMLP | None:
     return None
 
 
-def fused_step_blocker(config: TrainConfig, generator, discriminator, optimizer_g, optimizer_d,
-                       use_triton: bool) -> str | None:
-    """Why the fused step cannot run this configuration (None: it can)."""
+def fused_step_blocker(config: TrainConfig, g: MLPSpec | None, d: MLPSpec | None, optimizer_g, optimizer_d,
+                       use_triton: bool, conditional: bool = False) -> str | None:
+    """Why the fused step cannot run this configuration (None: it can): ``g`` and ``d`` are the whole MLPs G
+    and D are (None: not one), for K replicas their ``StackedMLP``'s, with their ``ReplicaAdam``s."""
     if not use_triton:
         return "Triton cannot run here (no CUDA, no TRITON_INTERPRET=1)"
-    if getattr(generator, "num_classes", None) is not None:
+    if conditional:
         return "conditional models (labels) not in the fused step"
-    g, d = whole_mlp(generator), whole_mlp(discriminator)
     if g is None or d is None:
         return f"{'G' if g is None else 'D'} is not one whole MLP (fastgan.fuse(model, whole=True) could not fuse it)"
-    if d.spec.dims[-1] != 1 or d.spec.output_activation != "none":
+    if d.dims[-1] != 1 or d.output_activation != "none":
         return "D's last layer is not Linear(h, 1) without an activation (logits)"
-    flat = isinstance(optimizer_g, FlatAdam) and isinstance(optimizer_d, FlatAdam)
+    flat = all(isinstance(opt, FlatAdam) or isinstance(opt, ReplicaAdam) and opt.flat
+               for opt in (optimizer_g, optimizer_d))
     blockers = {"update='simultaneous'": config.update != "alternating",
                 "loss='hinge'": config.loss != "non_saturating",
-                "instance_noise": config.instance_noise > 0,
+                "instance_noise": any(sigma > 0 for sigma in config.per_replica("instance_noise")),
                 "r1_gamma": config.r1_gamma > 0, "augment": bool(config.augment), "compile": bool(config.compile),
-                "fused_optimizer='torch'": not flat}
+                "fused_optimizer='torch'": not flat,
+                "sampler='torch' with replicas": config.replicas is not None and config.sampler != "philox"}
     named = [name for name, on in blockers.items() if on]
     return f"{', '.join(named)} not in the fused step" if named else None
 
@@ -102,11 +105,21 @@ class Backend:
         the modules in ``keep`` stay as they are."""
         return module
 
+    def flat_adam(self, config: TrainConfig) -> bool:
+        """Whether the models train with FlatAdam's kernel (``ReplicaAdam(flat=True)`` for replicas)."""
+        return config.fused_optimizer == "flat" or (self.flat_optimizer and not config.fused_optimizer)
+
     def make_step(self, parts: StepParts) -> tuple:
         """``(step, sampler, step_path)``: the step function, the Philox sampler it draws with (or None) and
         which step it is (``"generic"``, ``"fused"``, or ``"generic (why not fused)"``)."""
         sampler = _philox(parts)
         return make_step(parts, sampler), sampler, "generic"
+
+    def fused_replica_step(self, t, g: MLPSpec | None, d: MLPSpec | None) -> tuple:
+        """``(step, step_path)`` for a ``ReplicaTrainer`` ``t`` whose stacked models are the whole MLPs ``g`` and
+        ``d`` (None: they are not): the fused step for its K replicas (``"fused replicas"``), or None and
+        ``"replicas"`` (``"replicas (why not fused)"``): the replica step then."""
+        return None, "replicas"
 
     def kernels_run(self, generator: nn.Module, discriminator: nn.Module, data: torch.Tensor) -> str:
         """What the step's layers and loss really run (``GANTrainer.kernels_run`` documents the values)."""
@@ -132,7 +145,7 @@ class TritonMLPBackend(TritonBackend):
     """Whole-MLP kernels, FlatAdam and, where the settings allow, the fused step (``kernels="triton-mlp"``)."""
     name = "triton-mlp"
     flat_optimizer = True
-    replica_kernels = None
+    replica_kernels = "triton"   # (what the replica step runs where the fused step cannot)
 
     def check(self, config, device) -> None:
         if config.data_parallel:
@@ -145,14 +158,24 @@ class TritonMLPBackend(TritonBackend):
 
     def make_step(self, parts: StepParts) -> tuple:
         config = parts.config
-        blocker = fused_step_blocker(config, parts.generator, parts.discriminator, parts.optimizer_g,
-                                     parts.optimizer_d, ops.use_triton(parts.data))
+        g, d = (whole_mlp(m) for m in (parts.generator, parts.discriminator))
+        g, d = (m.spec if m is not None else None for m in (g, d))
+        blocker = fused_step_blocker(config, g, d, parts.optimizer_g, parts.optimizer_d, ops.use_triton(parts.data),
+                                     getattr(parts.generator, "num_classes", None) is not None)
         if blocker is None:
             sampler = DeviceSampler(config.seed, parts.data.device) if config.sampler != "torch" else None
-            step = make_fused_step(parts, whole_mlp(parts.generator), whole_mlp(parts.discriminator), sampler)
-            return step, sampler, "fused"
+            return make_fused_step(parts, g, d, sampler), sampler, "fused"
         sampler = _philox(parts)
         return make_step(parts, sampler), sampler, f"generic ({blocker})"
+
+    def fused_replica_step(self, t, g, d) -> tuple:
+        blocker = fused_step_blocker(t.config, g, d, t.optimizer_g, t.optimizer_d, ops.use_triton(t.data))
+        if blocker is not None:
+            return None, f"replicas ({blocker})"
+        # (the loss is the kernels' epilogue: no loss functions; the EMA: the replicas' flat average)
+        parts = StepParts(t.generator, t.discriminator, t.optimizer_g, t.optimizer_d, t.data, t.latent_dim, t.rng,
+                          None, None, t.config, t.ema, None, t.spectral)
+        return make_fused_step(parts, g, d, t.sampler, t.replicas), "fused replicas"
 
 
 class CudaBackend(Backend):
@@ -210,7 +233,8 @@ def fast_path(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, s
         small = config.batch_size <= AUTO_TRITON_MAX_BATCH
         chosen["fused_optimizer"] = "flat" if fast and small and flat_blocker is None else False
     if config.sampler == "auto" and config.replicas is not None:   # K replicas' draws in one launch
-        chosen["sampler"] = "philox" if fast and ops.HAS_TRITON and not config.data_parallel else "torch"
+        fused = config.kernels == "triton-mlp" and ops.use_triton(torch.empty(0, device=device))
+        chosen["sampler"] = "philox" if (fast and ops.HAS_TRITON or fused) and not config.data_parallel else "torch"
     resolved = config.replace(**chosen) if chosen else config
     if not fast or not chosen and config.kernels != "auto":
         return resolved, None

@@ -92,7 +92,7 @@ class TrainConfig:
         device: defaults to the data's device if it is a tensor on CUDA, else CUDA when present, else CPU.
         kernels: ``"torch"`` (PyTorch ops), ``"triton"`` (fused Triton layers and loss, via ``fastgan.fuse``),
             ``"triton-mlp"`` (G and D each one whole-MLP kernel per pass, via ``fuse(whole=True)``, and where
-            the settings allow, the fused 9-launch step of ``fastgan.train.fused_step``; Adam is ``FlatAdam`` unless
+            the settings allow, the fused 7-launch step of ``fastgan.train.fused_step``; Adam is ``FlatAdam`` unless
             ``fused_optimizer="torch"``), ``"cuda"`` (fastgan's native CUDA kernels, ``fastgan.ops.native``: G and D
             each one whole-MLP kernel per pass and the native sigmoid-BCE; needs a GPU and the library built
             with CMake) or ``"auto"`` (``fastgan.train.backends.resolve_backend``: triton where the
@@ -244,7 +244,7 @@ class TrainConfig:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}, got {self.loss!r}")
         self._each("real_label", check_real_label)
-        if self.loss == "hinge" and any(r != 1.0 for r in self._values("real_label")):
+        if self.loss == "hinge" and any(r != 1.0 for r in self.per_replica("real_label")):
             raise ValueError("real_label (label smoothing) applies to the BCE loss, not to loss='hinge'")
         self._each("instance_noise", lambda v: _finite("instance_noise", v, 0.0, strict=False))
         self.r1_gamma = _finite("r1_gamma", self.r1_gamma, 0.0, strict=False)
@@ -326,7 +326,7 @@ class TrainConfig:
                              "or a single value for all")
         setattr(self, name, tuple(check(v) for v in value))
 
-    def _values(self, name: str) -> list:
+    def per_replica(self, name: str) -> list:
         """``name``'s value per replica (one value when there are no replicas)."""
         value = getattr(self, name)
         return list(value) if self._is_sequence(name, value) else [value] * (self.replicas or 1)
@@ -347,7 +347,7 @@ class TrainConfig:
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.replicas:
             raise ValueError(f"replica must be an integer in [0, {self.replicas}), got {k!r}")
         return self.replace(replicas=None, seed=self.seed + k,
-                            **{name: self._values(name)[k] for name in PER_REPLICA})
+                            **{name: self.per_replica(name)[k] for name in PER_REPLICA})
 
     def shard(self, start: int, stop: int) -> TrainConfig:
         """The config of replicas ``[start, stop)`` of this run as a run of their own: seed ``seed + start``
@@ -356,7 +356,7 @@ class TrainConfig:
             raise ValueError("shard needs a config with replicas=K")
         if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop <= self.replicas):
             raise ValueError(f"a shard is 0 <= start < stop <= {self.replicas}, got [{start}, {stop})")
-        sliced = {name: tuple(self._values(name)[start:stop]) for name in PER_REPLICA
+        sliced = {name: tuple(self.per_replica(name)[start:stop]) for name in PER_REPLICA
                   if self._is_sequence(name, getattr(self, name))}
         return self.replace(replicas=stop - start, seed=self.seed + start, **sliced)
 

@@ -135,9 +135,8 @@ def make_replica_step(t):
         loss_d, loss_g = simultaneous_step() if config.update == "simultaneous" else alternating_step()
         with phase("G.optim"):
             t.optimizer_g.step()
-            if t.ema_flat is not None:
-                with torch.no_grad():
-                    t.ema_flat.lerp_(t.generator.flat, 1.0 - config.ema)
+            if t.ema is not None:
+                t.ema.update(t.generator)
         loss_d, loss_g = loss_d.detach().float(), loss_g.detach().float()
         if cudagraph_trees:
             loss_d, loss_g = loss_d.clone(), loss_g.clone()

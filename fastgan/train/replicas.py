@@ -40,9 +40,9 @@ from torch import nn
 from ..checks import positive_int
 from ..nn.adapters import final_sigmoid
 from ..nn.spectral import ReplicaSpectralNorm
-from ..nn.stacked import check_stackable, replica_models, stack_models
+from ..nn.stacked import StackedMLP, check_stackable, replica_models, stack_models
 from ..ops.sampler import DeviceSampler
-from ..optim import ReplicaAdam
+from ..optim import ReplicaAdam, ReplicaEMA
 from ..sampling import SampleOptions
 from .backends import plan
 from .checkpoints import load_replicas, replica_state
@@ -106,7 +106,7 @@ class ReplicaTrainer(Trainer):
         self.discriminator = stack_models([d for _, d in models], kernels).to(self.device)
         per = [config.for_replica(k) for k in range(self.replicas)]
         self.spectral = ReplicaSpectralNorm(self.discriminator, config.seed) if config.spectral_norm else None
-        flat = config.fused_optimizer == "flat"   # FlatAdam's kernel with a replica axis (else PyTorch's Adam math)
+        flat = self.backend.flat_adam(config)   # FlatAdam's kernel with a replica axis (else PyTorch's Adam math)
         self.optimizer_g = ReplicaAdam(self.generator, [c.generator_lr for c in per], [c.betas for c in per],
                                        weight_decay=config.weight_decay_g, l1=config.l1_g, flat=flat)
         self.optimizer_d = ReplicaAdam(self.discriminator, [c.discriminator_lr for c in per],
@@ -115,11 +115,12 @@ class ReplicaTrainer(Trainer):
         self.generators = [torch.Generator(device=self.device).manual_seed(c.seed) for c in per]
         self.rng = self.generators[0]
         self.sampler = DeviceSampler(config.seed, self.device, self.replicas) if config.sampler == "philox" else None
-        self.ema_flat = self.generator.flat.detach().clone() if config.ema is not None else None
-        self.step_path = "replicas"
+        self.ema = ReplicaEMA(self.generator, config.ema) if config.ema is not None else None
+        self.ema_flat = self.ema.flat if self.ema is not None else None
+        step, self.step_path = self.backend.fused_replica_step(self, *self._whole_mlps())
         # a replica whose losses went non-finite goes on as NaNs, alone (nothing mixes replicas); the run stops
         # only when every replica has (``diverged`` says which and when)
-        self.loop = TrainingLoop(make_replica_step(self), config, self.generators, self.device, self._set_lr_factor,
+        self.loop = TrainingLoop(step or make_replica_step(self), config, self.generators, self.device, self._set_lr_factor,
                                  lambda row: any(_finite(d, g) for d, g in zip(row[1], row[2])), _postfix,
                                  graph_optional=graph_optional)
 
@@ -136,7 +137,12 @@ class ReplicaTrainer(Trainer):
 
     def _set_batch_size(self, value: int) -> None:
         self.config = self.loop.config = self.config.replace(batch_size=value)
-        self.loop.replace_step(make_replica_step(self))
+        self.loop.replace_step(self.backend.fused_replica_step(self, *self._whole_mlps())[0]
+                               or make_replica_step(self))
+
+    def _whole_mlps(self) -> tuple:
+        """The whole MLPs the stacked G and D are (None for a ``StackedNet``)."""
+        return tuple(m.spec if isinstance(m, StackedMLP) else None for m in (self.generator, self.discriminator))
 
     @property
     def kernels_run(self) -> str:

@@ -107,11 +107,11 @@ def make_step(p: StepParts, sampler: DeviceSampler | None = None) -> Callable[[i
         the real rows' classes and the fake rows' (from the data's label distribution)."""
         with phase("data"):
             samples = p.config.samples_per_step
-            if sampler is not None:   # (no labels: the trainer refuses philox for conditional GANs)
-                x = torch.empty((samples, p.data.shape[1]), device=device)
+            if sampler is not None:   # (no labels, one process: philox is refused for conditional GANs and
+                x = torch.empty((samples, p.data.shape[1]), device=device)   # with data_parallel)
                 z = torch.empty((samples, p.latent_dim), device=device)
                 sampler.draw(p.data, x, z)
-                return local(d_input(x)), local(z), None, None
+                return d_input(x), z, None, None
             batch = torch.randint(0, n, (samples,), device=device, generator=p.rng)
             real = local(d_input(p.data.index_select(0, batch)))
             z = local(torch.randn(samples, p.latent_dim, device=device, generator=p.rng))

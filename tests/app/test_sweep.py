@@ -7,7 +7,8 @@ import math
 import pytest
 
 from fastgan.app.cli import main
-from fastgan.app.sweep import summary_table, sweep_of
+from fastgan import TrainConfig
+from fastgan.app.sweep import summary_table, sweep_from_config, sweep_of
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -25,6 +26,17 @@ def test_the_grid_is_the_product_of_the_swept_flags_seeds_fastest():
     assert sweep_of(_args(lr=[2e-4], real_label=[0.9])) is None   # one GAN
     with pytest.raises(ValueError, match="--real-label has a value twice"):
         sweep_of(_args(real_label=[0.9, 0.9]))
+
+
+def test_a_checkpoints_config_gives_back_its_grid():
+    """What ``fastgan evaluate`` reads: the grid from the replica run's per-replica settings; replicas that form
+    no grid (a setting's seeds not side by side) are a setting each."""
+    grid = sweep_of(_args(seeds=2, lr=[1e-4, 2e-4, 4e-4], real_label=[0.9, 1.0]))
+    config = TrainConfig(replicas=12, lr=grid.values("lr"), real_label=grid.values("real_label"))
+    assert sweep_from_config(config) == grid
+    assert sweep_from_config(TrainConfig(replicas=3)) == sweep_of(_args(seeds=3))
+    scattered = sweep_from_config(TrainConfig(replicas=3, lr=[1e-4, 2e-4, 1e-4]))
+    assert scattered.seeds == 1 and scattered.values("lr") == (1e-4, 2e-4, 1e-4)
 
 
 def test_the_table_averages_each_settings_seeds_and_says_when_a_value_was_not_finite():
@@ -60,6 +72,19 @@ def test_a_sweep_on_the_command_line_trains_the_product_as_replicas_and_reports_
     for name in ("sweep_lr.png", "sweep_real_label.png", "samples.png"):
         assert (out / name).read_bytes().startswith(PNG), name
     assert "sweep.md, sweep_lr.png, sweep_real_label.png" in printed
+    # fastgan evaluate reads the grid back: the JSON per setting, the table on stderr
+    assert main(["evaluate", str(out)]) == 0
+    evaluated = capsys.readouterr()
+    report = json.loads(evaluated.out)
+    replicas = report["metrics"]["replicas"]
+    assert [entry["setting"] for entry in report["per_setting"]] == [
+        {"lr": lr, "real_label": label} for lr in (1e-3, 2e-3) for label in (0.9, 1.0)]
+    for start, entry in zip(range(0, 8, 2), report["per_setting"]):
+        assert entry["metrics"]["modes"] == {"mean": (replicas[start]["modes"] + replicas[start + 1]["modes"]) / 2,
+                                             "stderr": pytest.approx(abs(replicas[start]["modes"] -
+                                                                         replicas[start + 1]["modes"]) / 2), "n": 2}
+    assert "per setting, mean ± s.e. over its 2 seed(s)" in evaluated.err and "| lr | real_label | modes |" in \
+        evaluated.err
 
 
 def test_a_diverged_replica_is_named_and_left_out_of_its_settings_mean(tmp_path):

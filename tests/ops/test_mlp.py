@@ -12,7 +12,7 @@ import torch
 from helpers import DEVICE, assert_close, fp32_sum_rounding
 from fastgan import ops
 from fastgan.ops import mlp as M
-from fastgan.ops import sampler
+from fastgan.ops import mlp_slices, sampler
 from fastgan.ops.mlp import MLPSpec, fused_mlp, fused_mlp_reference
 
 TOL = 2e-6
@@ -180,6 +180,130 @@ def test_loss_epilogue_and_split_reduction(seed, ieee, monkeypatch, slicing):
                        loss_partials=_nan(2))
     with pytest.raises(ValueError, match="unit column stride"):
         M.mlp_forward(x, flat, spec, acts=_nan(rows, 2 * spec.hidden_columns)[:, ::2], y=y)
+
+
+@pytest.mark.parametrize("dims", [(13, 33, 1), (9, 16, 40)], ids=["D-like", "G-like"])
+def test_replicas_in_one_launch_are_each_mlp_alone(dims, seed, ieee, monkeypatch, slicing):
+    """K MLPs of one shape in one launch of each kernel (the grid's replica axis, ``(K, ...)`` buffers):
+    every output, gradient and loss bit for bit what the MLP's own launch gives. The slices are planned for
+    the whole GPU here so both launches cut alike (a replica launch plans for its share: tested apart).
+    D-like: forward + BCE loss with a label per replica + backward to dX, dW in 2 batch splits; G-like:
+    forward, then the backward from dy = h @ w formed in the kernel, and from dy."""
+    monkeypatch.setattr(M, "sms_per_replica", lambda device, replicas: 132)
+    monkeypatch.setattr(mlp_slices, "sms_per_replica", lambda device, replicas: 132)
+    K, rows = 3, 37
+    spec = MLPSpec(dims, True, "leaky_relu", "none", 0.2)
+    made = [_make(spec, rows, seed + k) for k in range(K)]
+    x = torch.stack([x64.float() for x64, _, _ in made]).to(DEVICE)
+    flat = torch.stack([torch.cat([p.reshape(-1) for p in p64]).float() for _, p64, _ in made]).to(DEVICE)
+    h, w = torch.randn(K, rows, 5, device=DEVICE), torch.randn(K, 5, dims[-1], device=DEVICE)
+    labels = torch.tensor([0.9, 1.0, 0.7], device=DEVICE)
+
+    def run(x, flat, h, w, label):   # one launch each: K MLPs (3-d x) or one
+        lead = tuple(x.shape[:-2])
+        acts, y = _nan(*lead, rows, spec.hidden_columns), _nan(*lead, rows, dims[-1])
+        g, dx = _nan(*lead, rows, spec.gradient_columns), _nan(*x.shape)
+        grad = _nan(*lead, 2, spec.numel)
+        if dims[-1] == 1:
+            partials, loss = _nan(*lead, M.loss_buffer_size(rows)), _nan(*lead)
+            M.mlp_backward(x, flat, spec, acts=acts, y=y, g=g, dx=dx, forward=True,
+                           loss=(20, label, 0.0, 1 / 20, 1 / 17), loss_partials=partials)
+            M.mlp_weight_grad(x, spec, acts=acts, g=g, grad=grad, loss_partials=partials, loss_out=loss)
+            return acts, y, g, dx, grad, loss
+        M.mlp_forward(x, flat, spec, acts=acts, y=y)
+        g_dy = _nan(*lead, rows, spec.gradient_columns)
+        M.mlp_backward(x, flat, spec, acts=acts, y=y, g=g, dy_linear=(h, w), dx=dx)
+        M.mlp_backward(x, flat, spec, acts=acts, y=y, g=g_dy, dy=torch.randn(*lead, rows, dims[-1],
+                                                                          generator=torch.Generator().manual_seed(1)))
+        M.mlp_weight_grad(x, spec, acts=acts, g=g, grad=grad)
+        return acts, y, g, dx, grad, g_dy
+
+    before = dict(ops.kernel_launches)
+    together = run(x, flat, h, w, labels)
+    launched = {name: n - before.get(name, 0) for name, n in ops.kernel_launches.items()}
+    assert launched["_mlp_rows_kernel"] == (1 if dims[-1] == 1 else 3) and launched["_mlp_weight_grad_kernel"] == 1
+    for k in range(K):
+        dy_k = torch.randn(K, rows, dims[-1], generator=torch.Generator().manual_seed(1))[k]
+        alone = run(x[k], flat[k], h[k], w[k], float(labels[k]))
+        if dims[-1] != 1:   # (the dy draw of a 2-d run is replica 0's rows: compare with this replica's own)
+            g_dy = _nan(rows, spec.gradient_columns)
+            M.mlp_backward(x[k], flat[k], spec, acts=alone[0], y=alone[1], g=g_dy, dy=dy_k)
+            alone = alone[:-1] + (g_dy,)
+        for name, ours, theirs in zip(("acts", "y", "g", "dx", "grad", "loss or g from dy"), together, alone):
+            assert not torch.isnan(ours[k]).any(), (k, name)
+            assert torch.equal(ours[k], theirs), (k, name)
+
+
+@pytest.mark.parametrize("replicas", [None, 3], ids=["one", "replicas"])
+def test_adam_folded_into_the_weight_gradient_is_adam_step_after_it(replicas, seed, ieee):
+    """``mlp_weight_grad(adam=...)``: the gradient as without it, and the parameters, moments and counter bit
+    for bit what ``adam_step`` (one MLP: L2, decoupled decay and L1) or ``replica_adam_step`` (a replica
+    table: lr, betas and decay per replica) gives after it; three updates in a row (the count, read by every
+    program before the last to arrive advances it); the arrival count back at zero."""
+    K, rows = replicas or 1, 37
+    spec = MLPSpec((13, 33, 9, 1), True, "leaky_relu", "none", 0.2)
+    made = [_make(spec, rows, seed + k) for k in range(K)]
+    lead = () if replicas is None else (K,)
+    x = torch.stack([x64.float() for x64, _, _ in made]).reshape(*lead, rows, 13).to(DEVICE)
+    flat = torch.stack([torch.cat([p.reshape(-1) for p in p64]).float() for _, p64, _ in made]).reshape(
+        *lead, spec.numel).to(DEVICE)
+    hyper = ops.adam.replica_adam_hyper([1e-2, 3e-3, 5e-2], [(0.5, 0.999), (0.0, 0.9), (0.8, 0.99)], 0.1).to(DEVICE)
+    state = {way: [flat.clone(), torch.zeros_like(flat), torch.zeros_like(flat),
+                   torch.zeros(lead[:1] or (), dtype=torch.int64, device=DEVICE).reshape(-1)[:1].reshape(
+                       (1,) if replicas else ())] for way in ("folded", "after")}
+    arrivals = torch.zeros(1, dtype=torch.int32, device=DEVICE)
+    before = dict(ops.kernel_launches)
+    for update in range(3):
+        for way, (param, m, v, counter) in state.items():
+            acts, y = _nan(*lead, rows, spec.hidden_columns), _nan(*lead, rows, 1)
+            g, grad = _nan(*lead, rows, spec.gradient_columns), _nan(*lead, 1, spec.numel)
+            M.mlp_backward(x, param, spec, acts=acts, y=y, g=g, forward=True,
+                           loss=(20, 0.9, 0.0, 1 / 20, 1 / 17), loss_partials=_nan(*lead, M.loss_buffer_size(rows)))
+            if way == "folded":
+                fold = ops.adam.replica_adam_fold(param, m, v, counter, arrivals, hyper, 1e-8, 0.01) if replicas \
+                    else ops.adam.adam_fold(param, m, v, counter, arrivals, 1e-2, 0.5, 0.999, 1e-8, 0.05, 0.1, 0.01)
+                M.mlp_weight_grad(x, spec, acts=acts, g=g, grad=grad, adam=fold)
+                folded_grad = grad
+            else:
+                M.mlp_weight_grad(x, spec, acts=acts, g=g, grad=grad)
+                assert torch.equal(grad, folded_grad), update
+                if replicas:
+                    ops.adam.replica_adam_step(param, grad[:, 0], m, v, counter, hyper, 1e-8, 0.01)
+                else:
+                    ops.adam_step(param, grad[0], m, v, counter, 1e-2, 0.5, 0.999, 1e-8, 0.05, 0.1, 0.01)
+        for a, b in zip(state["folded"], state["after"]):
+            assert not torch.isnan(a.float()).any() and torch.equal(a, b), update
+        assert int(arrivals) == 0
+    launched = {name: n - before.get(name, 0) for name, n in ops.kernel_launches.items()}
+    assert launched["_mlp_weight_grad_kernel"] == 6 and launched["_mlp_rows_kernel"] == 6
+    with pytest.raises(ValueError, match="one split"):
+        M.mlp_weight_grad(x, spec, acts=acts, g=g, grad=_nan(*lead, 2, spec.numel), adam=fold)
+    with pytest.raises(ValueError, match="folded Adam's parameters must be"):
+        short = [torch.zeros(*lead, spec.numel - 1, device=DEVICE) for _ in range(3)]
+        M.mlp_weight_grad(x, spec, acts=acts, g=g, grad=grad, adam=ops.adam.adam_fold(
+            *short, counter, arrivals, 1e-2, 0.5, 0.999, 1e-8))
+
+
+def test_replica_launches_share_the_gpu_and_refuse_mismatched_buffers():
+    """A launch of K replicas plans its slices for 1/K of the SMs (at K = 32 the classic D's row blocks fill an
+    H100 without slices: 8 of 32 rows each); buffers without the leading K are refused before any kernel runs."""
+    spec = MLPSpec((784, 128, 128, 1))
+    assert M.slice_plan(spec, 256, True, True, mlp_slices.sms_per_replica(torch.device("cpu"), 1)).slices > 1
+    assert M.slice_plan(spec, 256, True, True, mlp_slices.sms_per_replica(torch.device("cpu"), 8)).slices == 3
+    assert M.slice_plan(spec, 256, True, True, mlp_slices.sms_per_replica(torch.device("cpu"), 32)).slices == 1
+    small = MLPSpec((4, 8, 2))
+    x, flat = torch.randn(3, 5, 4, device=DEVICE), torch.randn(3, small.numel, device=DEVICE)
+    before = dict(ops.kernel_launches)
+    with pytest.raises(ValueError, match="leading dimension of 3 replicas"):
+        M.mlp_forward(x, flat, small, acts=_nan(5, 8), y=_nan(3, 5, 2))
+    with pytest.raises(ValueError, match="leading dimension of 3 replicas"):
+        M.mlp_forward(x, flat[:2], small, acts=_nan(3, 5, 8), y=_nan(3, 5, 2))
+    with pytest.raises(ValueError, match="1-D float32"):
+        M.mlp_forward(x[0], flat, small, acts=_nan(5, 8), y=_nan(5, 2))
+    with pytest.raises(ValueError, match="one per replica"):
+        M.mlp_weight_grad(x, small, acts=_nan(3, 5, 8), g=_nan(3, 5, 10), grad=_nan(3, 1, small.numel),
+                          loss_partials=_nan(3, 2), loss_out=_nan(2))
+    assert dict(ops.kernel_launches) == before
 
 
 def test_op_autograd_matches_reference_and_compiles_without_graph_breaks(seed, ieee):

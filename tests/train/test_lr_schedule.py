@@ -158,6 +158,8 @@ def test_cli_flag(tmp_path, capsys):
 def _rates(optimizer):
     if hasattr(optimizer, "param_groups"):
         return [group["lr"] for group in optimizer.param_groups]
+    if hasattr(optimizer, "hyper"):   # ReplicaAdam(flat=True): its kernel's table
+        return optimizer.hyper.clone()
     if hasattr(optimizer, "uniform"):   # ReplicaAdam
         return (optimizer.uniform, optimizer.lr.clone())
     return optimizer.lr
@@ -167,6 +169,8 @@ def _restore_rates(optimizer, rates) -> None:
     if hasattr(optimizer, "param_groups"):
         for group, lr in zip(optimizer.param_groups, rates):
             group["lr"] = lr
+    elif hasattr(optimizer, "hyper"):
+        optimizer.hyper.copy_(rates)
     elif hasattr(optimizer, "uniform"):
         optimizer.uniform = rates[0]
         optimizer.lr.copy_(rates[1])

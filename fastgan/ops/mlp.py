@@ -186,9 +186,8 @@ def _check_launch(x, flat, spec, acts, y, g, dy, dx, loss, loss_partials):
 
 
 @lru_cache(maxsize=None)
-def _rows_key(dims: tuple[int, ...], forward: bool, loss: bool, backward: bool, dx: bool, replicas: int | None) -> int:
-    """The rows kernel's autotune key for a shape, pass and replica count (hashed once, not on every launch)."""
-    what = (dims, forward, loss, backward, dx) + ((replicas,) if replicas is not None else ())
+def _autotune_key(what: tuple) -> int:
+    """An autotune key for what a launch's timing depends on (a shape, a pass, a replica count), hashed once."""
     return zlib.crc32(repr(what).encode()) & 0x7FFFFFFF
 
 
@@ -223,7 +222,7 @@ def _launch_rows(x, flat, spec, *, acts, y, g, dy=None, dy_linear=None, dx=None,
         elif M not in scratch.rows or scratch.part.device != x.device or scratch.replicas != (K or 1):
             raise ValueError(f"scratch is for passes of {scratch.replicas} replicas over {scratch.rows} rows on "
                              f"{scratch.part.device}, this one has {K or 1} over {M} on {x.device}")
-    key = _rows_key(spec.dims, forward, loss is not None, backward, dx is not None, K)
+    key = _autotune_key((spec.dims, forward, loss is not None, backward, dx is not None) + ((K,) if K else ()))
     check_tuned_for_capture("_mlp_rows_kernel", (M, key, plan.slices), x)
     dummy = y
     dy_t = dy if dy is not None else dummy
@@ -308,7 +307,7 @@ def mlp_weight_grad(x, spec, *, acts, g, grad, loss_partials=None, loss_out=None
     if adam is not None:
         _check_fold(adam, spec, K, splits, x.device)
     rows_per_split = max(1, triton.cdiv(M, splits))
-    key = spec.shape_key if K is None else _rows_key(spec.dims, False, False, False, False, K)
+    key = spec.shape_key if K is None else _autotune_key((spec.dims, K))
     check_tuned_for_capture("_mlp_weight_grad_kernel", (M, key, rows_per_split), x)
 
     def grid(meta):

@@ -178,7 +178,7 @@ class GANTrainer(Trainer):
 
     def _optimizer(self, module: nn.Module, lr: float, weight_decay: float, l1: float):
         config = self.config
-        if config.fused_optimizer == "flat" or (self.backend.flat_optimizer and not config.fused_optimizer):
+        if self.backend.flat_adam(config):
             # the regularisers inside its one kernel (triton-mlp's fused step updates through it)
             return FlatAdam(module, lr=lr, betas=config.betas, decoupled_weight_decay=weight_decay, l1=l1)
         # capturable: the step count and bias corrections live on the device, as a CUDA graph needs

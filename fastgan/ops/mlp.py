@@ -307,7 +307,7 @@ def mlp_weight_grad(x, spec, *, acts, g, grad, loss_partials=None, loss_out=None
     if adam is not None:
         _check_fold(adam, spec, K, splits, x.device)
     rows_per_split = max(1, triton.cdiv(M, splits))
-    key = spec.shape_key if K is None else _autotune_key((spec.dims, K))
+    key = spec.shape_key if K is None and adam is None else _autotune_key((spec.dims, K, adam is not None))
     check_tuned_for_capture("_mlp_weight_grad_kernel", (M, key, rows_per_split), x)
 
     def grid(meta):
@@ -321,7 +321,7 @@ def mlp_weight_grad(x, spec, *, acts, g, grad, loss_partials=None, loss_out=None
         g.stride(0), _table(spec, x.device), grad, grad.stride(0), M, key, rows_per_split,
         loss_partials if has_loss else g, all_loss_out if has_loss else g,
         splits, rep_x, rep_a if acts.numel() else 0, rep_g, rep_grad, rep_loss,
-        *(_fold_args(adam) if adam is not None else (g, g, g, 0, g, g, 1, g) + (0.0,) * 10),
+        *(_fold_args(adam) if adam is not None else (grad, grad, grad, 0, grad, grad, 1, grad) + (0.0,) * 10),
         ADAM=adam is not None, HYPER=adam is not None and adam.hyper is not None, HAS_BIAS=spec.has_bias, HAS_LOSS=has_loss, PRECISION=_precision(bf16), BF16=bf16)
     kernel_launches["_mlp_weight_grad_kernel"] += 1
 

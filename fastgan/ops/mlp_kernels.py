@@ -361,7 +361,9 @@ if HAS_TRITON:
              dict(BLOCK_M=128, BLOCK_N=32, BLOCK_K=32, num_warps=4, num_stages=3)],
         interpreter=dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32))
 
-    @triton.autotune(configs=_WEIGHT_CONFIGS, key=["M", "shape_key", "rows_per_split"])
+    # (autotuning runs each config many times: the folded Adam's state is put back after each config's timing)
+    @triton.autotune(configs=_WEIGHT_CONFIGS, key=["M", "shape_key", "rows_per_split"],
+                     restore_value=["param_ptr", "exp_avg_ptr", "exp_avg_sq_ptr", "counter_ptr", "arrivals_ptr"])
     @triton.jit
     def _mlp_weight_grad_kernel(x_ptr, stride_xm, stride_xk, acts_ptr, stride_am, g_ptr, stride_gm, meta_ptr,
                                 grad_ptr, split_stride, M, shape_key, rows_per_split, loss_ptr, loss_out_ptr,

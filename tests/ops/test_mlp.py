@@ -284,6 +284,15 @@ def test_adam_folded_into_the_weight_gradient_is_adam_step_after_it(replicas, se
             *short, counter, arrivals, 1e-2, 0.5, 0.999, 1e-8))
 
 
+def test_autotuning_puts_back_what_the_folded_adam_writes():
+    """On a GPU the autotuner times each config by running it many times: the weight-gradient kernel's folded
+    Adam state (parameters, moments, counter, arrival count) is restored after each config's timing, so the
+    update is applied once (the interpreter runs one config and never times)."""
+    from fastgan.ops import mlp_kernels
+    assert {"param_ptr", "exp_avg_ptr", "exp_avg_sq_ptr", "counter_ptr", "arrivals_ptr"} <= \
+        set(mlp_kernels._mlp_weight_grad_kernel.restore_value)
+
+
 def test_replica_launches_share_the_gpu_and_refuse_mismatched_buffers():
     """A launch of K replicas plans its slices for 1/K of the SMs (at K = 32 the classic D's row blocks fill an
     H100 without slices: 8 of 32 rows each); buffers without the leading K are refused before any kernel runs."""

@@ -7,24 +7,15 @@ import torch
 from fastgan import GANTrainer, ops
 from fastgan.profiling import count_launches
 from helpers import ON_CUDA
-from test_replicas import STEPS, _data, _models, _options, _run_and_resume, _single_runs_match
+from test_replicas import _data, _models, _options, _run_and_resume, _single_runs_match
 
 FUSED_STEP = {"_sample_kernel": 1, "_mlp_rows_kernel": 4, "_mlp_weight_grad_kernel": 2}   # Adam folded in
 
 
-@pytest.mark.parametrize("options", [
-    dict(lr=[1e-3, 2e-4, 5e-4], real_label=[1.0, 0.9, 0.8], d_steps=2, ema=0.9),
-    dict(lr=1e-3, real_label=0.9, pack=2, pack_convention="rows", spectral_norm=True, weight_decay_d=0.01),
-    dict(lr=[1e-3, 2e-4, 5e-4], split_gradients=True),
-], ids=["labels-lr-dsteps-ema", "pack2-spectral-decay", "split-gradients"])
-def test_fused_replicas_equal_their_single_fused_runs(options, slicing, monkeypatch):
-    """Every replica against ``GANTrainer(..., config.for_replica(k))``, which runs the single fused step with
-    the one-replica Philox sampler: losses each step, weights and samples at the end (fp32 rounding: the
-    replica launch plans its slices for its share of the SMs). "split-gradients": the weight gradients in
-    batch splits of 4 rows (as past 4096 rows) and Adam's replica kernel adding them, in both runs."""
-    options = dict(options)
-    if options.pop("split_gradients", False):
-        monkeypatch.setattr(ops.mlp, "_SPLIT_ROWS", 4)
+STEPS = 10
+
+
+def _equal_their_single_runs(options):
     g, d = _models(pack=options.get("pack", 1))
     data = _data()
     trainer = GANTrainer(g, d, data, replicas=3, kernels="triton-mlp", **_options(**options))
@@ -32,6 +23,27 @@ def test_fused_replicas_equal_their_single_fused_runs(options, slicing, monkeypa
     for _ in range(STEPS):
         trainer.step()
     _single_runs_match(trainer, g, d, data, STEPS)
+
+
+def test_fused_replicas_equal_their_single_fused_runs(slicing):
+    """Every replica against ``GANTrainer(..., config.for_replica(k))``, which runs the single fused step with
+    the one-replica Philox sampler: losses each step, weights and samples at the end (fp32 rounding: the
+    replica launch plans its slices for its share of the SMs); per-replica lr and labels, d_steps 2, EMA;
+    whole and sliced."""
+    _equal_their_single_runs(dict(lr=[1e-3, 2e-4, 5e-4], real_label=[1.0, 0.9, 0.8], d_steps=2, ema=0.9))
+
+
+@pytest.mark.parametrize("options", [
+    dict(lr=1e-3, real_label=0.9, pack=2, pack_convention="rows", spectral_norm=True, weight_decay_d=0.01),
+    dict(lr=[1e-3, 2e-4, 5e-4], split_gradients=True),
+], ids=["pack2-spectral-decay", "split-gradients"])
+def test_fused_replicas_with_options_equal_their_single_fused_runs(options, monkeypatch):
+    """As above with pack 2, spectral norm and weight decay; and with the weight gradients in batch splits of
+    4 rows (as past 4096 rows) that Adam's replica kernel adds, in both runs."""
+    options = dict(options)
+    if options.pop("split_gradients", False):
+        monkeypatch.setattr(ops.mlp, "_SPLIT_ROWS", 4)
+    _equal_their_single_runs(options)
 
 
 def test_a_fused_replica_step_launches_seven_kernels_for_every_k():

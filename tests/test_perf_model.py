@@ -76,6 +76,23 @@ def test_the_fused_step_of_8_replicas_launches_its_kernels_once_for_all(report):
             assert [c["active"] * 8 for c in a["configs"]] == [c["active"] for c in b["configs"]]
 
 
+def test_the_matmul_flops_of_a_step_are_its_layers_products(report):
+    """Per GAN-step of the classic GAN at batch 128, worked out by hand: D's update (G forward; D forward, its
+    gradient chain above layer 0 and its weight gradients, on 256 rows), G's (D forward and chain on 128 rows,
+    D's input gradient, G's chain above layer 0, G's weight gradients); the per-layer step at K = 8 does 8 times
+    that, the fused step more (each slice of G's 784 outputs recomputes the layers below)."""
+    g, d = (100, 128, 128, 784), (784, 128, 128, 1)
+
+    def products(dims, rows, layers=slice(None)):
+        return sum(2 * rows * d_in * d_out for d_in, d_out in list(zip(dims[:-1], dims[1:]))[layers])
+
+    per_gan = (products(g, 128) + 2 * products(d, 256) + products(d, 256, slice(1, None))
+               + products(d, 128) + products(d, 128, slice(1, None)) + 2 * 128 * 128 * 784
+               + products(g, 128, slice(1, None)) + products(g, 128))
+    assert step(report, "per-layer x 8 replicas")["matmul_flops"] == 8 * per_gan
+    assert step(report, "fused x 8 replicas")["matmul_flops"] > 8 * per_gan
+
+
 def test_fit_reproduces_the_measured_step_times(report):
     """The constants, applied to the measured code's (kernels, serial work), give back the measured times."""
     terms = json.loads(perf_model.FIT.read_text())["terms"]

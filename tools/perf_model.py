@@ -57,6 +57,7 @@ REPLICA_BACKENDS = {"fused": BACKENDS["fused"], "per-layer": dict(BACKENDS["per-
 FIT_BATCH = 128
 SMS = 132                       # H100 SXM and H200
 HBM_BYTES_PER_S = {"nvidia-h200": 4.8e12, "nvidia-h100": 3.35e12}   # peak memory bandwidth (the cards' data sheets)
+TF32_FLOPS_PER_S = 4.95e14   # H100 SXM and H200: dense tf32 tensor-core peak (989 TFLOP/s with sparsity, halved)
 REGISTERS_PER_SM = 65_536
 SHARED_MEMORY_PER_SM = 233_472  # 228 KB
 WARPS_PER_SM, BLOCKS_PER_SM = 64, 32
@@ -328,14 +329,43 @@ def adam_bytes(step: dict) -> int:
     return total
 
 
+def _products(layers, rows: int) -> int:
+    return sum(2 * rows * d_in * d_out for d_in, d_out in layers)
+
+
+def matmul_flops(step: dict) -> int:
+    """The floating-point operations of a step's matmuls, from its launches' shapes (every replica, and the
+    layers below the cut that each slice of a G's output end recomputes)."""
+    total = 0
+    for launch in step["launches"]:
+        meta, kernel = launch["meta"], launch["kernel"]
+        if kernel == "_mlp_rows_kernel":
+            layers, rows, replicas = _layers(meta), meta["M"], meta["grid"][2]
+            flops = 0
+            if meta["FORWARD"]:
+                redo = meta["slices"] if meta.get("SPLIT") == "output" else 1
+                flops += _products(layers[:-1], rows) * redo + _products(layers[-1:], rows)
+            if meta["BACKWARD"]:
+                flops += _products(layers[1:], rows) + (_products(layers[:1], rows) if meta["NEED_DX"] else 0)
+                flops += 2 * rows * meta["dy_k"] * layers[-1][1] if meta.get("DY_LINEAR") else 0
+            total += flops * replicas
+        elif kernel == "_mlp_weight_grad_kernel":
+            total += _products(_layers(meta), meta["M"]) * (meta["grid"][2] // meta["splits"])
+        elif kernel in ("_linear_act_fwd_kernel", "_linear_act_bwd_input_kernel", "_linear_act_bwd_weight_kernel"):
+            total += 2 * meta["M"] * meta["N"] * meta["K"] * meta["grid"][2]
+    return total
+
+
 def print_replicas(label: str, replicas: int, step: dict, predicted: float, card: str) -> None:
-    """The K-replica step's summary: the latency model's µs, the floor Adam's traffic sets at the card's peak
-    bandwidth (the latency model knows no bandwidth: at large K the step is bound by memory), GAN-steps/s."""
-    floor = adam_bytes(step) / HBM_BYTES_PER_S[card] * 1e6 if card in HBM_BYTES_PER_S else None
-    bound = max(predicted, floor or 0.0)
-    floor_text = "no bandwidth figure for this card" if floor is None else \
-        f"Adam's {adam_bytes(step) / 1e6:.1f} MB at {HBM_BYTES_PER_S[card] / 1e12:.2f} TB/s: >= {floor:.1f} µs"
-    print(f"{label}: latency model {predicted:.1f} µs a step; {floor_text}; so >= {bound:.1f} µs, "
+    """The K-replica step's summary: the latency model's µs and two floors it knows nothing of — Adam's
+    traffic at the card's peak bandwidth, the matmuls at the dense tf32 peak — and GAN-steps/s at the largest."""
+    memory = adam_bytes(step) / HBM_BYTES_PER_S[card] * 1e6 if card in HBM_BYTES_PER_S else None
+    compute = matmul_flops(step) / TF32_FLOPS_PER_S * 1e6
+    bound = max(predicted, memory or 0.0, compute)
+    memory_text = "no bandwidth figure for this card" if memory is None else \
+        f"Adam's {adam_bytes(step) / 1e6:.1f} MB at {HBM_BYTES_PER_S[card] / 1e12:.2f} TB/s: >= {memory:.1f} µs"
+    print(f"{label}: latency model {predicted:.1f} µs a step; {memory_text}; {matmul_flops(step) / 1e9:.1f} GFLOP "
+          f"at {TF32_FLOPS_PER_S / 1e12:.0f} TFLOP/s: >= {compute:.1f} µs; so >= {bound:.1f} µs, "
           f"<= {replicas / bound:.2f} M GAN-steps/s (predicted, not measured)")
 
 
@@ -457,6 +487,7 @@ def main(argv=None) -> int:
             "compiled": not args.no_compile,
             "measured": {label: dict(zip(("us", "kernels_per_step", "run"), m)) for label, m in measured.items()},
             "steps": [dict(step, label=label, predicted_us=predicted[label, batch], adam_bytes=adam_bytes(step),
+                           matmul_flops=matmul_flops(step),
                            launches=[{k: v for k, v in launch.items() if k != "meta"} for launch in step["launches"]])
                       for (label, batch), step in steps.items()],
             "gate": failures}, indent=1))

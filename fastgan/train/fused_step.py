@@ -24,8 +24,8 @@ own launches. ``sampler="torch"`` draws batch and noise with PyTorch's generator
 step 1), the same draws as the other paths: what the equivalence tests use.
 
 With ``replicas=K`` (``GANTrainer(..., replicas=K, kernels="triton-mlp")``) the same launches run K GANs each:
-every buffer gets a leading K, the kernels a replica grid axis, Adam ``ReplicaAdam``'s kernel, the draws the
-K-replica Philox sampler's; replica k is its single fused run to fp32 rounding (the slices of the wide end are
+every buffer gets a leading K, the kernels a replica grid axis, Adam ``ReplicaAdam``'s update (folded in as
+FlatAdam's is), the draws the K-replica Philox sampler's; replica k is its single fused run to fp32 rounding (the slices of the wide end are
 planned for the K replicas' share of the SMs, so sums may split differently).
 
 What it does not do (the trainer then runs the same FusedMLP modules through the generic step, and says

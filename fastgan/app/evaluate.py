@@ -16,8 +16,8 @@ from ..nn.presets import DATA_PRESETS, PRESETS, build_models
 from ..nn.stacked import StackedMLP
 from ..sampling import SampleOptions, generate
 from ..train.checkpoints import REPLICA_FORMAT, SHARDED_FORMAT
-from ..train.trainer import GANTrainer
 from ..train.config import TrainConfig
+from ..train.trainer import GANTrainer
 from .args import config_from_args, resolve_device
 from .sweep import headline, per_setting, summary_table, sweep_from_config
 

@@ -152,11 +152,21 @@ def replica_adam_fold(param, exp_avg, exp_avg_sq, counter, arrivals, hyper, eps,
     """``replica_adam_step(param, <the gradient>, exp_avg, exp_avg_sq, counter, hyper, eps, l1)`` as an
     ``AdamFold``."""
     _check_fold(param, exp_avg, exp_avg_sq, counter, arrivals)
-    K = param.shape[0]
-    if hyper.dtype != torch.float32 or tuple(hyper.shape) != (K, 7) or not hyper.is_contiguous():
-        raise ValueError(f"hyper must be a contiguous ({K}, 7) float32 tensor (replica_adam_hyper)")
-    return AdamFold(param, exp_avg, exp_avg_sq, counter, arrivals, adam_programs(param.shape[1]) * K,
-                    _scalars(1.0, 0.0, 0.0, eps, 0.0, 0.0, l1), hyper)
+    _check_replica_hyper(hyper, param, eps, l1)
+    unused = 0.0   # (lr, betas and decay: the kernel reads each replica's from hyper)
+    scalars = (unused,) * 6 + (float(eps), 0.0, unused, float(l1))
+    return AdamFold(param, exp_avg, exp_avg_sq, counter, arrivals, adam_programs(param.shape[1]) * param.shape[0],
+                    scalars, hyper)
+
+
+def _check_replica_hyper(hyper: torch.Tensor, param: torch.Tensor, eps: float, l1: float) -> None:
+    """ValueError unless ``hyper`` is ``param``'s replicas' ``(K, 7)`` table and eps, l1 are valid."""
+    K = param.shape[0] if param.dim() == 2 else 0
+    if hyper.dtype != torch.float32 or tuple(hyper.shape) != (K, 7) or not hyper.is_contiguous() or \
+            hyper.device != param.device:
+        raise ValueError(f"hyper must be a contiguous ({K}, 7) float32 tensor on param's device (replica_adam_hyper)")
+    if not (eps > 0 and l1 >= 0):
+        raise ValueError(f"bad Adam hyper-parameters: eps={eps}, l1={l1}")
 
 
 def replica_adam_hyper(lrs, betas, decoupled_weight_decay: float = 0.0) -> torch.Tensor:
@@ -201,12 +211,8 @@ def replica_adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Te
             raise ValueError(f"{name} must be a contiguous {tuple(shape)} float32 tensor on param's device "
                              f"(param: (replicas, n); grad with partials: (replicas, partials, n)); got "
                              f"{tuple(t.shape)}")
-    if hyper.dtype != torch.float32 or tuple(hyper.shape) != (K, 7) or not hyper.is_contiguous() or \
-            hyper.device != param.device:
-        raise ValueError(f"hyper must be a contiguous ({K}, 7) float32 tensor on param's device (replica_adam_hyper)")
     _check_counter(counter, param)
-    if not (eps > 0 and l1 >= 0):
-        raise ValueError(f"bad Adam hyper-parameters: eps={eps}, l1={l1}")
+    _check_replica_hyper(hyper, param, eps, l1)
     if not use_triton(param):
         replica_adam_step_reference(param, grad if partials == 1 else grad.sum(1), exp_avg, exp_avg_sq, counter,
                                     hyper, eps, l1)

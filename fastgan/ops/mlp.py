@@ -305,7 +305,7 @@ def mlp_weight_grad(x, spec, *, acts, g, grad, loss_partials=None, loss_out=None
         raise ValueError(f"loss_out must be a contiguous tensor of {K or 1} element(s), one per replica")
     splits = grad.shape[0]
     if adam is not None:
-        _check_fold(adam, spec, K, splits, x.device)
+        _check_fold_fits(adam, spec, K, splits, x.device)
     rows_per_split = max(1, triton.cdiv(M, splits))
     key = spec.shape_key if K is None and adam is None else _autotune_key((spec.dims, K, adam is not None))
     check_tuned_for_capture("_mlp_weight_grad_kernel", (M, key, rows_per_split), x)
@@ -326,7 +326,7 @@ def mlp_weight_grad(x, spec, *, acts, g, grad, loss_partials=None, loss_out=None
     kernel_launches["_mlp_weight_grad_kernel"] += 1
 
 
-def _check_fold(adam, spec, K, splits, device) -> None:
+def _check_fold_fits(adam, spec, K, splits, device) -> None:
     if not isinstance(adam, AdamFold):
         raise TypeError(f"adam must be an ops.adam.AdamFold (adam_fold, replica_adam_fold), got {type(adam).__name__}")
     shape = (spec.numel,) if K is None else (K, spec.numel)

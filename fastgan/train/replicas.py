@@ -116,13 +116,17 @@ class ReplicaTrainer(Trainer):
         self.rng = self.generators[0]
         self.sampler = DeviceSampler(config.seed, self.device, self.replicas) if config.sampler == "philox" else None
         self.ema = ReplicaEMA(self.generator, config.ema) if config.ema is not None else None
-        self.ema_flat = self.ema.flat if self.ema is not None else None
         step, self.step_path = self.backend.fused_replica_step(self, *self._whole_mlps())
         # a replica whose losses went non-finite goes on as NaNs, alone (nothing mixes replicas); the run stops
         # only when every replica has (``diverged`` says which and when)
         self.loop = TrainingLoop(step or make_replica_step(self), config, self.generators, self.device, self._set_lr_factor,
                                  lambda row: any(_finite(d, g) for d, g in zip(row[1], row[2])), _postfix,
                                  graph_optional=graph_optional)
+
+    @property
+    def ema_flat(self) -> torch.Tensor | None:
+        """G's EMA weights, ``(K, P)`` (None without ``ema``)."""
+        return self.ema.flat if self.ema is not None else None
 
     @property
     def diverged(self) -> dict[int, int]:

@@ -107,8 +107,9 @@ def make_step(p: StepParts, sampler: DeviceSampler | None = None) -> Callable[[i
         the real rows' classes and the fake rows' (from the data's label distribution)."""
         with phase("data"):
             samples = p.config.samples_per_step
-            if sampler is not None:   # (no labels, one process: philox is refused for conditional GANs and
-                x = torch.empty((samples, p.data.shape[1]), device=device)   # with data_parallel)
+            # (with philox: no labels and the whole batch here; it is refused for conditional GANs, data_parallel)
+            if sampler is not None:
+                x = torch.empty((samples, p.data.shape[1]), device=device)
                 z = torch.empty((samples, p.latent_dim), device=device)
                 sampler.draw(p.data, x, z)
                 return d_input(x), z, None, None

@@ -180,10 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Adam learning rate (default: 2e-4); several values sweep them (see --seeds)")
     train.add_argument("--seeds", type=_positive(int), default=1, metavar="N",
                        help="train N GANs per setting (default: 1). With N > 1, or several values for --lr, "
-                            "--lr-g, --lr-d, --real-label or --instance-noise (their product), the run is a sweep: "
-                            "every GAN at once as replicas of one trainer, replica k exactly the single run with "
-                            "seed --seed + k (settings vary slowest, seeds fastest); samples.png gets a row (a "
-                            "panel) per replica, metrics.json each replica's quality, sweep.md a table per setting "
+                            "--lr-g, --lr-d, --real-label, --instance-noise or --r1-gamma (their product), the run "
+                            "is a sweep: every GAN at once as replicas of one trainer, replica k exactly the single "
+                            "run with seed --seed + k (settings vary slowest, seeds fastest); samples.png gets a row "
+                            "(a panel) per replica, metrics.json each replica's quality, sweep.md a table per setting "
                             "and per replica, sweep_<setting>.png the metrics against each swept setting")
     train.add_argument("--hidden", type=_positive(int), nargs="+", default=None,
                        help="hidden widths of G and D (default: the data set's preset, 256 256; the classic GAN "
@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(both from one pass of D: PacGAN's code)")
     stabilise.add_argument("--instance-noise", type=float, nargs="+", default=0.0,
                            help="std of noise on D's inputs")
-    stabilise.add_argument("--r1-gamma", type=float, default=0.0, help="R1 penalty weight on real data")
+    stabilise.add_argument("--r1-gamma", type=float, nargs="+", default=0.0,
+                           help="R1 penalty weight on real data; several values sweep them")
     stabilise.add_argument("--r1-every", type=_positive(int), default=16, help="R1 every N steps")
     for net, name in (("g", "G"), ("d", "D")):
         stabilise.add_argument(f"--weight-decay-{net}", type=float, default=0.0,

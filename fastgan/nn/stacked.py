@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import ACTIVATIONS, fused_linear, maxout
+from ..ops import ACTIVATIONS, fused_linear, maxout, reference_only
 from .fused import FusedLinear, Maxout, activation_of, whole_mlp_spec
 
 __all__ = ["replica_models", "stack_models", "check_stackable", "StackedMLP", "StackedNet"]
@@ -200,7 +200,8 @@ class StackedMLP(nn.Module):
     weight and ``(K, out)`` bias as views of it. ``forward(x)`` maps ``(K, N, in)`` to ``(K, N, out)``:
     with ``kernels="torch"`` every layer one ``torch.baddbmm`` (a hand-written backward fills
     ``flat.grad`` in place of per-layer gradients), with ``"triton"`` the fused linear kernel with a grid
-    axis over replicas."""
+    axis over replicas; inside ``ops.reference_path()`` (R1's gradient of a gradient) either takes the
+    fused linear's reference path, which autograd differentiates twice."""
 
     def __init__(self, models: list[nn.Module], kernels: str = "torch"):
         super().__init__()
@@ -229,7 +230,7 @@ class StackedMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, flat: torch.Tensor | None = None) -> torch.Tensor:
         flat = self.flat if flat is None else flat
-        if self.kernels != "triton":
+        if self.kernels != "triton" and not reference_only():   # (its backward is not differentiable again)
             return _StackedForward.apply(x, flat, self)
         h = x
         for i, (weight, bias) in enumerate(self.weights(flat)):

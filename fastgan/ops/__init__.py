@@ -17,7 +17,8 @@ Precision: fp32 matmuls use tf32 tensor cores by default; ``set_matmul_precision
 ``matmul_precision("ieee")`` context manager) makes them exact fp32.
 """
 from ._runtime import (AUTOTUNE, HAS_TRITON, INTERPRET, get_matmul_precision, kernel_launches, matmul_precision,
-                       precision_scope, reference_path, set_matmul_precision, use_triton, with_precision)
+                       precision_scope, reference_only, reference_path, set_matmul_precision, use_triton,
+                       with_precision)
 from .activations import ACTIVATIONS, activation_from_name
 from .adam import adam_step
 from .bce import replica_sigmoid_bce_reference, sigmoid_bce_reference, sigmoid_bce_with_logits
@@ -34,5 +35,5 @@ __all__ = ["mlp", "native", "sampler", "spectral",
            "sigmoid_bce_with_logits", "sigmoid_bce_reference", "replica_sigmoid_bce_reference", "linear_bce_head",
            "linear_bce_head_reference", "ACTIVATIONS",
            "activation_from_name", "set_matmul_precision", "get_matmul_precision", "matmul_precision",
-           "precision_scope", "with_precision", "kernel_launches", "use_triton", "reference_path", "HAS_TRITON",
-           "INTERPRET", "AUTOTUNE"]
+           "precision_scope", "with_precision", "kernel_launches", "use_triton", "reference_path", "reference_only",
+           "HAS_TRITON", "INTERPRET", "AUTOTUNE"]

@@ -96,6 +96,11 @@ def reference_path():
         _reference_only = previous
 
 
+def reference_only() -> bool:
+    """Whether a ``reference_path()`` block is open (modules with a backward of their own step aside too)."""
+    return _reference_only
+
+
 def use_triton(tensor: torch.Tensor) -> bool:
     """CUDA tensors run Triton; CPU tensors run it under TRITON_INTERPRET=1, else the reference path."""
     if not HAS_TRITON or _reference_only:

@@ -64,7 +64,7 @@ def fused_step_blocker(config: TrainConfig, g: MLPSpec | None, d: MLPSpec | None
     blockers = {"update='simultaneous'": config.update != "alternating",
                 "loss='hinge'": config.loss != "non_saturating",
                 "instance_noise": any(sigma > 0 for sigma in config.per_replica("instance_noise")),
-                "r1_gamma": config.r1_gamma > 0, "augment": bool(config.augment), "compile": bool(config.compile),
+                "r1_gamma": config.has_r1, "augment": bool(config.augment), "compile": bool(config.compile),
                 "fused_optimizer='torch'": not flat,
                 "sampler='torch' with replicas": config.replicas is not None and config.sampler != "philox"}
     named = [name for name, on in blockers.items() if on]
@@ -219,7 +219,7 @@ def fast_path(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, s
     plain eager step with torch.optim.Adam."""
     fast = config.fast and device.type == "cuda"
     graph_blocker = next((why for why, on in (
-        ("r1_gamma's host-side schedule", config.r1_gamma > 0),
+        ("r1_gamma's host-side schedule", config.has_r1),
         (f"compile={config.compile!r} makes CUDA graphs of its own", config.compile in CUDAGRAPH_COMPILE_MODES),
         ("data_parallel's collectives", config.data_parallel)) if on), None)
     flat_blocker = "data_parallel" if config.data_parallel else None

@@ -35,7 +35,7 @@ FUSED_OPTIMIZERS = (False, "flat", "torch")
 # the settings ``fast`` decides when they are left at these values (fastgan.train.backends.fast_path)
 AUTOMATIC = {"kernels": "auto", "cuda_graph": None, "steps_per_replay": None, "fused_optimizer": None}
 # settings that may take one value per replica (a sequence of length ``replicas``); betas: a sequence of pairs
-PER_REPLICA = ("lr", "lr_g", "lr_d", "betas", "real_label", "instance_noise")
+PER_REPLICA = ("lr", "lr_g", "lr_d", "betas", "real_label", "instance_noise", "r1_gamma")
 
 
 def check_real_label(real_label: float) -> float:
@@ -137,7 +137,8 @@ class TrainConfig:
             ``batch_size`` must be a multiple of ``pack``) or ``"rows"`` (PacGAN's code: D sees ``batch_size``
             packed rows of each, so a step draws ``pack * batch_size`` samples).
         instance_noise: std of Gaussian noise added to D's real and fake inputs.
-        r1_gamma, r1_every: R1 penalty weight on real data, applied every ``r1_every`` steps.
+        r1_gamma, r1_every: R1 penalty weight on real data, applied every ``r1_every`` steps (with
+            ``replicas``, a weight per replica may be given).
         update: ``"alternating"`` (default: D's update, then G's loss through the updated D) or
             ``"simultaneous"`` (both losses from one forward pass of D on the same batch, both updates
             after it: what PacGAN's code does, through ALI's training algorithm). Simultaneous needs
@@ -233,7 +234,8 @@ class TrainConfig:
             raise ValueError(f"compile={self.compile!r} makes CUDA graphs of its own (cudagraph trees): use it with "
                              "cuda_graph=False, or compile=True (or 'max-autotune-no-cudagraphs') with "
                              "cuda_graph=True")
-        if self.cuda_graph and self.r1_gamma:
+        self._each("r1_gamma", lambda v: _finite("r1_gamma", v, 0.0, strict=False))
+        if self.cuda_graph and self.has_r1:
             raise ValueError("r1_gamma > 0 with cuda_graph=True is not supported: the R1 steps follow a host-side "
                              "schedule that one captured graph cannot vary; use cuda_graph=False")
         self._each("lr", lambda v: _finite("lr", v, 0.0, strict=True))
@@ -247,7 +249,6 @@ class TrainConfig:
         if self.loss == "hinge" and any(r != 1.0 for r in self.per_replica("real_label")):
             raise ValueError("real_label (label smoothing) applies to the BCE loss, not to loss='hinge'")
         self._each("instance_noise", lambda v: _finite("instance_noise", v, 0.0, strict=False))
-        self.r1_gamma = _finite("r1_gamma", self.r1_gamma, 0.0, strict=False)
         for name in ("weight_decay_g", "weight_decay_d", "l1_g", "l1_d"):
             setattr(self, name, _finite(name, getattr(self, name), 0.0, strict=False))
         parse_transforms(self.augment)
@@ -287,7 +288,7 @@ class TrainConfig:
         if self.update not in UPDATES:
             raise ValueError(f"update must be one of {', '.join(map(repr, UPDATES))}, got {self.update!r}")
         if self.update == "simultaneous":
-            off = {"d_steps > 1": self.d_steps > 1, "compile": bool(self.compile), "r1_gamma": self.r1_gamma > 0,
+            off = {"d_steps > 1": self.d_steps > 1, "compile": bool(self.compile), "r1_gamma": self.has_r1,
                    "data_parallel": self.data_parallel is True}
             unsupported = [name for name, on in off.items() if on]
             if unsupported:
@@ -332,12 +333,9 @@ class TrainConfig:
         return list(value) if self._is_sequence(name, value) else [value] * (self.replicas or 1)
 
     def _check_replica_options(self) -> None:
-        off = {"r1_gamma": self.r1_gamma > 0, "augment": bool(self.augment)}
-        unsupported = [name for name, on in off.items() if on]
-        if unsupported:
-            raise ValueError(f"with replicas, these settings are not available yet: {', '.join(unsupported)} "
-                             "(replicas train with the plain step, the torch or per-layer triton kernels and "
-                             "their own batched Adam)")
+        if self.augment:
+            raise ValueError("with replicas, these settings are not available yet: augment (each replica would "
+                             "need an augmentation pipeline and an ADA p of its own)")
 
     def for_replica(self, k: int) -> TrainConfig:
         """The single-GAN config replica ``k`` of this run equals: seed ``seed + k`` and replica k's values of
@@ -359,6 +357,11 @@ class TrainConfig:
         sliced = {name: tuple(self.per_replica(name)[start:stop]) for name in PER_REPLICA
                   if self._is_sequence(name, getattr(self, name))}
         return self.replace(replicas=stop - start, seed=self.seed + start, **sliced)
+
+    @property
+    def has_r1(self) -> bool:
+        """Whether any replica (or the one GAN) trains with the R1 penalty."""
+        return any(gamma > 0 for gamma in self.per_replica("r1_gamma"))
 
     @property
     def augment_start_p(self) -> float:

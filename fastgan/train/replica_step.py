@@ -5,7 +5,7 @@ import torch
 
 from ..phases import phase
 from .config import CUDAGRAPH_COMPILE_MODES
-from ..ops import replica_sigmoid_bce_reference, with_precision
+from ..ops import reference_path, replica_sigmoid_bce_reference, with_precision
 from .losses import gan_losses
 from .parts import compiled_regions, forward_autocast, packed
 
@@ -23,6 +23,8 @@ def make_replica_step(t):
     real_label = col([c.real_label for c in per])
     sigmas = [c.instance_noise for c in per]
     noise_scale = col(sigmas)
+    # each replica's R1 weight as its single step scales it (gamma/2, times the steps between penalties)
+    r1_scale = torch.tensor([0.5 * c.r1_gamma * config.r1_every for c in per], device=device)
 
     def instance_noise(shape) -> list[torch.Tensor | None]:   # each replica's draw; none where its sigma is 0
         return [torch.randn(shape, device=device, generator=g) if s > 0 else None for g, s in zip(t.generators, sigmas)]
@@ -95,9 +97,21 @@ def make_replica_step(t):
                 t.spectral.step()
         return loss_d, loss_g
 
-    def alternating_step():
+    def d_loss_with_r1(real, fake_for_d):
+        """D's loss on real data made differentiable, and the R1 penalty of each replica (``(K,)``)."""
+        with phase("D.forward.r1"), autocast():
+            real.requires_grad_(True)
+            with reference_path():   # double backward: the fused kernels have none
+                real_logits = t.discriminator(real)
+                (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+            penalty = r1_scale * grad.square().sum(dim=2).mean(dim=1)
+        with phase("D.forward.fake"), autocast():
+            loss_d = d_loss(real_logits, t.discriminator(fake_for_d))
+        return loss_d, penalty
+
+    def alternating_step(index):
         """``d_steps`` updates of D, each on a fresh draw, then G's loss and gradient through the last draw's
-        fake batch (D frozen)."""
+        fake batch (D frozen); with R1 every ``r1_every`` steps, the penalty joins D's loss."""
         for d_step in range(config.d_steps):
             last = d_step == config.d_steps - 1
             real, z = draw()
@@ -108,11 +122,15 @@ def make_replica_step(t):
                     with torch.no_grad():
                         fake = generator(z)
                 fake_for_d = d_input(fake.detach())
-            with phase("D.forward"), autocast():
-                loss_d = d_loss_of_inputs(real, fake_for_d)
+            if config.has_r1 and index % config.r1_every == 0:
+                loss_d, penalty = d_loss_with_r1(real, fake_for_d)
+                total_d = loss_d + penalty
+            else:
+                with phase("D.forward"), autocast():
+                    loss_d = total_d = d_loss_of_inputs(real, fake_for_d)
             with phase("D.backward"):
                 t.optimizer_d.zero_grad()
-                loss_d.sum().backward()
+                total_d.sum().backward()
             with phase("D.optim"):
                 t.optimizer_d.step()
             if t.spectral is not None:   # one power iteration, weights divided by their spectral norm
@@ -132,7 +150,7 @@ def make_replica_step(t):
         if cudagraph_trees:
             torch.compiler.cudagraph_mark_step_begin()
         # the simultaneous step is never compiled (TrainConfig says so)
-        loss_d, loss_g = simultaneous_step() if config.update == "simultaneous" else alternating_step()
+        loss_d, loss_g = simultaneous_step() if config.update == "simultaneous" else alternating_step(index)
         with phase("G.optim"):
             t.optimizer_g.step()
             if t.ema is not None:

@@ -28,6 +28,15 @@ def test_the_grid_is_the_product_of_the_swept_flags_seeds_fastest():
         sweep_of(_args(real_label=[0.9, 0.9]))
 
 
+def test_r1_weights_on_the_command_line_are_a_sweep(tmp_path):
+    out = tmp_path / "r1"
+    assert main(["train", "--data", "ring", "--r1-gamma", "0", "10", "--r1-every", "2", "--hidden", "8",
+                 "--steps", "4", "--no-progress", "--out", str(out)]) == 0
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["replicas"] == 2 and config["r1_gamma"] == [0.0, 10.0] and config["r1_every"] == 2
+    assert "| r1_gamma |" in (out / "sweep.md").read_text()
+
+
 def test_a_checkpoints_config_gives_back_its_grid():
     """What ``fastgan evaluate`` reads: the grid from the replica run's per-replica settings; replicas that form
     no grid (a setting's seeds not side by side) are a setting each."""

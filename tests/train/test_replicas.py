@@ -89,6 +89,28 @@ def test_replicas_equal_single_runs_with_options(options):
     _single_runs_match(trainer, g, d, data, STEPS, samples=False)
 
 
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+def test_r1_per_replica_equals_single_runs(kernels):
+    """R1 with a weight per replica (0 for one: its single run takes no penalty pass at all), every 3 steps,
+    packed, d_steps 2: each replica's losses, weights and samples are its single run's. The triton path
+    forms the penalty's double backward on the reference path, as the single step does."""
+    g, d = _models(pack=2)
+    data = _data()
+    trainer = GANTrainer(g, d, data, replicas=3, kernels=kernels, **_options(
+        pack=2, lr=2e-3, r1_gamma=[0.0, 1.0, 10.0], r1_every=3, d_steps=2))
+    assert trainer.config.has_r1 and not trainer.config.for_replica(0).has_r1
+    for _ in range(10):
+        trainer.step()
+    _single_runs_match(trainer, g, d, data, 10)
+    # the penalty changes what D learns: replica 2 (gamma 10) is not the run without it
+    plain = GANTrainer(*replica_models(g, d, trainer.config.seed, 2), data,
+                       trainer.config.for_replica(2).replace(r1_gamma=0.0))
+    for _ in range(10):
+        plain.step()
+    _, rd = trainer.replica(2)
+    assert not torch.allclose(rd.state_dict()["net.0.weight"], plain.discriminator.state_dict()["net.0.weight"])
+
+
 def _pacgan_models(pack=1, features=6, latent=4):
     """PacGAN's model classes at test size: BatchNorm G (2 x 24), maxout D (2 x 12, 3 pieces)."""
     return (BatchNormGenerator(latent_dim=latent, hidden=24, layers=2, out_dim=features),
@@ -407,7 +429,9 @@ def test_compile_has_no_graph_breaks_and_equals_eager():
     (dict(replicas=2, real_label=[1.0, 1.2]), "real_label must be a number in"),
     (dict(replicas=2, loss="hinge", real_label=[1.0, 0.9]), "applies to the BCE loss"),
     (dict(replicas=0), "replicas must be a positive integer"),
-    (dict(replicas=2, r1_gamma=1.0), "not available yet: r1_gamma"),
+    (dict(replicas=2, augment="translation"), "not available yet: augment"),
+    (dict(replicas=2, r1_gamma=[1.0, -1.0]), "r1_gamma must be"),
+    (dict(replicas=2, r1_gamma=[0.0, 1.0], cuda_graph=True), "r1_gamma > 0 with cuda_graph=True"),
 ])
 def test_bad_replica_settings_are_clear_errors(settings, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

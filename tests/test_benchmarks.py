@@ -9,6 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import common  # noqa: E402
+import host_cost  # noqa: E402
 import kernels  # noqa: E402
 import train_step  # noqa: E402
 
@@ -181,6 +182,21 @@ def test_time_limit_starts_no_row_it_cannot_finish(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU behaviour: a clean skip")
+def test_host_cost_times_every_call_with_its_launches_stubbed_and_puts_the_kernels_back(tmp_path):
+    from fastgan.ops import linear_kernels
+    kernel = linear_kernels._linear_act_fwd_kernel
+    with host_cost.stubbed_launches() as stubbed:
+        assert stubbed >= 10 and isinstance(linear_kernels._linear_act_fwd_kernel, host_cost._StubLaunch)
+    assert linear_kernels._linear_act_fwd_kernel is kernel
+    assert host_cost.main(["--calls", "2", "--windows", "2", "--out", str(tmp_path)]) == 0
+    assert linear_kernels._linear_act_fwd_kernel is kernel
+    record = json.loads((tmp_path / "cpu" / "host_cost.json").read_text())
+    results = record["payload"]["results"]
+    assert set(results) == set(host_cost.contenders(torch.device("cpu")))
+    for name, row in results.items():
+        assert 0 < row["min_us"] <= row["median_us"] <= row["max_us"] < 1e6, (name, row)
+
+
 def test_kernel_benchmark_skips_cleanly_without_cuda(capsys):
     assert kernels.main(["--quick"]) == 0
     assert "skipped: no CUDA device" in capsys.readouterr().out

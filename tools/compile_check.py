@@ -157,6 +157,9 @@ def _cases(quick: bool):
                 for precision in (("tf32", "ieee") if dtype == torch.float32 else ("tf32",)):
                     cases.append((f"fused_linear {name} {activation} bias={bias} {precision} 128x784->128",
                                   linear(128, 784, 128, dtype, activation, bias, precision)))
+    for name, dtype in dtypes.items():   # batch 4096: the weight gradient in 8 batch splits (a splits argument > 1)
+        cases.append((f"fused_linear {name} leaky_relu bias=True tf32 4096x128->128 (split dW)",
+                      linear(4096, 128, 128, dtype, "leaky_relu", True, "tf32")))
     for m, k, n in [(1, 1, 1), (7, 13, 129), (129, 127, 7), (20, 784, 1), (33, 100, 128)]:  # the tests' shapes
         for precision in ("tf32", "ieee"):
             cases.append((f"fused_linear fp32 tanh {precision} {m}x{k}->{n}",

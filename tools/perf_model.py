@@ -131,7 +131,8 @@ WORK = {
     "_mlp_weight_grad_kernel": _mlp_weight_grad_work,   # tile x layer x split; loop over the split's rows
     "_linear_act_fwd_kernel": lambda m: (math.prod(m["grid"]), cdiv(m["K"], m["BLOCK_K"])),        # loop over K
     "_linear_act_bwd_input_kernel": lambda m: (math.prod(m["grid"]), cdiv(m["N"], m["BLOCK_N"])),  # loop over N
-    "_linear_act_bwd_weight_kernel": lambda m: (math.prod(m["grid"]), cdiv(m["M"], m["BLOCK_M"])),  # loop over M
+    "_linear_act_bwd_weight_kernel": lambda m: (math.prod(m["grid"]),   # tiles x replicas x batch splits;
+                                                cdiv(min(m["rows_per_split"], m["M"]), m["BLOCK_M"])),  # a split's M
     "_adam_step_kernel": lambda m: _grid_stride(m, m["n"], m["BLOCK"]),             # grid-stride over the buffer
     "_replica_adam_kernel": lambda m: (m["grid"][0] * m["grid"][1], cdiv(m["n"], m["grid"][0] * m["BLOCK"])),
     # ^ programs over a replica's row x replicas, each a grid-stride loop over its row

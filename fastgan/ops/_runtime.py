@@ -96,6 +96,17 @@ def reference_path():
         _reference_only = previous
 
 
+def cdiv(a: int, b: int) -> int:
+    """``ceil(a / b)`` for launch grids, on the host. ``triton.cdiv`` is a constexpr function (for kernels): a host
+    call costs ~3 µs against ~0.2 µs (triton 3.9, this CPU), and a fused-linear forward + backward made six."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of 2 >= ``n`` >= 1, on the host (``triton.next_power_of_2``'s host cost, as ``cdiv``)."""
+    return 1 << (n - 1).bit_length()
+
+
 def reference_only() -> bool:
     """Whether a ``reference_path()`` block is open (modules with a backward of their own step aside too)."""
     return _reference_only

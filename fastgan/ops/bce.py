@@ -11,7 +11,7 @@ import torch
 
 from . import bce_kernels as kernels
 from ._register import register
-from ._runtime import check_float_tensor, kernel_launches, triton, use_triton
+from ._runtime import cdiv, check_float_tensor, kernel_launches, use_triton
 __all__ = ["sigmoid_bce_with_logits", "sigmoid_bce_reference", "replica_sigmoid_bce_reference"]
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -28,7 +28,7 @@ def _launch(logits, target, target_value, reduction):
     reduce = reduction != "none"
     scale = 1.0 / n if reduction == "mean" and n > 0 else 1.0
     grad = torch.empty_like(x)
-    programs = 1 if n <= _SINGLE_PROGRAM_LIMIT else min(triton.cdiv(n, _BLOCK), 1024)
+    programs = 1 if n <= _SINGLE_PROGRAM_LIMIT else min(cdiv(n, _BLOCK), 1024)
     atomic = reduce and programs > 1
     if reduce:
         loss = (torch.zeros if atomic else torch.empty)((), device=x.device, dtype=torch.float32)

@@ -15,7 +15,7 @@ import torch
 
 from . import head_kernels as kernels
 from ._register import register, register_opaque
-from ._runtime import check_float_tensor, check_same, kernel_launches, triton, use_triton
+from ._runtime import cdiv, check_float_tensor, check_same, kernel_launches, next_power_of_2, use_triton
 __all__ = ["linear_bce_head", "linear_bce_head_reference"]
 
 _REDUCTIONS = ("mean", "sum")
@@ -25,11 +25,11 @@ _MAX_PROGRAMS = 256
 
 
 def _programs(m: int) -> int:
-    return 1 if m <= _SINGLE_PROGRAM_LIMIT else min(triton.cdiv(m, _BLOCK_M), _MAX_PROGRAMS)
+    return 1 if m <= _SINGLE_PROGRAM_LIMIT else min(cdiv(m, _BLOCK_M), _MAX_PROGRAMS)
 
 
 def _block_h(h: int) -> int:
-    return min(max(triton.next_power_of_2(h), 16), 256)
+    return min(max(next_power_of_2(h), 16), 256)
 
 
 def _launch_forward(h, weight, bias, target, reduction):

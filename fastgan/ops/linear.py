@@ -4,7 +4,8 @@ Forward: a tiled matmul with fp32 accumulation; bias and activation applied in t
 Backward, from the saved *output* y (no pre-activation tensor is stored):
   g  = dy * act'(y)                 formed on the fly as dy and y tiles are loaded, never stored
   dX = g @ W                        ``_linear_act_bwd_input_kernel``
-  dW = g.T @ X,  db = sum_m g       ``_linear_act_bwd_weight_kernel``: db comes from the same g tiles
+  dW = g.T @ X,  db = sum_m g       ``_linear_act_bwd_weight_kernel``: db comes from the same g tiles; where
+                                    the tiles fill few SMs, batch splits' partial sums added in a fixed order
 All kernels take arbitrary strides, so transposed or sliced inputs need no copy, and mask every edge, so
 any size works (1, 7, 127, 129, 784 ...).
 """
@@ -14,8 +15,8 @@ import torch
 
 from . import linear_kernels as kernels
 from ._register import register, register_opaque
-from ._runtime import (check_float_tensor, check_same, check_tuned_for_capture, get_matmul_precision,
-                       kernel_launches, triton, use_triton)
+from ._runtime import (cdiv, check_float_tensor, check_same, check_tuned_for_capture, get_matmul_precision,
+                       kernel_launches, multiprocessors, use_triton)
 from .activations import activation_from_name
 
 __all__ = ["fused_linear", "fused_linear_reference"]
@@ -43,7 +44,7 @@ def _launch_forward(x, weight, bias, activation, negative_slope):
     if M == 0 or N == 0 or R == 0:
         return y
     check_tuned_for_capture("_linear_act_fwd_kernel", (M, N, K), x)
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]), R)  # noqa: E731
+    grid = lambda meta: (cdiv(M, meta["BLOCK_M"]), cdiv(N, meta["BLOCK_N"]), R)  # noqa: E731
     kernels._linear_act_fwd_kernel[grid](
         x, weight, bias if bias is not None else x, y, M, N, K,
         x.stride(-2), x.stride(-1), weight.stride(-2), weight.stride(-1), y.stride(-2), y.stride(-1),
@@ -62,7 +63,7 @@ def _launch_backward_input(dy, y, weight, activation, negative_slope):
     if M == 0 or K == 0 or R == 0:
         return dx
     check_tuned_for_capture("_linear_act_bwd_input_kernel", (M, N, K), dy)
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(K, meta["BLOCK_K"]), R)  # noqa: E731
+    grid = lambda meta: (cdiv(M, meta["BLOCK_M"]), cdiv(K, meta["BLOCK_K"]), R)  # noqa: E731
     kernels._linear_act_bwd_input_kernel[grid](
         dy, y, weight, dx, M, N, K, dy.stride(-2), dy.stride(-1), y.stride(-2), y.stride(-1),
         weight.stride(-2), weight.stride(-1), dx.stride(-2), dx.stride(-1),
@@ -70,6 +71,27 @@ def _launch_backward_input(dy, y, weight, activation, negative_slope):
         ACTIVATION=activation, PRECISION=_precision_for(weight.dtype))
     kernel_launches["_linear_act_bwd_input_kernel"] += 1
     return dx
+
+
+# Batch splits of the weight gradient: while the (n, k) tiles of every replica fill under half the SMs, more
+# programs each sum a part of the rows (a whole number of any config's row blocks), and the host adds their
+# partial sums in a fixed order (deterministic). At batch 4096 a 128 x 128 layer has 4 tiles of 64 x 64: 8 splits.
+_SPLIT_ROWS = 512    # the fewest rows a split sums
+_MAX_SPLITS = 16
+_SPLIT_TILE = 64     # the tile edge the split count plans for (the configs' usual one; autotuning may pick others)
+_ROW_ALIGN = 128     # a split's rows are a multiple of every config's BLOCK_M
+
+
+def weight_grad_splits(rows: int, out_features: int, in_features: int, replicas: int, sms: int) -> tuple[int, int]:
+    """``(splits, rows per split)`` of the weight-gradient launch: one split of all rows while the tiles fill at
+    least half of ``sms`` or the batch is under two splits' rows; else enough splits to fill the SMs, each of at
+    least ``_SPLIT_ROWS`` rows, at most ``_MAX_SPLITS``."""
+    tiles = cdiv(out_features, _SPLIT_TILE) * max(1, cdiv(in_features, _SPLIT_TILE)) * replicas
+    if rows < 2 * _SPLIT_ROWS or 2 * tiles >= sms:
+        return 1, max(rows, 1)
+    splits = min(_MAX_SPLITS, cdiv(sms, tiles), rows // _SPLIT_ROWS)
+    per = cdiv(cdiv(rows, splits), _ROW_ALIGN) * _ROW_ALIGN
+    return cdiv(rows, per), per
 
 
 def _launch_backward_weight(dy, y, x, has_bias, activation, negative_slope):
@@ -81,16 +103,36 @@ def _launch_backward_weight(dy, y, x, has_bias, activation, negative_slope):
     if N == 0 or (K == 0 and not has_bias) or (R and R[0] == 0):
         return dw, db
     check_tuned_for_capture("_linear_act_bwd_weight_kernel", (M, N, K), x)
+    splits, per = weight_grad_splits(M, N, K, R[0] if R else 1, multiprocessors(x.device))
+    # the kernel's outputs: dW and db, or each split's fp32 partial sums (a leading split axis)
+    out_w = dw if splits == 1 else torch.empty((splits, *R, N, K), device=x.device, dtype=torch.float32)
+    out_b = db if splits == 1 or not has_bias else torch.empty((splits, *R, N), device=x.device,
+                                                               dtype=torch.float32)
     # at least one program along K: with K = 0 it still writes db (the sum of g over the batch)
-    grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), max(1, triton.cdiv(K, meta["BLOCK_K"])),  # noqa: E731
-                         R[0] if R else 1)
+    grid = lambda meta: (cdiv(N, meta["BLOCK_N"]), max(1, cdiv(K, meta["BLOCK_K"])),  # noqa: E731
+                         (R[0] if R else 1) * splits)
     kernels._linear_act_bwd_weight_kernel[grid](
-        dy, y, x, dw, db if has_bias else dw, M, N, K, dy.stride(-2), dy.stride(-1), y.stride(-2), y.stride(-1),
-        x.stride(-2), x.stride(-1), dw.stride(-2), dw.stride(-1),
-        *_replica_strides(dy, 3, y, 3, x, 3, dw, 3, db, 2), float(negative_slope),
+        dy, y, x, out_w, out_b if has_bias else out_w, M, N, K, dy.stride(-2), dy.stride(-1), y.stride(-2),
+        y.stride(-1), x.stride(-2), x.stride(-1), out_w.stride(-2), out_w.stride(-1),
+        *_replica_strides(dy, 3, y, 3, x, 3), out_w.stride(-3) if R else 0,
+        out_b.stride(-2) if R and has_bias else 0, float(negative_slope), per, splits,
+        out_w.stride(0) if splits > 1 else 0, out_b.stride(0) if splits > 1 and has_bias else 0,
         HAS_BIAS=has_bias, ACTIVATION=activation, PRECISION=_precision_for(x.dtype))
     kernel_launches["_linear_act_bwd_weight_kernel"] += 1
+    if splits > 1:
+        _add_splits(out_w, dw)
+        if has_bias:
+            _add_splits(out_b, db)
     return dw, db
+
+
+def _add_splits(parts: torch.Tensor, out: torch.Tensor) -> None:
+    """``out`` = the splits' fp32 partial sums ``parts`` added over its first axis (a fixed order: deterministic);
+    one launch for an fp32 ``out``."""
+    if out.dtype == torch.float32:
+        torch.sum(parts, dim=0, out=out)
+    else:
+        out.copy_(parts.sum(dim=0))
 
 
 def _backward(dy, y, x, weight, has_bias, activation, negative_slope, need_x, need_weight):

@@ -124,39 +124,45 @@ if HAS_TRITON:
     def _linear_act_bwd_weight_kernel(dy_ptr, y_ptr, x_ptr, dw_ptr, db_ptr, M, N, K,
                                       stride_dym, stride_dyn, stride_ym, stride_yn, stride_xm, stride_xk,
                                       stride_dwn, stride_dwk, stride_dyr, stride_yr, stride_xr, stride_dwr,
-                                      stride_dbr, negative_slope,
+                                      stride_dbr, negative_slope, rows_per_split, splits, stride_dws, stride_dbs,
                                       HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
                                       PRECISION: tl.constexpr,
                                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """dW[n, k] = sum_m g[m, n] X[m, k] and db[n] = sum_m g[m, n]; grid over (n, k) tiles, loop over m.
 
-        BLOCK_N tiles the output features and BLOCK_M the reduction over the batch here.
+        BLOCK_N tiles the output features and BLOCK_M the reduction over the batch here. Grid axis 2 is
+        replica x batch split: split s sums rows [s rows_per_split, (s + 1) rows_per_split) into its own
+        partial dW and db (``stride_dws``/``stride_dbs`` apart), which the host adds in a fixed order; with one
+        split they are dW and db themselves.
         """
         pid_n = tl.program_id(0).to(tl.int64)  # int64 offsets, as in the forward
         pid_k = tl.program_id(1).to(tl.int64)
-        pid_r = tl.program_id(2).to(tl.int64)
+        pid_r = tl.program_id(2).to(tl.int64) // splits
+        pid_s = tl.program_id(2).to(tl.int64) % splits
         dy_ptr += pid_r * stride_dyr
         y_ptr += pid_r * stride_yr
         x_ptr += pid_r * stride_xr
-        dw_ptr += pid_r * stride_dwr
-        db_ptr += pid_r * stride_dbr
+        dw_ptr += pid_r * stride_dwr + pid_s * stride_dws
+        db_ptr += pid_r * stride_dbr + pid_s * stride_dbs
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
         offs_m = tl.arange(0, BLOCK_M).to(tl.int64)
         mask_n = offs_n < N
         mask_k = offs_k < K
+        first = pid_s * rows_per_split
+        last = tl.minimum(first + rows_per_split, M)
         acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
         bias_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
-        for m0 in range(0, M, BLOCK_M):
+        for m0 in range(first, last, BLOCK_M):
             m = m0 + offs_m
-            mask = mask_n[:, None] & (m < M)[None, :]
+            mask = mask_n[:, None] & (m < last)[None, :]
             dy = tl.load(dy_ptr + m[None, :] * stride_dym + offs_n[:, None] * stride_dyn, mask=mask, other=0.0)
             y = tl.load(y_ptr + m[None, :] * stride_ym + offs_n[:, None] * stride_yn, mask=mask, other=0.0)
             g_t = _activation_grad(dy.to(tl.float32), y.to(tl.float32), ACTIVATION, negative_slope)  # (N, M)
             if HAS_BIAS:
                 bias_acc += tl.sum(g_t, axis=1)
             x = tl.load(x_ptr + m[:, None] * stride_xm + offs_k[None, :] * stride_xk,
-                        mask=(m < M)[:, None] & mask_k[None, :], other=0.0)
+                        mask=(m < last)[:, None] & mask_k[None, :], other=0.0)
             acc = tl.dot(g_t.to(x.dtype), x, acc, input_precision=PRECISION)
         tl.store(dw_ptr + offs_n[:, None] * stride_dwn + offs_k[None, :] * stride_dwk,
                  acc.to(dw_ptr.dtype.element_ty), mask=mask_n[:, None] & mask_k[None, :])

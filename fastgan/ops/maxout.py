@@ -17,7 +17,7 @@ import torch
 
 from . import maxout_kernels as kernels
 from ._register import register, register_opaque
-from ._runtime import check_float_tensor, kernel_launches, triton, use_triton
+from ._runtime import cdiv, check_float_tensor, kernel_launches, use_triton
 
 __all__ = ["maxout", "maxout_reference"]
 
@@ -62,7 +62,7 @@ def _forward(x: torch.Tensor, pieces: int) -> tuple[torch.Tensor, torch.Tensor]:
     winner = torch.empty((rows, units), device=x.device, dtype=torch.int8)
     n = rows * units
     if n:
-        kernels._maxout_fwd_kernel[(triton.cdiv(n, _BLOCK),)](x, y, winner, n, units, x.stride(0), x.stride(1),
+        kernels._maxout_fwd_kernel[(cdiv(n, _BLOCK),)](x, y, winner, n, units, x.stride(0), x.stride(1),
                                                               y.stride(0), y.stride(1), PIECES=pieces, BLOCK=_BLOCK)
         kernel_launches["_maxout_fwd_kernel"] += 1
     return y, winner
@@ -93,7 +93,7 @@ def _launch_backward(dy: torch.Tensor, winner: torch.Tensor, pieces: int) -> tor
     dx = torch.empty((rows, units * pieces), device=dy.device, dtype=dy.dtype)
     n = rows * units
     if n:
-        kernels._maxout_bwd_kernel[(triton.cdiv(n, _BLOCK),)](dy, winner, dx, n, units, dy.stride(0), dy.stride(1),
+        kernels._maxout_bwd_kernel[(cdiv(n, _BLOCK),)](dy, winner, dx, n, units, dy.stride(0), dy.stride(1),
                                                               PIECES=pieces, BLOCK=_BLOCK)
         kernel_launches["_maxout_bwd_kernel"] += 1
     return dx

@@ -24,8 +24,8 @@ import torch
 
 from . import mlp_kernels as kernels
 from ._register import register, register_opaque
-from ._runtime import (check_float_tensor, check_tuned_for_capture, get_matmul_precision, kernel_launches,
-                       triton, use_triton)
+from ._runtime import (cdiv, check_float_tensor, check_tuned_for_capture, get_matmul_precision, kernel_launches,
+                       use_triton)
 from .activations import activation_from_name
 from .adam import AdamFold
 from .mlp_slices import Scratch, SlicePlan, slice_plan, sms_per_replica
@@ -126,7 +126,7 @@ def _precision(bf16: bool) -> str:
 
 def weight_grad_splits(rows: int) -> int:
     """How many batch splits the weight-gradient reduction uses for ``rows`` rows (1 up to 4096)."""
-    return 1 if rows <= 2 * _SPLIT_ROWS else min(_MAX_SPLITS, triton.cdiv(rows, _SPLIT_ROWS))
+    return 1 if rows <= 2 * _SPLIT_ROWS else min(_MAX_SPLITS, cdiv(rows, _SPLIT_ROWS))
 
 
 def _loss_args(loss):
@@ -231,7 +231,7 @@ def _launch_rows(x, flat, spec, *, acts, y, g, dy=None, dy_linear=None, dx=None,
     sliced = plan.split != "none"
     part, counts = (scratch.part, scratch.counts) if sliced else (dummy, dummy)
     rep_part, rep_count = (scratch.part_stride, scratch.count_stride) if sliced else (0, 0)
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), plan.slices, K or 1)  # noqa: E731
+    grid = lambda meta: (cdiv(M, meta["BLOCK_M"]), plan.slices, K or 1)  # noqa: E731
     w_offsets, columns = spec.layout
     kernels._mlp_rows_kernel[grid](
         x, x.stride(0), x.stride(1), flat,
@@ -254,7 +254,7 @@ def _launch_rows(x, flat, spec, *, acts, y, g, dy=None, dy_linear=None, dx=None,
 def loss_buffer_size(rows: int) -> int:
     """Length of the loss buffer of a pass over ``rows`` rows: the count of programs, then one sum each
     (sized for the smallest BLOCK_M of any config)."""
-    return 1 + triton.cdiv(rows, 16)
+    return 1 + cdiv(rows, 16)
 
 
 def mlp_forward(x, flat, spec, *, acts, y, bf16=False, scratch=None):
@@ -306,12 +306,12 @@ def mlp_weight_grad(x, spec, *, acts, g, grad, loss_partials=None, loss_out=None
     splits = grad.shape[0]
     if adam is not None:
         _check_fold_fits(adam, spec, K, splits, x.device)
-    rows_per_split = max(1, triton.cdiv(M, splits))
+    rows_per_split = max(1, cdiv(M, splits))
     key = spec.shape_key if K is None and adam is None else _autotune_key((spec.dims, K, adam is not None))
     check_tuned_for_capture("_mlp_weight_grad_kernel", (M, key, rows_per_split), x)
 
     def grid(meta):
-        tiles = max(triton.cdiv(d_out, meta["BLOCK_N"]) * triton.cdiv(d_in, meta["BLOCK_K"])
+        tiles = max(cdiv(d_out, meta["BLOCK_N"]) * cdiv(d_in, meta["BLOCK_K"])
                     for d_in, d_out in zip(spec.dims[:-1], spec.dims[1:]))
         return tiles, spec.num_layers, splits * (K or 1)
 
@@ -401,9 +401,16 @@ def _validate(x, params, spec):
             raise TypeError(f"params[{i}] must be float32 (master weights), got {p.dtype}")
 
 
+@lru_cache(maxsize=None)
+def _spec_of(dims: tuple, has_bias: bool, act_hidden: str, act_out: str, negative_slope: float) -> MLPSpec:
+    """The op's spec from its plain arguments, one object per spec: its cached layout is computed once, not on
+    every call (a host cost the launchers would pay each time)."""
+    return MLPSpec(dims, has_bias, act_hidden, act_out, negative_slope)
+
+
 def _forward_tensors(x: torch.Tensor, params: list[torch.Tensor], dims: list[int], has_bias: bool, act_hidden: str,
                      act_out: str, negative_slope: float, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    spec = MLPSpec(tuple(dims), has_bias, act_hidden, act_out, negative_slope)
+    spec = _spec_of(tuple(dims), has_bias, act_hidden, act_out, negative_slope)
     M = x.shape[0]
     acts = torch.empty((M, spec.hidden_columns), device=x.device, dtype=torch.float32)
     y = torch.empty((M, spec.dims[-1]), device=x.device, dtype=torch.float32)
@@ -419,7 +426,7 @@ def _forward_fake(x, params, dims, has_bias, act_hidden, act_out, negative_slope
 def _backward_tensors(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor, acts: torch.Tensor,
                       params: list[torch.Tensor], dims: list[int], has_bias: bool, act_hidden: str, act_out: str,
                       negative_slope: float, bf16: bool, need_dx: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    spec = MLPSpec(tuple(dims), has_bias, act_hidden, act_out, negative_slope)
+    spec = _spec_of(tuple(dims), has_bias, act_hidden, act_out, negative_slope)
     M = x.shape[0]
     g = torch.empty((M, spec.gradient_columns), device=x.device, dtype=torch.float32)
     dx = torch.empty(x.shape, device=x.device, dtype=x.dtype) if need_dx else None
@@ -434,7 +441,7 @@ def _backward_tensors(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor, acts: 
 
 
 def _backward_fake(dy, x, y, acts, params, dims, has_bias, act_hidden, act_out, negative_slope, bf16, need_dx):
-    spec = MLPSpec(tuple(dims), has_bias, act_hidden, act_out, negative_slope)
+    spec = _spec_of(tuple(dims), has_bias, act_hidden, act_out, negative_slope)
     return (x.new_empty(x.shape) if need_dx else x.new_empty(0)), x.new_empty((spec.numel,), dtype=torch.float32)
 
 

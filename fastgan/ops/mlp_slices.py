@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import torch
 
-from ._runtime import multiprocessors, triton
+from ._runtime import cdiv, multiprocessors
 from .mlp_kernels import ROWS_BLOCK_MAX
 
 __all__ = ["SlicePlan", "slice_plan", "Scratch", "sms_per_replica"]
@@ -45,17 +45,17 @@ def slice_plan(spec, rows: int, forward: bool, loss: bool, sms: int) -> SlicePla
     if not ends:
         return SlicePlan("none", 1, max(dims[0], dims[-1]), 0)
     split, wide, partial = max(ends, key=lambda end: end[1])   # the wider end; the output end on a tie
-    wanted = triton.cdiv(sms, triton.cdiv(max(rows, 1), ROWS_BLOCK_MAX))
+    wanted = cdiv(sms, cdiv(max(rows, 1), ROWS_BLOCK_MAX))
     if wanted < 2:
         return SlicePlan("none", 1, wide, 0)
-    width = triton.cdiv(triton.cdiv(wide, wanted), _SLICE_MIN) * _SLICE_MIN
-    return SlicePlan(split, triton.cdiv(wide, width), width, partial)
+    width = cdiv(cdiv(wide, wanted), _SLICE_MIN) * _SLICE_MIN
+    return SlicePlan(split, cdiv(wide, width), width, partial)
 
 
 def sms_per_replica(device: torch.device, replicas: int) -> int:
     """The SMs one of ``replicas`` MLPs launched together should fill (``slice_plan``'s ``sms``): K replicas'
     row blocks share the GPU (the classic D's 256 rows at K = 32 fill an H100 with no slices)."""
-    return triton.cdiv(multiprocessors(device), replicas)
+    return cdiv(multiprocessors(device), replicas)
 
 
 class Scratch:
@@ -70,6 +70,6 @@ class Scratch:
                  for forward, loss in ((True, False), (False, False), (True, True))]
         self.rows, self.replicas = tuple(rows), replicas
         self.part_stride = max(p.slices * r * p.partial for r, p in plans)
-        self.count_stride = triton.cdiv(max(rows), 16)
+        self.count_stride = cdiv(max(rows), 16)
         self.part = torch.empty(replicas * self.part_stride, device=device, dtype=torch.float32)
         self.counts = torch.zeros(replicas * self.count_stride, device=device, dtype=torch.int32)

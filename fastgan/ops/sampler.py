@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from . import sampler_kernels as kernels
-from ._runtime import kernel_launches, triton
+from ._runtime import cdiv, kernel_launches
 
 __all__ = ["sample_batch", "sample_programs", "normal_noise", "DeviceSampler"]
 
@@ -46,7 +46,7 @@ def sample_batch(data: torch.Tensor, x: torch.Tensor, z: torch.Tensor, seed: tor
 
 def _grid(batch: int, features: int, latent: int, replicas: int = 1) -> tuple[int, int, int]:
     """Row blocks x column blocks of the wider of x (the data's features) and z (the noise) x replicas."""
-    return (triton.cdiv(batch, _SAMPLE_BLOCK_M), triton.cdiv(max(features, latent, 1), _SAMPLE_BLOCK_F),
+    return (cdiv(batch, _SAMPLE_BLOCK_M), cdiv(max(features, latent, 1), _SAMPLE_BLOCK_F),
             replicas)
 
 

@@ -171,6 +171,29 @@ def test_non_contiguous_x(layout, ieee, poison, seed):
     _check(base, w, b, dy, "leaky_relu", torch.float32, TOLERANCE["ieee"], x_transform=transform)
 
 
+def test_weight_gradient_splits_fill_the_sms_only_where_the_tiles_do_not():
+    from fastgan.ops.linear import weight_grad_splits
+    assert weight_grad_splits(128, 128, 128, 1, 132) == (1, 128)           # the GAN at batch 128: as before
+    assert weight_grad_splits(4096, 128, 128, 1, 132) == (8, 512)          # 4 tiles: 8 splits, 32 programs
+    assert weight_grad_splits(16384, 1024, 1024, 1, 132) == (1, 16384)    # 256 tiles fill the SMs already
+    assert weight_grad_splits(1023, 5, 7, 1, 132) == (1, 1023)             # under two splits' rows
+    for rows, n, k, r in ((1500, 5, 7, 1), (4096, 784, 128, 1), (16384, 128, 784, 1), (4096, 128, 128, 8),
+                          (10 ** 6, 1, 1, 1)):
+        splits, per = weight_grad_splits(rows, n, k, r, 132)
+        assert 1 < splits <= 16 and per % 128 == 0 and (splits - 1) * per < rows <= splits * per, (rows, splits)
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "sigmoid"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_weight_gradient_in_batch_splits_matches_float64(activation, bias, dtype, ieee, poison, seed):
+    """1,500 rows of a 13 -> 5 layer: dW and db as two splits' partial sums (768 + 732 rows) added by the host."""
+    from fastgan.ops.linear import weight_grad_splits
+    assert weight_grad_splits(1500, 5, 13, 1, ops._runtime.multiprocessors(torch.device(DEVICE)))[0] > 1
+    x, w, b, dy = _inputs(1500, 13, 5, bias=bias, seed=seed)
+    _check(x, w, b, dy, activation, dtype, TOLERANCE["ieee"] if dtype == torch.float32 else TOLERANCE[dtype])
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("shape", [(7, 13, 129), (33, 100, 128)], ids=lambda s: "x".join(map(str, s)))
 def test_fp16(activation, shape, poison, seed):
@@ -348,7 +371,8 @@ def test_offsets_past_2_31_are_64_bit():
 
 # -- stacked replicas: (R, M, K) x (R, N, K), one launch with a grid axis over R (fastgan.replicas) --------
 
-@pytest.mark.parametrize("replicas,m,k,n", [(1, 7, 13, 129), (3, 1, 1, 1), (3, 129, 127, 7), (2, 33, 784, 1)])
+@pytest.mark.parametrize("replicas,m,k,n", [(1, 7, 13, 129), (3, 1, 1, 1), (3, 129, 127, 7), (2, 33, 784, 1),
+                                            (2, 1100, 13, 5)])   # (the last: dW in batch splits)
 @pytest.mark.parametrize("activation", ["leaky_relu", "sigmoid", "none"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_stacked_replicas_match_float64_per_replica(replicas, m, k, n, activation, bias, seed, poison, ieee):

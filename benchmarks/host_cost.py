@@ -1,0 +1,166 @@
+"""Host cost of fastgan's ops: the Python-side microseconds of one call with its kernel launches stubbed out.
+
+Without a CUDA graph every op call pays its host cost (checks, autograd, output allocation, the launch grid,
+Triton's launcher) before the GPU sees a kernel; the H200 run measured the per-layer step at 0.60x eager there.
+This benchmark measures fastgan's side of it on any machine: each Triton kernel of ``fastgan.ops`` is replaced
+by a stub that evaluates the launch grid and returns, so what is timed is everything but the launch itself
+(Triton's launcher, which needs a GPU to run, is not in it). Beside it, PyTorch's ``F.linear`` + activation on
+8 x 8 tensors, where its arithmetic is negligible: the host cost of the eager ops fastgan replaces.
+
+On the CPU it needs ``TRITON_INTERPRET=1`` (set here when unset) so the ops take their Triton path; on CUDA it
+stubs the same launches. Median of windows, warm-up apart. Records the run in ``results/<card>/runs.jsonl``;
+the latest: ``host_cost.{json,md}``.
+
+    python benchmarks/host_cost.py [--label NAME] [--out DIR]
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")   # (before fastgan is imported: it reads it once)
+
+import argparse  # noqa: E402
+import collections  # noqa: E402
+import contextlib  # noqa: E402
+import importlib  # noqa: E402
+import math  # noqa: E402
+import pkgutil  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import environment, markdown_table, new_run, write_results  # noqa: E402
+
+import fastgan.ops as ops  # noqa: E402
+
+# small widths, so that what the CPU computes for real (output allocation, the whole-MLP op's parameter
+# concatenation) stays negligible beside the host path, which is the same at any width
+LAYER = (128, 16, 16)   # rows, in, out
+D_DIMS = (16, 16, 16, 1)
+
+
+class _StubLaunch:
+    """Stands for a Triton kernel: ``kernel[grid](*args, **meta)`` evaluates ``grid`` (a callable gets the
+    launch's keywords, any block size it asks for 64) and launches nothing."""
+
+    def __getitem__(self, grid):
+        def launch(*args, **meta):
+            if callable(grid):
+                grid(collections.defaultdict(lambda: 64, meta))
+        return launch
+
+
+@contextlib.contextmanager
+def stubbed_launches():
+    """Every Triton kernel of ``fastgan.ops``'s kernel modules replaced by ``_StubLaunch`` for the block."""
+    from triton.runtime.jit import KernelInterface   # (a JITFunction, the interpreter's, an Autotuner)
+    saved = []
+    for info in pkgutil.iter_modules(ops.__path__):
+        if info.name.endswith("_kernels"):
+            module = importlib.import_module(f"fastgan.ops.{info.name}")
+            for name, value in vars(module).items():
+                if isinstance(value, KernelInterface):
+                    saved.append((module, name, value))
+    try:
+        for module, name, _ in saved:
+            setattr(module, name, _StubLaunch())
+        yield len(saved)
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
+def microseconds(fn, calls: int, windows: int, warmup: int = 50) -> dict:
+    """Median, min and max over ``windows`` windows of ``calls`` calls each, in µs per call."""
+    for _ in range(warmup):
+        fn()
+    per_call = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        per_call.append((time.perf_counter() - start) / calls * 1e6)
+    return {"median_us": statistics.median(per_call), "min_us": min(per_call), "max_us": max(per_call)}
+
+
+def contenders(device: torch.device) -> dict:
+    """name -> (what it is, the call): fastgan's ops (stubbed launches) and PyTorch's eager ops."""
+    rows, fan_in, fan_out = LAYER
+    x = torch.randn(rows, fan_in, device=device)
+    weight = torch.randn(fan_out, fan_in, device=device, requires_grad=True)
+    bias = torch.randn(fan_out, device=device, requires_grad=True)
+    dy = torch.randn(rows, fan_out, device=device)
+    spec = ops.MLPSpec(D_DIMS, hidden_activation="leaky_relu", output_activation="none", negative_slope=0.2)
+    params, flat, offset = [], torch.randn(spec.numel, device=device), 0
+    for shape in spec.parameter_shapes():   # back to back in one buffer, as FusedMLP keeps them (no copy a call)
+        params.append(torch.nn.Parameter(torch.empty(0, device=device)))
+        params[-1].data = flat[offset:offset + math.prod(shape)].view(shape)
+        offset += math.prod(shape)
+    xs, ws, bs = (torch.randn(shape, device=device, requires_grad=grad)
+                  for shape, grad in (((8, 8), False), ((8, 8), True), ((8,), True)))
+
+    def linear_forward():
+        with torch.no_grad():
+            ops.fused_linear(x, weight, bias, "leaky_relu", 0.2)
+
+    # gradients by autograd.grad: no accumulation into .grad (CPU arithmetic here, one more launch on a GPU)
+    def linear_both():
+        torch.autograd.grad(ops.fused_linear(x, weight, bias, "leaky_relu", 0.2), (weight, bias), dy)
+
+    def mlp_forward():
+        with torch.no_grad():
+            ops.fused_mlp(x, params, spec)
+
+    def mlp_both():
+        torch.autograd.grad(ops.fused_mlp(x, params, spec), params, dy[:, :1])
+
+    def torch_forward():
+        with torch.no_grad():
+            F.leaky_relu(F.linear(xs, ws, bs), 0.2)
+
+    def torch_both():
+        torch.autograd.grad(F.leaky_relu(F.linear(xs, ws, bs), 0.2), (ws, bs), xs)
+
+    layer = f"{rows}x{fan_in} -> {fan_out}"
+    return {"fused_linear forward": (f"fastgan, {layer}, launches stubbed", linear_forward),
+            "fused_linear forward+backward": (f"fastgan, {layer}, launches stubbed", linear_both),
+            "fused_mlp forward": (f"fastgan, D {D_DIMS}, launches stubbed", mlp_forward),
+            "fused_mlp forward+backward": (f"fastgan, D {D_DIMS}, launches stubbed", mlp_both),
+            "F.linear + leaky_relu forward": ("PyTorch eager, 8x8 (arithmetic negligible)", torch_forward),
+            "F.linear + leaky_relu forward+backward": ("PyTorch eager, 8x8 (arithmetic negligible)", torch_both)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=500, help="calls per window (default 500)")
+    parser.add_argument("--windows", type=int, default=9, help="windows per contender (default 9)")
+    parser.add_argument("--label", default=None, help="a name for this run's record (e.g. the commit measured)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not ops.use_triton(torch.empty(0, device=device)):
+        print("host_cost: the ops take their PyTorch path here (no CUDA, TRITON_INTERPRET unset before import): "
+              "nothing to measure")
+        return 0
+    new_run()
+    rows, results = [], {}
+    with stubbed_launches() as stubbed:
+        for name, (what, fn) in contenders(device).items():
+            results[name] = {"what": what, **microseconds(fn, args.calls, args.windows)}
+            rows.append([name, what, results[name]["median_us"], results[name]["min_us"], results[name]["max_us"]])
+    table = markdown_table(["call", "what", "median µs", "min µs", "max µs"], rows)
+    env = environment()
+    payload = {"environment": env, "device": str(device), "stubbed_kernels": stubbed,
+               "calls": args.calls, "windows": args.windows, "results": results}
+    print(table)
+    write_results("host_cost", payload, table, out_dir=args.out, label=args.label)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

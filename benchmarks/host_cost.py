@@ -8,7 +8,9 @@ by a stub that evaluates the launch grid and returns, so what is timed is everyt
 8 x 8 tensors, where its arithmetic is negligible: the host cost of the eager ops fastgan replaces.
 
 On the CPU it needs ``TRITON_INTERPRET=1`` (set here when unset) so the ops take their Triton path; on CUDA it
-stubs the same launches. Median of windows, warm-up apart. Records the run in ``results/<card>/runs.jsonl``;
+stubs the same launches. Median of windows, the contenders taking turns window by window, warm-up apart; each row
+also as a multiple of PyTorch's call of the same pass (this shared CPU's speed drifts by tens of percent: compare
+runs by that ratio). Records the run in ``results/<card>/runs.jsonl``;
 the latest: ``host_cost.{json,md}``.
 
     python benchmarks/host_cost.py [--label NAME] [--out DIR]
@@ -44,6 +46,9 @@ LAYER = (128, 16, 16)   # rows, in, out
 D_DIMS = (16, 16, 16, 1)
 
 
+TORCH_ROW = {"forward": "F.linear + leaky_relu forward", "forward+backward": "F.linear + leaky_relu forward+backward"}
+
+
 class _StubLaunch:
     """Stands for a Triton kernel: ``kernel[grid](*args, **meta)`` evaluates ``grid`` (a callable gets the
     launch's keywords, any block size it asks for 64) and launches nothing."""
@@ -75,17 +80,21 @@ def stubbed_launches():
             setattr(module, name, value)
 
 
-def microseconds(fn, calls: int, windows: int, warmup: int = 50) -> dict:
-    """Median, min and max over ``windows`` windows of ``calls`` calls each, in µs per call."""
-    for _ in range(warmup):
-        fn()
-    per_call = []
-    for _ in range(windows):
-        start = time.perf_counter()
-        for _ in range(calls):
+def interleaved_microseconds(calls_of: dict, calls: int, windows: int, warmup: int = 50) -> dict:
+    """``{name: {"median_us", "min_us", "max_us"}}`` per call over ``windows`` windows of ``calls`` calls each,
+    the contenders taking turns window by window, so a machine whose speed drifts slows them alike."""
+    for fn in calls_of.values():
+        for _ in range(warmup):
             fn()
-        per_call.append((time.perf_counter() - start) / calls * 1e6)
-    return {"median_us": statistics.median(per_call), "min_us": min(per_call), "max_us": max(per_call)}
+    per_call = {name: [] for name in calls_of}
+    for _ in range(windows):
+        for name, fn in calls_of.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            per_call[name].append((time.perf_counter() - start) / calls * 1e6)
+    return {name: {"median_us": statistics.median(w), "min_us": min(w), "max_us": max(w)}
+            for name, w in per_call.items()}
 
 
 def contenders(device: torch.device) -> dict:
@@ -150,10 +159,15 @@ def main(argv=None) -> int:
     new_run()
     rows, results = [], {}
     with stubbed_launches() as stubbed:
-        for name, (what, fn) in contenders(device).items():
-            results[name] = {"what": what, **microseconds(fn, args.calls, args.windows)}
-            rows.append([name, what, results[name]["median_us"], results[name]["min_us"], results[name]["max_us"]])
-    table = markdown_table(["call", "what", "median µs", "min µs", "max µs"], rows)
+        calls = contenders(device)
+        timed = interleaved_microseconds({name: fn for name, (_, fn) in calls.items()}, args.calls, args.windows)
+    for name, (what, _) in calls.items():
+        # against PyTorch's eager call of the same pass, timed in the same windows
+        torch_row = timed[TORCH_ROW["forward+backward" if name.endswith("forward+backward") else "forward"]]
+        results[name] = {"what": what, **timed[name], "x_pytorch": timed[name]["median_us"] / torch_row["median_us"]}
+        rows.append([name, what, timed[name]["median_us"], timed[name]["min_us"], timed[name]["max_us"],
+                     f"{results[name]['x_pytorch']:.2f}x"])
+    table = markdown_table(["call", "what", "median µs", "min µs", "max µs", "median / PyTorch's"], rows)
     env = environment()
     payload = {"environment": env, "device": str(device), "stubbed_kernels": stubbed,
                "calls": args.calls, "windows": args.windows, "results": results}

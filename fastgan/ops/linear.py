@@ -26,9 +26,12 @@ def _precision_for(dtype: torch.dtype) -> str:
     return get_matmul_precision() if dtype == torch.float32 else "tf32"
 
 
-def _replica_strides(*tensors) -> list[int]:
+def _replica_strides(*tensors) -> list[int] | tuple[int, ...]:
     """Each tensor's stride along the replica axis (its first, when it has one more than a single model's
-    tensor: ``x``/``y``/``dy``/``dx`` 3-D, ``weight``/``dw`` 3-D, ``bias``/``db`` 2-D); 0 for a single model."""
+    tensor: ``x``/``y``/``dy``/``dx`` 3-D, ``weight``/``dw`` 3-D, ``bias``/``db`` 2-D); 0 for a single model
+    (told by the first tensor, 2-D then: the common case takes no look at the others)."""
+    if tensors[0].dim() < tensors[1]:
+        return (0,) * (len(tensors) // 2)
     return [0 if t is None or t.dim() < d else t.stride(0) for t, d in zip(tensors[::2], tensors[1::2])]
 
 

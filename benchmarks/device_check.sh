@@ -2,7 +2,7 @@
 # The one prepared script for a GPU machine: GPU tests, the train-step benchmark and the kernel benchmark,
 # each under a hard time limit, then a summary a person reads in 30 seconds.
 #
-#   bash benchmarks/device_check.sh [OUT_DIR]          # default run: 530 s of limits (see BUDGET)
+#   bash benchmarks/device_check.sh [OUT_DIR]          # default run: 555 s of limits (see BUDGET)
 #   bash benchmarks/device_check.sh --full [OUT_DIR]   # the wide sweep (no lease-sized limits)
 #   bash benchmarks/device_check.sh --quality [OUT_DIR]  # issue #14 at PacGAN's length: ring and grid, 10 seeds
 #                                                       # as replicas in a CUDA graph, to 400k steps (<= 9.5 min)
@@ -18,7 +18,7 @@
 # BUDGET (default run; by construction each step is killed at its limit, 10 s after a TERM, and the
 # benchmarks start no row that would end past theirs, writing their JSON after every row):
 #   environment 15 s + native_build 30 s + gpu_tests 160 s + train_step_b128 130 s + train_step_b4096 100 s
-#   + kernels 40 s + profile 55 s = 530 s of limits (a device call may run 600 s). The first run (H200,
+#   + kernels 40 s + host_cost 25 s + profile 55 s = 555 s of limits (a device call may run 600 s). The first run (H200,
 #   2026-11-27) sized it: the build took 10 s; the 506 GPU tests need about 150 s on 8 workers (that run gave
 #   them 95 s and 100 did not run), so they get 16 workers; the batch-128 row of every backend took 106 s,
 #   most of it autotuning (triton 34 s, triton-mlp 30 s); a batch-4096 row of every backend did not finish
@@ -59,10 +59,10 @@ step() {  # step NAME LIMIT_S COMMAND...: run under a hard limit, log to $WORK/N
 
 if [ "$FULL" = 1 ]; then
     T_ENV=20; T_BUILD=120; T_TESTS=900; T_TRAIN=3600; L_TRAIN=3500; T_KERNELS=1800; L_KERNELS=1700; T_PROFILE=300
-    T_MICRO=900; T_REPLICAS=900; L_REPLICAS=850; REPLICA_KS="1 2 4 8 16 32 64 128 256"
+    T_MICRO=900; T_REPLICAS=900; L_REPLICAS=850; REPLICA_KS="1 2 4 8 16 32 64 128 256"; T_HOST=60
 else
     T_ENV=15; T_BUILD=30; T_TESTS=160; T_KERNELS=40; L_KERNELS=30; T_PROFILE=55
-    T_B128=130; T_B4096=100
+    T_B128=130; T_B4096=100; T_HOST=25
 fi
 
 step environment "$T_ENV" bash -c "nvidia-smi; python3 benchmarks/device_summary.py --environment"
@@ -122,6 +122,8 @@ else
         step kernels "$T_KERNELS" python3 benchmarks/kernels.py --quick --groups large large-bf16 \
             --time-limit "$L_KERNELS" --out "$WORK/results"
     fi
+    # what one op call costs the host, with its launches stubbed and launched (Triton's launcher: GPU only)
+    step host_cost "$T_HOST" python3 benchmarks/host_cost.py --calls 200 --windows 5 --out "$WORK/results"
     # where the time goes at batch 4096, where the first run found plain PyTorch in a graph faster than fastgan's
     # best step: device time per kernel per step (torch.profiler), fastgan's step and PyTorch's, both graphed
     # (PyTorch's first: it takes seconds, while the Triton one autotunes its shapes first, about 30 s)

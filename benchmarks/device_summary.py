@@ -145,6 +145,16 @@ def replicas(folder: Path) -> list[str]:
     return lines
 
 
+def host_cost(folder: Path) -> list[str]:
+    payload = _latest(folder, ("host_cost",))
+    if payload is None:
+        return ["host_cost: no results"]
+    lines = ["host_cost (µs per call on the host; stubbed: fastgan's Python alone, launched: with Triton's launcher):"]
+    for name, row in payload["results"].items():
+        lines.append(f"  {name:52s} {row['median_us']:8.1f} us  {row['x_pytorch']:5.2f}x PyTorch's")
+    return lines
+
+
 def micro(folder: Path) -> list[str]:
     benchmarks = (_read(folder / "results" / "micro.json") or {}).get("benchmarks")
     if benchmarks is None:   # absent, or empty: the step was stopped at its time limit
@@ -249,7 +259,8 @@ def main(argv=None) -> int:
     head = [line for line in environment_file.read_text().splitlines() if line.startswith("torch ")] \
         if environment_file.exists() else []
     print("\n".join(["device_check: " + (head[-1] if head else "environment unknown")]
-                    + tests(folder) + train_step(folder) + kernels(folder) + profiles(folder) + replicas(folder)
+                    + tests(folder) + train_step(folder) + kernels(folder) + host_cost(folder) + profiles(folder)
+                    + replicas(folder)
                     + micro(folder) + quality_curves(folder)
                     + steps(folder)))
     return 0

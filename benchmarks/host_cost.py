@@ -8,7 +8,8 @@ by a stub that evaluates the launch grid and returns, so what is timed is everyt
 8 x 8 tensors, where its arithmetic is negligible: the host cost of the eager ops fastgan replaces.
 
 On the CPU it needs ``TRITON_INTERPRET=1`` (set here when unset) so the ops take their Triton path; on CUDA it
-stubs the same launches. Median of windows, the contenders taking turns window by window, warm-up apart; each row
+stubs the same launches, then times every call again with its kernels launched (rows "(launched)": Triton's
+launcher included, each window ending with a synchronisation; the tiny layers keep the GPU ahead). Median of windows, the contenders taking turns window by window, warm-up apart; each row
 also as a multiple of PyTorch's call of the same pass (this shared CPU's speed drifts by tens of percent: compare
 runs by that ratio). Records the run in ``results/<card>/runs.jsonl``;
 the latest: ``host_cost.{json,md}``.
@@ -80,9 +81,10 @@ def stubbed_launches():
             setattr(module, name, value)
 
 
-def interleaved_microseconds(calls_of: dict, calls: int, windows: int, warmup: int = 50) -> dict:
+def interleaved_microseconds(calls_of: dict, calls: int, windows: int, warmup: int = 50, sync=None) -> dict:
     """``{name: {"median_us", "min_us", "max_us"}}`` per call over ``windows`` windows of ``calls`` calls each,
-    the contenders taking turns window by window, so a machine whose speed drifts slows them alike."""
+    the contenders taking turns window by window, so a machine whose speed drifts slows them alike; ``sync``
+    (e.g. ``torch.cuda.synchronize``) ends each window, inside its time."""
     for fn in calls_of.values():
         for _ in range(warmup):
             fn()
@@ -92,6 +94,8 @@ def interleaved_microseconds(calls_of: dict, calls: int, windows: int, warmup: i
             start = time.perf_counter()
             for _ in range(calls):
                 fn()
+            if sync is not None:
+                sync()
             per_call[name].append((time.perf_counter() - start) / calls * 1e6)
     return {name: {"median_us": statistics.median(w), "min_us": min(w), "max_us": max(w)}
             for name, w in per_call.items()}
@@ -144,10 +148,17 @@ def contenders(device: torch.device) -> dict:
             "F.linear + leaky_relu forward+backward": ("PyTorch eager, 8x8 (arithmetic negligible)", torch_both)}
 
 
+def _calls(contenders_: dict) -> dict:
+    return {name: fn for name, (_, fn) in contenders_.items()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=500, help="calls per window (default 500)")
     parser.add_argument("--windows", type=int, default=9, help="windows per contender (default 9)")
+    parser.add_argument("--launched", action="store_true",
+                        help="also time the calls with their kernels launched (on by itself on CUDA; on a CPU the "
+                             "interpreter runs them: that checks the path, its times are the interpreter's)")
     parser.add_argument("--label", default=None, help="a name for this run's record (e.g. the commit measured)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
@@ -157,20 +168,28 @@ def main(argv=None) -> int:
               "nothing to measure")
         return 0
     new_run()
-    rows, results = [], {}
+    rows, results, warmup = [], {}, min(50, args.calls)
     with stubbed_launches() as stubbed:
         calls = contenders(device)
-        timed = interleaved_microseconds({name: fn for name, (_, fn) in calls.items()}, args.calls, args.windows)
-    for name, (what, _) in calls.items():
-        # against PyTorch's eager call of the same pass, timed in the same windows
-        torch_row = timed[TORCH_ROW["forward+backward" if name.endswith("forward+backward") else "forward"]]
-        results[name] = {"what": what, **timed[name], "x_pytorch": timed[name]["median_us"] / torch_row["median_us"]}
-        rows.append([name, what, timed[name]["median_us"], timed[name]["min_us"], timed[name]["max_us"],
-                     f"{results[name]['x_pytorch']:.2f}x"])
+        modes = [("", calls, interleaved_microseconds(_calls(calls), args.calls, args.windows, warmup))]
+    if device.type == "cuda" or args.launched:   # the kernels launched: Triton's launcher in, the GPU keeping up
+        calls = {name: (what.replace("launches stubbed", "launched"), fn) for name, (what, fn) in
+                 contenders(device).items()}
+        sync = torch.cuda.synchronize if device.type == "cuda" else None
+        modes.append((" (launched)", calls, interleaved_microseconds(_calls(calls), args.calls, args.windows,
+                                                                    warmup, sync)))
+    for suffix, calls, timed in modes:
+        for name, (what, _) in calls.items():
+            # against PyTorch's eager call of the same pass, timed in the same windows
+            torch_row = timed[TORCH_ROW["forward+backward" if name.endswith("forward+backward") else "forward"]]
+            row = {"what": what, **timed[name], "x_pytorch": timed[name]["median_us"] / torch_row["median_us"]}
+            results[name + suffix] = row
+            rows.append([name + suffix, what, row["median_us"], row["min_us"], row["max_us"],
+                         f"{row['x_pytorch']:.2f}x"])
     table = markdown_table(["call", "what", "median µs", "min µs", "max µs", "median / PyTorch's"], rows)
     env = environment()
-    payload = {"environment": env, "device": str(device), "stubbed_kernels": stubbed,
-               "calls": args.calls, "windows": args.windows, "results": results}
+    payload = {"environment": env, "device": str(device), "stubbed_kernels": stubbed, "calls": args.calls,
+               "windows": args.windows, "warmup": warmup, "results": results}
     print(table)
     write_results("host_cost", payload, table, out_dir=args.out, label=args.label)
     return 0

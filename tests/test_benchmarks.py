@@ -188,11 +188,12 @@ def test_host_cost_times_every_call_with_its_launches_stubbed_and_puts_the_kerne
     with host_cost.stubbed_launches() as stubbed:
         assert stubbed >= 10 and isinstance(linear_kernels._linear_act_fwd_kernel, host_cost._StubLaunch)
     assert linear_kernels._linear_act_fwd_kernel is kernel
-    assert host_cost.main(["--calls", "2", "--windows", "2", "--out", str(tmp_path)]) == 0
+    assert host_cost.main(["--calls", "2", "--windows", "2", "--launched", "--out", str(tmp_path)]) == 0
     assert linear_kernels._linear_act_fwd_kernel is kernel
     record = json.loads((tmp_path / "cpu" / "host_cost.json").read_text())
     results = record["payload"]["results"]
-    assert set(results) == set(host_cost.contenders(torch.device("cpu")))
+    names = set(host_cost.contenders(torch.device("cpu")))
+    assert set(results) == names | {f"{name} (launched)" for name in names}   # (launched: the interpreter's)
     for name, row in results.items():
         assert 0 < row["min_us"] <= row["median_us"] <= row["max_us"] < 1e6, (name, row)
 
@@ -309,6 +310,7 @@ def test_device_check_script_parses_and_its_summary_reads_every_part(tmp_path, c
         "device": "cuda:0", "kernels": "triton", "table": [
             {"name": "_linear_act_bwd_weight_kernel", "per_step": 6.0, "us_per_step": 120.0},
             {"name": "_adam_step_kernel", "per_step": 2.0, "us_per_step": 8.0}]}))
+    assert host_cost.main(["--calls", "2", "--windows", "1", "--out", str(tmp_path / "results")]) == 0
     (tmp_path / "steps.tsv").write_text("gpu_tests\t1\t80\t95\ntrain_step\t0\t100\t140\n")
     assert device_summary.main([str(tmp_path)]) == 0
     text = capsys.readouterr().out
@@ -320,7 +322,8 @@ def test_device_check_script_parses_and_its_summary_reads_every_part(tmp_path, c
                      "test_train_step[eager]                                       1000.0 us per training step",
                      "gpu_tests    exit   1",
                      "profile profile-triton-b4096 (cuda:0, kernels=triton): 128.0 us of kernel time per step",
-                     "_linear_act_bwd_weight_kernel                                   6.0 x     120.0 us/step"):
+                     "_linear_act_bwd_weight_kernel                                   6.0 x     120.0 us/step",
+                     "host_cost (µs per call on the host", "1.00x PyTorch's"):
         assert expected in text, f"{expected!r} missing from:\n{text}"
 
 

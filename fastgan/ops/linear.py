@@ -2,7 +2,8 @@
 
 Forward: a tiled matmul with fp32 accumulation; bias and activation applied in the epilogue.
 Backward, from the saved *output* y (no pre-activation tensor is stored):
-  g  = dy * act'(y)                 formed on the fly as dy and y tiles are loaded, never stored
+  g  = dy * act'(y)                 formed as dy and y tiles are loaded; stored once by the dW kernel when
+                                    dX is needed too
   dX = g @ W                        ``_linear_act_bwd_input_kernel``
   dW = g.T @ X,  db = sum_m g       ``_linear_act_bwd_weight_kernel``: db comes from the same g tiles; where
                                     the tiles fill few SMs, batch splits' partial sums added in a fixed order
@@ -97,7 +98,8 @@ def weight_grad_splits(rows: int, out_features: int, in_features: int, replicas:
     return cdiv(rows, per), per
 
 
-def _launch_backward_weight(dy, y, x, has_bias, activation, negative_slope):
+def _launch_backward_weight(dy, y, x, has_bias, activation, negative_slope, g=None):
+    """dW and db; with ``g`` (a buffer of dy's shape) the kernel also stores g = dy act'(y) there."""
     R = (x.shape[0],) if x.dim() == 3 else ()
     M, N = dy.shape[-2:]
     K = x.shape[-1]
@@ -120,7 +122,9 @@ def _launch_backward_weight(dy, y, x, has_bias, activation, negative_slope):
         *_replica_strides(dy, 3, y, 3, x, 3), out_w.stride(-3) if R else 0,
         out_b.stride(-2) if R and has_bias else 0, float(negative_slope), per, splits,
         out_w.stride(0) if splits > 1 else 0, out_b.stride(0) if splits > 1 and has_bias else 0,
-        HAS_BIAS=has_bias, ACTIVATION=activation, PRECISION=_precision_for(x.dtype))
+        g if g is not None else out_w, g.stride(-2) if g is not None else 0, g.stride(-1) if g is not None else 0,
+        g.stride(0) if g is not None and R else 0,
+        HAS_BIAS=has_bias, ACTIVATION=activation, WRITE_G=g is not None, PRECISION=_precision_for(x.dtype))
     kernel_launches["_linear_act_bwd_weight_kernel"] += 1
     if splits > 1:
         _add_splits(out_w, dw)
@@ -139,11 +143,19 @@ def _add_splits(parts: torch.Tensor, out: torch.Tensor) -> None:
 
 
 def _backward(dy, y, x, weight, has_bias, activation, negative_slope, need_x, need_weight):
-    """``(dX or None, dW or None, db or None)``: dX if ``need_x``; dW and db (one kernel) if ``need_weight``."""
-    dx = _launch_backward_input(dy, y, weight, activation, negative_slope) if need_x else None
-    dw, db = (_launch_backward_weight(dy, y, x, has_bias, activation, negative_slope) if need_weight
+    """``(dX or None, dW or None, db or None)``: dX if ``need_x``; dW and db (one kernel) if ``need_weight``.
+    With both and an activation, the weight-gradient kernel runs first and stores g = dy act'(y) once, and dX
+    is g W (g read once per column tile of dX, not formed from dy and y for each)."""
+    g = None
+    if need_x and need_weight and activation != "none":
+        g = torch.empty(dy.shape, device=dy.device, dtype=weight.dtype)   # (dX's dot rounds g to W's dtype)
+    dw, db = (_launch_backward_weight(dy, y, x, has_bias, activation, negative_slope, g) if need_weight
               else (None, None))
-    return dx, dw, db
+    if not need_x:
+        return None, dw, db
+    if g is not None:
+        return _launch_backward_input(g, g, weight, "none", negative_slope), dw, db
+    return _launch_backward_input(dy, y, weight, activation, negative_slope), dw, db
 
 
 def fused_linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

@@ -111,8 +111,11 @@ if HAS_TRITON:
             n = n0 + offs_n
             mask = mask_m[:, None] & (n < N)[None, :]
             dy = tl.load(dy_ptr + offs_m[:, None] * stride_dym + n[None, :] * stride_dyn, mask=mask, other=0.0)
-            y = tl.load(y_ptr + offs_m[:, None] * stride_ym + n[None, :] * stride_yn, mask=mask, other=0.0)
-            g = _activation_grad(dy.to(tl.float32), y.to(tl.float32), ACTIVATION, negative_slope)
+            if ACTIVATION == "none":   # g = dy (also when dy is g, formed by the weight-gradient kernel)
+                g = dy.to(tl.float32)
+            else:
+                y = tl.load(y_ptr + offs_m[:, None] * stride_ym + n[None, :] * stride_yn, mask=mask, other=0.0)
+                g = _activation_grad(dy.to(tl.float32), y.to(tl.float32), ACTIVATION, negative_slope)
             w = tl.load(w_ptr + n[:, None] * stride_wn + offs_k[None, :] * stride_wk,
                         mask=(n < N)[:, None] & mask_k[None, :], other=0.0)
             acc = tl.dot(g.to(w.dtype), w, acc, input_precision=PRECISION)
@@ -125,7 +128,8 @@ if HAS_TRITON:
                                       stride_dym, stride_dyn, stride_ym, stride_yn, stride_xm, stride_xk,
                                       stride_dwn, stride_dwk, stride_dyr, stride_yr, stride_xr, stride_dwr,
                                       stride_dbr, negative_slope, rows_per_split, splits, stride_dws, stride_dbs,
-                                      HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
+                                      g_ptr, stride_gm, stride_gn, stride_gr,
+                                      HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, WRITE_G: tl.constexpr,
                                       PRECISION: tl.constexpr,
                                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """dW[n, k] = sum_m g[m, n] X[m, k] and db[n] = sum_m g[m, n]; grid over (n, k) tiles, loop over m.
@@ -133,7 +137,9 @@ if HAS_TRITON:
         BLOCK_N tiles the output features and BLOCK_M the reduction over the batch here. Grid axis 2 is
         replica x batch split: split s sums rows [s rows_per_split, (s + 1) rows_per_split) into its own
         partial dW and db (``stride_dws``/``stride_dbs`` apart), which the host adds in a fixed order; with one
-        split they are dW and db themselves.
+        split they are dW and db themselves. ``WRITE_G``: the programs of the first k-tile also store the g they
+        form (in ``g_ptr``'s dtype, the one dX's dot rounds g to), so the input-gradient kernel reads g once
+        instead of forming it from dy and y for every column tile of dX.
         """
         pid_n = tl.program_id(0).to(tl.int64)  # int64 offsets, as in the forward
         pid_k = tl.program_id(1).to(tl.int64)
@@ -144,6 +150,7 @@ if HAS_TRITON:
         x_ptr += pid_r * stride_xr
         dw_ptr += pid_r * stride_dwr + pid_s * stride_dws
         db_ptr += pid_r * stride_dbr + pid_s * stride_dbs
+        g_ptr += pid_r * stride_gr
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
         offs_m = tl.arange(0, BLOCK_M).to(tl.int64)
@@ -159,6 +166,10 @@ if HAS_TRITON:
             dy = tl.load(dy_ptr + m[None, :] * stride_dym + offs_n[:, None] * stride_dyn, mask=mask, other=0.0)
             y = tl.load(y_ptr + m[None, :] * stride_ym + offs_n[:, None] * stride_yn, mask=mask, other=0.0)
             g_t = _activation_grad(dy.to(tl.float32), y.to(tl.float32), ACTIVATION, negative_slope)  # (N, M)
+            if WRITE_G:
+                if pid_k == 0:
+                    tl.store(g_ptr + m[None, :] * stride_gm + offs_n[:, None] * stride_gn,
+                             g_t.to(g_ptr.dtype.element_ty), mask=mask)
             if HAS_BIAS:
                 bias_acc += tl.sum(g_t, axis=1)
             x = tl.load(x_ptr + m[:, None] * stride_xm + offs_k[None, :] * stride_xk,

@@ -9,12 +9,12 @@ by a stub that evaluates the launch grid and returns, so what is timed is everyt
 
 On the CPU it needs ``TRITON_INTERPRET=1`` (set here when unset) so the ops take their Triton path; on CUDA it
 stubs the same launches, then times every call again with its kernels launched (rows "(launched)": Triton's
-launcher included, each window ending with a synchronisation; the tiny layers keep the GPU ahead). Median of windows, the contenders taking turns window by window, warm-up apart; each row
-also as a multiple of PyTorch's call of the same pass (this shared CPU's speed drifts by tens of percent: compare
-runs by that ratio). Records the run in ``results/<card>/runs.jsonl``;
-the latest: ``host_cost.{json,md}``.
+launcher included, each window ending with a synchronisation; the tiny layers keep the GPU ahead). Median of
+windows, the contenders taking turns window by window, warm-up apart; each row also as a multiple of PyTorch's
+call of the same pass (this shared CPU's speed drifts by tens of percent: compare runs by that ratio). Records
+the run in ``results/<card>/runs.jsonl``; the latest: ``host_cost.{json,md}``.
 
-    python benchmarks/host_cost.py [--label NAME] [--out DIR]
+    python benchmarks/host_cost.py [--launched] [--label NAME] [--out DIR]
 """
 from __future__ import annotations
 

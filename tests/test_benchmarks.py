@@ -157,7 +157,8 @@ def test_committed_results_are_whole(card):
     assert tables == common.runs_table(folder) and all(f"\n## {r['run']}\n" in tables for r in runs)
     expected = {"runs.jsonl", "runs.md", "runs"}
     for benchmark in dict.fromkeys(r["benchmark"] for r in runs):
-        if benchmark.split("-")[0] not in ("train_step", "kernels", "replicas", "quality", "quality_curve", "host_cost"):
+        if benchmark.split("-")[0] not in ("train_step", "kernels", "replicas", "quality", "quality_curve",
+                                           "host_cost"):
             continue   # (fastgan train/evaluate reports and one-off probes: records only)
         last = [r for r in runs if r["benchmark"] == benchmark][-1]
         assert json.loads((folder / f"{benchmark}.json").read_text()) == last

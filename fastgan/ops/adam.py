@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from . import adam_kernels as kernels
-from ._runtime import kernel_launches, use_triton
+from ._runtime import cdiv, kernel_launches, use_triton
 
 __all__ = ["adam_step", "adam_programs", "adam_step_reference", "replica_adam_step", "replica_adam_hyper",
            "replica_adam_step_reference", "AdamFold", "adam_fold", "replica_adam_fold"]
@@ -37,7 +37,7 @@ _MAX_PROGRAMS = 1024
 
 def adam_programs(n: int) -> int:
     """The grid size used for a buffer of ``n`` elements (fixed per buffer: the counter relies on it)."""
-    return max(1, min(-(-n // _BLOCK), _MAX_PROGRAMS))
+    return max(1, min(cdiv(n, _BLOCK), _MAX_PROGRAMS))
 
 
 def _check_partials(partials) -> None:

@@ -23,11 +23,7 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")   # (before fastgan is imported: it reads it once)
 
 import argparse  # noqa: E402
-import collections  # noqa: E402
-import contextlib  # noqa: E402
-import importlib  # noqa: E402
 import math  # noqa: E402
-import pkgutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -40,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import environment, markdown_table, new_run, write_results  # noqa: E402
 
 import fastgan.ops as ops  # noqa: E402
+from fastgan.profiling import stubbed_launches  # noqa: E402
 
 # small widths, so that what the CPU computes for real (output allocation, the whole-MLP op's parameter
 # concatenation) stays negligible beside the host path, which is the same at any width
@@ -48,37 +45,6 @@ D_DIMS = (16, 16, 16, 1)
 
 
 TORCH_ROW = {"forward": "F.linear + leaky_relu forward", "forward+backward": "F.linear + leaky_relu forward+backward"}
-
-
-class _StubLaunch:
-    """Stands for a Triton kernel: ``kernel[grid](*args, **meta)`` evaluates ``grid`` (a callable gets the
-    launch's keywords, any block size it asks for 64) and launches nothing."""
-
-    def __getitem__(self, grid):
-        def launch(*args, **meta):
-            if callable(grid):
-                grid(collections.defaultdict(lambda: 64, meta))
-        return launch
-
-
-@contextlib.contextmanager
-def stubbed_launches():
-    """Every Triton kernel of ``fastgan.ops``'s kernel modules replaced by ``_StubLaunch`` for the block."""
-    from triton.runtime.jit import KernelInterface   # (a JITFunction, the interpreter's, an Autotuner)
-    saved = []
-    for info in pkgutil.iter_modules(ops.__path__):
-        if info.name.endswith("_kernels"):
-            module = importlib.import_module(f"fastgan.ops.{info.name}")
-            for name, value in vars(module).items():
-                if isinstance(value, KernelInterface):
-                    saved.append((module, name, value))
-    try:
-        for module, name, _ in saved:
-            setattr(module, name, _StubLaunch())
-        yield len(saved)
-    finally:
-        for module, name, value in saved:
-            setattr(module, name, value)
 
 
 def interleaved_microseconds(calls_of: dict, calls: int, windows: int, warmup: int = 50, sync=None) -> dict:

@@ -109,7 +109,7 @@ def _launches_per_step(trainer, steps: int = 8) -> dict:
 
     On CUDA both come from one torch.profiler run (CUDA activity for what executed, the CUDA runtime and
     driver API calls for what the host launched): a graph replay executes many kernels from one launch.
-    On a CPU under Triton's interpreter the Triton kernels are counted; elsewhere nothing launches.
+    On a CPU under Triton's interpreter the Triton kernels of one step are counted; elsewhere nothing launches.
     """
     if trainer.device.type == "cuda":
         from torch.profiler import ProfilerActivity, profile
@@ -124,9 +124,9 @@ def _launches_per_step(trainer, steps: int = 8) -> dict:
         graph_launches = sum(e.name in ("cudaGraphLaunch", "cuGraphLaunch") for e in launches)
         return {"kernels_per_step": len(executed) / ran, "host_launches_per_step": len(launches) / ran,
                 "graph_launches_per_step": graph_launches / ran, "launches_how": "torch.profiler (CUDA + CPU API)"}
-    if trainer.kernels_run == "triton-interpreter":
+    if trainer.kernels_run == "triton-interpreter":   # one step: every eager step launches the same kernels
         before = sum(ops.kernel_launches.values())
-        ran = run_steps(trainer, steps)
+        ran = run_steps(trainer, 1)
         return {"kernels_per_step": (sum(ops.kernel_launches.values()) - before) / ran,
                 "host_launches_per_step": None, "launches_how": "Triton kernels (interpreter)"}
     return {"kernels_per_step": None, "host_launches_per_step": None, "launches_how": "n/a on CPU"}

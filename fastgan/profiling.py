@@ -10,8 +10,10 @@ This is the upper floor (it drives a GANTrainer); the ranges the step marks are 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
+import pkgutil
 import shlex
 import sys
 from collections import defaultdict
@@ -21,7 +23,8 @@ import torch
 
 from .phases import enable_phases, phase
 
-__all__ = ["phase", "enable_phases", "profile_trainer", "nsight_commands", "count_launches", "LaunchCount"]
+__all__ = ["phase", "enable_phases", "profile_trainer", "nsight_commands", "count_launches", "LaunchCount",
+           "stubbed_launches"]
 
 # aten ops that launch no kernel on a GPU: views, metadata, allocation
 _NO_KERNEL = frozenset({
@@ -89,6 +92,42 @@ def count_launches(fn, *args, **kwargs) -> tuple[object, LaunchCount]:
         out = fn(*args, **kwargs)
     triton_launches = {k: v - before.get(k, 0) for k, v in kernel_launches.items() if v != before.get(k, 0)}
     return out, LaunchCount(triton_launches, dict(counter.ops))
+
+
+class _StubLaunch:
+    """Stands for a Triton kernel: ``kernel[grid](*args, **meta)`` evaluates ``grid`` (a callable gets the
+    launch's keywords, any block size it asks for 64) and launches nothing."""
+
+    def __getitem__(self, grid):
+        def launch(*args, **meta):
+            if callable(grid):
+                grid(defaultdict(lambda: 64, meta))
+        return launch
+
+
+@contextlib.contextmanager
+def stubbed_launches():
+    """Inside the block every Triton kernel of ``fastgan.ops``'s kernel modules launches nothing (its grid is
+    still evaluated; yields how many were replaced): the host's side of each op alone, with outputs left as
+    allocated. For timing that side (benchmarks/host_cost.py), and for counting a step's launches
+    (``count_launches``, where ``kernel_launches`` counts them) at sizes the interpreter would take minutes
+    over: the step never reads a tensor on the host, so what it launches does not depend on the values."""
+    from triton.runtime.jit import KernelInterface   # (a JITFunction, the interpreter's, an Autotuner)
+
+    from . import ops
+    saved = []
+    for info in pkgutil.iter_modules(ops.__path__):
+        if info.name.endswith("_kernels"):
+            module = importlib.import_module(f"fastgan.ops.{info.name}")
+            saved += [(module, name, value) for name, value in vars(module).items()
+                      if isinstance(value, KernelInterface)]
+    try:
+        for module, name, _ in saved:
+            setattr(module, name, _StubLaunch())
+        yield len(saved)
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
 
 
 def nsight_commands(argv: list[str],

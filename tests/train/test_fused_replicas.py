@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fastgan import GANTrainer, ops
-from fastgan.profiling import count_launches
+from fastgan.profiling import count_launches, stubbed_launches
 from helpers import ON_CUDA
 from test_replicas import _data, _models, _options, _run_and_resume, _single_runs_match
 
@@ -54,8 +54,9 @@ def test_a_fused_replica_step_launches_seven_kernels_for_every_k():
         trainer.step()   # (the first step makes the buffers)
         return count_launches(trainer.step)[1]
 
-    counts = {k: launches(k) for k in (1, 8, 128)}
-    assert counts[1] == counts[8] == counts[128], counts
+    with stubbed_launches():   # counted without the kernels' work (the interpreter's minute at K = 128)
+        counts = {k: launches(k) for k in (1, 8, 128)}
+    assert counts[1] == counts[8] == counts[128] == launches(1), counts   # (the last with its kernels run)
     assert counts[1].triton == FUSED_STEP
 
 

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-__all__ = ["Augment", "TRANSFORMS", "parse_transforms"]
+__all__ = ["Augment", "ReplicaAugment", "TRANSFORMS", "parse_transforms"]
 
 TRANSFORMS = ("translation", "cutout", "brightness", "contrast", "flip")
 
@@ -111,3 +111,35 @@ class Augment:
     def load_state_dict(self, state: dict) -> None:
         self.p.copy_(state["p"])
         self.r.copy_(state["r"])
+
+
+class ReplicaAugment:
+    """K replicas' augmentations: replica k's own ``Augment`` (its p and r), drawing from replica k's generator
+    in its single run's order, so each replica augments as its single run does. One transform's draws per
+    replica: the launches grow with K (PyTorch's generators, as ``sampler="torch"``'s draws)."""
+
+    def __init__(self, transforms: tuple[str, ...], features: int, p: float, target: float | None,
+                 generators: list[torch.Generator], device: torch.device):
+        self.each = [Augment(transforms, features, p, target, rng, device) for rng in generators]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: (K, B, features), replica k's rows augmented by replica k's pipeline."""
+        return torch.stack([augment(rows) for augment, rows in zip(self.each, x)])
+
+    def observe(self, real_logits: torch.Tensor) -> None:
+        """``real_logits``: (K, ...), replica k's steering replica k's p."""
+        for augment, logits in zip(self.each, real_logits):
+            augment.observe(logits)
+
+    def state_dict(self) -> dict:
+        return {"p": torch.stack([a.p for a in self.each]), "r": torch.stack([a.r for a in self.each])}
+
+    def check_state(self, state) -> None:
+        k = len(self.each)
+        if not isinstance(state, dict) or any(not isinstance(state.get(key), torch.Tensor) or
+                                              tuple(state[key].shape) != (k,) for key in ("p", "r")):
+            raise ValueError(f"its augmentation state is not {k} replicas' p and r")
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, augment in enumerate(self.each):
+            augment.load_state_dict({"p": state["p"][k], "r": state["r"][k]})

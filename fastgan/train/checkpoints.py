@@ -154,6 +154,7 @@ def replica_state(t) -> dict:
         "sampler": t.sampler.state_dict() if t.sampler is not None else None,
         "spectral_norm": t.spectral.state_dict() if t.spectral is not None else None,
         "ema": t.ema_flat.clone() if t.ema_flat is not None else None,
+        "augment": t.augment.state_dict() if t.augment is not None else None,
         "buffers": {name: {key: b.clone() for key, b in getattr(t, name).named_buffers()}
                     for name in ("generator", "discriminator")},
         "config": t.config.to_dict(),
@@ -197,12 +198,16 @@ def load_replicas(t, path: str | os.PathLike) -> dict:
             raise ValueError(f"step must be a non-negative integer, got {state['step']!r}")
         _check_sampler(t.sampler, state.get("sampler"))
         _check_spectral(t.spectral, state.get("spectral_norm"))
+        if t.augment is not None:
+            t.augment.check_state(state.get("augment"))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path} does not fit this trainer: {e}") from e
     if t.sampler is not None:
         t.sampler.load_state_dict(state["sampler"])
     if t.spectral is not None:
         t.spectral.load_state_dict(state["spectral_norm"])
+    if t.augment is not None:
+        t.augment.load_state_dict(state["augment"])
     with torch.no_grad():
         t.generator.flat.copy_(state["generator"])
         t.discriminator.flat.copy_(state["discriminator"])

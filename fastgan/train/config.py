@@ -294,8 +294,6 @@ class TrainConfig:
             if unsupported:
                 raise ValueError(f"update='simultaneous' does not combine with {', '.join(unsupported)} (one "
                                  "forward pass of D feeds both losses; use update='alternating')")
-        if self.replicas is not None:
-            self._check_replica_options()
         if not isinstance(self.data_parallel, bool):
             raise ValueError(f"data_parallel must be True or False, got {self.data_parallel!r}")
         if self.data_parallel:
@@ -331,11 +329,6 @@ class TrainConfig:
         """``name``'s value per replica (one value when there are no replicas)."""
         value = getattr(self, name)
         return list(value) if self._is_sequence(name, value) else [value] * (self.replicas or 1)
-
-    def _check_replica_options(self) -> None:
-        if self.augment:
-            raise ValueError("with replicas, these settings are not available yet: augment (each replica would "
-                             "need an augmentation pipeline and an ADA p of its own)")
 
     def for_replica(self, k: int) -> TrainConfig:
         """The single-GAN config replica ``k`` of this run equals: seed ``seed + k`` and replica k's values of

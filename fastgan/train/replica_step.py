@@ -39,14 +39,15 @@ def make_replica_step(t):
             return x + noise_scale * t.sampler.normal(x)
         return add_noise(x, instance_noise(x.shape[1:]))
 
-    def d_input(x):
-        return packed(noisy(x), pack, leading=1)
+    def d_input(x):   # as the single step: each replica's augmentation, then its instance noise, then packing
+        return packed(noisy(t.augment(x) if t.augment is not None else x), pack, leading=1)
 
     d_loss, g_loss = gan_losses(config.loss, real_label, replica_sigmoid_bce_reference, lambda x: x.mean(dim=(1, 2)),
                                 fake_label=torch.zeros_like(real_label), generator_label=torch.ones_like(real_label))
 
     def d_loss_of_inputs(real, fake):   # two passes, as the single step: its gradient sums, not one over both
-        return d_loss(t.discriminator(real), t.discriminator(fake))
+        real_logits = t.discriminator(real)
+        return d_loss(real_logits, t.discriminator(fake)), real_logits.detach()
 
     def g_loss_of_input(fake_in):
         return g_loss(t.discriminator(fake_in))
@@ -56,7 +57,7 @@ def make_replica_step(t):
     cudagraph_trees = config.compile in CUDAGRAPH_COMPILE_MODES
     autocast = forward_autocast(config.precision, device)
 
-    def draw():   # the single step's order: batch, its noise, z
+    def draw():   # the single step's order: batch, its augmentation, its noise, z
         samples = config.samples_per_step
         with phase("data"):
             if t.sampler is not None:   # one launch for every replica (and one for their instance noise)
@@ -64,13 +65,13 @@ def make_replica_step(t):
                 z = torch.empty((K, samples, t.latent_dim), device=device)
                 t.sampler.draw(t.data, x, z)
                 return d_input(x), z
-            indices, noise, zs = [], [], []
-            for g, s in zip(t.generators, sigmas):
-                indices.append(torch.randint(0, n, (samples,), device=device, generator=g))
+            rows, noise, zs = [], [], []
+            for k, (g, s) in enumerate(zip(t.generators, sigmas)):
+                batch = t.data.index_select(0, torch.randint(0, n, (samples,), device=device, generator=g))
+                rows.append(t.augment.each[k](batch) if t.augment is not None else batch)   # (its draws next)
                 noise.append(torch.randn((samples, features), device=device, generator=g) if s > 0 else None)
                 zs.append(torch.randn(samples, t.latent_dim, device=device, generator=g))
-            real = add_noise(t.data.index_select(0, torch.cat(indices)).view(K, samples, features), noise)
-            return packed(real, pack, leading=1), torch.stack(zs)
+            return packed(add_noise(torch.stack(rows), noise), pack, leading=1), torch.stack(zs)
 
     d_params, g_params = [t.discriminator.flat], [t.generator.flat]
 
@@ -95,10 +96,12 @@ def make_replica_step(t):
             t.optimizer_d.step()
             if t.spectral is not None:   # one power iteration, weights divided by their spectral norm
                 t.spectral.step()
+            if t.augment is not None:   # ADA: each replica's D on real data steers its p
+                t.augment.observe(real_logits.detach())
         return loss_d, loss_g
 
     def d_loss_with_r1(real, fake_for_d):
-        """D's loss on real data made differentiable, and the R1 penalty of each replica (``(K,)``)."""
+        """D's loss on real data made differentiable, the R1 penalty of each replica (``(K,)``), D's real logits."""
         with phase("D.forward.r1"), autocast():
             real.requires_grad_(True)
             with reference_path():   # double backward: the fused kernels have none
@@ -107,7 +110,7 @@ def make_replica_step(t):
             penalty = r1_scale * grad.square().sum(dim=2).mean(dim=1)
         with phase("D.forward.fake"), autocast():
             loss_d = d_loss(real_logits, t.discriminator(fake_for_d))
-        return loss_d, penalty
+        return loss_d, penalty, real_logits.detach()
 
     def alternating_step(index):
         """``d_steps`` updates of D, each on a fresh draw, then G's loss and gradient through the last draw's
@@ -123,11 +126,12 @@ def make_replica_step(t):
                         fake = generator(z)
                 fake_for_d = d_input(fake.detach())
             if config.has_r1 and index % config.r1_every == 0:
-                loss_d, penalty = d_loss_with_r1(real, fake_for_d)
+                loss_d, penalty, real_logits = d_loss_with_r1(real, fake_for_d)
                 total_d = loss_d + penalty
             else:
                 with phase("D.forward"), autocast():
-                    loss_d = total_d = d_loss_of_inputs(real, fake_for_d)
+                    loss_d, real_logits = d_loss_of_inputs(real, fake_for_d)
+                    total_d = loss_d
             with phase("D.backward"):
                 t.optimizer_d.zero_grad()
                 total_d.sum().backward()
@@ -135,6 +139,8 @@ def make_replica_step(t):
                 t.optimizer_d.step()
             if t.spectral is not None:   # one power iteration, weights divided by their spectral norm
                 t.spectral.step()
+            if t.augment is not None:   # ADA: each replica's D on real data steers its p
+                t.augment.observe(real_logits)
         t.discriminator.requires_grad_(False)
         try:
             with phase("G.loss"), autocast():

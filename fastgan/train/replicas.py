@@ -19,7 +19,8 @@ the step: ``fastgan.train.replica_step``). Its contract:
   CUDA fast path's choice) every replica's batch and noise in one launch, replica k keyed by its seed as
   the single run with ``sampler="philox"`` is; with ``sampler="torch"`` each replica's from its own
   ``torch.Generator``, K small launches a draw. With Philox the instance noise is one launch too, and the
-  kernels a step launches are the same for every K.
+  kernels a step launches are the same for every K. Augmentation (``augment=...``) is each replica's own
+  pipeline and ADA p (``fastgan.train.augment.ReplicaAugment``), drawn from its own generator: K launches a draw.
 * Models: an ``nn.Sequential``, the module itself or its ``.net``. Plain MLPs (``Linear`` layers and
   activations: ``fuse``'s whole-MLP rule, ``fastgan.nn.fused.whole_mlp_spec``; ``MLPGenerator``,
   ``MLPDiscriminator``) stack as a ``StackedMLP``, whose backward is written by hand; with ``BatchNorm1d`` and
@@ -44,6 +45,7 @@ from ..nn.stacked import StackedMLP, check_stackable, replica_models, stack_mode
 from ..ops.sampler import DeviceSampler
 from ..optim import ReplicaAdam, ReplicaEMA
 from ..sampling import SampleOptions
+from .augment import ReplicaAugment, parse_transforms
 from .backends import plan
 from .checkpoints import load_replicas, replica_state
 from .config import TrainConfig, config_from
@@ -116,6 +118,8 @@ class ReplicaTrainer(Trainer):
         self.rng = self.generators[0]
         self.sampler = DeviceSampler(config.seed, self.device, self.replicas) if config.sampler == "philox" else None
         self.ema = ReplicaEMA(self.generator, config.ema) if config.ema is not None else None
+        self.augment = ReplicaAugment(parse_transforms(config.augment), self.data.shape[1], config.augment_start_p,
+                                      config.augment_target, self.generators, self.device) if config.augment else None
         step, self.step_path = self.backend.fused_replica_step(self, *self._whole_mlps())
         # a replica whose losses went non-finite goes on as NaNs, alone (nothing mixes replicas); the run stops
         # only when every replica has (``diverged`` says which and when)

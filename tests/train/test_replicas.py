@@ -89,6 +89,27 @@ def test_replicas_equal_single_runs_with_options(options):
     _single_runs_match(trainer, g, d, data, STEPS, samples=False)
 
 
+@pytest.mark.parametrize("sampler", ["torch", "philox"])
+def test_augmented_replicas_equal_their_single_runs_and_resume(sampler, tmp_path):
+    """8x8 images, translation + cutout + brightness with ADA: each replica's own pipeline drawing from its own
+    generator (or after the Philox batch), its own p steered by its own D; packed, d_steps 2, instance noise."""
+    g, d = _models(pack=2, features=64)
+    data = _data(features=64)
+    opts = _options(replicas=3, sampler=sampler, augment="translation,cutout,brightness", augment_p=0.5,
+                    augment_target=0.0, pack=2, d_steps=2, lr=[2e-3, 1e-3, 5e-4], instance_noise=[0.0, 0.1, 0.0])
+    trainer = GANTrainer(g, d, data, **opts)
+    for _ in range(STEPS):
+        trainer.step()
+    _single_runs_match(trainer, g, d, data, STEPS, samples=False)
+    p = trainer.augment.state_dict()["p"]
+    assert len(set(p.tolist())) == 3 and not torch.equal(p, torch.full((3,), 0.5)), p   # each its own p
+    a, b = _run_and_resume(g, d, data, opts, tmp_path / "r.pt", 3)
+    assert b.history == a.history and torch.equal(b.augment.state_dict()["p"], a.augment.state_dict()["p"])
+    assert torch.equal(b.discriminator.flat, a.discriminator.flat)
+    with pytest.raises(ValueError, match="not a square one-channel image"):
+        GANTrainer(*_models(), _data(), **_options(replicas=2, augment="translation"))
+
+
 @pytest.mark.parametrize("kernels,gammas", [("torch", [0.0, 1.0, 10.0]), ("triton", [0.0, 10.0])])
 def test_r1_per_replica_equals_single_runs(kernels, gammas):
     """R1 with a weight per replica (0 for one: its single run takes no penalty pass at all), every 3 steps,
@@ -431,7 +452,6 @@ def test_compile_has_no_graph_breaks_and_equals_eager():
     (dict(replicas=2, real_label=[1.0, 1.2]), "real_label must be a number in"),
     (dict(replicas=2, loss="hinge", real_label=[1.0, 0.9]), "applies to the BCE loss"),
     (dict(replicas=0), "replicas must be a positive integer"),
-    (dict(replicas=2, augment="translation"), "not available yet: augment"),
     (dict(replicas=2, r1_gamma=[1.0, -1.0]), "r1_gamma must be"),
     (dict(replicas=2, r1_gamma=[0.0, 1.0], cuda_graph=True), "r1_gamma > 0 with cuda_graph=True"),
 ])

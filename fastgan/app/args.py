@@ -180,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Adam learning rate (default: 2e-4); several values sweep them (see --seeds)")
     train.add_argument("--seeds", type=_positive(int), default=1, metavar="N",
                        help="train N GANs per setting (default: 1). With N > 1, or several values for --lr, "
-                            "--lr-g, --lr-d, --real-label, --instance-noise or --r1-gamma (their product), the run "
-                            "is a sweep: every GAN at once as replicas of one trainer, replica k exactly the single "
+                            "--lr-g, --lr-d, --real-label, --instance-noise, --r1-gamma, --augment-p or --augment-target "
+                            "(their product), the run is a sweep: every GAN at once as replicas of one trainer, replica k exactly the single "
                             "run with seed --seed + k (settings vary slowest, seeds fastest); samples.png gets a row "
                             "(a panel) per replica, metrics.json each replica's quality, sweep.md a table per setting "
                             "and per replica, sweep_<setting>.png the metrics against each swept setting")
@@ -228,11 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     stabilise.add_argument("--augment", default="", metavar="T1,T2",
                            help="differentiable augmentation of D's inputs (images): translation, cutout, "
                                 "brightness, contrast, flip; e.g. translation,cutout")
-    stabilise.add_argument("--augment-p", type=float, default=None,
+    stabilise.add_argument("--augment-p", type=float, nargs="+", default=None, metavar="P",
                            help="probability each augmentation is applied (default 1; with --augment-target, "
-                                "the starting one, default 0)")
-    stabilise.add_argument("--augment-target", type=float, default=None,
-                           help="adapt the probability (ADA) so E[sign(D(real))] approaches this, e.g. 0.6")
+                                "the starting one, default 0); several values sweep them")
+    stabilise.add_argument("--augment-target", type=float, nargs="+", default=None, metavar="R",
+                           help="adapt the probability (ADA) so E[sign(D(real))] approaches this, e.g. 0.6; "
+                                "several values sweep them")
     stabilise.add_argument("--spectral-norm", action="store_true",
                            help="spectral normalisation of D's layers (one power iteration per step)")
     train.add_argument("--log-every", type=_positive(int), default=200,

@@ -114,13 +114,15 @@ class Augment:
 
 
 class ReplicaAugment:
-    """K replicas' augmentations: replica k's own ``Augment`` (its p and r), drawing from replica k's generator
-    in its single run's order, so each replica augments as its single run does. One transform's draws per
+    """K replicas' augmentations: replica k's own ``Augment`` (its start p ``ps[k]``, ADA target ``targets[k]``,
+    its p and r), drawing from replica k's generator in its single run's order, so each replica augments as its
+    single run does. One transform's draws per
     replica: the launches grow with K (PyTorch's generators, as ``sampler="torch"``'s draws)."""
 
-    def __init__(self, transforms: tuple[str, ...], features: int, p: float, target: float | None,
+    def __init__(self, transforms: tuple[str, ...], features: int, ps: list[float], targets: list[float | None],
                  generators: list[torch.Generator], device: torch.device):
-        self.each = [Augment(transforms, features, p, target, rng, device) for rng in generators]
+        self.each = [Augment(transforms, features, p, target, rng, device)
+                     for p, target, rng in zip(ps, targets, generators, strict=True)]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (K, B, features), replica k's rows augmented by replica k's pipeline."""

@@ -35,7 +35,26 @@ FUSED_OPTIMIZERS = (False, "flat", "torch")
 # the settings ``fast`` decides when they are left at these values (fastgan.train.backends.fast_path)
 AUTOMATIC = {"kernels": "auto", "cuda_graph": None, "steps_per_replay": None, "fused_optimizer": None}
 # settings that may take one value per replica (a sequence of length ``replicas``); betas: a sequence of pairs
-PER_REPLICA = ("lr", "lr_g", "lr_d", "betas", "real_label", "instance_noise", "r1_gamma")
+PER_REPLICA = ("lr", "lr_g", "lr_d", "betas", "real_label", "instance_noise", "r1_gamma", "augment_p",
+               "augment_target")
+
+
+def _check_augment_p(p):
+    if p is None:
+        return None
+    p = _finite("augment_p", p, 0.0, strict=False)
+    if p > 1.0:
+        raise ValueError(f"augment_p is a probability in [0, 1], got {p}")
+    return p
+
+
+def _check_augment_target(target):
+    if target is None:
+        return None
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not -1.0 < target < 1.0:
+        raise ValueError(f"augment_target is a target for E[sign(D(real))], in (-1, 1) (ADA uses 0.6), "
+                         f"got {target!r}")
+    return float(target)
 
 
 def check_real_label(real_label: float) -> float:
@@ -154,13 +173,15 @@ class TrainConfig:
         augment_p: the probability each is applied to a sample; default 1 (always, as DiffAugment), or 0
             when adaptive (ADA starts there), where it is the starting probability.
         augment_target: adapt p (ADA) so that E[sign(D(real))] approaches this target, e.g. 0.6.
+        (With ``replicas``, ``augment_p`` and ``augment_target`` may be given per replica; None: not adaptive.)
 
     K replicas (``fastgan.replicas``; off by default):
         replicas: train K independent GANs at once in batched kernels (``GANTrainer`` then runs a
             ``ReplicaTrainer``). Replica k is the single-GAN run with seed ``seed + k`` started from weights
             ``fastgan.replicas.replica_models`` makes; ``for_replica(k)`` is that run's config. ``lr``, ``lr_g``,
-            ``lr_d``, ``betas``, ``real_label`` and ``instance_noise`` may then be sequences of K values (betas:
-            K pairs), one per replica; a single value applies to all.
+            ``lr_d``, ``betas``, ``real_label``, ``instance_noise``, ``r1_gamma``, ``augment_p`` and
+            ``augment_target`` (``PER_REPLICA``) may then be sequences of K values (betas: K pairs), one per
+            replica; a single value applies to all.
 
     Across processes (``fastgan.distributed``, under ``torchrun``):
         data_parallel: one GAN, each rank its slice of every batch, gradients averaged over the ranks (needs
@@ -254,18 +275,11 @@ class TrainConfig:
         parse_transforms(self.augment)
         if not isinstance(self.spectral_norm, bool):
             raise ValueError(f"spectral_norm must be True or False, got {self.spectral_norm!r}")
-        if self.augment_p is not None:
-            self.augment_p = _finite("augment_p", self.augment_p, 0.0, strict=False)
-            if self.augment_p > 1.0:
-                raise ValueError(f"augment_p is a probability in [0, 1], got {self.augment_p}")
-        if self.augment_target is not None:
-            if not self.augment:
-                raise ValueError("augment_target adapts the augmentation's p: name the augmentations too "
-                                 "(augment='translation,cutout')")
-            ok = isinstance(self.augment_target, (int, float)) and -1.0 < self.augment_target < 1.0
-            if not ok:
-                raise ValueError(f"augment_target is a target for E[sign(D(real))], in (-1, 1) (ADA uses 0.6), "
-                                 f"got {self.augment_target!r}")
+        self._each("augment_p", _check_augment_p)
+        self._each("augment_target", _check_augment_target)
+        if not self.augment and any(target is not None for target in self.per_replica("augment_target")):
+            raise ValueError("augment_target adapts the augmentation's p: name the augmentations too "
+                             "(augment='translation,cutout')")
         self._each("betas", _check_betas)
         if self.ema is not None and not (isinstance(self.ema, (int, float)) and 0.0 < self.ema < 1.0):
             raise ValueError(f"ema decay must be in (0, 1), e.g. 0.999, got {self.ema!r}")

@@ -118,8 +118,9 @@ class ReplicaTrainer(Trainer):
         self.rng = self.generators[0]
         self.sampler = DeviceSampler(config.seed, self.device, self.replicas) if config.sampler == "philox" else None
         self.ema = ReplicaEMA(self.generator, config.ema) if config.ema is not None else None
-        self.augment = ReplicaAugment(parse_transforms(config.augment), self.data.shape[1], config.augment_start_p,
-                                      config.augment_target, self.generators, self.device) if config.augment else None
+        self.augment = ReplicaAugment(parse_transforms(config.augment), self.data.shape[1],
+                                      [c.augment_start_p for c in per], [c.augment_target for c in per],
+                                      self.generators, self.device) if config.augment else None
         step, self.step_path = self.backend.fused_replica_step(self, *self._whole_mlps())
         # a replica whose losses went non-finite goes on as NaNs, alone (nothing mixes replicas); the run stops
         # only when every replica has (``diverged`` says which and when)

@@ -8,6 +8,7 @@ import pytest
 
 from fastgan.app.cli import main
 from fastgan import TrainConfig
+from fastgan.checkpoint import load_checkpoint
 from fastgan.app.sweep import summary_table, sweep_from_config, sweep_of
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -35,6 +36,18 @@ def test_r1_weights_on_the_command_line_are_a_sweep(tmp_path):
     config = json.loads((out / "metrics.json").read_text())["config"]
     assert config["replicas"] == 2 and config["r1_gamma"] == [0.0, 10.0] and config["r1_every"] == 2
     assert "| r1_gamma |" in (out / "sweep.md").read_text()
+
+
+def test_augmentation_probabilities_and_targets_on_the_command_line_are_a_sweep(tmp_path):
+    out = tmp_path / "augment"
+    assert main(["train", "--augment", "translation", "--augment-p", "0.2", "0.5", "--augment-target", "0.6",
+                 "--seeds", "2", "--hidden", "8", "--steps", "2", "--log-every", "2", "--no-progress",
+                 "--out", str(out)]) == 0
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["replicas"] == 4 and config["augment_p"] == [0.2, 0.2, 0.5, 0.5] and config["augment_target"] == 0.6
+    saved = load_checkpoint(out / "checkpoint.pt")["config"]   # what fastgan evaluate reads back
+    assert sweep_from_config(TrainConfig.from_dict(saved)).swept == {"augment_p": (0.2, 0.5)}
+    assert "| augment_p |" in (out / "sweep.md").read_text()
 
 
 def test_a_checkpoints_config_gives_back_its_grid():

@@ -91,18 +91,20 @@ def test_replicas_equal_single_runs_with_options(options):
 
 @pytest.mark.parametrize("sampler", ["torch", "philox"])
 def test_augmented_replicas_equal_their_single_runs_and_resume(sampler, tmp_path):
-    """8x8 images, translation + cutout + brightness with ADA: each replica's own pipeline drawing from its own
-    generator (or after the Philox batch), its own p steered by its own D; packed, d_steps 2, instance noise."""
+    """8x8 images, translation + cutout + brightness: each replica's own pipeline drawing from its own generator
+    (or after the Philox batch), its own p (two adapting, ADA, each steered by its own D; one fixed); packed,
+    d_steps 2, instance noise."""
     g, d = _models(pack=2, features=64)
     data = _data(features=64)
-    opts = _options(replicas=3, sampler=sampler, augment="translation,cutout,brightness", augment_p=0.5,
-                    augment_target=0.0, pack=2, d_steps=2, lr=[2e-3, 1e-3, 5e-4], instance_noise=[0.0, 0.1, 0.0])
+    opts = _options(replicas=3, sampler=sampler, augment="translation,cutout,brightness", augment_p=[0.5, 0.3, 0.5],
+                    augment_target=[0.0, 0.0, None], pack=2, d_steps=2, lr=[2e-3, 1e-3, 5e-4],
+                    instance_noise=[0.0, 0.1, 0.0])
     trainer = GANTrainer(g, d, data, **opts)
     for _ in range(STEPS):
         trainer.step()
     _single_runs_match(trainer, g, d, data, STEPS, samples=False)
-    p = trainer.augment.state_dict()["p"]
-    assert len(set(p.tolist())) == 3 and not torch.equal(p, torch.full((3,), 0.5)), p   # each its own p
+    p = trainer.augment.state_dict()["p"].tolist()
+    assert p[0] != 0.5 and p[1] != 0.3 and p[2] == 0.5, p   # two adapted, each its own way; one fixed
     a, b = _run_and_resume(g, d, data, opts, tmp_path / "r.pt", 3)
     assert b.history == a.history and torch.equal(b.augment.state_dict()["p"], a.augment.state_dict()["p"])
     assert torch.equal(b.discriminator.flat, a.discriminator.flat)
@@ -453,6 +455,9 @@ def test_compile_has_no_graph_breaks_and_equals_eager():
     (dict(replicas=2, loss="hinge", real_label=[1.0, 0.9]), "applies to the BCE loss"),
     (dict(replicas=0), "replicas must be a positive integer"),
     (dict(replicas=2, r1_gamma=[1.0, -1.0]), "r1_gamma must be"),
+    (dict(replicas=2, augment="cutout", augment_p=[0.5, 1.5]), "augment_p is a probability in"),
+    (dict(replicas=2, augment="cutout", augment_target=[0.6, 1.0]), "augment_target is a target"),
+    (dict(replicas=2, augment_target=[0.6, None]), "name the augmentations too"),
     (dict(replicas=2, r1_gamma=[0.0, 1.0], cuda_graph=True), "r1_gamma > 0 with cuda_graph=True"),
 ])
 def test_bad_replica_settings_are_clear_errors(settings, message):

@@ -116,8 +116,8 @@ class Augment:
 class ReplicaAugment:
     """K replicas' augmentations: replica k's own ``Augment`` (its start p ``ps[k]``, ADA target ``targets[k]``,
     its p and r), drawing from replica k's generator in its single run's order, so each replica augments as its
-    single run does. One transform's draws per
-    replica: the launches grow with K (PyTorch's generators, as ``sampler="torch"``'s draws)."""
+    single run does. Each transform draws per replica: the launches grow with K (PyTorch's generators, as
+    ``sampler="torch"``'s draws do)."""
 
     def __init__(self, transforms: tuple[str, ...], features: int, ps: list[float], targets: list[float | None],
                  generators: list[torch.Generator], device: torch.device):

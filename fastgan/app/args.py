@@ -180,11 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Adam learning rate (default: 2e-4); several values sweep them (see --seeds)")
     train.add_argument("--seeds", type=_positive(int), default=1, metavar="N",
                        help="train N GANs per setting (default: 1). With N > 1, or several values for --lr, "
-                            "--lr-g, --lr-d, --real-label, --instance-noise, --r1-gamma, --augment-p or --augment-target "
-                            "(their product), the run is a sweep: every GAN at once as replicas of one trainer, replica k exactly the single "
-                            "run with seed --seed + k (settings vary slowest, seeds fastest); samples.png gets a row "
-                            "(a panel) per replica, metrics.json each replica's quality, sweep.md a table per setting "
-                            "and per replica, sweep_<setting>.png the metrics against each swept setting")
+                            "--lr-g, --lr-d, --real-label, --instance-noise, --r1-gamma, --augment-p or "
+                            "--augment-target (their product), the run is a sweep: every GAN at once as replicas of "
+                            "one trainer, replica k exactly the single run with seed --seed + k (settings vary "
+                            "slowest, seeds fastest); samples.png gets a row (a panel) per replica, metrics.json each "
+                            "replica's quality, sweep.md a table per setting and per replica, sweep_<setting>.png the "
+                            "metrics against each swept setting")
     train.add_argument("--hidden", type=_positive(int), nargs="+", default=None,
                        help="hidden widths of G and D (default: the data set's preset, 256 256; the classic GAN "
                             "is 128 128)")

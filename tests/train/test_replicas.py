@@ -89,16 +89,17 @@ def test_replicas_equal_single_runs_with_options(options):
     _single_runs_match(trainer, g, d, data, STEPS, samples=False)
 
 
-@pytest.mark.parametrize("sampler", ["torch", "philox"])
-def test_augmented_replicas_equal_their_single_runs_and_resume(sampler, tmp_path):
+@pytest.mark.parametrize("sampler, update", [("torch", "alternating"), ("philox", "alternating"),
+                                             ("torch", "simultaneous")])
+def test_augmented_replicas_equal_their_single_runs_and_resume(sampler, update, tmp_path):
     """8x8 images, translation + cutout + brightness: each replica's own pipeline drawing from its own generator
     (or after the Philox batch), its own p (two adapting, ADA, each steered by its own D; one fixed); packed,
-    d_steps 2, instance noise."""
+    instance noise, d_steps 2 (alternating)."""
     g, d = _models(pack=2, features=64)
     data = _data(features=64)
     opts = _options(replicas=3, sampler=sampler, augment="translation,cutout,brightness", augment_p=[0.5, 0.3, 0.5],
-                    augment_target=[0.0, 0.0, None], pack=2, d_steps=2, lr=[2e-3, 1e-3, 5e-4],
-                    instance_noise=[0.0, 0.1, 0.0])
+                    augment_target=[0.0, 0.0, None], pack=2, update=update, d_steps=2 if update == "alternating" else 1,
+                    lr=[2e-3, 1e-3, 5e-4], instance_noise=[0.0, 0.1, 0.0])
     trainer = GANTrainer(g, d, data, **opts)
     for _ in range(STEPS):
         trainer.step()

@@ -14,7 +14,8 @@ os.environ.setdefault("FASTGAN_AUTOTUNE", "0")
 # each other: 2 workers on 2 cores ran test_metrics.py + test_sampling.py in 31 s with them, 14 s without.
 # Set before torch and numpy are imported (children, such as the CLI tests' processes, inherit it).
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    _threads = str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))   # (the cores xdist counts)
     for _pool in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_pool, _threads)
 # The digits classifier is cached per test session, never in the user's own cache folder.

@@ -94,8 +94,10 @@ def _describe_models(protocol: dict) -> str:
     preset = PRESETS[protocol["preset"]]
     latent = protocol["latent_dim"] or preset.latent_dim
     width = " -> ".join(map(str, preset.hidden))
+    minibatch = (f", the minibatch standard deviation over groups of {protocol['minibatch_std']} before D's last "
+                 "layer") if protocol.get("minibatch_std") else ""
     return (f"ours ({protocol['preset']}): G latent {latent} -> {width} -> 2 (leaky-ReLU 0.2, linear output), "
-            f"D (2*pack) -> {width} -> 1 (leaky-ReLU 0.2), Adam {protocol['lr']:g}{describe_schedule(protocol)} "
+            f"D (2*pack) -> {width} -> 1 (leaky-ReLU 0.2{minibatch}), Adam {protocol['lr']:g}{describe_schedule(protocol)} "
             f"{tuple(protocol['betas'])}, "
             f"batch {protocol['batch'] or '128 (126 for pack 3)'} ({protocol['pack_convention']} convention), "
             f"{protocol.get('update', 'alternating')} updates, non-saturating loss unless stated. PacGAN used a "
@@ -137,9 +139,8 @@ def describe_schedule(protocol: dict) -> str:
 def _preset(protocol: dict):
     """The protocol's model preset (not PacGAN's), with its latent size if the protocol sets one."""
     preset = PRESETS[protocol["preset"]]
-    if protocol["latent_dim"] is not None:
-        preset = ModelPreset(protocol["latent_dim"], preset.hidden, preset.output_activation)
-    return preset
+    return ModelPreset(protocol["latent_dim"] or preset.latent_dim, preset.hidden, preset.output_activation,
+                       minibatch_std=protocol.get("minibatch_std", 0))
 
 
 def _models(protocol: dict, pack: int):

@@ -288,6 +288,8 @@ def main(argv=None) -> int:
                         help="an EMA of G's weights with this decay in place of the variant's (0: none)")
     parser.add_argument("--lr-schedule", type=lr_milestone, nargs="+", metavar="STEP:FACTOR",
                         help="step-down learning rates: x FACTOR from STEP on, e.g. 200000:0.5 300000:0.1")
+    parser.add_argument("--minibatch-std", type=int, metavar="G",
+                        help="D's last layer also reads the minibatch standard deviation over groups of G rows")
     parser.add_argument("--batch", type=int, help="default 100")
     parser.add_argument("--pack-convention", choices=["samples", "rows"], help="default rows")
     parser.add_argument("--device", default=None)
@@ -366,9 +368,12 @@ def main(argv=None) -> int:
     protocol = {**base, "lr": args.lr, "batch": args.batch, "pack_convention": args.pack_convention,
                 "lr_schedule": lr_schedule_arg(args.lr_schedule),
                 "latent_dim": args.latent_dim if args.latent_dim is not None else base["latent_dim"],
-                "ema": args.ema if args.ema is not None else base.get("ema")}
+                "ema": args.ema if args.ema is not None else base.get("ema"),
+                "minibatch_std": args.minibatch_std if args.minibatch_std is not None else base.get("minibatch_std", 0)}
     if protocol["preset"] == "pacgan" and protocol["latent_dim"] != 2:
         parser.error("--preset pacgan: its G takes 2-d noise (no --latent-dim)")
+    if protocol["preset"] == "pacgan" and protocol["minibatch_std"]:
+        parser.error("--preset pacgan: its maxout D has no minibatch standard deviation (no --minibatch-std)")
     try:   # settings the trainer refuses (a schedule, a variant the preset cannot take) fail here, before hours
         fastgan.TrainConfig(**quality._trainer_settings(args.variant, protocol)[0], replicas=args.seeds)
     except ValueError as error:

@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     stabilise.add_argument("--augment-target", type=float, nargs="+", default=None, metavar="R",
                            help="adapt the probability (ADA) so E[sign(D(real))] approaches this, e.g. 0.6; "
                                 "several values sweep them")
+    stabilise.add_argument("--minibatch-std", type=_positive(int), default=0, metavar="G",
+                           help="D's last layer also reads the minibatch standard deviation over groups of G rows "
+                                "(a diversity signal against collapse; G >= 2, e.g. 4; default: none)")
     stabilise.add_argument("--spectral-norm", action="store_true",
                            help="spectral normalisation of D's layers (one power iteration per step)")
     train.add_argument("--log-every", type=_positive(int), default=200,

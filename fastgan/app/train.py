@@ -41,12 +41,13 @@ def run_train(args: argparse.Namespace) -> int:
     args.ema = recipe["ema"] if args.ema is None else (args.ema or None)   # --ema 0: off
     model_config = model_description(args.data, ModelPreset(args.latent_dim or preset.latent_dim,
                                                             tuple(args.hidden or preset.hidden),
-                                                            preset.output_activation), args.pack)
+                                                            preset.output_activation,
+                                                            minibatch_std=args.minibatch_std), args.pack)
     if args.conditional:
         if args.data not in ("digits", "mnist"):
             raise ValueError(f"--conditional needs class labels: --data digits or mnist, not {args.data}")
-        if args.pack > 1:
-            raise ValueError("--conditional does not combine with --pack")
+        if args.pack > 1 or args.minibatch_std:
+            raise ValueError(f"--conditional does not combine with {'--pack' if args.pack > 1 else '--minibatch-std'}")
         model_config["num_classes"] = 10
     device = resolve_device(args.device)
     multi = distributed.init(device)

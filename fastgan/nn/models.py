@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .fused import Maxout
+from .layers import MinibatchStd
 
 
 __all__ = ["MLPGenerator", "MLPDiscriminator", "BatchNormGenerator", "MaxoutDiscriminator", "pacgan_models",
@@ -79,16 +80,27 @@ class MLPDiscriminator(nn.Module):
     """D: ``in_dim -> hidden... -> 1``, leaky-ReLU hidden layers, returns *logits* of shape ``(N, 1)``.
 
     The sigmoid lives in the loss (``sigmoid_bce_with_logits``), where it is numerically stable.
+    ``minibatch_std=G`` (a group size >= 2) puts a ``MinibatchStd(G)`` before the last layer, which then reads
+    ``hidden[-1] + 1`` features; such a D is not one whole MLP, so it trains with the per-layer kernels.
     """
 
     forward_is_net = True   # forward(x) is exactly self.net(x): the fused step runs net's kernels directly
 
-    def __init__(self, in_dim: int = 784, hidden: Sequence[int] = (128, 128), negative_slope: float = 0.2):
+    def __init__(self, in_dim: int = 784, hidden: Sequence[int] = (128, 128), negative_slope: float = 0.2,
+                 minibatch_std: int = 0):
         super().__init__()
         (self.in_dim,) = _check_sizes("in_dim", (in_dim,))
         self.hidden = _check_sizes("hidden", hidden)
         self.negative_slope = _check_slope(negative_slope)
-        self.net = _mlp((self.in_dim, *self.hidden, 1), self.negative_slope, None)
+        self.minibatch_std = minibatch_std
+        if not minibatch_std:
+            self.net = _mlp((self.in_dim, *self.hidden, 1), self.negative_slope, None)
+            return
+        if not self.hidden:
+            raise ValueError("minibatch_std needs a hidden layer to follow (hidden is empty)")
+        body = list(_mlp((self.in_dim, *self.hidden), self.negative_slope, None))
+        body += [nn.LeakyReLU(self.negative_slope), MinibatchStd(minibatch_std), nn.Linear(self.hidden[-1] + 1, 1)]
+        self.net = nn.Sequential(*body)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -1,8 +1,9 @@
 """K models of one structure stacked into one module: their weights in one ``(K, P)`` parameter, each layer
 one batched matmul (or the fused linear kernel with a replica grid axis) over ``(K, N, features)`` inputs.
 
-``StackedMLP`` (plain MLPs; a hand-written backward) and ``StackedNet`` (with ``BatchNorm1d`` and ``Maxout``
-layers; autograd's backward), made by ``stack_models``; ``replica_models`` gives replica k's initial copies.
+``StackedMLP`` (plain MLPs; a hand-written backward) and ``StackedNet`` (with ``BatchNorm1d``, ``Maxout`` and
+``MinibatchStd`` layers; autograd's backward), made by ``stack_models``; ``replica_models`` gives replica k's
+initial copies.
 ``fastgan.train.ReplicaTrainer`` trains them.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 
 from ..ops import ACTIVATIONS, fused_linear, maxout, reference_only
 from .fused import FusedLinear, Maxout, activation_of, whole_mlp_spec
+from .layers import MinibatchStd, minibatch_std
 
 __all__ = ["replica_models", "stack_models", "check_stackable", "StackedMLP", "StackedNet"]
 
@@ -55,9 +57,10 @@ def _sequential_of(model: nn.Module) -> nn.Sequential:
     if isinstance(getattr(model, "net", None), nn.Sequential) and getattr(model, "num_classes", None) is None \
             and set(dict(model.named_children())) == {"net"}:
         return model.net
-    raise ValueError(f"replicas train MLPs: an nn.Sequential of Linear, BatchNorm1d, Maxout and activation layers, "
-                     f"or a model whose only child is one under .net (MLPGenerator, MLPDiscriminator, PacGAN's "
-                     f"BatchNormGenerator and MaxoutDiscriminator); got {type(model).__name__}")
+    raise ValueError(f"replicas train MLPs: an nn.Sequential of Linear, BatchNorm1d, Maxout, MinibatchStd and "
+                     f"activation layers, or a model whose only child is one under .net (MLPGenerator, "
+                     f"MLPDiscriminator, PacGAN's BatchNormGenerator and MaxoutDiscriminator); "
+                     f"got {type(model).__name__}")
 
 
 def _mlp_of(model: nn.Module):
@@ -72,7 +75,8 @@ def _mlp_of(model: nn.Module):
 def _layer_plan(model: nn.Module) -> list[tuple]:
     """``StackedNet``'s steps for ``model``'s Sequential: ``("linear", in, out, bias, activation, slope)``
     (an activation right after a Linear joins it), ``("batchnorm", features, eps, momentum)``,
-    ``("maxout", pieces)``, ``("act", activation, slope)``; ``ValueError`` naming a layer it cannot stack."""
+    ``("maxout", pieces)``, ``("minibatch_std", group)``, ``("act", activation, slope)``; ``ValueError``
+    naming a layer it cannot stack."""
     seq = _sequential_of(model)
     params = list(seq.parameters())
     if any(p.dtype != torch.float32 for p in params) or len({p.device for p in params}) > 1:
@@ -113,9 +117,12 @@ def _layer_plan(model: nn.Module) -> list[tuple]:
                                  f"features in {m.pieces}s")
             plan.append(("maxout", m.pieces))
             width = None if width is None else width // m.pieces
+        elif type(m) is MinibatchStd:
+            plan.append(("minibatch_std", m.group))
+            width = None if width is None else width + 1
         else:
             raise ValueError(f"replicas cannot stack {type(model).__name__}: its layer {name!r} "
-                             f"({type(m).__name__}) is not a Linear, BatchNorm1d, Maxout or one of the "
+                             f"({type(m).__name__}) is not a Linear, BatchNorm1d, Maxout, MinibatchStd or one of the "
                              "activations ReLU, LeakyReLU (slope >= 0), Sigmoid, Tanh")
     if not any(step[0] == "linear" for step in plan):
         raise ValueError(f"replicas cannot stack {type(model).__name__}: it has no Linear layer")
@@ -261,13 +268,14 @@ def _stacked_batch_norm(x: torch.Tensor, weight, bias, mean, var, training: bool
 
 
 class StackedNet(nn.Module):
-    """K copies of one ``nn.Sequential`` of ``Linear``, ``BatchNorm1d``, ``Maxout`` and activation layers
-    (PacGAN's BatchNorm G and maxout D) run at once: ``flat`` is a ``(K, P)`` parameter holding replica k's
+    """K copies of one ``nn.Sequential`` of ``Linear``, ``BatchNorm1d``, ``Maxout``, ``MinibatchStd`` and activation
+    layers (PacGAN's BatchNorm G and maxout D) run at once: ``flat`` is a ``(K, P)`` parameter holding replica k's
     parameters in ``parameters()`` order in row k; BatchNorm's running statistics are ``(K, F)`` buffers.
     ``forward`` maps ``(K, N, in)`` to ``(K, N, out)``: each Linear one batched matmul (``"triton"``: the fused
     linear kernel with a replica axis), each BatchNorm one ``F.batch_norm`` with per-replica statistics
     (batch statistics in train mode, running ones in eval mode, as ``nn.BatchNorm1d``), maxout
-    ``fastgan.ops.maxout``; autograd differentiates it."""
+    ``fastgan.ops.maxout``, the minibatch standard deviation over each replica's own rows; autograd
+    differentiates it."""
 
     def __init__(self, models: list[nn.Module], kernels: str = "torch"):
         super().__init__()
@@ -324,6 +332,8 @@ class StackedNet(nn.Module):
                 h = ACTIVATIONS[step[1]].forward(h, step[2])
             elif kind == "maxout":
                 h = maxout(h, step[1])
+            elif kind == "minibatch_std":   # each replica's groups of its own rows: (K, N, F) -> (K, N, F + 1)
+                h = minibatch_std(h, step[1])
             else:
                 _, _, eps, momentum = step
                 mean, var = getattr(self, f"bn{norm}_running_mean"), getattr(self, f"bn{norm}_running_var")

@@ -89,6 +89,22 @@ def test_latent_dim_flag_and_the_real_label_default_is_explained(tmp_path, capsy
     assert "real_label 0.9" not in capsys.readouterr().out
 
 
+def test_minibatch_std_flag_is_kept_in_the_checkpoint_and_evaluated(tmp_path, capsys):
+    out = tmp_path / "ring"
+    assert main(["train", "--data", "ring", "--steps", "4", "--minibatch-std", "4", "--out", str(out),
+                 "--no-progress"]) == 0
+    saved = load_checkpoint(out / "checkpoint.pt")
+    assert saved["extra"]["model"]["minibatch_std"] == 4
+    assert "net.4.group" not in saved["discriminator"] and saved["discriminator"]["net.5.weight"].shape == (1, 257)
+    assert main(["evaluate", str(out), "--samples", "300", "--metropolis", "5"]) == 0   # D rebuilt with it
+    capsys.readouterr()
+    for bad, message in ((["--minibatch-std", "1"], "group must be an integer >= 2"),
+                         (["--data", "digits", "--conditional", "--minibatch-std", "4"], "--minibatch-std")):
+        assert main(["train", "--steps", "2", "--out", str(tmp_path / "bad"), *bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_help_reads_well(capsys):
     assert main([]) == 0
     text = capsys.readouterr().out

@@ -166,6 +166,21 @@ def test_pacgan_models_as_replicas_equal_their_single_runs(options):
     assert rg.net[1].num_batches_tracked.item() == 12 * options.get("d_steps", 1)
 
 
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+def test_minibatch_std_replicas_equal_their_single_runs(kernels):
+    """A D with a minibatch standard deviation (groups of 4 of each replica's own 8 packed rows, and of 5 of
+    them: a short last group) stacks as a StackedNet; each replica is its single run."""
+    g = MLPGenerator(latent_dim=4, hidden=(16, 16), out_dim=6, output_activation=None)
+    data = _data()
+    for group in (4, 5):
+        d = MLPDiscriminator(in_dim=12, hidden=(16, 16), minibatch_std=group)
+        trainer = GANTrainer(g, d, data, replicas=2, kernels=kernels, **_options(pack=2, lr=[1e-3, 2e-4]))
+        assert isinstance(trainer.discriminator, StackedNet)
+        for _ in range(10):
+            trainer.step()
+        _single_runs_match(trainer, g, d, data, 10, samples=False)
+
+
 def test_pacgan_replicas_keep_the_templates_mode():
     """A template G in eval mode normalises by its running statistics in its single run: so do its replicas."""
     g, d = _pacgan_models()

@@ -13,8 +13,8 @@ from .. import metrics as quality_metrics
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..profiling import format_table, print_commands, profile_trainer
 from ..nn.presets import DATA_PRESETS, PRESETS, build_models
-from ..nn.stacked import StackedMLP
-from ..sampling import SampleOptions, generate
+from ..nn.stacked import stack_models
+from ..sampling import SampleOptions
 from ..train.checkpoints import REPLICA_FORMAT, SHARDED_FORMAT
 from ..train.config import TrainConfig
 from ..train.trainer import GANTrainer
@@ -75,15 +75,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                            args.sharpen, args.metropolis_step, args.calibrate or 0,
                                            args.calibrate_lr, args.calibrate_batch)   # (checked above: one-line errors)
 
+    # a conditional GAN's samples: each class in turn (what fastgan train's metrics ask for)
+    labels = torch.arange(n, device=device) % model["num_classes"] if model.get("num_classes") else None
+
     def draw(g, d):
-        samples, rate = options.draw(g, d, real, n, model["latent_dim"], args.seed, device, model.get("pack", 1))
+        samples, rate = options.draw(g, d, real, n, model["latent_dim"], args.seed, device, model.get("pack", 1),
+                                     labels)
         if rate is not None:
             acceptance.append(rate)
         return samples
 
     if state.get("format") == REPLICA_FORMAT:   # K replicas: each one's metrics, their mean and standard error
         flat = state["ema"] if state.get("ema") is not None else state["generator"]
-        stacked, stacked_d = StackedMLP([generator]), StackedMLP([discriminator])
+        stacked, stacked_d = stack_models([generator]), stack_models([discriminator])
         flat_d = state["discriminator"]
         if flat.shape[1] != stacked.flat.shape[1] or (guided and (
                 flat_d.shape != (flat.shape[0], stacked_d.flat.shape[1]))):
@@ -92,7 +96,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         for k in range(flat.shape[0]):
             g = stacked.load_into(generator, k, flat).to(device).eval()
             d = stacked_d.load_into(discriminator, k, flat_d).to(device).eval() if guided else None
-            per_replica.append(quality_metrics.evaluate(model["data"], draw(g, d)))
+            per_replica.append(quality_metrics.evaluate(model["data"], draw(g, d), labels))
         result = quality_metrics.replica_summary(per_replica)
         weights = "ema" if state.get("ema") is not None else "generator"
         grid = sweep_from_config(TrainConfig.from_dict(state["config"]))   # its settings and seeds
@@ -102,16 +106,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         weights = "ema" if state.get("ema") else "generator"
         generator.load_state_dict(state.get("ema") or state["generator"])
         generator.to(device).eval()
-        if model.get("num_classes"):
-            labels = torch.arange(n, device=device) % model["num_classes"]
-            samples = generate(generator, n, model["latent_dim"], args.seed, device, labels=labels)
-        else:
-            labels = None
-            if guided:
-                discriminator.load_state_dict(state["discriminator"])
-                discriminator.to(device).eval()
-            samples = draw(generator, discriminator)
-        result = quality_metrics.evaluate(model["data"], samples, labels)
+        if guided:
+            discriminator.load_state_dict(state["discriminator"])
+            discriminator.to(device).eval()
+        result = quality_metrics.evaluate(model["data"], draw(generator, discriminator), labels)
     report = {"checkpoint": str(args.checkpoint), "step": state["step"], "data": model["data"],
               "weights": weights, "samples": n, "seed": args.seed,
               "sampling": "plain" if not guided else {

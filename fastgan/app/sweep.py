@@ -86,10 +86,13 @@ def headline(data_name: str, quality: dict | None) -> dict:
     if data_name in ("ring", "grid"):
         return {k: quality[k] for k in ("modes", "high_quality", "kl", "spread", "swd_ratio")}
     generated, floor = quality["generated"], quality["real_floor"]
-    return {"fd": generated["frechet_distance"],
-            "fd_over_floor": generated["frechet_distance"] / floor["frechet_distance"],
-            "precision@5": generated["precision@5"], "recall@5": generated["recall@5"],
-            "class_kl": generated["class_kl"]}
+    figures = {"fd": generated["frechet_distance"],
+               "fd_over_floor": generated["frechet_distance"] / floor["frechet_distance"],
+               "precision@5": generated["precision@5"], "recall@5": generated["recall@5"],
+               "class_kl": generated["class_kl"]}
+    if "conditional" in quality:   # a conditional GAN: how often its samples read as the class asked for
+        figures["class_accuracy"] = quality["conditional"]["accuracy"]
+    return figures
 
 
 def _mean_stderr(values: list[float]) -> tuple[float, float, int]:

@@ -181,9 +181,11 @@ def _replica_results(trainer, args, status: str) -> dict:
     shown = min(trainer.replicas, PICTURED_REPLICAS)
     pictures = trainer.sample(2500 if args.data in ("ring", "grid") else 10)[:shown].cpu()
     quality = None
-    if status == "completed":
-        samples = trainer.sample(quality_metrics.default_samples(args.data), seed=QUALITY_SEED)
-        quality = [quality_metrics.evaluate(args.data, samples[k]) for k in range(trainer.replicas)]
+    if status == "completed":   # (a conditional GAN: each class in turn, as a single run's metrics ask for them)
+        n = quality_metrics.default_samples(args.data)
+        labels = torch.arange(n) % trainer.num_classes if trainer.num_classes else None
+        samples = trainer.sample(n, seed=QUALITY_SEED, labels=labels)
+        quality = [quality_metrics.evaluate(args.data, samples[k], labels) for k in range(trainer.replicas)]
     return {"pictures": pictures, "quality": quality, "history": trainer.history, "status": status,
             "weights": "ema" if trainer.ema_flat is not None else "generator"}
 
@@ -304,6 +306,7 @@ def _replica_pictures(samples: torch.Tensor, replicas: int, trainer, out: Path, 
         save_scatter_panels(samples, out / "samples.png", centers=centers, real=trainer.data,
                             title=f"{args.data}: 2,500 samples per replica after {trainer.step_count} steps{more}")
     else:
+        classes = ", classes 0 to 9 left to right" if trainer.num_classes else ""
         save_image_grid(samples.reshape(-1, samples.shape[-1]), out / "samples.png", columns=10,
-                        title=f"{args.data}: a row per replica (0 at the top), after {trainer.step_count} "
+                        title=f"{args.data}: a row per replica (0 at the top{classes}), after {trainer.step_count} "
                               f"steps{more}")

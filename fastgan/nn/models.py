@@ -201,6 +201,8 @@ class ConditionalMLPGenerator(nn.Module):
     """G(z, y): the class label ``y`` one-hot, concatenated to the noise, then the MLP (``.net``, as in
     ``MLPGenerator``: its first layer sees ``latent_dim + num_classes`` inputs)."""
 
+    conditional_form = "onehot_input"   # forward is exactly that: fastgan.nn.stacked stacks K of them
+
     def __init__(self, latent_dim: int = 100, num_classes: int = 10, hidden: Sequence[int] = (128, 128),
                  out_dim: int = 784, negative_slope: float = 0.2, output_activation: str | None = "sigmoid"):
         super().__init__()
@@ -218,8 +220,10 @@ class ProjectionDiscriminator(nn.Module):
     """D(x, y) = psi(phi(x)) + <embed(y), phi(x)>: the projection discriminator (Miyato & Koyama 2018).
 
     phi is ``.body`` (Linear + leaky-ReLU per hidden width), psi the ``.head`` Linear(h, 1), ``embed`` an
-    ``nn.Embedding(num_classes, h)``. Returns logits ``(N, 1)``.
+    ``nn.Embedding(num_classes, h)`` drawn from N(0, 1/h). Returns logits ``(N, 1)``.
     """
+
+    conditional_form = "projection"   # forward is exactly that: fastgan.nn.stacked stacks K of them
 
     def __init__(self, in_dim: int = 784, num_classes: int = 10, hidden: Sequence[int] = (128, 128),
                  negative_slope: float = 0.2):
@@ -234,6 +238,14 @@ class ProjectionDiscriminator(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(self.hidden[-1], 1)
         self.embed = nn.Embedding(self.num_classes, self.hidden[-1])
+        nn.init.normal_(self.embed.weight, std=self.hidden[-1] ** -0.5)
+
+    def reset_parameters(self) -> None:
+        """Fresh weights as construction draws them (each layer's own reset, then the embedding's N(0, 1/h));
+        ``fastgan.replicas`` initialises each replica with this."""
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
         nn.init.normal_(self.embed.weight, std=self.hidden[-1] ** -0.5)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from ..ops import ACTIVATIONS, fused_linear, maxout, reference_only
 from .fused import FusedLinear, Maxout, activation_of, whole_mlp_spec
 from .layers import MinibatchStd, minibatch_std
 
-__all__ = ["replica_models", "stack_models", "check_stackable", "StackedMLP", "StackedNet"]
+__all__ = ["replica_models", "stack_models", "check_stackable", "StackedMLP", "StackedNet", "StackedConditional"]
 
 
 def _reset(module: nn.Module) -> None:
@@ -129,18 +129,51 @@ def _layer_plan(model: nn.Module) -> list[tuple]:
     return plan
 
 
+def _conditional_form(model: nn.Module) -> str | None:
+    """How a conditional model uses its labels, as its class declares it (``ConditionalMLPGenerator``:
+    ``"onehot_input"``, ``ProjectionDiscriminator``: ``"projection"``; a subclass may override forward, so it
+    does not inherit the claim); None for an unconditional one."""
+    return vars(type(model)).get("conditional_form")
+
+
+def _conditional_plan(model: nn.Module) -> list[tuple]:
+    """The ``_layer_plan`` of a conditional model's MLP (``.net`` of G, ``.body`` of D): Linear layers and
+    activations only."""
+    seq = model.net if _conditional_form(model) == "onehot_input" else model.body
+    plan = _layer_plan(seq)
+    if any(step[0] != "linear" for step in plan):
+        raise ValueError(f"replicas stack a {type(model).__name__} of Linear layers and activations only")
+    return plan
+
+
 def stack_models(models: list[nn.Module], kernels: str = "torch") -> nn.Module:
     """K models of one structure as one module over ``(K, N, in)`` inputs with weights in one ``(K, P)``
-    parameter ``flat``: a ``StackedMLP`` (hand-written backward) when they are plain MLPs, else a
-    ``StackedNet`` (BatchNorm, maxout; autograd's backward)."""
+    parameter ``flat``: a ``StackedMLP`` (hand-written backward) when they are plain MLPs, a
+    ``StackedConditional`` for conditional models, else a ``StackedNet`` (BatchNorm, maxout; autograd's
+    backward)."""
+    if _conditional_form(models[0]) is not None:
+        return StackedConditional(models, kernels)
     spec, _ = whole_mlp_spec(_sequential_of(models[0]))
     return StackedMLP(models, kernels) if spec is not None else StackedNet(models, kernels)
 
 
 def check_stackable(model: nn.Module) -> None:
     """``ValueError`` unless replicas can stack ``model`` (before any copy is made)."""
-    if whole_mlp_spec(_sequential_of(model))[0] is None:
+    if _conditional_form(model) is not None:
+        _conditional_plan(model)
+    elif whole_mlp_spec(_sequential_of(model))[0] is None:
         _layer_plan(model)
+
+
+def _stacked_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str,
+                    slope: float, kernels: str) -> torch.Tensor:
+    """One Linear and its activation for K models at once, ``(K, N, in) -> (K, N, out)``: a batched matmul, or
+    with ``kernels="triton"`` the fused linear kernel with a replica axis."""
+    if kernels == "triton":
+        return fused_linear(h, weight, bias, activation, slope)
+    h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2)) if bias is not None else \
+        torch.bmm(h, weight.transpose(1, 2))
+    return ACTIVATIONS[activation].forward(h, slope)
 
 
 def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -321,13 +354,7 @@ class StackedNet(nn.Module):
             if kind == "linear":
                 _, fan_in, fan_out, has_bias, act, slope = step
                 weight = next(pieces).view(k, fan_out, fan_in)
-                bias = next(pieces) if has_bias else None
-                if self.kernels == "triton":
-                    h = fused_linear(h, weight, bias, act, slope)
-                    continue
-                h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2)) if bias is not None else \
-                    torch.bmm(h, weight.transpose(1, 2))
-                h = ACTIVATIONS[act].forward(h, slope)
+                h = _stacked_linear(h, weight, next(pieces) if has_bias else None, act, slope, self.kernels)
             elif kind == "act":
                 h = ACTIVATIONS[step[1]].forward(h, step[2])
             elif kind == "maxout":
@@ -354,4 +381,55 @@ class StackedNet(nn.Module):
         for j, m in enumerate(c for c in seq.children() if type(c) is nn.BatchNorm1d):
             for name in ("running_mean", "running_var", "num_batches_tracked"):
                 getattr(m, name).copy_(getattr(self, f"bn{j}_{name}")[k])
+        return model
+
+
+class StackedConditional(nn.Module):
+    """K conditional models of one structure over ``(K, N, in)`` inputs and ``(K, N)`` labels:
+    ``ConditionalMLPGenerator`` (G(z, y) = net([z, onehot(y)])) or ``ProjectionDiscriminator`` (D(x, y) =
+    head(phi(x)) + <embed(y), phi(x)>, phi its ``.body``). ``flat`` is a ``(K, P)`` parameter holding replica k's
+    ``parameters()`` in order in row k; each Linear is one batched matmul (``"triton"``: the fused linear
+    kernel with a replica axis), the embedding one lookup for every replica; autograd's backward."""
+
+    def __init__(self, models: list[nn.Module], kernels: str = "torch"):
+        super().__init__()
+        template = models[0]
+        self.form, self.num_classes, self.plan = _conditional_form(template), template.num_classes, \
+            _conditional_plan(template)
+        if any(_conditional_form(m) != self.form or m.num_classes != self.num_classes or _conditional_plan(m)
+               != self.plan for m in models[1:]):
+            raise ValueError("replicas stack models of one structure; these differ")
+        self.kernels = kernels
+        self.sizes = [p.numel() for p in template.parameters()]
+        self.flat = nn.Parameter(torch.stack([torch.cat([p.detach().reshape(-1).cpu() for p in m.parameters()])
+                                              .float() for m in models]))
+        self.register_buffer("onehot", torch.eye(self.num_classes), persistent=False)
+
+    @property
+    def replicas(self) -> int:
+        return self.flat.shape[0]
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, flat: torch.Tensor | None = None) -> torch.Tensor:
+        flat = self.flat if flat is None else flat
+        k = flat.shape[0]
+        pieces = iter(flat.split(self.sizes, dim=1))
+        h = torch.cat([x, self.onehot[labels].to(x.dtype)], dim=2) if self.form == "onehot_input" else x
+        for _, fan_in, fan_out, has_bias, act, slope in self.plan:
+            weight = next(pieces).view(k, fan_out, fan_in)
+            h = _stacked_linear(h, weight, next(pieces) if has_bias else None, act, slope, self.kernels)
+        if self.form == "onehot_input":
+            return h
+        head_weight, head_bias, embed = next(pieces), next(pieces), next(pieces)
+        width = h.shape[2]
+        # replica r's class c is row r C + c of every replica's embedding table stacked: one lookup for all
+        rows = labels + torch.arange(k, device=labels.device).unsqueeze(1) * self.num_classes
+        projected = (F.embedding(rows, embed.reshape(k * self.num_classes, width)) * h).sum(dim=2, keepdim=True)
+        return _stacked_linear(h, head_weight.view(k, 1, width), head_bias, "none", 0.0, self.kernels) + projected
+
+    @torch.no_grad()
+    def load_into(self, model: nn.Module, k: int, flat: torch.Tensor | None = None) -> nn.Module:
+        """Copy replica ``k``'s weights (from ``flat``, default mine) into ``model`` (shaped like the template)."""
+        flat = self.flat if flat is None else flat
+        for p, piece in zip(model.parameters(), flat[k].split(self.sizes)):
+            p.copy_(piece.view_as(p))
         return model

@@ -22,7 +22,7 @@ from .. import data as _data
 from ..checkpoint import save_checkpoint
 from ..checks import positive_int
 from ..log import say
-from ..nn.checks import check_gan_models
+from ..nn.checks import check_gan_models, check_labels
 from ..phases import phase
 from .config import TrainConfig
 from .graph import GraphedStep
@@ -240,9 +240,10 @@ class Trainer:
                           lambda self, value: self._set_batch_size(value),
                           doc="settable: a new batch size takes effect at the next step (a graph is recorded anew)")
 
-    def _take(self, generator: nn.Module, discriminator: nn.Module, data, config: TrainConfig) -> None:
+    def _take(self, generator: nn.Module, discriminator: nn.Module, data, config: TrainConfig, labels) -> None:
         """What every trainer does first: the models' types checked, the device the run takes, the data on it,
-        G and D checked against it (``ValueError``/``TypeError`` naming the problem, before anything is built)."""
+        G and D checked against it, and against the labels (``ValueError``/``TypeError`` naming the problem,
+        before anything is built)."""
         if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
             raise TypeError("generator and discriminator must be torch.nn.Module instances")
         self.device = training_device(config, data)
@@ -252,6 +253,31 @@ class Trainer:
         self.data = _data.from_tensor(data, device=self.device)
         self.latent_dim = check_gan_models(generator, discriminator, self.data.shape[1], config.pack,
                                            config.latent_dim)
+        self.labels, self.num_classes = self._check_labels(generator, discriminator, labels, config)
+
+    def _check_labels(self, generator, discriminator, labels, config) -> tuple[torch.Tensor | None, int | None]:
+        """The labels on the device (int64), and the number of classes; ValueError where models and labels
+        disagree. Conditional models are those with a ``num_classes`` attribute (``ConditionalMLPGenerator``,
+        ``ProjectionDiscriminator``): G(z, y) and D(x, y)."""
+        g_classes = getattr(generator, "num_classes", None)
+        d_classes = getattr(discriminator, "num_classes", None)
+        if labels is None:
+            if g_classes is not None or d_classes is not None:
+                raise ValueError("the models are conditional (they have num_classes) but no labels were given: "
+                                 "GANTrainer(G, D, data, labels=y)")
+            return None, None
+        if g_classes is None or d_classes is None:
+            which = "generator" if g_classes is None else "discriminator"
+            raise ValueError(f"labels were given but the {which} is not conditional (no num_classes): use "
+                             "fastgan.ConditionalMLPGenerator and fastgan.ProjectionDiscriminator")
+        if g_classes != d_classes:
+            raise ValueError(f"the generator has {g_classes} classes and the discriminator {d_classes}")
+        if config.pack > 1:
+            raise ValueError("pack > 1 is not available for conditional GANs")
+        if not isinstance(labels, torch.Tensor):
+            labels = torch.as_tensor(labels)
+        check_labels(labels, g_classes, self.data.shape[0])
+        return labels.to(self.device, torch.int64).contiguous(), g_classes
 
     def flush_losses(self) -> list[tuple]:
         """Read the losses of the steps since the last flush (one host sync) into ``history``."""

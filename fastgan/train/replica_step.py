@@ -14,7 +14,8 @@ __all__ = ["make_replica_step"]
 
 def make_replica_step(t):
     """``step(index) -> (loss_d, loss_g)``, each ``(K,)``: the single-GAN step (``fastgan.step``) for K
-    replicas at once, each drawing from its own generator in the order the single step draws."""
+    replicas at once, each drawing from its own generator in the order the single step draws. A conditional
+    GAN's models take each replica's classes, ``(K, B)``: its real rows' and those it asks G for."""
     config, device = t.config, t.device
     n, features = t.data.shape
     pack, K = config.pack, t.replicas
@@ -45,45 +46,61 @@ def make_replica_step(t):
     d_loss, g_loss = gan_losses(config.loss, real_label, replica_sigmoid_bce_reference, lambda x: x.mean(dim=(1, 2)),
                                 fake_label=torch.zeros_like(real_label), generator_label=torch.ones_like(real_label))
 
-    def d_loss_of_inputs(real, fake):   # two passes, as the single step: its gradient sums, not one over both
-        real_logits = t.discriminator(real)
-        return d_loss(real_logits, t.discriminator(fake)), real_logits.detach()
+    conditional = t.labels is not None
 
-    def g_loss_of_input(fake_in):
-        return g_loss(t.discriminator(fake_in))
+    def discriminate(x, y):
+        return t.discriminator(x, y) if conditional else t.discriminator(x)
 
-    generator, d_loss_of_inputs, g_loss_of_input = compiled_regions(config, t.generator, d_loss_of_inputs,
-                                                                    g_loss_of_input)
+    def d_loss_of_inputs(real, fake, y_real, y_fake):   # two passes, as the single step: its gradient sums
+        real_logits = discriminate(real, y_real)
+        return d_loss(real_logits, discriminate(fake, y_fake)), real_logits.detach()
+
+    def g_loss_of_input(fake_in, y_fake):
+        return g_loss(discriminate(fake_in, y_fake))
+
+    compiled_generator, d_loss_of_inputs, g_loss_of_input = compiled_regions(config, t.generator, d_loss_of_inputs,
+                                                                             g_loss_of_input)
+
+    def generator(z, y):
+        return compiled_generator(z, y) if conditional else compiled_generator(z)
     cudagraph_trees = config.compile in CUDAGRAPH_COMPILE_MODES
     autocast = forward_autocast(config.precision, device)
 
-    def draw():   # the single step's order: batch, its augmentation, its noise, z
+    def draw():
+        """The single step's draws in its order: batch, its augmentation, its noise, z, and for a conditional
+        GAN the classes G is asked for (the classes of other rows); ``(real, z, y_real, y_fake)``."""
         samples = config.samples_per_step
         with phase("data"):
             if t.sampler is not None:   # one launch for every replica (and one for their instance noise)
                 x = torch.empty((K, samples, features), device=device)
                 z = torch.empty((K, samples, t.latent_dim), device=device)
                 t.sampler.draw(t.data, x, z)
-                return d_input(x), z
-            rows, noise, zs = [], [], []
+                return d_input(x), z, None, None
+            rows, noise, zs, y_real, y_fake = [], [], [], [], []
             for k, (g, s) in enumerate(zip(t.generators, sigmas)):
-                batch = t.data.index_select(0, torch.randint(0, n, (samples,), device=device, generator=g))
+                index = torch.randint(0, n, (samples,), device=device, generator=g)
+                batch = t.data.index_select(0, index)
                 rows.append(t.augment.each[k](batch) if t.augment is not None else batch)   # (its draws next)
                 noise.append(torch.randn((samples, features), device=device, generator=g) if s > 0 else None)
                 zs.append(torch.randn(samples, t.latent_dim, device=device, generator=g))
-            return packed(add_noise(torch.stack(rows), noise), pack, leading=1), torch.stack(zs)
+                if conditional:
+                    y_real.append(t.labels.index_select(0, index))
+                    other = torch.randint(0, n, (samples,), device=device, generator=g)
+                    y_fake.append(t.labels.index_select(0, other))
+            classes = (torch.stack(y_real), torch.stack(y_fake)) if conditional else (None, None)
+            return packed(add_noise(torch.stack(rows), noise), pack, leading=1), torch.stack(zs), *classes
 
     d_params, g_params = [t.discriminator.flat], [t.generator.flat]
 
     def simultaneous_step():
         """The single simultaneous step: both losses from one pass of D over real and fake, each network's
         gradient of its own loss, then both updates (PacGAN's code)."""
-        real, z = draw()
+        real, z, y_real, y_fake = draw()
         with phase("G.forward"), autocast():
-            fake = generator(z)
+            fake = generator(z, y_fake)
         with phase("D.forward"), autocast():
-            real_logits = t.discriminator(real)
-            fake_logits = t.discriminator(d_input(fake))
+            real_logits = discriminate(real, y_real)
+            fake_logits = discriminate(d_input(fake), y_fake)
             loss_d = d_loss(real_logits, fake_logits)
             loss_g = g_loss(fake_logits)
         with phase("D.backward"):
@@ -100,16 +117,16 @@ def make_replica_step(t):
                 t.augment.observe(real_logits.detach())
         return loss_d, loss_g
 
-    def d_loss_with_r1(real, fake_for_d):
+    def d_loss_with_r1(real, fake_for_d, y_real, y_fake):
         """D's loss on real data made differentiable, the R1 penalty of each replica (``(K,)``), D's real logits."""
         with phase("D.forward.r1"), autocast():
             real.requires_grad_(True)
             with reference_path():   # double backward: the fused kernels have none
-                real_logits = t.discriminator(real)
+                real_logits = discriminate(real, y_real)
                 (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
             penalty = r1_scale * grad.square().sum(dim=2).mean(dim=1)
         with phase("D.forward.fake"), autocast():
-            loss_d = d_loss(real_logits, t.discriminator(fake_for_d))
+            loss_d = d_loss(real_logits, discriminate(fake_for_d, y_fake))
         return loss_d, penalty, real_logits.detach()
 
     def alternating_step(index):
@@ -117,20 +134,20 @@ def make_replica_step(t):
         fake batch (D frozen); with R1 every ``r1_every`` steps, the penalty joins D's loss."""
         for d_step in range(config.d_steps):
             last = d_step == config.d_steps - 1
-            real, z = draw()
+            real, z, y_real, y_fake = draw()
             with phase("G.forward"), autocast():
                 if last:
-                    fake = generator(z)
+                    fake = generator(z, y_fake)
                 else:
                     with torch.no_grad():
-                        fake = generator(z)
+                        fake = generator(z, y_fake)
                 fake_for_d = d_input(fake.detach())
             if config.has_r1 and index % config.r1_every == 0:
-                loss_d, penalty, real_logits = d_loss_with_r1(real, fake_for_d)
+                loss_d, penalty, real_logits = d_loss_with_r1(real, fake_for_d, y_real, y_fake)
                 total_d = loss_d + penalty
             else:
                 with phase("D.forward"), autocast():
-                    loss_d, real_logits = d_loss_of_inputs(real, fake_for_d)
+                    loss_d, real_logits = d_loss_of_inputs(real, fake_for_d, y_real, y_fake)
                     total_d = loss_d
             with phase("D.backward"):
                 t.optimizer_d.zero_grad()
@@ -144,7 +161,7 @@ def make_replica_step(t):
         t.discriminator.requires_grad_(False)
         try:
             with phase("G.loss"), autocast():
-                loss_g = g_loss_of_input(d_input(fake))
+                loss_g = g_loss_of_input(d_input(fake), y_fake)
             with phase("G.backward"):
                 t.optimizer_g.zero_grad()
                 loss_g.sum().backward()

@@ -27,7 +27,9 @@ the step: ``fastgan.train.replica_step``). Its contract:
   ``fastgan.nn.Maxout`` layers too (PacGAN's ``BatchNormGenerator`` and ``MaxoutDiscriminator``) as a
   ``StackedNet`` (per-replica batch statistics; autograd's backward). A template with a
   ``reset_parameters()`` of its own (PacGAN's models: N(0, 0.02) weights) is reset by it rather than layer
-  by layer. Not yet: conditional GANs and the settings ``TrainConfig`` names when refusing.
+  by layer. Conditional GANs (``ConditionalMLPGenerator``, ``ProjectionDiscriminator``, ``labels=``) stack as
+  ``StackedConditional``s, each replica drawing its classes as its single run does. Not yet: the settings
+  ``TrainConfig`` names when refusing.
 """
 from __future__ import annotations
 
@@ -90,15 +92,18 @@ class ReplicaTrainer(Trainer):
         config = config_from(config, settings)
         if config.replicas is None:
             raise ValueError("ReplicaTrainer needs replicas=K")
-        if labels is not None:
-            raise ValueError("replicas do not train conditional GANs yet (labels given)")
-        self._take(generator, discriminator, data, config)
+        self._take(generator, discriminator, data, config, labels)
+        if self.labels is not None:   # (sampler="auto" would pick Philox for replicas on CUDA)
+            if config.sampler == "philox":
+                raise ValueError("sampler='philox' draws no labels: a conditional GAN draws with sampler='torch'")
+            config = config.replace(sampler="torch")
         check_stackable(generator), check_stackable(discriminator)   # clear errors before any copy
         config, self.backend, graph_optional = plan(config, self.device)
         self.config, self.kernels = config, self.backend.name
         self.replicas = config.replicas
         self.templates = (copy.deepcopy(generator).cpu(), copy.deepcopy(discriminator).cpu())
-        if final_sigmoid(self.templates[1], self.data[: config.pack].reshape(1, -1).cpu()) is not None:
+        labels = (self.labels[:1].cpu(),) if self.labels is not None else ()
+        if final_sigmoid(self.templates[1], self.data[: config.pack].reshape(1, -1).cpu(), *labels) is not None:
             raise ValueError(f"replicas train a discriminator that returns logits, but {type(discriminator).__name__} "
                              "ends in nn.Sigmoid: drop it (the loss applies the sigmoid; a single GANTrainer folds "
                              "it for you)")
@@ -185,15 +190,14 @@ class ReplicaTrainer(Trainer):
                calibrate_batch: int = 500, metropolis: int = 0, sharpen: float = 1.0,
                metropolis_step: float = 1.0) -> torch.Tensor:
         """Replica ``replica``'s ``n`` samples, as its single run's ``sample(n, seed)`` gives them; with
-        ``replica=None``, every replica's: ``(K, n, features)``. EMA weights when kept (``ema=False``: raw).
+        ``replica=None``, every replica's: ``(K, n, features)``. A conditional GAN takes ``labels`` as
+        ``GANTrainer.sample`` does. EMA weights when kept (``ema=False``: raw).
         ``rejection``, ``metropolis`` (``sharpen``, ``metropolis_step``) and ``calibrate`` (``calibrate_lr``,
         ``calibrate_batch``): as ``GANTrainer.sample``, each replica judged by its own D; ``self.last_acceptance``
         is the rate kept (a list, one per replica, with ``replica=None``)."""
         n = positive_int("n", n)
         options = SampleOptions.from_arguments(rejection, metropolis, sharpen, metropolis_step, calibrate,
                                                calibrate_lr, calibrate_batch)   # refused before any work
-        if labels is not None:
-            raise ValueError("replicas are unconditional GANs: no labels")
         if ema and self.ema_flat is None:
             raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
         use_ema = self.ema_flat is not None and ema is not False
@@ -201,7 +205,8 @@ class ReplicaTrainer(Trainer):
         out, rates = [], []
         for k in ks:
             g, d = self.replica(k, ema=use_ema)
-            samples, rate = options.draw(g, d, self.data, n, self.latent_dim, seed, self.device, self.config.pack)
+            samples, rate = options.draw(g, d, self.data, n, self.latent_dim, seed, self.device, self.config.pack,
+                                         labels)
             out.append(samples)
             rates.append(rate)
         if options.guided:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..checks import positive_int
 from ..log import say
-from ..nn.checks import begins_with_convolution, check_labels
+from ..nn.checks import begins_with_convolution
 from ..nn.adapters import Logits, Shaped, final_activation, final_sigmoid
 from ..nn.spectral import SpectralNorm
 from ..optim import EMA, FlatAdam
@@ -70,8 +70,7 @@ class GANTrainer(Trainer):
         if config.replicas is not None:   # (GANTrainer itself makes a ReplicaTrainer; a subclass of it cannot)
             raise ValueError(f"replicas={config.replicas} trains with fastgan.train.ReplicaTrainer: subclass "
                              f"that one (a {type(self).__name__} trains one GAN)")
-        self._take(generator, discriminator, data, config)
-        self.labels, self.num_classes = self._check_labels(generator, discriminator, labels, config)
+        self._take(generator, discriminator, data, config, labels)
         config, self.backend, graph_optional = plan(config, self.device)
         self.config, self.kernels = config, self.backend.name
         generator, discriminator = generator.to(self.device), discriminator.to(self.device)
@@ -104,30 +103,6 @@ class GANTrainer(Trainer):
                                  lambda row: math.isfinite(row[1]) and math.isfinite(row[2]),
                                  lambda row: {"loss_d": f"{row[1]:.4f}", "loss_g": f"{row[2]:.4f}"},
                                  graph_optional=graph_optional)
-
-    def _check_labels(self, generator, discriminator, labels, config) -> tuple[torch.Tensor | None, int | None]:
-        """The labels on the device (int64), and the number of classes; ValueError where models and labels
-        disagree. Conditional models are those with a ``num_classes`` attribute (``ConditionalMLPGenerator``,
-        ``ProjectionDiscriminator``): G(z, y) and D(x, y)."""
-        g_classes = getattr(generator, "num_classes", None)
-        d_classes = getattr(discriminator, "num_classes", None)
-        if labels is None:
-            if g_classes is not None or d_classes is not None:
-                raise ValueError("the models are conditional (they have num_classes) but no labels were given: "
-                                 "GANTrainer(G, D, data, labels=y)")
-            return None, None
-        if g_classes is None or d_classes is None:
-            which = "generator" if g_classes is None else "discriminator"
-            raise ValueError(f"labels were given but the {which} is not conditional (no num_classes): use "
-                             "fastgan.ConditionalMLPGenerator and fastgan.ProjectionDiscriminator")
-        if g_classes != d_classes:
-            raise ValueError(f"the generator has {g_classes} classes and the discriminator {d_classes}")
-        if config.pack > 1:
-            raise ValueError("pack > 1 is not available for conditional GANs")
-        if not isinstance(labels, torch.Tensor):
-            labels = torch.as_tensor(labels)
-        check_labels(labels, g_classes, self.data.shape[0])
-        return labels.to(self.device, torch.int64).contiguous(), g_classes
 
     def _as_judge(self, discriminator: nn.Module) -> nn.Module:
         """For image data, D given its samples as images (packed samples side by side in channels) where it begins

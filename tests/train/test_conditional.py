@@ -189,3 +189,24 @@ def test_cli_conditional_run_writes_a_row_per_class_and_the_accuracy(tmp_path, c
     assert '"conditional"' in capsys.readouterr().out
     assert main(["train", "--conditional", "--data", "ring", "--steps", "2", "--out", str(tmp_path / "r")]) == 2
     assert "needs class labels" in capsys.readouterr().err
+
+
+def test_cli_conditional_sweep_reports_each_replicas_class_accuracy_and_resumes(tmp_path, capsys):
+    """``--conditional --seeds 2 --lr ...``: four conditional GANs as replicas; each replica's metrics with the
+    classifier's accuracy on the classes asked for, a sweep table with it, evaluate reading it back, a resume."""
+    out = tmp_path / "sweep"
+    args = ["train", "--conditional", "--seeds", "2", "--lr", "1e-3", "2e-4", "--hidden", "16", "--batch-size", "8",
+            "--log-every", "2", "--no-progress", "--device", "cpu", "--out", str(out)]
+    assert main([*args, "--steps", "2"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["config"]["replicas"] == 4 and result["config"]["num_classes"] == 10
+    per_replica = result["quality"]["replicas"]
+    assert len(per_replica) == 4 and all(0 <= q["conditional"]["accuracy"] <= 1 for q in per_replica)
+    assert "class_accuracy" in (out / "sweep.md").read_text()
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)["metrics"]["replicas"]
+    assert [q["conditional"] for q in evaluated] == [q["conditional"] for q in per_replica]
+    assert main([*args, "--steps", "4", "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 4
+

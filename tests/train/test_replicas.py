@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from helpers import ON_CUDA, assert_close
-from fastgan import CheckpointError, GANTrainer, MLPDiscriminator, MLPGenerator, TrainConfig
+from fastgan import (CheckpointError, ConditionalMLPGenerator, GANTrainer, MLPDiscriminator, MLPGenerator,
+                     ProjectionDiscriminator, TrainConfig)
 from fastgan.nn.models import BatchNormGenerator, MaxoutDiscriminator
 from fastgan.train.replicas import ReplicaTrainer
-from fastgan.nn.stacked import StackedMLP, StackedNet, replica_models
+from fastgan.nn.stacked import StackedConditional, StackedMLP, StackedNet, replica_models
 
 STEPS = 20
 
@@ -27,13 +28,13 @@ def _options(**kw):
     return {"batch_size": 16, "precision": "fp32", "device": "cpu", "seed": 5, **kw}
 
 
-def _single_runs_match(trainer, g, d, data, steps, tolerance=1e-5, samples=True):
+def _single_runs_match(trainer, g, d, data, steps, tolerance=1e-5, samples=True, labels=None):
     """Every replica against the single-GAN run it stands for: same losses each step, same weights and
     samples at the end."""
     trainer.flush_losses()
     for k in range(trainer.replicas):
         single = GANTrainer(*replica_models(g, d, trainer.config.seed, k), data,
-                            trainer.config.for_replica(k).replace(compile=False))
+                            trainer.config.for_replica(k).replace(compile=False), labels=labels)
         for _ in range(steps):
             single.step()
         single.flush_losses()
@@ -181,6 +182,55 @@ def test_minibatch_std_replicas_equal_their_single_runs(kernels):
         _single_runs_match(trainer, g, d, data, 10, samples=False)
 
 
+@pytest.mark.parametrize("kernels, options", [
+    ("torch", dict(d_steps=2, instance_noise=[0.0, 0.1], ema=0.9)),
+    ("triton", dict(d_steps=2, instance_noise=[0.0, 0.1], ema=0.9)),
+    ("torch", dict(update="simultaneous", real_label=[0.9, 1.0])),
+    ("torch", dict(r1_gamma=[0.0, 1.0], r1_every=2, loss="hinge", real_label=1.0)),
+], ids=["alternating-torch", "alternating-triton", "simultaneous", "r1-hinge"])
+def test_conditional_replicas_equal_their_single_runs_and_resume(kernels, options, tmp_path):
+    """ConditionalMLPGenerator and ProjectionDiscriminator as StackedConditionals: each replica draws its real
+    rows' classes and the classes G is asked for as its single run does (per-replica lr, instance noise, EMA);
+    samples for given classes; exact resume."""
+    g = ConditionalMLPGenerator(latent_dim=4, num_classes=3, hidden=(16, 16), out_dim=6, output_activation=None)
+    d = ProjectionDiscriminator(in_dim=6, num_classes=3, hidden=(16, 16))
+    data, labels = _data(), torch.randint(0, 3, (300,), generator=torch.Generator().manual_seed(2))
+    opts = _options(replicas=2, kernels=kernels, lr=[1e-3, 2e-4], **options)
+    trainer = GANTrainer(g, d, data, labels=labels, **opts)
+    assert isinstance(trainer.generator, StackedConditional) and isinstance(trainer.discriminator, StackedConditional)
+    for _ in range(10):
+        trainer.step()
+    _single_runs_match(trainer, g, d, data, 10, samples=False, labels=labels)
+    for k in range(2):
+        single = GANTrainer(*trainer.replica(k), data, trainer.config.for_replica(k), labels=labels)
+        for classes in (2, torch.tensor([0, 1, 2, 2, 1])):
+            n = 5
+            assert_close(trainer.sample(n, replica=k, labels=classes, ema=False),
+                         single.sample(n, labels=classes), 1e-6, f"replica {k} samples of {classes}")
+    a, b = _run_and_resume(g, d, data, opts, tmp_path / "c.pt", 4, labels=labels)
+    assert b.history == a.history and torch.equal(b.discriminator.flat, a.discriminator.flat)
+    assert torch.equal(b.generator.flat, a.generator.flat)
+
+
+def test_conditional_replicas_refuse_what_they_cannot_train():
+    g = ConditionalMLPGenerator(latent_dim=4, num_classes=3, hidden=(8,), out_dim=6, output_activation=None)
+    d = ProjectionDiscriminator(in_dim=6, num_classes=3, hidden=(8,))
+    data, labels = _data(), torch.zeros(300, dtype=torch.long)
+    with pytest.raises(ValueError, match="sampler='philox' draws no labels"):
+        GANTrainer(g, d, data, labels=labels, **_options(replicas=2, sampler="philox"))
+    with pytest.raises(ValueError, match="no labels were given"):
+        GANTrainer(g, d, data, **_options(replicas=2))
+    with pytest.raises(ValueError, match="normalises plain MLP discriminators"):
+        GANTrainer(g, d, data, labels=labels, **_options(replicas=2, spectral_norm=True))
+
+    class Reweighted(ProjectionDiscriminator):   # a forward of its own: not stacked as a projection D
+        def forward(self, x, labels):
+            return 2 * super().forward(x, labels)
+
+    with pytest.raises(ValueError, match="replicas train MLPs"):
+        GANTrainer(g, Reweighted(in_dim=6, num_classes=3, hidden=(8,)), data, labels=labels, **_options(replicas=2))
+
+
 def test_pacgan_replicas_keep_the_templates_mode():
     """A template G in eval mode normalises by its running statistics in its single run: so do its replicas."""
     g, d = _pacgan_models()
@@ -263,15 +313,15 @@ def test_pacgan_models_reset_as_constructed():
     assert g0.net[0].weight.std().item() < 0.05, "N(0, 0.02) weights, not the layers' default init"
 
 
-def _run_and_resume(g, d, data, opts, path, steps):
+def _run_and_resume(g, d, data, opts, path, steps, labels=None):
     """``a``: 2 x ``steps`` steps, saved to ``path`` halfway; ``b``: loaded from there, then ``steps`` steps."""
-    a = GANTrainer(g, d, data, **opts)
+    a = GANTrainer(g, d, data, labels=labels, **opts)
     for _ in range(steps):
         a.step()
     a.save(path)
     for _ in range(steps):
         a.step()
-    b = GANTrainer(g, d, data, **opts)
+    b = GANTrainer(g, d, data, labels=labels, **opts)
     b.load(path)
     assert b.step_count == steps
     for _ in range(steps):
@@ -571,7 +621,7 @@ def test_models_replicas_cannot_stack_are_refused():
     with pytest.raises(ValueError, match="replicas train MLPs"):
         GANTrainer(g, Odd(), _data(), replicas=2, **_options())
     dropout = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 1))
-    with pytest.raises(ValueError, match=r"'1' \(Dropout\) is not a Linear, BatchNorm1d, Maxout or one of"):
+    with pytest.raises(ValueError, match=r"'1' \(Dropout\) is not a Linear, BatchNorm1d, Maxout, MinibatchStd or one of"):
         GANTrainer(g, dropout, _data(), replicas=2, **_options())
     plain_norm = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8, affine=False),
                                      torch.nn.Linear(8, 1))

@@ -229,8 +229,10 @@ def _cases(quick: bool):
         cases.append((f"sample_batch from {rows} rows", lambda rows=rows: ops.sampler.sample_batch(
             torch.rand(rows, 784), torch.empty(128, 784), torch.empty(128, 100), torch.tensor([1]),
             torch.zeros(1, dtype=torch.int64))))
-    cases.append(("normal_noise, 8 replicas", lambda: ops.sampler.normal_noise(
-        torch.empty(8, 100, 2), torch.arange(8), torch.zeros(1, dtype=torch.int64))))
+    for uniform in (False, True):
+        cases.append((f"philox_fill ({'uniform' if uniform else 'normal'}), 8 replicas",
+                      lambda uniform=uniform: ops.sampler.philox_fill(torch.empty(8, 100, 2), torch.arange(8),
+                                                                      torch.zeros(1, dtype=torch.int64), uniform)))
     cases.append(("sample_batch, 8 replicas", lambda: ops.sampler.sample_batch(
         torch.rand(100, 2), torch.empty(8, 100, 2), torch.empty(8, 100, 16), torch.arange(8),
         torch.zeros(1, dtype=torch.int64))))

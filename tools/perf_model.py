@@ -146,7 +146,7 @@ WORK = {
     "_sample_kernel": lambda m: (math.prod(m["grid"]), cdiv(m["features"], m["BLOCK_F"] * m["grid"][1])
                                  + cdiv(m["latent"], m["BLOCK_F"] * m["grid"][1])),
     # ^ BLOCK_M rows x (grid[1] = 1 at e33d711: every) BLOCK_F columns per CTA: the gathered features, the noise
-    "_normal_kernel": lambda m: (math.prod(m["grid"]), 1),   # one BLOCK_M x BLOCK_F tile of noise per CTA
+    "_fill_kernel": lambda m: (math.prod(m["grid"]), 1),   # one BLOCK_M x BLOCK_F tile of noise per CTA
     "_spectral_normalize_kernel": lambda m: (m["grid"][0], max(  # one CTA per layer: three passes over W's tiles
         3 * cdiv(d_out, m["BLOCK_N"]) * cdiv(d_in, m["BLOCK_K"])
         for d_out, d_in, *_ in m["meta_ptr"].view(-1, 5).tolist())),

@@ -11,7 +11,7 @@ import torch
 from . import sampler_kernels as kernels
 from ._runtime import cdiv, kernel_launches
 
-__all__ = ["sample_batch", "sample_programs", "normal_noise", "DeviceSampler"]
+__all__ = ["sample_batch", "sample_programs", "philox_fill", "DeviceSampler"]
 
 _SAMPLE_BLOCK_M, _SAMPLE_BLOCK_F = 16, 64
 
@@ -57,19 +57,19 @@ def sample_programs(batch: int, features: int, latent: int, replicas: int = 1) -
     return rows * columns * replicas
 
 
-def normal_noise(out: torch.Tensor, seed: torch.Tensor, counter: torch.Tensor) -> torch.Tensor:
+def philox_fill(out: torch.Tensor, seed: torch.Tensor, counter: torch.Tensor, uniform: bool = False) -> torch.Tensor:
     """One launch: ``out`` (``(rows, columns)``, or ``(K, rows, columns)`` with ``seed`` ``(K,)``) filled with
-    standard normal draws, replica k's those of a one-replica call with seed ``seed[k]`` at the same call
-    number; ``counter`` advances by the grid size. Returns ``out``."""
+    standard normal draws (``uniform``: uniform in [0, 1)), replica k's those of a one-replica call with seed
+    ``seed[k]`` at the same call number; ``counter`` advances by the grid size. Returns ``out``."""
     out3 = out if out.dim() == 3 else out.unsqueeze(0)
     if out.dim() not in (2, 3) or out.dtype != torch.float32 or out3.stride(2) != 1 or \
             seed.numel() != out3.shape[0] or counter.numel() != 1:
-        raise ValueError(f"normal_noise: out must be float32 (rows, columns) or (replicas, rows, columns) with unit "
+        raise ValueError(f"philox_fill: out must be float32 (rows, columns) or (replicas, rows, columns) with unit "
                          f"column stride and one seed per replica, got {tuple(out.shape)} and {seed.numel()} seeds")
-    kernels._normal_kernel[_grid(out3.shape[1], out3.shape[2], 0, out3.shape[0])](
-        out3, out3.stride(0), out3.stride(1), out3.shape[1], out3.shape[2], seed, counter,
+    kernels._fill_kernel[_grid(out3.shape[1], out3.shape[2], 0, out3.shape[0])](
+        out3, out3.stride(0), out3.stride(1), out3.shape[1], out3.shape[2], seed, counter, UNIFORM=uniform,
         BLOCK_M=_SAMPLE_BLOCK_M, BLOCK_F=_SAMPLE_BLOCK_F)
-    kernel_launches["_normal_kernel"] += 1
+    kernel_launches["_fill_kernel"] += 1
     return out
 
 
@@ -86,9 +86,12 @@ class DeviceSampler:
         self.seed = torch.tensor(seeds, dtype=torch.int64, device=device)
         self.counter = torch.zeros(1, dtype=torch.int64, device=device)
         self.programs: int | None = None    # P of the calls so far (None: no call yet)
-        # instance noise: calls of its own kernel, counted apart (a run without noise never touches them)
+        # instance noise and augmentation's uniforms: calls of their own, each counted apart (a run without
+        # them never touches their counters)
         self.noise_counter = torch.zeros(1, dtype=torch.int64, device=device)
         self.noise_programs: int | None = None
+        self.uniform_counter = torch.zeros(1, dtype=torch.int64, device=device)
+        self.uniform_programs: int | None = None
 
     def draw(self, data: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> None:
         """``sample_batch`` into ``x`` and ``z`` (2-d; ``(K, batch, columns)`` for K replicas), the counter
@@ -98,11 +101,20 @@ class DeviceSampler:
 
     def normal(self, like: torch.Tensor) -> torch.Tensor:
         """Instance noise of ``like``'s shape (``(rows, columns)``; ``(K, rows, columns)`` for K replicas): one
-        ``normal_noise`` launch, its counter realigned as ``draw``'s."""
+        ``philox_fill`` launch, its counter realigned as ``draw``'s."""
         out = torch.empty(like.shape, device=like.device, dtype=torch.float32)
         programs = sample_programs(out.shape[-2], out.shape[-1], 0, self.replicas or 1)
         self.noise_programs = _realign(self.noise_counter, self.noise_programs, programs)
-        return normal_noise(out, self.seed, self.noise_counter)
+        return philox_fill(out, self.seed, self.noise_counter)
+
+    def uniform(self, rows: int, columns: int) -> torch.Tensor:
+        """Augmentation's uniforms in [0, 1), ``(rows, columns)`` (``(K, rows, columns)`` for K replicas): one
+        ``philox_fill`` launch, its own counter realigned as ``draw``'s."""
+        shape = (rows, columns) if self.replicas is None else (self.replicas, rows, columns)
+        out = torch.empty(shape, device=self.seed.device, dtype=torch.float32)
+        programs = sample_programs(rows, columns, 0, self.replicas or 1)
+        self.uniform_programs = _realign(self.uniform_counter, self.uniform_programs, programs)
+        return philox_fill(out, self.seed, self.uniform_counter, uniform=True)
 
     def realign(self, programs: int) -> None:
         """Before calls with ``programs`` programs each: a no-op when P is unchanged (the common case, and
@@ -111,7 +123,8 @@ class DeviceSampler:
 
     def state_dict(self) -> dict:
         return {"seed": self.seed.clone(), "counter": self.counter.clone(), "programs": self.programs,
-                "noise_counter": self.noise_counter.clone(), "noise_programs": self.noise_programs}
+                "noise_counter": self.noise_counter.clone(), "noise_programs": self.noise_programs,
+                "uniform_counter": self.uniform_counter.clone(), "uniform_programs": self.uniform_programs}
 
     def check_state(self, state) -> None:
         """ValueError unless ``state`` is a state of this sampler (checked before a load changes anything)."""
@@ -127,9 +140,10 @@ class DeviceSampler:
         self.seed.copy_(state["seed"])
         self.counter.copy_(state["counter"])
         self.programs = state["programs"]
-        if "noise_counter" in state:   # (written before instance noise was drawn here: none drawn yet)
-            self.noise_counter.copy_(state["noise_counter"])
-            self.noise_programs = state["noise_programs"]
+        for name in ("noise", "uniform"):   # (a checkpoint written before they were drawn here: none drawn yet)
+            if f"{name}_counter" in state:
+                getattr(self, f"{name}_counter").copy_(state[f"{name}_counter"])
+                setattr(self, f"{name}_programs", state[f"{name}_programs"])
 
 
 def _realign(counter: torch.Tensor, old: int | None, programs: int) -> int:

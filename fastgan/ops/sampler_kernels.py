@@ -48,11 +48,12 @@ if HAS_TRITON:
         tl.store(z_ptr + rows[:, None] * stride_zm + f[None, :], normal, mask=mask)
 
     @triton.jit(do_not_specialize=["rows", "columns"])
-    def _normal_kernel(out_ptr, stride_ok, stride_om, rows, columns, seed_ptr, counter_ptr,
-                       BLOCK_M: tl.constexpr, BLOCK_F: tl.constexpr):
-        """out[k, r, c] ~ N(0, 1) (instance noise), replica k keyed by its seed: Philox counters (element,
-        call number, stream 2, 0), the call number from its own counter over the whole grid (as
-        ``_sample_kernel``'s), so replica k draws what a one-replica call with its seed draws."""
+    def _fill_kernel(out_ptr, stride_ok, stride_om, rows, columns, seed_ptr, counter_ptr, UNIFORM: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_F: tl.constexpr):
+        """out[k, r, c] ~ N(0, 1) (instance noise; Philox stream 2) or with ``UNIFORM`` U[0, 1) (augmentation's
+        draws; stream 3), replica k keyed by its seed: Philox counters (element, call number, stream, 0), the
+        call number from the caller's counter over the whole grid (as ``_sample_kernel``'s), so replica k draws
+        what a one-replica call with its seed draws."""
         pid = tl.program_id(0).to(tl.int64)
         chunk = tl.program_id(1).to(tl.int64)
         replica = tl.program_id(2).to(tl.int64)
@@ -64,6 +65,10 @@ if HAS_TRITON:
         mask = (r < rows)[:, None] & (f < columns)[None, :]
         element = (r[:, None] * columns + f[None, :]).to(tl.uint32)
         zero = tl.zeros((BLOCK_M, BLOCK_F), dtype=tl.uint32)
-        u0, u1, _u2, _u3 = tl.philox(seed, element, zero + call, zero + 2, zero)
-        normal, _other = tl.pair_uniform_to_normal(tl.uint_to_uniform_float(u0), tl.uint_to_uniform_float(u1))
-        tl.store(out_ptr + replica * stride_ok + r[:, None] * stride_om + f[None, :], normal, mask=mask)
+        if UNIFORM:
+            u0, _u1, _u2, _u3 = tl.philox(seed, element, zero + call, zero + 3, zero)
+            value = tl.uint_to_uniform_float(u0)
+        else:
+            u0, u1, _u2, _u3 = tl.philox(seed, element, zero + call, zero + 2, zero)
+            value, _other = tl.pair_uniform_to_normal(tl.uint_to_uniform_float(u0), tl.uint_to_uniform_float(u1))
+        tl.store(out_ptr + replica * stride_ok + r[:, None] * stride_om + f[None, :], value, mask=mask)

@@ -20,9 +20,11 @@ import math
 
 import torch
 
-__all__ = ["Augment", "ReplicaAugment", "TRANSFORMS", "parse_transforms"]
+__all__ = ["Augment", "ReplicaAugment", "TRANSFORMS", "parse_transforms", "augment_images"]
 
 TRANSFORMS = ("translation", "cutout", "brightness", "contrast", "flip")
+# the uniforms each transform draws per sample after the one that decides whether it applies
+PARAMETERS = {"translation": 2, "cutout": 2, "brightness": 1, "contrast": 1, "flip": 0}
 
 
 def parse_transforms(spec: str | None) -> tuple[str, ...]:
@@ -36,32 +38,97 @@ def parse_transforms(spec: str | None) -> tuple[str, ...]:
     return names
 
 
+def _side(features: int) -> int:
+    side = math.isqrt(features)
+    if side * side != features:
+        raise ValueError(f"augmentation transforms images: the data's {features} features per sample are not "
+                         "a square one-channel image (2-D mixtures take no augmentation)")
+    return side
+
+
+def augment_images(x: torch.Tensor, u: torch.Tensor, p: torch.Tensor, transforms: tuple[str, ...],
+                   side: int) -> torch.Tensor:
+    """``x`` ``(B, side^2)`` with each of ``transforms`` applied to each sample where its uniform is below ``p``
+    (``()``, or ``(B,)``: each sample's own), its parameters from the sample's next uniforms: ``u`` ``(B, D)``
+    in [0, 1), per transform one to decide and ``PARAMETERS[name]`` more. Differentiable in ``x``."""
+    b = x.shape[0]
+    images = x.reshape(b, 1, side, side)
+    column = 0
+    for name in transforms:
+        chosen = (u[:, column] < p).to(x.dtype).view(b, 1, 1, 1)
+        params = u[:, column + 1:column + 1 + PARAMETERS[name]]
+        images = images + chosen * (_TRANSFORM[name](images, params) - images)
+        column += 1 + PARAMETERS[name]
+    return images.reshape(b, -1)
+
+
+# -- the transforms: (B, 1, S, S) images and (B, parameters) uniforms -> the transformed images -------------
+def _brightness(images, u):
+    return images + (u.view(-1, 1, 1, 1) - 0.5)
+
+
+def _contrast(images, u):
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    return (images - mean) * (u.view(-1, 1, 1, 1) + 0.5) + mean
+
+
+def _flip(images, u):
+    return images.flip(3)
+
+
+def _whole(u: torch.Tensor, values: int) -> torch.Tensor:
+    """Uniforms in [0, 1) as integers in [0, values), ``(parameters, B, 1, 1)``."""
+    return (u.t() * values).floor().long().clamp_(max=values - 1).view(u.shape[1], -1, 1, 1)
+
+
+def _translation(images, u):
+    b, _, s, _ = images.shape
+    shift = s // 8
+    offsets = _whole(u, 2 * shift + 1) - shift   # rows and columns moved by -shift ... shift
+    rows = torch.arange(s, device=images.device).view(1, s, 1) + offsets[0]
+    cols = torch.arange(s, device=images.device).view(1, 1, s) + offsets[1]
+    inside = ((rows >= 0) & (rows < s) & (cols >= 0) & (cols < s)).to(images.dtype)
+    index = rows.clamp(0, s - 1) * s + cols.clamp(0, s - 1)  # (B, S, S) source pixel of each pixel
+    moved = images.reshape(b, s * s).gather(1, index.reshape(b, s * s)).reshape(b, 1, s, s)
+    return moved * inside.unsqueeze(1)
+
+
+def _cutout(images, u):
+    _, _, s, _ = images.shape
+    size = s // 2
+    corner = _whole(u, s - size + 1)
+    rows = torch.arange(s, device=images.device).view(1, s, 1)
+    cols = torch.arange(s, device=images.device).view(1, 1, s)
+    hole = (rows >= corner[0]) & (rows < corner[0] + size) & (cols >= corner[1]) & (cols < corner[1] + size)
+    return images * (~hole).unsqueeze(1).to(images.dtype)
+
+
+_TRANSFORM = {"translation": _translation, "cutout": _cutout, "brightness": _brightness, "contrast": _contrast,
+              "flip": _flip}
+
+
 class Augment:
     """Applies ``transforms`` with probability ``p`` per sample and transform; adapts ``p`` toward ``target``.
 
-    ``side``: the image side (features = side^2). ``rng``: the trainer's device RNG (every draw comes
-    from it, so a resumed run draws the same). ``speed``: change of ``p`` per step at full imbalance.
+    ``side``: the image side (features = side^2). ``rng``: the trainer's device RNG: each call draws its
+    uniforms from it, ``(B, draws)`` in one ``torch.rand``, so a resumed run draws the same; with the Philox
+    sampler (``sampler="philox"``) from that instead. ``speed``: change of ``p`` per step at full imbalance.
     """
 
     def __init__(self, transforms: tuple[str, ...], features: int, p: float, target: float | None,
                  rng: torch.Generator, device: torch.device, speed: float = 0.005, r_decay: float = 0.99):
-        side = math.isqrt(features)
-        if side * side != features:
-            raise ValueError(f"augmentation transforms images: the data's {features} features per sample are not "
-                             "a square one-channel image (2-D mixtures take no augmentation)")
-        self.transforms, self.side, self.rng = transforms, side, rng
+        self.transforms, self.side, self.rng = transforms, _side(features), rng
+        self.draws = sum(1 + PARAMETERS[name] for name in transforms)   # uniforms per sample and call
         self.target, self.speed, self.r_decay = target, speed, r_decay
         self.p = torch.full((), float(p), device=device)
         self.r = torch.zeros((), device=device)  # running E[sign(D(real))]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: (B, side^2) -> the same shape, each transform applied to each sample with probability p."""
-        b = x.shape[0]
-        images = x.reshape(b, 1, self.side, self.side)
-        for name in self.transforms:
-            chosen = (torch.rand(b, 1, 1, 1, device=x.device, generator=self.rng) < self.p).to(x.dtype)
-            images = images + chosen * (getattr(self, "_" + name)(images) - images)
-        return images.reshape(b, -1)
+    def __call__(self, x: torch.Tensor, sampler=None) -> torch.Tensor:
+        """``x``: (B, side^2) -> the same shape, each transform applied to each sample with probability p; the
+        uniforms from ``rng``, or from ``sampler`` (a ``DeviceSampler``: one launch)."""
+        u = sampler.uniform(x.shape[0], self.draws) if sampler is not None else \
+            torch.rand(x.shape[0], self.draws, device=x.device, generator=self.rng)
+        return augment_images(x, u, self.p, self.transforms, self.side)
 
     def observe(self, real_logits: torch.Tensor) -> None:
         """After a D step: update r, and p when adaptive (device ops only)."""
@@ -70,40 +137,6 @@ class Augment:
         with torch.no_grad():
             self.r.mul_(self.r_decay).add_(real_logits.detach().float().sign().mean(), alpha=1 - self.r_decay)
             self.p.add_(torch.sign(self.r - self.target), alpha=self.speed).clamp_(0.0, 1.0)
-
-    # -- the transforms: each returns the transformed images (B, 1, S, S), differentiable in them --------
-    def _uniform(self, b: int, device) -> torch.Tensor:
-        return torch.rand(b, 1, 1, 1, device=device, generator=self.rng)
-
-    def _brightness(self, images):
-        return images + (self._uniform(images.shape[0], images.device) - 0.5)
-
-    def _contrast(self, images):
-        mean = images.mean(dim=(1, 2, 3), keepdim=True)
-        return (images - mean) * (self._uniform(images.shape[0], images.device) + 0.5) + mean
-
-    def _flip(self, images):
-        return images.flip(3)
-
-    def _translation(self, images):
-        b, _, s, _ = images.shape
-        shift = s // 8
-        offsets = torch.randint(-shift, shift + 1, (2, b, 1, 1), device=images.device, generator=self.rng)
-        rows = torch.arange(s, device=images.device).view(1, s, 1) + offsets[0]
-        cols = torch.arange(s, device=images.device).view(1, 1, s) + offsets[1]
-        inside = ((rows >= 0) & (rows < s) & (cols >= 0) & (cols < s)).to(images.dtype)
-        index = rows.clamp(0, s - 1) * s + cols.clamp(0, s - 1)  # (B, S, S) source pixel of each pixel
-        moved = images.reshape(b, s * s).gather(1, index.reshape(b, s * s)).reshape(b, 1, s, s)
-        return moved * inside.unsqueeze(1)
-
-    def _cutout(self, images):
-        b, _, s, _ = images.shape
-        size = s // 2
-        corner = torch.randint(0, s - size + 1, (2, b, 1, 1), device=images.device, generator=self.rng)
-        rows = torch.arange(s, device=images.device).view(1, s, 1)
-        cols = torch.arange(s, device=images.device).view(1, 1, s)
-        hole = (rows >= corner[0]) & (rows < corner[0] + size) & (cols >= corner[1]) & (cols < corner[1] + size)
-        return images * (~hole).unsqueeze(1).to(images.dtype)
 
     def state_dict(self) -> dict:
         return {"p": self.p.clone(), "r": self.r.clone()}
@@ -114,34 +147,62 @@ class Augment:
 
 
 class ReplicaAugment:
-    """K replicas' augmentations: replica k's own ``Augment`` (its start p ``ps[k]``, ADA target ``targets[k]``,
-    its p and r), drawing from replica k's generator in its single run's order, so each replica augments as its
-    single run does. Each transform draws per replica: the launches grow with K (PyTorch's generators, as
-    ``sampler="torch"``'s draws do)."""
+    """K replicas' augmentations at once: replica k's start p ``ps[k]`` and ADA target ``targets[k]`` (None: p
+    fixed), its p and r entries of ``(K,)`` tensors, its uniforms drawn as its single run draws them (from its
+    generator, ``uniforms``, where its single run draws; or with the Philox sampler every replica's in one
+    launch), so each replica augments as its single run does; the transforms and the ADA update run once for
+    all K."""
 
     def __init__(self, transforms: tuple[str, ...], features: int, ps: list[float], targets: list[float | None],
-                 generators: list[torch.Generator], device: torch.device):
-        self.each = [Augment(transforms, features, p, target, rng, device)
-                     for p, target, rng in zip(ps, targets, generators, strict=True)]
+                 generators: list[torch.Generator], device: torch.device, speed: float = 0.005,
+                 r_decay: float = 0.99):
+        if len(ps) != len(generators) or len(targets) != len(generators):
+            raise ValueError("one start p, target and generator per replica")
+        self.transforms, self.side, self.generators = transforms, _side(features), generators
+        self.draws = sum(1 + PARAMETERS[name] for name in transforms)
+        self.speed, self.r_decay = speed, r_decay
+        self.p = torch.tensor([float(p) for p in ps], device=device)
+        self.r = torch.zeros(len(ps), device=device)
+        self.target = torch.tensor([t if t is not None else 0.0 for t in targets], device=device)
+        self.steered = torch.tensor([t is not None for t in targets], device=device)
+        self.adaptive = any(t is not None for t in targets)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: (K, B, features), replica k's rows augmented by replica k's pipeline."""
-        return torch.stack([augment(rows) for augment, rows in zip(self.each, x)])
+    def uniforms(self, k: int, rows: int, device) -> torch.Tensor:
+        """Replica ``k``'s uniforms for ``rows`` samples, from its generator (its single run's draw)."""
+        return torch.rand(rows, self.draws, device=device, generator=self.generators[k])
+
+    def __call__(self, x: torch.Tensor, sampler=None, u: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: (K, B, features), replica k's rows augmented with its p and uniforms: ``u`` (K, B, draws), or
+        drawn here (``sampler``: one Philox launch for every replica; else each replica's generator)."""
+        k, b, features = x.shape
+        if u is None:
+            u = sampler.uniform(b, self.draws) if sampler is not None else \
+                torch.stack([self.uniforms(j, b, x.device) for j in range(k)])
+        out = augment_images(x.reshape(k * b, features), u.reshape(k * b, self.draws),
+                             self.p.repeat_interleave(b), self.transforms, self.side)
+        return out.reshape(k, b, features)
 
     def observe(self, real_logits: torch.Tensor) -> None:
-        """``real_logits``: (K, ...), replica k's steering replica k's p."""
-        for augment, logits in zip(self.each, real_logits):
-            augment.observe(logits)
+        """``real_logits``: (K, ...), replica k's steering replica k's p: ``Augment.observe``'s arithmetic for
+        every replica with a target at once (device ops only)."""
+        if not self.adaptive:
+            return
+        with torch.no_grad():
+            signs = real_logits.detach().float().sign().flatten(1).mean(dim=1)
+            r = self.r.clone().mul_(self.r_decay).add_(signs, alpha=1 - self.r_decay)
+            self.r.copy_(torch.where(self.steered, r, self.r))
+            p = self.p.clone().add_(torch.sign(self.r - self.target), alpha=self.speed).clamp_(0.0, 1.0)
+            self.p.copy_(torch.where(self.steered, p, self.p))
 
     def state_dict(self) -> dict:
-        return {"p": torch.stack([a.p for a in self.each]), "r": torch.stack([a.r for a in self.each])}
+        return {"p": self.p.clone(), "r": self.r.clone()}
 
     def check_state(self, state) -> None:
-        k = len(self.each)
+        k = self.p.shape[0]
         if not isinstance(state, dict) or any(not isinstance(state.get(key), torch.Tensor) or
                                               tuple(state[key].shape) != (k,) for key in ("p", "r")):
             raise ValueError(f"its augmentation state is not {k} replicas' p and r")
 
     def load_state_dict(self, state: dict) -> None:
-        for k, augment in enumerate(self.each):
-            augment.load_state_dict({"p": state["p"][k], "r": state["r"][k]})
+        self.p.copy_(state["p"])
+        self.r.copy_(state["r"])

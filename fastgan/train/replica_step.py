@@ -41,7 +41,7 @@ def make_replica_step(t):
         return add_noise(x, instance_noise(x.shape[1:]))
 
     def d_input(x):   # as the single step: each replica's augmentation, then its instance noise, then packing
-        return packed(noisy(t.augment(x) if t.augment is not None else x), pack, leading=1)
+        return packed(noisy(t.augment(x, t.sampler) if t.augment is not None else x), pack, leading=1)
 
     d_loss, g_loss = gan_losses(config.loss, real_label, replica_sigmoid_bce_reference, lambda x: x.mean(dim=(1, 2)),
                                 fake_label=torch.zeros_like(real_label), generator_label=torch.ones_like(real_label))
@@ -76,11 +76,12 @@ def make_replica_step(t):
                 z = torch.empty((K, samples, t.latent_dim), device=device)
                 t.sampler.draw(t.data, x, z)
                 return d_input(x), z, None, None
-            rows, noise, zs, y_real, y_fake = [], [], [], [], []
+            rows, uniforms, noise, zs, y_real, y_fake = [], [], [], [], [], []
             for k, (g, s) in enumerate(zip(t.generators, sigmas)):
                 index = torch.randint(0, n, (samples,), device=device, generator=g)
-                batch = t.data.index_select(0, index)
-                rows.append(t.augment.each[k](batch) if t.augment is not None else batch)   # (its draws next)
+                rows.append(t.data.index_select(0, index))
+                if t.augment is not None:   # (its draws next, as in its single run)
+                    uniforms.append(t.augment.uniforms(k, samples, device))
                 noise.append(torch.randn((samples, features), device=device, generator=g) if s > 0 else None)
                 zs.append(torch.randn(samples, t.latent_dim, device=device, generator=g))
                 if conditional:
@@ -88,7 +89,10 @@ def make_replica_step(t):
                     other = torch.randint(0, n, (samples,), device=device, generator=g)
                     y_fake.append(t.labels.index_select(0, other))
             classes = (torch.stack(y_real), torch.stack(y_fake)) if conditional else (None, None)
-            return packed(add_noise(torch.stack(rows), noise), pack, leading=1), torch.stack(zs), *classes
+            real = torch.stack(rows)
+            if t.augment is not None:
+                real = t.augment(real, u=torch.stack(uniforms))
+            return packed(add_noise(real, noise), pack, leading=1), torch.stack(zs), *classes
 
     d_params, g_params = [t.discriminator.flat], [t.generator.flat]
 

@@ -19,8 +19,9 @@ the step: ``fastgan.train.replica_step``). Its contract:
   CUDA fast path's choice) every replica's batch and noise in one launch, replica k keyed by its seed as
   the single run with ``sampler="philox"`` is; with ``sampler="torch"`` each replica's from its own
   ``torch.Generator``, K small launches a draw. With Philox the instance noise is one launch too, and the
-  kernels a step launches are the same for every K. Augmentation (``augment=...``) is each replica's own
-  pipeline and ADA p (``fastgan.train.augment.ReplicaAugment``), drawn from its own generator: K launches a draw.
+  kernels a step launches are the same for every K. Augmentation (``augment=...``): each replica its own p
+  and ADA target (``fastgan.train.augment.ReplicaAugment``), its uniforms drawn as its single run's (with
+  Philox in the same one launch for all K), the transforms once for all K.
 * Models: an ``nn.Sequential``, the module itself or its ``.net``. Plain MLPs (``Linear`` layers and
   activations: ``fuse``'s whole-MLP rule, ``fastgan.nn.fused.whole_mlp_spec``; ``MLPGenerator``,
   ``MLPDiscriminator``) stack as a ``StackedMLP``, whose backward is written by hand; with ``BatchNorm1d`` and

@@ -66,7 +66,7 @@ def make_step(p: StepParts, sampler: DeviceSampler | None = None) -> Callable[[i
         """What D sees of ``x``. Data-parallel, ``local`` rows are this rank's slice: the instance noise is
         drawn for the whole batch, as one process would, and sliced."""
         if p.augment is not None:  # the same random transforms for real and fake, in D's and G's updates
-            x = p.augment(x)
+            x = p.augment(x, sampler)   # (its uniforms from the Philox sampler where there is one)
         if p.config.instance_noise > 0:
             if sampler is not None:   # (Philox: one launch, as K replicas draw theirs; never data-parallel)
                 noise = sampler.normal(x)

@@ -431,6 +431,17 @@ def test_sampler_draws_every_replica_in_one_launch_as_its_single_run_draws():
         assert all(torch.equal(noise[k], alone[k]) for k in range(K)) and not torch.isnan(noise).any()
     assert not torch.equal(noise[0], noise[1]) and abs(noise.std().item() - 1) < 0.05
     assert not torch.equal(ones[0].normal(_nan(33, 70)), ones[0].normal(_nan(33, 70)))   # a new call, new draws
+    # augmentation's uniforms: the same rule, a counter of their own; in [0, 1), fresh each call
+    for rows, columns in ((20, 6), (20, 6), (33, 70)):
+        before = ops.kernel_launches["_fill_kernel"]
+        uniform = many.uniform(rows, columns)
+        assert ops.kernel_launches["_fill_kernel"] == before + 1 and uniform.shape == (K, rows, columns)
+        alone = [one.uniform(rows, columns) for one in ones]
+        assert all(torch.equal(uniform[k], alone[k]) for k in range(K))
+    assert bool(((uniform >= 0) & (uniform < 1)).all()) and abs(uniform.mean().item() - 0.5) < 0.02
+    assert abs(uniform.var().item() - 1 / 12) < 0.01 and not torch.equal(uniform[0], uniform[1])
+    assert not torch.equal(ones[0].uniform(33, 70), ones[0].uniform(33, 70))
+    assert int(many.noise_counter) > 0 and many.state_dict()["uniform_counter"].item() > 0
     with pytest.raises(ValueError, match="one seed per replica"):
         sampler.sample_batch(data, _nan(2, 4, 5), _nan(2, 4, 3), many.seed, many.counter)
     with pytest.raises(ValueError, match="both"):

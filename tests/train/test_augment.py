@@ -83,7 +83,8 @@ def test_real_and_fake_go_through_it_alike_in_both_updates(kernels, monkeypatch)
     trainer = _trainer(kernels=kernels, augment="translation,cutout", augment_target=0.6)
     seen = []
     original = Augment.__call__
-    monkeypatch.setattr(Augment, "__call__", lambda self, x: (seen.append(x.shape[0]), original(self, x))[1])
+    monkeypatch.setattr(Augment, "__call__", lambda self, x, sampler=None: (seen.append(x.shape[0]),
+                                                                             original(self, x, sampler))[1])
     trainer.fit(2, log_every=2, progress=False)
     assert seen == [16, 16, 16] * 2  # per step: real and fake for D, fake for G
     assert all(torch.isfinite(torch.tensor(trainer.history["loss_d"])))

@@ -61,9 +61,27 @@ def test_a_step_launches_the_same_kernels_for_every_k(kernels, options):
         counts = {k: _step_launches(k, "philox", kernels, **options) for k in (1, 8, 128)}
     assert counts[1] == counts[8] == counts[128] == _step_launches(1, "philox", kernels, **options), counts
     assert counts[1].triton["_sample_kernel"] == 1
-    assert counts[1].triton.get("_normal_kernel", 0) == (3 if options else 0)
+    assert counts[1].triton.get("_fill_kernel", 0) == (3 if options else 0)
     assert counts[1].triton.get("_replica_adam_kernel", 0) == (2 if options else 0)
     assert _step_launches(8, "torch", kernels).total > _step_launches(1, "torch", kernels).total
+
+
+def test_augmentation_draws_every_replicas_uniforms_in_one_launch():
+    """8x8 images with translation and cutout at K = 1, 8 and 32: the same launches a step with the Philox draws
+    (one uniform fill for each of D's three inputs, the transforms once for all K); with PyTorch's generators a
+    draw per replica."""
+    def launches(k, sampler):
+        trainer = GANTrainer(*_models(features=64), _data(features=64), replicas=k, sampler=sampler,
+                             augment="translation,cutout", augment_p=0.5, augment_target=0.6,
+                             **_options(batch_size=8))
+        trainer.step()
+        return count_launches(trainer.step)[1]
+
+    with stubbed_launches():
+        counts = {k: launches(k, "philox") for k in (1, 8, 32)}
+    assert counts[1] == counts[8] == counts[32], counts
+    assert counts[1].triton["_fill_kernel"] == 3
+    assert launches(8, "torch").total > launches(1, "torch").total
 
 
 def test_the_cuda_fast_path_draws_replicas_with_philox_and_updates_them_with_flatadams_kernel():

@@ -97,8 +97,8 @@ def _describe_models(protocol: dict) -> str:
     minibatch = (f", the minibatch standard deviation over groups of {protocol['minibatch_std']} before D's last "
                  "layer") if protocol.get("minibatch_std") else ""
     return (f"ours ({protocol['preset']}): G latent {latent} -> {width} -> 2 (leaky-ReLU 0.2, linear output), "
-            f"D (2*pack) -> {width} -> 1 (leaky-ReLU 0.2{minibatch}), Adam {protocol['lr']:g}{describe_schedule(protocol)} "
-            f"{tuple(protocol['betas'])}, "
+            f"D (2*pack) -> {width} -> 1 (leaky-ReLU 0.2{minibatch}), "
+            f"Adam {protocol['lr']:g}{describe_schedule(protocol)} {tuple(protocol['betas'])}, "
             f"batch {protocol['batch'] or '128 (126 for pack 3)'} ({protocol['pack_convention']} convention), "
             f"{protocol.get('update', 'alternating')} updates, non-saturating loss unless stated. PacGAN used a "
             "4x400 BN-ReLU G and a maxout D (3x200, 5 pieces): `--preset pacgan` is that.")

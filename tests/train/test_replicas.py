@@ -621,7 +621,7 @@ def test_models_replicas_cannot_stack_are_refused():
     with pytest.raises(ValueError, match="replicas train MLPs"):
         GANTrainer(g, Odd(), _data(), replicas=2, **_options())
     dropout = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 1))
-    with pytest.raises(ValueError, match=r"'1' \(Dropout\) is not a Linear, BatchNorm1d, Maxout, MinibatchStd or one of"):
+    with pytest.raises(ValueError, match=r"'1' \(Dropout\) is not a Linear, BatchNorm1d, Maxout, MinibatchStd or one"):
         GANTrainer(g, dropout, _data(), replicas=2, **_options())
     plain_norm = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8, affine=False),
                                      torch.nn.Linear(8, 1))

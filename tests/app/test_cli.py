@@ -97,7 +97,12 @@ def test_minibatch_std_flag_is_kept_in_the_checkpoint_and_evaluated(tmp_path, ca
     assert saved["extra"]["model"]["minibatch_std"] == 4
     assert "net.4.group" not in saved["discriminator"] and saved["discriminator"]["net.5.weight"].shape == (1, 257)
     assert main(["evaluate", str(out), "--samples", "300", "--metropolis", "5"]) == 0   # D rebuilt with it
+    replicas = tmp_path / "replicas"   # a sweep: each replica's D (a StackedNet's rows) judges its samples
+    assert main(["train", "--data", "ring", "--steps", "2", "--minibatch-std", "4", "--seeds", "2", "--out",
+                 str(replicas), "--no-progress"]) == 0
     capsys.readouterr()
+    assert main(["evaluate", str(replicas), "--samples", "300", "--metropolis", "5"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["metrics"]["replicas"]) == 2
     for bad, message in ((["--minibatch-std", "1"], "group must be an integer >= 2"),
                          (["--data", "digits", "--conditional", "--minibatch-std", "4"], "--minibatch-std")):
         assert main(["train", "--steps", "2", "--out", str(tmp_path / "bad"), *bad]) == 2

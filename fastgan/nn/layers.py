@@ -17,8 +17,9 @@ def minibatch_std(h: torch.Tensor, group: int) -> torch.Tensor:
     group = min(group, n)
     lead = h.shape[:-2]
 
-    def spread(x):   # (..., groups, rows, F) -> (..., groups)
-        return x.var(dim=-2, correction=0).add(1e-8).sqrt().mean(dim=-1)
+    def spread(x):   # (..., groups, rows, F) -> (..., groups); two passes (CPU's var over rows: ~5x slower)
+        centred = x - x.mean(dim=-2, keepdim=True)
+        return centred.square().mean(dim=-2).add(1e-8).sqrt().mean(dim=-1)
 
     if n % group == 0:   # (a training batch: one reshape, the fewest launches)
         column = spread(h.reshape(*lead, n // group, group, features)).repeat_interleave(group, dim=-1)

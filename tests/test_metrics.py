@@ -225,6 +225,27 @@ def test_digits_metrics_real_vs_noise(tmp_path, monkeypatch):
     assert noise["real_floor"] == floor  # the floor does not depend on the samples
 
 
+def test_digits_figures_are_means_over_draws_of_the_floors_size():
+    """Samples in blocks of 899 (the floor's count): each figure the mean of the blocks' own, FD's standard error
+    beside it, the histogram of all samples; a count that is not a multiple is one block."""
+    real = data.digits()
+    gen = torch.Generator().manual_seed(7)
+    blocks = [real[torch.randperm(real.shape[0], generator=gen)[:899]] * 0.9 for _ in range(2)]
+    apart = [metrics.evaluate_digits(b)["generated"] for b in blocks]
+    both = metrics.evaluate_digits(torch.cat(blocks))
+    assert both["real_floor"] == metrics.evaluate_digits(blocks[0])["real_floor"]   # the floor: one block, as ever
+    fds = [a["frechet_distance"] for a in apart]
+    assert both["generated"]["draws"] == 2 and both["samples"] == 1798
+    for key in ("frechet_distance", "precision@5", "recall@3", "coverage@5", "class_kl"):
+        assert both["generated"][key] == pytest.approx(sum(a[key] for a in apart) / 2, rel=1e-6), key
+    assert both["generated"]["frechet_distance_stderr"] == pytest.approx(abs(fds[0] - fds[1]) / 2, rel=1e-6)
+    assert both["generated"]["class_histogram"] == [x + y for x, y in zip(*(a["class_histogram"] for a in apart))]
+    assert apart[0]["draws"] == 1
+    odd = metrics.evaluate_digits(torch.cat(blocks)[:1000])["generated"]
+    assert odd["draws"] == 1 and odd["frechet_distance_stderr"] is None
+    assert metrics.default_samples("digits") == metrics.DIGITS_DRAWS * 899 and metrics.default_samples("ring") == 2500
+
+
 def test_non_finite_samples_have_no_metrics_and_the_replica_summary_leaves_them_out():
     """A diverged replica's NaN samples: no metrics (digits' FD would fail in its eigen-solver), and the mean and
     standard error over replicas are those of the others."""

@@ -256,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint", type=Path,
                           help="a checkpoint.pt written by `fastgan train`, or the run's folder holding one")
     evaluate.add_argument("--samples", type=_positive(int), default=None,
-                          help="generated samples (default: 2500 for ring/grid, 899 for digits: the floor's size)")
+                          help="generated samples (default: 2500 for ring/grid; for digits 8 x 899, the floor's size: "
+                               "each figure the mean over the 8 draws)")
     evaluate.add_argument("--seed", type=int, default=QUALITY_SEED,
                           help=f"seed of the noise the samples are drawn from (default: {QUALITY_SEED}, the one "
                                "fastgan train used for metrics.json: same checkpoint, seed and device give the "

@@ -276,7 +276,7 @@ def run_digits(variants, steps, device, preset="classic"):
         start = time.perf_counter()
         trainer.fit(steps, log_every=max(1, steps // 4), progress=False)
         seconds = time.perf_counter() - start
-        samples = trainer.sample(899, seed=1)
+        samples = trainer.sample(metrics.default_samples("digits"), seed=1)   # (8 draws of 899, each figure their mean)
         result = metrics.evaluate_digits(samples)
         results[variant] = {**result, "seconds": seconds, "steps": steps}
         pictures[variant] = samples[:64].cpu()
@@ -379,7 +379,8 @@ def tables(mixtures, digits, ttq, architecture="", digits_preset="classic"):
 
 def _report(env, seeds, steps, digits_steps, mixtures, digits, ttq, architecture="", digits_preset="classic") -> str:
     runs = [f"{seeds} seeds x {steps} steps per mixture run" if mixtures else "",
-            f"digits {digits_steps} steps, 899 samples, one seed" if digits else ""]
+            f"digits {digits_steps} steps, one seed, each figure the mean over {metrics.DIGITS_DRAWS} draws of 899 "
+            "samples" if digits else ""]
     return (f"# Generation quality — {env['card']}, {env['date'][:10]}\n\n" + "; ".join(r for r in runs if r)
             + ".\n\n" + tables(mixtures, digits, ttq, architecture, digits_preset))
 

@@ -32,10 +32,13 @@ def run_train(args: argparse.Namespace) -> int:
     out: Path = args.out or Path("runs") / args.data
     checkpoint = out / "checkpoint.pt"
     preset = PRESETS[DATA_PRESETS[args.data]]
-    recipe = IMAGE_RECIPE if args.data in ("digits", "mnist") and not args.conditional else {"pack": 1, "ema": None}
+    recipe = IMAGE_RECIPE if args.data in ("digits", "mnist") and not args.conditional else \
+        {"pack": 1, "ema": None, "r1_gamma": 0.0}
     if args.pack is None:   # (a resumed run keeps the model it was trained with, packing included)
         args.pack = recipe["pack"]
-    ema_given = args.ema is not None
+    ema_given, r1_given = args.ema is not None, args.r1_gamma is not None
+    if not r1_given:
+        args.r1_gamma = [recipe["r1_gamma"]]
     schedule_given = args.lr_schedule is not None
     args.lr_schedule = lr_schedule_arg(args.lr_schedule) or ()   # (none: a constant rate)
     args.ema = recipe["ema"] if args.ema is None else (args.ema or None)   # --ema 0: off
@@ -74,6 +77,9 @@ def run_train(args: argparse.Namespace) -> int:
             args.ema = (saved.get("config") or {}).get("ema")
         if not schedule_given:   # and with its learning-rate schedule (a function of the step)
             args.lr_schedule = (saved.get("config") or {}).get("lr_schedule", ())
+        saved_r1 = (saved.get("config") or {}).get("r1_gamma", 0.0)
+        if not r1_given and isinstance(saved_r1, (int, float)):   # and its R1 weight (a sweep's: given again)
+            args.r1_gamma = [saved_r1]
         if model_config.get("data") != args.data:
             print(f"fastgan: {checkpoint} was trained on --data {model_config.get('data')}, not {args.data}",
                   file=sys.stderr)

@@ -39,20 +39,24 @@ def test_train_digits_end_to_end_then_resume(tmp_path, capsys):
 
 
 def test_the_digits_recipe_is_only_the_default(tmp_path):
-    """--pack 1 --ema 0 is the plain GAN; ring/grid and conditional runs do not get the image recipe."""
-    runs = {"plain": ["--pack", "1", "--ema", "0"], "ring": ["--data", "ring"], "conditional": ["--conditional"]}
+    """--pack 1 --ema 0 --r1-gamma 0 is the plain GAN; ring/grid and conditional runs do not get the image
+    recipe (pack 2, EMA 0.999, R1 0.1)."""
+    runs = {"plain": ["--pack", "1", "--ema", "0", "--r1-gamma", "0"], "ring": ["--data", "ring"],
+            "conditional": ["--conditional"], "recipe": []}
     for name, flags in runs.items():
         out = tmp_path / name
         assert main(["train", "--steps", "2", "--batch-size", "16", "--out", str(out), "--no-progress", *flags]) == 0
         config = json.loads((out / "metrics.json").read_text())["config"]
-        assert (config["pack"], config["ema"]) == (1, None), name
-    # a resumed run keeps the EMA and packing it was trained with, not today's defaults
-    for name in ("plain", "conditional"):
+        expected = (2, 0.999, 0.1) if name == "recipe" else (1, None, 0.0)
+        assert (config["pack"], config["ema"], config["r1_gamma"]) == expected, name
+    # a resumed run keeps the EMA, packing and R1 it was trained with, not today's defaults
+    for name in ("plain", "conditional", "recipe"):
         out = tmp_path / name
         args = ["train", "--steps", "4", "--batch-size", "16", "--out", str(out), "--no-progress", "--resume"]
         assert main(args) == 0, name
         config = json.loads((out / "metrics.json").read_text())["config"]
-        assert (config["pack"], config["ema"]) == (1, None), name
+        expected = (2, 0.999, 0.1) if name == "recipe" else (1, None, 0.0)
+        assert (config["pack"], config["ema"], config["r1_gamma"]) == expected, name
 
 
 def test_train_ring_draws_a_scatter(tmp_path):

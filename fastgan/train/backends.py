@@ -9,6 +9,8 @@ The trainers ask their backend; nothing else tests the ``kernels`` string.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -32,6 +34,7 @@ __all__ = ["Backend", "BACKENDS", "plan", "resolve_backend", "fast_path", "AUTO_
 # this many steps per graph launch (docs/benchmarks.md: the measurements behind both)
 AUTO_TRITON_MAX_BATCH = 512
 FAST_STEPS_PER_REPLAY = 8
+MAX_STEPS_PER_REPLAY = 64   # (with R1, a replay takes a multiple of r1_every steps: up to this many)
 
 
 def whole_mlp(module: torch.nn.Module) -> FusedMLP | None:
@@ -213,13 +216,16 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (Backend(), TritonBackend(), 
 def fast_path(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, str | None]:
     """``config`` with the settings it leaves automatic decided for ``device``, and the line that says so (None
     where nothing was automatic, or off CUDA). With ``fast`` on CUDA: a CUDA graph of ``FAST_STEPS_PER_REPLAY``
-    steps per replay unless R1 (a host-side schedule), a compile mode with CUDA graphs of its own or data
-    parallelism rules it out; FlatAdam up to batch ``AUTO_TRITON_MAX_BATCH`` unless data parallelism rules it out
-    (replicas: its kernel with a replica axis, and their draws in one launch); the kernels ``resolve_backend`` picks for a graphed step. Off CUDA, or with ``fast=False``: the
-    plain eager step with torch.optim.Adam."""
+    steps per replay (with R1, the least multiple of ``r1_every`` too, up to ``MAX_STEPS_PER_REPLAY``) unless a
+    compile mode with CUDA graphs of its own or data parallelism rules it out; FlatAdam up to batch
+    ``AUTO_TRITON_MAX_BATCH`` unless data parallelism rules it out (replicas: its kernel with a replica axis, and
+    their draws in one launch); the kernels ``resolve_backend`` picks for a graphed step. Off CUDA, or with
+    ``fast=False``: the plain eager step with torch.optim.Adam."""
     fast = config.fast and device.type == "cuda"
+    # a replay holds whole R1 periods (the steps with the penalty sit where the capture put them)
+    per_replay = math.lcm(FAST_STEPS_PER_REPLAY, config.r1_every) if config.has_r1 else FAST_STEPS_PER_REPLAY
     graph_blocker = next((why for why, on in (
-        ("r1_gamma's host-side schedule", config.has_r1),
+        (f"r1_every={config.r1_every} would need {per_replay} steps a replay", per_replay > MAX_STEPS_PER_REPLAY),
         (f"compile={config.compile!r} makes CUDA graphs of its own", config.compile in CUDAGRAPH_COMPILE_MODES),
         ("data_parallel's collectives", config.data_parallel)) if on), None)
     flat_blocker = "data_parallel" if config.data_parallel else None
@@ -228,7 +234,7 @@ def fast_path(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, s
         chosen["cuda_graph"] = fast and graph_blocker is None
     graph = chosen.get("cuda_graph", config.cuda_graph)
     if config.steps_per_replay is None:
-        chosen["steps_per_replay"] = FAST_STEPS_PER_REPLAY if graph else 1
+        chosen["steps_per_replay"] = per_replay if graph else 1
     if config.fused_optimizer is None:   # (measured ahead up to batch 512; beyond, torch's Adam in the graph)
         small = config.batch_size <= AUTO_TRITON_MAX_BATCH
         chosen["fused_optimizer"] = "flat" if fast and small and flat_blocker is None else False

@@ -256,9 +256,12 @@ class TrainConfig:
                              "cuda_graph=False, or compile=True (or 'max-autotune-no-cudagraphs') with "
                              "cuda_graph=True")
         self._each("r1_gamma", lambda v: _finite("r1_gamma", v, 0.0, strict=False))
-        if self.cuda_graph and self.has_r1:
-            raise ValueError("r1_gamma > 0 with cuda_graph=True is not supported: the R1 steps follow a host-side "
-                             "schedule that one captured graph cannot vary; use cuda_graph=False")
+        if self.cuda_graph and self.has_r1 and self.steps_per_replay is not None \
+                and self.steps_per_replay % self.r1_every:
+            raise ValueError(f"r1_gamma > 0 with cuda_graph=True: a replay must hold whole R1 periods (the R1 steps "
+                             f"are every r1_every={self.r1_every} steps, fixed where the graph was captured), so "
+                             f"steps_per_replay must be a multiple of {self.r1_every}, got {self.steps_per_replay}; "
+                             "or cuda_graph=False")
         self._each("lr", lambda v: _finite("lr", v, 0.0, strict=True))
         for name in ("lr_g", "lr_d"):
             if getattr(self, name) is not None:

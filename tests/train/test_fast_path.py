@@ -27,8 +27,19 @@ def test_cuda_gets_the_fastest_measured_step():
     assert large == ((True, FAST_STEPS_PER_REPLAY, False), f"fast path: torch + CUDA graph (k={FAST_STEPS_PER_REPLAY})")
 
 
+def test_r1_gets_a_graph_of_whole_r1_periods():
+    """The R1 steps sit where the capture put them: a replay holds a multiple of r1_every steps."""
+    assert _decided(r1_gamma=0.1) == ((True, 16, "flat"), f"fast path: {FUSED} + CUDA graph (k=16) + FlatAdam")
+    assert _decided(r1_gamma=0.1, r1_every=4)[0] == (True, 8, "flat")
+    assert _decided(r1_gamma=0.1, r1_every=12)[0] == (True, 24, "flat")
+    assert _decided(r1_gamma=[0.0, 1.0], replicas=2, r1_every=16)[0][:2] == (True, 16)
+    assert _decided(r1_gamma=0.1, cuda_graph=True, steps_per_replay=32)[0] == (True, 32, "flat")
+    with pytest.raises(ValueError, match="steps_per_replay must be a multiple of 16, got 8"):
+        TrainConfig(r1_gamma=0.1, cuda_graph=True, steps_per_replay=8)
+
+
 @pytest.mark.parametrize("settings, decided, reason", [
-    (dict(r1_gamma=1.0), (False, 1, "flat"), "no CUDA graph: r1_gamma's host-side schedule"),
+    (dict(r1_gamma=1.0, r1_every=100), (False, 1, "flat"), "no CUDA graph: r1_every=100 would need 200 steps a replay"),
     (dict(compile="reduce-overhead"), (False, 1, "flat"),
      "no CUDA graph: compile='reduce-overhead' makes CUDA graphs of its own"),
     (dict(data_parallel=True), (False, 1, False), "no CUDA graph: data_parallel's collectives; no FlatAdam: "

@@ -524,7 +524,7 @@ def test_compile_has_no_graph_breaks_and_equals_eager():
     (dict(replicas=2, augment="cutout", augment_p=[0.5, 1.5]), "augment_p is a probability in"),
     (dict(replicas=2, augment="cutout", augment_target=[0.6, 1.0]), "augment_target is a target"),
     (dict(replicas=2, augment_target=[0.6, None]), "name the augmentations too"),
-    (dict(replicas=2, r1_gamma=[0.0, 1.0], cuda_graph=True), "r1_gamma > 0 with cuda_graph=True"),
+    (dict(replicas=2, r1_gamma=[0.0, 1.0], cuda_graph=True, steps_per_replay=4), "r1_gamma > 0 with cuda_graph=True"),
 ])
 def test_bad_replica_settings_are_clear_errors(settings, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -173,7 +173,7 @@ def _models():
     ({"real_label": 0.0}, ValueError, "real_label"),
     ({"compile": "fastest"}, ValueError, "compile must be"),
     ({"cuda_graph": True}, ValueError, "cuda_graph=True needs a CUDA device"),
-    ({"cuda_graph": True, "r1_gamma": 1.0}, ValueError, "r1_gamma > 0 with cuda_graph=True"),
+    ({"cuda_graph": True, "r1_gamma": 1.0, "steps_per_replay": 8}, ValueError, "a multiple of 16, got 8"),
     ({"cuda_graph": True, "compile": "reduce-overhead"}, ValueError, "CUDA graphs of its own"),
     ({"cuda_graph": True, "compile": "max-autotune"}, ValueError, "CUDA graphs of its own"),
     ({"fused_optimizer": "apex"}, ValueError, "fused_optimizer must be"),

@@ -63,6 +63,7 @@ def make_replica_step(t):
 
     def generator(z, y):
         return compiled_generator(z, y) if conditional else compiled_generator(z)
+
     cudagraph_trees = config.compile in CUDAGRAPH_COMPILE_MODES
     autocast = forward_autocast(config.precision, device)
 

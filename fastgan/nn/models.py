@@ -117,12 +117,17 @@ def _normal_init_(module: nn.Module, std: float) -> nn.Module:
     return module
 
 
-def _reset_then_normal_(module: nn.Module, std: float) -> None:
-    """What constructing ``module`` and ``_normal_init_`` draw, in that order, from the global RNG: every
-    submodule's ``reset_parameters()`` (pre-order), then the normal weights."""
+def _reset_submodules(module: nn.Module) -> None:
+    """Every submodule's ``reset_parameters()`` in pre-order: what constructing ``module`` draws."""
     for m in module.modules():
         if m is not module and hasattr(m, "reset_parameters"):
             m.reset_parameters()
+
+
+def _reset_then_normal_(module: nn.Module, std: float) -> None:
+    """What constructing ``module`` and ``_normal_init_`` draw, in that order, from the global RNG: every
+    submodule's ``reset_parameters()`` (pre-order), then the normal weights."""
+    _reset_submodules(module)
     _normal_init_(module, std)
 
 
@@ -243,9 +248,7 @@ class ProjectionDiscriminator(nn.Module):
     def reset_parameters(self) -> None:
         """Fresh weights as construction draws them (each layer's own reset, then the embedding's N(0, 1/h));
         ``fastgan.replicas`` initialises each replica with this."""
-        for m in self.modules():
-            if m is not self and hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+        _reset_submodules(self)
         nn.init.normal_(self.embed.weight, std=self.hidden[-1] ** -0.5)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

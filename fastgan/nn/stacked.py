@@ -165,6 +165,19 @@ def check_stackable(model: nn.Module) -> None:
         _layer_plan(model)
 
 
+def _stack_parameters(modules) -> nn.Parameter:
+    """``(K, P)``: row k holds ``modules[k]``'s parameters, flattened in ``parameters()`` order (fp32, CPU)."""
+    return nn.Parameter(torch.stack([torch.cat([p.detach().reshape(-1).cpu() for p in m.parameters()]).float()
+                                     for m in modules]))
+
+
+@torch.no_grad()
+def _copy_row(module: nn.Module, row: torch.Tensor, sizes: list[int]) -> None:
+    """``module``'s parameters, in ``parameters()`` order, from ``row`` (pieces of ``sizes``)."""
+    for p, piece in zip(module.parameters(), row.split(sizes)):
+        p.copy_(piece.view_as(p))
+
+
 def _stacked_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str,
                     slope: float, kernels: str) -> torch.Tensor:
     """One Linear and its activation for K models at once, ``(K, N, in) -> (K, N, out)``: a batched matmul, or
@@ -249,8 +262,7 @@ class StackedMLP(nn.Module):
         self.kernels = kernels
         self.negative_slope = self.spec.negative_slope
         # a row: the Sequential's parameters in order (W_0, b_0, W_1, ...), the whole-MLP kernels' layout
-        self.flat = nn.Parameter(torch.stack([torch.cat([p.detach().reshape(-1).cpu() for p in
-                                                         _mlp_of(m)[0].parameters()]).float() for m in models]))
+        self.flat = _stack_parameters([_mlp_of(m)[0] for m in models])
 
     @property
     def replicas(self) -> int:
@@ -320,8 +332,7 @@ class StackedNet(nn.Module):
         self.train(models[0].training)   # as the single run: a template in eval mode normalises by running stats
         self.kernels = kernels
         seqs = [_sequential_of(m) for m in models]
-        self.flat = nn.Parameter(torch.stack([torch.cat([p.detach().reshape(-1).cpu() for p in seq.parameters()])
-                                              .float() for seq in seqs]))
+        self.flat = _stack_parameters(seqs)
         self.sizes: list[int] = []   # each parameter's size in a row, in order
         for step in self.plan:
             if step[0] == "linear":
@@ -376,8 +387,7 @@ class StackedNet(nn.Module):
         (shaped like the template)."""
         flat = self.flat if flat is None else flat
         seq = _sequential_of(model)
-        for p, piece in zip(seq.parameters(), flat[k].split(self.sizes)):
-            p.copy_(piece.view_as(p))
+        _copy_row(seq, flat[k], self.sizes)
         for j, m in enumerate(c for c in seq.children() if type(c) is nn.BatchNorm1d):
             for name in ("running_mean", "running_var", "num_batches_tracked"):
                 getattr(m, name).copy_(getattr(self, f"bn{j}_{name}")[k])
@@ -401,8 +411,7 @@ class StackedConditional(nn.Module):
             raise ValueError("replicas stack models of one structure; these differ")
         self.kernels = kernels
         self.sizes = [p.numel() for p in template.parameters()]
-        self.flat = nn.Parameter(torch.stack([torch.cat([p.detach().reshape(-1).cpu() for p in m.parameters()])
-                                              .float() for m in models]))
+        self.flat = _stack_parameters(models)
         self.register_buffer("onehot", torch.eye(self.num_classes), persistent=False)
 
     @property
@@ -429,7 +438,5 @@ class StackedConditional(nn.Module):
     @torch.no_grad()
     def load_into(self, model: nn.Module, k: int, flat: torch.Tensor | None = None) -> nn.Module:
         """Copy replica ``k``'s weights (from ``flat``, default mine) into ``model`` (shaped like the template)."""
-        flat = self.flat if flat is None else flat
-        for p, piece in zip(model.parameters(), flat[k].split(self.sizes)):
-            p.copy_(piece.view_as(p))
+        _copy_row(model, (self.flat if flat is None else flat)[k], self.sizes)
         return model

@@ -107,6 +107,19 @@ _TRANSFORM = {"translation": _translation, "cutout": _cutout, "brightness": _bri
               "flip": _flip}
 
 
+def _draws(transforms: tuple[str, ...]) -> int:
+    """Uniforms per sample and call: per transform one to decide and its parameters."""
+    return sum(1 + PARAMETERS[name] for name in transforms)
+
+
+def _adapted(r: torch.Tensor, p: torch.Tensor, signs: torch.Tensor, target, speed: float,
+             r_decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """ADA's update, new ``(r, p)``: r the running mean of D's ``signs`` on real data (each an
+    E[sign(D(real))]), p moved by ``speed`` toward the side that brings r to ``target``, kept in [0, 1]."""
+    r = r.clone().mul_(r_decay).add_(signs, alpha=1 - r_decay)
+    return r, p.clone().add_(torch.sign(r - target), alpha=speed).clamp_(0.0, 1.0)
+
+
 class Augment:
     """Applies ``transforms`` with probability ``p`` per sample and transform; adapts ``p`` toward ``target``.
 
@@ -118,7 +131,7 @@ class Augment:
     def __init__(self, transforms: tuple[str, ...], features: int, p: float, target: float | None,
                  rng: torch.Generator, device: torch.device, speed: float = 0.005, r_decay: float = 0.99):
         self.transforms, self.side, self.rng = transforms, _side(features), rng
-        self.draws = sum(1 + PARAMETERS[name] for name in transforms)   # uniforms per sample and call
+        self.draws = _draws(transforms)
         self.target, self.speed, self.r_decay = target, speed, r_decay
         self.p = torch.full((), float(p), device=device)
         self.r = torch.zeros((), device=device)  # running E[sign(D(real))]
@@ -135,8 +148,10 @@ class Augment:
         if self.target is None:
             return
         with torch.no_grad():
-            self.r.mul_(self.r_decay).add_(real_logits.detach().float().sign().mean(), alpha=1 - self.r_decay)
-            self.p.add_(torch.sign(self.r - self.target), alpha=self.speed).clamp_(0.0, 1.0)
+            r, p = _adapted(self.r, self.p, real_logits.detach().float().sign().mean(), self.target, self.speed,
+                            self.r_decay)
+            self.r.copy_(r)
+            self.p.copy_(p)
 
     def state_dict(self) -> dict:
         return {"p": self.p.clone(), "r": self.r.clone()}
@@ -159,7 +174,7 @@ class ReplicaAugment:
         if len(ps) != len(generators) or len(targets) != len(generators):
             raise ValueError("one start p, target and generator per replica")
         self.transforms, self.side, self.generators = transforms, _side(features), generators
-        self.draws = sum(1 + PARAMETERS[name] for name in transforms)
+        self.draws = _draws(transforms)
         self.speed, self.r_decay = speed, r_decay
         self.p = torch.tensor([float(p) for p in ps], device=device)
         self.r = torch.zeros(len(ps), device=device)
@@ -183,15 +198,14 @@ class ReplicaAugment:
         return out.reshape(k, b, features)
 
     def observe(self, real_logits: torch.Tensor) -> None:
-        """``real_logits``: (K, ...), replica k's steering replica k's p: ``Augment.observe``'s arithmetic for
-        every replica with a target at once (device ops only)."""
+        """``real_logits``: (K, ...), replica k's steering replica k's p: ``Augment.observe``'s update for every
+        replica with a target at once (device ops only)."""
         if not self.adaptive:
             return
         with torch.no_grad():
             signs = real_logits.detach().float().sign().flatten(1).mean(dim=1)
-            r = self.r.clone().mul_(self.r_decay).add_(signs, alpha=1 - self.r_decay)
+            r, p = _adapted(self.r, self.p, signs, self.target, self.speed, self.r_decay)
             self.r.copy_(torch.where(self.steered, r, self.r))
-            p = self.p.clone().add_(torch.sign(self.r - self.target), alpha=self.speed).clamp_(0.0, 1.0)
             self.p.copy_(torch.where(self.steered, p, self.p))
 
     def state_dict(self) -> dict:

@@ -357,8 +357,8 @@ def evaluate_digits(samples: torch.Tensor, device=None, k: tuple[int, ...] = (3,
     The reference set is a fixed random half of the 1,797 real digits; the floor compares it with the
     other half (899 digits), at the same sample count, so FD's small-sample bias is the same on both sides.
     ``N`` a multiple of 899 (``DIGITS_DRAWS`` blocks, ``default_samples``): every figure is the mean over the
-    blocks of 899, each compared as the floor is (FD of one block of 899 from one model moves by +-1 to 3 from
-    draw to draw: the 128 features' covariance from 899 samples), with FD's standard error over the blocks
+    blocks of 899, each compared as the floor is (one block's FD is noisy: the 128 features' covariance from 899
+    samples; docs/notes/2026-12-06-minibatch-std-and-fd-noise.md), with FD's standard error over the blocks
     and the class histogram of all samples; any other ``N``: one block of all of them.
     """
     if samples.dim() != 2 or samples.shape[1] != 784:

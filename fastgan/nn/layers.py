@@ -17,7 +17,7 @@ def minibatch_std(h: torch.Tensor, group: int) -> torch.Tensor:
     group = min(group, n)
     lead = h.shape[:-2]
 
-    def spread(x):   # (..., groups, rows, F) -> (..., groups); two passes (CPU's var over rows: ~5x slower)
+    def spread(x):   # (..., groups, rows, F) -> (..., groups); two passes: CPU's var over a middle dim is slow
         centred = x - x.mean(dim=-2, keepdim=True)
         return centred.square().mean(dim=-2).add(1e-8).sqrt().mean(dim=-1)
 

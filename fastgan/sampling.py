@@ -2,8 +2,9 @@
 
 ``generate`` (G from seeded noise), ``rejection_sample`` (discriminator rejection sampling),
 ``metropolis_sample`` (Metropolis-Hastings over D's scores, with independent or latent-step proposals),
-``calibrate_discriminator`` (D trained further against the G sampled from), and ``SampleOptions``: the
-validated way a trainer's ``sample`` lets D guide it.
+``calibrate_discriminator`` (D trained further against the G sampled from), ``jacobian_sample`` (G's samples
+kept by its own Jacobian: the ones it stretched between modes left out, no D), and ``SampleOptions``: the
+validated way a trainer's ``sample`` picks among G's samples.
 """
 from __future__ import annotations
 
@@ -15,10 +16,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import ops
 from .checks import positive_int
 from .nn.checks import check_gan_models, check_labels
 
-__all__ = ["generate", "rejection_sample", "metropolis_sample", "calibrate_discriminator", "SampleOptions"]
+__all__ = ["generate", "rejection_sample", "metropolis_sample", "calibrate_discriminator", "jacobian_sample",
+           "SampleOptions"]
+
+# jacobian_sample's default: a sample is kept when G's Jacobian norm there is at most this many times the median
+JACOBIAN_FACTOR = 8.0
 
 
 @torch.no_grad()
@@ -201,6 +207,65 @@ def metropolis_sample(generator: nn.Module, discriminator: nn.Module, n: int, la
     return state, taken / (n * chain)
 
 
+def jacobian_norms(generator: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(G(z), ||dG/dz||_F per row)``: the Frobenius norm (float64) of G's Jacobian at each latent point, from
+    one forward-mode pass per latent dimension (||J||_F^2 = sum_j ||J e_j||^2), on the ops' reference path."""
+    total = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
+    with ops.reference_path(), torch.no_grad():   # (forward mode: dual tensors, no graph kept)
+        for j in range(z.shape[1]):
+            direction = torch.zeros_like(z)
+            direction[:, j] = 1.0
+            x, tangent = torch.func.jvp(generator, (z,), (direction,))
+            total += tangent.reshape(z.shape[0], -1).double().square().sum(dim=1)
+    return x, total.sqrt()
+
+
+@torch.no_grad()
+def jacobian_sample(generator: nn.Module, n: int, latent_dim: int, seed: int = 0, device="cpu",
+                    factor: float = JACOBIAN_FACTOR, batch: int = 4096,
+                    max_candidates: int | None = None) -> tuple[torch.Tensor, float]:
+    """G's samples kept by its own Jacobian (Tanielian et al. 2020, "Learning disconnected manifolds: a no GAN's
+    land"): ``(n samples, acceptance rate)``.
+
+    G maps a connected latent space continuously, so to put its mass on separate modes it stretches a thin band
+    of latent space across each gap, and that band's samples are the ones between the modes. The norm of G's
+    Jacobian, ||dG/dz||_F, sees the stretch: a candidate is kept when its norm is at most ``factor`` times the
+    median norm of the first ``batch`` candidates. No D takes part, so the modes keep G's own shapes and shares
+    (a sampler that sharpens D's verdict, as ``metropolis_sample`` with ``sharpen > 1``, narrows each mode
+    towards what D scores best). Candidates come from ``generate`` with ``seed`` (then ``seed + 1``, ...), so the
+    result is reproducible. Unconditional G; ``max_candidates`` (default 200 n) bounds the work: reaching it
+    is a RuntimeError naming the acceptance rate.
+    """
+    if getattr(generator, "num_classes", None) is not None:
+        raise ValueError("Jacobian sampling is for unconditional GANs (this generator takes labels)")
+    n, latent_dim, batch = positive_int("n", n), positive_int("latent_dim", latent_dim), positive_int("batch", batch)
+    factor = _check_factor(factor)
+    limit = max_candidates or 200 * n
+    kept, count, drawn, threshold = [], 0, 0, None
+    with _eval_mode(generator):
+        while count < n:
+            if drawn >= limit:
+                raise RuntimeError(f"Jacobian sampling kept {count / max(drawn, 1):.2%} of {drawn} candidates, "
+                                   f"short of {n} samples: raise the factor or max_candidates")
+            samples, norms = jacobian_norms(generator, _noise(batch, latent_dim, seed + drawn // batch, device))
+            if not torch.isfinite(norms).all():
+                raise FloatingPointError("G's Jacobian is not finite at every candidate: it cannot pick samples")
+            if threshold is None:
+                threshold = factor * norms.median()
+            keep = samples[norms <= threshold]
+            kept.append(keep)
+            count += keep.shape[0]
+            drawn += batch
+    return torch.cat(kept)[:n], count / drawn
+
+
+def _check_factor(factor) -> float:
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1.0 <= factor < float("inf"):
+        raise ValueError(f"the Jacobian factor must be a finite number >= 1 (samples kept up to that many times "
+                         f"the median norm), got {factor!r}")
+    return float(factor)
+
+
 def _check_quantile(quantile) -> float:
     if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0.0 <= quantile < 1.0:
         raise ValueError(f"quantile must be a number in [0, 1), got {quantile!r}")
@@ -221,12 +286,13 @@ def _check_step_size(step_size, name: str = "step_size") -> float:
 
 @dataclass(frozen=True)
 class SampleOptions:
-    """How D guides a trainer's ``sample``, validated once (``from_arguments`` takes ``sample``'s keywords).
+    """How a trainer's ``sample`` picks among G's samples, validated once (``from_arguments`` takes ``sample``'s
+    keywords).
 
     ``quantile``: rejection sampling at that quantile; ``chain``: Metropolis-Hastings with chains of that length,
-    ``sharpen`` its beta and ``step_size`` its proposals' latent step; at most one of the two, or neither (plain
-    draws). ``calibrate``: steps of ``calibrate_discriminator`` (Adam ``calibrate_lr``, ``calibrate_batch`` rows)
-    before D judges."""
+    ``sharpen`` its beta and ``step_size`` its proposals' latent step; ``jacobian``: ``jacobian_sample`` with that
+    factor (no D); at most one of the three, or none (plain draws). ``calibrate``: steps of
+    ``calibrate_discriminator`` (Adam ``calibrate_lr``, ``calibrate_batch`` rows) before D judges."""
     quantile: float | None = None
     chain: int | None = None
     sharpen: float = 1.0
@@ -234,13 +300,15 @@ class SampleOptions:
     calibrate: int = 0
     calibrate_lr: float = 1e-4
     calibrate_batch: int = 500
+    jacobian: float | None = None
 
     @classmethod
     def from_arguments(cls, rejection=False, metropolis=0, sharpen=1.0, metropolis_step=1.0, calibrate=0,
-                       calibrate_lr=1e-4, calibrate_batch=500) -> SampleOptions:
+                       calibrate_lr=1e-4, calibrate_batch=500, jacobian=False) -> SampleOptions:
         """``sample``'s keywords: ``rejection`` False / True (quantile 0.8) / a quantile in [0, 1); ``metropolis``
         0 / a chain length; ``sharpen`` >= 1 and ``metropolis_step`` in (0, 1] only with a chain; ``calibrate``
-        only with one of the two. ``ValueError`` naming the keyword otherwise."""
+        only with one of the two; ``jacobian`` False / True (factor ``JACOBIAN_FACTOR``) / a factor >= 1, alone.
+        ``ValueError`` naming the keyword otherwise."""
         quantile = None if rejection is False else 0.8 if rejection is True else _check_quantile(rejection)
         if isinstance(metropolis, bool) and metropolis is not False or not isinstance(metropolis, int) \
                 or metropolis < 0:
@@ -259,20 +327,32 @@ class SampleOptions:
             raise ValueError("calibrate calibrates D for rejection or Metropolis-Hastings sampling: pass "
                              "rejection=QUANTILE or metropolis=CHAIN with it")
         check_calibration_settings(calibrate_lr, calibrate_batch, "calibrate_")
-        return cls(quantile, chain, sharpen, step_size, calibrate, calibrate_lr, calibrate_batch)
+        factor = None if jacobian is False else JACOBIAN_FACTOR if jacobian is True else _check_factor(jacobian)
+        if factor is not None and (quantile is not None or chain is not None):
+            raise ValueError("jacobian picks G's samples without D: pass it without rejection or metropolis")
+        return cls(quantile, chain, sharpen, step_size, calibrate, calibrate_lr, calibrate_batch, factor)
 
     @property
     def guided(self) -> bool:
+        """Whether D picks the samples (rejection or Metropolis-Hastings)."""
         return self.quantile is not None or self.chain is not None
+
+    @property
+    def picked(self) -> bool:
+        """Whether the samples are picked among G's candidates (an acceptance rate comes with them)."""
+        return self.guided or self.jacobian is not None
 
     def draw(self, generator: nn.Module, discriminator: nn.Module, real: torch.Tensor, n: int, latent_dim: int,
              seed: int, device, pack: int, labels=None) -> tuple[torch.Tensor, float | None]:
         """``(samples, acceptance)``: ``n`` of ``generator``'s samples, picked by ``discriminator`` (calibrated
-        on ``real`` first when asked) as these options say; plain draws (acceptance None) when unguided."""
-        if not self.guided:
+        on ``real`` first when asked) or by G's Jacobian as these options say; plain draws (acceptance None)
+        when neither picks."""
+        if not self.picked:
             return generate(generator, n, latent_dim, seed, device, labels=labels), None
         if labels is not None:
-            raise ValueError("rejection and Metropolis-Hastings sampling are for unconditional GANs")
+            raise ValueError("rejection, Metropolis-Hastings and Jacobian sampling are for unconditional GANs")
+        if self.jacobian is not None:
+            return jacobian_sample(generator, n, latent_dim, seed, device, self.jacobian)
         with _eval_mode(discriminator):
             judge = discriminator if not self.calibrate else calibrate_discriminator(
                 generator, discriminator, real, latent_dim, self.calibrate, seed, device, pack,

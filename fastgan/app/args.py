@@ -10,6 +10,7 @@ import torch
 
 from .. import data as datasets
 from ..nn.presets import PRESETS
+from ..sampling import JACOBIAN_FACTOR
 from ..train.config import KERNELS, LOSSES, PACK_CONVENTIONS, PER_REPLICA, PRECISIONS, SAMPLERS, UPDATES, TrainConfig
 from .sweep import sweep_of
 
@@ -73,6 +74,13 @@ def _quantile(text):
     value = float(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be a quantile in [0, 1), got {text}")
+    return value
+
+
+def _factor(text):
+    value = float(text)
+    if not 1 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite factor >= 1, got {text}")
     return value
 
 
@@ -283,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --metropolis: propose in G's latent space, z' = sqrt(1 - S^2) z + S noise, S in "
                                "(0, 1] (default 1: independent proposals, MH-GAN's); a small S (e.g. 0.1) refines "
                                "each sample within its mode and keeps G's mode shares")
+    evaluate.add_argument("--jacobian", type=_factor, nargs="?", const=JACOBIAN_FACTOR, default=None, metavar="F",
+                          help="instead of D: keep G's samples where the norm of its Jacobian is at most F times the "
+                               f"median (default {JACOBIAN_FACTOR:g}): the samples G stretched between modes left out, "
+                               "the modes kept as G draws them. Unconditional runs.")
     evaluate.add_argument("--calibrate", type=_positive(int), default=None, metavar="N",
                           help="with --rejection or --metropolis: first train a copy of the checkpoint's D N steps "
                                "(e.g. 2000) against the generator sampled from, G held fixed, on the run's data, so D "

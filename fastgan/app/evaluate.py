@@ -53,6 +53,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"fastgan: --metropolis-step {args.metropolis_step:g}: the proposals' step, a number in (0, 1] with "
               "--metropolis L", file=sys.stderr)
         return 2
+    if args.jacobian is not None and guided:
+        print("fastgan: --jacobian picks G's samples without D: pass it without --rejection or --metropolis",
+              file=sys.stderr)
+        return 2
     if args.calibrate is not None and not guided:
         print("fastgan: --calibrate calibrates D for rejection or Metropolis-Hastings sampling: add --rejection Q "
               "or --metropolis L", file=sys.stderr)
@@ -60,8 +64,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if model["data"] not in ("digits", "ring", "grid"):
         print("fastgan: evaluate knows digits, ring and grid; MNIST needs its own classifier", file=sys.stderr)
         return 2
-    if guided and model.get("num_classes"):
-        option = "--rejection" if args.rejection is not None else "--metropolis"
+    if (guided or args.jacobian is not None) and model.get("num_classes"):
+        option = ("--rejection" if args.rejection is not None else "--metropolis" if args.metropolis is not None
+                  else "--jacobian")
         print(f"fastgan: {option} is for unconditional runs (this checkpoint's GAN takes labels)", file=sys.stderr)
         return 2
     device = resolve_device(args.device)
@@ -73,7 +78,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     real = datasets.load(model["data"], device=device) if args.calibrate else None
     options = SampleOptions.from_arguments(False if args.rejection is None else args.rejection, args.metropolis or 0,
                                            args.sharpen, args.metropolis_step, args.calibrate or 0,
-                                           args.calibrate_lr, args.calibrate_batch)   # (checked above: one-line errors)
+                                           args.calibrate_lr, args.calibrate_batch,
+                                           False if args.jacobian is None else args.jacobian)   # (checked above)
 
     # a conditional GAN's samples: each class in turn (what fastgan train's metrics ask for)
     labels = torch.arange(n, device=device) % model["num_classes"] if model.get("num_classes") else None
@@ -110,16 +116,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
             discriminator.load_state_dict(state["discriminator"])
             discriminator.to(device).eval()
         result = quality_metrics.evaluate(model["data"], draw(generator, discriminator), labels)
+    rate = acceptance[0] if len(acceptance) == 1 else acceptance
+    if args.jacobian is not None:
+        sampling = {"jacobian_factor": args.jacobian, "acceptance": rate}
+    elif guided:
+        sampling = {**({"rejection_quantile": args.rejection} if args.rejection is not None
+                       else {"metropolis_chain": args.metropolis, "sharpen": args.sharpen,
+                             "metropolis_step": args.metropolis_step}),
+                    "calibrate": args.calibrate or 0,
+                    **({"calibrate_lr": args.calibrate_lr, "calibrate_batch": args.calibrate_batch}
+                       if args.calibrate else {}),
+                    "acceptance": rate}
+    else:
+        sampling = "plain"
     report = {"checkpoint": str(args.checkpoint), "step": state["step"], "data": model["data"],
-              "weights": weights, "samples": n, "seed": args.seed,
-              "sampling": "plain" if not guided else {
-                  **({"rejection_quantile": args.rejection} if args.rejection is not None
-                     else {"metropolis_chain": args.metropolis, "sharpen": args.sharpen,
-                           "metropolis_step": args.metropolis_step}),
-                  "calibrate": args.calibrate or 0,
-                  **({"calibrate_lr": args.calibrate_lr, "calibrate_batch": args.calibrate_batch}
-                     if args.calibrate else {}),
-                  "acceptance": acceptance[0] if len(acceptance) == 1 else acceptance},
+              "weights": weights, "samples": n, "seed": args.seed, "sampling": sampling,
               "device": str(device), "metrics": result,
               **({"per_setting": per_setting(grid, figures)} if grid is not None else {}),
               "seconds": round(time.perf_counter() - start, 2)}

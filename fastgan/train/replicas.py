@@ -189,16 +189,16 @@ class ReplicaTrainer(Trainer):
     def sample(self, n: int, seed: int = 0, ema: bool | None = None, labels=None, rejection: bool | float = False,
                replica: int | None = None, calibrate: int = 0, calibrate_lr: float = 1e-4,
                calibrate_batch: int = 500, metropolis: int = 0, sharpen: float = 1.0,
-               metropolis_step: float = 1.0) -> torch.Tensor:
+               metropolis_step: float = 1.0, jacobian: bool | float = False) -> torch.Tensor:
         """Replica ``replica``'s ``n`` samples, as its single run's ``sample(n, seed)`` gives them; with
         ``replica=None``, every replica's: ``(K, n, features)``. A conditional GAN takes ``labels`` as
         ``GANTrainer.sample`` does. EMA weights when kept (``ema=False``: raw).
-        ``rejection``, ``metropolis`` (``sharpen``, ``metropolis_step``) and ``calibrate`` (``calibrate_lr``,
-        ``calibrate_batch``): as ``GANTrainer.sample``, each replica judged by its own D; ``self.last_acceptance``
-        is the rate kept (a list, one per replica, with ``replica=None``)."""
+        ``rejection``, ``metropolis`` (``sharpen``, ``metropolis_step``), ``calibrate`` (``calibrate_lr``,
+        ``calibrate_batch``) and ``jacobian``: as ``GANTrainer.sample``, each replica picked by its own D or G;
+        ``self.last_acceptance`` is the rate kept (a list, one per replica, with ``replica=None``)."""
         n = positive_int("n", n)
         options = SampleOptions.from_arguments(rejection, metropolis, sharpen, metropolis_step, calibrate,
-                                               calibrate_lr, calibrate_batch)   # refused before any work
+                                               calibrate_lr, calibrate_batch, jacobian)   # refused before any work
         if ema and self.ema_flat is None:
             raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
         use_ema = self.ema_flat is not None and ema is not False
@@ -210,7 +210,7 @@ class ReplicaTrainer(Trainer):
                                          labels)
             out.append(samples)
             rates.append(rate)
-        if options.guided:
+        if options.picked:
             self.last_acceptance = rates[0] if replica is not None else rates
         return out[0] if replica is not None else torch.stack(out)
 

@@ -205,7 +205,7 @@ class GANTrainer(Trainer):
     def sample(self, n: int, seed: int = 0, ema: bool | None = None, labels=None,
                rejection: bool | float = False, calibrate: int = 0, calibrate_lr: float = 1e-4,
                calibrate_batch: int = 500, metropolis: int = 0, sharpen: float = 1.0,
-               metropolis_step: float = 1.0) -> torch.Tensor:
+               metropolis_step: float = 1.0, jacobian: bool | float = False) -> torch.Tensor:
         """``n`` generator samples from noise drawn with its own ``seed`` (training RNG untouched).
 
         Uses the EMA generator when one is kept (``ema=None`` or ``True``), the raw one with ``ema=False``.
@@ -223,10 +223,13 @@ class GANTrainer(Trainer):
         from, held fixed, on the training data (``fastgan.sampling.calibrate_discriminator``), so D judges that
         generator (the EMA one included) and the modes keep their balance; the trained D is untouched.
         The copy trains with Adam at ``calibrate_lr`` on ``calibrate_batch`` real and as many generated rows a step.
+        ``jacobian=True`` (or a factor >= 1, default 8) instead of D: G's samples where its Jacobian norm is at
+        most that many times the median (``fastgan.sampling.jacobian_sample``: the samples G stretched between
+        modes left out; the modes keep G's shapes and shares; the rate kept in ``self.last_acceptance``).
         """
         n = positive_int("n", n)
         options = SampleOptions.from_arguments(rejection, metropolis, sharpen, metropolis_step, calibrate,
-                                               calibrate_lr, calibrate_batch)   # refused before any work
+                                               calibrate_lr, calibrate_batch, jacobian)   # refused before any work
         if ema and self.ema is None:
             raise ValueError("this trainer keeps no EMA generator (pass ema=DECAY to GANTrainer)")
         generator = self.ema.module if self.ema is not None and ema is not False else self.generator

@@ -213,6 +213,22 @@ def test_stabilisation_flags_and_evaluate(tmp_path, capsys):
         assert "proposals' step" in err and len(err.strip().splitlines()) == 1, err
     assert main(["evaluate", str(out), "--rejection", "0.5", "--metropolis", "30"]) == 2
     assert "pass one" in capsys.readouterr().err
+    # G's own Jacobian picks the samples instead of D: the API's jacobian_sample
+    from fastgan.sampling import jacobian_sample
+    assert main(["evaluate", str(out), "--samples", "500", "--jacobian"]) == 0
+    picked = json.loads(capsys.readouterr().out)
+    kept, rate = jacobian_sample(g, 500, state["extra"]["model"]["latent_dim"], report["seed"], "cpu")
+    assert picked["sampling"] == {"jacobian_factor": 8.0, "acceptance": rate}
+    assert quality.evaluate_mixture(kept, "ring") == picked["metrics"]
+    assert main(["evaluate", str(out), "--samples", "500", "--jacobian", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["sampling"]["jacobian_factor"] == 3.0
+    for bad in (["--jacobian", "--metropolis", "30"], ["--jacobian", "--rejection", "0.5"]):
+        assert main(["evaluate", str(out), *bad]) == 2
+        err = capsys.readouterr().err
+        assert "without D" in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(out), "--jacobian", "0.5"])
+    assert "factor >= 1" in capsys.readouterr().err
     assert main(["evaluate", str(out), "--calibrate", "40"]) == 2
     assert "--metropolis L" in capsys.readouterr().err
     # an MNIST run is refused up front, in one line (evaluate has no MNIST classifier, nor --data-root)

@@ -203,11 +203,12 @@ def quality_curves(folder: Path) -> list[str]:
         for row in data["curve"]:
             m, h, k = (row["summary"][key][0] for key in ("modes", "high_quality", "kl"))
             line = f"  {row['steps']:7d} steps {row['seconds']:6.0f} s: modes {m:5.2f}  HQ {100 * h:5.1f}%  KL {k:.3f}"
-            for key in ("rejection", "calibrated", "metropolis"):   # reported apart: the same checkpoint, guided
+            for key in ("rejection", "calibrated", "metropolis", "jacobian"):   # apart: the same checkpoint, picked
                 if key in row:
                     r = row[key]["summary"]
                     steps_d = f" (D +{row[key]['calibrate']} steps)" if row[key].get("calibrate") else ""
-                    setting = f"{row[key]['quantile']:g}" if key != "metropolis" else _chain(row[key])
+                    setting = (_chain(row[key]) if key == "metropolis" else f"{row[key]['factor']:g}"
+                               if key == "jacobian" else f"{row[key]['quantile']:g}")
                     line += (f"  | {key}{steps_d} {setting}: HQ {100 * r['high_quality'][0]:5.1f}%  "
                              f"KL {r['kl'][0]:.3f}")
             lines.append(line)

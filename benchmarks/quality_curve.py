@@ -49,6 +49,7 @@ import fastgan  # noqa: E402
 from fastgan import metrics  # noqa: E402
 from fastgan.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from fastgan.app.args import lr_milestone, lr_schedule_arg  # noqa: E402
+from fastgan.sampling import JACOBIAN_FACTOR  # noqa: E402
 
 
 def _reached(result: dict, kind: str) -> bool:
@@ -64,7 +65,7 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
           report=None, rejection: float | None = None, check_every: int = 0, calibrate: int = 0,
           checkpoint: Path | None = None, calibrate_lr: float = 1e-4, calibrate_batch: int = 500,
           resume: dict | None = None, first_seed: int = 0, metropolis: int = 0, sharpen: float = 1.0,
-          metropolis_step: float = 1.0, **options) -> list[dict]:
+          metropolis_step: float = 1.0, jacobian: float | None = None, **options) -> list[dict]:
     """The rows (one per checkpoint); ``report(rows, first, pictures)`` after each (``pictures``: the first seed's
     samples at that checkpoint), so a run stopped by a time limit keeps what it measured.
 
@@ -74,7 +75,8 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
     sampled from (``sample(calibrate=N, calibrate_lr=..., calibrate_batch=...)``), under ``row["calibrated"]``.
     ``metropolis=L``: also with Metropolis-Hastings over D's scores, chains of L proposals (``sample(metropolis=L,
     sharpen=sharpen, metropolis_step=metropolis_step)``, each D calibrated first when ``calibrate``), under
-    ``row["metropolis"]``.
+    ``row["metropolis"]``. ``jacobian=F``: also with G's samples kept by its own Jacobian (``sample(jacobian=F)``,
+    no D), under ``row["jacobian"]``.
     ``checkpoint``: the trainer is saved
     there at each checkpoint (to evaluate it again later: ``fastgan evaluate`` reads it). ``check_every``: every
     that many steps, each seed's 2,500 samples (seed 20,000 + k, not the checkpoints') are checked for every mode
@@ -124,7 +126,8 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
         guides = ([("rejection", 0, {"rejection": rejection})] if rejection is not None else []) + (
             [("calibrated", calibrate, {"rejection": rejection})] if rejection is not None and calibrate else []) + (
             [("metropolis", calibrate, {"metropolis": metropolis, "sharpen": sharpen,
-                                        "metropolis_step": metropolis_step})] if metropolis else [])
+                                        "metropolis_step": metropolis_step})] if metropolis else []) + (
+            [("jacobian", 0, {"jacobian": jacobian})] if jacobian is not None else [])
         for key, steps_d, guide in guides:
             kept = []
             for j in range(seeds):
@@ -133,17 +136,19 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
                 kept.append({**metrics.evaluate_mixture(guided, kind), "acceptance": trainer.last_acceptance})
                 if j == 0:
                     what = f", D calibrated {steps_d} steps" if steps_d else ""
-                    how = (f"rejection sampling {rejection:g}" if key != "metropolis" else
+                    how = (f"Jacobian sampling, factor {jacobian:g}" if key == "jacobian" else
+                           f"rejection sampling {rejection:g}" if key != "metropolis" else
                            f"Metropolis-Hastings, chains of {metropolis}"
                            + (f", beta {sharpen:g}" if sharpen != 1 else "")
                            + (f", step {metropolis_step:g}" if metropolis_step != 1 else ""))
                     pictures[(kind, f"{steps} steps, {how}{what}")] = guided.cpu()
-            row[key] = {**({"quantile": rejection} if key != "metropolis" else
-                           {"chain": metropolis, "sharpen": sharpen, "step": metropolis_step}),
+            setting = {"metropolis": {"chain": metropolis, "sharpen": sharpen, "step": metropolis_step},
+                       "jacobian": {"factor": jacobian}}.get(key, {"quantile": rejection})
+            row[key] = {**setting,
                         "calibrate": steps_d, "runs": kept, "summary": _summary(kept),
                         **({"calibrate_lr": calibrate_lr, "calibrate_batch": calibrate_batch} if steps_d else {})}
             r = row[key]["summary"]
-            line += (f"  | {key} {rejection if key != 'metropolis' else metropolis:g}: "
+            line += (f"  | {key} {next(iter(setting.values())):g}: "
                      f"HQ {100 * r['high_quality'][0]:.1f}"
                      f"±{100 * r['high_quality'][1]:.1f}%  KL {r['kl'][0]:.3f}  modes {r['modes'][0]:.2f}  "
                      f"kept {100 * r['acceptance'][0]:.0f}%")
@@ -173,7 +178,8 @@ def _check_same_run(saved: dict, ours: fastgan.TrainConfig, path) -> None:
 SETTINGS = {"data": "ring", "variant": "vanilla", "preset": "mixture-benchmark", "seeds": 5, "first_seed": 0,
             "lr": 1e-4, "lr_schedule": (), "batch": 100,
             "pack_convention": "rows", "kernels": "torch", "rejection": None, "check_every": 0, "calibrate": 0,
-            "calibrate_lr": 1e-4, "calibrate_batch": 500, "metropolis": 0, "sharpen": 1.0, "metropolis_step": 1.0}
+            "calibrate_lr": 1e-4, "calibrate_batch": 500, "metropolis": 0, "sharpen": 1.0, "metropolis_step": 1.0,
+            "jacobian": None}
 
 
 def _saved_settings(payload: dict) -> dict:
@@ -187,7 +193,8 @@ def _saved_settings(payload: dict) -> dict:
             "rejection": payload["rejection"], "check_every": payload["check_every"],
             "calibrate": payload.get("calibrate", 0), "calibrate_lr": payload.get("calibrate_lr", 1e-4),
             "calibrate_batch": payload.get("calibrate_batch", 500), "metropolis": payload.get("metropolis", 0),
-            "sharpen": payload.get("sharpen", 1.0), "metropolis_step": payload.get("metropolis_step", 1.0)}
+            "sharpen": payload.get("sharpen", 1.0), "metropolis_step": payload.get("metropolis_step", 1.0),
+            "jacobian": payload.get("jacobian")}
 
 
 def _load_resume(args, parser) -> dict:
@@ -315,6 +322,9 @@ def main(argv=None) -> int:
                         help="with --metropolis: proposals in G's latent space, z' = sqrt(1 - S^2) z + S noise, S in "
                              "(0, 1] (default 1: independent proposals); a small S (e.g. 0.1) refines each sample "
                              "within its mode and keeps G's mode shares")
+    parser.add_argument("--jacobian", type=float, nargs="?", const=JACOBIAN_FACTOR, metavar="F",
+                        help="also evaluate each checkpoint with G's samples kept by its own Jacobian (norm at most F "
+                             f"times the median, default {JACOBIAN_FACTOR:g}; no D), reported apart")
     parser.add_argument("--calibrate", type=int, metavar="N",
                         help="with --rejection: also evaluate with each D first trained N steps against the "
                              "generator sampled from, G held fixed (reported apart; 2000 is a good start); with "
@@ -349,6 +359,8 @@ def main(argv=None) -> int:
     if not 0 < args.metropolis_step <= 1 or (args.metropolis_step != 1 and not args.metropolis):
         parser.error(f"--metropolis-step {args.metropolis_step:g}: the proposals' step, a number in (0, 1] with "
                      "--metropolis")
+    if args.jacobian is not None and not 1 <= args.jacobian < float("inf"):
+        parser.error(f"--jacobian {args.jacobian:g}: a finite factor >= 1 of the median Jacobian norm")
     if not args.calibrate_lr > 0 or args.calibrate_batch < 1:
         parser.error("--calibrate-lr must be > 0 and --calibrate-batch >= 1")
     if args.rejection is not None and not 0 <= args.rejection < 1:
@@ -417,7 +429,7 @@ def main(argv=None) -> int:
                      f"{was.get('card', '?')}, {str(was.get('date', '?'))[:10]}, CPU {was.get('cpu', 'not recorded')}"
                      f"): the rows up to step {old['steps']} are that run's.\n\n")
         text += markdown_table(head, body)
-        for key in ("rejection", "calibrated", "metropolis"):
+        for key in ("rejection", "calibrated", "metropolis", "jacobian"):
             if key not in rows[0]:
                 continue
             body = [[r["steps"]] + figures(r[key]["summary"]) + [cell(r[key]["summary"], "acceptance", 100, 0)]
@@ -432,6 +444,10 @@ def main(argv=None) -> int:
                         f"G{beta}, each sample a chain's last state; "
                         f"{calibrated if args.calibrate else 'the trained D'})")
                 rate = "proposals taken %"
+            elif key == "jacobian":
+                what = (f"**with G's samples kept by its own Jacobian** (norm at most {args.jacobian:g} times the "
+                        "median, no D)")
+                rate = "candidates kept %"
             else:
                 how = (calibrated if key == "calibrated" else
                        "G's candidates kept by the trained D's verdict, no retraining")
@@ -455,7 +471,8 @@ def main(argv=None) -> int:
                    "architecture": quality.describe(protocol),
                    "rejection": args.rejection, "calibrate": args.calibrate, "calibrate_lr": args.calibrate_lr,
                    "calibrate_batch": args.calibrate_batch, "metropolis": args.metropolis,
-                   "sharpen": args.sharpen, "metropolis_step": args.metropolis_step, "check_every": args.check_every,
+                   "sharpen": args.sharpen, "metropolis_step": args.metropolis_step, "jacobian": args.jacobian,
+                   "check_every": args.check_every,
                    "first_reached": first, "curve": rows,
                    "device": device.type,
                    "checkpoint": str(args.save_checkpoint.resolve()) if args.save_checkpoint else None}
@@ -471,7 +488,8 @@ def main(argv=None) -> int:
               rejection=args.rejection, check_every=args.check_every, calibrate=args.calibrate,
               calibrate_lr=args.calibrate_lr, calibrate_batch=args.calibrate_batch,
               checkpoint=args.save_checkpoint, resume=resume, first_seed=args.first_seed,
-              metropolis=args.metropolis, sharpen=args.sharpen, metropolis_step=args.metropolis_step, **options)
+              metropolis=args.metropolis, sharpen=args.sharpen, metropolis_step=args.metropolis_step,
+              jacobian=args.jacobian, **options)
     except CheckpointError as error:   # only loading raises it: the resumed trainer does not fit the run
         if resume is None:
             raise

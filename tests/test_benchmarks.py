@@ -579,7 +579,7 @@ def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys, mon
     monkeypatch.setattr(quality_curve, "_reached", lambda result, kind: result["steps"] >= (5, 15)[result["seed"]])
     common = ["--data", "ring", "--variant", "ema", "--seeds", "2", "--check-every", "5", "--rejection", "0.5",
               "--calibrate", "5", "--calibrate-batch", "50", "--lr-schedule", "15:0.5", "--metropolis", "4",
-              "--sharpen", "1.5", "--metropolis-step", "0.5"]
+              "--sharpen", "1.5", "--metropolis-step", "0.5", "--jacobian", "3"]
     assert quality_curve.main(common + ["--checkpoints", "10", "20", "--save-checkpoint",
                                         str(tmp_path / "whole.pt"), "--out", str(tmp_path / "whole")]) == 0
     assert quality_curve.main(common + ["--checkpoints", "10", "--save-checkpoint", str(tmp_path / "ck.pt"),
@@ -603,7 +603,9 @@ def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys, mon
         return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
     assert [row["steps"] for row in b["curve"]] == [10, 20]
-    assert all(set(row) >= {"rejection", "calibrated", "metropolis"} for row in b["curve"])
+    assert all(set(row) >= {"rejection", "calibrated", "metropolis", "jacobian"} for row in b["curve"])
+    assert b["curve"][0]["jacobian"]["factor"] == b["jacobian"] == 3.0
+    assert "kept by its own Jacobian** (norm at most 3 times" in (whole.parent / "quality_curve-ring.md").read_text()
     assert (b["curve"][0]["metropolis"]["chain"], b["curve"][0]["metropolis"]["sharpen"]) == (4, 1.5)
     assert b["curve"][0]["metropolis"]["step"] == 0.5 and b["metropolis_step"] == 0.5
     assert b["curve"][0]["metropolis"]["calibrate"] == 5
@@ -752,7 +754,8 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     with pytest.raises(SystemExit):
         quality_curve.main(["--checkpoints", "10", "--metropolis", "-1", "--out", str(tmp_path)])
     for bad in (["--sharpen", "2"], ["--metropolis", "5", "--sharpen", "0.5"], ["--metropolis-step", "0.5"],
-                ["--metropolis", "5", "--metropolis-step", "0"], ["--metropolis", "5", "--metropolis-step", "2"]):
+                ["--metropolis", "5", "--metropolis-step", "0"], ["--metropolis", "5", "--metropolis-step", "2"],
+                ["--jacobian", "0.5"], ["--jacobian", "inf"]):
         with pytest.raises(SystemExit):
             quality_curve.main(["--checkpoints", "10", *bad, "--out", str(tmp_path)])
     with pytest.raises(SystemExit):

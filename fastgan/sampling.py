@@ -20,8 +20,8 @@ from . import ops
 from .checks import positive_int
 from .nn.checks import check_gan_models, check_labels
 
-__all__ = ["generate", "rejection_sample", "metropolis_sample", "calibrate_discriminator", "jacobian_sample",
-           "SampleOptions"]
+__all__ = ["generate", "rejection_sample", "metropolis_sample", "calibrate_discriminator", "jacobian_norms",
+           "jacobian_sample", "SampleOptions"]
 
 # jacobian_sample's default: a sample is kept when G's Jacobian norm there is at most this many times the median
 JACOBIAN_FACTOR = 8.0
@@ -215,7 +215,11 @@ def jacobian_norms(generator: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor,
         for j in range(z.shape[1]):
             direction = torch.zeros_like(z)
             direction[:, j] = 1.0
-            x, tangent = torch.func.jvp(generator, (z,), (direction,))
+            try:
+                x, tangent = torch.func.jvp(generator, (z,), (direction,))
+            except (NotImplementedError, RuntimeError) as error:
+                raise TypeError(f"G ({type(generator).__name__}) cannot be differentiated in forward mode "
+                                f"(torch.func.jvp), which its Jacobian norms need: {error}") from error
             total += tangent.reshape(z.shape[0], -1).double().square().sum(dim=1)
     return x, total.sqrt()
 

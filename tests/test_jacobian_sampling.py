@@ -151,3 +151,21 @@ def test_a_fused_triton_generator_gives_the_plain_modules_samples():
     expected, rate = jacobian_sample(plain, 300, 2, seed=1, factor=1.5)
     assert trainer.last_acceptance == rate and 0 < rate < 1
     torch.testing.assert_close(kept, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_generator_without_forward_mode_autodiff_is_refused_clearly():
+    class Backward(torch.autograd.Function):   # a custom op with a backward and no forward-mode rule
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * 2
+
+    class Custom(nn.Module):
+        def forward(self, z):
+            return Backward.apply(z)
+
+    with pytest.raises(TypeError, match="forward mode"):
+        jacobian_sample(Custom(), 10, 2)

@@ -174,7 +174,8 @@ def mixture_trainer(kind: str, variant: str, seed: int, device, kernels="torch",
 
 
 # the per-seed figures a mixture row averages (metrics.evaluate_mixture's numbers)
-SUMMARY_KEYS = ("modes", "high_quality", "kl", "kl_all", "spread", "spread_excluded", "swd", "swd_floor", "swd_ratio")
+SUMMARY_KEYS = ("modes", "high_quality", "kl", "kl_all", "spread", "spread_excluded", "offset", "spread_to_centre",
+                "swd", "swd_floor", "swd_ratio")
 
 
 def _mean_se(values):
@@ -218,9 +219,10 @@ def run_mixtures(kinds, variants, seeds, steps, device, protocol=None, replicas=
             summary = {key: _mean_se([r[key] for r in runs]) for key in SUMMARY_KEYS}
             results[f"{kind}/{variant}"] = {"runs": runs, "summary": summary}
             m, h, k, a = summary["modes"], summary["high_quality"], summary["kl"], summary["kl_all"]
-            w, d = summary["spread"], summary["swd_ratio"]
+            w, o, d = summary["spread"], summary["offset"], summary["swd_ratio"]
             print(f"  {kind:4s} {variant:16s} modes {m[0]:5.2f}±{m[1]:.2f}  HQ {100 * h[0]:5.1f}±{100 * h[1]:.1f}%  "
                   f"KL {k[0]:.3f}±{k[1]:.3f} (all samples {a[0]:.3f})  spread {w[0]:.2f}±{w[1]:.2f}  "
+                  f"offset {o[0]:.2f}  "
                   f"SWD/floor {d[0]:.2f}±{d[1]:.2f}  ({statistics.fmean(r['seconds'] for r in runs):.1f} s/run)",
                   flush=True)
     return results, pictures
@@ -335,19 +337,23 @@ def tables(mixtures, digits, ttq, architecture="", digits_preset="classic"):
         for key, r in mixtures.items():
             kind, variant = key.split("/")
             m, h, k = (r["summary"][x] for x in ("modes", "high_quality", "kl"))
-            a, w, d = (r["summary"].get(x) for x in ("kl_all", "spread", "swd_ratio"))   # (older runs: "-")
+            a, w, o, d = (r["summary"].get(x) for x in ("kl_all", "spread", "offset", "swd_ratio"))   # (older: "-")
             body.append([kind, variant, len(r["runs"]), f"{m[0]:.2f} ± {m[1]:.2f}",
                          f"{100 * h[0]:.1f} ± {100 * h[1]:.1f}", f"{k[0]:.3f} ± {k[1]:.3f}",
                          "-" if a is None else f"{a[0]:.3f} ± {a[1]:.3f}",
                          "-" if w is None else f"{w[0]:.2f} ± {w[1]:.2f}",
+                         "-" if o is None else f"{o[0]:.2f} ± {o[1]:.2f}",
                          "-" if d is None else f"{d[0]:.2f} ± {d[1]:.2f}"])
         for (kind, name), (m, h, k) in PACGAN_TABLE1.items():
-            body.append([kind, f"published {name} (PacGAN Table 1)", "-", f"{m}", f"{h}", f"{k}", "-", "-", "-"])
+            body.append([kind, f"published {name} (PacGAN Table 1)", "-", f"{m}", f"{h}", f"{k}", "-", "-", "-", "-"])
         lines.append(markdown_table(["data", "variant", "seeds", "modes", "high-quality %", "KL (high-quality, "
-                                     "PacGAN's)", "KL (all samples)", "spread (data: 1)", "SWD / floor (data: 1)"],
+                                     "PacGAN's)", "KL (all samples)", "spread (data: 1)", "offset (std)",
+                                     "SWD / floor (data: 1)"],
                                     body))
-        lines.append("\nspread: the high-quality samples' RMS distance to their mode, over the data's, mean over the "
-                     "modes; SWD / floor: sliced Wasserstein-1 to the mixture over what real samples of that size "
+        lines.append("\nspread: the standard deviation of each mode's high-quality samples about their mean, over "
+                     "the data's, mean over the modes (before 2026-12-06: their RMS distance to the mode's centre); offset: "
+                     "the distance of their mean from the mode's centre, in std, mean over the modes; "
+                     "SWD / floor: sliced Wasserstein-1 to the mixture over what real samples of that size "
                      "score ([api.md](../../../docs/api.md#quality-metrics)).")
     if digits:
         hidden = "-".join(map(str, PRESETS[digits_preset].hidden))

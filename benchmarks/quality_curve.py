@@ -402,17 +402,19 @@ def main(argv=None) -> int:
                 return "-"
             return f"{scale * summary[key][0]:.{digits}f} ± {scale * summary[key][1]:.{digits}f}"
 
-        def spread(summary):   # a row measured before 2026-12-05 (no swd): the older, pooled spread, marked
-            return cell(summary, "spread", digits=2) + ("" if "swd_ratio" in summary or "spread" not in summary
-                                                        else " *")
+        def spread(summary):   # an older row's spread, marked: pooled (before 2026-12-05), or about the centre
+            mark = ("" if "spread" not in summary or "offset" in summary else " †" if "swd_ratio" in summary
+                    else " *")
+            return cell(summary, "spread", digits=2) + mark
 
         quality_head = ["modes", "high-quality %", "KL (high-quality)", "KL (all samples)", "spread (data: 1)",
-                        "SWD / floor (data: 1)"]
+                        "offset (std)", "SWD / floor (data: 1)"]
         head = ["steps", "training seconds (all seeds)"] + quality_head
 
         def figures(summary):
             return [cell(summary, "modes", digits=2), cell(summary, "high_quality", 100, 1), cell(summary, "kl"),
-                    cell(summary, "kl_all"), spread(summary), cell(summary, "swd_ratio", digits=2)]
+                    cell(summary, "kl_all"), spread(summary), cell(summary, "offset", digits=2),
+                    cell(summary, "swd_ratio", digits=2)]
 
         body = [[r["steps"], f"{r['seconds']:.0f}"] + figures(r["summary"]) for r in rows]
         graph = f", CUDA graph ({args.steps_per_replay} steps per replay)" if args.cuda_graph else ""
@@ -455,6 +457,10 @@ def main(argv=None) -> int:
                 rate = "candidates kept %"
             text += (f"\n\nThe same checkpoints {what}, apart from the plain figures above:\n\n"
                      + markdown_table(["steps"] + quality_head + [rate], body))
+        if any("spread" in r["summary"] and "offset" not in r["summary"] and "swd_ratio" in r["summary"]
+               for r in rows):
+            text += ("\n\n† spread as measured from 2026-12-05 until 2026-12-06: the high-quality samples' RMS distance "
+                     "to their mode's centre (its offset included), over the data's, mean over the modes.")
         if any("spread" in r["summary"] and "swd_ratio" not in r["summary"] for r in rows):
             text += ("\n\n\\* spread as measured before 2026-12-05: the high-quality samples' RMS distance to their "
                      "mode over std·√2, pooled over the modes (the data: 0.97).")

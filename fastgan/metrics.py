@@ -65,13 +65,18 @@ def mode_coverage(samples: torch.Tensor, centers: torch.Tensor, std: float) -> d
 
     and the within-mode spread, which HQ and KL cannot see (samples piled on the centres score 100% HQ):
 
-    * ``spread_per_mode``: per mode, the RMS distance of its high-quality samples to its centre over
-      ``std * sqrt(D)``, divided by the same figure for the data itself after the 3-std cut (``_trimmed_rms``,
-      0.974 in 2-D), so that samples of the data score 1 (their mean square exactly, in expectation). A mode
-      shrunk towards its centre by a factor s <= 0.5 scores s / 0.974 (its samples no longer reach the cut).
-      ``None`` for a mode with fewer than ``SPREAD_MIN_SAMPLES`` high-quality samples.
+    * ``spread_per_mode``: per mode, the standard deviation of its high-quality samples about their own mean
+      (the root of their variance summed over the D axes with n - 1, over ``std * sqrt(D)``), divided by the
+      same figure for the data itself after the 3-std cut (``_trimmed_rms``, 0.974 in 2-D), so that samples of
+      the data score 1. A mode shrunk towards its centre by a factor s <= 0.5 scores s / 0.974 (its samples no
+      longer reach the cut). ``None`` for a mode with fewer than ``SPREAD_MIN_SAMPLES`` high-quality samples.
     * ``spread``: the mean over the modes that have one (``inf`` when none has); ``spread_excluded``: how
       many modes were left out.
+    * ``offset``: the mean over those modes of the distance from their samples' mean to the mode's centre, in
+      std (the data's own: about 1.25 / sqrt(samples per mode), its sampling noise). A mode in the wrong place
+      is not a wide one: the spread does not count it.
+    * ``spread_to_centre``: the figure this project reported as the spread before 2026-12-06: the samples' RMS
+      distance to the mode's centre (offset included) over the data's, mean over the same modes.
 
     ``samples`` (N, D) and ``centers`` (K, D), any float dtype and device; computed in float64.
     """
@@ -87,15 +92,24 @@ def mode_coverage(samples: torch.Tensor, centers: torch.Tensor, std: float) -> d
     good = distance < HIGH_QUALITY_STDS * std
     counts = torch.bincount(nearest[good], minlength=modes)
     every = torch.bincount(nearest, minlength=modes)
-    squares = torch.zeros(modes, dtype=torch.float64, device=samples.device).index_add_(
-        0, nearest[good], distance[good].square())
-    per_mode = (squares / counts.clamp_min(1)).sqrt() / (std * dim ** 0.5 * _trimmed_rms(dim))
+    at = nearest[good]
+    zeros = torch.zeros(modes, dtype=torch.float64, device=samples.device)
+    scale = std * dim ** 0.5 * _trimmed_rms(dim)
+    to_centre = (zeros.index_add(0, at, distance[good].square()) / counts.clamp_min(1)).sqrt() / scale
+    means = torch.zeros_like(centers).index_add_(0, at, samples[good]) / counts.clamp_min(1).unsqueeze(1)
+    about_mean = zeros.index_add(0, at, (samples[good] - means[at]).square().sum(dim=1))
+    per_mode = (about_mean / (counts - 1).clamp_min(1)).sqrt() / scale
+    offsets = (means - centers).norm(dim=1) / std
     measured = counts >= SPREAD_MIN_SAMPLES
     spread_per_mode = [float(v) if m else None for v, m in zip(per_mode.tolist(), measured.tolist())]
-    spread = float(per_mode[measured].mean()) if measured.any() else math.inf
+
+    def mean(values):
+        return float(values[measured].mean()) if measured.any() else math.inf
+
     return {"modes": int((counts > 0).sum()), "high_quality": float(good.double().mean()) if len(good) else 0.0,
-            "kl": _kl_to_uniform(counts), "kl_all": _kl_to_uniform(every), "spread": spread,
-            "spread_per_mode": spread_per_mode, "spread_excluded": int((~measured).sum())}
+            "kl": _kl_to_uniform(counts), "kl_all": _kl_to_uniform(every), "spread": mean(per_mode),
+            "spread_per_mode": spread_per_mode, "spread_excluded": int((~measured).sum()), "offset": mean(offsets),
+            "spread_to_centre": mean(to_centre)}
 
 
 def _projection_directions(dim: int, projections: int, seed: int) -> torch.Tensor:

@@ -234,9 +234,9 @@ def jacobian_sample(generator: nn.Module, n: int, latent_dim: int, seed: int = 0
     G maps a connected latent space continuously, so to put its mass on separate modes it stretches a thin band
     of latent space across each gap, and that band's samples are the ones between the modes. The norm of G's
     Jacobian, ||dG/dz||_F, sees the stretch: a candidate is kept when its norm is at most ``factor`` times the
-    median norm of the first ``batch`` candidates. No D takes part, so the modes keep G's own shapes and shares
-    (a sampler that sharpens D's verdict, as ``metropolis_sample`` with ``sharpen > 1``, narrows each mode
-    towards what D scores best). Candidates come from ``generate`` with ``seed`` (then ``seed + 1``, ...), so the
+    median norm of the first ``batch`` candidates. No D takes part, so the modes keep G's shares, whatever D
+    thinks of them; within a mode it drops the edges where G stretches most, so the modes come out a little
+    narrower than G draws them. Candidates come from ``generate`` with ``seed`` (then ``seed + 1``, ...), so the
     result is reproducible. Unconditional G; ``max_candidates`` (default 200 n) bounds the work: reaching it
     is a RuntimeError naming the acceptance rate.
     """

@@ -433,7 +433,7 @@ def test_quality_render_draws_an_older_run_without_the_newer_columns(tmp_path, c
     (tmp_path / "record.json").write_text(json.dumps(record))
     assert quality.main(["--render", str(tmp_path / "record.json")]) == 0
     table = capsys.readouterr().out
-    assert "| spread (data: 1) | SWD / floor (data: 1) |" in table and "| - | - |" in table
+    assert "| spread (data: 1) | offset (std) | SWD / floor (data: 1) |" in table and "| - | - | - |" in table
 
 
 @pytest.fixture
@@ -483,7 +483,7 @@ def test_quality_curve_first_seed_gives_the_larger_runs_later_seeds(tmp_path):
     whole, later = json.loads(a.read_text())["payload"], json.loads(b.read_text())["payload"]
     assert later["first_seed"] == 1 and later["seeds"] == 2
 
-    distances = ("spread", "spread_per_mode", "swd", "swd_ratio")
+    distances = ("spread", "spread_per_mode", "offset", "spread_to_centre", "swd", "swd_ratio")
 
     def counts(runs):   # the counted metrics, exactly; the distances (spread, SWD) to float32 rounding: a batch
         # of 3 replicas and one of 2 round their matmuls differently
@@ -493,7 +493,7 @@ def test_quality_curve_first_seed_gives_the_larger_runs_later_seeds(tmp_path):
         for runs_a, runs_b in ((row_a["runs"][1:], row_b["runs"]),
                                (row_a["rejection"]["runs"][1:], row_b["rejection"]["runs"])):
             assert counts(runs_a) == counts(runs_b)
-            for key in ("spread", "swd", "swd_ratio"):
+            for key in ("spread", "offset", "spread_to_centre", "swd", "swd_ratio"):
                 assert [r[key] for r in runs_a] == pytest.approx([r[key] for r in runs_b], rel=1e-4)
     assert [f and f["steps"] for f in whole["first_reached"][1:]] == [f and f["steps"] for f in later["first_reached"]]
     assert "2 seeds (1 to 2" in b.with_suffix(".md").read_text()
@@ -680,9 +680,9 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     assert [row["steps"] for row in payload["curve"]] == [10, 20]
     assert payload["protocol"]["lr_schedule"] == [[15, 0.5]]   # (the first checkpoint is before its milestone)
     assert "Adam 0.0001 (x0.5 from step 15)" in json_file.with_suffix(".md").read_text()
-    for key in ("spread", "swd", "swd_floor", "swd_ratio"):
+    for key in ("spread", "offset", "spread_to_centre", "swd", "swd_floor", "swd_ratio"):
         assert key in payload["curve"][0]["summary"] and key in payload["curve"][0]["runs"][0]
-    assert "| spread (data: 1) | SWD / floor (data: 1) |" in json_file.with_suffix(".md").read_text()
+    assert "| spread (data: 1) | offset (std) | SWD / floor (data: 1) |" in json_file.with_suffix(".md").read_text()
     assert len(payload["first_reached"]) == 2 and payload["check_every"] == 5
     protocol = {**quality.PROTOCOL, "lr": 1e-4, "batch": 100, "pack_convention": "rows"}
     trainer = quality.mixture_trainer("ring", "ema", 0, torch.device("cpu"), protocol=protocol)

@@ -38,6 +38,7 @@ def test_spread_of_the_data_is_one_and_of_shrunk_modes_their_factor(seed):
         assert result["spread_excluded"] == 0 and len(result["spread_per_mode"]) == centers.shape[0]
         per_mode = _spread_tolerance(n // centers.shape[0])
         assert all(v == pytest.approx(1.0, abs=per_mode) for v in result["spread_per_mode"]), result
+        assert result["offset"] < 0.1 and result["spread_to_centre"] == pytest.approx(1.0, abs=_spread_tolerance(n))
         # each sample pulled halfway to its mode: all within the cut, so half the untrimmed RMS over the trimmed one
         nearest = centers[torch.cdist(samples, centers).argmin(dim=1)]
         shrunk = metrics.mode_coverage(nearest + 0.5 * (samples - nearest), centers, std)
@@ -48,6 +49,39 @@ def test_spread_of_the_data_is_one_and_of_shrunk_modes_their_factor(seed):
     # the figure the issue quotes: samples at 0.37 of the data's std per axis score 0.37 / 0.974
     tight = metrics.mode_coverage(data.gaussian_ring(20_000, std=0.0037, seed=3), data.ring_centers(), 0.01)
     assert tight["spread"] == pytest.approx(0.37 / 0.974, abs=_spread_tolerance(20_000))
+
+
+def test_a_mode_in_the_wrong_place_is_not_a_wide_one(seed):
+    """Spread, offset and the spread to the centre against a float64 loop over the modes (odd counts per mode),
+    and a mode of the data's width moved by 1.5 std: its spread stays the data's (but for the cut, which the loop
+    applies too), its offset is 1.5, and only the spread to the centre grows."""
+    centers, std = data.ring_centers(), 0.01
+    g = torch.Generator().manual_seed(seed)
+    counts = [3, 50, 7, 200, 2, 31, 120, 9]
+    shift = torch.tensor([1.5 * std, 0.0])
+    samples = torch.cat([centers[k] + (shift if k == 3 else 0) + std * (0.2 + k / 8) * torch.randn(c, 2, generator=g)
+                         for k, c in enumerate(counts)])
+    result = metrics.mode_coverage(samples, centers, std)
+    scale = std * 2 ** 0.5 * metrics._trimmed_rms(2)
+    spreads, offsets, to_centre = [], [], []
+    x = samples.double()
+    nearest = torch.cdist(x, centers.double()).argmin(dim=1)
+    for k in range(8):
+        mine = x[nearest == k]
+        mine = mine[(mine - centers[k].double()).norm(dim=1) < 3 * std]
+        mean = mine.mean(dim=0)
+        spreads.append(((mine - mean).square().sum() / (len(mine) - 1)).sqrt().item() / scale)
+        offsets.append((mean - centers[k].double()).norm().item() / std)
+        to_centre.append((mine - centers[k].double()).square().sum(dim=1).mean().sqrt().item() / scale)
+    assert result["spread_per_mode"] == pytest.approx(spreads, rel=1e-12)
+    assert result["spread"] == pytest.approx(sum(spreads) / 8, rel=1e-12)
+    assert result["offset"] == pytest.approx(sum(offsets) / 8, rel=1e-12)
+    assert result["spread_to_centre"] == pytest.approx(sum(to_centre) / 8, rel=1e-12)
+    moved = metrics.mode_coverage(centers[3] + shift + std * torch.randn(20_000, 2, generator=g), centers, std)
+    # the 3-std cut about the centre trims the moved mode's far side: its spread a little under 1, its offset
+    # a little under 1.5 (the cut pulls the mean back)
+    assert 0.85 < moved["spread"] < 1.0 and 1.2 < moved["offset"] < 1.5, moved
+    assert moved["spread_to_centre"] > moved["spread"] + 0.4, moved
 
 
 def test_spread_leaves_out_modes_with_too_few_samples_and_counts_them():
@@ -61,7 +95,7 @@ def test_spread_leaves_out_modes_with_too_few_samples_and_counts_them():
     per_mode = result["spread_per_mode"]
     assert [i for i, v in enumerate(per_mode) if v is not None] == [3, 6]
     assert per_mode[3] == pytest.approx(1.0, abs=_spread_tolerance(4000))
-    assert per_mode[6] == pytest.approx(1 / (2 ** 0.5 * metrics._trimmed_rms(2)))
+    assert per_mode[6] == pytest.approx(1 / metrics._trimmed_rms(2))   # (about their mean, with n - 1 = 1)
     assert result["spread"] == pytest.approx((per_mode[3] + per_mode[6]) / 2)
 
 
@@ -73,7 +107,8 @@ def test_mode_coverage_collapsed_and_far():
     far = metrics.mode_coverage(torch.full((100, 2), 10.0), centers, 0.01)
     # nothing is high quality (KL over high-quality samples: inf); every sample's nearest mode is one mode
     assert far == {"modes": 0, "high_quality": 0.0, "kl": math.inf, "kl_all": pytest.approx(math.log(8)),
-                   "spread": math.inf, "spread_per_mode": [None] * 8, "spread_excluded": 8}
+                   "spread": math.inf, "spread_per_mode": [None] * 8, "spread_excluded": 8, "offset": math.inf,
+                   "spread_to_centre": math.inf}
 
 
 def test_the_two_kl_definitions_differ_where_far_samples_fall_near_other_modes():
@@ -165,7 +200,7 @@ def test_mixture_distance_real_samples_at_the_floor_and_far_ones_above(seed):
 def test_evaluate_mixture_reports_every_figure_once():
     result = metrics.evaluate_mixture(data.gaussian_grid(2500, seed=4), "grid")
     assert set(result) == {"modes", "high_quality", "kl", "kl_all", "spread", "spread_per_mode", "spread_excluded",
-                           "swd", "swd_floor", "swd_ratio"}
+                           "offset", "spread_to_centre", "swd", "swd_floor", "swd_ratio"}
     assert result["swd_ratio"] == result["swd"] / result["swd_floor"]
     with pytest.raises(ValueError, match="ring' or 'grid"):
         metrics.evaluate_mixture(data.gaussian_grid(10), "moons")

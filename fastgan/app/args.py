@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--jacobian", type=_factor, nargs="?", const=JACOBIAN_FACTOR, default=None, metavar="F",
                           help="instead of D: keep G's samples where the norm of its Jacobian is at most F times the "
                                f"median (default {JACOBIAN_FACTOR:g}): the samples G stretched between modes left out, "
-                               "the modes kept as G draws them. Unconditional runs.")
+                               "the modes' shares kept as G draws them. Unconditional runs.")
     evaluate.add_argument("--calibrate", type=_positive(int), default=None, metavar="N",
                           help="with --rejection or --metropolis: first train a copy of the checkpoint's D N steps "
                                "(e.g. 2000) against the generator sampled from, G held fixed, on the run's data, so D "

@@ -225,7 +225,7 @@ class GANTrainer(Trainer):
         The copy trains with Adam at ``calibrate_lr`` on ``calibrate_batch`` real and as many generated rows a step.
         ``jacobian=True`` (or a factor >= 1, default 8) instead of D: G's samples where its Jacobian norm is at
         most that many times the median (``fastgan.sampling.jacobian_sample``: the samples G stretched between
-        modes left out; the modes keep G's shapes and shares; the rate kept in ``self.last_acceptance``).
+        modes left out, the modes' shares kept; the rate kept in ``self.last_acceptance``).
         """
         n = positive_int("n", n)
         options = SampleOptions.from_arguments(rejection, metropolis, sharpen, metropolis_step, calibrate,

@@ -140,7 +140,8 @@ def test_stabilisation_flags_and_evaluate(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["pack"] == 2 and metrics["config"]["loss"] == "hinge"
     assert set(metrics["quality"]) == {"modes", "high_quality", "kl", "kl_all", "spread", "spread_per_mode",
-                                       "spread_excluded", "swd", "swd_floor", "swd_ratio"}
+                                       "spread_excluded", "offset", "spread_to_centre", "swd", "swd_floor",
+                                       "swd_ratio"}
     assert len(metrics["quality"]["spread_per_mode"]) == 8 and metrics["quality"]["swd_floor"] > 0
     capsys.readouterr()
     assert main(["evaluate", str(out / "checkpoint.pt"), "--samples", "500", "--out", str(tmp_path / "e.json")]) == 0

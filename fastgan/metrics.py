@@ -75,8 +75,8 @@ def mode_coverage(samples: torch.Tensor, centers: torch.Tensor, std: float) -> d
     * ``offset``: the mean over those modes of the distance from their samples' mean to the mode's centre, in
       std (the data's own: about 1.25 / sqrt(samples per mode), its sampling noise). A mode in the wrong place
       is not a wide one: the spread does not count it.
-    * ``spread_to_centre``: the figure this project reported as the spread before 2026-12-06: the samples' RMS
-      distance to the mode's centre (offset included) over the data's, mean over the same modes.
+    * ``spread_to_centre``: what this project reported as the spread from 2026-12-05 until 2026-12-06: the
+      samples' RMS distance to the mode's centre (offset included) over the data's, mean over the same modes.
 
     ``samples`` (N, D) and ``centers`` (K, D), any float dtype and device; computed in float64.
     """

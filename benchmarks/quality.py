@@ -351,8 +351,9 @@ def tables(mixtures, digits, ttq, architecture="", digits_preset="classic"):
                                      "SWD / floor (data: 1)"],
                                     body))
         lines.append("\nspread: the standard deviation of each mode's high-quality samples about their mean, over "
-                     "the data's, mean over the modes (before 2026-12-06: their RMS distance to the mode's centre); offset: "
-                     "the distance of their mean from the mode's centre, in std, mean over the modes; "
+                     "the data's, mean over the modes (before 2026-12-06: their RMS distance to the mode's "
+                     "centre); offset: the distance of their mean from the mode's centre, in std, mean over the "
+                     "modes; "
                      "SWD / floor: sliced Wasserstein-1 to the mixture over what real samples of that size "
                      "score ([api.md](../../../docs/api.md#quality-metrics)).")
     if digits:

@@ -459,8 +459,8 @@ def main(argv=None) -> int:
                      + markdown_table(["steps"] + quality_head + [rate], body))
         if any("spread" in r["summary"] and "offset" not in r["summary"] and "swd_ratio" in r["summary"]
                for r in rows):
-            text += ("\n\n† spread as measured from 2026-12-05 until 2026-12-06: the high-quality samples' RMS distance "
-                     "to their mode's centre (its offset included), over the data's, mean over the modes.")
+            text += ("\n\n† spread as measured from 2026-12-05 until 2026-12-06: the high-quality samples' RMS "
+                     "distance to their mode's centre (its offset included), over the data's, mean over the modes.")
         if any("spread" in r["summary"] and "swd_ratio" not in r["summary"] for r in rows):
             text += ("\n\n\\* spread as measured before 2026-12-05: the high-quality samples' RMS distance to their "
                      "mode over std·√2, pooled over the modes (the data: 0.97).")

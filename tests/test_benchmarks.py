@@ -764,3 +764,23 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
         quality_curve.main(["--checkpoints", "10", "--rejection", "1.0", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         quality_curve.main(["--checkpoints", "10", "--lr-schedule", "8:0.5", "4:0.1", "--out", str(tmp_path)])
+
+
+def test_quality_curve_marks_a_resumed_runs_rows_scored_with_the_older_spread(tmp_path):
+    """Rows measured while the spread was the RMS distance to the centre (no offset beside it) keep their figure,
+    marked with a dagger and its footnote; the resumed rows are unmarked."""
+    import quality_curve
+    args = ["--data", "ring", "--variant", "ema", "--seeds", "2", "--save-checkpoint", str(tmp_path / "ck.pt"),
+            "--out", str(tmp_path / "out")]
+    assert quality_curve.main(args + ["--checkpoints", "10"]) == 0
+    (line,) = (tmp_path / "out" / "cpu" / "runs.jsonl").read_text().splitlines()
+    record = json.loads(line)
+    for key in ("offset", "spread_to_centre"):   # as a row of 2026-12-05 was written
+        del record["payload"]["curve"][0]["summary"][key]
+    (tmp_path / "older.json").write_text(json.dumps(record))
+    assert quality_curve.main(["--resume", str(tmp_path / "older.json"), "--checkpoints", "10", "20",
+                               "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "cpu" / "quality_curve-ring.md").read_text()
+    rows = [r for r in text.splitlines() if r.startswith("| 10 |") or r.startswith("| 20 |")]
+    assert len(rows) == 2 and " †" in rows[0] and "†" not in rows[1], rows
+    assert "† spread as measured from 2026-12-05 until 2026-12-06" in text

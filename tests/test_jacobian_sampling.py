@@ -114,7 +114,8 @@ def test_refusals():
                          batch_size=16)
     for bad, match in (({"jacobian": 0.5}, "factor"), ({"jacobian": True, "metropolis": 5}, "without D"),
                        ({"jacobian": True, "rejection": 0.5}, "without D"),
-                       ({"jacobian": True, "calibrate": 5}, "calibrate"), ({"jacobian": True, "labels": 1}, "unconditional")):
+                       ({"jacobian": True, "calibrate": 5}, "calibrate"),
+                       ({"jacobian": True, "labels": 1}, "unconditional")):
         with pytest.raises(ValueError, match=match):
             trainer.sample(10, **bad)
 

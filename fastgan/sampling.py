@@ -212,11 +212,12 @@ def jacobian_norms(generator: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor,
     one forward-mode pass per latent dimension (||J||_F^2 = sum_j ||J e_j||^2), on the ops' reference path."""
     total = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
     with ops.reference_path(), torch.no_grad():   # (forward mode: dual tensors, no graph kept)
+        x = generator(z)   # (a G that cannot take z fails here, as it would drawing plain samples)
         for j in range(z.shape[1]):
             direction = torch.zeros_like(z)
             direction[:, j] = 1.0
             try:
-                x, tangent = torch.func.jvp(generator, (z,), (direction,))
+                _, tangent = torch.func.jvp(generator, (z,), (direction,))
             except (NotImplementedError, RuntimeError) as error:
                 raise TypeError(f"G ({type(generator).__name__}) cannot be differentiated in forward mode "
                                 f"(torch.func.jvp), which its Jacobian norms need: {error}") from error

@@ -170,3 +170,11 @@ def test_a_generator_without_forward_mode_autodiff_is_refused_clearly():
 
     with pytest.raises(TypeError, match="forward mode"):
         jacobian_sample(Custom(), 10, 2)
+
+
+def test_a_latent_size_g_cannot_take_fails_as_plain_sampling_does():
+    g = MLPGenerator(latent_dim=3, hidden=(4,), out_dim=2, output_activation=None)
+    with pytest.raises(RuntimeError, match="shape"):
+        generate(g, 10, 2)
+    with pytest.raises(RuntimeError, match="shape"):   # not the forward-mode TypeError
+        jacobian_sample(g, 10, 2)

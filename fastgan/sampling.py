@@ -99,29 +99,39 @@ def rejection_sample(generator: nn.Module, discriminator: nn.Module, n: int, lat
         raise ValueError("rejection sampling is for unconditional GANs (this generator takes labels)")
     quantile = _check_quantile(quantile)
     score = _candidate_scorer(generator, discriminator, latent_dim, seed, device, pack, partner_sets)
-    limit = max_candidates or 200 * n
     decide = torch.Generator(device=device).manual_seed(seed ^ 0x5EED)
     first = generate(generator, batch, latent_dim, seed, device)
-    top = score(first).max()
-    kept, drawn, round_ = [], 0, 0
-    candidates = first
-    while sum(k.shape[0] for k in kept) < n:
-        if drawn >= limit:
-            rate = sum(k.shape[0] for k in kept) / max(drawn, 1)
-            raise RuntimeError(f"rejection sampling accepted {rate:.2%} of {drawn} candidates, short of {n} "
-                               "samples: lower the quantile or raise max_candidates")
-        logits = score(candidates)
+    first_logits = score(first)
+    top = first_logits.max()
+
+    def accepted(round_: int) -> torch.Tensor:
+        nonlocal top
+        candidates = first if round_ == 0 else generate(generator, batch, latent_dim, seed + round_, device)
+        logits = first_logits if round_ == 0 else score(candidates)
         top = torch.maximum(top, logits.max())
         gap = logits - top
         f = gap - torch.log1p(-torch.exp(gap - 1e-6))
         f = f - torch.quantile(f, quantile)
         accept = torch.rand(f.shape, device=device, generator=decide, dtype=torch.float64) < torch.sigmoid(f)
-        kept.append(candidates[accept])
-        drawn += candidates.shape[0]
-        round_ += 1
-        candidates = generate(generator, batch, latent_dim, seed + round_, device)
-    samples = torch.cat(kept)[:n]
-    return samples, sum(k.shape[0] for k in kept) / drawn
+        return candidates[accept]
+
+    return _kept_until(n, batch, max_candidates or 200 * n, accepted, "rejection sampling accepted",
+                       "lower the quantile or raise max_candidates")
+
+
+def _kept_until(n: int, batch: int, limit: int, keep, what: str, remedy: str) -> tuple[torch.Tensor, float]:
+    """``(n samples, the share of candidates kept)`` from rounds of ``batch`` candidates, ``keep(round)`` the ones
+    kept of round ``round``'s (0, 1, ...); past ``limit`` candidates a RuntimeError (``what``: the sampler and
+    its verb; ``remedy``: the way out)."""
+    kept, count, drawn = [], 0, 0
+    while count < n:
+        if drawn >= limit:
+            raise RuntimeError(f"{what} {count / max(drawn, 1):.2%} of {drawn} candidates, short of {n} samples: "
+                               f"{remedy}")
+        kept.append(keep(drawn // batch))
+        count += kept[-1].shape[0]
+        drawn += batch
+    return torch.cat(kept)[:n], count / drawn
 
 
 def _candidate_scorer(generator, discriminator, latent_dim, seed, device, pack, partner_sets):
@@ -245,23 +255,20 @@ def jacobian_sample(generator: nn.Module, n: int, latent_dim: int, seed: int = 0
         raise ValueError("Jacobian sampling is for unconditional GANs (this generator takes labels)")
     n, latent_dim, batch = positive_int("n", n), positive_int("latent_dim", latent_dim), positive_int("batch", batch)
     factor = _check_factor(factor)
-    limit = max_candidates or 200 * n
-    kept, count, drawn, threshold = [], 0, 0, None
+    threshold = None
+
+    def unstretched(round_: int) -> torch.Tensor:
+        nonlocal threshold
+        samples, norms = jacobian_norms(generator, _noise(batch, latent_dim, seed + round_, device))
+        if not torch.isfinite(norms).all():
+            raise FloatingPointError("G's Jacobian is not finite at every candidate: it cannot pick samples")
+        if threshold is None:
+            threshold = factor * norms.median()
+        return samples[norms <= threshold]
+
     with _eval_mode(generator):
-        while count < n:
-            if drawn >= limit:
-                raise RuntimeError(f"Jacobian sampling kept {count / max(drawn, 1):.2%} of {drawn} candidates, "
-                                   f"short of {n} samples: raise the factor or max_candidates")
-            samples, norms = jacobian_norms(generator, _noise(batch, latent_dim, seed + drawn // batch, device))
-            if not torch.isfinite(norms).all():
-                raise FloatingPointError("G's Jacobian is not finite at every candidate: it cannot pick samples")
-            if threshold is None:
-                threshold = factor * norms.median()
-            keep = samples[norms <= threshold]
-            kept.append(keep)
-            count += keep.shape[0]
-            drawn += batch
-    return torch.cat(kept)[:n], count / drawn
+        return _kept_until(n, batch, max_candidates or 200 * n, unstretched, "Jacobian sampling kept",
+                           "raise the factor or max_candidates")
 
 
 def _check_factor(factor) -> float:

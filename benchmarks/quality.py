@@ -96,9 +96,10 @@ def _describe_models(protocol: dict) -> str:
     width = " -> ".join(map(str, preset.hidden))
     minibatch = (f", the minibatch standard deviation over groups of {protocol['minibatch_std']} before D's last "
                  "layer") if protocol.get("minibatch_std") else ""
+    adam = f"FlatAdam ({protocol['adam_state']} moments)" if protocol.get("adam_state") else "Adam"
     return (f"ours ({protocol['preset']}): G latent {latent} -> {width} -> 2 (leaky-ReLU 0.2, linear output), "
             f"D (2*pack) -> {width} -> 1 (leaky-ReLU 0.2{minibatch}), "
-            f"Adam {protocol['lr']:g}{describe_schedule(protocol)} {tuple(protocol['betas'])}, "
+            f"{adam} {protocol['lr']:g}{describe_schedule(protocol)} {tuple(protocol['betas'])}, "
             f"batch {protocol['batch'] or '128 (126 for pack 3)'} ({protocol['pack_convention']} convention), "
             f"{protocol.get('update', 'alternating')} updates, non-saturating loss unless stated. PacGAN used a "
             "4x400 BN-ReLU G and a maxout D (3x200, 5 pieces): `--preset pacgan` is that.")
@@ -126,6 +127,8 @@ def _trainer_settings(variant: str, protocol: dict) -> tuple[dict, int]:
         settings["lr_schedule"] = tuple(map(tuple, protocol["lr_schedule"]))
     if protocol.get("ema") is not None:   # the variant's EMA overridden (0: none)
         settings["ema"] = protocol["ema"] or None
+    if protocol.get("adam_state"):   # FlatAdam, its moments in fp32 or bf16 (unset: the trainer's own Adam)
+        settings.update(fused_optimizer="flat", adam_state=protocol["adam_state"])
     return settings, pack
 
 

@@ -297,6 +297,9 @@ def main(argv=None) -> int:
                         help="step-down learning rates: x FACTOR from STEP on, e.g. 200000:0.5 300000:0.1")
     parser.add_argument("--minibatch-std", type=int, metavar="G",
                         help="D's last layer also reads the minibatch standard deviation over groups of G rows")
+    parser.add_argument("--adam-state", choices=["fp32", "bf16"],
+                        help="train with FlatAdam, its moments in fp32 or bf16 (stochastically rounded); default: "
+                             "the trainer's own choice of Adam")
     parser.add_argument("--batch", type=int, help="default 100")
     parser.add_argument("--pack-convention", choices=["samples", "rows"], help="default rows")
     parser.add_argument("--device", default=None)
@@ -381,7 +384,8 @@ def main(argv=None) -> int:
                 "lr_schedule": lr_schedule_arg(args.lr_schedule),
                 "latent_dim": args.latent_dim if args.latent_dim is not None else base["latent_dim"],
                 "ema": args.ema if args.ema is not None else base.get("ema"),
-                "minibatch_std": args.minibatch_std if args.minibatch_std is not None else base.get("minibatch_std", 0)}
+                "minibatch_std": args.minibatch_std if args.minibatch_std is not None else base.get("minibatch_std", 0),
+                "adam_state": args.adam_state or base.get("adam_state")}
     if protocol["preset"] == "pacgan" and protocol["latent_dim"] != 2:
         parser.error("--preset pacgan: its G takes 2-d noise (no --latent-dim)")
     if protocol["preset"] == "pacgan" and protocol["minibatch_std"]:

@@ -183,20 +183,24 @@ def test_decoupled_weight_decay_matches_adamw_and_l1_matches_its_subgradient(pat
     assert flat.state_dict()["l1"] == 0.05
 
 
-def test_replica_adam_kernel_is_each_replicas_flatadam_arithmetic():
+@pytest.mark.parametrize("moments", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_replica_adam_kernel_is_each_replicas_flatadam_arithmetic(moments):
     """K rows, each its own lr, betas (beta1 = 0 included) and decoupled decay, with L1: bit for bit what
-    ``adam_step`` does to each row alone (the same fp32 operations; the gradient also as 2 partial sums),
-    the counter advancing by the whole grid; the PyTorch reference to fp32 rounding."""
+    ``adam_step`` does to each row alone (the same fp32 operations, bf16 moments rounded with the same bits; the
+    gradient also as 2 partial sums), the counter advancing by the whole grid; the PyTorch reference to fp32
+    rounding (bf16 moments: to a bf16 step, where an fp32 rounding apart crosses a rounding threshold)."""
     K, n = 3, 2500   # three programs per row: the last one partial
     g = torch.Generator().manual_seed(0)
     lrs, betas = [1e-3, 2e-4, 5e-3], [(0.5, 0.999), (0.0, 0.9), (0.8, 0.99)]
     hyper = adam_module.replica_adam_hyper(lrs, betas, 0.1).to(DEVICE)
     param = torch.randn(K, n, generator=g).to(DEVICE)
-    state = [param.clone(), torch.zeros(K, n, device=DEVICE), torch.zeros(K, n, device=DEVICE)]
+    state = [param.clone(), torch.zeros(K, n, device=DEVICE, dtype=moments),
+             torch.zeros(K, n, device=DEVICE, dtype=moments)]
     counter = torch.zeros(1, dtype=torch.int64, device=DEVICE)
     reference = [t.clone() for t in state] + [counter.clone()]
-    rows = [[param[k].clone(), torch.zeros(n, device=DEVICE), torch.zeros(n, device=DEVICE),
-             torch.zeros((), dtype=torch.int64, device=DEVICE)] for k in range(K)]
+    rows = [[param[k].clone(), torch.zeros(n, device=DEVICE, dtype=moments),
+             torch.zeros(n, device=DEVICE, dtype=moments), torch.zeros((), dtype=torch.int64, device=DEVICE)]
+            for k in range(K)]
     for step in range(3):
         parts = 1 + step % 2
         grad = torch.randn(K, parts, n, generator=g).to(DEVICE)
@@ -212,9 +216,108 @@ def test_replica_adam_kernel_is_each_replicas_flatadam_arithmetic():
         for ours, alone in zip(state, row):
             assert torch.equal(ours[k], alone), k
     for ours, theirs in zip(state, reference):
-        assert_close(ours, theirs, 1e-6, "replica Adam against its reference")
+        assert_close(ours.float(), theirs.float(), 1e-6 if ours.dtype == torch.float32 else 2 ** -7,
+                     "replica Adam against its reference")
     assert int(counter) == int(reference[3]) == 3 * K * adam_module.adam_programs(n)
     with pytest.raises(ValueError, match="hyper must be"):
         adam_module.replica_adam_step(state[0], grad, state[1], state[2], counter, hyper[:2], 1e-8)
     with pytest.raises(ValueError, match="grad must be a contiguous \\(3, 2, 2500\\)"):
         adam_module.replica_adam_step(state[0], grad, state[1], state[2], counter, hyper, 1e-8, partials=2)
+
+
+# -- bf16 moments, stochastically rounded -------------------------------------------------------------------
+
+def _bf16_neighbours(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bf16 values either side of fp32 ``x`` (toward zero, away from zero; equal where ``x`` is one)."""
+    kept = x.view(torch.int32) & ~0xFFFF
+    exact = kept == x.view(torch.int32)
+    return kept.view(torch.float32), torch.where(exact, kept, kept + 0x10000).view(torch.float32)
+
+
+def test_stochastic_rounding_lands_on_a_neighbour_and_is_unbiased(seed):
+    """Every rounding of ``x`` is one of its two neighbouring bf16 values, up with probability equal to its
+    distance from the one toward zero in units of the gap (2,000 keys: each element's count of rounding-ups
+    within 6 binomial standard deviations); bf16 values, zeros and infinities stay; NaN stays NaN."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(600, generator=g) * 10.0 ** torch.randint(-30, 31, (600,), generator=g)
+    x = torch.cat([x, torch.tensor([0.0, -0.0, 1.0, -1.5, 3.0e38, 1e-40, float("inf"), -float("inf"), float("nan")])])
+    index = torch.arange(x.numel())
+    keys = 2000
+    draws = torch.stack([adam_module.stochastic_round_bf16(x, index, key).float() for key in range(keys)])
+    finite = x.isfinite()
+    down, up = _bf16_neighbours(x)
+    assert ((draws == down) | (draws == up))[:, finite].all()
+    gap = (up.double() - down.double())[finite]
+    p = torch.where(gap > 0, (x.double()[finite] - down.double()[finite]) / gap.clamp(min=1e-300), 0.0)
+    ups = (draws[:, finite] == up[finite]).sum(0).double() * (gap > 0)
+    assert ((ups - keys * p).abs() <= 6 * (keys * p * (1 - p)).sqrt() + 2).all()
+    assert (draws[:, ~finite & ~x.isnan()] == x[~finite & ~x.isnan()]).all() and draws[:, -1].isnan().all()
+    assert (draws[:, -9:-5] == x[-9:-5]).all(), "exact bf16 values and zeros must not move"
+
+
+def test_bf16_second_moment_tracks_fp32_where_round_to_nearest_stalls():
+    """v = 0.999 v + 0.001 g^2 from 0 with g = 1, 3,000 updates (exactly 1 - 0.999^3000 = 0.9503): stored in bf16
+    with stochastic rounding its mean over 4,096 elements is within 0.5% of that; rounded to nearest it stops
+    near 0.25-0.5, where 0.001 (1 - v) is below half a bf16 step. (The PyTorch reference's rounding, which the
+    kernels match bit for bit: tests below.)"""
+    n, steps = 4096, 3000
+    param = torch.zeros(n)
+    exp_avg, exp_avg_sq = torch.zeros(n, dtype=torch.bfloat16), torch.zeros(n, dtype=torch.bfloat16)
+    counter = torch.zeros((), dtype=torch.int64)
+    nearest = torch.zeros(n, dtype=torch.bfloat16)
+    for _ in range(steps):
+        adam_module.adam_step_reference(param, torch.ones(n), exp_avg, exp_avg_sq, counter, 1e-6, 0.9, 0.999,
+                                        1e-8, 0.0)
+        nearest = (0.999 * nearest.float() + 0.001).to(torch.bfloat16)
+    exact = 1 - 0.999 ** steps
+    assert abs(exp_avg_sq.double().mean().item() / exact - 1) < 5e-3
+    assert abs(exp_avg.double().mean().item() - 1) < 5e-3
+    assert nearest.float().max().item() < 0.6
+
+
+@pytest.mark.parametrize("partials", [1, 2])
+def test_bf16_moments_kernel_rounds_as_its_reference(partials, seed):
+    """``adam_step`` with bf16 moments (odd length: three programs, the last partial; L2, decoupled decay and L1),
+    four updates, each from the state the last left. The moments: the fp32 moments the same kernel computes
+    with that state widened (``wide``), rounded by ``stochastic_round_bf16`` bit for bit (so each a bf16 neighbour
+    of them), and the PyTorch reference's to a bf16 step (its fp32 arithmetic may round an ulp apart: then the
+    rounding may fall the other way). The parameters: ``wide``'s exactly (the moments are computed in fp32)."""
+    n = 2500
+    g = torch.Generator().manual_seed(seed)
+    param = torch.randn(n, generator=g).to(DEVICE)
+    state = [param, torch.zeros(n, dtype=torch.bfloat16, device=DEVICE),
+             torch.zeros(n, dtype=torch.bfloat16, device=DEVICE), torch.zeros((), dtype=torch.int64, device=DEVICE)]
+    settings = (1e-3, 0.5, 0.999, 1e-8, 0.01, 0.1, 0.001)
+    for step in range(4):
+        grad = (torch.randn(partials, n, generator=g) * 10.0 ** torch.randn(partials, n, generator=g)).to(DEVICE)
+        reference = [t.clone() for t in state]
+        wide = [state[0].clone(), state[1].float(), state[2].float(), state[3].clone()]
+        ops.adam_step(*wide[:1], grad.reshape(-1), *wide[1:], *settings, partials=partials)
+        ops.adam_step(*state[:1], grad.reshape(-1), *state[1:], *settings, partials=partials)
+        adam_module.adam_step_reference(*reference[:1], grad.sum(0), *reference[1:], *settings)
+        assert torch.equal(state[0], wide[0]), "the update reads the moments widened, computes in fp32"
+        index = torch.arange(n, device=DEVICE)
+        for moment, (stored, fp32, theirs) in enumerate(zip(state[1:3], wide[1:3], reference[1:3])):
+            down, up = _bf16_neighbours(fp32)
+            assert not stored.isnan().any() and ((stored.float() == down) | (stored.float() == up)).all()
+            assert torch.equal(stored, adam_module.stochastic_round_bf16(fp32, index, 2 * (step + 1) + moment))
+            assert_close(stored.float(), theirs.float(), 2 ** -7, f"step {step} moment {moment} against the reference")
+        assert_close(state[0], reference[0], 1e-6, f"step {step} parameters against the reference")
+        assert int(state[3]) == int(wide[3]) == (step + 1) * adam_module.adam_programs(n)
+
+
+def test_bf16_moments_options_and_refusals():
+    flat = FlatAdam(_model(), lr=1e-2, state_dtype="bf16")
+    assert flat.exp_avg.dtype == flat.exp_avg_sq.dtype == torch.bfloat16 and flat.data.dtype == torch.float32
+    with pytest.raises(ValueError, match="state_dtype must be"):
+        FlatAdam(_model(), state_dtype=torch.float16)
+    n = 64
+    p, grad, counter = torch.zeros(n), torch.zeros(n), torch.zeros((), dtype=torch.int64)
+    with pytest.raises(ValueError, match="exp_avg must be float32 or bfloat16"):
+        ops.adam_step(p, grad, torch.zeros(n, dtype=torch.float16), torch.zeros(n, dtype=torch.float16), counter,
+                      1e-3, 0.9, 0.999, 1e-8)
+    with pytest.raises(ValueError, match="exp_avg_sq must be a contiguous 1-D float32 or bfloat16 \\(exp_avg's"):
+        ops.adam_step(p, grad, torch.zeros(n, dtype=torch.bfloat16), torch.zeros(n), counter, 1e-3, 0.9, 0.999, 1e-8)
+    with pytest.raises(ValueError, match="flat=True"):
+        from fastgan.optim import ReplicaAdam
+        ReplicaAdam(nn.Module(), [1e-3], [(0.5, 0.999)], state_dtype="bf16")

@@ -122,3 +122,18 @@ def test_gate_counts_matmul_launches_only():
     assert perf_model.gate({"launches": [launch("_mlp_rows_kernel", 66), launch("_adam_step_kernel", 1)]}) == []
     [failure] = perf_model.gate({"launches": [launch("_linear_act_fwd_kernel", 65)]})
     assert failure.startswith("FAIL _linear_act_fwd_kernel cfg 0/1") and "65 active CTAs < 66" in failure
+
+
+def test_adam_bytes_count_bf16_moments_at_two_bytes():
+    """Per parameter: its value and two moments read and written, its gradient (each partial sum) read: 28 bytes
+    with fp32 moments, 20 with bf16; the replica kernel K times that."""
+    import torch
+
+    def launch(kernel, dtype, grid=(3, 1, 1), partials=1):
+        return {"kernel": kernel, "meta": {"n": 1000, "grid": grid, "PARTIALS": partials,
+                                           "exp_avg_ptr": torch.zeros(1, dtype=dtype)}}
+    bytes_of = lambda *launches: perf_model.adam_bytes({"launches": list(launches)})  # noqa: E731
+    assert bytes_of(launch("_adam_step_kernel", torch.float32)) == 28_000
+    assert bytes_of(launch("_adam_step_kernel", torch.bfloat16)) == 20_000
+    assert bytes_of(launch("_adam_step_kernel", torch.bfloat16, partials=4)) == 32_000
+    assert bytes_of(launch("_replica_adam_kernel", torch.bfloat16, grid=(3, 8, 1))) == 8 * 20_000

@@ -117,6 +117,9 @@ def _cases(quick: bool):
     # triton-mlp's fused step; at batch 16,384 its weight gradients are split and Adam adds the partials
     cases += [(f"trainer triton-mlp {precision} batch={batch}", trainer_step(precision, False, "triton-mlp", batch))
               for precision in ("fp32", "tf32", "bf16") for batch in (128, 16_384)]
+    # its folded Adam with bf16 moments (stochastically rounded in the weight-gradient kernel)
+    cases.append(("trainer triton-mlp tf32 batch=128 adam_state=bf16",
+                  trainer_step("tf32", "flat", "triton-mlp", 128, adam_state="bf16")))
     # K replicas: the fused linear kernels with their grid axis over replicas (strided stacked weights)
     cases += [(f"trainer replicas=3 {precision}", trainer_step(precision, False, replicas=3))
               for precision in ("fp32", "tf32", "bf16")]
@@ -237,13 +240,18 @@ def _cases(quick: bool):
         torch.rand(100, 2), torch.empty(8, 100, 2), torch.empty(8, 100, 16), torch.arange(8),
         torch.zeros(1, dtype=torch.int64))))
 
-    def adam(n):
+    def adam(n, moments=torch.float32):
         def run():
-            p, g, m, v = torch.randn(n), torch.randn(n), torch.zeros(n), torch.zeros(n)
+            p, g, m, v = torch.randn(n), torch.randn(n), torch.zeros(n, dtype=moments), torch.zeros(n, dtype=moments)
             ops.adam_step(p, g, m, v, torch.zeros((), dtype=torch.int64), 1e-3, 0.5, 0.999, 1e-8)
         return run
 
     cases += [(f"adam_step n={n}", adam(n)) for n in (64, 1000, 247_697)]
+    cases.append(("adam_step n=247697, bf16 moments", adam(247_697, torch.bfloat16)))
+    cases.append(("replica_adam_step, 8 replicas, bf16 moments", lambda: ops.adam.replica_adam_step(
+        torch.randn(8, 1000), torch.randn(8, 1000), torch.zeros(8, 1000, dtype=torch.bfloat16),
+        torch.zeros(8, 1000, dtype=torch.bfloat16), torch.zeros(1, dtype=torch.int64),
+        ops.adam.replica_adam_hyper([1e-3] * 8, [(0.5, 0.999)] * 8), 1e-8)))
     cases.append(("adam_step from 4 partial sums", lambda: ops.adam_step(
         torch.randn(1000), torch.randn(4000), torch.zeros(1000), torch.zeros(1000), torch.zeros((), dtype=torch.int64),
         1e-3, 0.5, 0.999, 1e-8, partials=4)))

@@ -315,18 +315,19 @@ def predict(step: dict, c_node: float, c_iter: float) -> float:
 
 
 def adam_bytes(step: dict) -> int:
-    """Bytes FlatAdam's updates of a step move: each parameter's value and two moments (read and written) and
-    its gradient (its partial sums read by Adam's kernel; written by the weight-gradient kernel that folds the
-    update in), 4 bytes each."""
+    """Bytes FlatAdam's updates of a step move: each parameter's value (4 bytes) and two moments (4 bytes each,
+    2 in bf16), read and written, and its gradient (4 bytes: its partial sums read by Adam's kernel; written by
+    the weight-gradient kernel that folds the update in): 28 bytes a parameter, 20 with bf16 moments."""
     total = 0
     for launch in step["launches"]:
         meta = launch["meta"]
+        moments = 2 * 2 * meta["exp_avg_ptr"].element_size() if "exp_avg_ptr" in meta else 0
         if launch["kernel"] in ("_adam_step_kernel", "_replica_adam_kernel"):
             replicas = meta["grid"][1] if launch["kernel"] == "_replica_adam_kernel" else 1
-            total += 4 * replicas * meta["n"] * (6 + meta.get("PARTIALS", 1))
+            total += replicas * meta["n"] * (8 + moments + 4 * meta.get("PARTIALS", 1))
         elif launch["kernel"] == "_mlp_weight_grad_kernel" and meta.get("ADAM"):
             n = sum(d_in * d_out + (d_out if meta["HAS_BIAS"] else 0) for d_in, d_out in _layers(meta))
-            total += 4 * (meta["grid"][2] // meta["splits"]) * n * 7
+            total += (meta["grid"][2] // meta["splits"]) * n * (8 + moments + 4)
     return total
 
 
@@ -428,6 +429,8 @@ def main(argv=None) -> int:
     parser.add_argument("--replicas", type=int, nargs="+", default=[], metavar="K",
                         help="also model the step of K classic GANs at once (replicas=K; the fused and the per-layer "
                              "step) at --batch: µs a step, the floor of Adam's memory traffic, GAN-steps/s")
+    parser.add_argument("--adam-state", choices=["fp32", "bf16"], default="fp32",
+                        help="the replica steps' FlatAdam moments (bf16: 20 bytes of Adam traffic a parameter, not 28)")
     parser.add_argument("--card", default=CARD, help=f"the card whose train_step run fits the constants "
                                                      f"(benchmarks/results/CARD; default {CARD})")
     args = parser.parse_args(argv)
@@ -446,8 +449,9 @@ def main(argv=None) -> int:
         batches = dict.fromkeys((FIT_BATCH, args.batch))
         steps = {(label, batch): model_step(settings, batch, not args.no_compile, cache)
                  for batch in batches for label, settings in BACKENDS.items()}
-        steps.update({(f"{label} x {k} replicas", args.batch): model_step(dict(REPLICA_BACKENDS[label], replicas=k),
-                                                                          args.batch, not args.no_compile, cache)
+        steps.update({(f"{label} x {k} replicas", args.batch): model_step(
+            dict(REPLICA_BACKENDS[label], replicas=k, adam_state=args.adam_state), args.batch, not args.no_compile,
+            cache)
                       for k in args.replicas for label in REPLICA_BACKENDS})
         if args.refit:   # the code here is the code the GPU run measured
             terms = {label: step_terms(steps[label, FIT_BATCH]) for label in BACKENDS}

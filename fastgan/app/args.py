@@ -11,7 +11,8 @@ import torch
 from .. import data as datasets
 from ..nn.presets import PRESETS
 from ..sampling import JACOBIAN_FACTOR
-from ..train.config import KERNELS, LOSSES, PACK_CONVENTIONS, PER_REPLICA, PRECISIONS, SAMPLERS, UPDATES, TrainConfig
+from ..train.config import (ADAM_STATES, KERNELS, LOSSES, PACK_CONVENTIONS, PER_REPLICA, PRECISIONS, SAMPLERS, UPDATES,
+                            TrainConfig)
 from .sweep import sweep_of
 
 DESCRIPTION = """\
@@ -125,6 +126,9 @@ def _add_fast_step_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fused-optimizer", nargs="?", const="flat", default=None, choices=["flat", "torch"],
                        help="flat (the default when given): FlatAdam, flat parameter buffers and Adam in one "
                             "Triton kernel per model; torch: torch.optim.Adam(fused=True) (unset: --fast decides)")
+    group.add_argument("--adam-state", choices=ADAM_STATES, default="fp32",
+                       help="FlatAdam's moments in fp32 (default) or bf16, stochastically rounded: 20 bytes of Adam "
+                            "traffic per parameter and update instead of 28 (implies --fused-optimizer flat)")
     group.add_argument("--precision", choices=PRECISIONS, default="tf32",
                        help="matmul precision for every kernel: exact fp32, tf32 (default) or bf16 autocast")
     group.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,

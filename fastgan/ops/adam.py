@@ -17,6 +17,9 @@ Math as ``torch.optim.Adam`` (single-tensor path, no amsgrad), with the regulari
 (``decoupled_weight_decay``: the parameter shrinks by ``lr * wd`` first) and an L1 term:
   g = grad + wd p + l1 sign(p);  p *= 1 - lr dwd;  m = lerp(m, g, 1 - b1);  v = b2 v + (1 - b2) g^2
   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+The moments ``exp_avg``, ``exp_avg_sq`` may be bf16 (both alike): read widened to fp32, updated in fp32, stored
+stochastically rounded (``stochastic_round_bf16``): 20 bytes of traffic per parameter and update instead of 28.
 """
 from __future__ import annotations
 
@@ -29,7 +32,10 @@ from . import adam_kernels as kernels
 from ._runtime import cdiv, kernel_launches, use_triton
 
 __all__ = ["adam_step", "adam_programs", "adam_step_reference", "replica_adam_step", "replica_adam_hyper",
-           "replica_adam_step_reference", "AdamFold", "adam_fold", "replica_adam_fold"]
+           "replica_adam_step_reference", "AdamFold", "adam_fold", "replica_adam_fold", "stochastic_round_bf16",
+           "MOMENT_DTYPES"]
+
+MOMENT_DTYPES = (torch.float32, torch.bfloat16)   # what the moments may be stored in
 
 _BLOCK = 1024
 _MAX_PROGRAMS = 1024
@@ -45,40 +51,76 @@ def _check_partials(partials) -> None:
         raise ValueError(f"partials must be a positive int, got {partials!r}")
 
 
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """The kernels' lowbias32 hash of uint32 values held in an int64 tensor (products split in 16-bit halves,
+    so none leaves int64)."""
+    def times(x, c):   # x * c mod 2^32
+        return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & 0xFFFFFFFF
+    x = x ^ (x >> 16)
+    x = times(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = times(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def stochastic_round_bf16(x: torch.Tensor, index: torch.Tensor, key) -> torch.Tensor:
+    """fp32 ``x`` stochastically rounded to bf16 as the Adam kernels round it: the 16 bits bf16 drops, plus 16
+    bits hashed from ``index`` (int64, each element's index in its buffer) and ``key`` (2 x update number + 0 for
+    ``exp_avg``, 1 for ``exp_avg_sq``; an int or an int64 tensor), carried into the kept bits. NaN stays NaN."""
+    bits = x.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    noise = _hash32((index & 0xFFFFFFFF) ^ _hash32(torch.as_tensor(key, device=x.device) & 0xFFFFFFFF)) & 0xFFFF
+    kept = (bits + noise) & 0xFFFF0000
+    rounded = (kept - (kept >> 31 << 32)).to(torch.int32).view(torch.float32)   # (uint32 -> int32 bits)
+    return torch.where(x.isnan(), x, rounded).to(torch.bfloat16)
+
+
+def _store_moments(exp_avg, exp_avg_sq, m, v, step, index) -> None:
+    """``m``, ``v`` (fp32) into the moment buffers: bf16 ones stochastically rounded as the kernels round them
+    (fp32 ones were updated in place)."""
+    if exp_avg.dtype == torch.bfloat16:
+        exp_avg.copy_(stochastic_round_bf16(m, index, step * 2))
+        exp_avg_sq.copy_(stochastic_round_bf16(v, index, step * 2 + 1))
+
+
 def adam_step_reference(param, grad, exp_avg, exp_avg_sq, counter, lr, beta1, beta2, eps, weight_decay,
                         decoupled_weight_decay=0.0, l1=0.0):
     """The same update with PyTorch ops (the counter advances by the grid size, as the kernel's does)."""
     programs = adam_programs(param.numel())
     counter.add_(programs)
-    step = counter.div(programs, rounding_mode="floor").to(param.dtype)
+    update = counter.div(programs, rounding_mode="floor")
+    step = update.to(param.dtype)
     g = grad.add(param, alpha=weight_decay) if weight_decay else grad
     if l1:
         g = g.add(param.sign(), alpha=l1)
     if decoupled_weight_decay:
         param.mul_(1 - lr * decoupled_weight_decay)
-    exp_avg.lerp_(g, 1 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    m, v = exp_avg.float(), exp_avg_sq.float()   # (fp32 buffers: themselves, updated in place)
+    m.lerp_(g, 1 - beta1)
+    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
     # 1 - beta^t as -expm1(t log beta), as the kernel does: 1 - pow(beta, t) in fp32 loses ~1e-4 at t = 1
     step_size = lr / -torch.expm1(step * (math.log(beta1) if beta1 > 0 else -math.inf))
     bias_correction2_sqrt = (-torch.expm1(step * (math.log(beta2) if beta2 > 0 else -math.inf))).sqrt()
-    param.sub_(step_size * exp_avg / (exp_avg_sq.sqrt() / bias_correction2_sqrt + eps))
+    param.sub_(step_size * m / (v.sqrt() / bias_correction2_sqrt + eps))
+    _store_moments(exp_avg, exp_avg_sq, m, v, update, torch.arange(param.numel(), device=param.device))
 
 
 def adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
               counter: torch.Tensor, lr: float, beta1: float, beta2: float, eps: float,
               weight_decay: float = 0.0, decoupled_weight_decay: float = 0.0, l1: float = 0.0,
               partials: int = 1) -> None:
-    """Update ``param``, ``exp_avg``, ``exp_avg_sq`` (1-D fp32, same length) and ``counter`` in place.
+    """Update ``param``, ``exp_avg``, ``exp_avg_sq`` (1-D, same length; fp32, the moments fp32 or both bf16) and
+    ``counter`` in place.
 
     ``weight_decay``: L2 in the gradient (``torch.optim.Adam``'s); ``decoupled_weight_decay``: AdamW's;
     ``l1``: ``l1 * sign(p)`` added to the gradient. ``partials``: ``grad`` holds that many partial sums
     of the gradient back to back (``partials * n`` elements), added in order inside the kernel."""
     _check_partials(partials)
     n = param.numel()
+    _check_moment_dtype(exp_avg)
     for name, t, size in (("param", param, n), ("grad", grad, partials * n), ("exp_avg", exp_avg, n),
                           ("exp_avg_sq", exp_avg_sq, n)):
-        if t.dtype != torch.float32 or t.dim() != 1 or not t.is_contiguous() or t.numel() != size:
-            raise ValueError(f"{name} must be a contiguous 1-D float32 tensor of {size} elements"
+        if t.dtype != _dtype(name, exp_avg) or t.dim() != 1 or not t.is_contiguous() or t.numel() != size:
+            raise ValueError(f"{name} must be a contiguous 1-D {_dtype_words(name)} tensor of {size} elements"
                              + (f" ({partials} partial sums of {n})" if name == "grad" and partials > 1 else ""))
         if t.device != param.device:
             raise ValueError(f"{name} is on {t.device} but param is on {param.device}")
@@ -93,6 +135,21 @@ def adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, ex
     kernels._adam_step_kernel[(adam_programs(param.numel()),)](
         param, grad, exp_avg, exp_avg_sq, counter, param.numel(), *scalars, BLOCK=_BLOCK, PARTIALS=partials)
     kernel_launches["_adam_step_kernel"] += 1
+
+
+def _check_moment_dtype(exp_avg: torch.Tensor) -> None:
+    if exp_avg.dtype not in MOMENT_DTYPES:
+        raise ValueError(f"exp_avg must be float32 or bfloat16 (the moments' storage), got {exp_avg.dtype}")
+
+
+def _dtype(name: str, exp_avg: torch.Tensor) -> torch.dtype:
+    """The dtype buffer ``name`` must have: the moments exp_avg's (checked first), the rest float32."""
+    return exp_avg.dtype if name.startswith("exp_avg") else torch.float32
+
+
+def _dtype_words(name: str) -> str:
+    return {"exp_avg": "float32 or bfloat16", "exp_avg_sq": "float32 or bfloat16 (exp_avg's dtype)"}.get(
+        name, "float32")
 
 
 def _check_counter(counter: torch.Tensor, param: torch.Tensor) -> None:
@@ -130,9 +187,12 @@ class AdamFold:
 
 
 def _check_fold(param, exp_avg, exp_avg_sq, counter, arrivals) -> None:
+    _check_moment_dtype(exp_avg)
     for name, t in (("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
-        if t.shape != param.shape or t.dtype != torch.float32 or not t.is_contiguous() or t.device != param.device:
-            raise ValueError(f"{name} must be a contiguous float32 tensor like param {tuple(param.shape)}")
+        if t.shape != param.shape or t.dtype != _dtype(name, exp_avg) or not t.is_contiguous() \
+                or t.device != param.device:
+            raise ValueError(f"{name} must be a contiguous {_dtype_words(name)} tensor like param "
+                             f"{tuple(param.shape)}")
     if param.dtype != torch.float32 or not param.is_contiguous():
         raise ValueError("param must be a contiguous float32 tensor")
     _check_counter(counter, param)
@@ -183,15 +243,19 @@ def replica_adam_step_reference(param, grad, exp_avg, exp_avg_sq, counter, hyper
     """``replica_adam_step`` with PyTorch ops (each replica's hyper-parameters a ``(K, 1)`` column)."""
     programs = adam_programs(param.shape[1]) * param.shape[0]
     counter.add_(programs)
-    step = counter.div(programs, rounding_mode="floor").to(param.dtype)
+    update = counter.div(programs, rounding_mode="floor")
+    step = update.to(param.dtype)
     lr, one_minus_beta1, beta2, one_minus_beta2, log_beta1, log_beta2, shrink = hyper.unsqueeze(2).unbind(1)
     g = grad.add(param.sign(), alpha=l1) if l1 else grad
     param.mul_(shrink)
-    exp_avg.add_(one_minus_beta1 * (g - exp_avg))
-    exp_avg_sq.mul_(beta2).add_(one_minus_beta2 * g * g)
+    m, v = exp_avg.float(), exp_avg_sq.float()   # (fp32 buffers: themselves, updated in place)
+    m.add_(one_minus_beta1 * (g - m))
+    v.mul_(beta2).add_(one_minus_beta2 * g * g)
     step_size = lr / -torch.expm1(step * log_beta1)
     bias_correction2_sqrt = (-torch.expm1(step * log_beta2)).sqrt()
-    param.sub_(step_size * exp_avg / (exp_avg_sq.sqrt() / bias_correction2_sqrt + eps))
+    param.sub_(step_size * m / (v.sqrt() / bias_correction2_sqrt + eps))
+    # (each row's elements indexed within it: replica k rounds as its single run does)
+    _store_moments(exp_avg, exp_avg_sq, m, v, update, torch.arange(param.shape[1], device=param.device))
 
 
 def replica_adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
@@ -202,15 +266,16 @@ def replica_adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Te
     The counter advances by the grid size (``adam_programs(n) * K``) per call. ``partials``: ``grad`` holds
     each replica's gradient as that many partial sums, ``(K, partials, n)``, added in order in the kernel."""
     _check_partials(partials)
+    _check_moment_dtype(exp_avg)
     K, n = param.shape if param.dim() == 2 else (0, 0)
     grad_shape = param.shape if partials == 1 else torch.Size((K, partials, n))
     for name, t, shape in (("param", param, param.shape), ("grad", grad, grad_shape),
                            ("exp_avg", exp_avg, param.shape), ("exp_avg_sq", exp_avg_sq, param.shape)):
-        if t.dtype != torch.float32 or t.shape != shape or param.dim() != 2 or not t.is_contiguous() \
+        if t.dtype != _dtype(name, exp_avg) or t.shape != shape or param.dim() != 2 or not t.is_contiguous() \
                 or t.device != param.device:
-            raise ValueError(f"{name} must be a contiguous {tuple(shape)} float32 tensor on param's device "
-                             f"(param: (replicas, n); grad with partials: (replicas, partials, n)); got "
-                             f"{tuple(t.shape)}")
+            raise ValueError(f"{name} must be a contiguous {tuple(shape)} {_dtype_words(name)} tensor on param's "
+                             f"device (param: (replicas, n); grad with partials: (replicas, partials, n)); got "
+                             f"{tuple(t.shape)} {t.dtype}")
     _check_counter(counter, param)
     _check_replica_hyper(hyper, param, eps, l1)
     if not use_triton(param):

@@ -1,4 +1,12 @@
-"""Triton kernel of ``adam_step`` (``ops/adam.py`` holds the launcher, the reference and the checks)."""
+"""Triton kernel of ``adam_step`` (``ops/adam.py`` holds the launcher, the reference and the checks).
+
+The moments live in fp32 or bf16 buffers (the pointer's type decides, at compile time). bf16 moments are
+computed in fp32 and stored stochastically rounded: the 16 bits dropped are compared with 16 random bits, so the
+stored value is the fp32 one in expectation. Round-to-nearest would lose every change smaller than half a bf16
+step (2^-9 to 2^-8 of the value): at beta2 = 0.999, ``v`` moves by 1e-3 of ``g^2 - v`` an update, and would stall.
+The bits are a hash of the element's index in its buffer (its row, with replicas: replica k draws its single
+run's bits), the update number and the moment: ``ops.adam.stochastic_round_bf16`` computes the same with
+PyTorch ops."""
 from __future__ import annotations
 
 from . import _math
@@ -28,6 +36,43 @@ if HAS_TRITON:
         return p, m, v
 
     @triton.jit
+    def _hash32(x):
+        """lowbias32 (C. Wellons' integer hash) of uint32 ``x``: ``ops.adam._hash32``'s arithmetic."""
+        x ^= x >> 16
+        x *= 0x7FEB352D
+        x ^= x >> 15
+        x *= 0x846CA68B
+        x ^= x >> 16
+        return x
+
+    @triton.jit
+    def stochastic_round_bf16(x, index, key):
+        """fp32 ``x`` rounded to a bf16 value (returned as fp32: exact in bf16), up with probability equal to its
+        distance from the bf16 value below in units of the gap; ``index`` (int64) and ``key`` (uint32) pick the
+        bits. NaN stays NaN, infinities stay; a finite value lands on one of its two bf16 neighbours."""
+        bits = x.to(tl.uint32, bitcast=True)
+        noise = _hash32(index.to(tl.uint32) ^ _hash32(key)) & 0xFFFF
+        rounded = ((bits + noise) & 0xFFFF0000).to(tl.float32, bitcast=True)
+        return tl.where(x != x, x, rounded)
+
+    @triton.jit
+    def load_moments(exp_avg_ptr, exp_avg_sq_ptr, offs, mask):
+        """The moments at ``offs`` as fp32 (bf16 buffers widened: exact)."""
+        return (tl.load(exp_avg_ptr + offs, mask=mask, other=0.0).to(tl.float32),
+                tl.load(exp_avg_sq_ptr + offs, mask=mask, other=0.0).to(tl.float32))
+
+    @triton.jit
+    def store_moments(exp_avg_ptr, exp_avg_sq_ptr, offs, m, v, mask, step):
+        """``m``, ``v`` stored at ``offs``: as they are in fp32 buffers, stochastically rounded (update ``step``,
+        an int) in bf16 ones."""
+        if exp_avg_ptr.dtype.element_ty == tl.bfloat16:
+            key = (step * 2).to(tl.uint32)
+            m = stochastic_round_bf16(m, offs, key)
+            v = stochastic_round_bf16(v, offs, key + 1)
+        tl.store(exp_avg_ptr + offs, m.to(exp_avg_ptr.dtype.element_ty), mask=mask)
+        tl.store(exp_avg_sq_ptr + offs, v.to(exp_avg_sq_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
     def adam_hyper_row(hyper_ptr, replica):
         """Replica ``replica``'s row of a ``replica_adam_hyper`` table: (lr, 1 - beta1, beta2, 1 - beta2,
         log beta1, log beta2, 1 - lr * decoupled weight decay)."""
@@ -51,8 +96,8 @@ if HAS_TRITON:
         pid = tl.program_id(0)
         programs = tl.num_programs(0)
         old = tl.atomic_add(counter_ptr, 1)
-        step = (old // programs + 1).to(tl.float32)
-        step_size, bias_correction2_sqrt = adam_factors(step, lr, log_beta1, log_beta2)
+        step = old // programs + 1
+        step_size, bias_correction2_sqrt = adam_factors(step.to(tl.float32), lr, log_beta1, log_beta2)
         for start in range(pid * BLOCK, n, programs * BLOCK):
             offs = start + tl.arange(0, BLOCK).to(tl.int64)
             mask = offs < n
@@ -60,13 +105,11 @@ if HAS_TRITON:
             g = tl.load(grad_ptr + offs, mask=mask, other=0.0)
             for s in tl.static_range(1, PARTIALS):
                 g += tl.load(grad_ptr + s * n.to(tl.int64) + offs, mask=mask, other=0.0)
-            m = tl.load(exp_avg_ptr + offs, mask=mask, other=0.0)
-            v = tl.load(exp_avg_sq_ptr + offs, mask=mask, other=0.0)
+            m, v = load_moments(exp_avg_ptr, exp_avg_sq_ptr, offs, mask)
             p, m, v = adam_update(p, g, m, v, step_size, bias_correction2_sqrt, one_minus_beta1, beta2,
                                   one_minus_beta2, eps, weight_decay, shrink, l1)
             tl.store(param_ptr + offs, p, mask=mask)
-            tl.store(exp_avg_ptr + offs, m, mask=mask)
-            tl.store(exp_avg_sq_ptr + offs, v, mask=mask)
+            store_moments(exp_avg_ptr, exp_avg_sq_ptr, offs, m, v, mask, step)
 
     @triton.jit
     def _replica_adam_kernel(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, counter_ptr, hyper_ptr, n, eps, l1,
@@ -81,9 +124,9 @@ if HAS_TRITON:
         replica = tl.program_id(1).to(tl.int64)
         programs = tl.num_programs(0)
         old = tl.atomic_add(counter_ptr, 1)
-        step = (old // (programs * tl.num_programs(1)) + 1).to(tl.float32)
+        step = old // (programs * tl.num_programs(1)) + 1
         lr, one_minus_beta1, beta2, one_minus_beta2, log_beta1, log_beta2, shrink = adam_hyper_row(hyper_ptr, replica)
-        step_size, bias_correction2_sqrt = adam_factors(step, lr, log_beta1, log_beta2)
+        step_size, bias_correction2_sqrt = adam_factors(step.to(tl.float32), lr, log_beta1, log_beta2)
         row = replica * n.to(tl.int64)
         for start in range(pid * BLOCK, n, programs * BLOCK):
             offs = start + tl.arange(0, BLOCK).to(tl.int64)
@@ -92,10 +135,8 @@ if HAS_TRITON:
             g = tl.load(grad_ptr + row * PARTIALS + offs, mask=mask, other=0.0)
             for s in tl.static_range(1, PARTIALS):
                 g += tl.load(grad_ptr + (row * PARTIALS + s * n.to(tl.int64)) + offs, mask=mask, other=0.0)
-            m = tl.load(exp_avg_ptr + row + offs, mask=mask, other=0.0)
-            v = tl.load(exp_avg_sq_ptr + row + offs, mask=mask, other=0.0)
+            m, v = load_moments(exp_avg_ptr + row, exp_avg_sq_ptr + row, offs, mask)
             p, m, v = adam_update(p, g, m, v, step_size, bias_correction2_sqrt, one_minus_beta1, beta2,
                                   one_minus_beta2, eps, 0.0, shrink, l1)
             tl.store(param_ptr + row + offs, p, mask=mask)
-            tl.store(exp_avg_ptr + row + offs, m, mask=mask)
-            tl.store(exp_avg_sq_ptr + row + offs, v, mask=mask)
+            store_moments(exp_avg_ptr + row, exp_avg_sq_ptr + row, offs, m, v, mask, step)

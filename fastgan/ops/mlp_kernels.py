@@ -32,7 +32,7 @@ from ._runtime import HAS_TRITON, matmul_configs, triton, tl
 ROWS_BLOCK_MAX = 32   # the rows kernel's largest BLOCK_M: the launcher sizes the slices for it
 
 if HAS_TRITON:
-    from .adam_kernels import adam_factors, adam_hyper_row, adam_update
+    from .adam_kernels import adam_factors, adam_hyper_row, adam_update, load_moments, store_moments
     from .linear_kernels import _activate, _activation_grad
 
     @triton.jit
@@ -341,17 +341,16 @@ if HAS_TRITON:
                                     NEED_DX, PRECISION, BF16, BLOCK_M, BLOCK_N, BLOCK_K)
 
     @triton.jit
-    def _adam_tile(offs, mask, g, param_ptr, exp_avg_ptr, exp_avg_sq_ptr, step_size, bias_correction2_sqrt,
+    def _adam_tile(offs, mask, g, param_ptr, exp_avg_ptr, exp_avg_sq_ptr, step, step_size, bias_correction2_sqrt,
                    one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, shrink, l1):
-        """The Adam update of the parameters at ``offs`` from their gradient ``g`` (``adam_update``)."""
-        p, m, v = adam_update(tl.load(param_ptr + offs, mask=mask, other=0.0), g,
-                              tl.load(exp_avg_ptr + offs, mask=mask, other=0.0),
-                              tl.load(exp_avg_sq_ptr + offs, mask=mask, other=0.0), step_size,
+        """The Adam update (number ``step``) of the parameters at ``offs`` from their gradient ``g``
+        (``adam_update``; the moments' loads and stores as ``adam_step``'s)."""
+        m, v = load_moments(exp_avg_ptr, exp_avg_sq_ptr, offs, mask)
+        p, m, v = adam_update(tl.load(param_ptr + offs, mask=mask, other=0.0), g, m, v, step_size,
                               bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay,
                               shrink, l1)
         tl.store(param_ptr + offs, p, mask=mask)
-        tl.store(exp_avg_ptr + offs, m, mask=mask)
-        tl.store(exp_avg_sq_ptr + offs, v, mask=mask)
+        store_moments(exp_avg_ptr, exp_avg_sq_ptr, offs, m, v, mask, step)
 
     # 32 x 32 weight tiles: the classic GAN's weight gradients at batch 128 are >= 120 programs (D: 784 -> 128
     # is 4 x 25 tiles) where 64-wide tiles left half an H100's SMs idle; the configs differ in rows per step.
@@ -395,11 +394,11 @@ if HAS_TRITON:
         loss_ptr += r * rep_loss
         loss_out_ptr += r
         if ADAM:   # (every program reads the count before any adds to it: the last to arrive adds)
-            step = (tl.load(counter_ptr) // adam_programs + 1).to(tl.float32)
+            step = tl.load(counter_ptr) // adam_programs + 1
             if HYPER:
                 lr, one_minus_beta1, beta2, one_minus_beta2, log_beta1, log_beta2, shrink = \
                     adam_hyper_row(hyper_ptr, r)
-            step_size, bias_correction2_sqrt = adam_factors(step, lr, log_beta1, log_beta2)
+            step_size, bias_correction2_sqrt = adam_factors(step.to(tl.float32), lr, log_beta1, log_beta2)
             param_ptr += r * rep_param
             exp_avg_ptr += r * rep_param
             exp_avg_sq_ptr += r * rep_param
@@ -450,7 +449,7 @@ if HAS_TRITON:
             mask_w = mask_n[:, None] & mask_k[None, :]
             tl.store(out + offs_w, acc, mask=mask_w)
             if ADAM:
-                _adam_tile(w_off + offs_w, mask_w, acc, param_ptr, exp_avg_ptr, exp_avg_sq_ptr, step_size,
+                _adam_tile(w_off + offs_w, mask_w, acc, param_ptr, exp_avg_ptr, exp_avg_sq_ptr, step, step_size,
                            bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay,
                            shrink, l1)
             if HAS_BIAS:
@@ -460,7 +459,7 @@ if HAS_TRITON:
                         tl.debug_barrier()
                         db = tl.load(out + d_out * d_in + offs_n, mask=mask_n, other=0.0)
                         _adam_tile(w_off + d_out * d_in + offs_n, mask_n, db, param_ptr, exp_avg_ptr,
-                                   exp_avg_sq_ptr, step_size, bias_correction2_sqrt, one_minus_beta1, beta2,
+                                   exp_avg_sq_ptr, step, step_size, bias_correction2_sqrt, one_minus_beta1, beta2,
                                    one_minus_beta2, eps, weight_decay, shrink, l1)
         if ADAM:   # the update counted once: by the last program to arrive, which then resets the count
             tl.debug_barrier()

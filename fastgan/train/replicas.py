@@ -116,10 +116,11 @@ class ReplicaTrainer(Trainer):
         self.spectral = ReplicaSpectralNorm(self.discriminator, config.seed) if config.spectral_norm else None
         flat = self.backend.flat_adam(config)   # FlatAdam's kernel with a replica axis (else PyTorch's Adam math)
         self.optimizer_g = ReplicaAdam(self.generator, [c.generator_lr for c in per], [c.betas for c in per],
-                                       weight_decay=config.weight_decay_g, l1=config.l1_g, flat=flat)
+                                       weight_decay=config.weight_decay_g, l1=config.l1_g, flat=flat,
+                                       state_dtype=config.adam_state)
         self.optimizer_d = ReplicaAdam(self.discriminator, [c.discriminator_lr for c in per],
                                        [c.betas for c in per], weight_decay=config.weight_decay_d, l1=config.l1_d,
-                                       flat=flat)
+                                       flat=flat, state_dtype=config.adam_state)
         self.generators = [torch.Generator(device=self.device).manual_seed(c.seed) for c in per]
         self.rng = self.generators[0]
         self.sampler = DeviceSampler(config.seed, self.device, self.replicas) if config.sampler == "philox" else None

@@ -155,7 +155,8 @@ class GANTrainer(Trainer):
         config = self.config
         if self.backend.flat_adam(config):
             # the regularisers inside its one kernel (triton-mlp's fused step updates through it)
-            return FlatAdam(module, lr=lr, betas=config.betas, decoupled_weight_decay=weight_decay, l1=l1)
+            return FlatAdam(module, lr=lr, betas=config.betas, decoupled_weight_decay=weight_decay, l1=l1,
+                            state_dtype=config.adam_state)
         # capturable: the step count and bias corrections live on the device, as a CUDA graph needs
         fused = {"fused": True} if config.fused_optimizer == "torch" else {}
         kind, decay = (torch.optim.AdamW, {"weight_decay": weight_decay}) if weight_decay else (torch.optim.Adam, {})

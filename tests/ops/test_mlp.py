@@ -234,12 +234,14 @@ def test_replicas_in_one_launch_are_each_mlp_alone(dims, seed, ieee, monkeypatch
             assert torch.equal(ours[k], theirs), (k, name)
 
 
+@pytest.mark.parametrize("moments", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("replicas", [None, 3], ids=["one", "replicas"])
-def test_adam_folded_into_the_weight_gradient_is_adam_step_after_it(replicas, seed, ieee):
-    """``mlp_weight_grad(adam=...)``: the gradient as without it, and the parameters, moments and counter bit
-    for bit what ``adam_step`` (one MLP: L2, decoupled decay and L1) or ``replica_adam_step`` (a replica
-    table: lr, betas and decay per replica) gives after it; three updates in a row (the count, read by every
-    program before the last to arrive advances it); the arrival count back at zero."""
+def test_adam_folded_into_the_weight_gradient_is_adam_step_after_it(replicas, moments, seed, ieee):
+    """``mlp_weight_grad(adam=...)``: the gradient as without it, and the parameters, moments (fp32, or bf16
+    rounded with the same bits) and counter bit for bit what ``adam_step`` (one MLP: L2, decoupled decay and L1)
+    or ``replica_adam_step`` (a replica table: lr, betas and decay per replica) gives after it; three updates in
+    a row (the count, read by every program before the last to arrive advances it); the arrival count back at
+    zero."""
     K, rows = replicas or 1, 37
     spec = MLPSpec((13, 33, 9, 1), True, "leaky_relu", "none", 0.2)
     made = [_make(spec, rows, seed + k) for k in range(K)]
@@ -248,7 +250,7 @@ def test_adam_folded_into_the_weight_gradient_is_adam_step_after_it(replicas, se
     flat = torch.stack([torch.cat([p.reshape(-1) for p in p64]).float() for _, p64, _ in made]).reshape(
         *lead, spec.numel).to(DEVICE)
     hyper = ops.adam.replica_adam_hyper([1e-2, 3e-3, 5e-2], [(0.5, 0.999), (0.0, 0.9), (0.8, 0.99)], 0.1).to(DEVICE)
-    state = {way: [flat.clone(), torch.zeros_like(flat), torch.zeros_like(flat),
+    state = {way: [flat.clone(), torch.zeros_like(flat, dtype=moments), torch.zeros_like(flat, dtype=moments),
                    torch.zeros(lead[:1] or (), dtype=torch.int64, device=DEVICE).reshape(-1)[:1].reshape(
                        (1,) if replicas else ())] for way in ("folded", "after")}
     arrivals = torch.zeros(1, dtype=torch.int32, device=DEVICE)

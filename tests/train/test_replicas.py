@@ -74,10 +74,11 @@ def test_each_replica_equals_its_single_run(kernels):
                                      dict(spectral_norm=True, lr=2e-3, d_steps=2),
                                      dict(spectral_norm=True, update="simultaneous", kernels="triton"),
                                      dict(fused_optimizer="flat", lr=[2e-3, 1e-3], betas=[(0.5, 0.999), (0.0, 0.9)],
-                                          weight_decay_g=0.5, l1_d=1e-2, kernels="triton", lr_schedule=((10, 0.5),))],
+                                          weight_decay_g=0.5, l1_d=1e-2, kernels="triton", lr_schedule=((10, 0.5),)),
+                                     dict(adam_state="bf16", lr=[2e-3, 1e-3], weight_decay_g=0.5)],
                          ids=["pack", "pack-rows", "uniform-fused-adam", "hinge", "decay-l1-fused-adamw",
                               "decay-l1-per-replica", "spectral-norm", "spectral-norm-simultaneous-triton",
-                              "flatadam-per-replica"])
+                              "flatadam-per-replica", "bf16-moments"])
 def test_replicas_equal_single_runs_with_options(options):
     """(hinge: while every logit is inside the margin, D's gradient on some weights cancels exactly between
     the real and the fake pass; the replicas run the two passes apart, as the single step does, or that zero

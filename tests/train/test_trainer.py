@@ -177,6 +177,8 @@ def _models():
     ({"cuda_graph": True, "compile": "reduce-overhead"}, ValueError, "CUDA graphs of its own"),
     ({"cuda_graph": True, "compile": "max-autotune"}, ValueError, "CUDA graphs of its own"),
     ({"fused_optimizer": "apex"}, ValueError, "fused_optimizer must be"),
+    ({"adam_state": "fp16"}, ValueError, "adam_state must be one of 'fp32', 'bf16'"),
+    ({"adam_state": "bf16", "fused_optimizer": "torch"}, ValueError, "adam_state='bf16' is FlatAdam's"),
     ({"steps_per_replay": 0}, ValueError, "steps_per_replay"),
 ])
 def test_bad_set_up_is_rejected_before_training(kwargs, error, message):
@@ -201,7 +203,8 @@ def test_fit_arguments():
         trainer.fit(3, log_every=0)
 
 
-@pytest.mark.parametrize("regularisers", [{}, {"weight_decay_d": 0.1, "l1_g": 0.01}], ids=["plain", "regularised"])
+@pytest.mark.parametrize("regularisers", [{}, {"weight_decay_d": 0.1, "l1_g": 0.01}, {"adam_state": "bf16"}],
+                         ids=["plain", "regularised", "bf16-moments"])
 def test_resume_with_the_fused_optimizer(tmp_path, regularisers):
     straight = ring_trainer(seed=4, fused_optimizer=True, **regularisers)
     straight.fit(8, log_every=4, progress=False)
@@ -212,7 +215,9 @@ def test_resume_with_the_fused_optimizer(tmp_path, regularisers):
     resumed.fit(4, log_every=4, progress=False)
     assert_same_state(straight, resumed)
     assert torch.equal(straight.optimizer_d.exp_avg_sq, resumed.optimizer_d.exp_avg_sq)
-    other = ring_trainer(**regularisers)   # torch.optim's Adam resumes it too: the state is saved in one form
+    assert resumed.optimizer_d.exp_avg_sq.dtype == (torch.bfloat16 if regularisers.get("adam_state") else torch.float32)
+    # torch.optim's Adam resumes it too (bf16 moments widened): the state is saved in one form
+    other = ring_trainer(**{k: v for k, v in regularisers.items() if k != "adam_state"})
     other.load(tmp_path / "c.pt")
     assert other.step_count == 4 and int(other.optimizer_d.state_dict()["state"][0]["step"]) == 4
 

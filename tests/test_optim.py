@@ -183,13 +183,15 @@ def test_decoupled_weight_decay_matches_adamw_and_l1_matches_its_subgradient(pat
     assert flat.state_dict()["l1"] == 0.05
 
 
+@pytest.mark.parametrize("n", [2500, 2048])
 @pytest.mark.parametrize("moments", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_replica_adam_kernel_is_each_replicas_flatadam_arithmetic(moments):
+def test_replica_adam_kernel_is_each_replicas_flatadam_arithmetic(moments, n):
     """K rows, each its own lr, betas (beta1 = 0 included) and decoupled decay, with L1: bit for bit what
     ``adam_step`` does to each row alone (the same fp32 operations, bf16 moments rounded with the same bits; the
     gradient also as 2 partial sums), the counter advancing by the whole grid; the PyTorch reference to fp32
-    rounding (bf16 moments: to a bf16 step, where an fp32 rounding apart crosses a rounding threshold)."""
-    K, n = 3, 2500   # three programs per row: the last one partial
+    rounding (bf16 moments: to a bf16 step, where an fp32 rounding apart crosses a rounding threshold).
+    n = 2500: three programs per row, the last one a partial block; 2048: two whole blocks, rows 16-byte aligned."""
+    K = 3
     g = torch.Generator().manual_seed(0)
     lrs, betas = [1e-3, 2e-4, 5e-3], [(0.5, 0.999), (0.0, 0.9), (0.8, 0.99)]
     hyper = adam_module.replica_adam_hyper(lrs, betas, 0.1).to(DEVICE)
@@ -221,7 +223,7 @@ def test_replica_adam_kernel_is_each_replicas_flatadam_arithmetic(moments):
     assert int(counter) == int(reference[3]) == 3 * K * adam_module.adam_programs(n)
     with pytest.raises(ValueError, match="hyper must be"):
         adam_module.replica_adam_step(state[0], grad, state[1], state[2], counter, hyper[:2], 1e-8)
-    with pytest.raises(ValueError, match="grad must be a contiguous \\(3, 2, 2500\\)"):
+    with pytest.raises(ValueError, match=f"grad must be a contiguous \\(3, 2, {n}\\)"):
         adam_module.replica_adam_step(state[0], grad, state[1], state[2], counter, hyper, 1e-8, partials=2)
 
 
@@ -275,14 +277,15 @@ def test_bf16_second_moment_tracks_fp32_where_round_to_nearest_stalls():
     assert nearest.float().max().item() < 0.6
 
 
+@pytest.mark.parametrize("n", [2500, 2048, 300])
 @pytest.mark.parametrize("partials", [1, 2])
-def test_bf16_moments_kernel_rounds_as_its_reference(partials, seed):
-    """``adam_step`` with bf16 moments (odd length: three programs, the last partial; L2, decoupled decay and L1),
-    four updates, each from the state the last left. The moments: the fp32 moments the same kernel computes
-    with that state widened (``wide``), rounded by ``stochastic_round_bf16`` bit for bit (so each a bf16 neighbour
-    of them), and the PyTorch reference's to a bf16 step (its fp32 arithmetic may round an ulp apart: then the
-    rounding may fall the other way). The parameters: ``wide``'s exactly (the moments are computed in fp32)."""
-    n = 2500
+def test_bf16_moments_kernel_rounds_as_its_reference(partials, n, seed):
+    """``adam_step`` with bf16 moments (2500: two whole blocks and a partial one; 2048: whole blocks only; 300: a
+    partial block only; L2, decoupled decay and L1), four updates, each from the state the last left. The
+    moments: the fp32 moments the same kernel computes with that state widened (``wide``), rounded by
+    ``stochastic_round_bf16`` bit for bit (so each a bf16 neighbour of them), and the PyTorch reference's to a bf16
+    step (its fp32 arithmetic may round an ulp apart: then the rounding may fall the other way). The parameters:
+    ``wide``'s exactly (the moments are computed in fp32)."""
     g = torch.Generator().manual_seed(seed)
     param = torch.randn(n, generator=g).to(DEVICE)
     state = [param, torch.zeros(n, dtype=torch.bfloat16, device=DEVICE),

@@ -132,8 +132,8 @@ def adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, ex
         adam_step_reference(param, grad, exp_avg, exp_avg_sq, counter, lr, beta1, beta2, eps, weight_decay,
                             decoupled_weight_decay, l1)
         return
-    kernels._adam_step_kernel[(adam_programs(param.numel()),)](
-        param, grad, exp_avg, exp_avg_sq, counter, param.numel(), *scalars, BLOCK=_BLOCK, PARTIALS=partials)
+    kernels._adam_step_kernel[(adam_programs(n),)](
+        param, grad, exp_avg, exp_avg_sq, counter, n, n // _BLOCK * _BLOCK, *scalars, BLOCK=_BLOCK, PARTIALS=partials)
     kernel_launches["_adam_step_kernel"] += 1
 
 
@@ -283,6 +283,6 @@ def replica_adam_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Te
                                     hyper, eps, l1)
         return
     kernels._replica_adam_kernel[(adam_programs(n), K)](
-        param, grad, exp_avg, exp_avg_sq, counter, hyper, n, float(eps), float(l1), BLOCK=_BLOCK,
-        PARTIALS=partials)
+        param, grad, exp_avg, exp_avg_sq, counter, hyper, n, n // _BLOCK * _BLOCK, float(eps), float(l1),
+        BLOCK=_BLOCK, PARTIALS=partials)
     kernel_launches["_replica_adam_kernel"] += 1

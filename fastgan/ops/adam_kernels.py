@@ -81,7 +81,23 @@ if HAS_TRITON:
             tl.load(h + 6)
 
     @triton.jit
-    def _adam_step_kernel(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, counter_ptr, n,
+    def _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, offs, mask, n, step, step_size,
+                    bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, shrink, l1,
+                    PARTIALS: tl.constexpr):
+        """The update (number ``step``) of the elements at ``offs`` of one buffer; the gradient's partial sums
+        ``n`` apart."""
+        p = tl.load(param_ptr + offs, mask=mask, other=0.0)
+        g = tl.load(grad_ptr + offs, mask=mask, other=0.0)
+        for s in tl.static_range(1, PARTIALS):
+            g += tl.load(grad_ptr + s * n.to(tl.int64) + offs, mask=mask, other=0.0)
+        m, v = load_moments(exp_avg_ptr, exp_avg_sq_ptr, offs, mask)
+        p, m, v = adam_update(p, g, m, v, step_size, bias_correction2_sqrt, one_minus_beta1, beta2,
+                              one_minus_beta2, eps, weight_decay, shrink, l1)
+        tl.store(param_ptr + offs, p, mask=mask)
+        store_moments(exp_avg_ptr, exp_avg_sq_ptr, offs, m, v, mask, step)
+
+    @triton.jit
+    def _adam_step_kernel(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, counter_ptr, n, n_whole,
                           lr, one_minus_beta1, beta2, one_minus_beta2, log_beta1, log_beta2, eps, weight_decay,
                           shrink, l1,
                           BLOCK: tl.constexpr, PARTIALS: tl.constexpr = 1):
@@ -92,34 +108,38 @@ if HAS_TRITON:
         (6.4e-6 relative after the square root), against a bias correction formed from the exact beta.
 
         With PARTIALS > 1 the gradient is the sum of PARTIALS copies ``n`` apart (a split reduction's
-        partial sums, added here in a fixed order: deterministic, and no separate reduction launch)."""
+        partial sums, added here in a fixed order: deterministic, and no separate reduction launch).
+
+        ``n_whole``: the elements in whole blocks (``n`` rounded down to a multiple of BLOCK). Their loop's mask
+        ``offs < n_whole`` is provably the same over every 16 elements, so the accesses are 16 bytes wide (with
+        ``offs < n`` of an odd ``n`` every access was 4 bytes); the last program does the partial block."""
         pid = tl.program_id(0)
         programs = tl.num_programs(0)
         old = tl.atomic_add(counter_ptr, 1)
         step = old // programs + 1
         step_size, bias_correction2_sqrt = adam_factors(step.to(tl.float32), lr, log_beta1, log_beta2)
-        for start in range(pid * BLOCK, n, programs * BLOCK):
+        for start in range(pid * BLOCK, n_whole, programs * BLOCK):
             offs = start + tl.arange(0, BLOCK).to(tl.int64)
-            mask = offs < n
-            p = tl.load(param_ptr + offs, mask=mask, other=0.0)
-            g = tl.load(grad_ptr + offs, mask=mask, other=0.0)
-            for s in tl.static_range(1, PARTIALS):
-                g += tl.load(grad_ptr + s * n.to(tl.int64) + offs, mask=mask, other=0.0)
-            m, v = load_moments(exp_avg_ptr, exp_avg_sq_ptr, offs, mask)
-            p, m, v = adam_update(p, g, m, v, step_size, bias_correction2_sqrt, one_minus_beta1, beta2,
-                                  one_minus_beta2, eps, weight_decay, shrink, l1)
-            tl.store(param_ptr + offs, p, mask=mask)
-            store_moments(exp_avg_ptr, exp_avg_sq_ptr, offs, m, v, mask, step)
+            _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, offs, offs < n_whole, n, step, step_size,
+                        bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, shrink,
+                        l1, PARTIALS)
+        if pid == programs - 1 and n_whole < n:
+            offs = n_whole + tl.arange(0, BLOCK).to(tl.int64)
+            _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, offs, offs < n, n, step, step_size,
+                        bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, shrink,
+                        l1, PARTIALS)
 
     @triton.jit
-    def _replica_adam_kernel(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, counter_ptr, hyper_ptr, n, eps, l1,
-                             BLOCK: tl.constexpr, PARTIALS: tl.constexpr = 1):
+    def _replica_adam_kernel(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, counter_ptr, hyper_ptr, n, n_whole,
+                             eps, l1, BLOCK: tl.constexpr, PARTIALS: tl.constexpr = 1):
         """``_adam_step_kernel``'s update of K replicas' ``(K, n)`` buffers, each row with its own
         hyper-parameters: ``hyper`` is ``(K, 7)``, (lr, 1 - beta1, beta2, 1 - beta2, log beta1, log beta2,
         1 - lr * decoupled weight decay) per replica, formed on the host in float64 as that kernel's arguments
         are, so a replica's arithmetic is its single run's FlatAdam's. The grid: programs over a row x
         replicas; the step count is the counter over the whole grid. With PARTIALS > 1 replica r's gradient
-        is the sum of its PARTIALS copies ``n`` apart (``grad`` is ``(K, PARTIALS, n)``), added in order."""
+        is the sum of its PARTIALS copies ``n`` apart (``grad`` is ``(K, PARTIALS, n)``), added in order. Whole
+        blocks and the partial one as there (a row's accesses 16 bytes wide where ``n`` is a multiple of 16,
+        so that rows start 16-byte aligned: G's classic 130,576 parameters, not D's 117,121)."""
         pid = tl.program_id(0)
         replica = tl.program_id(1).to(tl.int64)
         programs = tl.num_programs(0)
@@ -128,15 +148,17 @@ if HAS_TRITON:
         lr, one_minus_beta1, beta2, one_minus_beta2, log_beta1, log_beta2, shrink = adam_hyper_row(hyper_ptr, replica)
         step_size, bias_correction2_sqrt = adam_factors(step.to(tl.float32), lr, log_beta1, log_beta2)
         row = replica * n.to(tl.int64)
-        for start in range(pid * BLOCK, n, programs * BLOCK):
+        param_ptr += row
+        grad_ptr += row * PARTIALS
+        exp_avg_ptr += row
+        exp_avg_sq_ptr += row
+        for start in range(pid * BLOCK, n_whole, programs * BLOCK):
             offs = start + tl.arange(0, BLOCK).to(tl.int64)
-            mask = offs < n
-            p = tl.load(param_ptr + row + offs, mask=mask, other=0.0)
-            g = tl.load(grad_ptr + row * PARTIALS + offs, mask=mask, other=0.0)
-            for s in tl.static_range(1, PARTIALS):
-                g += tl.load(grad_ptr + (row * PARTIALS + s * n.to(tl.int64)) + offs, mask=mask, other=0.0)
-            m, v = load_moments(exp_avg_ptr + row, exp_avg_sq_ptr + row, offs, mask)
-            p, m, v = adam_update(p, g, m, v, step_size, bias_correction2_sqrt, one_minus_beta1, beta2,
-                                  one_minus_beta2, eps, 0.0, shrink, l1)
-            tl.store(param_ptr + row + offs, p, mask=mask)
-            store_moments(exp_avg_ptr + row, exp_avg_sq_ptr + row, offs, m, v, mask, step)
+            _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, offs, offs < n_whole, n, step, step_size,
+                        bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, 0.0, shrink, l1,
+                        PARTIALS)
+        if pid == programs - 1 and n_whole < n:
+            offs = n_whole + tl.arange(0, BLOCK).to(tl.int64)
+            _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, offs, offs < n, n, step, step_size,
+                        bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, 0.0, shrink, l1,
+                        PARTIALS)

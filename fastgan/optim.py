@@ -15,7 +15,8 @@ from torch import nn
 from .ops.adam import (MOMENT_DTYPES, AdamFold, adam_fold, adam_programs, adam_step, replica_adam_fold,
                        replica_adam_hyper, replica_adam_step)
 
-__all__ = ["FlatAdam", "moment_dtype", "flatten_parameters", "ReplicaAdam", "EMA", "adam_state", "load_adam_state", "check_adam_state"]
+__all__ = ["FlatAdam", "moment_dtype", "flatten_parameters", "ReplicaAdam", "EMA", "adam_state", "load_adam_state",
+           "check_adam_state"]
 
 
 def flatten_parameters(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

@@ -247,7 +247,7 @@ def fast_path(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, s
     backend = _auto_kernels(resolved, device) if config.kernels == "auto" else config.kernels
     parts = [f"{backend} + CUDA graph (k={resolved.steps_per_replay})" if resolved.cuda_graph else backend]
     if resolved.fused_optimizer == "flat":
-        parts.append("FlatAdam")
+        parts.append("FlatAdam" + (" (bf16 moments)" if resolved.adam_state == "bf16" else ""))
     if resolved.replicas is not None and resolved.sampler == "philox":
         parts.append("Philox draws")
     held = []   # what the fast path would have chosen but a setting ruled out, with the reason

@@ -328,7 +328,8 @@ class TrainConfig:
             raise ValueError(f"data_parallel must be True or False, got {self.data_parallel!r}")
         if self.data_parallel:
             off = {"replicas": self.replicas is not None, "augment": bool(self.augment),
-                   "fused_optimizer='flat'": self.fused_optimizer == "flat"}
+                   "adam_state='bf16' (FlatAdam's)" if self.adam_state == "bf16" else "fused_optimizer='flat'":
+                       self.fused_optimizer == "flat"}
             unsupported = [name for name, on in off.items() if on]
             if unsupported:
                 raise ValueError(f"data_parallel does not combine with {', '.join(unsupported)} (a sweep of "

@@ -179,6 +179,7 @@ def _models():
     ({"fused_optimizer": "apex"}, ValueError, "fused_optimizer must be"),
     ({"adam_state": "fp16"}, ValueError, "adam_state must be one of 'fp32', 'bf16'"),
     ({"adam_state": "bf16", "fused_optimizer": "torch"}, ValueError, "adam_state='bf16' is FlatAdam's"),
+    ({"adam_state": "bf16", "data_parallel": True}, ValueError, "data_parallel does not combine with adam_state"),
     ({"steps_per_replay": 0}, ValueError, "steps_per_replay"),
 ])
 def test_bad_set_up_is_rejected_before_training(kwargs, error, message):

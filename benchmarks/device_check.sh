@@ -140,7 +140,8 @@ else
         # shellcheck disable=SC2086
         step replicas_classic "$T_REPLICAS" python3 benchmarks/replicas.py --no-sequential --model classic \
             --batch 128 --replicas 1 8 32 128 --backends torch+graph triton+graph triton-mlp+graph \
-            triton+graph+generators --time-limit "$L_REPLICAS" --out "$WORK/results"
+            triton+graph+generators triton+graph+bf16-adam triton-mlp+graph+bf16-adam --time-limit "$L_REPLICAS" \
+            --out "$WORK/results"
         # the pytest-benchmark set, saved as JSON a later run compares with (--benchmark-compare)
         step micro "$T_MICRO" python3 -m pytest -o addopts="" benchmarks/micro --benchmark-only -q -p no:cacheprovider \
             --benchmark-json="$WORK/results/micro.json"

@@ -44,6 +44,10 @@ BACKENDS = {   # name -> (GANTrainer options, needs CUDA)
     "triton+graph+generators": ({"kernels": "triton", "cuda_graph": True, "sampler": "torch"}, True),
     # the fused step for K replicas: 7 launches a step for every K (whole-MLP kernels, FlatAdam folded in)
     "triton-mlp+graph": ({"kernels": "triton-mlp", "cuda_graph": True, **PHILOX}, True),
+    # the same two steps with FlatAdam's moments in bf16 (20 bytes of Adam traffic a parameter, not 28)
+    "triton+graph+bf16-adam": ({"kernels": "triton", "cuda_graph": True, "adam_state": "bf16", **PHILOX}, True),
+    "triton-mlp+graph+bf16-adam": ({"kernels": "triton-mlp", "cuda_graph": True, "adam_state": "bf16", **PHILOX},
+                                   True),
 }
 # the GANs: the mixture GAN 2-W-W-2 (latent 2) on the ring, or the classic MLP GAN 100-W-W-784 on uniform
 # 784-wide rows (speed only: what the rows hold does not change the work)

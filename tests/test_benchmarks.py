@@ -1,5 +1,6 @@
 """The benchmark scripts run on CPU (tiny sizes; GPU rows skipped with a reason) and count FLOPs right."""
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -285,6 +286,11 @@ def test_device_check_script_parses_and_its_summary_reads_every_part(tmp_path, c
     import device_summary
     root = Path(__file__).resolve().parents[1]
     assert subprocess.run(["bash", "-n", str(root / "benchmarks" / "device_check.sh")]).returncode == 0
+    import replicas   # every backend the script asks replicas.py for is one it has
+    script = (root / "benchmarks" / "device_check.sh").read_text().replace("\\\n", " ")
+    named = {name for names in re.findall(r"replicas\.py[^\n]*?--backends (.*?)(?= --|\n)", script)
+             for name in names.split()}
+    assert named and named <= set(replicas.BACKENDS), named - set(replicas.BACKENDS)
     (tmp_path / "environment.txt").write_text("nvidia-smi output\ntorch 2.11.0 (CUDA 13.0) | triton 3.6.0 | H100\n")
     (tmp_path / "gpu_tests.xml").write_text(
         '<testsuites><testsuite tests="3" failures="1" errors="0" skipped="0">'

@@ -217,8 +217,9 @@ def test_replica_adam_kernel_is_each_replicas_flatadam_arithmetic(moments, n):
     for k, row in enumerate(rows):
         for ours, alone in zip(state, row):
             assert torch.equal(ours[k], alone), k
-    for ours, theirs in zip(state, reference):
-        assert_close(ours.float(), theirs.float(), 1e-6 if ours.dtype == torch.float32 else 2 ** -7,
+    # (bf16 moments: a moment rounded the other way moves its parameter by ~lr / 256 on the next update)
+    for ours, theirs, loose in zip(state, reference, (1e-4, 2 ** -7, 2 ** -7)):
+        assert_close(ours.float(), theirs.float(), 1e-6 if moments == torch.float32 else loose,
                      "replica Adam against its reference")
     assert int(counter) == int(reference[3]) == 3 * K * adam_module.adam_programs(n)
     with pytest.raises(ValueError, match="hyper must be"):

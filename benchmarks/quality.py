@@ -97,11 +97,13 @@ def _describe_models(protocol: dict) -> str:
     minibatch = (f", the minibatch standard deviation over groups of {protocol['minibatch_std']} before D's last "
                  "layer") if protocol.get("minibatch_std") else ""
     adam = f"FlatAdam ({protocol['adam_state']} moments)" if protocol.get("adam_state") else "Adam"
+    mmd = (f", G's loss plus {protocol['mmd_weight']:g} x MMD² to the step's real rows" if protocol.get("mmd_weight")
+           else "")
     return (f"ours ({protocol['preset']}): G latent {latent} -> {width} -> 2 (leaky-ReLU 0.2, linear output), "
             f"D (2*pack) -> {width} -> 1 (leaky-ReLU 0.2{minibatch}), "
             f"{adam} {protocol['lr']:g}{describe_schedule(protocol)} {tuple(protocol['betas'])}, "
             f"batch {protocol['batch'] or '128 (126 for pack 3)'} ({protocol['pack_convention']} convention), "
-            f"{protocol.get('update', 'alternating')} updates, non-saturating loss unless stated. PacGAN used a "
+            f"{protocol.get('update', 'alternating')} updates, non-saturating loss unless stated{mmd}. PacGAN used a "
             "4x400 BN-ReLU G and a maxout D (3x200, 5 pieces): `--preset pacgan` is that.")
 
 
@@ -129,6 +131,8 @@ def _trainer_settings(variant: str, protocol: dict) -> tuple[dict, int]:
         settings["ema"] = protocol["ema"] or None
     if protocol.get("adam_state"):   # FlatAdam, its moments in fp32 or bf16 (unset: the trainer's own Adam)
         settings.update(fused_optimizer="flat", adam_state=protocol["adam_state"])
+    if protocol.get("mmd_weight"):   # the kernel two-sample term on G's loss (fastgan.train.mmd)
+        settings["mmd_weight"] = protocol["mmd_weight"]
     return settings, pack
 
 

@@ -300,6 +300,9 @@ def main(argv=None) -> int:
     parser.add_argument("--adam-state", choices=["fp32", "bf16"],
                         help="train with FlatAdam, its moments in fp32 or bf16 (stochastically rounded); default: "
                              "the trainer's own choice of Adam")
+    parser.add_argument("--mmd-weight", type=float, metavar="W",
+                        help="G's loss plus W x MMD² between its samples and the step's real rows (Gaussian kernels "
+                             "at the real rows' finest scales; default 0: none)")
     parser.add_argument("--batch", type=int, help="default 100")
     parser.add_argument("--pack-convention", choices=["samples", "rows"], help="default rows")
     parser.add_argument("--device", default=None)
@@ -385,7 +388,8 @@ def main(argv=None) -> int:
                 "latent_dim": args.latent_dim if args.latent_dim is not None else base["latent_dim"],
                 "ema": args.ema if args.ema is not None else base.get("ema"),
                 "minibatch_std": args.minibatch_std if args.minibatch_std is not None else base.get("minibatch_std", 0),
-                "adam_state": args.adam_state or base.get("adam_state")}
+                "adam_state": args.adam_state or base.get("adam_state"),
+                "mmd_weight": args.mmd_weight if args.mmd_weight is not None else base.get("mmd_weight", 0.0)}
     if protocol["preset"] == "pacgan" and protocol["latent_dim"] != 2:
         parser.error("--preset pacgan: its G takes 2-d noise (no --latent-dim)")
     if protocol["preset"] == "pacgan" and protocol["minibatch_std"]:

@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Adam learning rate (default: 2e-4); several values sweep them (see --seeds)")
     train.add_argument("--seeds", type=_positive(int), default=1, metavar="N",
                        help="train N GANs per setting (default: 1). With N > 1, or several values for --lr, "
-                            "--lr-g, --lr-d, --real-label, --instance-noise, --r1-gamma, --augment-p or "
+                            "--lr-g, --lr-d, --real-label, --instance-noise, --r1-gamma, --mmd-weight, --augment-p or "
                             "--augment-target (their product), the run is a sweep: every GAN at once as replicas of "
                             "one trainer, replica k exactly the single run with seed --seed + k (settings vary "
                             "slowest, seeds fastest); samples.png gets a row (a panel) per replica, metrics.json each "
@@ -239,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="R1 penalty weight on real data (default 0.1 for unconditional digits/MNIST, else "
                                 "0; 0 turns it off); several values sweep them")
     stabilise.add_argument("--r1-every", type=_positive(int), default=16, help="R1 every N steps")
+    stabilise.add_argument("--mmd-weight", type=float, nargs="+", default=0.0, metavar="W",
+                           help="G's loss plus W x MMD² between its samples and the step's real rows, Gaussian "
+                                "kernels at the real rows' finest scales: widens modes D cannot resolve (2-d "
+                                "mixtures: 3); several values sweep them")
     for net, name in (("g", "G"), ("d", "D")):
         stabilise.add_argument(f"--weight-decay-{net}", type=float, default=0.0,
                                help=f"decoupled weight decay of {name} (AdamW's), e.g. 0.01")

@@ -18,8 +18,8 @@ __all__ = ["Sweep", "sweep_of", "headline", "write_sweep"]
 
 # the per-replica settings the command line sweeps, in the order their product is taken (config field: flag)
 SWEPT = {"lr": "--lr", "lr_g": "--lr-g", "lr_d": "--lr-d", "real_label": "--real-label",
-         "instance_noise": "--instance-noise", "r1_gamma": "--r1-gamma", "augment_p": "--augment-p",
-         "augment_target": "--augment-target"}
+         "instance_noise": "--instance-noise", "r1_gamma": "--r1-gamma", "mmd_weight": "--mmd-weight",
+         "augment_p": "--augment-p", "augment_target": "--augment-target"}
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,8 @@ def fused_step_blocker(config: TrainConfig, g: MLPSpec | None, d: MLPSpec | None
     blockers = {"update='simultaneous'": config.update != "alternating",
                 "loss='hinge'": config.loss != "non_saturating",
                 "instance_noise": any(sigma > 0 for sigma in config.per_replica("instance_noise")),
-                "r1_gamma": config.has_r1, "augment": bool(config.augment), "compile": bool(config.compile),
+                "r1_gamma": config.has_r1, "mmd_weight": config.has_mmd, "augment": bool(config.augment),
+                "compile": bool(config.compile),
                 "fused_optimizer='torch'": not flat,
                 "sampler='torch' with replicas": config.replicas is not None and config.sampler != "philox"}
     named = [name for name, on in blockers.items() if on]

@@ -36,7 +36,7 @@ ADAM_STATES = ("fp32", "bf16")
 # the settings ``fast`` decides when they are left at these values (fastgan.train.backends.fast_path)
 AUTOMATIC = {"kernels": "auto", "cuda_graph": None, "steps_per_replay": None, "fused_optimizer": None}
 # settings that may take one value per replica (a sequence of length ``replicas``); betas: a sequence of pairs
-PER_REPLICA = ("lr", "lr_g", "lr_d", "betas", "real_label", "instance_noise", "r1_gamma", "augment_p",
+PER_REPLICA = ("lr", "lr_g", "lr_d", "betas", "real_label", "instance_noise", "r1_gamma", "mmd_weight", "augment_p",
                "augment_target")
 
 
@@ -162,6 +162,9 @@ class TrainConfig:
         instance_noise: std of Gaussian noise added to D's real and fake inputs.
         r1_gamma, r1_every: R1 penalty weight on real data, applied every ``r1_every`` steps (with
             ``replicas``, a weight per replica may be given).
+        mmd_weight: G's loss plus this times MMD²(G's samples, the step's real rows), Gaussian kernels at the
+            real rows' own finest scales (``fastgan.train.mmd``): widens modes that D cannot resolve (with
+            ``replicas``, a weight per replica may be given). Not with ``data_parallel``.
         update: ``"alternating"`` (default: D's update, then G's loss through the updated D) or
             ``"simultaneous"`` (both losses from one forward pass of D on the same batch, both updates
             after it: what PacGAN's code does, through ALI's training algorithm). Simultaneous needs
@@ -183,7 +186,7 @@ class TrainConfig:
         replicas: train K independent GANs at once in batched kernels (``GANTrainer`` then runs a
             ``ReplicaTrainer``). Replica k is the single-GAN run with seed ``seed + k`` started from weights
             ``fastgan.replicas.replica_models`` makes; ``for_replica(k)`` is that run's config. ``lr``, ``lr_g``,
-            ``lr_d``, ``betas``, ``real_label``, ``instance_noise``, ``r1_gamma``, ``augment_p`` and
+            ``lr_d``, ``betas``, ``real_label``, ``instance_noise``, ``r1_gamma``, ``mmd_weight``, ``augment_p`` and
             ``augment_target`` (``PER_REPLICA``) may then be sequences of K values (betas: K pairs), one per
             replica; a single value applies to all.
 
@@ -219,6 +222,7 @@ class TrainConfig:
     instance_noise: float = 0.0
     r1_gamma: float = 0.0
     r1_every: int = 16
+    mmd_weight: float = 0.0
     update: str = "alternating"
     weight_decay_g: float = 0.0
     weight_decay_d: float = 0.0
@@ -269,6 +273,7 @@ class TrainConfig:
                              "cuda_graph=False, or compile=True (or 'max-autotune-no-cudagraphs') with "
                              "cuda_graph=True")
         self._each("r1_gamma", lambda v: _finite("r1_gamma", v, 0.0, strict=False))
+        self._each("mmd_weight", lambda v: _finite("mmd_weight", v, 0.0, strict=False))
         if self.cuda_graph and self.has_r1 and self.steps_per_replay is not None \
                 and self.steps_per_replay % self.r1_every:
             raise ValueError(f"r1_gamma > 0 with cuda_graph=True: a replay must hold whole R1 periods (the R1 steps "
@@ -327,7 +332,7 @@ class TrainConfig:
         if not isinstance(self.data_parallel, bool):
             raise ValueError(f"data_parallel must be True or False, got {self.data_parallel!r}")
         if self.data_parallel:
-            off = {"replicas": self.replicas is not None, "augment": bool(self.augment),
+            off = {"replicas": self.replicas is not None, "augment": bool(self.augment), "mmd_weight": self.has_mmd,
                    "adam_state='bf16' (FlatAdam's)" if self.adam_state == "bf16" else "fused_optimizer='flat'":
                        self.fused_optimizer == "flat"}
             unsupported = [name for name, on in off.items() if on]
@@ -386,6 +391,11 @@ class TrainConfig:
     def has_r1(self) -> bool:
         """Whether any replica (or the one GAN) trains with the R1 penalty."""
         return any(gamma > 0 for gamma in self.per_replica("r1_gamma"))
+
+    @property
+    def has_mmd(self) -> bool:
+        """Whether any replica (or the one GAN) trains G with the MMD term."""
+        return any(weight > 0 for weight in self.per_replica("mmd_weight"))
 
     @property
     def augment_start_p(self) -> float:

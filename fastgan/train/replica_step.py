@@ -7,6 +7,7 @@ from ..phases import phase
 from .config import CUDAGRAPH_COMPILE_MODES
 from ..ops import reference_path, replica_sigmoid_bce_reference, with_precision
 from .losses import gan_losses
+from .mmd import mmd2
 from .parts import compiled_regions, forward_autocast, packed
 
 __all__ = ["make_replica_step"]
@@ -69,14 +70,15 @@ def make_replica_step(t):
 
     def draw():
         """The single step's draws in its order: batch, its augmentation, its noise, z, and for a conditional
-        GAN the classes G is asked for (the classes of other rows); ``(real, z, y_real, y_fake)``."""
+        GAN the classes G is asked for (the classes of other rows); ``(real, z, y_real, y_fake, rows)``, the last
+        the real rows as drawn (for the MMD term)."""
         samples = config.samples_per_step
         with phase("data"):
             if t.sampler is not None:   # one launch for every replica (and one for their instance noise)
                 x = torch.empty((K, samples, features), device=device)
                 z = torch.empty((K, samples, t.latent_dim), device=device)
                 t.sampler.draw(t.data, x, z)
-                return d_input(x), z, None, None
+                return d_input(x), z, None, None, x
             rows, uniforms, noise, zs, y_real, y_fake = [], [], [], [], [], []
             for k, (g, s) in enumerate(zip(t.generators, sigmas)):
                 index = torch.randint(0, n, (samples,), device=device, generator=g)
@@ -90,24 +92,31 @@ def make_replica_step(t):
                     other = torch.randint(0, n, (samples,), device=device, generator=g)
                     y_fake.append(t.labels.index_select(0, other))
             classes = (torch.stack(y_real), torch.stack(y_fake)) if conditional else (None, None)
-            real = torch.stack(rows)
+            drawn = real = torch.stack(rows)
             if t.augment is not None:
                 real = t.augment(real, u=torch.stack(uniforms))
-            return packed(add_noise(real, noise), pack, leading=1), torch.stack(zs), *classes
+            return packed(add_noise(real, noise), pack, leading=1), torch.stack(zs), *classes, drawn
 
     d_params, g_params = [t.discriminator.flat], [t.generator.flat]
+    mmd_weight = torch.tensor([c.mmd_weight for c in per], device=device)
+
+    def with_mmd(loss_g, fake, rows):   # (K,): each replica's G loss plus its weight times its MMD²
+        if not config.has_mmd:
+            return loss_g
+        with phase("G.loss.mmd"):
+            return loss_g + mmd_weight * mmd2(fake.flatten(2), rows.flatten(2))
 
     def simultaneous_step():
         """The single simultaneous step: both losses from one pass of D over real and fake, each network's
         gradient of its own loss, then both updates (PacGAN's code)."""
-        real, z, y_real, y_fake = draw()
+        real, z, y_real, y_fake, rows = draw()
         with phase("G.forward"), autocast():
             fake = generator(z, y_fake)
         with phase("D.forward"), autocast():
             real_logits = discriminate(real, y_real)
             fake_logits = discriminate(d_input(fake), y_fake)
             loss_d = d_loss(real_logits, fake_logits)
-            loss_g = g_loss(fake_logits)
+            loss_g = with_mmd(g_loss(fake_logits), fake, rows)
         with phase("D.backward"):
             t.optimizer_d.zero_grad()
             loss_d.sum().backward(inputs=d_params, retain_graph=True)
@@ -139,7 +148,7 @@ def make_replica_step(t):
         fake batch (D frozen); with R1 every ``r1_every`` steps, the penalty joins D's loss."""
         for d_step in range(config.d_steps):
             last = d_step == config.d_steps - 1
-            real, z, y_real, y_fake = draw()
+            real, z, y_real, y_fake, rows = draw()
             with phase("G.forward"), autocast():
                 if last:
                     fake = generator(z, y_fake)
@@ -166,7 +175,7 @@ def make_replica_step(t):
         t.discriminator.requires_grad_(False)
         try:
             with phase("G.loss"), autocast():
-                loss_g = g_loss_of_input(d_input(fake), y_fake)
+                loss_g = with_mmd(g_loss_of_input(d_input(fake), y_fake), fake, rows)
             with phase("G.backward"):
                 t.optimizer_g.zero_grad()
                 loss_g.sum().backward()

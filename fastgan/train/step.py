@@ -7,6 +7,8 @@ can later capture it whole. Options (all off by default, which gives the plain G
   d_steps         D updates per G update; the last one's fake batch is the one G is trained through
   pack            PacGAN: D sees ``pack`` samples concatenated into one row (its input is pack x wider)
   instance_noise  std of Gaussian noise added to everything D sees (real and fake)
+  mmd_weight      a kernel two-sample term on G's loss: the weight times MMD²(G's samples, the step's real
+                  rows), Gaussian kernels at the real rows' own finest scales (``fastgan.train.mmd``)
   r1_gamma        R1 penalty (gamma/2) E||grad_x D(x_real)||^2, every ``r1_every`` steps (scaled by it,
                   "lazy" regularisation); a gradient of a gradient, so it runs through the reference path
   ema             an ``EMA`` of G's weights, updated after each G step
@@ -39,6 +41,7 @@ from .. import ops
 from ..ops.sampler import DeviceSampler
 from ..phases import phase
 from .config import CUDAGRAPH_COMPILE_MODES
+from .mmd import mmd2
 
 from .parts import StepParts, compiled_regions, forward_autocast, packed
 
@@ -104,7 +107,8 @@ def make_step(p: StepParts, sampler: DeviceSampler | None = None) -> Callable[[i
 
     def draw():
         """One update's draws, in a fixed order: the real rows (as D sees them), G's noise, and with labels
-        the real rows' classes and the fake rows' (from the data's label distribution)."""
+        the real rows' classes and the fake rows' (from the data's label distribution); last, the real rows
+        as drawn (for the MMD term)."""
         with phase("data"):
             samples = p.config.samples_per_step
             # (with philox: no labels and the whole batch here; it is refused for conditional GANs, data_parallel)
@@ -112,28 +116,36 @@ def make_step(p: StepParts, sampler: DeviceSampler | None = None) -> Callable[[i
                 x = torch.empty((samples, p.data.shape[1]), device=device)
                 z = torch.empty((samples, p.latent_dim), device=device)
                 sampler.draw(p.data, x, z)
-                return d_input(x), z, None, None
+                return d_input(x), z, None, None, x
             batch = torch.randint(0, n, (samples,), device=device, generator=p.rng)
-            real = local(d_input(p.data.index_select(0, batch)))
+            rows = p.data.index_select(0, batch)
+            real = local(d_input(rows))
             z = local(torch.randn(samples, p.latent_dim, device=device, generator=p.rng))
             y_real = y_fake = None
             if conditional:
                 y_real = local(p.labels.index_select(0, batch))
                 other = torch.randint(0, n, (samples,), device=device, generator=p.rng)
                 y_fake = local(p.labels.index_select(0, other))
-        return real, z, y_real, y_fake
+        return real, z, y_real, y_fake, local(rows)
+
+    def with_mmd(loss_g, fake, rows):
+        """G's loss plus ``mmd_weight`` times MMD² between its samples and the step's real rows (as drawn)."""
+        if p.config.mmd_weight == 0:
+            return loss_g
+        with phase("G.loss.mmd"):
+            return loss_g + p.config.mmd_weight * mmd2(fake.flatten(1), rows.flatten(1))
 
     def simultaneous_step() -> tuple[torch.Tensor, torch.Tensor]:
         """Both losses from one forward pass of D over real and fake, each network's gradient of its own
         loss, then both updates (PacGAN's code, through ALI's training algorithm)."""
-        real, z, y_real, y_fake = draw()
+        real, z, y_real, y_fake, rows = draw()
         with phase("G.forward"), autocast():
             fake = generate(z, y_fake)
         with phase("D.forward"), autocast():
             real_logits = discriminate(real, y_real)
             fake_logits = discriminate(d_input(fake, local=True), y_fake)
             loss_d = d_loss(real_logits, fake_logits)
-            loss_g = g_loss(fake_logits)
+            loss_g = with_mmd(g_loss(fake_logits), fake, rows)
         with phase("D.backward"):
             p.optimizer_d.zero_grad(set_to_none=True)
             loss_d.backward(inputs=d_params, retain_graph=True)
@@ -160,7 +172,7 @@ def make_step(p: StepParts, sampler: DeviceSampler | None = None) -> Callable[[i
             return loss_d.detach().float(), loss_g.detach().float()
         for d_step in range(p.config.d_steps):
             last = d_step == p.config.d_steps - 1
-            real, z, y_real, y_fake = draw()
+            real, z, y_real, y_fake, rows = draw()
             with phase("G.forward"), autocast():
                 if last:
                     fake = generate(z, y_fake)  # kept with its graph: G trains through this batch next
@@ -203,7 +215,7 @@ def make_step(p: StepParts, sampler: DeviceSampler | None = None) -> Callable[[i
             q.requires_grad_(False)
         try:
             with phase("G.loss"), autocast():
-                loss_g = g_loss_of_input(d_input(fake, local=True), y_fake)
+                loss_g = with_mmd(g_loss_of_input(d_input(fake, local=True), y_fake), fake, rows)
             with phase("G.backward"):
                 p.optimizer_g.zero_grad(set_to_none=True)
                 loss_g.backward()

@@ -38,6 +38,15 @@ def test_r1_weights_on_the_command_line_are_a_sweep(tmp_path):
     assert "| r1_gamma |" in (out / "sweep.md").read_text()
 
 
+def test_mmd_weights_on_the_command_line_are_a_sweep(tmp_path):
+    out = tmp_path / "mmd"
+    assert main(["train", "--data", "ring", "--mmd-weight", "0", "3", "--hidden", "8", "--steps", "4",
+                 "--no-progress", "--out", str(out)]) == 0
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["replicas"] == 2 and config["mmd_weight"] == [0.0, 3.0]
+    assert "| mmd_weight |" in (out / "sweep.md").read_text()
+
+
 def test_augmentation_probabilities_and_targets_on_the_command_line_are_a_sweep(tmp_path):
     out = tmp_path / "augment"
     assert main(["train", "--augment", "translation", "--augment-p", "0.2", "0.5", "--augment-target", "0.6",

@@ -1,0 +1,151 @@
+"""The MMD term on G's loss (``fastgan.train.mmd``): the estimator against a float64 loop, its bandwidths from
+the real rows, its gradient, and the option through the trainer, the replicas, the fast path and the CLI."""
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+
+import pytest
+import torch
+
+from helpers import assert_close
+from fastgan import GANTrainer, MLPDiscriminator, MLPGenerator, TrainConfig, data
+from fastgan.nn.stacked import replica_models
+from fastgan.train.mmd import MMD_OCTAVES, mmd2
+
+
+def _loop_mmd2(fake, real, octaves=MMD_OCTAVES):
+    """The unbiased MMD² by its definition, pair by pair in float64; h: the lower median of the real rows'
+    nearest-neighbour distances."""
+    fake, real = fake.double().tolist(), real.double().tolist()
+    dist = math.dist
+    nearest = sorted(min(dist(a, b) for j, b in enumerate(real) if j != i) for i, a in enumerate(real))
+    h = nearest[(len(nearest) - 1) // 2]
+
+    def k(a, b):
+        return sum(math.exp(-dist(a, b) ** 2 / (2 * (h * 2 ** i) ** 2)) for i in range(octaves))
+
+    def within(rows):
+        n = len(rows)
+        return sum(k(a, b) for (i, a), (j, b) in itertools.product(enumerate(rows), repeat=2) if i != j) / (n * (n - 1))
+
+    across = sum(k(a, b) for a in fake for b in real) / (len(fake) * len(real))
+    return within(fake) + within(real) - 2 * across
+
+
+@pytest.mark.parametrize("n, m, features", [(7, 9, 2), (12, 5, 3), (2, 2, 1)])
+def test_mmd2_equals_its_definition_per_leading_index(n, m, features):
+    g = torch.Generator().manual_seed(n * 100 + m)
+    fake = torch.randn(3, n, features, generator=g) * torch.tensor([0.5, 1.0, 2.0]).reshape(3, 1, 1)
+    real = torch.randn(3, m, features, generator=g) + 0.3
+    ours = mmd2(fake, real)
+    assert ours.shape == (3,)
+    expected = torch.tensor([_loop_mmd2(fake[i], real[i]) for i in range(3)], dtype=torch.float64)
+    # fp32: each finer kernel is the 4th power of the one above (k**64 at the finest of 4 octaves), which
+    # multiplies its relative rounding error by 4 an octave: ~64 x 6e-8
+    assert_close(ours, expected, 1e-4, "fp32")
+    assert_close(mmd2(fake.double(), real.double()), expected, 1e-12, "fp64")
+    for octaves in (1, 2):
+        assert_close(mmd2(fake[0], real[0], octaves), torch.tensor(_loop_mmd2(fake[0], real[0], octaves)), 1e-4,
+                     f"{octaves} octaves")
+
+
+def test_mmd2_is_blind_to_the_data_units_and_sees_narrow_samples():
+    """The bandwidths are the real rows' own: scaling both sets leaves MMD² unchanged. Fakes from the data's
+    distribution score near 0 (the estimator is unbiased), fakes at half its width well above."""
+    g = torch.Generator().manual_seed(3)
+    real, same = torch.randn(400, 2, generator=g), torch.randn(400, 2, generator=g)
+    for scale in (1e-3, 50.0):
+        assert_close(mmd2(same * scale, real * scale), mmd2(same, real), 1e-4, f"scale {scale}")
+    assert abs(mmd2(same, real).item()) < 0.02
+    assert mmd2(0.5 * same, real).item() > 0.1
+
+
+def test_mmd2_gradient_is_its_float64_gradient_and_widens_narrow_samples():
+    g = torch.Generator().manual_seed(4)
+    real = torch.randn(30, 2, generator=g, dtype=torch.float64)
+    fake = (0.5 * torch.randn(20, 2, generator=g, dtype=torch.float64)).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: mmd2(x, real), (fake,))
+    (grad,) = torch.autograd.grad(mmd2(fake, real), fake)
+    assert torch.isfinite(grad).all()
+    # a step down the gradient spreads the narrow fakes out (towards the reals' width)
+    moved = fake.detach() - 20.0 * grad
+    assert moved.std(dim=0).mean() > fake.detach().std(dim=0).mean()
+
+
+def test_mmd2_with_repeated_rows_stays_finite_and_refuses_too_few_rows():
+    real = torch.zeros(6, 2)   # every nearest-neighbour distance 0: the bandwidth is floored, not 0
+    fake = torch.zeros(4, 2, requires_grad=True)
+    value = mmd2(fake, real)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(fake.grad).all()
+    with pytest.raises(ValueError, match="at least 2 fake and 2 real rows"):
+        mmd2(torch.zeros(1, 2), torch.zeros(5, 2))
+
+
+@pytest.mark.parametrize("settings, match", [
+    (dict(mmd_weight=-1.0), "mmd_weight must be"),
+    (dict(mmd_weight=float("nan")), "mmd_weight must be"),
+    (dict(mmd_weight=[0.0, 3.0]), "mmd_weight is a sequence of 2 values"),
+    (dict(mmd_weight=3.0, data_parallel=True), "data_parallel does not combine with mmd_weight"),
+])
+def test_bad_mmd_settings_are_refused(settings, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**settings)
+
+
+def _models(features=2, latent=3):
+    return (MLPGenerator(latent_dim=latent, hidden=(16, 16), out_dim=features, output_activation=None),
+            MLPDiscriminator(in_dim=features * 2, hidden=(16, 16)))
+
+
+def _options(**kw):
+    return {"batch_size": 16, "precision": "fp32", "device": "cpu", "seed": 5, "pack": 2, "lr": 2e-3, **kw}
+
+
+@pytest.mark.parametrize("update", ["alternating", "simultaneous"])
+def test_the_term_joins_g_loss_and_only_g_loss(update):
+    """With the term, G's reported loss is the GAN loss plus the weight times MMD² (the same D losses on the
+    first step, where D has not yet seen a different G), and G trains to other weights."""
+    ring, models = data.gaussian_ring(500), _models()
+    runs = {}
+    for weight in (0.0, 3.0):
+        trainer = GANTrainer(*copy.deepcopy(models), ring, **_options(mmd_weight=weight, update=update))
+        assert trainer.step_path is None or "fused" not in trainer.step_path
+        for _ in range(3):
+            trainer.step()
+        trainer.flush_losses()
+        runs[weight] = trainer
+    plain, term = runs[0.0], runs[3.0]
+    assert term.history["loss_d"][0] == pytest.approx(plain.history["loss_d"][0], abs=1e-6)
+    assert all(b > a for a, b in zip(plain.history["loss_g"][:1], term.history["loss_g"][:1]))
+    assert not torch.allclose(term.generator.state_dict()["net.0.weight"],
+                              plain.generator.state_dict()["net.0.weight"])
+
+
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+def test_mmd_per_replica_equals_single_runs(kernels):
+    g, d = _models()
+    ring = data.gaussian_ring(500)
+    trainer = GANTrainer(g, d, ring, replicas=2, kernels=kernels, **_options(mmd_weight=[0.0, 3.0], d_steps=2))
+    assert trainer.config.has_mmd and not trainer.config.for_replica(0).has_mmd
+    for _ in range(6):
+        trainer.step()
+    trainer.flush_losses()
+    for k in range(2):
+        single = GANTrainer(*replica_models(g, d, trainer.config.seed, k), ring, trainer.config.for_replica(k))
+        for _ in range(6):
+            single.step()
+        single.flush_losses()
+        for key in ("loss_d", "loss_g"):
+            assert_close(torch.tensor([row[k] for row in trainer.history[key]]), torch.tensor(single.history[key]),
+                         1e-5, f"replica {k} {key}")
+        assert_close(trainer.sample(64, replica=k), single.sample(64), 1e-5, f"replica {k} samples")
+
+
+def test_the_fused_replica_step_hands_the_term_to_the_replica_step_and_says_why():
+    trainer = GANTrainer(*_models(), data.gaussian_ring(500), replicas=2, kernels="triton-mlp",
+                         **_options(mmd_weight=3.0))
+    assert trainer.step_path == "replicas (mmd_weight not in the fused step)"
+

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["MMD_OCTAVES", "mmd2"]
+__all__ = ["MMD_FINEST", "MMD_OCTAVES", "mmd2"]
 
-MMD_OCTAVES = 4   # bandwidths h, 2h, 4h, 8h, h the real rows' median nearest-neighbour distance
+# bandwidths h, 2h, 4h, 8h (MMD_OCTAVES), h MMD_FINEST times the real rows' median nearest-neighbour distance
+MMD_OCTAVES, MMD_FINEST = 4, 1.0
 
 
 def _kernel(sq: torch.Tensor, finest: torch.Tensor, octaves: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,10 +43,12 @@ def _pull(slope: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
     return slope.sum(dim=-1, keepdim=True) * a - slope @ b
 
 
-def mmd2(fake: torch.Tensor, real: torch.Tensor, octaves: int = MMD_OCTAVES) -> torch.Tensor:
+def mmd2(fake: torch.Tensor, real: torch.Tensor, octaves: int = MMD_OCTAVES,
+         finest: float = MMD_FINEST) -> torch.Tensor:
     """The unbiased MMD² between ``fake`` and ``real`` (``(..., n, features)``, any leading dimensions: one
     value each, e.g. ``(K,)`` for K replicas), with Gaussian kernels at ``octaves`` bandwidths h, 2h, 4h, ...,
-    h the median distance from a real row to its nearest other real row (of its own leading index).
+    h ``finest`` times the median distance from a real row to its nearest other real row (of its own leading
+    index).
 
     Differentiable in ``fake`` (once): the gradient is formed with the value, from the kernels' derivatives,
     rather than by autograd through every kernel matrix."""
@@ -58,9 +61,9 @@ def mmd2(fake: torch.Tensor, real: torch.Tensor, octaves: int = MMD_OCTAVES) -> 
         sq_rr = _square_distances(y, y)
         others = sq_rr.clone()   # the finest scale the real rows resolve: median nearest-neighbour distance
         others.diagonal(dim1=-2, dim2=-1).fill_(float("inf"))
-        finest = others.amin(dim=-1).median(dim=-1).values.sqrt()
-        finest = finest.clamp_min(torch.finfo(dtype).tiny ** 0.25)   # (repeated rows: distance 0)
-        (k_rr, _), (k_ff, s_ff), (k_fr, s_fr) = (_kernel(sq, finest, octaves) for sq in
+        h = finest * others.amin(dim=-1).median(dim=-1).values.sqrt()
+        h = h.clamp_min(torch.finfo(dtype).tiny ** 0.25)   # (repeated rows: distance 0)
+        (k_rr, _), (k_ff, s_ff), (k_fr, s_fr) = (_kernel(sq, h, octaves) for sq in
                                                   (sq_rr, _square_distances(x, x), _square_distances(x, y)))
         value = _off_diagonal_mean(k_ff) + _off_diagonal_mean(k_rr) - 2.0 * k_fr.mean(dim=(-2, -1))
         # d/dx_i: each fake pair counted twice, 2(x_i - x_j) per d², the cross term -2/(nm) times 2(x_i - y_j)

@@ -15,13 +15,13 @@ from fastgan.nn.stacked import replica_models
 from fastgan.train.mmd import MMD_OCTAVES, mmd2
 
 
-def _loop_mmd2(fake, real, octaves=MMD_OCTAVES):
-    """The unbiased MMD² by its definition, pair by pair in float64; h: the lower median of the real rows'
-    nearest-neighbour distances."""
+def _loop_mmd2(fake, real, octaves=MMD_OCTAVES, finest=1.0):
+    """The unbiased MMD² by its definition, pair by pair in float64; h: ``finest`` times the lower median of the
+    real rows' nearest-neighbour distances."""
     fake, real = fake.double().tolist(), real.double().tolist()
     dist = math.dist
     nearest = sorted(min(dist(a, b) for j, b in enumerate(real) if j != i) for i, a in enumerate(real))
-    h = nearest[(len(nearest) - 1) // 2]
+    h = finest * nearest[(len(nearest) - 1) // 2]
 
     def k(a, b):
         return sum(math.exp(-dist(a, b) ** 2 / (2 * (h * 2 ** i) ** 2)) for i in range(octaves))
@@ -46,9 +46,9 @@ def test_mmd2_equals_its_definition_per_leading_index(n, m, features):
     # multiplies its relative rounding error by 4 an octave: ~64 x 6e-8
     assert_close(ours, expected, 1e-4, "fp32")
     assert_close(mmd2(fake.double(), real.double()), expected, 1e-12, "fp64")
-    for octaves in (1, 2):
-        assert_close(mmd2(fake[0], real[0], octaves), torch.tensor(_loop_mmd2(fake[0], real[0], octaves)), 1e-4,
-                     f"{octaves} octaves")
+    for octaves, finest in ((1, 1.0), (2, 2.0)):
+        expected = torch.tensor(_loop_mmd2(fake[0], real[0], octaves, finest), dtype=torch.float64)
+        assert_close(mmd2(fake[0], real[0], octaves, finest), expected, 1e-4, f"{octaves} octaves from {finest} h")
 
 
 def test_mmd2_is_blind_to_the_data_units_and_sees_narrow_samples():

@@ -97,6 +97,24 @@ if HAS_TRITON:
         store_moments(exp_avg_ptr, exp_avg_sq_ptr, offs, m, v, mask, step)
 
     @triton.jit
+    def _adam_row(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, pid, programs, n, n_whole, step, step_size,
+                  bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, shrink, l1,
+                  BLOCK: tl.constexpr, PARTIALS: tl.constexpr):
+        """Program ``pid`` of ``programs``' share of one buffer of ``n`` elements: the whole blocks below
+        ``n_whole`` (mask ``offs < n_whole``, the same over every 16 elements: 16-byte accesses), then, in the
+        last program, the partial block."""
+        for start in range(pid * BLOCK, n_whole, programs * BLOCK):
+            offs = start + tl.arange(0, BLOCK).to(tl.int64)
+            _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, offs, offs < n_whole, n, step, step_size,
+                        bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, shrink,
+                        l1, PARTIALS)
+        if pid == programs - 1 and n_whole < n:
+            offs = n_whole + tl.arange(0, BLOCK).to(tl.int64)
+            _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, offs, offs < n, n, step, step_size,
+                        bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, shrink,
+                        l1, PARTIALS)
+
+    @triton.jit
     def _adam_step_kernel(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, counter_ptr, n, n_whole,
                           lr, one_minus_beta1, beta2, one_minus_beta2, log_beta1, log_beta2, eps, weight_decay,
                           shrink, l1,
@@ -110,24 +128,17 @@ if HAS_TRITON:
         With PARTIALS > 1 the gradient is the sum of PARTIALS copies ``n`` apart (a split reduction's
         partial sums, added here in a fixed order: deterministic, and no separate reduction launch).
 
-        ``n_whole``: the elements in whole blocks (``n`` rounded down to a multiple of BLOCK). Their loop's mask
-        ``offs < n_whole`` is provably the same over every 16 elements, so the accesses are 16 bytes wide (with
-        ``offs < n`` of an odd ``n`` every access was 4 bytes); the last program does the partial block."""
+        ``n_whole``: the elements in whole blocks (``n`` rounded down to a multiple of BLOCK), looped over with a
+        mask that keeps the accesses 16 bytes wide (``_adam_row``; with ``offs < n`` of an odd ``n`` every access
+        was 4 bytes)."""
         pid = tl.program_id(0)
         programs = tl.num_programs(0)
         old = tl.atomic_add(counter_ptr, 1)
         step = old // programs + 1
         step_size, bias_correction2_sqrt = adam_factors(step.to(tl.float32), lr, log_beta1, log_beta2)
-        for start in range(pid * BLOCK, n_whole, programs * BLOCK):
-            offs = start + tl.arange(0, BLOCK).to(tl.int64)
-            _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, offs, offs < n_whole, n, step, step_size,
-                        bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, shrink,
-                        l1, PARTIALS)
-        if pid == programs - 1 and n_whole < n:
-            offs = n_whole + tl.arange(0, BLOCK).to(tl.int64)
-            _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, offs, offs < n, n, step, step_size,
-                        bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, shrink,
-                        l1, PARTIALS)
+        _adam_row(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, pid, programs, n, n_whole, step, step_size,
+                  bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, shrink, l1,
+                  BLOCK, PARTIALS)
 
     @triton.jit
     def _replica_adam_kernel(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, counter_ptr, hyper_ptr, n, n_whole,
@@ -137,8 +148,8 @@ if HAS_TRITON:
         1 - lr * decoupled weight decay) per replica, formed on the host in float64 as that kernel's arguments
         are, so a replica's arithmetic is its single run's FlatAdam's. The grid: programs over a row x
         replicas; the step count is the counter over the whole grid. With PARTIALS > 1 replica r's gradient
-        is the sum of its PARTIALS copies ``n`` apart (``grad`` is ``(K, PARTIALS, n)``), added in order. Whole
-        blocks and the partial one as there (a row's accesses 16 bytes wide where ``n`` is a multiple of 16,
+        is the sum of its PARTIALS copies ``n`` apart (``grad`` is ``(K, PARTIALS, n)``), added in order. Each
+        row by ``_adam_row`` (its accesses 16 bytes wide where ``n`` is a multiple of 16,
         so that rows start 16-byte aligned: G's classic 130,576 parameters, not D's 117,121)."""
         pid = tl.program_id(0)
         replica = tl.program_id(1).to(tl.int64)
@@ -152,13 +163,6 @@ if HAS_TRITON:
         grad_ptr += row * PARTIALS
         exp_avg_ptr += row
         exp_avg_sq_ptr += row
-        for start in range(pid * BLOCK, n_whole, programs * BLOCK):
-            offs = start + tl.arange(0, BLOCK).to(tl.int64)
-            _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, offs, offs < n_whole, n, step, step_size,
-                        bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, 0.0, shrink, l1,
-                        PARTIALS)
-        if pid == programs - 1 and n_whole < n:
-            offs = n_whole + tl.arange(0, BLOCK).to(tl.int64)
-            _adam_block(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, offs, offs < n, n, step, step_size,
-                        bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, 0.0, shrink, l1,
-                        PARTIALS)
+        _adam_row(param_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, pid, programs, n, n_whole, step, step_size,
+                  bias_correction2_sqrt, one_minus_beta1, beta2, one_minus_beta2, eps, 0.0, shrink, l1,
+                  BLOCK, PARTIALS)

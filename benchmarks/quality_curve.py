@@ -278,7 +278,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # the run's settings default to None here: SETTINGS' values, or a resumed run's
     parser.add_argument("--data", choices=["ring", "grid"], help="default ring")
-    parser.add_argument("--variant", choices=[v for v in quality.VARIANTS if v not in quality.IMAGE_ONLY and v != "r1"],
+    parser.add_argument("--variant", choices=[v for v in quality.VARIANTS if v not in quality.IMAGE_ONLY],
                         help="default vanilla")
     parser.add_argument("--checkpoints", type=int, nargs="+", required=True, help="step counts to evaluate at")
     parser.add_argument("--seeds", type=int, help="default 5")
@@ -302,7 +302,7 @@ def main(argv=None) -> int:
                              "the trainer's own choice of Adam")
     parser.add_argument("--mmd-weight", type=float, metavar="W",
                         help="G's loss plus W x MMD² between its samples and the step's real rows (Gaussian kernels "
-                             "at the real rows' finest scales; default 0: none)")
+                             "from the real rows' finest scale to their layout's; default 0: none)")
     parser.add_argument("--batch", type=int, help="default 100")
     parser.add_argument("--pack-convention", choices=["samples", "rows"], help="default rows")
     parser.add_argument("--device", default=None)

@@ -530,6 +530,18 @@ def test_quality_curve_takes_the_latent_size_and_replaces_the_variants_ema(tmp_p
         quality_curve.main(["--preset", "pacgan", "--latent-dim", "3", "--checkpoints", "10"])
 
 
+def test_quality_curve_runs_the_r1_variant_as_replicas(tmp_path):
+    import quality_curve
+    from fastgan.checkpoint import load_checkpoint
+    assert quality_curve.main(["--data", "ring", "--variant", "r1", "--checkpoints", "10", "--seeds", "2",
+                               "--save-checkpoint", str(tmp_path / "t.pt"), "--out", str(tmp_path)]) == 0
+    (record,) = tmp_path.glob("cpu/*.json")
+    payload = json.loads(record.read_text())["payload"]
+    assert payload["options"] == {"r1_gamma": 0.1, "r1_every": 16}
+    state = load_checkpoint(tmp_path / "t.pt")
+    assert state["config"]["r1_gamma"] == 0.1 and state["config"]["replicas"] == 2
+
+
 def test_quality_curve_trains_pacgans_models_as_replicas_and_resumes(tmp_path, reference_ops):
     """--preset pacgan: PacGAN's BatchNorm G and maxout D, its betas and simultaneous updates, its seeds as one
     replica trainer; a stopped run resumes with the preset from its JSON (a contradicting one is an error)."""

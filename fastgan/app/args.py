@@ -241,8 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     stabilise.add_argument("--r1-every", type=_positive(int), default=16, help="R1 every N steps")
     stabilise.add_argument("--mmd-weight", type=float, nargs="+", default=0.0, metavar="W",
                            help="G's loss plus W x MMD² between its samples and the step's real rows, Gaussian "
-                                "kernels at the real rows' finest scales: widens modes D cannot resolve (2-d "
-                                "mixtures: 3); several values sweep them")
+                                "kernels from the real rows' finest scale to their layout's: widens modes D cannot "
+                                "resolve and evens their masses (2-d mixtures: 3); several values sweep them")
     for net, name in (("g", "G"), ("d", "D")):
         stabilise.add_argument(f"--weight-decay-{net}", type=float, default=0.0,
                                help=f"decoupled weight decay of {name} (AdamW's), e.g. 0.01")

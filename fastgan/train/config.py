@@ -162,9 +162,9 @@ class TrainConfig:
         instance_noise: std of Gaussian noise added to D's real and fake inputs.
         r1_gamma, r1_every: R1 penalty weight on real data, applied every ``r1_every`` steps (with
             ``replicas``, a weight per replica may be given).
-        mmd_weight: G's loss plus this times MMD²(G's samples, the step's real rows), Gaussian kernels at the
-            real rows' own finest scales (``fastgan.train.mmd``): widens modes that D cannot resolve (with
-            ``replicas``, a weight per replica may be given). Not with ``data_parallel``.
+        mmd_weight: G's loss plus this times MMD²(G's samples, the step's real rows), Gaussian kernels from the
+            real rows' finest scale to their layout's (``fastgan.train.mmd``): widens modes that D cannot resolve
+            and evens their masses (with ``replicas``, a weight per replica may be given). Not with ``data_parallel``.
         update: ``"alternating"`` (default: D's update, then G's loss through the updated D) or
             ``"simultaneous"`` (both losses from one forward pass of D on the same batch, both updates
             after it: what PacGAN's code does, through ALI's training algorithm). Simultaneous needs

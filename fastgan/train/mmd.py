@@ -2,33 +2,53 @@
 
 A D that sees raw coordinates through an MLP learns where the modes are but not how wide: its logit peaks
 inside each mode and G's samples follow it in (the modes narrow to about half the data's width). The term
-``mmd_weight * MMD²(fake, real)`` with Gaussian kernels at the batch's own finest scales pulls G's samples
-towards the real ones and apart from each other within a mode: a fixed, resolved judge of the fine scale
-beside the learned one of the layout (docs/notes/2026-12-06-mmd-term.md has what it measured).
+``mmd_weight * MMD²(fake, real)`` with Gaussian kernels from the batch's finest scale up to its layout's pulls
+G's samples towards the real ones and apart from each other within a mode (the fine kernels: the modes' width)
+and weighs the modes' masses against each other (the wide ones): a fixed, resolved judge beside the learned one
+(docs/notes/2026-12-06-mmd-term.md and docs/notes/2026-12-07-mmd-ladder.md have what it measured).
 
-The bandwidths come from the real rows of each step: the median distance from a real row to its nearest
-other real row, and ``MMD_OCTAVES - 1`` octaves above it: the finest scale the batch resolves and up,
-whatever the data's units (detached: no gradient flows through the bandwidths).
+The bandwidths come from the real rows of each step: ``MMD_BANDWIDTHS`` of them, log-spaced from the median
+distance of a real row to its nearest other real row (the finest scale the batch resolves) to the median
+distance between two real rows (the layout's scale), whatever the data's units (detached: no gradient flows
+through the bandwidths).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["MMD_FINEST", "MMD_OCTAVES", "mmd2"]
+__all__ = ["MMD_BANDWIDTHS", "mmd2"]
 
-# bandwidths h, 2h, 4h, 8h (MMD_OCTAVES), h MMD_FINEST times the real rows' median nearest-neighbour distance
-MMD_OCTAVES, MMD_FINEST = 4, 1.0
+# the number of bandwidths, log-spaced from the real rows' median nearest-neighbour distance to their median distance
+MMD_BANDWIDTHS = 8
 
 
-def _kernel(sq: torch.Tensor, finest: torch.Tensor, octaves: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sum over the bandwidths h = ``finest * 2**i`` (i < ``octaves``) of ``exp(-d² / 2h²)`` for squared
-    distances ``sq`` (``(..., n, m)``; ``finest``: ``(...,)``), and its derivative in d². One ``exp``, at the
-    widest bandwidth: halving h raises the kernel to the 4th power."""
-    scale = (0.5 / (finest * 2.0 ** (octaves - 1)).square())[..., None, None]   # 1 / 2h² at the widest
-    k = torch.exp(-sq * scale)
-    total, slope = k, -scale * k
-    for _ in range(octaves - 1):
-        k, scale = k.square().square(), 4.0 * scale
+def _bandwidths(sq_rr: torch.Tensor, count: int) -> torch.Tensor:
+    """``(..., count)`` bandwidths log-spaced from the real rows' median nearest-neighbour distance to their
+    median pairwise distance (lower medians), from their squared distances ``sq_rr`` (``(..., m, m)``)."""
+    m = sq_rr.shape[-1]
+    others = sq_rr.clone()
+    others.diagonal(dim1=-2, dim2=-1).fill_(float("inf"))
+    finest = others.amin(dim=-1).median(dim=-1).values.sqrt()
+    i, j = torch.triu_indices(m, m, offset=1, device=sq_rr.device)
+    widest = sq_rr[..., i, j].median(dim=-1).values.sqrt()
+    finest = finest.clamp_min(torch.finfo(sq_rr.dtype).tiny ** 0.25)   # (repeated rows: distance 0)
+    widest = torch.maximum(widest, finest)
+    steps = torch.linspace(0.0, 1.0, count, dtype=sq_rr.dtype, device=sq_rr.device)
+    return finest[..., None] * (widest / finest)[..., None] ** steps
+
+
+def _kernel(sq: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sum over the bandwidths h (``widths``: ``(..., count)``) of ``exp(-d² / 2h²)`` for squared distances
+    ``sq`` (``(..., n, m)``), and its derivative in d²."""
+    # exponents floored at half the log of the smallest normal number (fp32: kernels below 1e-19, far below the
+    # sums' rounding): exp's subnormal results cost over ten times a normal one on x86
+    floor = math.log(torch.finfo(sq.dtype).tiny) / 2
+    total = slope = torch.zeros_like(sq)
+    for h in widths.unbind(dim=-1):
+        scale = (0.5 / h.square())[..., None, None]   # 1 / 2h²
+        k = torch.exp((-sq * scale).clamp_min(floor))
         total, slope = total + k, slope - scale * k
     return total, slope
 
@@ -43,27 +63,25 @@ def _pull(slope: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
     return slope.sum(dim=-1, keepdim=True) * a - slope @ b
 
 
-def mmd2(fake: torch.Tensor, real: torch.Tensor, octaves: int = MMD_OCTAVES,
-         finest: float = MMD_FINEST) -> torch.Tensor:
+def mmd2(fake: torch.Tensor, real: torch.Tensor, bandwidths: int = MMD_BANDWIDTHS) -> torch.Tensor:
     """The unbiased MMD² between ``fake`` and ``real`` (``(..., n, features)``, any leading dimensions: one
-    value each, e.g. ``(K,)`` for K replicas), with Gaussian kernels at ``octaves`` bandwidths h, 2h, 4h, ...,
-    h ``finest`` times the median distance from a real row to its nearest other real row (of its own leading
-    index).
+    value each, e.g. ``(K,)`` for K replicas), with Gaussian kernels at ``bandwidths`` bandwidths log-spaced
+    from the median distance of a real row to its nearest other real row to the median distance between two
+    real rows (of its own leading index).
 
     Differentiable in ``fake`` (once): the gradient is formed with the value, from the kernels' derivatives,
     rather than by autograd through every kernel matrix."""
     n, m = fake.shape[-2], real.shape[-2]
+    if isinstance(bandwidths, bool) or not isinstance(bandwidths, int) or bandwidths < 1:
+        raise ValueError(f"bandwidths must be a positive integer, got {bandwidths!r}")
     if n < 2 or m < 2:
         raise ValueError(f"MMD² needs at least 2 fake and 2 real rows, got {n} and {m}")
     dtype = torch.promote_types(torch.promote_types(fake.dtype, real.dtype), torch.float32)   # (bf16: in fp32)
     with torch.no_grad():
         x, y = fake.detach().to(dtype), real.detach().to(dtype)
         sq_rr = _square_distances(y, y)
-        others = sq_rr.clone()   # the finest scale the real rows resolve: median nearest-neighbour distance
-        others.diagonal(dim1=-2, dim2=-1).fill_(float("inf"))
-        h = finest * others.amin(dim=-1).median(dim=-1).values.sqrt()
-        h = h.clamp_min(torch.finfo(dtype).tiny ** 0.25)   # (repeated rows: distance 0)
-        (k_rr, _), (k_ff, s_ff), (k_fr, s_fr) = (_kernel(sq, h, octaves) for sq in
+        widths = _bandwidths(sq_rr, bandwidths)
+        (k_rr, _), (k_ff, s_ff), (k_fr, s_fr) = (_kernel(sq, widths) for sq in
                                                   (sq_rr, _square_distances(x, x), _square_distances(x, y)))
         value = _off_diagonal_mean(k_ff) + _off_diagonal_mean(k_rr) - 2.0 * k_fr.mean(dim=(-2, -1))
         # d/dx_i: each fake pair counted twice, 2(x_i - x_j) per d², the cross term -2/(nm) times 2(x_i - y_j)

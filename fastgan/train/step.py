@@ -8,7 +8,8 @@ can later capture it whole. Options (all off by default, which gives the plain G
   pack            PacGAN: D sees ``pack`` samples concatenated into one row (its input is pack x wider)
   instance_noise  std of Gaussian noise added to everything D sees (real and fake)
   mmd_weight      a kernel two-sample term on G's loss: the weight times MMD²(G's samples, the step's real
-                  rows), Gaussian kernels at the real rows' own finest scales (``fastgan.train.mmd``)
+                  rows), Gaussian kernels from the real rows' finest scale to their layout's
+                  (``fastgan.train.mmd``)
   r1_gamma        R1 penalty (gamma/2) E||grad_x D(x_real)||^2, every ``r1_every`` steps (scaled by it,
                   "lazy" regularisation); a gradient of a gradient, so it runs through the reference path
   ema             an ``EMA`` of G's weights, updated after each G step

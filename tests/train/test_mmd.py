@@ -12,19 +12,22 @@ import torch
 from helpers import assert_close
 from fastgan import GANTrainer, MLPDiscriminator, MLPGenerator, TrainConfig, data
 from fastgan.nn.stacked import replica_models
-from fastgan.train.mmd import MMD_OCTAVES, mmd2
+from fastgan.train.mmd import MMD_BANDWIDTHS, mmd2
 
 
-def _loop_mmd2(fake, real, octaves=MMD_OCTAVES, finest=1.0):
-    """The unbiased MMD² by its definition, pair by pair in float64; h: ``finest`` times the lower median of the
-    real rows' nearest-neighbour distances."""
+def _loop_mmd2(fake, real, bandwidths=MMD_BANDWIDTHS):
+    """The unbiased MMD² by its definition, pair by pair in float64; the bandwidths log-spaced from the lower
+    median of the real rows' nearest-neighbour distances to the lower median of their pairwise distances."""
     fake, real = fake.double().tolist(), real.double().tolist()
     dist = math.dist
     nearest = sorted(min(dist(a, b) for j, b in enumerate(real) if j != i) for i, a in enumerate(real))
-    h = finest * nearest[(len(nearest) - 1) // 2]
+    pairs = sorted(dist(a, b) for a, b in itertools.combinations(real, 2))
+    finest = nearest[(len(nearest) - 1) // 2]
+    widest = max(pairs[(len(pairs) - 1) // 2], finest)
+    widths = [finest * (widest / finest) ** (i / max(bandwidths - 1, 1)) for i in range(bandwidths)]
 
     def k(a, b):
-        return sum(math.exp(-dist(a, b) ** 2 / (2 * (h * 2 ** i) ** 2)) for i in range(octaves))
+        return sum(math.exp(-dist(a, b) ** 2 / (2 * h ** 2)) for h in widths)
 
     def within(rows):
         n = len(rows)
@@ -34,7 +37,7 @@ def _loop_mmd2(fake, real, octaves=MMD_OCTAVES, finest=1.0):
     return within(fake) + within(real) - 2 * across
 
 
-@pytest.mark.parametrize("n, m, features", [(7, 9, 2), (12, 5, 3), (2, 2, 1)])
+@pytest.mark.parametrize("n, m, features", [(7, 9, 2), (12, 5, 3), (2, 2, 1), (3, 40, 2)])
 def test_mmd2_equals_its_definition_per_leading_index(n, m, features):
     g = torch.Generator().manual_seed(n * 100 + m)
     fake = torch.randn(3, n, features, generator=g) * torch.tensor([0.5, 1.0, 2.0]).reshape(3, 1, 1)
@@ -42,13 +45,17 @@ def test_mmd2_equals_its_definition_per_leading_index(n, m, features):
     ours = mmd2(fake, real)
     assert ours.shape == (3,)
     expected = torch.tensor([_loop_mmd2(fake[i], real[i]) for i in range(3)], dtype=torch.float64)
-    # fp32: each finer kernel is the 4th power of the one above (k**64 at the finest of 4 octaves), which
-    # multiplies its relative rounding error by 4 an octave: ~64 x 6e-8
-    assert_close(ours, expected, 1e-4, "fp32")
+    assert_close(ours, expected, 1e-5, "fp32")
     assert_close(mmd2(fake.double(), real.double()), expected, 1e-12, "fp64")
-    for octaves, finest in ((1, 1.0), (2, 2.0)):
-        expected = torch.tensor(_loop_mmd2(fake[0], real[0], octaves, finest), dtype=torch.float64)
-        assert_close(mmd2(fake[0], real[0], octaves, finest), expected, 1e-4, f"{octaves} octaves from {finest} h")
+    for bandwidths in (1, 2, 5):
+        expected = torch.tensor(_loop_mmd2(fake[0], real[0], bandwidths), dtype=torch.float64)
+        assert_close(mmd2(fake[0].double(), real[0].double(), bandwidths), expected, 1e-12, f"{bandwidths} bandwidths")
+
+
+def test_mmd2_refuses_a_bad_bandwidth_count():
+    for bandwidths in (0, -2, 2.5, True):
+        with pytest.raises(ValueError, match="bandwidths must be a positive integer"):
+            mmd2(torch.zeros(4, 2), torch.ones(4, 2), bandwidths)
 
 
 def test_mmd2_is_blind_to_the_data_units_and_sees_narrow_samples():
@@ -60,6 +67,22 @@ def test_mmd2_is_blind_to_the_data_units_and_sees_narrow_samples():
         assert_close(mmd2(same * scale, real * scale), mmd2(same, real), 1e-4, f"scale {scale}")
     assert abs(mmd2(same, real).item()) < 0.02
     assert mmd2(0.5 * same, real).item() > 0.1
+
+
+def test_the_wide_bandwidths_weigh_the_modes_masses():
+    """Two modes 40 std apart, fakes well placed in each but three quarters in one: the kernels up to the real
+    rows' median distance score the imbalance per bandwidth over ten times what the finest kernel alone does
+    (at its scale a mode's mass is seen only through the density inside it)."""
+    g = torch.Generator().manual_seed(6)
+    centres = torch.tensor([[-1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+
+    def mode(i, count):
+        return centres[i] + 0.05 * torch.randn(count, 2, generator=g, dtype=torch.float64)
+
+    real = torch.cat([mode(0, 40), mode(1, 40)])
+    unbalanced, balanced = torch.cat([mode(0, 30), mode(1, 10)]), torch.cat([mode(0, 20), mode(1, 20)])
+    seen = {b: (mmd2(unbalanced, real, b) - mmd2(balanced, real, b)).item() / b for b in (1, MMD_BANDWIDTHS)}
+    assert seen[MMD_BANDWIDTHS] > 10 * max(seen[1], 1e-3), seen
 
 
 def test_mmd2_gradient_is_its_float64_gradient_and_widens_narrow_samples():

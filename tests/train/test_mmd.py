@@ -97,6 +97,17 @@ def test_mmd2_gradient_is_its_float64_gradient_and_widens_narrow_samples():
     assert moved.std(dim=0).mean() > fake.detach().std(dim=0).mean()
 
 
+def test_far_rows_floor_the_kernels_above_subnormals_and_keep_the_definition():
+    """Fakes twenty layouts away: every fine kernel underflows; floored (no subnormal exp results, which cost
+    x86 over ten times a normal one), the value is still the definition's and the gradient finite."""
+    g = torch.Generator().manual_seed(8)
+    real, fake = torch.randn(9, 2, generator=g), (torch.randn(7, 2, generator=g) + 30.0).requires_grad_(True)
+    value = mmd2(fake, real)
+    assert_close(value, torch.tensor(_loop_mmd2(fake.detach(), real), dtype=torch.float64), 1e-5, "far fakes")
+    (grad,) = torch.autograd.grad(value, fake)
+    assert torch.isfinite(grad).all()
+
+
 def test_mmd2_with_repeated_rows_stays_finite_and_refuses_too_few_rows():
     real = torch.zeros(6, 2)   # every nearest-neighbour distance 0: the bandwidth is floored, not 0
     fake = torch.zeros(4, 2, requires_grad=True)

@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from ..checks import positive_int
+
 __all__ = ["MMD_BANDWIDTHS", "mmd2"]
 
 # the number of bandwidths, log-spaced from the real rows' median nearest-neighbour distance to their median distance
@@ -72,8 +74,7 @@ def mmd2(fake: torch.Tensor, real: torch.Tensor, bandwidths: int = MMD_BANDWIDTH
     Differentiable in ``fake`` (once): the gradient is formed with the value, from the kernels' derivatives,
     rather than by autograd through every kernel matrix."""
     n, m = fake.shape[-2], real.shape[-2]
-    if isinstance(bandwidths, bool) or not isinstance(bandwidths, int) or bandwidths < 1:
-        raise ValueError(f"bandwidths must be a positive integer, got {bandwidths!r}")
+    positive_int("bandwidths", bandwidths)
     if n < 2 or m < 2:
         raise ValueError(f"MMD² needs at least 2 fake and 2 real rows, got {n} and {m}")
     dtype = torch.promote_types(torch.promote_types(fake.dtype, real.dtype), torch.float32)   # (bf16: in fp32)

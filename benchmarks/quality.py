@@ -97,8 +97,10 @@ def _describe_models(protocol: dict) -> str:
     minibatch = (f", the minibatch standard deviation over groups of {protocol['minibatch_std']} before D's last "
                  "layer") if protocol.get("minibatch_std") else ""
     adam = f"FlatAdam ({protocol['adam_state']} moments)" if protocol.get("adam_state") else "Adam"
-    mmd = (f", G's loss plus {protocol['mmd_weight']:g} x MMD² to the step's real rows" if protocol.get("mmd_weight")
-           else "")
+    weight = protocol.get("mmd_weight")   # (a list: one a seed)
+    weight = (f"{weight:g}" if isinstance(weight, (int, float)) else
+              f"w (a seed each: {', '.join(f'{w:g}' for w in weight)})" if weight else None)
+    mmd = f", G's loss plus {weight} x MMD² to the step's real rows" if weight else ""
     return (f"ours ({protocol['preset']}): G latent {latent} -> {width} -> 2 (leaky-ReLU 0.2, linear output), "
             f"D (2*pack) -> {width} -> 1 (leaky-ReLU 0.2{minibatch}), "
             f"{adam} {protocol['lr']:g}{describe_schedule(protocol)} {tuple(protocol['betas'])}, "
@@ -132,7 +134,8 @@ def _trainer_settings(variant: str, protocol: dict) -> tuple[dict, int]:
     if protocol.get("adam_state"):   # FlatAdam, its moments in fp32 or bf16 (unset: the trainer's own Adam)
         settings.update(fused_optimizer="flat", adam_state=protocol["adam_state"])
     if protocol.get("mmd_weight"):   # the kernel two-sample term on G's loss (fastgan.train.mmd)
-        settings["mmd_weight"] = protocol["mmd_weight"]
+        weight = protocol["mmd_weight"]   # (a list: one a seed, a sweep)
+        settings["mmd_weight"] = weight if isinstance(weight, (int, float)) else tuple(weight)
     return settings, pack
 
 

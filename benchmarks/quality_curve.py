@@ -268,6 +268,13 @@ def _load_resume(args, parser) -> dict:
             "protocol": payload["protocol"]}
 
 
+def mmd_weight_arg(weights: list[float], seeds: int, parser) -> float | list[float]:
+    """``--mmd-weight``: one weight for every seed, or one a seed (a sweep)."""
+    if len(weights) not in (1, seeds):
+        parser.error(f"--mmd-weight: one weight, or one for each of the {seeds} seeds; got {len(weights)}")
+    return weights[0] if len(weights) == 1 else list(weights)
+
+
 def _summary(runs: list[dict]) -> dict:
     keys = quality.SUMMARY_KEYS + ("acceptance",)
     return {key: quality._mean_se([r[key] for r in runs]) for key in keys if key in runs[0]}
@@ -300,9 +307,10 @@ def main(argv=None) -> int:
     parser.add_argument("--adam-state", choices=["fp32", "bf16"],
                         help="train with FlatAdam, its moments in fp32 or bf16 (stochastically rounded); default: "
                              "the trainer's own choice of Adam")
-    parser.add_argument("--mmd-weight", type=float, metavar="W",
+    parser.add_argument("--mmd-weight", type=float, nargs="+", metavar="W",
                         help="G's loss plus W x MMD² between its samples and the step's real rows (Gaussian kernels "
-                             "from the real rows' finest scale to their layout's; default 0: none)")
+                             "from the real rows' finest scale to their layout's; default 0: none); one W a seed: "
+                             "a sweep, seed k with the k-th (the summary then mixes weights: read the seeds' rows)")
     parser.add_argument("--batch", type=int, help="default 100")
     parser.add_argument("--pack-convention", choices=["samples", "rows"], help="default rows")
     parser.add_argument("--device", default=None)
@@ -389,7 +397,8 @@ def main(argv=None) -> int:
                 "ema": args.ema if args.ema is not None else base.get("ema"),
                 "minibatch_std": args.minibatch_std if args.minibatch_std is not None else base.get("minibatch_std", 0),
                 "adam_state": args.adam_state or base.get("adam_state"),
-                "mmd_weight": args.mmd_weight if args.mmd_weight is not None else base.get("mmd_weight", 0.0)}
+                "mmd_weight": mmd_weight_arg(args.mmd_weight, args.seeds, parser) if args.mmd_weight is not None
+                else base.get("mmd_weight", 0.0)}
     if protocol["preset"] == "pacgan" and protocol["latent_dim"] != 2:
         parser.error("--preset pacgan: its G takes 2-d noise (no --latent-dim)")
     if protocol["preset"] == "pacgan" and protocol["minibatch_std"]:

@@ -530,6 +530,24 @@ def test_quality_curve_takes_the_latent_size_and_replaces_the_variants_ema(tmp_p
         quality_curve.main(["--preset", "pacgan", "--latent-dim", "3", "--checkpoints", "10"])
 
 
+def test_quality_curve_takes_a_mmd_weight_a_seed(tmp_path, capsys):
+    """``--mmd-weight`` with one weight a seed: a sweep, each replica its own weight (in the checkpoint's config and the
+    table's words); a count that is neither one nor the seeds' is refused in one line."""
+    import quality_curve
+    from fastgan.checkpoint import load_checkpoint
+    assert quality_curve.main(["--data", "ring", "--variant", "pack2", "--checkpoints", "10", "--seeds", "3",
+                               "--mmd-weight", "0", "1.5", "3", "--save-checkpoint", str(tmp_path / "t.pt"),
+                               "--out", str(tmp_path)]) == 0
+    (record,) = tmp_path.glob("cpu/*.json")
+    assert json.loads(record.read_text())["payload"]["protocol"]["mmd_weight"] == [0.0, 1.5, 3.0]
+    assert list(load_checkpoint(tmp_path / "t.pt")["config"]["mmd_weight"]) == [0.0, 1.5, 3.0]
+    text = record.with_suffix(".md").read_text()
+    assert "G's loss plus w (a seed each: 0, 1.5, 3) x MMD² to the step's real rows" in text
+    with pytest.raises(SystemExit):
+        quality_curve.main(["--data", "ring", "--checkpoints", "10", "--seeds", "3", "--mmd-weight", "1", "2"])
+    assert "one weight, or one for each of the 3 seeds; got 2" in capsys.readouterr().err
+
+
 def test_quality_curve_runs_the_r1_variant_as_replicas(tmp_path):
     import quality_curve
     from fastgan.checkpoint import load_checkpoint

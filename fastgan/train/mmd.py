@@ -41,18 +41,20 @@ def _bandwidths(sq_rr: torch.Tensor, count: int) -> torch.Tensor:
     return finest[..., None] * (widest / finest)[..., None] ** steps
 
 
-def _kernel(sq: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _kernel(sq: torch.Tensor, widths: torch.Tensor, slope: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The sum over the bandwidths h (``widths``: ``(..., count)``) of ``exp(-d² / 2h²)`` for squared distances
-    ``sq`` (``(..., n, m)``), and its derivative in d²."""
+    ``sq`` (``(..., n, m)``), and its derivative in d² (``None`` when ``slope`` is false)."""
     # exponents floored at half the log of the smallest normal number (fp32: kernels below 1e-19, far below the
     # sums' rounding): exp's subnormal results cost over ten times a normal one on x86
     floor = math.log(torch.finfo(sq.dtype).tiny) / 2
-    total = slope = torch.zeros_like(sq)
+    total, derivative = torch.zeros_like(sq), torch.zeros_like(sq) if slope else None
     for h in widths.unbind(dim=-1):
         scale = (0.5 / h.square())[..., None, None]   # 1 / 2h²
         k = torch.exp((-sq * scale).clamp_min(floor))
-        total, slope = total + k, slope - scale * k
-    return total, slope
+        total = total + k
+        if slope:
+            derivative = derivative - scale * k
+    return total, derivative
 
 
 def _off_diagonal_mean(k: torch.Tensor) -> torch.Tensor:
@@ -82,8 +84,8 @@ def mmd2(fake: torch.Tensor, real: torch.Tensor, bandwidths: int = MMD_BANDWIDTH
         x, y = fake.detach().to(dtype), real.detach().to(dtype)
         sq_rr = _square_distances(y, y)
         widths = _bandwidths(sq_rr, bandwidths)
-        (k_rr, _), (k_ff, s_ff), (k_fr, s_fr) = (_kernel(sq, widths) for sq in
-                                                  (sq_rr, _square_distances(x, x), _square_distances(x, y)))
+        k_rr, _ = _kernel(sq_rr, widths, slope=False)   # (the value's: no gradient reaches the real rows)
+        (k_ff, s_ff), (k_fr, s_fr) = (_kernel(sq, widths) for sq in (_square_distances(x, x), _square_distances(x, y)))
         value = _off_diagonal_mean(k_ff) + _off_diagonal_mean(k_rr) - 2.0 * k_fr.mean(dim=(-2, -1))
         # d/dx_i: each fake pair counted twice, 2(x_i - x_j) per d², the cross term -2/(nm) times 2(x_i - y_j)
         grad = (4.0 / (n * (n - 1))) * _pull(s_ff, x, x) - (4.0 / (n * m)) * _pull(s_fr, x, y)

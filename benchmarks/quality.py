@@ -91,9 +91,8 @@ def _describe_models(protocol: dict) -> str:
                 f"Adam {protocol['lr']:g}{describe_schedule(protocol)} {tuple(protocol['betas'])}, batch "
                 f"{protocol['batch']} ({protocol['pack_convention']} convention), {protocol['update']} updates, "
                 "non-saturating loss. PacGAN trained 400,000 iterations.")
-    preset = PRESETS[protocol["preset"]]
-    latent = protocol["latent_dim"] or preset.latent_dim
-    width = " -> ".join(map(str, preset.hidden))
+    preset = _preset(protocol)
+    latent, width = preset.latent_dim, " -> ".join(map(str, preset.hidden))
     minibatch = (f", the minibatch standard deviation over groups of {protocol['minibatch_std']} before D's last "
                  "layer") if protocol.get("minibatch_std") else ""
     adam = f"FlatAdam ({protocol['adam_state']} moments)" if protocol.get("adam_state") else "Adam"
@@ -147,9 +146,10 @@ def describe_schedule(protocol: dict) -> str:
 
 
 def _preset(protocol: dict):
-    """The protocol's model preset (not PacGAN's), with its latent size if the protocol sets one."""
+    """The protocol's model preset (not PacGAN's), with its latent size and hidden widths if the protocol sets them."""
     preset = PRESETS[protocol["preset"]]
-    return ModelPreset(protocol["latent_dim"] or preset.latent_dim, preset.hidden, preset.output_activation,
+    return ModelPreset(protocol["latent_dim"] or preset.latent_dim, tuple(protocol.get("hidden") or preset.hidden),
+                       preset.output_activation,
                        minibatch_std=protocol.get("minibatch_std", 0))
 
 

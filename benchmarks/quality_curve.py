@@ -298,6 +298,8 @@ def main(argv=None) -> int:
                              "simultaneous updates)")
     parser.add_argument("--lr", type=float, help="default 1e-4")
     parser.add_argument("--latent-dim", type=int, metavar="N", help="G's noise size (default: the preset's)")
+    parser.add_argument("--hidden", type=int, nargs="+", metavar="W",
+                        help="G's and D's hidden widths, e.g. 256 256 (default: the preset's)")
     parser.add_argument("--ema", type=float, metavar="DECAY",
                         help="an EMA of G's weights with this decay in place of the variant's (0: none)")
     parser.add_argument("--lr-schedule", type=lr_milestone, nargs="+", metavar="STEP:FACTOR",
@@ -394,6 +396,7 @@ def main(argv=None) -> int:
     protocol = {**base, "lr": args.lr, "batch": args.batch, "pack_convention": args.pack_convention,
                 "lr_schedule": lr_schedule_arg(args.lr_schedule),
                 "latent_dim": args.latent_dim if args.latent_dim is not None else base["latent_dim"],
+                "hidden": list(args.hidden) if args.hidden is not None else base.get("hidden"),
                 "ema": args.ema if args.ema is not None else base.get("ema"),
                 "minibatch_std": args.minibatch_std if args.minibatch_std is not None else base.get("minibatch_std", 0),
                 "adam_state": args.adam_state or base.get("adam_state"),
@@ -401,6 +404,10 @@ def main(argv=None) -> int:
                 else base.get("mmd_weight", 0.0)}
     if protocol["preset"] == "pacgan" and protocol["latent_dim"] != 2:
         parser.error("--preset pacgan: its G takes 2-d noise (no --latent-dim)")
+    if protocol["preset"] == "pacgan" and protocol["hidden"]:
+        parser.error("--preset pacgan: its models are PacGAN's (no --hidden)")
+    if protocol["hidden"] and min(protocol["hidden"]) < 1:
+        parser.error(f"--hidden: widths must be positive, got {' '.join(map(str, protocol['hidden']))}")
     if protocol["preset"] == "pacgan" and protocol["minibatch_std"]:
         parser.error("--preset pacgan: its maxout D has no minibatch standard deviation (no --minibatch-std)")
     try:   # settings the trainer refuses (a schedule, a variant the preset cannot take) fail here, before hours

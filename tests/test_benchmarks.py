@@ -508,26 +508,33 @@ def test_quality_curve_first_seed_gives_the_larger_runs_later_seeds(tmp_path):
 
 
 def test_quality_curve_takes_the_latent_size_and_replaces_the_variants_ema(tmp_path):
-    """(and --adam-state: FlatAdam with bf16 moments; --mmd-weight: the MMD term on G's loss; both in the checkpoint's
-    config and the table's words)"""
+    """(and --hidden: the models' widths; --adam-state: FlatAdam with bf16 moments; --mmd-weight: the MMD term on
+    G's loss; each in the checkpoint and the table's words)"""
     import quality_curve
     from fastgan.checkpoint import load_checkpoint
     assert quality_curve.main(["--data", "ring", "--variant", "ema_pack2", "--checkpoints", "10", "--seeds", "2",
-                               "--latent-dim", "3", "--ema", "0.9", "--adam-state", "bf16", "--mmd-weight", "3",
-                               "--save-checkpoint", str(tmp_path / "t.pt"), "--out", str(tmp_path)]) == 0
+                               "--latent-dim", "3", "--hidden", "24", "16", "--ema", "0.9", "--adam-state", "bf16",
+                               "--mmd-weight", "3", "--save-checkpoint", str(tmp_path / "t.pt"),
+                               "--out", str(tmp_path)]) == 0
     (record,) = tmp_path.glob("cpu/*.json")
     payload = json.loads(record.read_text())["payload"]
     assert payload["protocol"]["latent_dim"] == 3 and payload["protocol"]["ema"] == 0.9
+    assert payload["protocol"]["hidden"] == [24, 16]
     assert payload["protocol"]["adam_state"] == "bf16" and payload["protocol"]["mmd_weight"] == 3.0
     state = load_checkpoint(tmp_path / "t.pt")
     assert state["config"]["ema"] == 0.9 and state["config"]["latent_dim"] == 3
     assert state["config"]["adam_state"] == "bf16" and state["config"]["fused_optimizer"] == "flat"
     assert state["config"]["mmd_weight"] == 3.0
+    assert state["extra"]["model"]["hidden"] == [24, 16]
+    assert state["generator"].shape == (2, (3 + 1) * 24 + (24 + 1) * 16 + (16 + 1) * 2)   # (two replicas' flat G)
     text = record.with_suffix(".md").read_text()
     assert "EMA replaced: decay 0.9" in text and "FlatAdam (bf16 moments)" in text
+    assert "G latent 3 -> 24 -> 16 -> 2" in text and "D (2*pack) -> 24 -> 16 -> 1" in text
     assert "G's loss plus 3 x MMD² to the step's real rows" in text
-    with pytest.raises(SystemExit):
-        quality_curve.main(["--preset", "pacgan", "--latent-dim", "3", "--checkpoints", "10"])
+    for refused in (["--preset", "pacgan", "--latent-dim", "3"], ["--preset", "pacgan", "--hidden", "8"],
+                    ["--hidden", "8", "0"]):
+        with pytest.raises(SystemExit):
+            quality_curve.main(refused + ["--checkpoints", "10"])
 
 
 def test_quality_curve_takes_a_mmd_weight_a_seed(tmp_path, capsys):

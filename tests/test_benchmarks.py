@@ -507,7 +507,7 @@ def test_quality_curve_first_seed_gives_the_larger_runs_later_seeds(tmp_path):
         quality_curve.main(common + ["--first-seed", "-1"])
 
 
-def test_quality_curve_takes_the_latent_size_and_replaces_the_variants_ema(tmp_path):
+def test_quality_curve_takes_the_latent_size_and_replaces_the_variants_ema(tmp_path, capsys):
     """(and --hidden: the models' widths; --adam-state: FlatAdam with bf16 moments; --mmd-weight: the MMD term on
     G's loss; each in the checkpoint and the table's words)"""
     import quality_curve
@@ -531,10 +531,12 @@ def test_quality_curve_takes_the_latent_size_and_replaces_the_variants_ema(tmp_p
     assert "EMA replaced: decay 0.9" in text and "FlatAdam (bf16 moments)" in text
     assert "G latent 3 -> 24 -> 16 -> 2" in text and "D (2*pack) -> 24 -> 16 -> 1" in text
     assert "G's loss plus 3 x MMD² to the step's real rows" in text
-    for refused in (["--preset", "pacgan", "--latent-dim", "3"], ["--preset", "pacgan", "--hidden", "8"],
-                    ["--hidden", "8", "0"]):
+    for refused, why in ((["--preset", "pacgan", "--latent-dim", "3"], "its G takes 2-d noise"),
+                         (["--preset", "pacgan", "--hidden", "8"], "its models are PacGAN's (no --hidden)"),
+                         (["--hidden", "8", "0"], "--hidden: widths must be positive, got 8 0")):
         with pytest.raises(SystemExit):
             quality_curve.main(refused + ["--checkpoints", "10"])
+        assert why in capsys.readouterr().err
 
 
 def test_quality_curve_takes_a_mmd_weight_a_seed(tmp_path, capsys):

@@ -48,7 +48,7 @@ from common import RESULTS, RUNS_FILE, card_slug, environment, markdown_table, n
 import fastgan  # noqa: E402
 from fastgan import metrics  # noqa: E402
 from fastgan.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from fastgan.app.args import lr_milestone, lr_schedule_arg  # noqa: E402
+from fastgan.app.args import lr_milestone, lr_schedule_arg, positive  # noqa: E402
 from fastgan.sampling import JACOBIAN_FACTOR  # noqa: E402
 
 
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
                              "simultaneous updates)")
     parser.add_argument("--lr", type=float, help="default 1e-4")
     parser.add_argument("--latent-dim", type=int, metavar="N", help="G's noise size (default: the preset's)")
-    parser.add_argument("--hidden", type=int, nargs="+", metavar="W",
+    parser.add_argument("--hidden", type=positive(int), nargs="+", metavar="W",
                         help="G's and D's hidden widths, e.g. 256 256 (default: the preset's)")
     parser.add_argument("--ema", type=float, metavar="DECAY",
                         help="an EMA of G's weights with this decay in place of the variant's (0: none)")
@@ -406,8 +406,6 @@ def main(argv=None) -> int:
         parser.error("--preset pacgan: its G takes 2-d noise (no --latent-dim)")
     if protocol["preset"] == "pacgan" and protocol["hidden"]:
         parser.error("--preset pacgan: its models are PacGAN's (no --hidden)")
-    if protocol["hidden"] and min(protocol["hidden"]) < 1:
-        parser.error(f"--hidden: widths must be positive, got {' '.join(map(str, protocol['hidden']))}")
     if protocol["preset"] == "pacgan" and protocol["minibatch_std"]:
         parser.error("--preset pacgan: its maxout D has no minibatch standard deviation (no --minibatch-std)")
     try:   # settings the trainer refuses (a schedule, a variant the preset cannot take) fail here, before hours

@@ -533,7 +533,7 @@ def test_quality_curve_takes_the_latent_size_and_replaces_the_variants_ema(tmp_p
     assert "G's loss plus 3 x MMD² to the step's real rows" in text
     for refused, why in ((["--preset", "pacgan", "--latent-dim", "3"], "its G takes 2-d noise"),
                          (["--preset", "pacgan", "--hidden", "8"], "its models are PacGAN's (no --hidden)"),
-                         (["--hidden", "8", "0"], "--hidden: widths must be positive, got 8 0")):
+                         (["--hidden", "8", "0"], "argument --hidden: must be > 0, got 0")):
         with pytest.raises(SystemExit):
             quality_curve.main(refused + ["--checkpoints", "10"])
         assert why in capsys.readouterr().err

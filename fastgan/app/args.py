@@ -62,7 +62,8 @@ def resolve_device(text: str | None) -> torch.device:
     return device
 
 
-def _positive(kind):
+def positive(kind):
+    """An argparse type: ``kind(text)``, refused unless > 0."""
     def parse(text):
         value = kind(text)
         if value <= 0:
@@ -133,7 +134,7 @@ def _add_fast_step_options(parser: argparse.ArgumentParser) -> None:
                        help="matmul precision for every kernel: exact fp32, tf32 (default) or bf16 autocast")
     group.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
                        help="capture whole steps in a CUDA graph (CUDA only; unset: --fast decides)")
-    group.add_argument("--steps-per-replay", type=_positive(int), default=None,
+    group.add_argument("--steps-per-replay", type=positive(int), default=None,
                        help="steps captured per graph replay (with a CUDA graph; unset: --fast decides)")
 
 
@@ -184,17 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", choices=datasets.DATASETS, default="digits",
                        help="training data (default: digits, bundled with scikit-learn)")
     train.add_argument("--data-root", help="folder holding MNIST's IDX files (for --data mnist)")
-    train.add_argument("--steps", type=_positive(int), default=20000,
+    train.add_argument("--steps", type=positive(int), default=20000,
                        help="total training steps; a resumed run continues up to it (default: 20000)")
     train.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<data>)")
     train.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     train.add_argument("--conditional", action="store_true",
                        help="class-conditional GAN (digits, mnist): G(z, label) and a projection D; samples.png "
                             "has one row per class and metrics.json the classifier's per-class accuracy")
-    train.add_argument("--batch-size", type=_positive(int), default=128, help="default: 128")
-    train.add_argument("--lr", type=_positive(float), nargs="+", default=2e-4, metavar="LR",
+    train.add_argument("--batch-size", type=positive(int), default=128, help="default: 128")
+    train.add_argument("--lr", type=positive(float), nargs="+", default=2e-4, metavar="LR",
                        help="Adam learning rate (default: 2e-4); several values sweep them (see --seeds)")
-    train.add_argument("--seeds", type=_positive(int), default=1, metavar="N",
+    train.add_argument("--seeds", type=positive(int), default=1, metavar="N",
                        help="train N GANs per setting (default: 1). With N > 1, or several values for --lr, "
                             "--lr-g, --lr-d, --real-label, --instance-noise, --r1-gamma, --mmd-weight, --augment-p or "
                             "--augment-target (their product), the run is a sweep: every GAN at once as replicas of "
@@ -202,29 +203,29 @@ def build_parser() -> argparse.ArgumentParser:
                             "slowest, seeds fastest); samples.png gets a row (a panel) per replica, metrics.json each "
                             "replica's quality, sweep.md a table per setting and per replica, sweep_<setting>.png the "
                             "metrics against each swept setting")
-    train.add_argument("--hidden", type=_positive(int), nargs="+", default=None,
+    train.add_argument("--hidden", type=positive(int), nargs="+", default=None,
                        help="hidden widths of G and D (default: the data set's preset, 256 256; the classic GAN "
                             "is 128 128)")
     train.add_argument("--real-label", type=float, nargs="+", default=None,
                        help="D's target for real data: 0.9 (the default with the BCE loss) is one-sided label "
                             "smoothing, 1.0 the plain GAN loss; not used by --loss hinge")
-    train.add_argument("--latent-dim", type=_positive(int), default=None,
+    train.add_argument("--latent-dim", type=positive(int), default=None,
                        help="G's noise size (default: the data set's preset: 100 for images, 16 for ring/grid)")
     train.add_argument("--seed", type=int, default=0, help="seeds model init, batches and noise (default: 0)")
     _add_fast_step_options(train)
     stabilise = train.add_argument_group("stabilisation options")
     stabilise.add_argument("--loss", choices=LOSSES, default="non_saturating")
-    stabilise.add_argument("--lr-g", type=_positive(float), nargs="+", default=None, help="G's learning rate (TTUR)")
-    stabilise.add_argument("--lr-d", type=_positive(float), nargs="+", default=None, help="D's learning rate (TTUR)")
+    stabilise.add_argument("--lr-g", type=positive(float), nargs="+", default=None, help="G's learning rate (TTUR)")
+    stabilise.add_argument("--lr-d", type=positive(float), nargs="+", default=None, help="D's learning rate (TTUR)")
     stabilise.add_argument("--lr-schedule", type=lr_milestone, nargs="+", default=None, metavar="STEP:FACTOR",
                            help="step-down learning rates: from STEP on, G's and D's rates are their base values "
                                 "times FACTOR, e.g. 200000:0.5 300000:0.1 (steps increasing); a resumed run keeps "
                                 "its own unless this is given (none: a constant rate)")
-    stabilise.add_argument("--d-steps", type=_positive(int), default=1, help="D updates per G update")
+    stabilise.add_argument("--d-steps", type=positive(int), default=1, help="D updates per G update")
     stabilise.add_argument("--ema", type=float, default=None,
                            help="EMA decay of G's weights (samples and metrics use the average); default 0.999 "
                                 "for unconditional digits/MNIST, else off; 0 turns it off")
-    stabilise.add_argument("--pack", type=_positive(int), default=None,
+    stabilise.add_argument("--pack", type=positive(int), default=None,
                            help="PacGAN packing degree: D sees this many samples per row; default 2 for "
                                 "unconditional digits/MNIST, else 1")
     stabilise.add_argument("--pack-convention", choices=PACK_CONVENTIONS, default="samples",
@@ -238,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     stabilise.add_argument("--r1-gamma", type=float, nargs="+", default=None,
                            help="R1 penalty weight on real data (default 0.1 for unconditional digits/MNIST, else "
                                 "0; 0 turns it off); several values sweep them")
-    stabilise.add_argument("--r1-every", type=_positive(int), default=16, help="R1 every N steps")
+    stabilise.add_argument("--r1-every", type=positive(int), default=16, help="R1 every N steps")
     stabilise.add_argument("--mmd-weight", type=float, nargs="+", default=0.0, metavar="W",
                            help="G's loss plus W x MMD² between its samples and the step's real rows, Gaussian "
                                 "kernels from the real rows' finest scale to their layout's: widens modes D cannot "
@@ -256,12 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     stabilise.add_argument("--augment-target", type=float, nargs="+", default=None, metavar="R",
                            help="adapt the probability (ADA) so E[sign(D(real))] approaches this, e.g. 0.6; "
                                 "several values sweep them")
-    stabilise.add_argument("--minibatch-std", type=_positive(int), default=0, metavar="G",
+    stabilise.add_argument("--minibatch-std", type=positive(int), default=0, metavar="G",
                            help="D's last layer also reads the minibatch standard deviation over groups of G rows "
                                 "(a diversity signal against collapse; G >= 2, e.g. 4; default: none)")
     stabilise.add_argument("--spectral-norm", action="store_true",
                            help="spectral normalisation of D's layers (one power iteration per step)")
-    train.add_argument("--log-every", type=_positive(int), default=200,
+    train.add_argument("--log-every", type=positive(int), default=200,
                        help="read losses and checkpoint every N steps (default: 200)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--tensorboard", type=Path, default=None, metavar="DIR",
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "and class coverage for digits, each beside its real-vs-real floor.")
     evaluate.add_argument("checkpoint", type=Path,
                           help="a checkpoint.pt written by `fastgan train`, or the run's folder holding one")
-    evaluate.add_argument("--samples", type=_positive(int), default=None,
+    evaluate.add_argument("--samples", type=positive(int), default=None,
                           help="generated samples (default: 2500 for ring/grid; for digits 8 x 899, the floor's size: "
                                "each figure the mean over the 8 draws)")
     evaluate.add_argument("--seed", type=int, default=QUALITY_SEED,
@@ -288,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="discriminator rejection sampling: G's candidates kept by the checkpoint's D, gamma at "
                                "quantile Q in [0, 1) (e.g. 0.5; higher: stricter); the report says so and gives the "
                                "rate kept. Unconditional runs.")
-    evaluate.add_argument("--metropolis", type=_positive(int), default=None, metavar="L",
+    evaluate.add_argument("--metropolis", type=positive(int), default=None, metavar="L",
                           help="instead of --rejection: Metropolis-Hastings over D's scores, each sample the last "
                                "state of a chain of L proposals of G (e.g. 100); it weighs G's samples by the density "
                                "ratio D's logit estimates, so use it with --calibrate. Unconditional runs.")
@@ -303,14 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="instead of D: keep G's samples where the norm of its Jacobian is at most F times the "
                                f"median (default {JACOBIAN_FACTOR:g}): the samples G stretched between modes left out, "
                                "the modes' shares kept as G draws them. Unconditional runs.")
-    evaluate.add_argument("--calibrate", type=_positive(int), default=None, metavar="N",
+    evaluate.add_argument("--calibrate", type=positive(int), default=None, metavar="N",
                           help="with --rejection or --metropolis: first train a copy of the checkpoint's D N steps "
                                "(e.g. 2000) against the generator sampled from, G held fixed, on the run's data, so D "
                                "judges that generator (its EMA weights included) and the modes keep their balance")
-    evaluate.add_argument("--calibrate-lr", type=_positive(float), default=1e-4, metavar="LR",
+    evaluate.add_argument("--calibrate-lr", type=positive(float), default=1e-4, metavar="LR",
                           help="with --calibrate: its Adam learning rate (default 1e-4; after a step-down schedule, "
                                "the run's final D rate)")
-    evaluate.add_argument("--calibrate-batch", type=_positive(int), default=500, metavar="N",
+    evaluate.add_argument("--calibrate-batch", type=positive(int), default=500, metavar="N",
                           help="with --calibrate: real and generated rows per step (default 500)")
     evaluate.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     evaluate.set_defaults(run="evaluate")
@@ -324,10 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
                                       "D.backward, D.optim, ...).")
     prof.add_argument("--data", choices=datasets.DATASETS, default="digits")
     prof.add_argument("--data-root")
-    prof.add_argument("--steps", type=_positive(int), default=20, help="profiled steps (default: 20)")
+    prof.add_argument("--steps", type=positive(int), default=20, help="profiled steps (default: 20)")
     prof.add_argument("--warmup", type=int, default=10, help="steps before profiling (default: 10)")
-    prof.add_argument("--batch-size", type=_positive(int), default=128)
-    prof.add_argument("--hidden", type=_positive(int), nargs="+", default=list(PRESETS["classic"].hidden),
+    prof.add_argument("--batch-size", type=positive(int), default=128)
+    prof.add_argument("--hidden", type=positive(int), nargs="+", default=list(PRESETS["classic"].hidden),
                       help="hidden widths of G and D (default: the classic GAN's, 128 128)")
     _add_fast_step_options(prof)
     prof.add_argument("--out", type=Path, default=Path("runs/profile"))

@@ -146,18 +146,39 @@ NOT_TRAIN_FLAGS = {
     "data_parallel": "set by the process count: under torchrun a run that is not a sweep is data-parallel",
     "replicas": "set by the sweep: --seeds times the product of the swept flags' value counts",
 }
+# Each data set's recipe: the settings `fastgan train` uses where their flags are not given, chosen by measurement
+# (a resumed run keeps its own instead). Unconditional digits/MNIST: FD 1.09x the real floor over 8 seeds (the
+# README). Ring and grid: the quality benchmarks' (benchmarks/quality_curve.py with 2-d noise, 128 wide, batch 100
+# packed rows); on twenty fresh ring seeds with `fastgan evaluate --jacobian 4` it meets issue #42's goals on the
+# mean (the README's quality section). PLAIN: the rest's, and every setting a recipe leaves out.
+PLAIN = {"steps": 20000, "batch_size": 128, "lr": 2e-4, "lr_schedule": (), "real_label": None, "pack": 1,
+         "ema": None, "r1_gamma": 0.0, "mmd_weight": 0.0}
+_MIXTURE = {"batch_size": 200, "real_label": 1.0, "pack": 2, "ema": 0.999}
+RECIPES = {"digits": {"pack": 2, "ema": 0.999, "r1_gamma": 0.1},
+           "ring": {**_MIXTURE, "steps": 75000, "lr_schedule": ((50000, 0.6), (80000, 0.4)), "mmd_weight": 8.0},
+           "grid": {**_MIXTURE, "steps": 100000, "lr": 3e-4, "lr_schedule": ((50000, 0.7), (80000, 0.5)),
+                    "mmd_weight": 5.0}}
+RECIPES["mnist"] = RECIPES["digits"]
 # Flags whose default is not TrainConfig's, and why (the others share it: tests/test_config.py checks).
-CLI_DEFAULTS = {"real_label": "0.9 (one-sided label smoothing) with the BCE loss, 1.0 with hinge",
-                "pack": "2 for unconditional digits/MNIST (with smoothing and EMA: FD 4.44; smoothing alone: 26.5), "
-                        "else 1; a resumed run keeps its own",
-                "ema": "0.999 for unconditional digits/MNIST (part of the recipe, see its results), else off; "
-                       "a resumed run keeps its own unless --ema is given",
-                "r1_gamma": "0.1 for unconditional digits/MNIST (the recipe's last part: FD 1.09x the floor over 8 "
-                            "seeds where the recipe without it gives 1.47x), else 0; a resumed run keeps its own "
-                            "unless --r1-gamma is given",
-                "lr_schedule": "none (a constant rate); a resumed run keeps its own unless --lr-schedule is given"}
-# The unconditional image recipe, chosen by measured FD (docs/notes: the digits recipe)
-IMAGE_RECIPE = {"pack": 2, "ema": 0.999, "r1_gamma": 0.1}
+CLI_DEFAULTS = {name: "the data set's recipe (RECIPES), else PLAIN's" for name in PLAIN if name != "steps"}
+
+
+def apply_recipe(args: argparse.Namespace, saved: dict | None = None) -> dict:
+    """Set the recipe's flags that were not given (None): from ``saved`` (a resumed run's settings) where it has
+    them, else from the data set's recipe (none for a conditional run). Returns the recipe's settings it chose."""
+    recipe = {**PLAIN, **({} if args.conditional else RECIPES.get(args.data, {}))}
+    chosen = {}
+    for name, value in recipe.items():
+        if getattr(args, name) is not None:
+            continue
+        # (a saved list is a sweep's values, one a replica, which a resumed sweep is given again; a schedule is one)
+        if saved is not None and name in saved and (name == "lr_schedule" or not isinstance(saved[name], list)):
+            value = saved[name]
+        chosen[name] = value
+        setattr(args, name, [value] if name in PER_REPLICA and value is not None else value)
+    args.ema = args.ema or None   # --ema 0: off
+    args.lr_schedule = lr_schedule_arg(args.lr_schedule) or ()   # (none: a constant rate)
+    return chosen
 
 
 def config_from_args(args: argparse.Namespace, **fixed) -> TrainConfig:
@@ -185,16 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", choices=datasets.DATASETS, default="digits",
                        help="training data (default: digits, bundled with scikit-learn)")
     train.add_argument("--data-root", help="folder holding MNIST's IDX files (for --data mnist)")
-    train.add_argument("--steps", type=positive(int), default=20000,
-                       help="total training steps; a resumed run continues up to it (default: 20000)")
+    train.add_argument("--steps", type=positive(int), default=None,
+                       help="total training steps; a resumed run continues up to it (default: 20000; the ring's "
+                            "recipe 75000, the grid's 100000)")
     train.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<data>)")
     train.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     train.add_argument("--conditional", action="store_true",
                        help="class-conditional GAN (digits, mnist): G(z, label) and a projection D; samples.png "
                             "has one row per class and metrics.json the classifier's per-class accuracy")
-    train.add_argument("--batch-size", type=positive(int), default=128, help="default: 128")
-    train.add_argument("--lr", type=positive(float), nargs="+", default=2e-4, metavar="LR",
-                       help="Adam learning rate (default: 2e-4); several values sweep them (see --seeds)")
+    train.add_argument("--batch-size", type=positive(int), default=None,
+                       help="samples a step (default: 128; ring and grid 200, D's 100 rows of pack 2)")
+    train.add_argument("--lr", type=positive(float), nargs="+", default=None, metavar="LR",
+                       help="Adam learning rate (default: 2e-4; the grid's recipe 3e-4); several values sweep them "
+                            "(see --seeds)")
     train.add_argument("--seeds", type=positive(int), default=1, metavar="N",
                        help="train N GANs per setting (default: 1). With N > 1, or several values for --lr, "
                             "--lr-g, --lr-d, --real-label, --instance-noise, --r1-gamma, --mmd-weight, --augment-p or "
@@ -207,10 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="hidden widths of G and D (default: the data set's preset, 256 256; the classic GAN "
                             "is 128 128)")
     train.add_argument("--real-label", type=float, nargs="+", default=None,
-                       help="D's target for real data: 0.9 (the default with the BCE loss) is one-sided label "
-                            "smoothing, 1.0 the plain GAN loss; not used by --loss hinge")
+                       help="D's target for real data: 0.9 (the default with the BCE loss; ring and grid 1.0) is "
+                            "one-sided label smoothing, 1.0 the plain GAN loss; not used by --loss hinge")
     train.add_argument("--latent-dim", type=positive(int), default=None,
-                       help="G's noise size (default: the data set's preset: 100 for images, 16 for ring/grid)")
+                       help="G's noise size (default: the data set's preset: 100 for images, 2 for ring/grid)")
     train.add_argument("--seed", type=int, default=0, help="seeds model init, batches and noise (default: 0)")
     _add_fast_step_options(train)
     stabilise = train.add_argument_group("stabilisation options")
@@ -220,14 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     stabilise.add_argument("--lr-schedule", type=lr_milestone, nargs="+", default=None, metavar="STEP:FACTOR",
                            help="step-down learning rates: from STEP on, G's and D's rates are their base values "
                                 "times FACTOR, e.g. 200000:0.5 300000:0.1 (steps increasing); a resumed run keeps "
-                                "its own unless this is given (none: a constant rate)")
+                                "its own unless this is given (none: a constant rate; default: none, the ring's "
+                                "recipe 50000:0.6 80000:0.4, the grid's 50000:0.7 80000:0.5)")
     stabilise.add_argument("--d-steps", type=positive(int), default=1, help="D updates per G update")
     stabilise.add_argument("--ema", type=float, default=None,
                            help="EMA decay of G's weights (samples and metrics use the average); default 0.999 "
-                                "for unconditional digits/MNIST, else off; 0 turns it off")
+                                "for unconditional digits/MNIST, ring and grid, else off; 0 turns it off")
     stabilise.add_argument("--pack", type=positive(int), default=None,
                            help="PacGAN packing degree: D sees this many samples per row; default 2 for "
-                                "unconditional digits/MNIST, else 1")
+                                "unconditional digits/MNIST, ring and grid, else 1")
     stabilise.add_argument("--pack-convention", choices=PACK_CONVENTIONS, default="samples",
                            help="what --batch-size counts when packing: samples (default: D sees batch/pack rows) "
                                 "or rows (PacGAN's code: D sees batch packed rows, pack x batch samples a step)")
@@ -240,10 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="R1 penalty weight on real data (default 0.1 for unconditional digits/MNIST, else "
                                 "0; 0 turns it off); several values sweep them")
     stabilise.add_argument("--r1-every", type=positive(int), default=16, help="R1 every N steps")
-    stabilise.add_argument("--mmd-weight", type=float, nargs="+", default=0.0, metavar="W",
+    stabilise.add_argument("--mmd-weight", type=float, nargs="+", default=None, metavar="W",
                            help="G's loss plus W x MMD² between its samples and the step's real rows, Gaussian "
                                 "kernels from the real rows' finest scale to their layout's: widens modes D cannot "
-                                "resolve and evens their masses (2-d mixtures: 3); several values sweep them")
+                                "resolve and evens their masses (default: 0; the ring's recipe 8, the grid's 5); "
+                                "several values sweep them")
     for net, name in (("g", "G"), ("d", "D")):
         stabilise.add_argument(f"--weight-decay-{net}", type=float, default=0.0,
                                help=f"decoupled weight decay of {name} (AdamW's), e.g. 0.01")

@@ -44,23 +44,32 @@ def save_image_grid(samples: torch.Tensor, path: str | os.PathLike, columns: int
     return save_figure(fig, path)
 
 
-def save_scatter(samples: torch.Tensor, path: str | os.PathLike, centers: torch.Tensor | None = None,
-                 real: torch.Tensor | None = None, title: str | None = None) -> Path:
-    """Scatter of 2-D samples, with the real data faintly behind and the mode centres marked."""
+def save_scatter(samples: torch.Tensor | dict[str, torch.Tensor], path: str | os.PathLike,
+                 centers: torch.Tensor | None = None, real: torch.Tensor | None = None, title: str | None = None) -> Path:
+    """Scatter of 2-D samples, with the real data faintly behind and the mode centres marked; ``samples`` a dict
+    ``{panel title: samples}``: a panel each, side by side over the same axes."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
-    if real is not None:
-        r = real.detach().float().cpu()[:5000]
-        ax.scatter(r[:, 0], r[:, 1], s=2, c="0.8", label="real")
-    s = samples.detach().float().cpu()
-    ax.scatter(s[:, 0], s[:, 1], s=3, c="tab:blue", alpha=0.6, label="generated")
-    if centers is not None:
-        c = centers.detach().float().cpu()
-        ax.scatter(c[:, 0], c[:, 1], marker="x", s=60, c="tab:red", label="mode centres")
-    ax.set_aspect("equal")
-    ax.legend(loc="upper right", fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
+    panels = samples if isinstance(samples, dict) else {None: samples}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5 + 0.3 * (len(panels) > 1)), squeeze=False,
+                             sharex=True, sharey=True)
+    for i, (ax, (name, panel)) in enumerate(zip(axes.flat, panels.items())):
+        if real is not None:
+            r = real.detach().float().cpu()[:5000]
+            ax.scatter(r[:, 0], r[:, 1], s=2, c="0.8", label="real")
+        s = panel.detach().float().cpu()
+        ax.scatter(s[:, 0], s[:, 1], s=3, c="tab:blue", alpha=0.6, label="generated")
+        if centers is not None:
+            c = centers.detach().float().cpu()
+            ax.scatter(c[:, 0], c[:, 1], marker="x", s=60, c="tab:red", label="mode centres")
+        ax.set_aspect("equal")
+        if i == 0:
+            ax.legend(loc="upper right", fontsize=8)
+        if name:
+            ax.set_title(name, fontsize=10)
+    if title and len(panels) > 1:
+        fig.suptitle(title, fontsize=11)
+    elif title:
+        axes[0, 0].set_title(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
 

@@ -17,13 +17,14 @@ from .. import data as datasets
 from .. import metrics as quality_metrics
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..nn.presets import DATA_PRESETS, PRESETS, ModelPreset, build_models, model_description
+from ..sampling import JACOBIAN_FACTOR
 from ..train import distributed
 from ..train.checkpoints import SHARDED_FORMAT
 from ..train.config import TrainConfig
 from ..train.replicas import diverged_replicas
 from ..train.tensorboard import Board
 from ..train.trainer import GANTrainer, NonFiniteLossError, TrainingInterrupted
-from .args import IMAGE_RECIPE, QUALITY_SEED, config_from_args, lr_schedule_arg, resolve_device
+from .args import QUALITY_SEED, apply_recipe, config_from_args, resolve_device
 from .plots import save_image_grid, save_loss_curve, save_scatter, save_scatter_panels
 from .sweep import headline, summary_table, sweep_of, write_sweep
 
@@ -32,16 +33,9 @@ def run_train(args: argparse.Namespace) -> int:
     out: Path = args.out or Path("runs") / args.data
     checkpoint = out / "checkpoint.pt"
     preset = PRESETS[DATA_PRESETS[args.data]]
-    recipe = IMAGE_RECIPE if args.data in ("digits", "mnist") and not args.conditional else \
-        {"pack": 1, "ema": None, "r1_gamma": 0.0}
-    if args.pack is None:   # (a resumed run keeps the model it was trained with, packing included)
-        args.pack = recipe["pack"]
-    ema_given, r1_given = args.ema is not None, args.r1_gamma is not None
-    if not r1_given:
-        args.r1_gamma = [recipe["r1_gamma"]]
-    schedule_given = args.lr_schedule is not None
-    args.lr_schedule = lr_schedule_arg(args.lr_schedule) or ()   # (none: a constant rate)
-    args.ema = recipe["ema"] if args.ema is None else (args.ema or None)   # --ema 0: off
+    saved = load_checkpoint(checkpoint) if args.resume and checkpoint.exists() else None
+    # (a resumed run keeps the settings it was trained with where no flag is given, its model included)
+    chosen = apply_recipe(args, None if saved is None else saved.get("config") or {})
     model_config = model_description(args.data, ModelPreset(args.latent_dim or preset.latent_dim,
                                                             tuple(args.hidden or preset.hidden),
                                                             preset.output_activation,
@@ -57,13 +51,15 @@ def run_train(args: argparse.Namespace) -> int:
     rank, world = distributed.rank(), distributed.world_size()
     grid = sweep_of(args)   # (a ValueError for a bad grid, before anything starts)
     sweep = multi and grid is not None
+    if multi and not sweep and chosen.get("mmd_weight"):
+        raise ValueError(f"--data {args.data}'s recipe adds the MMD term (--mmd-weight {chosen['mmd_weight']:g}), "
+                         "which data-parallel training does not split over processes: give --mmd-weight 0, or "
+                         "train it in one process")
     shard_path = out / f"checkpoint.rank{rank}-of-{world}.pt" if sweep else checkpoint
-    saved = None
     if args.resume:
-        if not checkpoint.exists():
+        if saved is None:
             print(f"fastgan: --resume given but {checkpoint} does not exist", file=sys.stderr)
             return 2
-        saved = load_checkpoint(checkpoint)
         if saved.get("format") == SHARDED_FORMAT:
             if saved["world_size"] != world:
                 raise ValueError(f"{checkpoint} holds a sweep of {saved['replicas']} replicas trained by "
@@ -73,13 +69,6 @@ def run_train(args: argparse.Namespace) -> int:
             raise ValueError(f"{checkpoint} is not a sweep's index (it was written by one process): resume it "
                              "without torchrun")
         model_config = saved.get("extra", {}).get("model", model_config)
-        if not ema_given:   # a run resumes with the EMA it was trained with, whatever today's default
-            args.ema = (saved.get("config") or {}).get("ema")
-        if not schedule_given:   # and with its learning-rate schedule (a function of the step)
-            args.lr_schedule = (saved.get("config") or {}).get("lr_schedule", ())
-        saved_r1 = (saved.get("config") or {}).get("r1_gamma", 0.0)
-        if not r1_given and isinstance(saved_r1, (int, float)):   # and its R1 weight (a sweep's: given again)
-            args.r1_gamma = [saved_r1]
         if model_config.get("data") != args.data:
             print(f"fastgan: {checkpoint} was trained on --data {model_config.get('data')}, not {args.data}",
                   file=sys.stderr)
@@ -241,7 +230,11 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
         _replica_pictures(results["pictures"], replicas, trainer, out, args)
     elif args.data in ("ring", "grid"):
         centers = datasets.ring_centers() if args.data == "ring" else datasets.grid_centers()
-        save_scatter(trainer.sample(2500), out / "samples.png", centers=centers, real=trainer.data,
+        # G alone leaves samples on its way between the modes; its own Jacobian leaves them out (docs/sampling.md)
+        kept = trainer.sample(2500, jacobian=True)
+        panels = {"G alone": trainer.sample(2500),
+                  f"kept by G's Jacobian (F {JACOBIAN_FACTOR:g}): {trainer.last_acceptance:.0%} of G's": kept}
+        save_scatter(panels, out / "samples.png", centers=centers, real=trainer.data,
                      title=f"{args.data}: 2,500 samples after {trainer.step_count} steps")
     elif trainer.num_classes is not None:   # one row per class
         classes = trainer.num_classes

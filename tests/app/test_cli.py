@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fastgan.checkpoint import load_checkpoint, save_checkpoint
+from fastgan.app.args import apply_recipe, build_parser
 from fastgan.app.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -38,32 +39,46 @@ def test_train_digits_end_to_end_then_resume(tmp_path, capsys):
     assert "was trained on --data digits" in capsys.readouterr().err
 
 
-def test_the_digits_recipe_is_only_the_default(tmp_path):
-    """--pack 1 --ema 0 --r1-gamma 0 is the plain GAN; ring/grid and conditional runs do not get the image
-    recipe (pack 2, EMA 0.999, R1 0.1)."""
-    runs = {"plain": ["--pack", "1", "--ema", "0", "--r1-gamma", "0"], "ring": ["--data", "ring"],
-            "conditional": ["--conditional"], "recipe": []}
-    for name, flags in runs.items():
+def test_each_data_set_trains_with_its_recipe_unless_told_otherwise(tmp_path):
+    """The flags left unset take the data set's recipe (args.RECIPES: digits pack 2, EMA, R1; ring and grid the
+    quality benchmarks' settings with the MMD term), a conditional run none and a given flag its value; a resumed
+    run keeps its own settings, not today's defaults."""
+    keys = ("pack", "ema", "r1_gamma", "mmd_weight", "lr", "lr_schedule", "real_label")
+    plain = (1, None, 0.0, 0.0, 2e-4, [], 0.9)
+    runs = {"plain": (["--pack", "1", "--ema", "0", "--r1-gamma", "0"], plain),
+            "conditional": (["--conditional"], plain),
+            "digits": ([], (2, 0.999, 0.1, 0.0, 2e-4, [], 0.9)),
+            "ring": (["--data", "ring"], (2, 0.999, 0.0, 8.0, 2e-4, [[50000, 0.6], [80000, 0.4]], 1.0)),
+            "grid": (["--data", "grid"], (2, 0.999, 0.0, 5.0, 3e-4, [[50000, 0.7], [80000, 0.5]], 1.0)),
+            "given": (["--data", "grid", "--mmd-weight", "0.5", "--lr", "1e-4", "--lr-schedule", "none",
+                       "--real-label", "0.8", "--ema", "0", "--pack", "1"], (1, None, 0.0, 0.5, 1e-4, [], 0.8))}
+    for name, (flags, expected) in runs.items():
         out = tmp_path / name
         assert main(["train", "--steps", "2", "--batch-size", "16", "--out", str(out), "--no-progress", *flags]) == 0
         config = json.loads((out / "metrics.json").read_text())["config"]
-        expected = (2, 0.999, 0.1) if name == "recipe" else (1, None, 0.0)
-        assert (config["pack"], config["ema"], config["r1_gamma"]) == expected, name
-    # a resumed run keeps the EMA, packing and R1 it was trained with, not today's defaults
-    for name in ("plain", "conditional", "recipe"):
+        assert tuple(config[k] for k in keys) == expected, name
+        assert config["batch_size"] == 16, name
+    for name in ("ring", "given"):   # the recipes' batch: 200 samples, D's 100 rows of pack 2
+        args = build_parser().parse_args(["train", *runs[name][0]])
+        apply_recipe(args)
+        assert args.batch_size == 200 and args.steps == (75000 if name == "ring" else 100000), name
+    # a resumed run keeps the settings it was trained with, its model included
+    for name, (flags, expected) in runs.items():
         out = tmp_path / name
-        args = ["train", "--steps", "4", "--batch-size", "16", "--out", str(out), "--no-progress", "--resume"]
+        data = flags[flags.index("--data") + 1:][:1] if "--data" in flags else []
+        args = ["train", "--steps", "4", "--out", str(out), "--no-progress", "--resume", *(["--data", *data] if data else [])]
         assert main(args) == 0, name
         config = json.loads((out / "metrics.json").read_text())["config"]
-        expected = (2, 0.999, 0.1) if name == "recipe" else (1, None, 0.0)
-        assert (config["pack"], config["ema"], config["r1_gamma"]) == expected, name
+        assert tuple(config[k] for k in keys) == expected and config["batch_size"] == 16, name
 
 
 def test_train_ring_draws_a_scatter(tmp_path):
     out = tmp_path / "ring"
     assert main(["train", "--data", "ring", "--steps", "20", "--log-every", "10", "--out", str(out),
                  "--no-progress"]) == 0
-    assert (out / "samples.png").read_bytes().startswith(PNG)
+    png = (out / "samples.png").read_bytes()
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")   # (PNG's IHDR)
+    assert png.startswith(PNG) and width > 1.8 * height   # two panels: G alone, and kept by its Jacobian
 
 
 def test_clear_errors(tmp_path, capsys):
@@ -83,13 +98,15 @@ def test_latent_dim_flag_and_the_real_label_default_is_explained(tmp_path, capsy
     out = tmp_path / "ring"
     assert main(["train", "--data", "ring", "--steps", "4", "--latent-dim", "5", "--out", str(out),
                  "--no-progress"]) == 0
+    assert "real_label 0.9" not in capsys.readouterr().out   # (the ring's recipe trains with 1.0)
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["config"]["latent_dim"] == 5 and result["config"]["real_label"] == 1.0
+    assert main(["evaluate", str(out), "--samples", "300"]) == 0      # the model is rebuilt with 5 inputs
+    digits = ["train", "--steps", "2", "--batch-size", "16", "--no-progress"]
+    assert main([*digits, "--out", str(tmp_path / "d")]) == 0
     printed = capsys.readouterr().out
     assert "real_label 0.9" in printed and "--real-label 1.0" in printed
-    result = json.loads((out / "metrics.json").read_text())
-    assert result["config"]["latent_dim"] == 5
-    assert main(["evaluate", str(out), "--samples", "300"]) == 0      # the model is rebuilt with 5 inputs
-    assert main(["train", "--data", "ring", "--steps", "4", "--real-label", "1.0", "--out", str(tmp_path / "r1"),
-                 "--no-progress"]) == 0
+    assert main([*digits, "--real-label", "1.0", "--out", str(tmp_path / "d1")]) == 0
     assert "real_label 0.9" not in capsys.readouterr().out
 
 
@@ -99,7 +116,7 @@ def test_minibatch_std_flag_is_kept_in_the_checkpoint_and_evaluated(tmp_path, ca
                  "--no-progress"]) == 0
     saved = load_checkpoint(out / "checkpoint.pt")
     assert saved["extra"]["model"]["minibatch_std"] == 4
-    assert "net.4.group" not in saved["discriminator"] and saved["discriminator"]["net.5.weight"].shape == (1, 257)
+    assert "net.4.group" not in saved["discriminator"] and saved["discriminator"]["net.5.weight"].shape == (1, 129)   # (128 wide, + the std)
     assert main(["evaluate", str(out), "--samples", "300", "--metropolis", "5"]) == 0   # D rebuilt with it
     replicas = tmp_path / "replicas"   # a sweep: each replica's D (a StackedNet's rows) judges its samples
     assert main(["train", "--data", "ring", "--steps", "2", "--minibatch-std", "4", "--seeds", "2", "--out",

@@ -230,8 +230,11 @@ def test_cli_sweep_under_torchrun_writes_every_replica_and_resumes_only_on_its_w
 
 
 def test_cli_data_parallel_and_an_uneven_sweep_under_torchrun(tmp_path):
+    recipe = _torchrun(["--data", "ring", "--steps", "2", "--out", str(tmp_path / "mmd")], tmp_path)
+    assert recipe.returncode != 0   # the ring's recipe has the MMD term, which is not split over processes
+    assert "give --mmd-weight 0" in recipe.stderr
     done = _torchrun(["--data", "ring", "--hidden", "16", "16", "--batch-size", "32", "--steps", "20",
-                      "--no-progress", "--out", str(tmp_path / "dp")], tmp_path)
+                      "--mmd-weight", "0", "--no-progress", "--out", str(tmp_path / "dp")], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 processes (data-parallel)" in done.stdout and "Traceback" not in done.stderr
     assert json.loads((tmp_path / "dp" / "metrics.json").read_text())["steps"] == 20

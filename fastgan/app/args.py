@@ -160,7 +160,9 @@ RECIPES = {"digits": {"pack": 2, "ema": 0.999, "r1_gamma": 0.1},
                     "mmd_weight": 5.0}}
 RECIPES["mnist"] = RECIPES["digits"]
 # Flags whose default is not TrainConfig's, and why (the others share it: tests/test_config.py checks).
-CLI_DEFAULTS = {name: "the data set's recipe (RECIPES), else PLAIN's" for name in PLAIN if name != "steps"}
+CLI_DEFAULTS = {**{name: "the data set's recipe (RECIPES), else PLAIN's" for name in PLAIN if name != "steps"},
+                "real_label": "the recipe's; where it sets none 0.9 (one-sided label smoothing) with the BCE loss, "
+                              "1.0 with hinge"}
 
 
 def apply_recipe(args: argparse.Namespace, saved: dict | None = None) -> dict:
@@ -228,8 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "replica's quality, sweep.md a table per setting and per replica, sweep_<setting>.png the "
                             "metrics against each swept setting")
     train.add_argument("--hidden", type=positive(int), nargs="+", default=None,
-                       help="hidden widths of G and D (default: the data set's preset, 256 256; the classic GAN "
-                            "is 128 128)")
+                       help="hidden widths of G and D (default: the data set's preset, 256 256 for images and "
+                            "128 128 for ring/grid; the classic GAN is 128 128)")
     train.add_argument("--real-label", type=float, nargs="+", default=None,
                        help="D's target for real data: 0.9 (the default with the BCE loss; ring and grid 1.0) is "
                             "one-sided label smoothing, 1.0 the plain GAN loss; not used by --loss hinge")

@@ -52,14 +52,14 @@ def save_scatter(samples: torch.Tensor | dict[str, torch.Tensor], path: str | os
     panels = samples if isinstance(samples, dict) else {None: samples}
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5 + 0.3 * (len(panels) > 1)), squeeze=False,
                              sharex=True, sharey=True)
+    r = real.detach().float().cpu()[:5000] if real is not None else None
+    c = centers.detach().float().cpu() if centers is not None else None
     for i, (ax, (name, panel)) in enumerate(zip(axes.flat, panels.items())):
-        if real is not None:
-            r = real.detach().float().cpu()[:5000]
+        if r is not None:
             ax.scatter(r[:, 0], r[:, 1], s=2, c="0.8", label="real")
         s = panel.detach().float().cpu()
         ax.scatter(s[:, 0], s[:, 1], s=3, c="tab:blue", alpha=0.6, label="generated")
-        if centers is not None:
-            c = centers.detach().float().cpu()
+        if c is not None:
             ax.scatter(c[:, 0], c[:, 1], marker="x", s=60, c="tab:red", label="mode centres")
         ax.set_aspect("equal")
         if i == 0:

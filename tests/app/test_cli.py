@@ -65,8 +65,8 @@ def test_each_data_set_trains_with_its_recipe_unless_told_otherwise(tmp_path):
     # a resumed run keeps the settings it was trained with, its model included
     for name, (flags, expected) in runs.items():
         out = tmp_path / name
-        data = flags[flags.index("--data") + 1:][:1] if "--data" in flags else []
-        args = ["train", "--steps", "4", "--out", str(out), "--no-progress", "--resume", *(["--data", *data] if data else [])]
+        data = flags[:2] if flags[:1] == ["--data"] else []   # (the data set, no other flag)
+        args = ["train", "--steps", "4", "--out", str(out), "--no-progress", "--resume", *data]
         assert main(args) == 0, name
         config = json.loads((out / "metrics.json").read_text())["config"]
         assert tuple(config[k] for k in keys) == expected and config["batch_size"] == 16, name

@@ -99,7 +99,9 @@ def _describe_models(protocol: dict) -> str:
     weight = protocol.get("mmd_weight")   # (a list: one a seed)
     weight = (f"{weight:g}" if isinstance(weight, (int, float)) else
               f"w (a seed each: {', '.join(f'{w:g}' for w in weight)})" if weight else None)
-    mmd = f", G's loss plus {weight} x MMD² to the step's real rows" if weight else ""
+    fine = (f" (its kernel at bandwidth h weighed (widest / h)^{protocol['mmd_fine']:g} from step "
+            f"{protocol.get('mmd_fine_from', 0):,})") if protocol.get("mmd_fine") else ""
+    mmd = f", G's loss plus {weight} x MMD² to the step's real rows{fine}" if weight else ""
     return (f"ours ({protocol['preset']}): G latent {latent} -> {width} -> 2 (leaky-ReLU 0.2, linear output), "
             f"D (2*pack) -> {width} -> 1 (leaky-ReLU 0.2{minibatch}), "
             f"{adam} {protocol['lr']:g}{describe_schedule(protocol)} {tuple(protocol['betas'])}, "
@@ -135,6 +137,8 @@ def _trainer_settings(variant: str, protocol: dict) -> tuple[dict, int]:
     if protocol.get("mmd_weight"):   # the kernel two-sample term on G's loss (fastgan.train.mmd)
         weight = protocol["mmd_weight"]   # (a list: one a seed, a sweep)
         settings["mmd_weight"] = weight if isinstance(weight, (int, float)) else tuple(weight)
+    if protocol.get("mmd_fine"):   # its kernels weighed from a step on
+        settings.update(mmd_fine=protocol["mmd_fine"], mmd_fine_from=protocol.get("mmd_fine_from", 0))
     return settings, pack
 
 

@@ -313,6 +313,10 @@ def main(argv=None) -> int:
                         help="G's loss plus W x MMD² between its samples and the step's real rows (Gaussian kernels "
                              "from the real rows' finest scale to their layout's; default 0: none); one W a seed: "
                              "a sweep, seed k with the k-th (the summary then mixes weights: read the seeds' rows)")
+    parser.add_argument("--mmd-fine", type=float, metavar="P",
+                        help="from step --mmd-fine-from on, the term's kernel at bandwidth h weighs (widest / h)^P "
+                             "(as fastgan train's; default 0: all alike)")
+    parser.add_argument("--mmd-fine-from", type=int, metavar="STEP", help="the step --mmd-fine starts at (default 0)")
     parser.add_argument("--batch", type=int, help="default 100")
     parser.add_argument("--pack-convention", choices=["samples", "rows"], help="default rows")
     parser.add_argument("--device", default=None)
@@ -401,7 +405,11 @@ def main(argv=None) -> int:
                 "minibatch_std": args.minibatch_std if args.minibatch_std is not None else base.get("minibatch_std", 0),
                 "adam_state": args.adam_state or base.get("adam_state"),
                 "mmd_weight": mmd_weight_arg(args.mmd_weight, args.seeds, parser) if args.mmd_weight is not None
-                else base.get("mmd_weight", 0.0)}
+                else base.get("mmd_weight", 0.0),
+                "mmd_fine": args.mmd_fine if args.mmd_fine is not None else base.get("mmd_fine", 0.0),
+                "mmd_fine_from": args.mmd_fine_from if args.mmd_fine_from is not None else base.get("mmd_fine_from", 0)}
+    if protocol["mmd_fine"] and not protocol["mmd_weight"]:
+        parser.error("--mmd-fine weighs the MMD term's kernels: give --mmd-weight too")
     if protocol["preset"] == "pacgan" and protocol["latent_dim"] != 2:
         parser.error("--preset pacgan: its G takes 2-d noise (no --latent-dim)")
     if protocol["preset"] == "pacgan" and protocol["hidden"]:

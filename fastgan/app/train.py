@@ -17,7 +17,6 @@ from .. import data as datasets
 from .. import metrics as quality_metrics
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..nn.presets import DATA_PRESETS, PRESETS, ModelPreset, build_models, model_description
-from ..sampling import JACOBIAN_FACTOR
 from ..train import distributed
 from ..train.checkpoints import SHARDED_FORMAT
 from ..train.config import TrainConfig
@@ -219,6 +218,11 @@ def _merge_replica_results(parts: list[dict]) -> dict:
             "status": "completed" if not incomplete else ", ".join(incomplete)}
 
 
+# The Jacobian sampler's factor each mixture recipe meets issue #42's goals with (the README's quality section):
+# samples.png's second panel and metrics.json's "quality_jacobian" use it.
+JACOBIAN_FACTORS = {"ring": 4.0, "grid": 8.0}
+
+
 def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, status: str, seconds: float,
                    steps_run: int, results: dict | None = None, config: TrainConfig | None = None) -> None:
     """samples.png, losses.png and metrics.json. A replica run passes its (gathered) ``results`` and the
@@ -231,9 +235,10 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
     elif args.data in ("ring", "grid"):
         centers = datasets.ring_centers() if args.data == "ring" else datasets.grid_centers()
         # G alone leaves samples on its way between the modes; its own Jacobian leaves them out (docs/sampling.md)
-        kept = trainer.sample(2500, jacobian=True)
+        factor = JACOBIAN_FACTORS[args.data]
+        kept = trainer.sample(2500, jacobian=factor)
         panels = {"G alone": trainer.sample(2500),
-                  f"kept by G's Jacobian (F {JACOBIAN_FACTOR:g}): {trainer.last_acceptance:.0%} of G's": kept}
+                  f"kept by G's Jacobian (F {factor:g}): {trainer.last_acceptance:.0%} of G's": kept}
         save_scatter(panels, out / "samples.png", centers=centers, real=trainer.data,
                      title=f"{args.data}: 2,500 samples after {trainer.step_count} steps")
     elif trainer.num_classes is not None:   # one row per class
@@ -285,6 +290,11 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
         metrics["quality"] = quality_metrics.evaluate(args.data, samples, labels)
         metrics["quality_samples"] = {"seed": QUALITY_SEED, "device": str(trainer.device),
                                       "weights": "ema" if trainer.ema is not None else "generator"}
+        if args.data in JACOBIAN_FACTORS and metrics["quality"] is not None:   # (G's samples kept by its Jacobian)
+            factor = JACOBIAN_FACTORS[args.data]
+            kept = trainer.sample(n, seed=QUALITY_SEED, jacobian=factor)
+            metrics["quality_jacobian"] = {"factor": factor, "kept": round(trainer.last_acceptance, 4),
+                                           **quality_metrics.evaluate(args.data, kept)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if args.tensorboard is not None and metrics.get("quality"):
         board = Board(args.tensorboard)

@@ -165,6 +165,10 @@ class TrainConfig:
         mmd_weight: G's loss plus this times MMD²(G's samples, the step's real rows), Gaussian kernels from the
             real rows' finest scale to their layout's (``fastgan.train.mmd``): widens modes that D cannot resolve
             and evens their masses (with ``replicas``, a weight per replica may be given). Not with ``data_parallel``.
+        mmd_fine, mmd_fine_from: from step ``mmd_fine_from`` on (the update numbered ``mmd_fine_from + 1``), the
+            term's kernel at bandwidth h weighs ``(widest / h)^mmd_fine``: the fine kernels, which set the modes'
+            width, count more than the wide ones, which place their masses (default 0: all alike; once the masses
+            are placed, e.g. from the first step-down, 0.5 widened the grid's modes from 0.75 to 0.83 of the data's).
         update: ``"alternating"`` (default: D's update, then G's loss through the updated D) or
             ``"simultaneous"`` (both losses from one forward pass of D on the same batch, both updates
             after it: what PacGAN's code does, through ALI's training algorithm). Simultaneous needs
@@ -223,6 +227,8 @@ class TrainConfig:
     r1_gamma: float = 0.0
     r1_every: int = 16
     mmd_weight: float = 0.0
+    mmd_fine: float = 0.0
+    mmd_fine_from: int = 0
     update: str = "alternating"
     weight_decay_g: float = 0.0
     weight_decay_d: float = 0.0
@@ -274,6 +280,12 @@ class TrainConfig:
                              "cuda_graph=True")
         self._each("r1_gamma", lambda v: _finite("r1_gamma", v, 0.0, strict=False))
         self._each("mmd_weight", lambda v: _finite("mmd_weight", v, 0.0, strict=False))
+        self.mmd_fine = _finite("mmd_fine", self.mmd_fine, 0.0, strict=False)
+        if isinstance(self.mmd_fine_from, bool) or not isinstance(self.mmd_fine_from, int) or self.mmd_fine_from < 0:
+            raise ValueError(f"mmd_fine_from must be a step count >= 0, got {self.mmd_fine_from!r}")
+        if self.mmd_fine > 0 and not self.has_mmd:
+            raise ValueError(f"mmd_fine={self.mmd_fine:g} weighs the MMD term's kernels, but there is no term: "
+                             "give mmd_weight > 0 too")
         if self.cuda_graph and self.has_r1 and self.steps_per_replay is not None \
                 and self.steps_per_replay % self.r1_every:
             raise ValueError(f"r1_gamma > 0 with cuda_graph=True: a replay must hold whole R1 periods (the R1 steps "
@@ -373,8 +385,8 @@ class TrainConfig:
             raise ValueError("for_replica needs a config with replicas=K")
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.replicas:
             raise ValueError(f"replica must be an integer in [0, {self.replicas}), got {k!r}")
-        return self.replace(replicas=None, seed=self.seed + k,
-                            **{name: self.per_replica(name)[k] for name in PER_REPLICA})
+        return self._part(replicas=None, seed=self.seed + k,
+                          **{name: self.per_replica(name)[k] for name in PER_REPLICA})
 
     def shard(self, start: int, stop: int) -> TrainConfig:
         """The config of replicas ``[start, stop)`` of this run as a run of their own: seed ``seed + start``
@@ -385,7 +397,12 @@ class TrainConfig:
             raise ValueError(f"a shard is 0 <= start < stop <= {self.replicas}, got [{start}, {stop})")
         sliced = {name: tuple(self.per_replica(name)[start:stop]) for name in PER_REPLICA
                   if self._is_sequence(name, getattr(self, name))}
-        return self.replace(replicas=stop - start, seed=self.seed + start, **sliced)
+        return self._part(replicas=stop - start, seed=self.seed + start, **sliced)
+
+    def _part(self, **changes) -> TrainConfig:
+        """``replace(**changes)`` for some of the replicas: where none of them has the MMD term, no power for it."""
+        part = dataclasses.replace(self, **changes, mmd_fine=0.0, mmd_fine_from=0)
+        return part.replace(mmd_fine=self.mmd_fine, mmd_fine_from=self.mmd_fine_from) if part.has_mmd else part
 
     @property
     def has_r1(self) -> bool:
@@ -418,9 +435,16 @@ class TrainConfig:
             factor = f
         return factor
 
-    def lr_changes_within(self, step: int, count: int) -> bool:
-        """Whether the factor changes among the ``count`` updates that follow ``step`` done."""
-        return any(step < start < step + count for start, _ in self.lr_schedule)
+    def mmd_fine_at(self, step: int) -> float:
+        """The MMD term's ``fine`` power for the update that follows ``step`` done: ``mmd_fine`` from
+        ``mmd_fine_from`` on, 0 before."""
+        return self.mmd_fine if step >= self.mmd_fine_from else 0.0
+
+    def schedule_changes_within(self, step: int, count: int) -> bool:
+        """Whether the learning rates' factor or the MMD term's ``fine`` power changes among the ``count``
+        updates that follow ``step`` done (a CUDA graph's replay holds neither change)."""
+        starts = [start for start, _ in self.lr_schedule] + ([self.mmd_fine_from] if self.mmd_fine else [])
+        return any(step < start < step + count for start in starts)
 
     @property
     def generator_lr(self) -> float:

@@ -106,6 +106,7 @@ class TrainingLoop:
         self.step_fn = step
         self.count = 0
         self.lr_factor: float | None = 1.0   # what the optimizers were made with; None: set it at the next step
+        self.mmd_fine = config.mmd_fine_at(0)   # the MMD term's power a captured graph holds
         self.losses = LossLog()
 
     def replace_step(self, step: Callable[[int], tuple]) -> None:
@@ -125,26 +126,31 @@ class TrainingLoop:
         schedule's rate."""
         self.count = count
         self.lr_factor = lr_factor
+        self.mmd_fine = self.config.mmd_fine_at(count)
         self.losses.reset(history)
         self.forget_graph()
 
-    def schedule_lr(self) -> None:
+    def schedule(self) -> None:
         """Give the optimizers the learning rates ``lr_schedule`` sets for the next update (host-side, only
-        where the factor changed; a captured graph baked the old rates in, so it is recorded anew)."""
-        factor = self.config.lr_factor(self.count)
-        if factor == self.lr_factor:
-            return
-        self.set_lr_factor(factor)
-        self.lr_factor = factor
-        self.forget_graph()
+        where the factor changed); a captured graph baked the old rates or MMD power in, so where either
+        changed it is recorded anew."""
+        factor, fine = self.config.lr_factor(self.count), self.config.mmd_fine_at(self.count)
+        if factor != self.lr_factor:
+            self.set_lr_factor(factor)
+            self.lr_factor = factor
+            self.forget_graph()
+        if fine != self.mmd_fine:
+            self.mmd_fine = fine
+            self.forget_graph()
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One eager step, or with a CUDA graph one replay (the first call also warms up and captures); a call
-        whose steps would span a change of ``lr_schedule``'s rate runs one eager step instead."""
+        whose steps would span a change of ``lr_schedule``'s rate or of the MMD term's power runs one eager step
+        instead."""
         if self.graphed is None:
             return self.eager_step()
-        self.schedule_lr()   # (first: a change of rate forgets the graph, which adds warm-up steps to this call)
-        if self.config.lr_changes_within(self.count, self.steps_in_next_call()):
+        self.schedule()   # (first: a change of rate forgets the graph, which adds warm-up steps to this call)
+        if self.config.schedule_changes_within(self.count, self.steps_in_next_call()):
             return self.eager_step()   # a replay never spans a change of learning rate: that step runs eagerly
         if not self.graphed.captured:
             for loss_d, loss_g in self.graphed.warm_up(self.count):
@@ -166,7 +172,7 @@ class TrainingLoop:
         return losses[-1, 0], losses[-1, 1]
 
     def eager_step(self) -> tuple[torch.Tensor, torch.Tensor]:
-        self.schedule_lr()
+        self.schedule()
         loss_d, loss_g = self.step_fn(self.count)
         self.count += 1
         self.losses.add_step(self.count, loss_d, loss_g)
@@ -192,7 +198,7 @@ class TrainingLoop:
                   dynamic_ncols=True) as bar, _deferred_interrupt() as interrupted:
             while self.count < end:
                 before = self.count
-                self.schedule_lr()   # (a change of rate forgets the graph: the next call's size depends on it)
+                self.schedule()   # (a change of rate forgets the graph: the next call's size depends on it)
                 # a graph replay runs several steps; what does not fit before `end` runs eagerly
                 if self.steps_in_next_call() <= end - before:
                     self.step()

@@ -100,13 +100,13 @@ def make_replica_step(t):
     d_params, g_params = [t.discriminator.flat], [t.generator.flat]
     mmd_weight = torch.tensor([c.mmd_weight for c in per], device=device)
 
-    def with_mmd(loss_g, fake, rows):   # (K,): each replica's G loss plus its weight times its MMD²
+    def with_mmd(loss_g, fake, rows, index):   # (K,): each replica's G loss plus its weight times its MMD²
         if not config.has_mmd:
             return loss_g
         with phase("G.loss.mmd"):
-            return loss_g + mmd_weight * mmd2(fake.flatten(2), rows.flatten(2))
+            return loss_g + mmd_weight * mmd2(fake.flatten(2), rows.flatten(2), fine=config.mmd_fine_at(index))
 
-    def simultaneous_step():
+    def simultaneous_step(index):
         """The single simultaneous step: both losses from one pass of D over real and fake, each network's
         gradient of its own loss, then both updates (PacGAN's code)."""
         real, z, y_real, y_fake, rows = draw()
@@ -116,7 +116,7 @@ def make_replica_step(t):
             real_logits = discriminate(real, y_real)
             fake_logits = discriminate(d_input(fake), y_fake)
             loss_d = d_loss(real_logits, fake_logits)
-            loss_g = with_mmd(g_loss(fake_logits), fake, rows)
+            loss_g = with_mmd(g_loss(fake_logits), fake, rows, index)
         with phase("D.backward"):
             t.optimizer_d.zero_grad()
             loss_d.sum().backward(inputs=d_params, retain_graph=True)
@@ -175,7 +175,7 @@ def make_replica_step(t):
         t.discriminator.requires_grad_(False)
         try:
             with phase("G.loss"), autocast():
-                loss_g = with_mmd(g_loss_of_input(d_input(fake), y_fake), fake, rows)
+                loss_g = with_mmd(g_loss_of_input(d_input(fake), y_fake), fake, rows, index)
             with phase("G.backward"):
                 t.optimizer_g.zero_grad()
                 loss_g.sum().backward()
@@ -187,7 +187,7 @@ def make_replica_step(t):
         if cudagraph_trees:
             torch.compiler.cudagraph_mark_step_begin()
         # the simultaneous step is never compiled (TrainConfig says so)
-        loss_d, loss_g = simultaneous_step() if config.update == "simultaneous" else alternating_step(index)
+        loss_d, loss_g = simultaneous_step(index) if config.update == "simultaneous" else alternating_step(index)
         with phase("G.optim"):
             t.optimizer_g.step()
             if t.ema is not None:

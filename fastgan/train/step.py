@@ -9,7 +9,7 @@ can later capture it whole. Options (all off by default, which gives the plain G
   instance_noise  std of Gaussian noise added to everything D sees (real and fake)
   mmd_weight      a kernel two-sample term on G's loss: the weight times MMD²(G's samples, the step's real
                   rows), Gaussian kernels from the real rows' finest scale to their layout's
-                  (``fastgan.train.mmd``)
+                  (``fastgan.train.mmd``), the fine ones weighed up from step ``mmd_fine_from`` (``mmd_fine``)
   r1_gamma        R1 penalty (gamma/2) E||grad_x D(x_real)||^2, every ``r1_every`` steps (scaled by it,
                   "lazy" regularisation); a gradient of a gradient, so it runs through the reference path
   ema             an ``EMA`` of G's weights, updated after each G step
@@ -129,14 +129,16 @@ def make_step(p: StepParts, sampler: DeviceSampler | None = None) -> Callable[[i
                 y_fake = local(p.labels.index_select(0, other))
         return real, z, y_real, y_fake, local(rows)
 
-    def with_mmd(loss_g, fake, rows):
-        """G's loss plus ``mmd_weight`` times MMD² between its samples and the step's real rows (as drawn)."""
+    def with_mmd(loss_g, fake, rows, index):
+        """G's loss plus ``mmd_weight`` times MMD² between its samples and the step's real rows (as drawn), its
+        kernels weighed by step ``index``'s power (``mmd_fine_at``)."""
         if p.config.mmd_weight == 0:
             return loss_g
         with phase("G.loss.mmd"):
-            return loss_g + p.config.mmd_weight * mmd2(fake.flatten(1), rows.flatten(1))
+            fine = p.config.mmd_fine_at(index)
+            return loss_g + p.config.mmd_weight * mmd2(fake.flatten(1), rows.flatten(1), fine=fine)
 
-    def simultaneous_step() -> tuple[torch.Tensor, torch.Tensor]:
+    def simultaneous_step(index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Both losses from one forward pass of D over real and fake, each network's gradient of its own
         loss, then both updates (PacGAN's code, through ALI's training algorithm)."""
         real, z, y_real, y_fake, rows = draw()
@@ -146,7 +148,7 @@ def make_step(p: StepParts, sampler: DeviceSampler | None = None) -> Callable[[i
             real_logits = discriminate(real, y_real)
             fake_logits = discriminate(d_input(fake, local=True), y_fake)
             loss_d = d_loss(real_logits, fake_logits)
-            loss_g = with_mmd(g_loss(fake_logits), fake, rows)
+            loss_g = with_mmd(g_loss(fake_logits), fake, rows, index)
         with phase("D.backward"):
             p.optimizer_d.zero_grad(set_to_none=True)
             loss_d.backward(inputs=d_params, retain_graph=True)
@@ -169,7 +171,7 @@ def make_step(p: StepParts, sampler: DeviceSampler | None = None) -> Callable[[i
         if cudagraph_trees:  # a new step: the last one's graph outputs may be overwritten now, not before
             torch.compiler.cudagraph_mark_step_begin()
         if p.config.update == "simultaneous":
-            loss_d, loss_g = simultaneous_step()   # (not with compile or data_parallel: TrainConfig says so)
+            loss_d, loss_g = simultaneous_step(index)   # (not with compile or data_parallel: TrainConfig says so)
             return loss_d.detach().float(), loss_g.detach().float()
         for d_step in range(p.config.d_steps):
             last = d_step == p.config.d_steps - 1
@@ -216,7 +218,7 @@ def make_step(p: StepParts, sampler: DeviceSampler | None = None) -> Callable[[i
             q.requires_grad_(False)
         try:
             with phase("G.loss"), autocast():
-                loss_g = with_mmd(g_loss_of_input(d_input(fake, local=True), y_fake), fake, rows)
+                loss_g = with_mmd(g_loss_of_input(d_input(fake, local=True), y_fake), fake, rows, index)
             with phase("G.backward"):
                 p.optimizer_g.zero_grad(set_to_none=True)
                 loss_g.backward()

@@ -43,15 +43,19 @@ def test_each_data_set_trains_with_its_recipe_unless_told_otherwise(tmp_path):
     """The flags left unset take the data set's recipe (args.RECIPES: digits pack 2, EMA, R1; ring and grid the
     quality benchmarks' settings with the MMD term), a conditional run none and a given flag its value; a resumed
     run keeps its own settings, not today's defaults."""
-    keys = ("pack", "ema", "r1_gamma", "mmd_weight", "lr", "lr_schedule", "real_label")
-    plain = (1, None, 0.0, 0.0, 2e-4, [], 0.9)
+    keys = ("pack", "ema", "r1_gamma", "mmd_weight", "mmd_fine", "mmd_fine_from", "lr", "lr_schedule", "real_label")
+    plain = (1, None, 0.0, 0.0, 0.0, 0, 2e-4, [], 0.9)
     runs = {"plain": (["--pack", "1", "--ema", "0", "--r1-gamma", "0"], plain),
             "conditional": (["--conditional"], plain),
-            "digits": ([], (2, 0.999, 0.1, 0.0, 2e-4, [], 0.9)),
-            "ring": (["--data", "ring"], (2, 0.999, 0.0, 8.0, 2e-4, [[50000, 0.6], [80000, 0.4]], 1.0)),
-            "grid": (["--data", "grid"], (2, 0.999, 0.0, 5.0, 3e-4, [[50000, 0.7], [80000, 0.5]], 1.0)),
+            "digits": ([], (2, 0.999, 0.1, 0.0, 0.0, 0, 2e-4, [], 0.9)),
+            "ring": (["--data", "ring"], (2, 0.999, 0.0, 8.0, 0.0, 0, 2e-4, [[50000, 0.6], [80000, 0.4]], 1.0)),
+            "grid": (["--data", "grid"], (2, 0.999, 0.0, 5.0, 0.5, 50000, 3e-4, [[50000, 0.7]], 1.0)),
             "given": (["--data", "grid", "--mmd-weight", "0.5", "--lr", "1e-4", "--lr-schedule", "none",
-                       "--real-label", "0.8", "--ema", "0", "--pack", "1"], (1, None, 0.0, 0.5, 1e-4, [], 0.8))}
+                       "--real-label", "0.8", "--ema", "0", "--pack", "1", "--mmd-fine-from", "7"],
+                      (1, None, 0.0, 0.5, 0.5, 7, 1e-4, [], 0.8)),
+            # no term: no power for its kernels either (the recipe's is dropped, not refused)
+            "no term": (["--data", "grid", "--mmd-weight", "0"], (2, 0.999, 0.0, 0.0, 0.0, 50000, 3e-4, [[50000, 0.7]],
+                                                                   1.0))}
     for name, (flags, expected) in runs.items():
         out = tmp_path / name
         assert main(["train", "--steps", "2", "--batch-size", "16", "--out", str(out), "--no-progress", *flags]) == 0
@@ -61,7 +65,7 @@ def test_each_data_set_trains_with_its_recipe_unless_told_otherwise(tmp_path):
     for name in ("ring", "given"):   # the recipes' batch: 200 samples, D's 100 rows of pack 2
         args = build_parser().parse_args(["train", *runs[name][0]])
         apply_recipe(args)
-        assert args.batch_size == 200 and args.steps == (75000 if name == "ring" else 100000), name
+        assert args.batch_size == 200 and args.steps == 75000, name
     # a resumed run keeps the settings it was trained with, its model included
     for name, (flags, expected) in runs.items():
         out = tmp_path / name
@@ -79,6 +83,21 @@ def test_train_ring_draws_a_scatter(tmp_path):
     png = (out / "samples.png").read_bytes()
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")   # (PNG's IHDR)
     assert png.startswith(PNG) and width > 1.8 * height   # two panels: G alone, and kept by its Jacobian
+
+
+def test_mixture_metrics_report_the_recipes_jacobian_sampler_as_evaluate_does(tmp_path, capsys):
+    """metrics.json of a grid run has G alone ("quality") and G's samples kept by its Jacobian at the grid
+    recipe's factor 8 ("quality_jacobian"): what `fastgan evaluate --jacobian 8` reports of its checkpoint."""
+    out, report = tmp_path / "grid", tmp_path / "evaluated.json"
+    assert main(["train", "--data", "grid", "--steps", "20", "--batch-size", "16", "--out", str(out),
+                 "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    kept = dict(metrics["quality_jacobian"])
+    assert kept.pop("factor") == 8.0 and 0 < kept["kept"] <= 1 and "spread" in metrics["quality"]
+    assert main(["evaluate", str(out), "--jacobian", "8", "--out", str(report)]) == 0
+    evaluated = json.loads(report.read_text())
+    assert evaluated["sampling"]["acceptance"] == pytest.approx(kept.pop("kept"), abs=1e-4)
+    assert kept == evaluated["metrics"] and kept != metrics["quality"]
 
 
 def test_clear_errors(tmp_path, capsys):

@@ -38,8 +38,8 @@ def test_factor_per_step_and_bad_schedules_are_refused():
     config = TrainConfig(lr_schedule=[[5, 0.5], (8, 0.1)])
     assert config.lr_schedule == SCHEDULE
     assert [config.lr_factor(s) for s in (0, 4, 5, 7, 8, 10**9)] == [1.0, 1.0, 0.5, 0.5, 0.1, 0.1]
-    assert config.lr_changes_within(4, 2) and not config.lr_changes_within(5, 3) and config.lr_changes_within(5, 4)
-    assert not config.lr_changes_within(0, 5) and TrainConfig().lr_factor(10**6) == 1.0
+    assert config.schedule_changes_within(4, 2) and not config.schedule_changes_within(5, 3) and config.schedule_changes_within(5, 4)
+    assert not config.schedule_changes_within(0, 5) and TrainConfig().lr_factor(10**6) == 1.0
     values = config.to_dict()
     assert values["lr_schedule"] == [[5, 0.5], [8, 0.1]] and json.loads(json.dumps(values)) == values
     assert TrainConfig.from_dict(values) == config
@@ -180,11 +180,12 @@ def _restore_rates(optimizer, rates) -> None:
 
 class BakedGraph:
     """``GraphedStep``'s contract on a CPU: warm-up steps run as they are; ``capture`` records the learning
-    rates of that moment and every replay runs its steps with them, as a CUDA graph bakes them in."""
+    rates of that moment and every replay runs its steps with them and with the captured steps' numbers (what
+    the step decided on the host from them, as the MMD term's power), as a CUDA graph bakes them in."""
 
     def __init__(self, trainer, steps_per_replay, warmup):
         self.trainer, self.steps_per_replay, self.warmup = trainer, steps_per_replay, warmup
-        self.rates, self.captures = None, 0
+        self.rates, self.first, self.captures = None, None, 0
 
     captured = property(lambda self: self.rates is not None)
 
@@ -196,6 +197,7 @@ class BakedGraph:
 
     def capture(self, first):
         self.rates = [_rates(o) for o in (self.trainer.optimizer_g, self.trainer.optimizer_d)]
+        self.first = first
         self.captures += 1
 
     def replay(self):
@@ -203,25 +205,29 @@ class BakedGraph:
         now = [_rates(o) for o in optimizers]
         for optimizer, rates in zip(optimizers, self.rates):
             _restore_rates(optimizer, rates)
-        first = self.trainer.step_count
-        losses = torch.stack([torch.stack(self.trainer.loop.step_fn(first + j)) for j in range(self.steps_per_replay)])
+        losses = torch.stack([torch.stack(self.trainer.loop.step_fn(self.first + j))
+                              for j in range(self.steps_per_replay)])
         for optimizer, rates in zip(optimizers, now):
             _restore_rates(optimizer, rates)
         return losses
 
 
 @pytest.mark.parametrize("replicas", [None, 2])
-def test_graph_replays_never_span_a_change_of_rate(replicas):
-    """With rates baked into a captured graph (emulated on the CPU), the schedule's milestones inside a replay's
-    span (6 and 11 with 2 warm-up steps and 4 steps per replay) run eagerly and the graph is recorded anew, so
-    the graphed run equals the eager one, and fit stops at its step count."""
-    settings = {"lr_schedule": ((6, 0.5), (11, 0.1)), "replicas": replicas}
+@pytest.mark.parametrize("schedule, captured", [
+    ({"lr_schedule": ((6, 0.5), (11, 0.1))}, 2),   # captured at steps 0 and 11
+    ({"mmd_weight": 2.0, "mmd_fine": 0.5, "mmd_fine_from": 7}, 2),   # at 2 (after 2 warm-up steps) and 9
+])
+def test_graph_replays_never_span_a_change_of_rate_or_mmd_power(replicas, schedule, captured):
+    """With rates and the MMD term's power baked into a captured graph (emulated on the CPU), a milestone or
+    the power's start inside a replay's span (2 warm-up steps and 4 steps per replay) runs eagerly and the graph
+    is recorded anew, so the graphed run equals the eager one, and fit stops at its step count."""
+    settings = {**schedule, "replicas": replicas}
     graphed = _trainer(**settings)
     graphed.loop.graphed = BakedGraph(graphed, steps_per_replay=4, warmup=2)
     graphed.fit(20, log_every=5, progress=False)
     eager = _trainer(**settings)
     eager.fit(20, log_every=5, progress=False)
-    assert graphed.step_count == 20 and graphed.loop.graphed.captures == 2   # at steps 0 and 11
+    assert graphed.step_count == 20 and graphed.loop.graphed.captures == captured
     for a, b in zip(_weights(graphed), _weights(eager)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert graphed.history == eager.history

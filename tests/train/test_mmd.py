@@ -15,9 +15,10 @@ from fastgan.nn.stacked import replica_models
 from fastgan.train.mmd import MMD_BANDWIDTHS, mmd2
 
 
-def _loop_mmd2(fake, real, bandwidths=MMD_BANDWIDTHS):
+def _loop_mmd2(fake, real, bandwidths=MMD_BANDWIDTHS, fine=0.0):
     """The unbiased MMD² by its definition, pair by pair in float64; the bandwidths log-spaced from the lower
-    median of the real rows' nearest-neighbour distances to the lower median of their pairwise distances."""
+    median of the real rows' nearest-neighbour distances to the lower median of their pairwise distances, the
+    kernel at bandwidth h weighed (widest / h)^fine."""
     fake, real = fake.double().tolist(), real.double().tolist()
     dist = math.dist
     nearest = sorted(min(dist(a, b) for j, b in enumerate(real) if j != i) for i, a in enumerate(real))
@@ -27,7 +28,7 @@ def _loop_mmd2(fake, real, bandwidths=MMD_BANDWIDTHS):
     widths = [finest * (widest / finest) ** (i / max(bandwidths - 1, 1)) for i in range(bandwidths)]
 
     def k(a, b):
-        return sum(math.exp(-dist(a, b) ** 2 / (2 * h ** 2)) for h in widths)
+        return sum((widths[-1] / h) ** fine * math.exp(-dist(a, b) ** 2 / (2 * h ** 2)) for h in widths)
 
     def within(rows):
         n = len(rows)
@@ -52,10 +53,26 @@ def test_mmd2_equals_its_definition_per_leading_index(n, m, features):
         assert_close(mmd2(fake[0].double(), real[0].double(), bandwidths), expected, 1e-12, f"{bandwidths} bandwidths")
 
 
-def test_mmd2_refuses_a_bad_bandwidth_count():
+@pytest.mark.parametrize("fine", [0.5, 1.0, 2.5])
+def test_the_weighed_kernels_equal_their_definition_and_gradient(fine):
+    """``fine=p``: each kernel weighs (widest / h)^p, the finest most; value and gradient against float64."""
+    g = torch.Generator().manual_seed(int(fine * 10))
+    fake = 0.6 * torch.randn(2, 11, 2, generator=g, dtype=torch.float64)
+    real = torch.randn(2, 13, 2, generator=g, dtype=torch.float64) + 0.2
+    expected = torch.tensor([_loop_mmd2(fake[i], real[i], fine=fine) for i in range(2)], dtype=torch.float64)
+    assert_close(mmd2(fake, real, fine=fine), expected, 1e-12, "fp64")
+    assert_close(mmd2(fake.float(), real.float(), fine=fine), expected, 1e-5, "fp32")
+    assert not torch.allclose(mmd2(fake, real, fine=fine), mmd2(fake, real))
+    assert torch.autograd.gradcheck(lambda x: mmd2(x, real[0], fine=fine), (fake[0].clone().requires_grad_(True),))
+
+
+def test_mmd2_refuses_a_bad_bandwidth_count_or_power():
     for bandwidths in (0, -2, 2.5, True):
         with pytest.raises(ValueError, match="bandwidths must be a positive integer"):
             mmd2(torch.zeros(4, 2), torch.ones(4, 2), bandwidths)
+    for fine in (-0.5, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ValueError, match="fine .* must be a finite number >= 0"):
+            mmd2(torch.zeros(4, 2), torch.ones(4, 2), fine=fine)
 
 
 def test_mmd2_is_blind_to_the_data_units_and_sees_narrow_samples():
@@ -123,10 +140,21 @@ def test_mmd2_with_repeated_rows_stays_finite_and_refuses_too_few_rows():
     (dict(mmd_weight=float("nan")), "mmd_weight must be"),
     (dict(mmd_weight=[0.0, 3.0]), "mmd_weight is a sequence of 2 values"),
     (dict(mmd_weight=3.0, data_parallel=True), "data_parallel does not combine with mmd_weight"),
+    (dict(mmd_weight=3.0, mmd_fine=-1.0), "mmd_fine must be"),
+    (dict(mmd_fine=0.5), "there is no term: give mmd_weight > 0"),
+    (dict(mmd_weight=3.0, mmd_fine=0.5, mmd_fine_from=-1), "mmd_fine_from must be a step count >= 0"),
+    (dict(mmd_weight=3.0, mmd_fine=0.5, mmd_fine_from=2.5), "mmd_fine_from must be a step count >= 0"),
 ])
 def test_bad_mmd_settings_are_refused(settings, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**settings)
+
+
+def test_the_power_starts_at_its_step():
+    config = TrainConfig(mmd_weight=3.0, mmd_fine=0.5, mmd_fine_from=4)
+    assert [config.mmd_fine_at(step) for step in (0, 3, 4, 10**9)] == [0.0, 0.0, 0.5, 0.5]
+    assert config.schedule_changes_within(3, 2) and not config.schedule_changes_within(4, 5)
+    assert not TrainConfig(mmd_weight=3.0, mmd_fine_from=4).schedule_changes_within(3, 2)   # (no power: no change)
 
 
 def _models(features=2, latent=3):
@@ -162,8 +190,12 @@ def test_the_term_joins_g_loss_and_only_g_loss(update):
 def test_mmd_per_replica_equals_single_runs(kernels):
     g, d = _models()
     ring = data.gaussian_ring(500)
-    trainer = GANTrainer(g, d, ring, replicas=2, kernels=kernels, **_options(mmd_weight=[0.0, 3.0], d_steps=2))
+    trainer = GANTrainer(g, d, ring, replicas=2, kernels=kernels, **_options(mmd_weight=[0.0, 3.0], d_steps=2,
+                                                                                  mmd_fine=0.5, mmd_fine_from=3))
     assert trainer.config.has_mmd and not trainer.config.for_replica(0).has_mmd
+    # (replica 0 has no term, so no power for it; replica 1 keeps both)
+    assert [trainer.config.for_replica(k).mmd_fine for k in (0, 1)] == [0.0, 0.5]
+    assert trainer.config.shard(0, 1).mmd_fine == 0.0 and trainer.config.shard(1, 2).mmd_fine_from == 3
     for _ in range(6):
         trainer.step()
     trainer.flush_losses()
@@ -176,6 +208,28 @@ def test_mmd_per_replica_equals_single_runs(kernels):
             assert_close(torch.tensor([row[k] for row in trainer.history[key]]), torch.tensor(single.history[key]),
                          1e-5, f"replica {k} {key}")
         assert_close(trainer.sample(64, replica=k), single.sample(64), 1e-5, f"replica {k} samples")
+
+
+@pytest.mark.parametrize("replicas", [None, 2])
+def test_the_weighed_kernels_train_from_their_step_and_resume_exactly(tmp_path, replicas):
+    """``mmd_fine_from=3``: the first 3 steps equal the unweighed term's run, the 4th differs; a run saved at
+    step 2 and resumed equals the uninterrupted one (the power is a function of the step)."""
+    ring, models = data.gaussian_ring(500), _models()
+
+    def trainer(**kw):
+        return GANTrainer(*copy.deepcopy(models), ring, **_options(mmd_weight=3.0, replicas=replicas, **kw))
+
+    weighed, plain = trainer(mmd_fine=1.0, mmd_fine_from=3), trainer()
+    for t in (weighed, plain):
+        t.fit(5, progress=False)
+    assert weighed.history["loss_g"][:3] == plain.history["loss_g"][:3]
+    assert weighed.history["loss_g"][3] != plain.history["loss_g"][3]
+    first = trainer(mmd_fine=1.0, mmd_fine_from=3)
+    first.fit(2, progress=False)
+    resumed = trainer(mmd_fine=1.0, mmd_fine_from=3)
+    resumed.load(first.save(tmp_path / "c.pt"))
+    resumed.fit(3, progress=False)
+    assert resumed.history == weighed.history
 
 
 def test_the_fused_replica_step_hands_the_term_to_the_replica_step_and_says_why():

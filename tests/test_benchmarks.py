@@ -557,6 +557,30 @@ def test_quality_curve_takes_a_mmd_weight_a_seed(tmp_path, capsys):
     assert "one weight, or one for each of the 3 seeds; got 2" in capsys.readouterr().err
 
 
+def test_quality_curve_weighs_the_terms_kernels_from_a_step_and_resumes_with_them(tmp_path, capsys):
+    """``--mmd-fine P --mmd-fine-from S``: in the trainer's config, the protocol and the table's words; a resumed
+    run keeps them (its rows equal an unbroken run's); without the term it is refused in one line."""
+    import quality_curve
+    from fastgan.checkpoint import load_checkpoint
+    common = ["--data", "ring", "--variant", "pack2", "--seeds", "2", "--mmd-weight", "2", "--mmd-fine", "0.5",
+              "--mmd-fine-from", "10"]
+    assert quality_curve.main(common + ["--checkpoints", "10", "--save-checkpoint", str(tmp_path / "t.pt"),
+                                        "--out", str(tmp_path / "stopped")]) == 0
+    assert quality_curve.main(common + ["--checkpoints", "10", "20", "--out", str(tmp_path / "whole")]) == 0
+    (stopped,) = (tmp_path / "stopped").glob("cpu/*.json")
+    assert json.loads(stopped.read_text())["payload"]["protocol"]["mmd_fine"] == 0.5
+    config = load_checkpoint(tmp_path / "t.pt")["config"]
+    assert (config["mmd_fine"], config["mmd_fine_from"]) == (0.5, 10)
+    assert "weighed (widest / h)^0.5 from step 10" in stopped.with_suffix(".md").read_text()
+    assert quality_curve.main(["--resume", str(stopped), "--checkpoints", "20", "--out", str(tmp_path / "resumed")]) == 0
+    (whole,), (resumed,) = ((tmp_path / d).glob("cpu/*.json") for d in ("whole", "resumed"))
+    rows = [json.loads(f.read_text())["payload"]["curve"][-1]["runs"] for f in (whole, resumed)]
+    assert rows[0] == rows[1]
+    with pytest.raises(SystemExit):
+        quality_curve.main(["--data", "ring", "--checkpoints", "10", "--mmd-fine", "0.5"])
+    assert "--mmd-fine weighs the MMD term's kernels: give --mmd-weight too" in capsys.readouterr().err
+
+
 def test_quality_curve_runs_the_r1_variant_as_replicas(tmp_path):
     import quality_curve
     from fastgan.checkpoint import load_checkpoint

@@ -176,6 +176,8 @@ def apply_recipe(args: argparse.Namespace, saved: dict | None = None) -> dict:
         # (a saved list is a sweep's values, one a replica, which a resumed sweep is given again; a schedule is one)
         if saved is not None and name in saved and (name == "lr_schedule" or not isinstance(saved[name], list)):
             value = saved[name]
+        elif saved and name not in saved and name != "steps":   # (saved before the setting existed: trained without)
+            value = PLAIN[name]
         chosen[name] = value
         setattr(args, name, [value] if name in PER_REPLICA and value is not None else value)
     args.ema = args.ema or None   # --ema 0: off

@@ -76,6 +76,21 @@ def test_each_data_set_trains_with_its_recipe_unless_told_otherwise(tmp_path):
         assert tuple(config[k] for k in keys) == expected and config["batch_size"] == 16, name
 
 
+def test_a_checkpoint_saved_before_a_recipe_setting_existed_resumes_without_it(tmp_path):
+    """A grid checkpoint whose config has no mmd_fine (written before the option) trained without the weighting:
+    resumed, it goes on without it rather than with today's recipe."""
+    out = tmp_path / "grid"
+    assert main(["train", "--data", "grid", "--steps", "2", "--batch-size", "16", "--out", str(out),
+                 "--no-progress"]) == 0
+    state = load_checkpoint(out / "checkpoint.pt")
+    for name in ("mmd_fine", "mmd_fine_from"):
+        del state["config"][name]
+    save_checkpoint(state, out / "checkpoint.pt")
+    assert main(["train", "--data", "grid", "--steps", "4", "--out", str(out), "--no-progress", "--resume"]) == 0
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert (config["mmd_fine"], config["mmd_weight"]) == (0.0, 5.0)
+
+
 def test_train_ring_draws_a_scatter(tmp_path):
     out = tmp_path / "ring"
     assert main(["train", "--data", "ring", "--steps", "20", "--log-every", "10", "--out", str(out),

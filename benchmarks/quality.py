@@ -303,7 +303,8 @@ def run_digits(variants, steps, device, preset="classic"):
     return results, pictures
 
 
-def draw(pictures_mix, pictures_digits, folder, stem):
+def draw(pictures_mix, pictures_digits, folder, stem, seed=0):
+    """The pictures: each mixture's samples of ``seed`` (the first one trained) per variant, the digits' grids."""
     from fastgan.app.plots import pyplot, save_figure
     plt = pyplot()
     paths = []
@@ -327,7 +328,7 @@ def draw(pictures_mix, pictures_digits, folder, stem):
             lim = 1.6 if kind == "ring" else 5.5
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
-        fig.suptitle(f"{kind}: 2,500 samples (seed 0) over the mode centres", fontsize=10)
+        fig.suptitle(f"{kind}: 2,500 samples (seed {seed}) over the mode centres", fontsize=10)
         fig.tight_layout()
         paths.append(save_figure(fig, folder / f"{stem}-{kind}.png"))
     if pictures_digits:

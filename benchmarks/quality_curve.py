@@ -410,7 +410,7 @@ def main(argv=None) -> int:
             payload["resumed_from"] = resume["history"]
         preset = "pacgan-" if protocol["preset"] == "pacgan" else ""
         written[:] = write_results(f"quality_curve-{args.data}", payload, text, args.out,
-                                   draw=lambda folder, stem: quality.draw(pictures, {}, folder, stem),
+                                   draw=lambda folder, stem: quality.draw(pictures, {}, folder, stem, args.first_seed),
                                    label=f"{preset}{args.variant}")
 
     try:

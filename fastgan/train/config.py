@@ -167,8 +167,8 @@ class TrainConfig:
             and evens their masses (with ``replicas``, a weight per replica may be given). Not with ``data_parallel``.
         mmd_fine, mmd_fine_from: from step ``mmd_fine_from`` on (the update numbered ``mmd_fine_from + 1``), the
             term's kernel at bandwidth h weighs ``(widest / h)^mmd_fine``: the fine kernels, which set the modes'
-            width, count more than the wide ones, which place their masses (default 0: all alike; once the masses
-            are placed, e.g. from the first step-down, 0.5 widened the grid's modes from 0.75 to 0.83 of the data's).
+            width, count more than the wide ones, which place their masses (default 0: all alike; the grid's recipe
+            weighs them with 0.5 from its step-down at 50k: docs/notes/2026-12-07-grid-fine-kernels-twenty-seeds.md).
         update: ``"alternating"`` (default: D's update, then G's loss through the updated D) or
             ``"simultaneous"`` (both losses from one forward pass of D on the same batch, both updates
             after it: what PacGAN's code does, through ALI's training algorithm). Simultaneous needs

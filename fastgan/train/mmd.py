@@ -12,7 +12,8 @@ distance of a real row to its nearest other real row (the finest scale the batch
 distance between two real rows (the layout's scale), whatever the data's units (detached: no gradient flows
 through the bandwidths). With ``fine=p`` the kernel at bandwidth h weighs ``(widest / h)^p``: the finest kernels,
 which set the modes' width, count more than the wide ones, which place their masses
-(docs/notes/2026-12-07-grid-width-probes.md: from the first step-down on, it widens the grid's modes).
+(from the grid's step-down on, p 0.5 widens its modes; larger p lose some seeds' modes' balance:
+docs/notes/2026-12-07-grid-fine-kernels-twenty-seeds.md).
 """
 from __future__ import annotations
 

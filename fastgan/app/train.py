@@ -218,9 +218,21 @@ def _merge_replica_results(parts: list[dict]) -> dict:
             "status": "completed" if not incomplete else ", ".join(incomplete)}
 
 
-# The Jacobian sampler's factor each mixture recipe meets issue #42's goals with (the README's quality section):
+# The Jacobian sampler's factor each mixture recipe was measured with (the README's quality section):
 # samples.png's second panel and metrics.json's "quality_jacobian" use it.
 JACOBIAN_FACTORS = {"ring": 4.0, "grid": 8.0}
+
+
+def _mixture_samples(trainer: GANTrainer, data: str) -> dict:
+    """A single ring/grid run's samples, drawn once for samples.png and metrics.json (its noise seed): G's 2,500
+    (``plain``) and, where they are finite (not after a divergence), those its Jacobian keeps at the recipe's
+    factor (``kept``, with ``factor`` and the ``share`` kept)."""
+    plain = trainer.sample(quality_metrics.default_samples(data), seed=QUALITY_SEED)
+    if not bool(torch.isfinite(plain).all()):
+        return {"plain": plain}
+    factor = JACOBIAN_FACTORS[data]
+    kept = trainer.sample(plain.shape[0], seed=QUALITY_SEED, jacobian=factor)
+    return {"plain": plain, "kept": kept, "factor": factor, "share": trainer.last_acceptance}
 
 
 def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, status: str, seconds: float,
@@ -230,17 +242,17 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
     out.mkdir(parents=True, exist_ok=True)
     config = config or trainer.config
     replicas = config.replicas
+    mixture = _mixture_samples(trainer, args.data) if replicas is None and args.data in JACOBIAN_FACTORS else None
     if replicas is not None:
         _replica_pictures(results["pictures"], replicas, trainer, out, args)
-    elif args.data in ("ring", "grid"):
+    elif mixture is not None:
         centers = datasets.ring_centers() if args.data == "ring" else datasets.grid_centers()
         # G alone leaves samples on its way between the modes; its own Jacobian leaves them out (docs/sampling.md)
-        factor = JACOBIAN_FACTORS[args.data]
-        kept = trainer.sample(2500, jacobian=factor)
-        panels = {"G alone": trainer.sample(2500),
-                  f"kept by G's Jacobian (F {factor:g}): {trainer.last_acceptance:.0%} of G's": kept}
+        panels = {"G alone": mixture["plain"]}
+        if "kept" in mixture:
+            panels[f"kept by G's Jacobian (F {mixture['factor']:g}): {mixture['share']:.0%} of G's"] = mixture["kept"]
         save_scatter(panels, out / "samples.png", centers=centers, real=trainer.data,
-                     title=f"{args.data}: 2,500 samples after {trainer.step_count} steps")
+                     title=f"{args.data}: {mixture['plain'].shape[0]:,} samples after {trainer.step_count} steps")
     elif trainer.num_classes is not None:   # one row per class
         classes = trainer.num_classes
         rows = torch.arange(classes, device=trainer.device).repeat_interleave(10)
@@ -286,15 +298,13 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
     elif status == "completed":
         n = quality_metrics.default_samples(args.data)
         labels = torch.arange(n) % trainer.num_classes if trainer.num_classes else None
-        samples = trainer.sample(n, seed=QUALITY_SEED, labels=labels)
+        samples = mixture["plain"] if mixture else trainer.sample(n, seed=QUALITY_SEED, labels=labels)
         metrics["quality"] = quality_metrics.evaluate(args.data, samples, labels)
         metrics["quality_samples"] = {"seed": QUALITY_SEED, "device": str(trainer.device),
                                       "weights": "ema" if trainer.ema is not None else "generator"}
-        if args.data in JACOBIAN_FACTORS and metrics["quality"] is not None:   # (G's samples kept by its Jacobian)
-            factor = JACOBIAN_FACTORS[args.data]
-            kept = trainer.sample(n, seed=QUALITY_SEED, jacobian=factor)
-            metrics["quality_jacobian"] = {"factor": factor, "kept": round(trainer.last_acceptance, 4),
-                                           **quality_metrics.evaluate(args.data, kept)}
+        if mixture and "kept" in mixture:   # (G's samples kept by its Jacobian)
+            metrics["quality_jacobian"] = {"factor": mixture["factor"], "kept": round(mixture["share"], 4),
+                                           **quality_metrics.evaluate(args.data, mixture["kept"])}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if args.tensorboard is not None and metrics.get("quality"):
         board = Board(args.tensorboard)

@@ -115,6 +115,17 @@ def test_mixture_metrics_report_the_recipes_jacobian_sampler_as_evaluate_does(tm
     assert kept == evaluated["metrics"] and kept != metrics["quality"]
 
 
+def test_a_diverged_mixture_run_still_writes_its_outputs(tmp_path, capsys):
+    """G's samples are NaN after a divergence: samples.png shows G alone (no Jacobian panel: it needs finite
+    samples) and metrics.json says diverged, rather than the run ending in the sampler's error."""
+    out = tmp_path / "ring"
+    assert main(["train", "--data", "ring", "--lr", "1e6", "--steps", "20", "--out", str(out), "--no-progress"]) == 1
+    assert "non-finite" in capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and "quality_jacobian" not in metrics
+    assert (out / "samples.png").read_bytes().startswith(PNG) and (out / "losses.png").is_file()
+
+
 def test_clear_errors(tmp_path, capsys):
     assert main(["train", "--data", "mnist", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "not found under" in capsys.readouterr().err

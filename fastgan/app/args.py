@@ -149,9 +149,8 @@ NOT_TRAIN_FLAGS = {
 # Each data set's recipe: the settings `fastgan train` uses where their flags are not given, chosen by measurement
 # (a resumed run keeps its own instead). Unconditional digits/MNIST: FD 1.09x the real floor over 8 seeds (the
 # README). Ring and grid: the quality benchmarks' (benchmarks/quality_curve.py with 2-d noise, 128 wide, batch 100
-# packed rows); on twenty fresh ring seeds with `fastgan evaluate --jacobian 4` it meets issue #42's goals on the
-# mean, on twenty fresh grid seeds with `--jacobian 8` every goal but the width (0.848) and one seed's modes (the
-# README's quality section). PLAIN: the rest's, and every setting a recipe leaves out.
+# packed rows), measured on twenty fresh seeds each with `fastgan evaluate --jacobian 4` (ring) and `8` (grid): the
+# README's quality section. PLAIN: the rest's, and every setting a recipe leaves out.
 PLAIN = {"steps": 20000, "batch_size": 128, "lr": 2e-4, "lr_schedule": (), "real_label": None, "pack": 1,
          "ema": None, "r1_gamma": 0.0, "mmd_weight": 0.0, "mmd_fine": 0.0, "mmd_fine_from": 0}
 _MIXTURE = {"batch_size": 200, "real_label": 1.0, "pack": 2, "ema": 0.999}

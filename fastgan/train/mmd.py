@@ -12,8 +12,7 @@ distance of a real row to its nearest other real row (the finest scale the batch
 distance between two real rows (the layout's scale), whatever the data's units (detached: no gradient flows
 through the bandwidths). With ``fine=p`` the kernel at bandwidth h weighs ``(widest / h)^p``: the finest kernels,
 which set the modes' width, count more than the wide ones, which place their masses
-(from the grid's step-down on, p 0.5 widens its modes; larger p lose some seeds' modes' balance:
-docs/notes/2026-12-07-grid-fine-kernels-twenty-seeds.md).
+(docs/notes/2026-12-07-grid-fine-kernels-twenty-seeds.md has what it measured).
 """
 from __future__ import annotations
 

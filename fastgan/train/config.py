@@ -7,15 +7,16 @@ and the CLI's ``train`` flags are its fields (``tests/test_cli.py`` checks that 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
 
 from ..checks import positive_int
 from .augment import parse_transforms
+from .values import (check_augment_p, check_augment_target, check_betas, check_lr_schedule, check_real_label, finite,
+                     step_count)
 
-__all__ = ["TrainConfig", "config_from", "check_real_label", "LOSSES", "KERNELS", "COMPILE_MODES",
+__all__ = ["TrainConfig", "config_from", "LOSSES", "KERNELS", "COMPILE_MODES",
            "CUDAGRAPH_COMPILE_MODES", "PRECISIONS", "FUSED_OPTIMIZERS",
            "SAMPLERS", "PACK_CONVENTIONS", "PER_REPLICA", "UPDATES"]
 
@@ -38,67 +39,6 @@ AUTOMATIC = {"kernels": "auto", "cuda_graph": None, "steps_per_replay": None, "f
 # settings that may take one value per replica (a sequence of length ``replicas``); betas: a sequence of pairs
 PER_REPLICA = ("lr", "lr_g", "lr_d", "betas", "real_label", "instance_noise", "r1_gamma", "mmd_weight", "augment_p",
                "augment_target")
-
-
-def _check_augment_p(p):
-    if p is None:
-        return None
-    p = _finite("augment_p", p, 0.0, strict=False)
-    if p > 1.0:
-        raise ValueError(f"augment_p is a probability in [0, 1], got {p}")
-    return p
-
-
-def _check_augment_target(target):
-    if target is None:
-        return None
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not -1.0 < target < 1.0:
-        raise ValueError(f"augment_target is a target for E[sign(D(real))], in (-1, 1) (ADA uses 0.6), "
-                         f"got {target!r}")
-    return float(target)
-
-
-def check_real_label(real_label: float) -> float:
-    if not isinstance(real_label, (int, float)) or not 0.0 < real_label <= 1.0:
-        raise ValueError(f"real_label must be a number in (0, 1], got {real_label!r}")
-    return float(real_label)
-
-
-def _check_betas(value) -> tuple[float, float]:
-    betas = tuple(value) if isinstance(value, (tuple, list)) else ()
-    if len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0
-                                  for b in betas):
-        raise ValueError(f"betas must be two numbers in [0, 1), got {value!r}")
-    return (float(betas[0]), float(betas[1]))
-
-
-def _finite(name: str, value, minimum: float, strict: bool) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
-        value > minimum if strict else value >= minimum)
-    if not ok:
-        raise ValueError(f"{name} must be a {'positive' if strict and minimum == 0 else 'finite'} number"
-                         f"{'' if strict and minimum == 0 else f' >= {minimum}'}, got {value!r}")
-    return float(value)
-
-
-def _check_lr_schedule(value) -> tuple[tuple[int, float], ...]:
-    """``value`` as a tuple of ``(step, factor)`` pairs, steps positive and increasing, factors positive."""
-    if not isinstance(value, (list, tuple)):
-        raise ValueError(f"lr_schedule must be a sequence of (step, factor) pairs, e.g. ((200000, 0.5),), "
-                         f"got {value!r}")
-    pairs, last = [], 0
-    for pair in value:
-        ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], int) and \
-            not isinstance(pair[0], bool) and isinstance(pair[1], (int, float)) and not isinstance(pair[1], bool) \
-            and math.isfinite(pair[1]) and pair[1] > 0
-        if not ok:
-            raise ValueError(f"lr_schedule: each entry is a (step, factor) pair, a positive integer step and a "
-                             f"positive factor, got {pair!r}")
-        if pair[0] <= last:
-            raise ValueError(f"lr_schedule: steps must be positive and increasing, got {pair[0]} after {last}")
-        pairs.append((pair[0], float(pair[1])))
-        last = pair[0]
-    return tuple(pairs)
 
 
 @dataclass
@@ -278,11 +218,10 @@ class TrainConfig:
             raise ValueError(f"compile={self.compile!r} makes CUDA graphs of its own (cudagraph trees): use it with "
                              "cuda_graph=False, or compile=True (or 'max-autotune-no-cudagraphs') with "
                              "cuda_graph=True")
-        self._each("r1_gamma", lambda v: _finite("r1_gamma", v, 0.0, strict=False))
-        self._each("mmd_weight", lambda v: _finite("mmd_weight", v, 0.0, strict=False))
-        self.mmd_fine = _finite("mmd_fine", self.mmd_fine, 0.0, strict=False)
-        if isinstance(self.mmd_fine_from, bool) or not isinstance(self.mmd_fine_from, int) or self.mmd_fine_from < 0:
-            raise ValueError(f"mmd_fine_from must be a step count >= 0, got {self.mmd_fine_from!r}")
+        self._each("r1_gamma", lambda v: finite("r1_gamma", v, 0.0, strict=False))
+        self._each("mmd_weight", lambda v: finite("mmd_weight", v, 0.0, strict=False))
+        self.mmd_fine = finite("mmd_fine", self.mmd_fine, 0.0, strict=False)
+        self.mmd_fine_from = step_count("mmd_fine_from", self.mmd_fine_from)
         if self.mmd_fine > 0 and not self.has_mmd:
             raise ValueError(f"mmd_fine={self.mmd_fine:g} weighs the MMD term's kernels, but there is no term: "
                              "give mmd_weight > 0 too")
@@ -292,28 +231,28 @@ class TrainConfig:
                              f"are every r1_every={self.r1_every} steps, fixed where the graph was captured), so "
                              f"steps_per_replay must be a multiple of {self.r1_every}, got {self.steps_per_replay}; "
                              "or cuda_graph=False")
-        self._each("lr", lambda v: _finite("lr", v, 0.0, strict=True))
+        self._each("lr", lambda v: finite("lr", v, 0.0, strict=True))
         for name in ("lr_g", "lr_d"):
             if getattr(self, name) is not None:
-                self._each(name, lambda v, name=name: _finite(name, v, 0.0, strict=True))
-        self.lr_schedule = _check_lr_schedule(self.lr_schedule)
+                self._each(name, lambda v, name=name: finite(name, v, 0.0, strict=True))
+        self.lr_schedule = check_lr_schedule(self.lr_schedule)
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}, got {self.loss!r}")
         self._each("real_label", check_real_label)
         if self.loss == "hinge" and any(r != 1.0 for r in self.per_replica("real_label")):
             raise ValueError("real_label (label smoothing) applies to the BCE loss, not to loss='hinge'")
-        self._each("instance_noise", lambda v: _finite("instance_noise", v, 0.0, strict=False))
+        self._each("instance_noise", lambda v: finite("instance_noise", v, 0.0, strict=False))
         for name in ("weight_decay_g", "weight_decay_d", "l1_g", "l1_d"):
-            setattr(self, name, _finite(name, getattr(self, name), 0.0, strict=False))
+            setattr(self, name, finite(name, getattr(self, name), 0.0, strict=False))
         parse_transforms(self.augment)
         if not isinstance(self.spectral_norm, bool):
             raise ValueError(f"spectral_norm must be True or False, got {self.spectral_norm!r}")
-        self._each("augment_p", _check_augment_p)
-        self._each("augment_target", _check_augment_target)
+        self._each("augment_p", check_augment_p)
+        self._each("augment_target", check_augment_target)
         if not self.augment and any(target is not None for target in self.per_replica("augment_target")):
             raise ValueError("augment_target adapts the augmentation's p: name the augmentations too "
                              "(augment='translation,cutout')")
-        self._each("betas", _check_betas)
+        self._each("betas", check_betas)
         if self.ema is not None and not (isinstance(self.ema, (int, float)) and 0.0 < self.ema < 1.0):
             raise ValueError(f"ema decay must be in (0, 1), e.g. 0.999, got {self.ema!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 from ..ops.bce import sigmoid_bce_reference
-from .config import check_real_label
+from .values import check_real_label
 
 __all__ = ["discriminator_loss", "generator_loss", "hinge_discriminator_loss", "hinge_generator_loss", "gan_losses"]
 

@@ -44,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
 from common import environment, markdown_table, new_run, write_results  # noqa: E402
 from curve_resume import SETTINGS, check_same_run, load_resume  # noqa: E402
+from mixture_protocol import (IMAGE_ONLY, PACGAN_PROTOCOL, PROTOCOL, VARIANTS, checkpoint_model, describe,  # noqa: E402
+                              mixture_trainer, trainer_settings)
 
 import fastgan  # noqa: E402
 from fastgan import metrics  # noqa: E402
@@ -84,7 +86,7 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
     at which seed k was. ``resume``: ``{"checkpoint": path, "rows": [...], "first": [...]}`` of a stopped run,
     up to the row of the step of the trainer saved there: it is loaded, and the curve goes on from that row.
     ``first_seed``: the seeds are ``first_seed + k`` (trainer seed, noise seeds), on seed 0's data."""
-    trainer = quality.mixture_trainer(kind, variant, first_seed, device, kernels=kernels, protocol=protocol,
+    trainer = mixture_trainer(kind, variant, first_seed, device, kernels=kernels, protocol=protocol,
                                       replicas=seeds, data_seed=0, **options)
     rows, first = [], [None] * seeds
     if resume is not None:
@@ -95,7 +97,7 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
         check_same_run(state.get("config") or {}, trainer.config, resume["checkpoint"])
         rows, first = list(resume["rows"]), list(resume["first"])
     start = time.perf_counter() - (rows[-1]["seconds"] if rows else 0.0)
-    model = quality.checkpoint_model(kind, variant, protocol)   # what fastgan evaluate rebuilds the models from
+    model = checkpoint_model(kind, variant, protocol)   # what fastgan evaluate rebuilds the models from
 
     def check(trained: float):
         for k in range(seeds):
@@ -179,7 +181,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # the run's settings default to None here: SETTINGS' values, or a resumed run's
     parser.add_argument("--data", choices=["ring", "grid"], help="default ring")
-    parser.add_argument("--variant", choices=[v for v in quality.VARIANTS if v not in quality.IMAGE_ONLY],
+    parser.add_argument("--variant", choices=[v for v in VARIANTS if v not in IMAGE_ONLY],
                         help="default vanilla")
     parser.add_argument("--checkpoints", type=int, nargs="+", required=True, help="step counts to evaluate at")
     parser.add_argument("--seeds", type=int, help="default 5")
@@ -207,10 +209,14 @@ def main(argv=None) -> int:
                         help="G's loss plus W x MMD² between its samples and the step's real rows (Gaussian kernels "
                              "from the real rows' finest scale to their layout's; default 0: none); one W a seed: "
                              "a sweep, seed k with the k-th (the summary then mixes weights: read the seeds' rows)")
+    parser.add_argument("--mmd-from", type=int, metavar="STEP",
+                        help="the term joins G's loss from step STEP on (as fastgan train's; default 0)")
     parser.add_argument("--mmd-fine", type=float, metavar="P",
                         help="from step --mmd-fine-from on, the term's kernel at bandwidth h weighs (widest / h)^P "
                              "(as fastgan train's; default 0: all alike)")
     parser.add_argument("--mmd-fine-from", type=int, metavar="STEP", help="the step --mmd-fine starts at (default 0)")
+    parser.add_argument("--mmd-fine-shape", type=float, metavar="Q",
+                        help="the kernels share --mmd-fine's total weight as (widest / h)^Q does (as fastgan train's)")
     parser.add_argument("--batch", type=int, help="default 100")
     parser.add_argument("--pack-convention", choices=["samples", "rows"], help="default rows")
     parser.add_argument("--device", default=None)
@@ -290,7 +296,7 @@ def main(argv=None) -> int:
         trained = " (the resumed run trained on one)" if resume else ""
         parser.error(f"--device cuda: this machine has no CUDA device{trained}")
     # (betas, models, update: the preset's, or the resumed run's)
-    base = resume["protocol"] if resume else quality.PACGAN_PROTOCOL if args.preset == "pacgan" else quality.PROTOCOL
+    base = resume["protocol"] if resume else PACGAN_PROTOCOL if args.preset == "pacgan" else PROTOCOL
     protocol = {**base, "lr": args.lr, "batch": args.batch, "pack_convention": args.pack_convention,
                 "lr_schedule": lr_schedule_arg(args.lr_schedule),
                 "latent_dim": args.latent_dim if args.latent_dim is not None else base["latent_dim"],
@@ -300,10 +306,16 @@ def main(argv=None) -> int:
                 "adam_state": args.adam_state or base.get("adam_state"),
                 "mmd_weight": mmd_weight_arg(args.mmd_weight, args.seeds, parser) if args.mmd_weight is not None
                 else base.get("mmd_weight", 0.0),
+                "mmd_from": args.mmd_from if args.mmd_from is not None else base.get("mmd_from", 0),
                 "mmd_fine": args.mmd_fine if args.mmd_fine is not None else base.get("mmd_fine", 0.0),
-                "mmd_fine_from": args.mmd_fine_from if args.mmd_fine_from is not None else base.get("mmd_fine_from", 0)}
-    if protocol["mmd_fine"] and not protocol["mmd_weight"]:
-        parser.error("--mmd-fine weighs the MMD term's kernels: give --mmd-weight too")
+                "mmd_fine_from": args.mmd_fine_from if args.mmd_fine_from is not None else base.get("mmd_fine_from", 0),
+                "mmd_fine_shape": args.mmd_fine_shape if args.mmd_fine_shape is not None
+                else base.get("mmd_fine_shape")}
+    if protocol["mmd_fine_shape"] is not None and not protocol["mmd_fine"]:
+        parser.error("--mmd-fine-shape shares the weights --mmd-fine gives the kernels: give --mmd-fine too")
+    if (protocol["mmd_fine"] or protocol["mmd_from"]) and not protocol["mmd_weight"]:
+        flag = "--mmd-fine weighs the MMD term's kernels" if protocol["mmd_fine"] else "--mmd-from starts the MMD term"
+        parser.error(f"{flag}: give --mmd-weight too")
     if protocol["preset"] == "pacgan" and protocol["latent_dim"] != 2:
         parser.error("--preset pacgan: its G takes 2-d noise (no --latent-dim)")
     if protocol["preset"] == "pacgan" and protocol["hidden"]:
@@ -311,7 +323,7 @@ def main(argv=None) -> int:
     if protocol["preset"] == "pacgan" and protocol["minibatch_std"]:
         parser.error("--preset pacgan: its maxout D has no minibatch standard deviation (no --minibatch-std)")
     try:   # settings the trainer refuses (a schedule, a variant the preset cannot take) fail here, before hours
-        fastgan.TrainConfig(**quality._trainer_settings(args.variant, protocol)[0], replicas=args.seeds)
+        fastgan.TrainConfig(**trainer_settings(args.variant, protocol)[0], replicas=args.seeds)
     except ValueError as error:
         parser.error(f"variant {args.variant} with these settings: {error}")
     env = environment()
@@ -344,11 +356,11 @@ def main(argv=None) -> int:
         graph = f", CUDA graph ({args.steps_per_replay} steps per replay)" if args.cuda_graph else ""
         seeds_text = (f"{args.seeds} seeds" if not args.first_seed else
                       f"{args.seeds} seeds ({args.first_seed} to {args.first_seed + args.seeds - 1}, on seed 0's data)")
-        chosen = quality.VARIANTS[args.variant]
+        chosen = VARIANTS[args.variant]
         text = (f"# Quality along training — {env['card']}, {env['date'][:10]}\n\n{args.data}, variant "
                 f"{args.variant} ({', '.join(f'{k} {v}' for k, v in chosen.items()) or 'no options'}), "
                 f"{seeds_text} at once (replicas), mean ± s.e.; kernels {args.kernels}{graph}\n\n"
-                f"{quality.describe(protocol)}\n\n")
+                f"{describe(protocol)}\n\n")
         for old in (resume or {}).get("history", []):
             was = old.get("environment") or {}
             text += (f"Resumed at step {old['steps']} from `{old['results']}` (its trainer checkpoint; that run: "
@@ -398,7 +410,7 @@ def main(argv=None) -> int:
         payload = {"environment": env, "data": args.data, "variant": args.variant, "kernels": args.kernels,
                    "cuda_graph": args.cuda_graph, "steps_per_replay": args.steps_per_replay, "options": chosen,
                    "seeds": args.seeds, "first_seed": args.first_seed, "protocol": protocol,
-                   "architecture": quality.describe(protocol),
+                   "architecture": describe(protocol),
                    "rejection": args.rejection, "calibrate": args.calibrate, "calibrate_lr": args.calibrate_lr,
                    "calibrate_batch": args.calibrate_batch, "metropolis": args.metropolis,
                    "sharpen": args.sharpen, "metropolis_step": args.metropolis_step, "jacobian": args.jacobian,

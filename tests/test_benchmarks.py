@@ -405,6 +405,7 @@ def test_train_step_replicas_flag_runs_the_sweep(tmp_path):
 def test_quality_protocol_flags_and_replicas(tmp_path):
     """Every protocol setting reaches the trainers, and --replicas trains the seeds at once with the same
     per-seed metrics as one by one (same seeds, data of seed 0: compared at seed 0, where both agree)."""
+    import mixture_protocol
     import quality
     args = ["--no-digits", "--seeds", "2", "--steps", "30", "--batch", "40", "--lr", "1e-3", "--betas", "0.5",
             "0.9", "--latent-dim", "4", "--pack-convention", "rows", "--variants", "pack2", "--lr-schedule", "20:0.5",
@@ -419,7 +420,7 @@ def test_quality_protocol_flags_and_replicas(tmp_path):
     assert "Adam 0.001 (x0.5 from step 20)" in payload["architecture"]
     runs = payload["mixtures"]["ring/pack2"]["runs"]
     assert len(runs) == 2 and {"modes", "high_quality", "kl", "kl_all"} <= set(runs[0])
-    trainer = quality.mixture_trainer("ring", "pack2", 0, torch.device("cpu"), protocol={
+    trainer = mixture_protocol.mixture_trainer("ring", "pack2", 0, torch.device("cpu"), protocol={
         "lr": 1e-3, "betas": (0.5, 0.9), "batch": 40, "latent_dim": 4, "preset": "mixture-benchmark",
         "pack_convention": "rows", "lr_schedule": [(20, 0.5)]})
     assert (trainer.config.batch_size, trainer.config.samples_per_step, trainer.latent_dim) == (40, 80, 4)
@@ -452,6 +453,7 @@ def reference_ops():
 
 def test_quality_pacgan_preset_is_pacgans_protocol(tmp_path, reference_ops):
     """--preset pacgan trains PacGAN's models with its code's settings (a flag still overrides one)."""
+    import mixture_protocol
     import quality
     from fastgan.nn.models import BatchNormGenerator, MaxoutDiscriminator
     args = ["--no-digits", "--seeds", "1", "--steps", "20", "--preset", "pacgan", "--variants", "pack2",
@@ -467,8 +469,8 @@ def test_quality_pacgan_preset_is_pacgans_protocol(tmp_path, reference_ops):
                                    "lr_schedule": [], "replicas": False}
     assert "maxout" in payload["architecture"] and "ring/pack2" in payload["mixtures"]
     assert "eager pack2" in payload["time_to_quality"]
-    trainer = quality.mixture_trainer("grid", "pack2", 0, torch.device("cpu"), protocol={
-        **quality.PACGAN_PROTOCOL, "lr": 3e-4})
+    trainer = mixture_protocol.mixture_trainer("grid", "pack2", 0, torch.device("cpu"), protocol={
+        **mixture_protocol.PACGAN_PROTOCOL, "lr": 3e-4})
     assert isinstance(trainer.generator, BatchNormGenerator) and isinstance(trainer.discriminator, MaxoutDiscriminator)
     c = trainer.config
     assert (c.lr, c.betas, c.batch_size, c.samples_per_step, c.update) == (3e-4, (0.8, 0.999), 100, 200, "simultaneous")
@@ -557,21 +559,25 @@ def test_quality_curve_takes_a_mmd_weight_a_seed(tmp_path, capsys):
     assert "one weight, or one for each of the 3 seeds; got 2" in capsys.readouterr().err
 
 
-def test_quality_curve_weighs_the_terms_kernels_from_a_step_and_resumes_with_them(tmp_path, capsys):
-    """``--mmd-fine P --mmd-fine-from S``: in the trainer's config, the protocol and the table's words; a resumed
-    run keeps them (its rows equal an unbroken run's); without the term it is refused in one line."""
+def test_quality_curve_starts_the_term_and_weighs_its_kernels_from_steps_and_resumes_with_them(tmp_path, capsys):
+    """``--mmd-from S0 --mmd-fine P --mmd-fine-from S``: in the trainer's config, the protocol and the table's
+    words; a resumed run keeps them (its rows equal an unbroken run's); without the term each is refused in one
+    line."""
     import quality_curve
     from fastgan.checkpoint import load_checkpoint
-    common = ["--data", "ring", "--variant", "pack2", "--seeds", "2", "--mmd-weight", "2", "--mmd-fine", "0.5",
-              "--mmd-fine-from", "10"]
+    common = ["--data", "ring", "--variant", "pack2", "--seeds", "2", "--mmd-weight", "2", "--mmd-from", "5",
+              "--mmd-fine", "0.5", "--mmd-fine-from", "10", "--mmd-fine-shape", "0.75"]
     assert quality_curve.main(common + ["--checkpoints", "10", "--save-checkpoint", str(tmp_path / "t.pt"),
                                         "--out", str(tmp_path / "stopped")]) == 0
     assert quality_curve.main(common + ["--checkpoints", "10", "20", "--out", str(tmp_path / "whole")]) == 0
     (stopped,) = (tmp_path / "stopped").glob("cpu/*.json")
-    assert json.loads(stopped.read_text())["payload"]["protocol"]["mmd_fine"] == 0.5
+    protocol = json.loads(stopped.read_text())["payload"]["protocol"]
+    assert (protocol["mmd_from"], protocol["mmd_fine"], protocol["mmd_fine_shape"]) == (5, 0.5, 0.75)
     config = load_checkpoint(tmp_path / "t.pt")["config"]
-    assert (config["mmd_fine"], config["mmd_fine_from"]) == (0.5, 10)
-    assert "weighed (widest / h)^0.5 from step 10" in stopped.with_suffix(".md").read_text()
+    assert (config["mmd_from"], config["mmd_fine"], config["mmd_fine_from"], config["mmd_fine_shape"]) == \
+        (5, 0.5, 10, 0.75)
+    assert ("real rows from step 5 (its kernel at bandwidth h weighed (widest / h)^0.5 from step 10, shared in "
+            "(widest / h)^0.75's shape)") in stopped.with_suffix(".md").read_text()
     assert quality_curve.main(["--resume", str(stopped), "--checkpoints", "20", "--out", str(tmp_path / "resumed")]) == 0
     (whole,), (resumed,) = ((tmp_path / d).glob("cpu/*.json") for d in ("whole", "resumed"))
     rows = [json.loads(f.read_text())["payload"]["curve"][-1]["runs"] for f in (whole, resumed)]
@@ -579,6 +585,13 @@ def test_quality_curve_weighs_the_terms_kernels_from_a_step_and_resumes_with_the
     with pytest.raises(SystemExit):
         quality_curve.main(["--data", "ring", "--checkpoints", "10", "--mmd-fine", "0.5"])
     assert "--mmd-fine weighs the MMD term's kernels: give --mmd-weight too" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        quality_curve.main(["--data", "ring", "--checkpoints", "10", "--mmd-from", "5"])
+    assert "--mmd-from starts the MMD term: give --mmd-weight too" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        quality_curve.main(["--data", "ring", "--checkpoints", "10", "--mmd-weight", "1", "--mmd-fine-shape", "1"])
+    assert "--mmd-fine-shape shares the weights --mmd-fine gives the kernels: give --mmd-fine too" in \
+        capsys.readouterr().err
 
 
 def test_quality_curve_runs_the_r1_variant_as_replicas(tmp_path):
@@ -596,7 +609,7 @@ def test_quality_curve_runs_the_r1_variant_as_replicas(tmp_path):
 def test_quality_curve_trains_pacgans_models_as_replicas_and_resumes(tmp_path, reference_ops):
     """--preset pacgan: PacGAN's BatchNorm G and maxout D, its betas and simultaneous updates, its seeds as one
     replica trainer; a stopped run resumes with the preset from its JSON (a contradicting one is an error)."""
-    import quality
+    import mixture_protocol
     import quality_curve
     from fastgan.nn.stacked import StackedNet
     base = ["--preset", "pacgan", "--data", "ring", "--variant", "pack2", "--seeds", "2", "--out", str(tmp_path)]
@@ -617,7 +630,7 @@ def test_quality_curve_trains_pacgans_models_as_replicas_and_resumes(tmp_path, r
     assert kept == stopped and second["run"] == stopped["run"] + "-2"
     resumed = second["payload"]
     assert [r["steps"] for r in resumed["curve"]] == [10, 20] and resumed["curve"][0] == payload["curve"][0]
-    trainer = quality.mixture_trainer("ring", "pack2", 0, torch.device("cpu"), protocol=payload["protocol"],
+    trainer = mixture_protocol.mixture_trainer("ring", "pack2", 0, torch.device("cpu"), protocol=payload["protocol"],
                                       replicas=2)
     assert isinstance(trainer.generator, StackedNet) and trainer.config.update == "simultaneous"
     trainer.load(tmp_path / "t.pt")
@@ -745,7 +758,7 @@ def test_quality_curve_resume_gives_the_unbroken_runs_rows(tmp_path, capsys, mon
 
 def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
     """quality_curve.py: each checkpoint's per-seed metrics equal the single run's at that step count."""
-    import quality
+    import mixture_protocol
     import quality_curve
     assert quality_curve.main(["--data", "ring", "--variant", "ema", "--seeds", "2", "--checkpoints", "10", "20",
                                "--rejection", "0.5", "--check-every", "5", "--lr-schedule", "15:0.5",
@@ -760,8 +773,8 @@ def test_quality_curve_evaluates_the_seeds_along_training(tmp_path):
         assert key in payload["curve"][0]["summary"] and key in payload["curve"][0]["runs"][0]
     assert "| spread (data: 1) | offset (std) | SWD / floor (data: 1) |" in json_file.with_suffix(".md").read_text()
     assert len(payload["first_reached"]) == 2 and payload["check_every"] == 5
-    protocol = {**quality.PROTOCOL, "lr": 1e-4, "batch": 100, "pack_convention": "rows"}
-    trainer = quality.mixture_trainer("ring", "ema", 0, torch.device("cpu"), protocol=protocol)
+    protocol = {**mixture_protocol.PROTOCOL, "lr": 1e-4, "batch": 100, "pack_convention": "rows"}
+    trainer = mixture_protocol.mixture_trainer("ring", "ema", 0, torch.device("cpu"), protocol=protocol)
     trainer.fit(10, progress=False)
     from fastgan import metrics as m
     alone = m.evaluate_mixture(trainer.sample(2500, seed=10_000), "ring")

@@ -152,12 +152,13 @@ NOT_TRAIN_FLAGS = {
 # packed rows), measured on twenty fresh seeds each with `fastgan evaluate --jacobian 4` (ring) and `8` (grid): the
 # README's quality section. PLAIN: the rest's, and every setting a recipe leaves out.
 PLAIN = {"steps": 20000, "batch_size": 128, "lr": 2e-4, "lr_schedule": (), "real_label": None, "pack": 1,
-         "ema": None, "r1_gamma": 0.0, "mmd_weight": 0.0, "mmd_fine": 0.0, "mmd_fine_from": 0}
+         "ema": None, "r1_gamma": 0.0, "mmd_weight": 0.0, "mmd_from": 0,
+         "mmd_fine": 0.0, "mmd_fine_from": 0, "mmd_fine_shape": None}
 _MIXTURE = {"batch_size": 200, "real_label": 1.0, "pack": 2, "ema": 0.999}
 RECIPES = {"digits": {"pack": 2, "ema": 0.999, "r1_gamma": 0.1},
            "ring": {**_MIXTURE, "steps": 75000, "lr_schedule": ((50000, 0.6), (80000, 0.4)), "mmd_weight": 8.0},
            "grid": {**_MIXTURE, "steps": 75000, "lr": 3e-4, "lr_schedule": ((50000, 0.7),), "mmd_weight": 5.0,
-                    "mmd_fine": 0.5, "mmd_fine_from": 50000}}
+                    "mmd_fine": 0.5, "mmd_fine_from": 50000, "mmd_fine_shape": 0.75}}
 RECIPES["mnist"] = RECIPES["digits"]
 # Flags whose default is not TrainConfig's, and why (the others share it: tests/test_config.py checks).
 CLI_DEFAULTS = {**{name: "the data set's recipe (RECIPES), else PLAIN's" for name in PLAIN if name != "steps"},
@@ -181,8 +182,12 @@ def apply_recipe(args: argparse.Namespace, saved: dict | None = None) -> dict:
         chosen[name] = value
         setattr(args, name, [value] if name in PER_REPLICA and value is not None else value)
     args.ema = args.ema or None   # --ema 0: off
-    if "mmd_fine" in chosen and not any(args.mmd_weight):   # (--mmd-weight 0: no term, so no power for it)
-        args.mmd_fine = chosen["mmd_fine"] = 0.0
+    # --mmd-weight 0: no term, so no start or weighting for it; --mmd-fine 0: no weights to shape
+    for name, kept in (("mmd_from", any(args.mmd_weight)), ("mmd_fine", any(args.mmd_weight)),
+                       ("mmd_fine_shape", any(args.mmd_weight) and args.mmd_fine)):
+        if name in chosen and not kept:
+            setattr(args, name, PLAIN[name])
+            chosen[name] = PLAIN[name]
     args.lr_schedule = lr_schedule_arg(args.lr_schedule) or ()   # (none: a constant rate)
     return chosen
 
@@ -276,12 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
                                 "kernels from the real rows' finest scale to their layout's: widens modes D cannot "
                                 "resolve and evens their masses (default: 0; the ring's recipe 8, the grid's 5); "
                                 "several values sweep them")
+    stabilise.add_argument("--mmd-from", type=int, default=None, metavar="STEP",
+                           help="G's loss has the MMD term from step STEP on, before it D's loss alone (default: 0)")
     stabilise.add_argument("--mmd-fine", type=float, default=None, metavar="P",
                            help="from step --mmd-fine-from on, the MMD term's kernel at bandwidth h weighs "
                                 "(widest / h)^P: the modes' width counts more than their masses (default: 0; the "
                                 "grid's recipe 0.5 from its step-down)")
     stabilise.add_argument("--mmd-fine-from", type=int, default=None, metavar="STEP",
                            help="the step --mmd-fine starts at (default: 0; the grid's recipe 50000)")
+    stabilise.add_argument("--mmd-fine-shape", type=float, default=None, metavar="Q",
+                           help="the kernels share the total weight --mmd-fine gives them as (widest / h)^Q does: "
+                                "a steeper or flatter shape at the same strength (default: --mmd-fine's own)")
     for net, name in (("g", "G"), ("d", "D")):
         stabilise.add_argument(f"--weight-decay-{net}", type=float, default=0.0,
                                help=f"decoupled weight decay of {name} (AdamW's), e.g. 0.01")

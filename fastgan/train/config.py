@@ -105,10 +105,14 @@ class TrainConfig:
         mmd_weight: G's loss plus this times MMD²(G's samples, the step's real rows), Gaussian kernels from the
             real rows' finest scale to their layout's (``fastgan.train.mmd``): widens modes that D cannot resolve
             and evens their masses (with ``replicas``, a weight per replica may be given). Not with ``data_parallel``.
+        mmd_from: the term joins G's loss from step ``mmd_from`` on (the update numbered ``mmd_from + 1``); before
+            it G learns from D alone (default 0: from the first update).
         mmd_fine, mmd_fine_from: from step ``mmd_fine_from`` on (the update numbered ``mmd_fine_from + 1``), the
             term's kernel at bandwidth h weighs ``(widest / h)^mmd_fine``: the fine kernels, which set the modes'
             width, count more than the wide ones, which place their masses (default 0: all alike; the grid's recipe
             weighs them with 0.5 from its step-down at 50k: docs/notes/2026-12-07-grid-fine-kernels-twenty-seeds.md).
+        mmd_fine_shape: with ``mmd_fine``, the weights share their total (``mmd_fine``'s) as ``(widest / h)^shape``
+            does: a steeper (larger) or flatter shape at the same strength (default None: ``mmd_fine``'s own).
         update: ``"alternating"`` (default: D's update, then G's loss through the updated D) or
             ``"simultaneous"`` (both losses from one forward pass of D on the same batch, both updates
             after it: what PacGAN's code does, through ALI's training algorithm). Simultaneous needs
@@ -167,8 +171,10 @@ class TrainConfig:
     r1_gamma: float = 0.0
     r1_every: int = 16
     mmd_weight: float = 0.0
+    mmd_from: int = 0
     mmd_fine: float = 0.0
     mmd_fine_from: int = 0
+    mmd_fine_shape: float | None = None
     update: str = "alternating"
     weight_decay_g: float = 0.0
     weight_decay_d: float = 0.0
@@ -221,10 +227,17 @@ class TrainConfig:
         self._each("r1_gamma", lambda v: finite("r1_gamma", v, 0.0, strict=False))
         self._each("mmd_weight", lambda v: finite("mmd_weight", v, 0.0, strict=False))
         self.mmd_fine = finite("mmd_fine", self.mmd_fine, 0.0, strict=False)
+        self.mmd_from = step_count("mmd_from", self.mmd_from)
         self.mmd_fine_from = step_count("mmd_fine_from", self.mmd_fine_from)
-        if self.mmd_fine > 0 and not self.has_mmd:
-            raise ValueError(f"mmd_fine={self.mmd_fine:g} weighs the MMD term's kernels, but there is no term: "
-                             "give mmd_weight > 0 too")
+        if self.mmd_fine_shape is not None:
+            self.mmd_fine_shape = finite("mmd_fine_shape", self.mmd_fine_shape, 0.0, strict=False)
+            if not self.mmd_fine:
+                raise ValueError(f"mmd_fine_shape={self.mmd_fine_shape:g} shares the weights mmd_fine gives the MMD "
+                                 "term's kernels: give mmd_fine > 0 too")
+        if (self.mmd_fine > 0 or self.mmd_from > 0) and not self.has_mmd:
+            setting = (f"mmd_fine={self.mmd_fine:g} weighs the MMD term's kernels" if self.mmd_fine > 0 else
+                       f"mmd_from={self.mmd_from} starts the MMD term")
+            raise ValueError(f"{setting}, but there is no term: give mmd_weight > 0 too")
         if self.cuda_graph and self.has_r1 and self.steps_per_replay is not None \
                 and self.steps_per_replay % self.r1_every:
             raise ValueError(f"r1_gamma > 0 with cuda_graph=True: a replay must hold whole R1 periods (the R1 steps "
@@ -339,9 +352,12 @@ class TrainConfig:
         return self._part(replicas=stop - start, seed=self.seed + start, **sliced)
 
     def _part(self, **changes) -> TrainConfig:
-        """``replace(**changes)`` for some of the replicas: where none of them has the MMD term, no power for it."""
-        part = dataclasses.replace(self, **changes, mmd_fine=0.0, mmd_fine_from=0)
-        return part.replace(mmd_fine=self.mmd_fine, mmd_fine_from=self.mmd_fine_from) if part.has_mmd else part
+        """``replace(**changes)`` for some of the replicas: where none of them has the MMD term, no start or power
+        for it."""
+        term = {"mmd_from": self.mmd_from, "mmd_fine": self.mmd_fine, "mmd_fine_from": self.mmd_fine_from,
+                "mmd_fine_shape": self.mmd_fine_shape}
+        part = dataclasses.replace(self, **changes, mmd_from=0, mmd_fine=0.0, mmd_fine_from=0, mmd_fine_shape=None)
+        return part.replace(**term) if part.has_mmd else part
 
     @property
     def has_r1(self) -> bool:
@@ -374,15 +390,22 @@ class TrainConfig:
             factor = f
         return factor
 
-    def mmd_fine_at(self, step: int) -> float:
-        """The MMD term's ``fine`` power for the update that follows ``step`` done: ``mmd_fine`` from
-        ``mmd_fine_from`` on, 0 before."""
-        return self.mmd_fine if step >= self.mmd_fine_from else 0.0
+    def mmd_at(self, step: int) -> dict | None:
+        """The MMD term's kernel weighting for the update that follows ``step`` done, ``mmd2``'s ``fine`` and
+        ``shape`` (``mmd_fine`` and ``mmd_fine_shape`` from ``mmd_fine_from`` on, none before), or ``None`` where
+        G's loss has no term: none at all, or before ``mmd_from``."""
+        if not self.has_mmd or step < self.mmd_from:
+            return None
+        if step < self.mmd_fine_from:
+            return {"fine": 0.0, "shape": None}
+        return {"fine": self.mmd_fine, "shape": self.mmd_fine_shape}
 
     def schedule_changes_within(self, step: int, count: int) -> bool:
-        """Whether the learning rates' factor or the MMD term's ``fine`` power changes among the ``count``
-        updates that follow ``step`` done (a CUDA graph's replay holds neither change)."""
-        starts = [start for start, _ in self.lr_schedule] + ([self.mmd_fine_from] if self.mmd_fine else [])
+        """Whether the learning rates' factor or the MMD term (its start, its ``fine`` power) changes among the
+        ``count`` updates that follow ``step`` done (a CUDA graph's replay holds no such change)."""
+        starts = [start for start, _ in self.lr_schedule]
+        if self.has_mmd:
+            starts += [self.mmd_from] + ([self.mmd_fine_from] if self.mmd_fine else [])
         return any(step < start < step + count for start in starts)
 
     @property

@@ -106,7 +106,7 @@ class TrainingLoop:
         self.step_fn = step
         self.count = 0
         self.lr_factor: float | None = 1.0   # what the optimizers were made with; None: set it at the next step
-        self.mmd_fine = config.mmd_fine_at(0)   # the MMD term's power a captured graph holds
+        self.mmd = config.mmd_at(0)   # the MMD term's weighting (None: off) a captured graph holds
         self.losses = LossLog()
 
     def replace_step(self, step: Callable[[int], tuple]) -> None:
@@ -126,27 +126,27 @@ class TrainingLoop:
         schedule's rate."""
         self.count = count
         self.lr_factor = lr_factor
-        self.mmd_fine = self.config.mmd_fine_at(count)
+        self.mmd = self.config.mmd_at(count)
         self.losses.reset(history)
         self.forget_graph()
 
     def schedule(self) -> None:
         """Give the optimizers the learning rates ``lr_schedule`` sets for the next update (host-side, only
-        where the factor changed); a captured graph baked the old rates or MMD power in, so where either
-        changed it is recorded anew."""
-        factor, fine = self.config.lr_factor(self.count), self.config.mmd_fine_at(self.count)
+        where the factor changed); a captured graph baked the old rates and the MMD term (its start, its power)
+        in, so where either changed it is recorded anew."""
+        factor, mmd = self.config.lr_factor(self.count), self.config.mmd_at(self.count)
         if factor != self.lr_factor:
             self.set_lr_factor(factor)
             self.lr_factor = factor
             self.forget_graph()
-        if fine != self.mmd_fine:
-            self.mmd_fine = fine
+        if mmd != self.mmd:
+            self.mmd = mmd
             self.forget_graph()
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One eager step, or with a CUDA graph one replay (the first call also warms up and captures); a call
-        whose steps would span a change of ``lr_schedule``'s rate or of the MMD term's power runs one eager step
-        instead."""
+        whose steps would span a change of ``lr_schedule``'s rate or of the MMD term (its start, its power) runs
+        one eager step instead."""
         if self.graphed is None:
             return self.eager_step()
         self.schedule()   # (first: a change of rate forgets the graph, which adds warm-up steps to this call)

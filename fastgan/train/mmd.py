@@ -12,7 +12,8 @@ distance of a real row to its nearest other real row (the finest scale the batch
 distance between two real rows (the layout's scale), whatever the data's units (detached: no gradient flows
 through the bandwidths). With ``fine=p`` the kernel at bandwidth h weighs ``(widest / h)^p``: the finest kernels,
 which set the modes' width, count more than the wide ones, which place their masses
-(docs/notes/2026-12-07-grid-fine-kernels-twenty-seeds.md has what it measured).
+(docs/notes/2026-12-07-grid-fine-kernels-twenty-seeds.md has what it measured); with ``shape=q`` as well they
+share that total weight as ``(widest / h)^q`` does: q's shape at p's strength.
 """
 from __future__ import annotations
 
@@ -43,20 +44,33 @@ def _bandwidths(sq_rr: torch.Tensor, count: int) -> torch.Tensor:
     return finest[..., None] * (widest / finest)[..., None] ** steps
 
 
-def _kernel(sq: torch.Tensor, widths: torch.Tensor, fine: float,
+def _weights(widths: torch.Tensor, fine: float, shape: float | None) -> torch.Tensor | None:
+    """The kernels' weights (``(..., count)``) for bandwidths ``widths``: ``(widest / h)^fine``, or with ``shape``
+    ``(widest / h)^shape`` scaled to the same sum; None where all weigh 1."""
+    if not fine:
+        return None
+    ratio = widths[..., -1:] / widths
+    weights = ratio ** fine
+    if shape is None or shape == fine:
+        return weights
+    shaped = ratio ** shape
+    return shaped * (weights.sum(dim=-1, keepdim=True) / shaped.sum(dim=-1, keepdim=True))
+
+
+def _kernel(sq: torch.Tensor, widths: torch.Tensor, weights: torch.Tensor | None,
             slope: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The sum over the bandwidths h (``widths``: ``(..., count)``, the widest last) of
-    ``(widest / h)^fine exp(-d² / 2h²)`` for squared distances ``sq`` (``(..., n, m)``), and its derivative in d²
-    (``None`` when ``slope`` is false)."""
+    ``weight_h exp(-d² / 2h²)`` for squared distances ``sq`` (``(..., n, m)``; ``weights`` None: 1 each), and its
+    derivative in d² (``None`` when ``slope`` is false)."""
     # exponents floored at half the log of the smallest normal number (fp32: kernels below 1e-19, far below the
     # sums' rounding): exp's subnormal results cost over ten times a normal one on x86
     floor = math.log(torch.finfo(sq.dtype).tiny) / 2
     total, derivative = torch.zeros_like(sq), torch.zeros_like(sq) if slope else None
-    for h in widths.unbind(dim=-1):
+    for i, h in enumerate(widths.unbind(dim=-1)):
         scale = (0.5 / h.square())[..., None, None]   # 1 / 2h²
         k = torch.exp((-sq * scale).clamp_min(floor))
-        if fine:
-            k = ((widths[..., -1] / h) ** fine)[..., None, None] * k
+        if weights is not None:
+            k = weights[..., i, None, None] * k
         total = total + k
         if slope:
             derivative = derivative - scale * k
@@ -73,12 +87,13 @@ def _pull(slope: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
     return slope.sum(dim=-1, keepdim=True) * a - slope @ b
 
 
-def mmd2(fake: torch.Tensor, real: torch.Tensor, bandwidths: int = MMD_BANDWIDTHS, fine: float = 0.0) -> torch.Tensor:
+def mmd2(fake: torch.Tensor, real: torch.Tensor, bandwidths: int = MMD_BANDWIDTHS, fine: float = 0.0,
+         shape: float | None = None) -> torch.Tensor:
     """The unbiased MMD² between ``fake`` and ``real`` (``(..., n, features)``, any leading dimensions: one
     value each, e.g. ``(K,)`` for K replicas), with Gaussian kernels at ``bandwidths`` bandwidths log-spaced
     from the median distance of a real row to its nearest other real row to the median distance between two
     real rows (of its own leading index); the kernel at bandwidth h weighs ``(widest / h)^fine`` (default 0:
-    all alike).
+    all alike), or with ``shape`` q ``(widest / h)^q`` scaled to the same sum over the bandwidths.
 
     Differentiable in ``fake`` (once): the gradient is formed with the value, from the kernels' derivatives,
     rather than by autograd through every kernel matrix."""
@@ -86,6 +101,10 @@ def mmd2(fake: torch.Tensor, real: torch.Tensor, bandwidths: int = MMD_BANDWIDTH
     positive_int("bandwidths", bandwidths)
     if isinstance(fine, bool) or not isinstance(fine, (int, float)) or not 0.0 <= fine < math.inf:
         raise ValueError(f"fine (the kernels' weights' power) must be a finite number >= 0, got {fine!r}")
+    if shape is not None and (isinstance(shape, bool) or not isinstance(shape, (int, float))
+                              or not 0.0 <= shape < math.inf):
+        raise ValueError(f"shape (the power the kernels' weights are shared by) must be a finite number >= 0 or "
+                         f"None, got {shape!r}")
     if n < 2 or m < 2:
         raise ValueError(f"MMD² needs at least 2 fake and 2 real rows, got {n} and {m}")
     dtype = torch.promote_types(torch.promote_types(fake.dtype, real.dtype), torch.float32)   # (bf16: in fp32)
@@ -93,9 +112,10 @@ def mmd2(fake: torch.Tensor, real: torch.Tensor, bandwidths: int = MMD_BANDWIDTH
         x, y = fake.detach().to(dtype), real.detach().to(dtype)
         sq_rr = _square_distances(y, y)
         widths = _bandwidths(sq_rr, bandwidths)
-        k_rr, _ = _kernel(sq_rr, widths, fine, slope=False)   # (the value's: no gradient reaches the real rows)
-        k_ff, s_ff = _kernel(_square_distances(x, x), widths, fine)
-        k_fr, s_fr = _kernel(_square_distances(x, y), widths, fine)
+        weights = _weights(widths, fine, shape)
+        k_rr, _ = _kernel(sq_rr, widths, weights, slope=False)   # (the value's: no gradient reaches the real rows)
+        k_ff, s_ff = _kernel(_square_distances(x, x), widths, weights)
+        k_fr, s_fr = _kernel(_square_distances(x, y), widths, weights)
         value = _off_diagonal_mean(k_ff) + _off_diagonal_mean(k_rr) - 2.0 * k_fr.mean(dim=(-2, -1))
         # d/dx_i: each fake pair counted twice, 2(x_i - x_j) per d², the cross term -2/(nm) times 2(x_i - y_j)
         grad = (4.0 / (n * (n - 1))) * _pull(s_ff, x, x) - (4.0 / (n * m)) * _pull(s_fr, x, y)

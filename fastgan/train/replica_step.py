@@ -101,10 +101,11 @@ def make_replica_step(t):
     mmd_weight = torch.tensor([c.mmd_weight for c in per], device=device)
 
     def with_mmd(loss_g, fake, rows, index):   # (K,): each replica's G loss plus its weight times its MMD²
-        if not config.has_mmd:
+        weighting = config.mmd_at(index)
+        if weighting is None:
             return loss_g
         with phase("G.loss.mmd"):
-            return loss_g + mmd_weight * mmd2(fake.flatten(2), rows.flatten(2), fine=config.mmd_fine_at(index))
+            return loss_g + mmd_weight * mmd2(fake.flatten(2), rows.flatten(2), **weighting)
 
     def simultaneous_step(index):
         """The single simultaneous step: both losses from one pass of D over real and fake, each network's

@@ -9,7 +9,8 @@ can later capture it whole. Options (all off by default, which gives the plain G
   instance_noise  std of Gaussian noise added to everything D sees (real and fake)
   mmd_weight      a kernel two-sample term on G's loss: the weight times MMD²(G's samples, the step's real
                   rows), Gaussian kernels from the real rows' finest scale to their layout's
-                  (``fastgan.train.mmd``), the fine ones weighed up from step ``mmd_fine_from`` (``mmd_fine``)
+                  (``fastgan.train.mmd``), from step ``mmd_from`` on; the fine ones weighed up from step
+                  ``mmd_fine_from`` (``mmd_fine``, ``mmd_fine_shape``)
   r1_gamma        R1 penalty (gamma/2) E||grad_x D(x_real)||^2, every ``r1_every`` steps (scaled by it,
                   "lazy" regularisation); a gradient of a gradient, so it runs through the reference path
   ema             an ``EMA`` of G's weights, updated after each G step
@@ -131,12 +132,12 @@ def make_step(p: StepParts, sampler: DeviceSampler | None = None) -> Callable[[i
 
     def with_mmd(loss_g, fake, rows, index):
         """G's loss plus ``mmd_weight`` times MMD² between its samples and the step's real rows (as drawn), its
-        kernels weighed by step ``index``'s power (``mmd_fine_at``)."""
-        if p.config.mmd_weight == 0:
+        kernels weighed as at step ``index`` (``mmd_at``: None, no term at that step)."""
+        weighting = p.config.mmd_at(index)
+        if weighting is None:
             return loss_g
         with phase("G.loss.mmd"):
-            fine = p.config.mmd_fine_at(index)
-            return loss_g + p.config.mmd_weight * mmd2(fake.flatten(1), rows.flatten(1), fine=fine)
+            return loss_g + p.config.mmd_weight * mmd2(fake.flatten(1), rows.flatten(1), **weighting)
 
     def simultaneous_step(index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Both losses from one forward pass of D over real and fake, each network's gradient of its own

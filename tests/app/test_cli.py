@@ -43,19 +43,25 @@ def test_each_data_set_trains_with_its_recipe_unless_told_otherwise(tmp_path):
     """The flags left unset take the data set's recipe (args.RECIPES: digits pack 2, EMA, R1; ring and grid the
     quality benchmarks' settings with the MMD term), a conditional run none and a given flag its value; a resumed
     run keeps its own settings, not today's defaults."""
-    keys = ("pack", "ema", "r1_gamma", "mmd_weight", "mmd_fine", "mmd_fine_from", "lr", "lr_schedule", "real_label")
-    plain = (1, None, 0.0, 0.0, 0.0, 0, 2e-4, [], 0.9)
+    keys = ("pack", "ema", "r1_gamma", "mmd_weight", "mmd_from", "mmd_fine", "mmd_fine_from", "mmd_fine_shape", "lr",
+            "lr_schedule", "real_label")
+    plain = (1, None, 0.0, 0.0, 0, 0.0, 0, None, 2e-4, [], 0.9)
     runs = {"plain": (["--pack", "1", "--ema", "0", "--r1-gamma", "0"], plain),
             "conditional": (["--conditional"], plain),
-            "digits": ([], (2, 0.999, 0.1, 0.0, 0.0, 0, 2e-4, [], 0.9)),
-            "ring": (["--data", "ring"], (2, 0.999, 0.0, 8.0, 0.0, 0, 2e-4, [[50000, 0.6], [80000, 0.4]], 1.0)),
-            "grid": (["--data", "grid"], (2, 0.999, 0.0, 5.0, 0.5, 50000, 3e-4, [[50000, 0.7]], 1.0)),
+            "digits": ([], (2, 0.999, 0.1, 0.0, 0, 0.0, 0, None, 2e-4, [], 0.9)),
+            "ring": (["--data", "ring"], (2, 0.999, 0.0, 8.0, 0, 0.0, 0, None, 2e-4, [[50000, 0.6], [80000, 0.4]],
+                                          1.0)),
+            "grid": (["--data", "grid"], (2, 0.999, 0.0, 5.0, 0, 0.5, 50000, 0.75, 3e-4, [[50000, 0.7]], 1.0)),
             "given": (["--data", "grid", "--mmd-weight", "0.5", "--lr", "1e-4", "--lr-schedule", "none",
-                       "--real-label", "0.8", "--ema", "0", "--pack", "1", "--mmd-fine-from", "7"],
-                      (1, None, 0.0, 0.5, 0.5, 7, 1e-4, [], 0.8)),
-            # no term: no power for its kernels either (the recipe's is dropped, not refused)
-            "no term": (["--data", "grid", "--mmd-weight", "0"], (2, 0.999, 0.0, 0.0, 0.0, 50000, 3e-4, [[50000, 0.7]],
-                                                                   1.0))}
+                       "--real-label", "0.8", "--ema", "0", "--pack", "1", "--mmd-from", "1", "--mmd-fine-from", "7",
+                       "--mmd-fine-shape", "1"],
+                      (1, None, 0.0, 0.5, 1, 0.5, 7, 1.0, 1e-4, [], 0.8)),
+            # no term: no start or weighting for it either (the recipe's are dropped, not refused)
+            "no term": (["--data", "grid", "--mmd-weight", "0"], (2, 0.999, 0.0, 0.0, 0, 0.0, 50000, None, 3e-4,
+                                                                   [[50000, 0.7]], 1.0)),
+            # no power: no shape for it
+            "no power": (["--data", "grid", "--mmd-fine", "0"], (2, 0.999, 0.0, 5.0, 0, 0.0, 50000, None, 3e-4,
+                                                                  [[50000, 0.7]], 1.0))}
     for name, (flags, expected) in runs.items():
         out = tmp_path / name
         assert main(["train", "--steps", "2", "--batch-size", "16", "--out", str(out), "--no-progress", *flags]) == 0
@@ -83,12 +89,13 @@ def test_a_checkpoint_saved_before_a_recipe_setting_existed_resumes_without_it(t
     assert main(["train", "--data", "grid", "--steps", "2", "--batch-size", "16", "--out", str(out),
                  "--no-progress"]) == 0
     state = load_checkpoint(out / "checkpoint.pt")
-    for name in ("mmd_fine", "mmd_fine_from"):
+    for name in ("mmd_from", "mmd_fine", "mmd_fine_from", "mmd_fine_shape"):
         del state["config"][name]
     save_checkpoint(state, out / "checkpoint.pt")
     assert main(["train", "--data", "grid", "--steps", "4", "--out", str(out), "--no-progress", "--resume"]) == 0
     config = json.loads((out / "metrics.json").read_text())["config"]
-    assert (config["mmd_fine"], config["mmd_weight"]) == (0.0, 5.0)
+    assert (config["mmd_from"], config["mmd_fine"], config["mmd_fine_shape"], config["mmd_weight"]) == \
+        (0, 0.0, None, 5.0)
 
 
 def test_train_ring_draws_a_scatter(tmp_path):

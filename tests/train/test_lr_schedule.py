@@ -216,11 +216,13 @@ class BakedGraph:
 @pytest.mark.parametrize("schedule, captured", [
     ({"lr_schedule": ((6, 0.5), (11, 0.1))}, 2),   # captured at steps 0 and 11
     ({"mmd_weight": 2.0, "mmd_fine": 0.5, "mmd_fine_from": 7}, 2),   # at 2 (after 2 warm-up steps) and 9
+    ({"mmd_weight": 2.0, "mmd_from": 7}, 2),   # the same: the term's start
 ])
-def test_graph_replays_never_span_a_change_of_rate_or_mmd_power(replicas, schedule, captured):
-    """With rates and the MMD term's power baked into a captured graph (emulated on the CPU), a milestone or
-    the power's start inside a replay's span (2 warm-up steps and 4 steps per replay) runs eagerly and the graph
-    is recorded anew, so the graphed run equals the eager one, and fit stops at its step count."""
+def test_graph_replays_never_span_a_change_of_rate_or_mmd_term(replicas, schedule, captured):
+    """With rates and the MMD term (its start, its power) baked into a captured graph (emulated on the CPU), a
+    milestone or the term's or power's start inside a replay's span (2 warm-up steps and 4 steps per replay) runs
+    eagerly and the graph is recorded anew, so the graphed run equals the eager one, and fit stops at its step
+    count."""
     settings = {**schedule, "replicas": replicas}
     graphed = _trainer(**settings)
     graphed.loop.graphed = BakedGraph(graphed, steps_per_replay=4, warmup=2)

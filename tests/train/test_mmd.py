@@ -15,10 +15,11 @@ from fastgan.nn.stacked import replica_models
 from fastgan.train.mmd import MMD_BANDWIDTHS, mmd2
 
 
-def _loop_mmd2(fake, real, bandwidths=MMD_BANDWIDTHS, fine=0.0):
+def _loop_mmd2(fake, real, bandwidths=MMD_BANDWIDTHS, fine=0.0, shape=None):
     """The unbiased MMD² by its definition, pair by pair in float64; the bandwidths log-spaced from the lower
     median of the real rows' nearest-neighbour distances to the lower median of their pairwise distances, the
-    kernel at bandwidth h weighed (widest / h)^fine."""
+    kernel at bandwidth h weighed (widest / h)^fine, or with ``shape`` q (widest / h)^q times the sum of the
+    former over the sum of the latter."""
     fake, real = fake.double().tolist(), real.double().tolist()
     dist = math.dist
     nearest = sorted(min(dist(a, b) for j, b in enumerate(real) if j != i) for i, a in enumerate(real))
@@ -27,8 +28,13 @@ def _loop_mmd2(fake, real, bandwidths=MMD_BANDWIDTHS, fine=0.0):
     widest = max(pairs[(len(pairs) - 1) // 2], finest)
     widths = [finest * (widest / finest) ** (i / max(bandwidths - 1, 1)) for i in range(bandwidths)]
 
+    weights = [(widths[-1] / h) ** fine for h in widths]
+    if shape is not None:
+        shaped = [(widths[-1] / h) ** shape for h in widths]
+        weights = [w * sum(weights) / sum(shaped) for w in shaped]
+
     def k(a, b):
-        return sum((widths[-1] / h) ** fine * math.exp(-dist(a, b) ** 2 / (2 * h ** 2)) for h in widths)
+        return sum(w * math.exp(-dist(a, b) ** 2 / (2 * h ** 2)) for w, h in zip(weights, widths))
 
     def within(rows):
         n = len(rows)
@@ -66,6 +72,23 @@ def test_the_weighed_kernels_equal_their_definition_and_gradient(fine):
     assert torch.autograd.gradcheck(lambda x: mmd2(x, real[0], fine=fine), (fake[0].clone().requires_grad_(True),))
 
 
+@pytest.mark.parametrize("fine, shape", [(0.5, 0.75), (1.0, 0.0), (0.5, 0.5)])
+def test_the_shaped_weights_equal_their_definition_and_keep_the_powers_sum(fine, shape):
+    """``shape=q``: the weights (widest / h)^q scaled to (widest / h)^fine's sum: value and gradient against
+    float64; q = fine is fine's own weighting, q 0 the unweighed kernels scaled up."""
+    g = torch.Generator().manual_seed(int(10 * (fine + shape)))
+    fake = 0.6 * torch.randn(2, 11, 2, generator=g, dtype=torch.float64)
+    real = torch.randn(2, 13, 2, generator=g, dtype=torch.float64) + 0.2
+    expected = torch.tensor([_loop_mmd2(fake[i], real[i], fine=fine, shape=shape) for i in range(2)],
+                            dtype=torch.float64)
+    assert_close(mmd2(fake, real, fine=fine, shape=shape), expected, 1e-12, "fp64")
+    assert_close(mmd2(fake.float(), real.float(), fine=fine, shape=shape), expected, 1e-5, "fp32")
+    same = torch.equal(mmd2(fake, real, fine=fine, shape=shape), mmd2(fake, real, fine=fine))
+    assert same == (shape == fine)
+    assert torch.autograd.gradcheck(lambda x: mmd2(x, real[0], fine=fine, shape=shape),
+                                    (fake[0].clone().requires_grad_(True),))
+
+
 def test_mmd2_refuses_a_bad_bandwidth_count_or_power():
     for bandwidths in (0, -2, 2.5, True):
         with pytest.raises(ValueError, match="bandwidths must be a positive integer"):
@@ -73,6 +96,8 @@ def test_mmd2_refuses_a_bad_bandwidth_count_or_power():
     for fine in (-0.5, float("nan"), float("inf"), True, "1"):
         with pytest.raises(ValueError, match="fine .* must be a finite number >= 0"):
             mmd2(torch.zeros(4, 2), torch.ones(4, 2), fine=fine)
+        with pytest.raises(ValueError, match="shape .* must be a finite number >= 0 or None"):
+            mmd2(torch.zeros(4, 2), torch.ones(4, 2), fine=0.5, shape=fine)
 
 
 def test_mmd2_is_blind_to_the_data_units_and_sees_narrow_samples():
@@ -144,17 +169,25 @@ def test_mmd2_with_repeated_rows_stays_finite_and_refuses_too_few_rows():
     (dict(mmd_fine=0.5), "there is no term: give mmd_weight > 0"),
     (dict(mmd_weight=3.0, mmd_fine=0.5, mmd_fine_from=-1), "mmd_fine_from must be a step count >= 0"),
     (dict(mmd_weight=3.0, mmd_fine=0.5, mmd_fine_from=2.5), "mmd_fine_from must be a step count >= 0"),
+    (dict(mmd_from=10), "mmd_from=10 starts the MMD term, but there is no term: give mmd_weight > 0"),
+    (dict(mmd_weight=3.0, mmd_from=True), "mmd_from must be a step count >= 0"),
+    (dict(mmd_weight=3.0, mmd_fine_shape=0.75), "mmd_fine_shape=0.75 shares the weights mmd_fine gives .* give "
+                                                "mmd_fine > 0 too"),
+    (dict(mmd_weight=3.0, mmd_fine=0.5, mmd_fine_shape=-1.0), "mmd_fine_shape must be a finite number >= 0"),
 ])
 def test_bad_mmd_settings_are_refused(settings, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**settings)
 
 
-def test_the_power_starts_at_its_step():
-    config = TrainConfig(mmd_weight=3.0, mmd_fine=0.5, mmd_fine_from=4)
-    assert [config.mmd_fine_at(step) for step in (0, 3, 4, 10**9)] == [0.0, 0.0, 0.5, 0.5]
-    assert config.schedule_changes_within(3, 2) and not config.schedule_changes_within(4, 5)
+def test_the_term_and_its_power_start_at_their_steps():
+    config = TrainConfig(mmd_weight=3.0, mmd_from=2, mmd_fine=0.5, mmd_fine_from=4, mmd_fine_shape=0.75)
+    plain, weighed = {"fine": 0.0, "shape": None}, {"fine": 0.5, "shape": 0.75}
+    assert [config.mmd_at(step) for step in (0, 1, 2, 3, 4, 10**9)] == [None, None, plain, plain, weighed, weighed]
+    assert config.schedule_changes_within(1, 2) and config.schedule_changes_within(3, 2)
+    assert not config.schedule_changes_within(4, 5) and not config.schedule_changes_within(2, 2)
     assert not TrainConfig(mmd_weight=3.0, mmd_fine_from=4).schedule_changes_within(3, 2)   # (no power: no change)
+    assert TrainConfig().mmd_at(0) is None and TrainConfig(mmd_weight=3.0).mmd_at(0) == plain
 
 
 def _models(features=2, latent=3):
@@ -191,11 +224,14 @@ def test_mmd_per_replica_equals_single_runs(kernels):
     g, d = _models()
     ring = data.gaussian_ring(500)
     trainer = GANTrainer(g, d, ring, replicas=2, kernels=kernels, **_options(mmd_weight=[0.0, 3.0], d_steps=2,
-                                                                                  mmd_fine=0.5, mmd_fine_from=3))
+                                                                                  mmd_from=1, mmd_fine=0.5,
+                                                                                  mmd_fine_from=3, mmd_fine_shape=0.75))
     assert trainer.config.has_mmd and not trainer.config.for_replica(0).has_mmd
-    # (replica 0 has no term, so no power for it; replica 1 keeps both)
-    assert [trainer.config.for_replica(k).mmd_fine for k in (0, 1)] == [0.0, 0.5]
+    # (replica 0 has no term, so no start or power for it; replica 1 keeps them)
+    assert [(trainer.config.for_replica(k).mmd_fine, trainer.config.for_replica(k).mmd_from) for k in (0, 1)] == \
+        [(0.0, 0), (0.5, 1)]
     assert trainer.config.shard(0, 1).mmd_fine == 0.0 and trainer.config.shard(1, 2).mmd_fine_from == 3
+    assert trainer.config.for_replica(0).mmd_fine_shape is None and trainer.config.shard(1, 2).mmd_fine_shape == 0.75
     for _ in range(6):
         trainer.step()
     trainer.flush_losses()
@@ -211,25 +247,31 @@ def test_mmd_per_replica_equals_single_runs(kernels):
 
 
 @pytest.mark.parametrize("replicas", [None, 2])
-def test_the_weighed_kernels_train_from_their_step_and_resume_exactly(tmp_path, replicas):
-    """``mmd_fine_from=3``: the first 3 steps equal the unweighed term's run, the 4th differs; a run saved at
-    step 2 and resumed equals the uninterrupted one (the power is a function of the step)."""
+@pytest.mark.parametrize("later, before", [
+    ({"mmd_fine": 1.0, "mmd_fine_from": 3}, {}),   # the weighed kernels from 3 on, the unweighed term before
+    ({"mmd_from": 3}, {"mmd_weight": 0.0}),   # the term from 3 on, none before
+    ({"mmd_fine": 1.0, "mmd_fine_from": 3, "mmd_fine_shape": 0.5}, {"mmd_fine": 0.7, "mmd_fine_from": 3,
+                                                                     "mmd_fine_shape": 0.5}),   # (the weights' sum)
+])
+def test_the_term_changes_at_its_step_and_resumes_exactly(tmp_path, replicas, later, before):
+    """The first 3 steps equal the run with the setting before its step, the 4th differs; a run saved at step 2
+    and resumed equals the uninterrupted one (the term is a function of the step)."""
     ring, models = data.gaussian_ring(500), _models()
 
     def trainer(**kw):
-        return GANTrainer(*copy.deepcopy(models), ring, **_options(mmd_weight=3.0, replicas=replicas, **kw))
+        return GANTrainer(*copy.deepcopy(models), ring, **_options(**{"mmd_weight": 3.0, "replicas": replicas, **kw}))
 
-    weighed, plain = trainer(mmd_fine=1.0, mmd_fine_from=3), trainer()
-    for t in (weighed, plain):
+    changed, plain = trainer(**later), trainer(**before)
+    for t in (changed, plain):
         t.fit(5, progress=False)
-    assert weighed.history["loss_g"][:3] == plain.history["loss_g"][:3]
-    assert weighed.history["loss_g"][3] != plain.history["loss_g"][3]
-    first = trainer(mmd_fine=1.0, mmd_fine_from=3)
+    assert changed.history["loss_g"][:3] == plain.history["loss_g"][:3]
+    assert changed.history["loss_g"][3] != plain.history["loss_g"][3]
+    first = trainer(**later)
     first.fit(2, progress=False)
-    resumed = trainer(mmd_fine=1.0, mmd_fine_from=3)
+    resumed = trainer(**later)
     resumed.load(first.save(tmp_path / "c.pt"))
     resumed.fit(3, progress=False)
-    assert resumed.history == weighed.history
+    assert resumed.history == changed.history
 
 
 def test_the_fused_replica_step_hands_the_term_to_the_replica_step_and_says_why():

@@ -110,7 +110,7 @@ class TrainConfig:
         mmd_fine, mmd_fine_from: from step ``mmd_fine_from`` on (the update numbered ``mmd_fine_from + 1``), the
             term's kernel at bandwidth h weighs ``(widest / h)^mmd_fine``: the fine kernels, which set the modes'
             width, count more than the wide ones, which place their masses (default 0: all alike; the grid's recipe
-            weighs them with 0.5 from its step-down at 50k: docs/notes/2026-12-07-grid-fine-kernels-twenty-seeds.md).
+            weighs them with 0.5 from its step-down at 50k, in 0.75's shape: the notes of 2026-12-07).
         mmd_fine_shape: with ``mmd_fine``, the weights share their total (``mmd_fine``'s) as ``(widest / h)^shape``
             does: a steeper (larger) or flatter shape at the same strength (default None: ``mmd_fine``'s own).
         update: ``"alternating"`` (default: D's update, then G's loss through the updated D) or

@@ -44,6 +44,11 @@ def _bandwidths(sq_rr: torch.Tensor, count: int) -> torch.Tensor:
     return finest[..., None] * (widest / finest)[..., None] ** steps
 
 
+def _is_power(value) -> bool:
+    """Whether ``value`` is a finite number >= 0 (not a bool): a power the kernels' weights may take."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0.0 <= value < math.inf
+
+
 def _weights(widths: torch.Tensor, fine: float, shape: float | None) -> torch.Tensor | None:
     """The kernels' weights (``(..., count)``) for bandwidths ``widths``: ``(widest / h)^fine``, or with ``shape``
     ``(widest / h)^shape`` scaled to the same sum; None where all weigh 1."""
@@ -99,10 +104,9 @@ def mmd2(fake: torch.Tensor, real: torch.Tensor, bandwidths: int = MMD_BANDWIDTH
     rather than by autograd through every kernel matrix."""
     n, m = fake.shape[-2], real.shape[-2]
     positive_int("bandwidths", bandwidths)
-    if isinstance(fine, bool) or not isinstance(fine, (int, float)) or not 0.0 <= fine < math.inf:
+    if not _is_power(fine):
         raise ValueError(f"fine (the kernels' weights' power) must be a finite number >= 0, got {fine!r}")
-    if shape is not None and (isinstance(shape, bool) or not isinstance(shape, (int, float))
-                              or not 0.0 <= shape < math.inf):
+    if shape is not None and not _is_power(shape):
         raise ValueError(f"shape (the power the kernels' weights are shared by) must be a finite number >= 0 or "
                          f"None, got {shape!r}")
     if n < 2 or m < 2:

@@ -52,11 +52,13 @@ def _is_power(value) -> bool:
 def _weights(widths: torch.Tensor, fine: float, shape: float | None) -> torch.Tensor | None:
     """The kernels' weights (``(..., count)``) for bandwidths ``widths``: ``(widest / h)^fine``, or with ``shape``
     ``(widest / h)^shape`` scaled to the same sum; None where all weigh 1."""
-    if not fine:
+    if shape == fine:
+        shape = None
+    if shape is None and not fine:
         return None
     ratio = widths[..., -1:] / widths
     weights = ratio ** fine
-    if shape is None or shape == fine:
+    if shape is None:
         return weights
     shaped = ratio ** shape
     return shaped * (weights.sum(dim=-1, keepdim=True) / shaped.sum(dim=-1, keepdim=True))

@@ -72,10 +72,11 @@ def test_the_weighed_kernels_equal_their_definition_and_gradient(fine):
     assert torch.autograd.gradcheck(lambda x: mmd2(x, real[0], fine=fine), (fake[0].clone().requires_grad_(True),))
 
 
-@pytest.mark.parametrize("fine, shape", [(0.5, 0.75), (1.0, 0.0), (0.5, 0.5)])
+@pytest.mark.parametrize("fine, shape", [(0.5, 0.75), (1.0, 0.0), (0.5, 0.5), (0.0, 0.75)])
 def test_the_shaped_weights_equal_their_definition_and_keep_the_powers_sum(fine, shape):
     """``shape=q``: the weights (widest / h)^q scaled to (widest / h)^fine's sum: value and gradient against
-    float64; q = fine is fine's own weighting, q 0 the unweighed kernels scaled up."""
+    float64; q = fine is fine's own weighting, q 0 the unweighed kernels scaled up, fine 0 q's shape at the
+    unweighed kernels' sum."""
     g = torch.Generator().manual_seed(int(10 * (fine + shape)))
     fake = 0.6 * torch.randn(2, 11, 2, generator=g, dtype=torch.float64)
     real = torch.randn(2, 13, 2, generator=g, dtype=torch.float64) + 0.2

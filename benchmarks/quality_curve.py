@@ -119,7 +119,8 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
                 start += time.perf_counter() - paused   # checking is not training time
         seconds = time.perf_counter() - start
         samples = [trainer.sample(2500, seed=10_000 + first_seed + k, replica=k) for k in range(seeds)]
-        runs = [metrics.evaluate_mixture(x, kind) for x in samples]
+        runs = [{**metrics.evaluate_mixture(x, kind), "data_mmd_ratio": _data_mmd_ratio(trainer, first_seed, k)}
+                for k, x in enumerate(samples)]
         pictures = {(kind, f"{steps} steps"): samples[0].cpu()}
         row = {"steps": steps, "seconds": seconds, "runs": runs, "summary": _summary(runs)}
         m, h, k = row["summary"]["modes"], row["summary"]["high_quality"], row["summary"]["kl"]
@@ -162,6 +163,14 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
             trainer.save(checkpoint, extra={"model": model} if model else None)
         start = time.perf_counter() - seconds   # evaluation time is not training time
     return rows, first
+
+
+def _data_mmd_ratio(trainer, first_seed: int, k: int) -> float:
+    """Replica k's distance to its training data (``metrics.kernel_distance``'s ratio, the layout's bandwidth) on
+    2,500 samples of noise seed 30,000 + seed: what a run may judge itself by (``starts.py`` keeps the start
+    nearest its data), apart from the evaluation's noise and the mixture's known modes."""
+    own = trainer.sample(2500, seed=30_000 + first_seed + k, replica=k)
+    return metrics.kernel_distance(own, trainer.data)["mmd_ratio"]
 
 
 def mmd_weight_arg(weights: list[float], seeds: int, parser) -> float | list[float]:

@@ -23,7 +23,7 @@ from . import data as datasets
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 __all__ = ["evaluate", "default_samples", "replica_summary",
-           "mode_coverage", "sliced_wasserstein", "mixture_distance", "frechet_distance",
+           "mode_coverage", "sliced_wasserstein", "mixture_distance", "kernel_distance", "frechet_distance",
            "precision_recall_density_coverage", "class_coverage",
            "DigitsClassifier", "digits_classifier", "evaluate_digits", "evaluate_mixture"]
 
@@ -217,6 +217,48 @@ def mixture_distance(samples: torch.Tensor, centers: torch.Tensor, std: float, d
     references = _references(n, centers, std, draws, samples.device)
     swd = _mean_distances([samples.detach().to(torch.float64)], references, projections, seed)[0] / std
     return {"swd": swd, "swd_floor": floor, "swd_ratio": swd / floor}
+
+
+def kernel_distance(samples: torch.Tensor, data: torch.Tensor, bandwidth: float | None = None, draws: int = 4,
+                    seed: int = 0) -> dict:
+    """How far ``samples`` (N, D) are from a data set ``data`` (M >= 2 draws N points, D), by MMD² with a Gaussian
+    kernel, beside how far the data's own N-point subsets are from each other: a distance that needs no
+    knowledge of the data's modes, only the data (a training set: what a run may judge itself by).
+
+    The data is cut into 2 ``draws`` disjoint N-point subsets (a permutation from ``seed``), references R_j and
+    others O_j. ``mmd``: the mean over j of the biased MMD² ``mean k(x, x') + mean k(r, r') - 2 mean k(x, r)``
+    between the samples and R_j, k(x, y) = exp(-|x - y|² / (2 h²)); ``mmd_floor``: the mean of the same between
+    O_j and R_j, what samples of the data score (the biased estimate is positive even then); ``mmd_ratio``: their
+    ratio, near 1 for samples of the data; ``bandwidth``: h, by default the median distance between two points
+    of R_0 (at most 2,000 of them): the layout's scale, at which the kernel weighs whole modes' masses against
+    each other. Float64 on ``samples``' device. ``ValueError`` for other shapes, NaN/inf, or too little data.
+    """
+    samples, data = _check_points(samples, "samples"), _check_points(data, "data").to(samples.device)
+    n = samples.shape[0]
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be a positive integer, got {draws!r}")
+    if data.shape[1] != samples.shape[1] or data.shape[0] < 2 * draws * n:
+        raise ValueError(f"data {tuple(data.shape)} must have the samples' width {samples.shape[1]} and at least "
+                         f"2 * draws * N = {2 * draws * n} rows: use fewer samples or draws")
+    order = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(seed)).to(data.device)
+    subsets = [data[order[j * n:(j + 1) * n]] for j in range(2 * draws)]
+    references, others = subsets[:draws], subsets[draws:]
+    if bandwidth is None:
+        bandwidth = float(torch.pdist(references[0][:2000]).median()) if n > 1 else 0.0
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not 0 < bandwidth < math.inf:
+        raise ValueError(f"bandwidth must be a finite number > 0 (N = 1 has no default), got {bandwidth!r}")
+
+    def mean_kernel(x, y) -> float:
+        return float(torch.exp(-torch.cdist(x, y).square() / (2.0 * bandwidth ** 2)).mean())
+
+    own = [mean_kernel(r, r) for r in references]
+
+    def mmd2(x, r, krr) -> float:
+        return mean_kernel(x, x) + krr - 2.0 * mean_kernel(x, r)
+
+    mmd = sum(mmd2(samples, r, krr) for r, krr in zip(references, own)) / draws
+    floor = sum(mmd2(o, r, krr) for o, r, krr in zip(others, references, own)) / draws
+    return {"mmd": mmd, "mmd_floor": floor, "mmd_ratio": mmd / floor, "bandwidth": float(bandwidth)}
 
 
 def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,6 @@
 """The benchmark scripts run on CPU (tiny sizes; GPU rows skipped with a reason) and count FLOPs right."""
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -491,7 +492,7 @@ def test_quality_curve_first_seed_gives_the_larger_runs_later_seeds(tmp_path):
     whole, later = json.loads(a.read_text())["payload"], json.loads(b.read_text())["payload"]
     assert later["first_seed"] == 1 and later["seeds"] == 2
 
-    distances = ("spread", "spread_per_mode", "offset", "spread_to_centre", "swd", "swd_ratio")
+    distances = ("spread", "spread_per_mode", "offset", "spread_to_centre", "swd", "swd_ratio", "data_mmd_ratio")
 
     def counts(runs):   # the counted metrics, exactly; the distances (spread, SWD) to float32 rounding: a batch
         # of 3 replicas and one of 2 round their matmuls differently
@@ -501,12 +502,44 @@ def test_quality_curve_first_seed_gives_the_larger_runs_later_seeds(tmp_path):
         for runs_a, runs_b in ((row_a["runs"][1:], row_b["runs"]),
                                (row_a["rejection"]["runs"][1:], row_b["rejection"]["runs"])):
             assert counts(runs_a) == counts(runs_b)
-            for key in ("spread", "offset", "spread_to_centre", "swd", "swd_ratio"):
+            for key in ("spread", "offset", "spread_to_centre", "swd", "swd_ratio") + (
+                    ("data_mmd_ratio",) if runs_a is row_a["runs"][1:] else ()):
                 assert [r[key] for r in runs_a] == pytest.approx([r[key] for r in runs_b], rel=1e-4)
     assert [f and f["steps"] for f in whole["first_reached"][1:]] == [f and f["steps"] for f in later["first_reached"]]
     assert "2 seeds (1 to 2" in b.with_suffix(".md").read_text()
     with pytest.raises(SystemExit):
         quality_curve.main(common + ["--first-seed", "-1"])
+
+
+def test_starts_keeps_each_groups_seed_nearest_its_data(tmp_path, capsys):
+    """starts.py groups the runs' seeds in order and keeps, in each group, the smallest data_mmd_ratio at --at;
+    the kept seeds' figures are reported from that checkpoint on, beside every seed's."""
+    import quality_curve
+    import starts
+    assert quality_curve.main(["--data", "ring", "--variant", "pack2", "--checkpoints", "10", "20", "--seeds", "3",
+                               "--jacobian", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("cpu/*.json")
+    run = json.loads(path.read_text())["payload"]
+    ratios = [r["data_mmd_ratio"] for r in run["curve"][1]["runs"]]
+    assert all(math.isfinite(r) and r > 0 for r in ratios)
+    kept, groups = starts.kept_seeds([run], 3, 20)
+    assert kept == [min(range(3), key=ratios.__getitem__)] and [s for s, _ in groups[0]] == [0, 1, 2]
+    assert starts.main([str(path), "--starts", "3", "--at", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "| 20 | kept, 1 | G alone |" in out and "| 20 | all, 3 | jacobian |" in out and "| 10 |" not in out
+
+    def payload(first, ratios_at):   # a made-up run: only what starts.py reads
+        runs = [{"modes": 25, "high_quality": 0.9, "kl": 0.01 * k, "spread": 0.8, "swd_ratio": 1.0,
+                 "data_mmd_ratio": r} for k, r in enumerate(ratios_at)]
+        return {"first_seed": first, "seeds": len(runs), "curve": [{"steps": 5, "runs": runs}]}
+
+    kept, groups = starts.kept_seeds([payload(100, [3.0, 1.0, 2.0]), payload(103, [0.5, 9.0, 8.0])], 2, 5)
+    assert kept == [1, 3, 5] and groups[1] == [(102, 2.0), (103, 0.5)]   # a group may span two runs
+    for runs, words in (([payload(0, [1.0, 2.0, 3.0])], "groups of 2"), ([payload(0, [1.0, 2.0])], "at step 6")):
+        with pytest.raises(ValueError, match=words):
+            starts.kept_seeds(runs, 2, 6 if "6" in words else 5)
+    with pytest.raises(SystemExit):
+        starts.main([str(tmp_path / "missing"), "--at", "20"])
 
 
 def test_quality_curve_takes_the_latent_size_and_replaces_the_variants_ema(tmp_path, capsys):

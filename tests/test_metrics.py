@@ -197,6 +197,66 @@ def test_mixture_distance_real_samples_at_the_floor_and_far_ones_above(seed):
         metrics.mixture_distance(real, centers, std, draws=0)
 
 
+def test_kernel_distance_is_mmd_to_the_datas_subsets_over_their_own(seed):
+    g = torch.Generator().manual_seed(seed)
+    points = torch.randn(61, 3, generator=g, dtype=torch.float64)
+    samples = (torch.randn(7, 3, generator=g, dtype=torch.float64) + 0.5).float()   # float32 taken as float64
+    h = 1.3
+    result = metrics.kernel_distance(samples, points, bandwidth=h, draws=2, seed=seed)
+    order = torch.randperm(61, generator=torch.Generator().manual_seed(seed))
+    subsets = [points[order[7 * j:7 * (j + 1)]].tolist() for j in range(4)]   # R_0, R_1, O_0, O_1
+
+    def k(a, b):
+        return math.exp(-sum((u - v) ** 2 for u, v in zip(a, b)) / (2 * h * h))
+
+    def mmd2(x, y):   # the biased estimate, one pair at a time
+        return (sum(k(a, b) for a in x for b in x) + sum(k(a, b) for a in y for b in y)
+                - 2 * sum(k(a, b) for a in x for b in y)) / 49
+
+    x = samples.double().tolist()
+    expected = (mmd2(x, subsets[0]) + mmd2(x, subsets[1])) / 2
+    floor = (mmd2(subsets[2], subsets[0]) + mmd2(subsets[3], subsets[1])) / 2
+    assert result["mmd"] == pytest.approx(expected, rel=1e-12)
+    assert result["mmd_floor"] == pytest.approx(floor, rel=1e-12)
+    assert result["mmd_ratio"] == pytest.approx(expected / floor, rel=1e-12) and result["bandwidth"] == h
+    # the default bandwidth: the median distance between two points of R_0 (21 pairs: the middle one)
+    distances = sorted(math.dist(a, b) for i, a in enumerate(subsets[0]) for b in subsets[0][i + 1:])
+    assert metrics.kernel_distance(samples, points, draws=2, seed=seed)["bandwidth"] == pytest.approx(distances[10])
+    assert metrics.kernel_distance(samples, points, draws=2, seed=seed) == \
+        metrics.kernel_distance(samples.clone(), points.clone(), draws=2, seed=seed)   # deterministic
+
+
+def test_kernel_distance_sees_the_modes_masses_not_their_width(seed):
+    """On the grid at the layout's bandwidth: a line of five modes moved onto the next one is far from the data
+    (paired with the same samples in place), the modes squeezed to a fifth of their width are not."""
+    centers = data.grid_centers()
+    points = data.gaussian_grid(16_000, seed=seed)
+    real = data.gaussian_grid(1000, seed=seed + 1)
+    nearest = centers[torch.cdist(real, centers).argmin(dim=1)]
+    moved = real.clone()
+    moved[nearest[:, 1] == 0, 1] += 2.0
+    ratio = metrics.kernel_distance(real, points)["mmd_ratio"]
+    assert 0.1 < ratio < 3.0   # (1 in expectation; 0.36-1.93 over 20 seeds at 1,000 samples)
+    assert metrics.kernel_distance(moved, points)["mmd_ratio"] > ratio + 1.5
+    squeezed = metrics.kernel_distance(nearest + 0.2 * (real - nearest), points)["mmd_ratio"]
+    assert squeezed == pytest.approx(ratio, rel=0.05)
+
+
+def test_kernel_distance_refuses_bad_input():
+    points, x = torch.zeros(100, 2), torch.ones(10, 2)
+    for args, kwargs, words in (((x, torch.zeros(79, 2)), {}, "at least"), ((x, torch.zeros(100, 3)), {}, "width"),
+                                ((x, points), {"draws": 0}, "draws"), ((x, points), {"bandwidth": 0.0}, "bandwidth"),
+                                ((x, points), {"bandwidth": True}, "bandwidth"),
+                                ((x, points), {"bandwidth": math.inf}, "bandwidth"),
+                                ((x[0], points), {}, "(N, D)")):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            metrics.kernel_distance(*args, **kwargs)
+    bad = x.clone()
+    bad[2, 0] = math.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        metrics.kernel_distance(bad, points)
+
+
 def test_evaluate_mixture_reports_every_figure_once():
     result = metrics.evaluate_mixture(data.gaussian_grid(2500, seed=4), "grid")
     assert set(result) == {"modes", "high_quality", "kl", "kl_all", "spread", "spread_per_mode", "spread_excluded",

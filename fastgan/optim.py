@@ -12,6 +12,7 @@ import copy
 import torch
 from torch import nn
 
+from .checks import non_negative_int
 from .ops.adam import (MOMENT_DTYPES, AdamFold, adam_fold, adam_programs, adam_step, replica_adam_fold,
                        replica_adam_hyper, replica_adam_step)
 
@@ -337,8 +338,7 @@ def check_adam_state(optimizer, state: dict) -> None:
             if not isinstance(m, torch.Tensor) or m.shape != p.shape:
                 raise ValueError(f"its {key}[{i}] has shape {tuple(getattr(m, 'shape', ()))}, "
                                  f"expected {tuple(p.shape)}")
-    if isinstance(state.get("step"), bool) or not isinstance(state.get("step"), int) or state["step"] < 0:
-        raise ValueError(f"its step must be a non-negative int, got {state.get('step')!r}")
+    non_negative_int("its step", state.get("step"))
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import ops
-from .checks import positive_int
+from .checks import non_negative_int, positive_int
 from .nn.checks import check_gan_models, check_labels
 
 __all__ = ["generate", "rejection_sample", "metropolis_sample", "calibrate_discriminator", "jacobian_norms",
@@ -333,8 +333,7 @@ class SampleOptions:
             raise ValueError("sharpen is Metropolis-Hastings' beta: pass metropolis=CHAIN with it")
         if step_size != 1.0 and chain is None:
             raise ValueError("metropolis_step is Metropolis-Hastings' proposal step: pass metropolis=CHAIN with it")
-        if isinstance(calibrate, bool) or not isinstance(calibrate, int) or calibrate < 0:
-            raise ValueError(f"calibrate must be a non-negative int (steps), got {calibrate!r}")
+        non_negative_int("calibrate (D's steps)", calibrate)
         if calibrate and quantile is None and chain is None:
             raise ValueError("calibrate calibrates D for rejection or Metropolis-Hastings sampling: pass "
                              "rejection=QUANTILE or metropolis=CHAIN with it")

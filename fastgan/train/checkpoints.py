@@ -7,6 +7,7 @@ import os
 import torch
 
 from ..checkpoint import CheckpointError, load_checkpoint
+from ..checks import non_negative_int
 from ..optim import FlatAdam, adam_state, check_adam_state, load_adam_state
 
 __all__ = ["TRAINER_FORMAT", "REPLICA_FORMAT", "SHARDED_FORMAT", "trainer_state", "load_trainer",
@@ -68,8 +69,7 @@ def check_trainer_state(state: dict, modules: dict, optimizers: dict, rng_state:
     rng = state["rng"]
     if not isinstance(rng, torch.Tensor) or rng.shape != rng_state.shape:
         raise ValueError("the RNG state has the wrong size")
-    if not isinstance(state["step"], int) or state["step"] < 0:
-        raise ValueError(f"step must be a non-negative integer, got {state['step']!r}")
+    non_negative_int("step", state["step"])
     for k in ("step", "loss_d", "loss_g"):
         if not isinstance(state["history"][k], list):
             raise ValueError(f"history[{k!r}] must be a list")
@@ -194,8 +194,7 @@ def load_replicas(t, path: str | os.PathLike) -> dict:
                for g, s in zip(t.generators, rng)):
             raise ValueError(f"its RNG states are not those of {t.device.type} generators (a checkpoint "
                              "saved on another kind of device)")
-        if not isinstance(state["step"], int) or state["step"] < 0:
-            raise ValueError(f"step must be a non-negative integer, got {state['step']!r}")
+        non_negative_int("step", state["step"])
         _check_sampler(t.sampler, state.get("sampler"))
         _check_spectral(t.spectral, state.get("spectral_norm"))
         if t.augment is not None:

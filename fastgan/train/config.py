@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checks import positive_int
+from ..checks import non_negative_int, positive_int
 from .augment import parse_transforms
-from .values import (check_augment_p, check_augment_target, check_betas, check_lr_schedule, check_real_label, finite,
-                     step_count)
+from .values import (check_augment_p, check_augment_target, check_betas, check_lr_schedule, check_real_label, finite)
 
 __all__ = ["TrainConfig", "config_from", "LOSSES", "KERNELS", "COMPILE_MODES",
            "CUDAGRAPH_COMPILE_MODES", "PRECISIONS", "FUSED_OPTIMIZERS",
@@ -227,8 +226,8 @@ class TrainConfig:
         self._each("r1_gamma", lambda v: finite("r1_gamma", v, 0.0, strict=False))
         self._each("mmd_weight", lambda v: finite("mmd_weight", v, 0.0, strict=False))
         self.mmd_fine = finite("mmd_fine", self.mmd_fine, 0.0, strict=False)
-        self.mmd_from = step_count("mmd_from", self.mmd_from)
-        self.mmd_fine_from = step_count("mmd_fine_from", self.mmd_fine_from)
+        self.mmd_from = non_negative_int("mmd_from", self.mmd_from)
+        self.mmd_fine_from = non_negative_int("mmd_fine_from", self.mmd_fine_from)
         if self.mmd_fine_shape is not None:
             self.mmd_fine_shape = finite("mmd_fine_shape", self.mmd_fine_shape, 0.0, strict=False)
             if not self.mmd_fine:

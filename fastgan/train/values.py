@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 __all__ = ["check_augment_p", "check_augment_target", "check_betas", "check_lr_schedule", "check_real_label",
-           "finite", "step_count"]
+           "finite"]
 
 
 def check_augment_p(p):
@@ -67,10 +67,3 @@ def check_lr_schedule(value) -> tuple[tuple[int, float], ...]:
         pairs.append((pair[0], float(pair[1])))
         last = pair[0]
     return tuple(pairs)
-
-
-def step_count(name: str, value) -> int:
-    """``value`` if it is an int >= 0 (not a bool): a step of training."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a step count >= 0, got {value!r}")
-    return value

@@ -168,10 +168,10 @@ def test_mmd2_with_repeated_rows_stays_finite_and_refuses_too_few_rows():
     (dict(mmd_weight=3.0, data_parallel=True), "data_parallel does not combine with mmd_weight"),
     (dict(mmd_weight=3.0, mmd_fine=-1.0), "mmd_fine must be"),
     (dict(mmd_fine=0.5), "there is no term: give mmd_weight > 0"),
-    (dict(mmd_weight=3.0, mmd_fine=0.5, mmd_fine_from=-1), "mmd_fine_from must be a step count >= 0"),
-    (dict(mmd_weight=3.0, mmd_fine=0.5, mmd_fine_from=2.5), "mmd_fine_from must be a step count >= 0"),
+    (dict(mmd_weight=3.0, mmd_fine=0.5, mmd_fine_from=-1), "mmd_fine_from must be an integer >= 0"),
+    (dict(mmd_weight=3.0, mmd_fine=0.5, mmd_fine_from=2.5), "mmd_fine_from must be an integer >= 0"),
     (dict(mmd_from=10), "mmd_from=10 starts the MMD term, but there is no term: give mmd_weight > 0"),
-    (dict(mmd_weight=3.0, mmd_from=True), "mmd_from must be a step count >= 0"),
+    (dict(mmd_weight=3.0, mmd_from=True), "mmd_from must be an integer >= 0"),
     (dict(mmd_weight=3.0, mmd_fine_shape=0.75), "mmd_fine_shape=0.75 shares the weights mmd_fine gives .* give "
                                                 "mmd_fine > 0 too"),
     (dict(mmd_weight=3.0, mmd_fine=0.5, mmd_fine_shape=-1.0), "mmd_fine_shape must be a finite number >= 0"),

@@ -19,6 +19,14 @@ import fastgan  # noqa: E402
 import fastgan.profiling  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _small_data_distance(monkeypatch):
+    """quality_curve.py's distance to the training data on 500 samples here, not 5,000: the same code in a
+    tenth of the time (its figures are not what these tests check, but for being there and per seed)."""
+    import quality_curve
+    monkeypatch.setattr(quality_curve, "DATA_MMD_SAMPLES", 500)
+
+
 def test_step_flop_count_matches_what_pytorch_executes():
     torch.manual_seed(0)
     g, d = fastgan.MLPGenerator(), fastgan.MLPDiscriminator()

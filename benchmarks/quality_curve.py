@@ -167,7 +167,8 @@ def curve(kind: str, variant: str, seeds: int, checkpoints: list[int], protocol:
 
 # samples a seed's distance to its training data is measured on: at 2,500 (the runs of 2026-12-07) a balanced grid
 # seed's ratio moved by about 1.5 with the draw, and one unbalanced seed of 30 ranked third; at 5,000 it stood apart
-# (8.7 against at most 3.1: docs/notes/2026-12-07-two-starts.md)
+# (8.7 against at most 3.1), though on ten fresh seeds an unbalanced one led by less (5.6 against 4.7:
+# docs/notes/2026-12-07-two-starts.md)
 DATA_MMD_SAMPLES = 5000
 
 

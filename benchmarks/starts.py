@@ -93,7 +93,8 @@ def table(payloads: list[dict], starts: int, at: int) -> str:
     pairs = "; ".join(" vs ".join(f"{s} ({r:.2f})" for s, r in g) for g in groups)
     samples = sorted({p.get("data_mmd_samples", 2500) for p in payloads})   # (2,500 before it was recorded)
     return (f"Groups of {starts} starts, each keeping the seed nearest its training data at step {at} "
-            f"(data MMD / floor then, on {' and '.join(map(str, samples))} samples): {pairs}.\n\nMean ± s.e. (worst seed):\n\n" + markdown_table(head, body))
+            f"(data MMD / floor then, on {' and '.join(map(str, samples))} samples): {pairs}.\n\n"
+            "Mean ± s.e. (worst seed):\n\n" + markdown_table(head, body))
 
 
 def main(argv=None) -> int:

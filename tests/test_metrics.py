@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fastgan import data, metrics
+from fastgan.metrics import digits, mixture
 
 
 def _spread_tolerance(n: int) -> float:
@@ -27,8 +28,8 @@ def test_mode_coverage_on_the_true_mixture():
 def test_spread_of_the_data_is_one_and_of_shrunk_modes_their_factor(seed):
     # the data's own figure after the 3-std cut, E[r^2 | r < 3 std] / (2 std^2) = (1 - 5.5 e^-4.5) / (1 - e^-4.5),
     # is what the spread divides by
-    assert metrics._trimmed_rms(2) == pytest.approx(((1 - 5.5 * math.exp(-4.5)) / (1 - math.exp(-4.5))) ** 0.5)
-    assert metrics._trimmed_rms(2) == pytest.approx(0.974, abs=5e-4)
+    assert mixture._trimmed_rms(2) == pytest.approx(((1 - 5.5 * math.exp(-4.5)) / (1 - math.exp(-4.5))) ** 0.5)
+    assert mixture._trimmed_rms(2) == pytest.approx(0.974, abs=5e-4)
     for kind, make, centers, std in (("ring", data.gaussian_ring, data.ring_centers(), 0.01),
                                      ("grid", data.gaussian_grid, data.grid_centers(), 0.05)):
         n = 20_000
@@ -43,7 +44,7 @@ def test_spread_of_the_data_is_one_and_of_shrunk_modes_their_factor(seed):
         nearest = centers[torch.cdist(samples, centers).argmin(dim=1)]
         shrunk = metrics.mode_coverage(nearest + 0.5 * (samples - nearest), centers, std)
         assert shrunk["high_quality"] == 1.0
-        assert shrunk["spread"] == pytest.approx(0.5 / metrics._trimmed_rms(2), abs=_spread_tolerance(n) / 2), kind
+        assert shrunk["spread"] == pytest.approx(0.5 / mixture._trimmed_rms(2), abs=_spread_tolerance(n) / 2), kind
         on_centres = metrics.mode_coverage(nearest, centers, std)
         assert (on_centres["spread"], on_centres["high_quality"], on_centres["modes"]) == (0.0, 1.0, centers.shape[0])
     # the figure the issue quotes: samples at 0.37 of the data's std per axis score 0.37 / 0.974
@@ -62,7 +63,7 @@ def test_a_mode_in_the_wrong_place_is_not_a_wide_one(seed):
     samples = torch.cat([centers[k] + (shift if k == 3 else 0) + std * (0.2 + k / 8) * torch.randn(c, 2, generator=g)
                          for k, c in enumerate(counts)])
     result = metrics.mode_coverage(samples, centers, std)
-    scale = std * 2 ** 0.5 * metrics._trimmed_rms(2)
+    scale = std * 2 ** 0.5 * mixture._trimmed_rms(2)
     spreads, offsets, to_centre = [], [], []
     x = samples.double()
     nearest = torch.cdist(x, centers.double()).argmin(dim=1)
@@ -95,7 +96,7 @@ def test_spread_leaves_out_modes_with_too_few_samples_and_counts_them():
     per_mode = result["spread_per_mode"]
     assert [i for i, v in enumerate(per_mode) if v is not None] == [3, 6]
     assert per_mode[3] == pytest.approx(1.0, abs=_spread_tolerance(4000))
-    assert per_mode[6] == pytest.approx(1 / metrics._trimmed_rms(2))   # (about their mean, with n - 1 = 1)
+    assert per_mode[6] == pytest.approx(1 / mixture._trimmed_rms(2))   # (about their mean, with n - 1 = 1)
     assert result["spread"] == pytest.approx((per_mode[3] + per_mode[6]) / 2)
 
 
@@ -167,10 +168,10 @@ def test_mixture_distance_real_samples_at_the_floor_and_far_ones_above(seed):
     real = data.gaussian_ring(n, seed=seed)
     result = metrics.mixture_distance(real, centers, std)
     assert result == metrics.mixture_distance(real.clone(), centers, std)   # deterministic
-    metrics._mixture_floor.cache_clear()
+    mixture._mixture_floor.cache_clear()
     assert result == metrics.mixture_distance(real, centers, std)           # the floor too, not only its cache
     # the distance is sliced_wasserstein's to each reference, averaged
-    references = [data.mixture(n, centers.double(), std, seed=metrics.REFERENCE_SEED + j) for j in range(4)]
+    references = [data.mixture(n, centers.double(), std, seed=mixture.REFERENCE_SEED + j) for j in range(4)]
     assert result["swd"] == pytest.approx(sum(metrics.sliced_wasserstein(real, r) for r in references) / (4 * std),
                                           rel=1e-12)
     assert result["swd_floor"] == metrics.mixture_distance(real[:, [1, 0]], centers, std)["swd_floor"]  # N's only
@@ -302,7 +303,7 @@ def test_class_coverage():
 def test_digits_metrics_real_vs_noise(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTGAN_CACHE", str(tmp_path))  # empty cache: evaluate_digits trains it (under no_grad)
     first = metrics.evaluate_digits(data.digits()[:100])
-    assert (tmp_path / f"digits-classifier-v{metrics.CLASSIFIER_VERSION}.ckpt").exists()
+    assert (tmp_path / f"digits-classifier-v{digits.CLASSIFIER_VERSION}.ckpt").exists()
     model, accuracy = metrics.digits_classifier()
     assert first["classifier_held_out_accuracy"] == accuracy
     assert accuracy >= 0.97, f"held-out accuracy {accuracy:.3f}"

@@ -144,7 +144,7 @@ NOT_TRAIN_FLAGS = {
     "betas": "DCGAN's (0.5, 0.999), as every run in the benchmarks",
     "graph_warmup": "3 eager steps before a CUDA-graph capture, enough to create and tune everything",
     "data_parallel": "set by the process count: under torchrun a run that is not a sweep is data-parallel",
-    "replicas": "set by the sweep: --seeds times the product of the swept flags' value counts",
+    "replicas": "set by the sweep (--seeds times the product of the swept flags' value counts) or --starts",
 }
 # Each data set's recipe: the settings `fastgan train` uses where their flags are not given, chosen by measurement
 # (a resumed run keeps its own instead). Unconditional digits/MNIST: FD 1.09x the real floor over 8 seeds (the
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-root", help="folder holding MNIST's IDX files (for --data mnist)")
     train.add_argument("--steps", type=positive(int), default=None,
                        help="total training steps; a resumed run continues up to it (default: 20000; the ring's "
-                            "recipe 75000, the grid's 100000)")
+                            "and the grid's recipes 75000)")
     train.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<data>)")
     train.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     train.add_argument("--conditional", action="store_true",
@@ -238,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "slowest, seeds fastest); samples.png gets a row (a panel) per replica, metrics.json each "
                             "replica's quality, sweep.md a table per setting and per replica, sweep_<setting>.png the "
                             "metrics against each swept setting")
+    train.add_argument("--starts", type=positive(int), default=None, metavar="N",
+                       help="train N GANs of one setting at once (replicas: seeds --seed to --seed + N - 1) and keep "
+                            "the one whose samples lie nearest its training data at the end (kernel MMD to the "
+                            "data): samples.png, metrics.json and `fastgan evaluate` are that one's, metrics.json "
+                            "says which and each start's distance; checkpoint.pt holds all N (--resume trains them "
+                            "all on). Default 1; a resumed run keeps its own")
     train.add_argument("--hidden", type=positive(int), nargs="+", default=None,
                        help="hidden widths of G and D (default: the data set's preset, 256 256 for images and "
                             "128 128 for ring/grid; the classic GAN is 128 128)")
@@ -256,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="step-down learning rates: from STEP on, G's and D's rates are their base values "
                                 "times FACTOR, e.g. 200000:0.5 300000:0.1 (steps increasing); a resumed run keeps "
                                 "its own unless this is given (none: a constant rate; default: none, the ring's "
-                                "recipe 50000:0.6 80000:0.4, the grid's 50000:0.7 80000:0.5)")
+                                "recipe 50000:0.6 80000:0.4, the grid's 50000:0.7)")
     stabilise.add_argument("--d-steps", type=positive(int), default=1, help="D updates per G update")
     stabilise.add_argument("--ema", type=float, default=None,
                            help="EMA decay of G's weights (samples and metrics use the average); default 0.999 "

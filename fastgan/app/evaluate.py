@@ -98,17 +98,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if flat.shape[1] != stacked.flat.shape[1] or (guided and (
                 flat_d.shape != (flat.shape[0], stacked_d.flat.shape[1]))):
             raise CheckpointError(f"{args.checkpoint}: its weights do not fit the model it describes")
+        # (a run of several starts: the one it kept, as one GAN)
+        kept = state.get("extra", {}).get("start_scores", {}).get("kept")
         per_replica = []
-        for k in range(flat.shape[0]):
+        for k in range(flat.shape[0]) if kept is None else [kept]:
             g = stacked.load_into(generator, k, flat).to(device).eval()
             d = stacked_d.load_into(discriminator, k, flat_d).to(device).eval() if guided else None
             per_replica.append(quality_metrics.evaluate(model["data"], draw(g, d), labels))
-        result = quality_metrics.replica_summary(per_replica)
         weights = "ema" if state.get("ema") is not None else "generator"
-        grid = sweep_from_config(TrainConfig.from_dict(state["config"]))   # its settings and seeds
-        figures = [headline(model["data"], q) for q in per_replica]
+        kept_start = None
+        if kept is None:
+            result = quality_metrics.replica_summary(per_replica)
+            grid = sweep_from_config(TrainConfig.from_dict(state["config"]))   # its settings and seeds
+            figures = [headline(model["data"], q) for q in per_replica]
+        else:
+            result, grid = per_replica[0], None
+            kept_start = {"seed": state["config"]["seed"] + kept, "of_starts": flat.shape[0]}
     else:
-        grid = None
+        grid = kept_start = None
         weights = "ema" if state.get("ema") else "generator"
         generator.load_state_dict(state.get("ema") or state["generator"])
         generator.to(device).eval()
@@ -131,7 +138,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         sampling = "plain"
     report = {"checkpoint": str(args.checkpoint), "step": state["step"], "data": model["data"],
               "weights": weights, "samples": n, "seed": args.seed, "sampling": sampling,
-              "device": str(device), "metrics": result,
+              "device": str(device), **({"start": kept_start} if kept_start is not None else {}), "metrics": result,
               **({"per_setting": per_setting(grid, figures)} if grid is not None else {}),
               "seconds": round(time.perf_counter() - start, 2)}
     text = json.dumps(report, indent=2)

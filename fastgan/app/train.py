@@ -3,6 +3,7 @@ of replicas (sharded over torchrun's ranks) or one GAN, data-parallel across ran
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import platform
@@ -25,6 +26,7 @@ from ..train.tensorboard import Board
 from ..train.trainer import GANTrainer, NonFiniteLossError, TrainingInterrupted
 from .args import QUALITY_SEED, apply_recipe, config_from_args, resolve_device
 from .plots import save_image_grid, save_loss_curve, save_scatter, save_scatter_panels
+from .starts import score_starts
 from .sweep import headline, summary_table, sweep_of, write_sweep
 
 
@@ -49,6 +51,7 @@ def run_train(args: argparse.Namespace) -> int:
     multi = distributed.init(device)
     rank, world = distributed.rank(), distributed.world_size()
     grid = sweep_of(args)   # (a ValueError for a bad grid, before anything starts)
+    starts = _starts(args, saved, grid, multi)
     sweep = multi and grid is not None
     if multi and not sweep and chosen.get("mmd_weight"):
         raise ValueError(f"--data {args.data}'s recipe adds the MMD term (--mmd-weight {chosen['mmd_weight']:g}), "
@@ -78,7 +81,8 @@ def run_train(args: argparse.Namespace) -> int:
         if args.loss != "hinge" and rank == 0:   # the API's default is 1.0: say which one this run uses, and why
             print("fastgan: real_label 0.9 (the CLI's default: one-sided label smoothing, steadier on digits; the "
                   "Python API's default is 1.0, the plain GAN loss: pass --real-label 1.0 for it)")
-    config = config_from_args(args, pack=model_config.get("pack", 1), data_parallel=multi and not sweep)
+    config = config_from_args(args, pack=model_config.get("pack", 1), data_parallel=multi and not sweep,
+                              **({"replicas": starts} if starts > 1 else {}))
     whole = config
     if multi:   # before anything one rank could refuse alone: every rank at the same collective
         distributed.check_same_config({**{k: v for k, v in whole.to_dict().items() if k != "device"},
@@ -101,7 +105,7 @@ def run_train(args: argparse.Namespace) -> int:
             print("fastgan: note: settings differ from the checkpoint's run: " +
                   ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()))
 
-    extra = {"model": model_config}
+    extra = {"model": model_config, **({"starts": starts} if starts > 1 else {})}
     if sweep and rank == 0:   # the index first: an interrupted sweep resumes from it
         out.mkdir(parents=True, exist_ok=True)
         save_checkpoint({"format": SHARDED_FORMAT, "world_size": world, "replicas": whole.replicas,
@@ -117,7 +121,8 @@ def run_train(args: argparse.Namespace) -> int:
                   f"{remaining} steps at batch {args.batch_size} on {trainer.device}, kernels={trainer.kernels}"
                   + ("" if trainer.kernels_run in ("torch", "triton") else f" (running: {trainer.kernels_run})")
                   + (f", step: {trainer.step_path}" if trainer.step_path not in ("generic", "replicas") else "")
-                  + (f", {whole.replicas} replicas (seeds {args.seed}..{args.seed + whole.replicas - 1})"
+                  + (f", {whole.replicas} {'starts' if starts > 1 else 'replicas'} (seeds {args.seed}.."
+                     f"{args.seed + whole.replicas - 1}){', the nearest its data kept' if starts > 1 else ''}"
                      if whole.replicas else "")
                   + (f", {world} processes ({'replicas split over them' if sweep else 'data-parallel'})"
                      if multi else ""))
@@ -136,15 +141,24 @@ def run_train(args: argparse.Namespace) -> int:
             return 130
     seconds = time.perf_counter() - start
     trainer.flush_losses()
-    results = None
-    if whole.replicas is not None:   # every rank's replicas, gathered on rank 0 in replica order
+    results = scores = None
+    if starts > 1:   # (an unfinished run keeps none: its outputs show the first start)
+        scores = score_starts(trainer) if status == "completed" else {"kept": None}
+        if status == "completed" and scores["kept"] is None:
+            status = "diverged (every start)"
+            print("fastgan: stopped: every start's samples became non-finite", file=sys.stderr)
+        elif status == "completed":
+            extra["start_scores"] = scores
+            print(f"fastgan: kept seed {scores['seeds'][scores['kept']]} of {starts} starts, the nearest its data "
+                  f"(MMD / floor: {', '.join('-' if r is None else f'{r:.2f}' for r in scores['data_mmd_ratio'])})")
+    elif whole.replicas is not None:   # every rank's replicas, gathered on rank 0 in replica order
         parts = distributed.gather(_replica_results(trainer, args, status))
         results = _merge_replica_results(parts) if rank == 0 else None
     if rank == 0:
         if results is not None and results["status"] != "completed" and status == "completed":
             status = f"diverged ({results['status']})"
             print(f"fastgan: stopped: {results['status']}: some replicas' losses became non-finite", file=sys.stderr)
-        _write_outputs(trainer, out, args, model_config, status, seconds, max(remaining, 0), results, whole)
+        _write_outputs(trainer, out, args, model_config, status, seconds, max(remaining, 0), results, whole, scores)
         reported = _report_sweep(out, grid, args, results, trainer.step_count) if grid is not None else []
     if status == "completed" and writes_checkpoint:
         trainer.save(shard_path, extra=extra)
@@ -156,6 +170,21 @@ def run_train(args: argparse.Namespace) -> int:
     if multi:
         _leave_process_group(code)
     return code
+
+
+def _starts(args: argparse.Namespace, saved: dict | None, grid, multi: bool) -> int:
+    """How many starts the run trains (``--starts``, or a resumed run's own); a ValueError, before anything
+    starts, where it cannot: with a sweep, under torchrun, or unlike the resumed run's."""
+    own = None if saved is None else saved.get("extra", {}).get("starts", 1)
+    if own is not None and args.starts is not None and args.starts != own:
+        raise ValueError(f"the checkpoint was trained with --starts {own}: resume it with that, or without --starts")
+    starts = args.starts or own or 1
+    if starts > 1 and grid is not None:
+        raise ValueError(f"--starts {starts} keeps one GAN of {starts}; a sweep (--seeds, several values of a flag) "
+                         "keeps every one: give one of them")
+    if starts > 1 and multi:
+        raise ValueError(f"--starts {starts} trains its starts in one process: run it without torchrun")
+    return starts
 
 
 def _leave_process_group(code: int) -> None:
@@ -223,26 +252,33 @@ def _merge_replica_results(parts: list[dict]) -> dict:
 JACOBIAN_FACTORS = {"ring": 4.0, "grid": 8.0}
 
 
-def _mixture_samples(trainer: GANTrainer, data: str) -> dict:
-    """A single ring/grid run's samples, drawn once for samples.png and metrics.json (its noise seed): G's 2,500
-    (``plain``) and, where they are finite (not after a divergence), those its Jacobian keeps at the recipe's
-    factor (``kept``, with ``factor`` and the ``share`` kept)."""
-    plain = trainer.sample(quality_metrics.default_samples(data), seed=QUALITY_SEED)
+def _mixture_samples(trainer: GANTrainer, data: str, draw) -> dict:
+    """A single ring/grid run's samples (``draw``: its ``trainer.sample``), drawn once for samples.png and
+    metrics.json (its noise seed): G's 2,500 (``plain``) and, where they are finite (not after a divergence), those
+    its Jacobian keeps at the recipe's factor (``kept``, with ``factor`` and the ``share`` kept)."""
+    plain = draw(quality_metrics.default_samples(data), seed=QUALITY_SEED)
     if not bool(torch.isfinite(plain).all()):
         return {"plain": plain}
     factor = JACOBIAN_FACTORS[data]
-    kept = trainer.sample(plain.shape[0], seed=QUALITY_SEED, jacobian=factor)
+    kept = draw(plain.shape[0], seed=QUALITY_SEED, jacobian=factor)
     return {"plain": plain, "kept": kept, "factor": factor, "share": trainer.last_acceptance}
 
 
 def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, status: str, seconds: float,
-                   steps_run: int, results: dict | None = None, config: TrainConfig | None = None) -> None:
+                   steps_run: int, results: dict | None = None, config: TrainConfig | None = None,
+                   scores: dict | None = None) -> None:
     """samples.png, losses.png and metrics.json. A replica run passes its (gathered) ``results`` and the
-    whole run's ``config`` (a sharded rank's trainer holds only its slice)."""
+    whole run's ``config`` (a sharded rank's trainer holds only its slice); a run of several starts its
+    ``score_starts`` (its outputs are the kept start's, as one GAN's)."""
     out.mkdir(parents=True, exist_ok=True)
     config = config or trainer.config
-    replicas = config.replicas
-    mixture = _mixture_samples(trainer, args.data) if replicas is None and args.data in JACOBIAN_FACTORS else None
+    replicas = config.replicas if scores is None else None
+    start = None if scores is None else scores["kept"] or 0
+    draw = trainer.sample if start is None else functools.partial(trainer.sample, replica=start)
+    of_starts = "" if start is None else f", seed {config.seed + start} of {config.replicas} starts" + (
+        ", the nearest its data" if scores["kept"] is not None else "")
+    mixture = _mixture_samples(trainer, args.data, draw) if replicas is None and args.data in JACOBIAN_FACTORS \
+        else None
     if replicas is not None:
         _replica_pictures(results["pictures"], replicas, trainer, out, args)
     elif mixture is not None:
@@ -252,22 +288,26 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
         if "kept" in mixture:
             panels[f"kept by G's Jacobian (F {mixture['factor']:g}): {mixture['share']:.0%} of G's"] = mixture["kept"]
         save_scatter(panels, out / "samples.png", centers=centers, real=trainer.data,
-                     title=f"{args.data}: {mixture['plain'].shape[0]:,} samples after {trainer.step_count} steps")
+                     title=f"{args.data}: {mixture['plain'].shape[0]:,} samples after {trainer.step_count} steps"
+                           f"{of_starts}")
     elif trainer.num_classes is not None:   # one row per class
         classes = trainer.num_classes
         rows = torch.arange(classes, device=trainer.device).repeat_interleave(10)
-        save_image_grid(trainer.sample(10 * classes, labels=rows), out / "samples.png", columns=10,
-                        title=f"{args.data}: one row per class (0 at the top), after {trainer.step_count} steps")
+        save_image_grid(draw(10 * classes, labels=rows), out / "samples.png", columns=10,
+                        title=f"{args.data}: one row per class (0 at the top), after {trainer.step_count} steps"
+                              f"{of_starts}")
     else:
-        save_image_grid(trainer.sample(64), out / "samples.png",
-                        title=f"{args.data}: 64 samples after {trainer.step_count} steps")
+        save_image_grid(draw(64), out / "samples.png",
+                        title=f"{args.data}: 64 samples after {trainer.step_count} steps{of_starts}")
     history = trainer.history
     if replicas is not None:   # the curve of the replicas' mean loss; metrics.json has each one's
         history = results["history"]
         history = {"step": history["step"], "loss_d": [sum(v) / len(v) for v in history["loss_d"]],
                    "loss_g": [sum(v) / len(v) for v in history["loss_g"]]}
+    elif start is not None:   # the kept start's
+        history = {"step": history["step"], **{key: [v[start] for v in history[key]] for key in ("loss_d", "loss_g")}}
     save_loss_curve(history, out / "losses.png", title=f"{args.data}: losses per step"
-                    + (f" (mean of {replicas} replicas)" if replicas else ""))
+                    + (f" (mean of {replicas} replicas)" if replicas else "") + of_starts)
     tail = max(1, min(len(history["step"]), args.log_every))
     window = list(zip(history["loss_d"][-tail:], history["loss_g"][-tail:]))
     metrics = {
@@ -298,13 +338,15 @@ def _write_outputs(trainer: GANTrainer, out: Path, args, model_config: dict, sta
     elif status == "completed":
         n = quality_metrics.default_samples(args.data)
         labels = torch.arange(n) % trainer.num_classes if trainer.num_classes else None
-        samples = mixture["plain"] if mixture else trainer.sample(n, seed=QUALITY_SEED, labels=labels)
+        samples = mixture["plain"] if mixture else draw(n, seed=QUALITY_SEED, labels=labels)
         metrics["quality"] = quality_metrics.evaluate(args.data, samples, labels)
         metrics["quality_samples"] = {"seed": QUALITY_SEED, "device": str(trainer.device),
                                       "weights": "ema" if trainer.ema is not None else "generator"}
         if mixture and "kept" in mixture:   # (G's samples kept by its Jacobian)
             metrics["quality_jacobian"] = {"factor": mixture["factor"], "kept": round(mixture["share"], 4),
                                            **quality_metrics.evaluate(args.data, mixture["kept"])}
+    if scores is not None:   # which start these figures are, and how near each start was to its data
+        metrics["starts"] = {"count": config.replicas, **scores}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if args.tensorboard is not None and metrics.get("quality"):
         board = Board(args.tensorboard)

@@ -1,6 +1,7 @@
 """The ``fastgan`` command: ``fastgan train``, ``evaluate`` and ``profile``; an error is one line, never a traceback."""
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"fastgan: error: a collective between the processes failed (did another process die or stop? "
               f"the timeout is FASTGAN_DIST_TIMEOUT seconds): {first}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:   # the reader went away (`fastgan evaluate RUN | head`): no traceback, not at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except KeyboardInterrupt:  # outside training (set-up, metrics): nothing to keep, no traceback
         print("fastgan: interrupted", file=sys.stderr)

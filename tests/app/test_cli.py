@@ -1,6 +1,8 @@
 import json
+import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -198,6 +200,17 @@ def test_help_reads_well(capsys):
 def test_console_script():
     result = subprocess.run(["fastgan", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "usage: fastgan" in result.stdout
+
+
+def test_a_reader_that_goes_away_is_no_traceback(tmp_path):
+    """`fastgan ... | head`: stdout's reader gone before the first line, the run ends without a traceback."""
+    read, write = os.pipe()
+    os.close(read)
+    result = subprocess.run([sys.executable, "-m", "fastgan", "train", "--data", "ring", "--steps", "2", "--hidden", "8",
+                             "--no-progress", "--device", "cpu", "--out", str(tmp_path)],
+                            stdout=write, stderr=subprocess.PIPE, text=True, timeout=300)
+    os.close(write)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "Broken pipe" not in result.stderr
 
 
 def test_stabilisation_flags_and_evaluate(tmp_path, capsys):

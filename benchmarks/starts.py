@@ -3,13 +3,12 @@ nearest its training data at step ``--at`` (``metrics.kernel_distance``'s ratio,
 ``data_mmd_ratio``: no evaluation noise, no knowledge of the modes), and the kept seeds' figures from then on are
 reported beside every seed's.
 
-A GAN's first tens of thousands of steps can leave a mixture's modes unevenly fed for good (a line of the grid's
-modes at a tenth of its share: docs/notes/2026-12-07-two-starts.md), and the training data shows it. The starts
-train as replicas of one trainer (on a launch-bound GPU, K replicas cost less than K runs: ``replicas.py``
-measures how much).
+A GAN can leave a mixture's modes unevenly fed for good (a line of the grid's modes at a tenth of its share:
+docs/notes/2026-12-07-two-starts.md), and the training data shows it; ``fastgan train --starts N`` is the rule
+for users (docs/notes/2026-12-08-two-starts-kept-at-the-end.md). The starts train as replicas of one trainer
+(on a launch-bound GPU, K replicas cost less than K runs: ``replicas.py`` measures how much).
 
-    python benchmarks/starts.py DATE-quality_curve-grid-ema_pack2 DATE-quality_curve-grid-ema_pack2-2 \
-        --starts 2 --at 50000
+    python benchmarks/starts.py DATE-quality_curve-grid-ema_pack2 DATE-quality_curve-grid-ema_pack2-2 --at 75000
 
 RUN: a run's id in ``results/<card>/runs.jsonl`` (``--results`` another folder) or a results file; the runs' seeds
 are taken in the order given and grouped as they come (runs of 10 seeds from 100 and 110 with ``--starts 2``:

@@ -153,12 +153,12 @@ NOT_TRAIN_FLAGS = {
 # README's quality section. PLAIN: the rest's, and every setting a recipe leaves out.
 PLAIN = {"steps": 20000, "batch_size": 128, "lr": 2e-4, "lr_schedule": (), "real_label": None, "pack": 1,
          "ema": None, "r1_gamma": 0.0, "mmd_weight": 0.0, "mmd_from": 0,
-         "mmd_fine": 0.0, "mmd_fine_from": 0, "mmd_fine_shape": None}
+         "mmd_fine": 0.0, "mmd_fine_from": 0, "mmd_fine_shape": None, "starts": 1}
 _MIXTURE = {"batch_size": 200, "real_label": 1.0, "pack": 2, "ema": 0.999}
 RECIPES = {"digits": {"pack": 2, "ema": 0.999, "r1_gamma": 0.1},
            "ring": {**_MIXTURE, "steps": 75000, "lr_schedule": ((50000, 0.6), (80000, 0.4)), "mmd_weight": 8.0},
            "grid": {**_MIXTURE, "steps": 75000, "lr": 3e-4, "lr_schedule": ((50000, 0.7),), "mmd_weight": 5.0,
-                    "mmd_fine": 0.5, "mmd_fine_from": 50000, "mmd_fine_shape": 0.75}}
+                    "mmd_fine": 0.5, "mmd_fine_from": 50000, "mmd_fine_shape": 0.75, "starts": 2}}
 RECIPES["mnist"] = RECIPES["digits"]
 # Flags whose default is not TrainConfig's, and why (the others share it: tests/test_config.py checks).
 CLI_DEFAULTS = {**{name: "the data set's recipe (RECIPES), else PLAIN's" for name in PLAIN if name != "steps"},
@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "the one whose samples lie nearest its training data at the end (kernel MMD to the "
                             "data): samples.png, metrics.json and `fastgan evaluate` are that one's, metrics.json "
                             "says which and each start's distance; checkpoint.pt holds all N (--resume trains them "
-                            "all on). Default 1; a resumed run keeps its own")
+                            "all on). Default 1, the grid's recipe 2 (not in a sweep or under torchrun); a resumed "
+                            "run keeps its own")
     train.add_argument("--hidden", type=positive(int), nargs="+", default=None,
                        help="hidden widths of G and D (default: the data set's preset, 256 256 for images and "
                             "128 128 for ring/grid; the classic GAN is 128 128)")

@@ -36,7 +36,8 @@ def run_train(args: argparse.Namespace) -> int:
     preset = PRESETS[DATA_PRESETS[args.data]]
     saved = load_checkpoint(checkpoint) if args.resume and checkpoint.exists() else None
     # (a resumed run keeps the settings it was trained with where no flag is given, its model included)
-    chosen = apply_recipe(args, None if saved is None else saved.get("config") or {})
+    own_starts = None if saved is None else saved.get("extra", {}).get("starts", 1)
+    chosen = apply_recipe(args, None if saved is None else {**(saved.get("config") or {}), "starts": own_starts})
     model_config = model_description(args.data, ModelPreset(args.latent_dim or preset.latent_dim,
                                                             tuple(args.hidden or preset.hidden),
                                                             preset.output_activation,
@@ -51,7 +52,7 @@ def run_train(args: argparse.Namespace) -> int:
     multi = distributed.init(device)
     rank, world = distributed.rank(), distributed.world_size()
     grid = sweep_of(args)   # (a ValueError for a bad grid, before anything starts)
-    starts = _starts(args, saved, grid, multi)
+    starts = _starts(args.starts, own_starts, "starts" in chosen, grid, multi)
     sweep = multi and grid is not None
     if multi and not sweep and chosen.get("mmd_weight"):
         raise ValueError(f"--data {args.data}'s recipe adds the MMD term (--mmd-weight {chosen['mmd_weight']:g}), "
@@ -172,13 +173,14 @@ def run_train(args: argparse.Namespace) -> int:
     return code
 
 
-def _starts(args: argparse.Namespace, saved: dict | None, grid, multi: bool) -> int:
-    """How many starts the run trains (``--starts``, or a resumed run's own); a ValueError, before anything
-    starts, where it cannot: with a sweep, under torchrun, or unlike the resumed run's."""
-    own = None if saved is None else saved.get("extra", {}).get("starts", 1)
-    if own is not None and args.starts is not None and args.starts != own:
+def _starts(starts: int, own: int | None, recipe: bool, grid, multi: bool) -> int:
+    """How many starts the run trains: ``--starts`` (``recipe``: not given, the data set's recipe's or a resumed
+    run's ``own``), one in a sweep or under torchrun unless given; a ValueError, before anything starts, where it
+    cannot be: given with a sweep or under torchrun, or unlike the resumed run's."""
+    if own is not None and not recipe and starts != own:
         raise ValueError(f"the checkpoint was trained with --starts {own}: resume it with that, or without --starts")
-    starts = args.starts or own or 1
+    if recipe and (grid is not None or multi):
+        return 1   # (a sweep's replicas are its GANs; torchrun splits one GAN or a sweep)
     if starts > 1 and grid is not None:
         raise ValueError(f"--starts {starts} keeps one GAN of {starts}; a sweep (--seeds, several values of a flag) "
                          "keeps every one: give one of them")

@@ -64,12 +64,15 @@ def test_each_data_set_trains_with_its_recipe_unless_told_otherwise(tmp_path):
             # no power: no shape for it
             "no power": (["--data", "grid", "--mmd-fine", "0"], (2, 0.999, 0.0, 5.0, 0, 0.0, 50000, None, 3e-4,
                                                                   [[50000, 0.7]], 1.0))}
+    two_starts = {"grid", "given", "no term", "no power"}   # (the grid's recipe: two starts, the nearer kept)
     for name, (flags, expected) in runs.items():
         out = tmp_path / name
         assert main(["train", "--steps", "2", "--batch-size", "16", "--out", str(out), "--no-progress", *flags]) == 0
-        config = json.loads((out / "metrics.json").read_text())["config"]
+        metrics = json.loads((out / "metrics.json").read_text())
+        config = metrics["config"]
         assert tuple(config[k] for k in keys) == expected, name
         assert config["batch_size"] == 16, name
+        assert metrics.get("starts", {}).get("count", 1) == (2 if name in two_starts else 1), name
     for name in ("ring", "given"):   # the recipes' batch: 200 samples, D's 100 rows of pack 2
         args = build_parser().parse_args(["train", *runs[name][0]])
         apply_recipe(args)
@@ -80,8 +83,10 @@ def test_each_data_set_trains_with_its_recipe_unless_told_otherwise(tmp_path):
         data = flags[:2] if flags[:1] == ["--data"] else []   # (the data set, no other flag)
         args = ["train", "--steps", "4", "--out", str(out), "--no-progress", "--resume", *data]
         assert main(args) == 0, name
-        config = json.loads((out / "metrics.json").read_text())["config"]
+        metrics = json.loads((out / "metrics.json").read_text())
+        config = metrics["config"]
         assert tuple(config[k] for k in keys) == expected and config["batch_size"] == 16, name
+        assert metrics.get("starts", {}).get("count", 1) == (2 if name in two_starts else 1), name
 
 
 def test_a_checkpoint_saved_before_a_recipe_setting_existed_resumes_without_it(tmp_path):

@@ -14,11 +14,6 @@ PNG = b"\x89PNG\r\n\x1a\n"
 TINY = ["--data", "grid", "--hidden", "8", "--no-progress", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def _fewer_scored_samples(monkeypatch):
-    monkeypatch.setattr(starts, "SCORE_SAMPLES", 400)   # the same code on a twelfth of the samples
-
-
 def _train(out, *flags) -> dict:
     assert main(["train", *TINY, "--out", str(out), *flags]) == 0
     return json.loads((out / "metrics.json").read_text())
@@ -37,14 +32,14 @@ def test_two_starts_keep_the_one_nearest_its_data_and_report_it_as_that_single_r
     run = _train(tmp_path / "starts", "--starts", "2", "--seed", "4", "--steps", "3")
     assert "kept seed" in capsys.readouterr().out
     chosen = run["starts"]
-    assert chosen["count"] == 2 and chosen["seeds"] == [4, 5] and chosen["samples"] == 400
+    assert chosen["count"] == 2 and chosen["seeds"] == [4, 5] and chosen["samples"] == 400   # (conftest's 400)
     assert run["config"]["replicas"] == 2
     # each start's distance is its single run's (seed 4 + k) samples' distance to the grid's training data
     real = data.load("grid")
     singles = []
     for k in range(2):
         single_out = tmp_path / f"seed{4 + k}"
-        singles.append(_train(single_out, "--seed", str(4 + k), "--steps", "3"))
+        singles.append(_train(single_out, "--seed", str(4 + k), "--steps", "3", "--starts", "1"))
         samples = _trainer(single_out / "checkpoint.pt", real).sample(400, seed=starts.SCORE_SEED)
         ratio = metrics.kernel_distance(samples, real, draws=starts.DRAWS)["mmd_ratio"]
         assert chosen["data_mmd_ratio"][k] == pytest.approx(ratio, rel=1e-4), k
@@ -75,6 +70,14 @@ def test_starts_resume_exactly_and_keep_their_count(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "trained with --starts 2" in err and "Traceback" not in err
     assert json.loads((tmp_path / "broken" / "metrics.json").read_text())["steps"] == 4   # (nothing trained)
+
+
+def test_the_grids_recipe_trains_two_starts_but_not_in_a_sweep_and_one_when_told(tmp_path):
+    assert _train(tmp_path / "recipe", "--steps", "2")["starts"]["count"] == 2
+    one = _train(tmp_path / "one", "--steps", "2", "--starts", "1")
+    assert "starts" not in one and one["config"]["replicas"] is None
+    sweep = _train(tmp_path / "sweep", "--steps", "2", "--seeds", "3")
+    assert "starts" not in sweep and sweep["config"]["replicas"] == 3 and (tmp_path / "sweep" / "sweep.md").exists()
 
 
 def test_starts_with_a_sweep_is_one_line_before_training(tmp_path, capsys):
